@@ -1,0 +1,246 @@
+"""Site configuration: one TOML file -> one typed, validated, frozen `SiteConfig`.
+
+Relative paths in the file are resolved against the file's directory. Any scalar can be
+overridden by an environment variable `SWARMD_<SECTION>_<KEY>` (for example
+`SWARMD_CHAIN_RPC_URL`), which is how systemd drop-ins and containers adjust a site.
+The schema carries a version so later releases can migrate old files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarmd.errors import ConfigError
+from swarmd.fsutil import atomic_write_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+ENV_PREFIX = "SWARMD_"
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    name: str
+    state_dir: Path
+    task: Path  # the consortium's swarm.toml
+    data_list: Path | None = None  # Decathlon-style datalist JSON of this site's images
+
+
+@dataclass(frozen=True)
+class IdentitySection:
+    keystore: Path  # Ethereum keystore v3 JSON
+    passphrase_file: Path  # e.g. $CREDENTIALS_DIRECTORY/passphrase under systemd
+    curve_secret: Path  # z85 CURVE secret key; the public key is derived from it
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    rpc_url: str
+    contract: str = ""  # 0x address of the deployed SwarmLedger; empty until `swarm join`
+    poa: bool = False  # QBFT/Clique-style extraData needs web3's POA middleware
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class TransportSection:
+    bind: str  # e.g. tcp://0.0.0.0:7700
+    endpoint: str  # advertised on chain, e.g. tcp://site-a.example.org:7700
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False
+    threads: int = 0  # 0: choose from the CPU count
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    bind: str = ""  # host:port for Prometheus; empty disables
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    site: SiteSection
+    identity: IdentitySection
+    chain: ChainSection
+    transport: TransportSection
+    train: TrainSection = field(default_factory=TrainSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    path: Path | None = None  # where it was loaded from
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def control_socket(self) -> Path:
+        return self.site.state_dir / "control.sock"
+
+
+_SECTIONS: dict[str, type] = {
+    "site": SiteSection,
+    "identity": IdentitySection,
+    "chain": ChainSection,
+    "transport": TransportSection,
+    "train": TrainSection,
+    "metrics": MetricsSection,
+}
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """Turn a TOML or environment value into the field's declared type."""
+    if value is None:
+        return None
+    if "Path" in annotation:
+        return Path(os.path.expanduser(str(value)))
+    if annotation.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in {"1", "true", "yes", "on"}:
+            return True
+        if str(value).lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if annotation.startswith("int"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if annotation.startswith("float"):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build_section(name: str, raw: dict[str, Any], env: dict[str, str], base: Path) -> Any:
+    cls = _SECTIONS[name]
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for fname, f in known.items():
+        env_key = f"{ENV_PREFIX}{name}_{fname}".upper()
+        if env_key in env:
+            value: Any = env[env_key]
+        elif fname in raw:
+            value = raw[fname]
+        elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            continue
+        else:
+            raise ConfigError(f"[{name}]: missing required key '{fname}'")
+        coerced = _coerce(value, str(f.type), f"[{name}].{fname}")
+        if isinstance(coerced, Path) and not coerced.is_absolute():
+            coerced = (base / coerced).resolve()
+        values[fname] = coerced
+    return cls(**values)
+
+
+def parse_config(data: dict[str, Any], base: Path, env: dict[str, str] | None = None) -> SiteConfig:
+    """Validate a parsed TOML document; `base` resolves relative paths."""
+    env = dict(os.environ) if env is None else env
+    schema = data.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise ConfigError(f"config schema {schema!r} is not supported (this swarmd reads {SCHEMA_VERSION})")
+    unknown = set(data) - set(_SECTIONS) - {"schema"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        required = any(
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            for f in dataclasses.fields(cls)
+        )
+        if name not in data and not required:
+            sections[name] = _build_section(name, {}, env, base)
+            continue
+        sections[name] = _build_section(name, raw, env, base)
+    cfg = SiteConfig(**sections)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: SiteConfig) -> None:
+    for label, url in (
+        ("transport.bind", cfg.transport.bind),
+        ("transport.endpoint", cfg.transport.endpoint),
+    ):
+        if not url.startswith(("tcp://", "ipc://")):
+            raise ConfigError(f"{label} must be a tcp:// or ipc:// address, got {url!r}")
+    if not cfg.chain.rpc_url.startswith(("http://", "https://", "ws://", "wss://")):
+        raise ConfigError(f"chain.rpc_url must be an http(s):// or ws(s):// URL, got {cfg.chain.rpc_url!r}")
+    contract = cfg.chain.contract
+    if contract and not (contract.startswith("0x") and len(contract) == 42):
+        raise ConfigError(f"chain.contract must be a 0x-prefixed 20-byte address, got {contract!r}")
+    dev = cfg.train.device
+    if dev not in {"auto", "cpu", "cuda"} and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+    if cfg.train.threads < 0:
+        raise ConfigError("train.threads must be >= 0")
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SiteConfig:
+    """Read and validate a site config file. Raises ConfigError with the file name on any problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist", hint="run `swarm init` first") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        cfg = parse_config(data, p.resolve().parent, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}", hint=exc.hint) from None
+    return dataclasses.replace(cfg, path=p.resolve())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def dump_config(cfg: SiteConfig) -> str:
+    lines = [f"schema = {cfg.schema}", ""]
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is None:
+                continue
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(cfg: SiteConfig, path: str | os.PathLike[str]) -> Path:
+    """Write a config atomically (mode 0600: it names key files)."""
+    return atomic_write_text(path, dump_config(cfg), mode=0o600)
+
+
+def with_chain(cfg: SiteConfig, **changes: Any) -> SiteConfig:
+    """A copy with [chain] fields replaced (used by `swarm join` to record the contract)."""
+    return dataclasses.replace(cfg, chain=dataclasses.replace(cfg.chain, **changes))

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from swarmd.config import dump_config, load_config, parse_config, write_config
+from swarmd.errors import ConfigError
+
+GOOD = {
+    "schema": 1,
+    "site": {"name": "site-a", "state_dir": "state", "task": "swarm.toml"},
+    "identity": {
+        "keystore": "keys/account.json",
+        "passphrase_file": "keys/pass",
+        "curve_secret": "keys/curve.key",
+    },
+    "chain": {"rpc_url": "http://127.0.0.1:8545"},
+    "transport": {"bind": "tcp://127.0.0.1:7700", "endpoint": "tcp://127.0.0.1:7700"},
+}
+
+
+def test_relative_paths_resolve_against_file_dir(tmp_path: Path) -> None:
+    cfg = parse_config(GOOD, tmp_path, env={})
+    assert cfg.site.state_dir == tmp_path / "state"
+    assert cfg.train.device == "auto"
+    assert cfg.control_socket == tmp_path / "state" / "control.sock"
+
+
+def test_env_override_wins(tmp_path: Path) -> None:
+    cfg = parse_config(
+        GOOD, tmp_path, env={"SWARMD_CHAIN_RPC_URL": "http://10.0.0.1:8545", "SWARMD_TRAIN_AMP": "yes"}
+    )
+    assert cfg.chain.rpc_url == "http://10.0.0.1:8545"
+    assert cfg.train.amp is True
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"transport": {"bind": "udp://x", "endpoint": "tcp://a:1"}}, "tcp:// or ipc://"),
+        ({"chain": {"rpc_url": "http://x", "contract": "0x12"}}, "20-byte address"),
+        ({"site": {"name": "a", "state_dir": "s"}}, "missing required key 'task'"),
+        ({"extra": {}}, "unknown section"),
+        ({"schema": 9}, "schema 9"),
+        ({"train": {"device": "tpu"}}, "train.device"),
+        ({"train": {"threads": "many"}}, "expected an integer"),
+    ],
+)
+def test_bad_config_is_named(tmp_path: Path, patch: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**GOOD, **patch}, tmp_path, env={})
+
+
+def test_round_trip_through_file(tmp_path: Path) -> None:
+    cfg = parse_config(GOOD, tmp_path, env={})
+    path = write_config(cfg, tmp_path / "site.toml")
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = load_config(path, env={})
+    assert dump_config(again) == dump_config(cfg)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[site\nname=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
