@@ -140,6 +140,16 @@ class UpdateRejected(MergeError):
     """An update failed validation (names, shapes, dtypes, non-finite values, norm bound)."""
 
 
+class InvalidUpdate(UpdateRejected):
+    """An update failed one named check. `reason` is a short stable label (e.g. "shape", "norm")
+    for metrics and the ledger's excluded list; `sender` names the site when known."""
+
+    def __init__(self, reason: str, message: str, *, sender: str = "", hint: str | None = None) -> None:
+        self.reason = reason
+        self.sender = sender
+        super().__init__(f"update from {sender}: {message}" if sender else message, hint=hint)
+
+
 # --- daemon (exit 9) ----------------------------------------------------------------------------
 class DaemonError(SwarmError):
     """The daemon cannot start, or its control socket cannot be reached."""
