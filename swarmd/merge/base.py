@@ -1,0 +1,137 @@
+"""The merge-rule contract: `Update`, and the `MergeRule` lifecycle begin -> add* -> result.
+
+A rule instance is reusable: `begin(template)` starts a round and forgets the previous one.
+`add()` checks an update's structure against the template (names, shapes, dtypes) and refuses a
+second update from the same sender; the full checks (finite values, norm bound) are `validate()`'s,
+which the leader runs first. `result()` raises MergeError when nothing was added.
+
+Memory: a streaming rule (fedavg) folds each update into one accumulator and keeps no reference
+to it, so the leader holds O(model) whatever the number of peers. The robust rules (median,
+geometric median, trimmed mean) need all N updates at once and hold them until `result()`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from swarmd.errors import MergeError
+from swarmd.merge.validate import RejectReason, check_structure, reject
+
+
+@dataclass(frozen=True)
+class Update:
+    """One site's contribution to a round: its state dict (weights or a diff) and its sample count."""
+
+    sender: str
+    state: Mapping[str, torch.Tensor]
+    n_samples: int
+
+    def __post_init__(self) -> None:
+        n = self.n_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise reject(
+                RejectReason.SAMPLES,
+                f"sample count must be a positive integer, got {n!r}",
+                sender=self.sender,
+            )
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+class MergeRule(ABC):
+    """An aggregation rule. Subclasses implement `_reset`, `_fold` and `_merge`."""
+
+    name: str = ""
+    streaming: bool = False  # True when add() keeps no reference to the update
+
+    def __init__(self) -> None:
+        self._template: dict[str, torch.Tensor] | None = None
+        self._senders: list[str] = []
+        self._total_samples = 0
+
+    def begin(self, template: Mapping[str, torch.Tensor]) -> None:
+        """Start a round for a model shaped like `template` (its values are not used)."""
+        if not template:
+            raise MergeError("the template model has no tensors")
+        for name, t in template.items():
+            if not isinstance(t, torch.Tensor):
+                raise MergeError(f"template entry {name} is a {type(t).__name__}, not a tensor")
+        # Meta tensors keep names, shapes and dtypes without holding the template's memory.
+        self._template = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in template.items()}
+        self._senders = []
+        self._total_samples = 0
+        self._reset()
+
+    def add(self, update: Update) -> None:
+        """Take one update into the round. Raises InvalidUpdate on a structure mismatch or a repeat sender."""
+        template = self._require_template()
+        if update.sender in self._senders:
+            raise reject(RejectReason.DUPLICATE, "already added this round", sender=update.sender)
+        check_structure(update.state, template, update.sender)
+        self._fold(update)
+        self._senders.append(update.sender)
+        self._total_samples += update.n_samples
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The merged state dict, in the template's names order and dtypes."""
+        template = self._require_template()
+        if not self._senders:
+            raise MergeError(f"{self.name}: no update was added this round, nothing to merge")
+        merged = self._merge()
+        return {name: merged[name] for name in template}
+
+    @property
+    def included(self) -> tuple[str, ...]:
+        """Senders merged this round, in the order they were added (finalize's `included`)."""
+        return tuple(self._senders)
+
+    @property
+    def total_samples(self) -> int:
+        return self._total_samples
+
+    @property
+    def template(self) -> Mapping[str, torch.Tensor]:
+        return self._require_template()
+
+    def _require_template(self) -> dict[str, torch.Tensor]:
+        if self._template is None:
+            raise MergeError(f"{self.name}: begin(template) was not called")
+        return self._template
+
+    @abstractmethod
+    def _reset(self) -> None:
+        """Drop whatever the previous round held."""
+
+    @abstractmethod
+    def _fold(self, update: Update) -> None:
+        """Take a structurally valid update."""
+
+    @abstractmethod
+    def _merge(self) -> dict[str, torch.Tensor]:
+        """Combine what was folded; at least one update is present."""
+
+
+class BufferedRule(MergeRule):
+    """Base of the robust rules: keeps every update's tensors until result() (O(N x model) memory)."""
+
+    def _reset(self) -> None:
+        self._updates: list[Update] = []
+
+    def _fold(self, update: Update) -> None:
+        self._updates.append(update)
+
+    def column(self, name: str) -> list[torch.Tensor]:
+        """The N values of one tensor, one per update."""
+        return [u.state[name] for u in self._updates]
+
+    @property
+    def weights(self) -> list[int]:
+        return [u.n_samples for u in self._updates]

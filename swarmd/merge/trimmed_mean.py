@@ -1,0 +1,39 @@
+"""Coordinate-wise trimmed mean.
+
+For each coordinate, the `floor(trim_ratio * N)` smallest and largest values are dropped and the
+rest averaged, unweighted (sample counts are self-reported; see `median`). With trim_ratio in
+[0, 0.5) at least one value always remains; trim_ratio 0 is the plain mean. Keeps all N updates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from swarmd.errors import MergeError
+from swarmd.merge.base import BufferedRule
+from swarmd.merge.maths import cast_back, sorted_stack
+
+
+class TrimmedMean(BufferedRule):
+    name = "trimmed_mean"
+
+    def __init__(self, trim_ratio: float = 0.1) -> None:
+        if not (0.0 <= trim_ratio < 0.5):
+            raise MergeError(f"trimmed_mean: trim_ratio must be in [0, 0.5), got {trim_ratio}")
+        super().__init__()
+        self.trim_ratio = trim_ratio
+
+    def trimmed(self, n: int) -> int:
+        """How many values are cut from each end when `n` updates were added."""
+        return math.floor(self.trim_ratio * n)
+
+    def _merge(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for name, spec in self.template.items():
+            ordered = sorted_stack(self.column(name))
+            n = ordered.shape[0]
+            k = self.trimmed(n)
+            out[name] = cast_back(ordered[k : n - k].mean(dim=0), spec.dtype)
+        return out
