@@ -1,0 +1,135 @@
+"""Content-addressed model checkpoints: safetensors files named by the model's content hash.
+
+A checkpoint's file name is `hash_hex(content_hash(state)) + ".safetensors"`, the same hash that
+names the model on chain, so a file can be checked against the ledger without trusting its name.
+Files are written atomically (tmp, fsync, rename) and read only through safetensors: nothing is
+ever unpickled and `torch.load` is never called. Every load recomputes the content hash; a
+corrupt, truncated or mismatching file raises CheckpointError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from swarmd.codec import HASH_SIZE, content_hash, hash_hex
+from swarmd.errors import CheckpointError, CodecError, StoreError
+from swarmd.fsutil import atomic_write
+
+SUFFIX = ".safetensors"
+_METADATA = {"format": "pt", "producer": "swarmd"}
+
+
+def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, detached tensors: what safetensors needs. Copies only what is not already so."""
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"state entry {name!r} is a {type(t).__name__}, not a tensor")
+        out[name] = t.detach().to("cpu").contiguous()
+    return out
+
+
+def _serialize(state: Mapping[str, torch.Tensor]) -> bytes:
+    try:
+        return safetensors.torch.save(_plain(state), metadata=_METADATA)
+    except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
+        # e.g. two entries sharing storage, which safetensors refuses on purpose
+        raise CheckpointError(f"cannot serialize state dict: {exc}") from exc
+
+
+def save_file(state: Mapping[str, torch.Tensor], path: Path) -> Path:
+    """Write `state` as a safetensors file at `path`, atomically. For exports; the store uses put()."""
+    try:
+        return atomic_write(path, _serialize(state))
+    except CheckpointError:
+        raise
+    except StoreError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def _deserialize(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load(data)
+    except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
+
+
+def load_file(path: Path, expected: bytes | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; if `expected` is given, its content hash must match it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    state = _deserialize(data, path)
+    if expected is not None:
+        try:
+            got = content_hash(state)
+        except CodecError as exc:
+            raise CheckpointError(f"checkpoint {path} holds an unsupported tensor: {exc}") from exc
+        if got != expected:
+            raise CheckpointError(
+                f"checkpoint {path} does not match its hash: "
+                f"expected {hash_hex(expected)}, got {hash_hex(got)}",
+                hint="the file was modified or corrupted; fetch the model again from a peer",
+            )
+    return state
+
+
+def _check_hash(h: bytes) -> bytes:
+    if not isinstance(h, bytes | bytearray) or len(h) != HASH_SIZE:
+        raise CheckpointError(f"a checkpoint hash is {HASH_SIZE} bytes, got {h!r:.80}")
+    return bytes(h)
+
+
+class CheckpointStore:
+    """A directory of checkpoints named by content hash. Safe to share between threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, h: bytes) -> Path:
+        return self.root / (hash_hex(_check_hash(h)) + SUFFIX)
+
+    def has(self, h: bytes) -> bool:
+        return self.path(h).is_file()
+
+    def put(self, state: Mapping[str, torch.Tensor]) -> bytes:
+        """Store `state` (idempotent) and return its content hash."""
+        try:
+            h = content_hash(state)
+        except CodecError as exc:
+            raise CheckpointError(f"cannot checkpoint this state dict: {exc}") from exc
+        target = self.path(h)
+        if not target.is_file():
+            # A file of this name can only hold these bytes, so a concurrent writer is harmless.
+            save_file(state, target)
+        return h
+
+    def get(self, h: bytes) -> dict[str, torch.Tensor]:
+        """Load and verify the checkpoint named by `h`."""
+        target = self.path(h)
+        if not target.is_file():
+            raise CheckpointError(f"no checkpoint {hash_hex(h)} in {self.root}")
+        return load_file(target, expected=_check_hash(h))
+
+    def hashes(self) -> list[bytes]:
+        """Hashes of every stored checkpoint (by file name; not verified)."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for f in sorted(self.root.glob("0x*" + SUFFIX)):
+            body = f.name[2 : -len(SUFFIX)]
+            if len(body) == 2 * HASH_SIZE:
+                try:
+                    out.append(bytes.fromhex(body))
+                except ValueError:
+                    continue  # not one of ours
+        return out

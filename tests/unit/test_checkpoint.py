@@ -1,0 +1,98 @@
+"""Content-addressed safetensors checkpoints: round trip, naming, and every way a file can be bad."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swarmd.checkpoint import CheckpointStore, load_file, save_file
+from swarmd.codec import content_hash, hash_hex
+from swarmd.errors import CheckpointError
+
+
+@pytest.fixture
+def state() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "conv.weight": torch.randn(4, 1, 3, 3, generator=g),
+        "bn.running_mean": torch.randn(4, generator=g),
+        "bn.num_batches_tracked": torch.tensor(7, dtype=torch.int64),
+        "head.weight": torch.randn(2, 4, generator=g).half(),
+    }
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def test_put_get_round_trip_named_by_content_hash(tmp_path, state):
+    store = CheckpointStore(tmp_path / "ckpt")
+    h = store.put(state)
+    assert h == content_hash(state)
+    assert store.path(h).name == hash_hex(h) + ".safetensors"
+    assert store.has(h)
+    assert _same(store.get(h), state)
+    assert store.hashes() == [h]
+
+
+def test_put_is_idempotent_and_leaves_no_tmp_files(tmp_path, state):
+    store = CheckpointStore(tmp_path)
+    assert store.put(state) == store.put({k: v.clone() for k, v in state.items()})
+    assert [p.name for p in tmp_path.iterdir()] == [store.path(content_hash(state)).name]
+
+
+def test_non_contiguous_tensor_is_stored_by_value(tmp_path):
+    t = torch.arange(12.0).reshape(3, 4).t()
+    store = CheckpointStore(tmp_path)
+    h = store.put({"w": t})
+    assert torch.equal(store.get(h)["w"], t)
+
+
+def test_truncated_file_raises_checkpoint_error(tmp_path, state):
+    store = CheckpointStore(tmp_path)
+    h = store.put(state)
+    p = store.path(h)
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        store.get(h)
+
+
+def test_flipped_byte_in_tensor_data_is_a_hash_mismatch(tmp_path, state):
+    store = CheckpointStore(tmp_path)
+    h = store.put(state)
+    p = store.path(h)
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match its hash"):
+        store.get(h)
+
+
+def test_garbage_and_pickle_files_are_refused(tmp_path):
+    p = tmp_path / "model.safetensors"
+    # A pickle stream must never be interpreted: safetensors sees a bogus header and refuses.
+    p.write_bytes(b"\x80\x04\x95" + b"\x00" * 40)
+    with pytest.raises(CheckpointError, match=str(p)):
+        load_file(p)
+
+
+def test_missing_checkpoint_and_bad_hash(tmp_path):
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        store.get(b"\x01" * 32)
+    with pytest.raises(CheckpointError, match="32 bytes"):
+        store.path(b"short")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_file(tmp_path / "nope.safetensors")
+
+
+def test_export_and_verify_with_expected_hash(tmp_path, state):
+    out = save_file(state, tmp_path / "export" / "final.safetensors")
+    assert _same(load_file(out, expected=content_hash(state)), state)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_file(out, expected=b"\x00" * 32)
+
+
+def test_non_tensor_entry_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="not a tensor"):
+        save_file({"w": [1, 2, 3]}, tmp_path / "x.safetensors")  # type: ignore[dict-item]
