@@ -33,6 +33,7 @@ class SiteSection:
     state_dir: Path
     task: Path  # the consortium's swarm.toml
     data_list: Path | None = None  # Decathlon-style datalist JSON of this site's images
+    eval_list: Path | None = None  # held-out datalist the merged models are scored on (never trained on)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
-"""`swarmd`: the site daemon."""
+"""`swarmd`: the site daemon (`swarmd run --config /etc/swarmd/site.toml`)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import typer
 
 from swarmd import __version__
+from swarmd.cli.common import cli_errors
 
 app = typer.Typer(name="swarmd", add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 
@@ -15,6 +19,26 @@ def version() -> None:
     typer.echo(f"swarmd {__version__}")
 
 
+@app.command()
+def run(
+    config: Path = typer.Option(
+        Path(os.environ.get("SWARMD_CONFIG", "/etc/swarmd/site.toml")), help="The site config (site.toml)."
+    ),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run the daemon in the foreground, logging JSON to stderr. SIGTERM stops it gracefully."""
+    from swarmd.config import load_config
+    from swarmd.daemon.lifecycle import setup_logging
+
+    with cli_errors():
+        cfg = load_config(config)
+        setup_logging(log_level.upper())
+        from swarmd.daemon.app import run as run_daemon
+
+        code = run_daemon(cfg)
+    raise typer.Exit(code)
+
+
 @app.callback()
 def _root() -> None:
     """The swarmd site daemon."""
@@ -22,3 +46,5 @@ def _root() -> None:
 
 def main() -> None:
     app()
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,240 @@
+"""`swarm ledger ...`: read the audit trail. Members, rounds, one round, export, watch, verify, plot.
+
+Read-only: needs an RPC URL and a contract address, from --config, from --rpc/--contract, or from
+the local devnet's consortium.json (the default, for a devnet on this machine).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from swarmd.cli.common import cli_errors, console, print_json
+from swarmd.errors import ConfigError, UsageError
+
+ledger_app = typer.Typer(help="Inspect the on-chain ledger: who contributed what, in which round.", no_args_is_help=True)
+
+ConfigOpt = typer.Option(None, "--config", help="A site.toml naming the chain and contract.")
+RpcOpt = typer.Option(None, "--rpc", help="JSON-RPC URL (with --contract).")
+ContractOpt = typer.Option(None, "--contract", help="SwarmLedger address (with --rpc).")
+DevnetOpt = typer.Option(Path(".devnet"), "--devnet", help="Local devnet directory (the default source).")
+JsonOpt = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _ledger(config: Path | None, rpc: str | None, contract: str | None, devnet: Path):
+    from swarmd.ledger import Ledger
+
+    if config is not None:
+        from swarmd.config import load_config
+
+        cfg = load_config(config)
+        if not cfg.chain.contract:
+            raise ConfigError(f"{config} names no contract", hint="run `swarm join --contract ...`")
+        return Ledger(cfg.chain.rpc_url, cfg.chain.contract, poa=cfg.chain.poa)
+    if rpc or contract:
+        if not (rpc and contract):
+            raise UsageError("--rpc and --contract go together")
+        return Ledger(rpc, contract)
+    from swarmd.daemon.provision import LocalConsortium
+
+    c = LocalConsortium.load(devnet)
+    return Ledger(c.rpc_url, c.contract)
+
+
+def _short(h: bytes | None) -> str:
+    return "-" if not h else "0x" + h.hex()[:12] + ".."
+
+
+@ledger_app.command()
+def members(
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+) -> None:
+    """Every site that ever asked to join: account, status, endpoint, CURVE key."""
+    with cli_errors():
+        rows = _ledger(config, rpc, contract, devnet).members()
+    if json_out:
+        print_json([m.to_json() for m in rows])
+        return
+    t = Table(title=f"members ({sum(m.status.name == 'ACTIVE' for m in rows)} active)")
+    for col in ("account", "status", "endpoint", "curve key"):
+        t.add_column(col)
+    for m in rows:
+        t.add_row(m.account, m.status.name.lower(), m.endpoint, "0x" + m.curve_key.hex()[:16] + "..")
+    console.print(t)
+
+
+def _rounds_table(infos) -> Table:
+    t = Table(title="rounds")
+    for col in ("round", "status", "leader", "term", "commits", "samples", "included", "merged model"):
+        t.add_column(col)
+    for i in infos:
+        t.add_row(
+            str(i.round), i.status.name.lower(), (i.leader or "-")[:12], str(i.term), str(len(i.commits)),
+            str(sum(c.n_samples for c in i.commits)), str(len(i.included)), _short(i.merged_hash),
+        )
+    return t
+
+
+@ledger_app.command()
+def rounds(
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+) -> None:
+    """Every round: status, leader, term, commits, samples, the merged model."""
+    with cli_errors():
+        infos = _ledger(config, rpc, contract, devnet).rounds()
+    if json_out:
+        print_json([i.to_json() for i in infos])
+    else:
+        console.print(_rounds_table(infos))
+
+
+@ledger_app.command("round")
+def round_(
+    number: int = typer.Argument(..., help="Round number."),
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+) -> None:
+    """One round in full: every commit, the leader, failed leaders, included sites, hashes."""
+    with cli_errors():
+        ledger = _ledger(config, rpc, contract, devnet)
+        if number < 0 or number > ledger.current_round():
+            raise UsageError(f"round {number} does not exist (current round: {ledger.current_round()})")
+        info = ledger.round(number)
+    if json_out:
+        print_json(info.to_json())
+        return
+    console.print(_rounds_table([info]))
+    t = Table(title=f"round {number} commits")
+    for col in ("site", "update hash", "samples", "block", "included"):
+        t.add_column(col)
+    for c in info.commits:
+        t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), str(c.block), str(c.site in info.included))
+    console.print(t)
+    console.print(f"base model: 0x{info.base_hash.hex()}")
+    if info.failed_leaders:
+        console.print(f"failed leaders: {', '.join(info.failed_leaders)}")
+
+
+@ledger_app.command()
+def export(
+    fmt: str = typer.Option("json", "--format", help="json or csv (one row per commit)."),
+    out: Path | None = typer.Option(None, "--out", help="Write here instead of stdout."),
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+) -> None:
+    """The whole audit trail, for an ethics board's records."""
+    with cli_errors():
+        if fmt not in ("json", "csv"):
+            raise UsageError(f"--format must be json or csv, got {fmt!r}")
+        ledger = _ledger(config, rpc, contract, devnet)
+        infos = ledger.rounds()
+        if fmt == "json":
+            doc = {
+                "contract": ledger.address,
+                "binding": {k: ("0x" + v.hex() if isinstance(v, bytes) else v)
+                            for k, v in vars(ledger.binding()).items()},
+                "members": [m.to_json() for m in ledger.members()],
+                "rounds": [i.to_json() for i in infos],
+            }
+            text = json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
+        else:
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["round", "status", "term", "leader", "site", "update_hash", "n_samples", "block",
+                        "included", "merged_hash"])
+            for i in infos:
+                for c in i.commits:
+                    w.writerow([i.round, i.status.name.lower(), i.term, i.leader or "", c.site,
+                                "0x" + c.update_hash.hex(), c.n_samples, c.block, c.site in i.included,
+                                "0x" + i.merged_hash.hex() if i.merged_hash else ""])
+            text = buf.getvalue()
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            from swarmd.fsutil import atomic_write_text
+
+            atomic_write_text(out, text)
+            console.print(f"wrote {out}")
+
+
+@ledger_app.command()
+def watch(
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt, from_block: int = typer.Option(0, help="Replay events from this block."),
+    seconds: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
+) -> None:
+    """Follow ledger events live (joins, admissions, commits, elections, finalizations)."""
+    with cli_errors():
+        stream = _ledger(config, rpc, contract, devnet).events(from_block)
+        end = time.monotonic() + seconds if seconds else None
+        while end is None or time.monotonic() < end:
+            for ev in stream.poll():
+                args = ", ".join(f"{k}={('0x' + v.hex()) if isinstance(v, bytes) else v}" for k, v in ev.args.items())
+                console.print(f"[dim]#{ev.block}[/] [bold]{ev.name}[/] {args}", highlight=False)
+            time.sleep(0.5)
+
+
+@ledger_app.command()
+def verify(
+    model_file: Path = typer.Argument(..., help="A .safetensors model file."),
+    round_number: int | None = typer.Option(None, "--round", help="Check against this round only."),
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+) -> None:
+    """Is this file the merged model of a round (or the initial model), by its content hash on chain?"""
+    from swarmd.checkpoint import load_file
+    from swarmd.codec import content_hash
+
+    with cli_errors():
+        h = content_hash(load_file(model_file))
+        ledger = _ledger(config, rpc, contract, devnet)
+        infos = [ledger.round(round_number)] if round_number is not None else ledger.rounds()
+        matches = [i.round for i in infos if i.merged_hash == h]
+        initial = ledger.binding().initial_model_hash == h
+    result = {"file": str(model_file), "hash": "0x" + h.hex(), "rounds": matches, "initial_model": initial,
+              "verified": bool(matches) or (initial and round_number is None)}
+    if json_out:
+        print_json(result)
+    elif result["verified"]:
+        where = f"the merged model of round {', '.join(map(str, matches))}" if matches else "the initial model"
+        console.print(f"[green]VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is {where}")
+    else:
+        scope = f"round {round_number}" if round_number is not None else "any round"
+        console.print(f"[red]NOT VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is not the merged model of {scope}")
+    if not result["verified"]:
+        raise typer.Exit(1)
+
+
+@ledger_app.command()
+def plot(
+    out: Path = typer.Option(Path("ledger.png"), "--out", help="PNG to write."),
+    journals: list[Path] = typer.Option(
+        [], "--journal", help="Site journal.json files whose metrics to plot (default: the devnet's sites)."
+    ),
+    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+) -> None:
+    """Plot each site's held-out metric per round, and who led each round, as a PNG."""
+    from swarmd.daemon.report import plot_rounds
+
+    with cli_errors():
+        ledger = _ledger(config, rpc, contract, devnet)
+        if not journals:
+            from swarmd.daemon.provision import LocalConsortium
+
+            c = LocalConsortium.load(devnet)
+            journals = [s.config.parent / "state" / "journal.json" for s in c.sites]
+        path = plot_rounds(ledger.rounds(), ledger.members(), journals, out)
+    console.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ledger_app, name="ledger")

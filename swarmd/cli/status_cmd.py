@@ -1,0 +1,47 @@
+"""`swarm status`: what the local daemon is doing, from its control socket."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from swarmd.cli.common import cli_errors, console, print_json
+
+
+def status(
+    config: Path = typer.Option(..., help="The site's site.toml."),
+    json_out: bool = typer.Option(False, "--json", help="Print raw JSON."),
+) -> None:
+    """Round, phase, leader, peers seen, last merged model, samples, metrics and privacy spent."""
+    from swarmd.config import load_config
+    from swarmd.daemon.control import query_status
+
+    with cli_errors():
+        st = query_status(load_config(config).control_socket)
+    if json_out:
+        print_json(st)
+        return
+    t = Table(title=f"swarmd {st['site']} ({st['address']})", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    now = time.time()
+    t.add_row("round", f"{st['round']} of {st['rounds_total']}")
+    t.add_row("phase", f"{st['phase']} for {now - st['phase_since']:.0f}s")
+    t.add_row("leader", f"{st['leader'] or '-'} (term {st['term']})")
+    t.add_row("chain", "reachable" if st["chain_ok"] else "[red]unreachable, retrying[/]")
+    peers = ", ".join(f"{a[:10]}.. {now - ts:.0f}s ago" for a, ts in sorted(st["peers_seen"].items()))
+    t.add_row("peers seen", peers or "-")
+    t.add_row("last merged", f"round {st['last_merged_round']} {st['last_merged_hash'][:18]}")
+    t.add_row("samples", str(st["n_samples"]))
+    t.add_row("loss", "-" if st["last_loss"] is None else f"{st['last_loss']:.4f}")
+    t.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in st["metrics"].items()) or "-")
+    t.add_row("baseline", ", ".join(f"{k}={v:.4f}" for k, v in st["baseline"].items()) or "-")
+    t.add_row("epsilon", "-" if st["epsilon"] is None else f"{st['epsilon']:.3f}")
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)

@@ -1,0 +1,136 @@
+"""The one place that constructs and wires the subsystems: `Daemon` (startup, main loop, shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from swarmd.checkpoint import CheckpointStore
+from swarmd.config import SiteConfig
+from swarmd.daemon import notify
+from swarmd.daemon.control import ControlServer
+from swarmd.daemon.metrics import Metrics, start_metrics_server
+from swarmd.daemon.provision import check_task_binding, site_identity, site_ledger
+from swarmd.daemon.rounds import RoundDriver, StopRequested
+from swarmd.daemon.state import DaemonState, Phase
+from swarmd.daemon.store import Journal
+from swarmd.errors import ConfigError
+from swarmd.task import load_task
+
+log = logging.getLogger("swarmd.app")
+
+
+class Daemon:
+    def __init__(self, cfg: SiteConfig) -> None:
+        self.cfg = cfg
+        self.driver: RoundDriver | None = None
+        self.node: Any = None
+        self.control: ControlServer | None = None
+        self.metrics_server: Any = None
+        self._stop = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.state: DaemonState | None = None
+
+    async def startup(self) -> None:
+        from swarmd.train import BundleTrainer
+        from swarmd.transport import Node
+
+        cfg = self.cfg
+        if cfg.site.data_list is None:
+            raise ConfigError("site.data_list is not set", hint="point it at this site's datalist JSON")
+        task = load_task(cfg.site.task)
+        ident = site_identity(cfg)
+        ledger = site_ledger(cfg, ident)
+        state_dir = cfg.site.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(check_task_binding, ledger, task)
+        self.state = DaemonState(site=cfg.site.name, address=ident.address, rounds_total=task.swarm.rounds)
+        metrics = Metrics()
+        trainer = BundleTrainer(
+            task,
+            cfg.site.data_list,
+            device=cfg.train.device,
+            amp=cfg.train.amp,
+            threads=cfg.train.threads,
+            workdir=state_dir / "work",
+        )
+        await asyncio.to_thread(trainer.initialize)
+        self.driver = RoundDriver(
+            task=task,
+            ledger=ledger,
+            node=None,
+            trainer=trainer,
+            store=CheckpointStore(state_dir / "checkpoints"),
+            journal=Journal.open(state_dir / "journal.json"),
+            state=self.state,
+            metrics=metrics,
+            poll_interval=cfg.chain.poll_interval,
+            eval_list=cfg.site.eval_list,
+        )
+        self.node = Node(
+            public_key=ident.curve.public,
+            secret_key=ident.curve.secret,
+            bind=cfg.transport.bind,
+            handler=self.driver,
+            max_payload=task.swarm.max_update_bytes,
+            stats_hook=metrics.transport_hook,
+        )
+        self.driver.node = self.node
+        await self.node.start()
+        self.control = ControlServer(cfg.control_socket, self.state.snapshot)
+        await self.control.start()
+        self.metrics_server = start_metrics_server(cfg.metrics.bind, metrics)
+        notify.ready()
+        self._watchdog = asyncio.ensure_future(self._watchdog_loop())
+        log.info("swarmd up: site %s account %s at %s", cfg.site.name, ident.address, cfg.transport.endpoint)
+
+    async def main_loop(self) -> None:
+        driver = self.driver
+        if driver is None:
+            return
+        try:
+            await driver.ensure_initial_model()
+            binding = await driver.chain(driver.ledger.binding)
+            await driver.evaluate_baseline(driver.store.get(binding.initial_model_hash))
+            await driver.run()
+        except StopRequested:
+            log.info("stopping at a safe point (round %s, %s)", self.state and self.state.round,
+                     self.state and self.state.phase.value)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        if self.driver is not None:
+            self.driver.stopping.set()
+
+    async def shutdown(self) -> None:
+        notify.stopping()
+        if self.state is not None:
+            self.state.enter(Phase.STOPPING)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self.control is not None:
+            await self.control.stop()
+        if self.node is not None:
+            await self.node.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.driver is not None:
+            self.driver.trainer.abort()
+            self.driver.close()
+
+    async def _watchdog_loop(self) -> None:
+        interval = notify.watchdog_interval()
+        period = interval / 2 if interval else 5.0
+        while True:
+            if interval:
+                notify.watchdog()
+            if self.state is not None:
+                notify.status(f"round {self.state.round} {self.state.phase.value}")
+            await asyncio.sleep(period)
+
+
+def run(cfg: SiteConfig) -> int:
+    from swarmd.daemon.lifecycle import serve
+
+    return asyncio.run(serve(Daemon(cfg)))

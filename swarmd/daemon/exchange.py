@@ -1,0 +1,83 @@
+"""The leader's side of one (round, term): which updates are expected, which arrived, the merge.
+
+Updates are checked against the chain (sender committed, content hash equals its commitment),
+validated against the round's base model, and folded into the task's merge rule as they arrive,
+so a streaming rule (fedavg) holds one accumulator, never N models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from swarmd.errors import UpdateRejected
+from swarmd.merge import MergeRule, Update, validate
+
+log = logging.getLogger("swarmd.exchange")
+
+
+@dataclass
+class Exchange:
+    round: int
+    term: int
+    expected: dict[str, tuple[bytes, int]]  # committer address -> (committed hash, sample count)
+    base: Mapping[str, torch.Tensor]
+    rule: MergeRule
+    is_diff: bool
+    norm_bound: float = 0.0
+    received: dict[str, bytes] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # address -> reason
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.rule.begin(self.base)
+
+    @property
+    def pending(self) -> set[str]:
+        return set(self.expected) - set(self.received) - set(self.excluded)
+
+    def offer(self, sender: str, state: Mapping[str, torch.Tensor], digest: bytes) -> None:
+        """Fold one update in, or raise UpdateRejected with a reason. Called on the event loop."""
+        if sender not in self.expected:
+            raise UpdateRejected(f"{sender} did not commit in round {self.round}")
+        if sender in self.received:
+            raise UpdateRejected(f"{sender} already delivered in round {self.round} term {self.term}")
+        committed, n_samples = self.expected[sender]
+        if digest != committed:
+            self._exclude(sender, "hash_mismatch")
+            raise UpdateRejected(
+                f"update from {sender} hashes to 0x{digest.hex()[:16]}.. but 0x{committed.hex()[:16]}.. is on chain"
+            )
+        try:
+            validate(state, self.base, norm_bound=self.norm_bound, reference=None if self.is_diff else self.base,
+                     is_diff=self.is_diff)
+        except UpdateRejected as exc:
+            self._exclude(sender, getattr(exc, "reason", "invalid"))
+            raise
+        self.rule.add(Update(sender=sender, state=state, n_samples=n_samples))
+        self.received[sender] = digest
+        log.info("round %d: merged update from %s (%d/%d)", self.round, sender, len(self.received), len(self.expected))
+        self._check_complete()
+
+    def _exclude(self, sender: str, reason: str) -> None:
+        self.excluded[sender] = reason
+        log.warning("round %d: excluded %s (%s)", self.round, sender, reason)
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if not self.pending:
+            self.complete.set()
+
+    def result(self) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The merged model (weights, not a diff) and the included committers, in commit order."""
+        merged = self.rule.result()
+        if self.is_diff:
+            from swarmd.merge import apply_diff
+
+            merged = apply_diff(self.base, merged)
+        included = [a for a in self.expected if a in self.received]
+        return merged, included

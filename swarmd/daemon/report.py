@@ -1,0 +1,63 @@
+"""Reading a swarm's results back: per-site journals joined with the chain's rounds, as a plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from swarmd.errors import JournalError
+
+
+def read_journal(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise JournalError(f"no journal at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise JournalError(f"{path}: unreadable journal ({exc})") from None
+
+
+def metric_series(journal: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """metric name -> [(round, value)], with the initial model's score as round -1."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name, value in journal.get("baseline", {}).items():
+        out.setdefault(name, []).append((-1, float(value)))
+    for r, rec in sorted(journal.get("rounds", {}).items(), key=lambda kv: int(kv[0])):
+        for name, value in rec.get("metrics", {}).items():
+            out.setdefault(name, []).append((int(r), float(value)))
+    return out
+
+
+def plot_rounds(rounds: Sequence[Any], members: Sequence[Any], journals: Sequence[Path], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_metric, ax_lead) = plt.subplots(2, 1, figsize=(8, 6), height_ratios=[3, 1], sharex=True)
+    for path in journals:
+        series = metric_series(read_journal(path))
+        site = path.parent.parent.name
+        for name, points in series.items():
+            xs, ys = zip(*points, strict=True)
+            ax_metric.plot(xs, ys, marker="o", label=f"{site} {name}")
+    ax_metric.set_ylabel("held-out metric of the merged model")
+    ax_metric.set_title("swarm learning progress (round -1: initial model)")
+    ax_metric.grid(alpha=0.3)
+    if journals:
+        ax_metric.legend(fontsize="small")
+    accounts = [m.account for m in members]
+    for info in rounds:
+        if info.leader:
+            y = accounts.index(info.leader) if info.leader in accounts else -1
+            ax_lead.scatter([info.round], [y], marker="s", s=80, color="tab:red" if info.failed_leaders else "tab:blue")
+    ax_lead.set_yticks(range(len(accounts)), [a[:10] for a in accounts], fontsize="small")
+    ax_lead.set_xlabel("round")
+    ax_lead.set_ylabel("leader")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

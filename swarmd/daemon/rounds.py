@@ -1,0 +1,537 @@
+"""The round state machine: train, commit, elect, exchange, merge, finalize, disseminate.
+
+This is the only module that knows the order of a round. The chain is the source of truth: each
+step re-reads the round from the ledger, and the journal only records what this site did (so a
+restart resumes mid-round without redoing a commit or losing an update). Chain calls run on one
+dedicated thread (web3 clients and nonces are not shared across threads); training runs on
+another, so the event loop keeps serving peers throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from swarmd.checkpoint import CheckpointStore
+from swarmd.codec import content_hash, hash_hex
+from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.state import DaemonState, Phase
+from swarmd.daemon.store import Journal
+from swarmd.errors import (
+    ChainUnavailable,
+    ContractRevert,
+    InvalidUpdate,
+    SwarmError,
+    TransportError,
+    UpdateRejected,
+    WireError,
+)
+from swarmd.ledger import Ledger, RoundInfo, RoundStatus
+from swarmd.merge import make_diff, rule_for
+from swarmd.task import Task
+
+log = logging.getLogger("swarmd.rounds")
+T = TypeVar("T")
+
+# Reverts that mean "someone else already did it": harmless races between honest sites.
+BENIGN_REVERTS = {
+    "AlreadyCommitted",
+    "AlreadyElected",
+    "RoundNotOpen",
+    "RoundClosed",
+    "NotElectable",
+    "ElectionNotReady",
+    "ReelectTooEarly",
+    "RoundFinalized",
+    "WrongRound",
+    "RoundNotElected",
+}
+
+
+class StopRequested(Exception):
+    """Raised at a safe point once a graceful stop was asked for."""
+
+
+class RoundDriver:
+    """Drives this site through rounds until the task's last round, then keeps serving the model."""
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        ledger: Ledger,
+        node: Any,
+        trainer: Any,
+        store: CheckpointStore,
+        journal: Journal,
+        state: DaemonState,
+        metrics: Any,
+        poll_interval: float,
+        eval_list: Path | None = None,
+    ) -> None:
+        self.task = task
+        self.ledger = ledger
+        self.node = node
+        self.trainer = trainer
+        self.store = store
+        self.journal = journal
+        self.state = state
+        self.metrics = metrics
+        self.poll = poll_interval
+        self.eval_list = eval_list
+        self.me = state.address
+        self.stopping = asyncio.Event()
+        self.exchange: Exchange | None = None
+        self.servable: set[bytes] = set()  # finalized models (verified on chain) we may serve
+        self.members: dict[bytes, str] = {}  # curve key -> account, active members only
+        self.endpoints: dict[str, tuple[bytes, str]] = {}  # account -> (curve key, endpoint)
+        self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
+        self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
+        self._fetching: set[bytes] = set()
+        self.log_extra: dict[str, Any] = {}
+
+    # --- plumbing ----------------------------------------------------------------------------
+    async def chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a ledger call on the chain thread; retry with backoff while the RPC is unreachable."""
+        delay = 0.5
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                result = await loop.run_in_executor(self._chain_pool, fn, *args)
+                if not self.state.chain_ok:
+                    log.info("chain reachable again")
+                self.state.chain_ok = True
+                return result
+            except ChainUnavailable as exc:
+                self.state.chain_ok = False
+                log.warning("chain unreachable (%s); retrying in %.1fs", exc, delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def transact(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """A chain transaction whose benign revert (another site won the race) returns None."""
+        try:
+            return await self.chain(fn, *args)
+        except ContractRevert as exc:
+            if exc.error_name in BENIGN_REVERTS:
+                log.info("%s: %s (another site got there first)", fn.__name__, exc.error_name)
+                return None
+            raise
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up and raise StopRequested when a stop is requested."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        raise StopRequested
+
+    def checkpoint(self) -> None:
+        if self.stopping.is_set():
+            raise StopRequested
+
+    def set_phase(self, phase: Phase, r: int | None = None) -> None:
+        if phase != self.state.phase:
+            elapsed = time.time() - self.state.phase_since
+            self.metrics.observe_phase(self.state.phase.value, elapsed)
+        self.state.enter(phase, r)
+        self.metrics.set_round(self.state.round)
+        log.info("round %s: %s", self.state.round, phase.value)
+
+    async def refresh_members(self) -> None:
+        members = await self.chain(self.ledger.active_members)
+        self.members = {m.curve_key: m.account for m in members}
+        self.endpoints = {m.account: (m.curve_key, m.endpoint) for m in members}
+        self.node.set_peers({m.curve_key: m.endpoint for m in members if m.account != self.me})
+
+    def peer_key(self, account: str) -> bytes:
+        return self.endpoints[account][0]
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.refresh_members()
+        await self.ensure_initial_model()
+        while True:
+            self.checkpoint()
+            r = await self.chain(self.ledger.current_round)
+            self.state.rounds_total = self.task.swarm.rounds
+            if r >= self.task.swarm.rounds:
+                await self.finish(r)
+                continue
+            await self.play_round(r)
+
+    async def finish(self, r: int) -> None:
+        info = await self.chain(self.ledger.round, r)
+        if self.state.phase != Phase.DONE:
+            await self.ensure_model(info.base_hash, r - 1)
+            self.set_phase(Phase.DONE, r)
+        await self.sleep(max(self.poll, 1.0))
+
+    async def play_round(self, r: int) -> None:
+        await self.refresh_members()
+        info = await self.chain(self.ledger.round, r)
+        self.set_phase(Phase.SYNC, r)
+        base = await self.ensure_model(info.base_hash, r - 1)
+        mine = next((c for c in info.commits if c.site == self.me), None)
+        if mine is None:
+            if info.status != RoundStatus.OPEN:
+                await self.sit_out(r)
+                return
+            if not await self.train_and_commit(r, info, base):
+                await self.sit_out(r)
+                return
+        info = await self.until_elected(r)
+        while info.status == RoundStatus.ELECTED:
+            self.state.leader, self.state.term = info.leader, info.term
+            if info.leader == self.me:
+                await self.lead(r, info, base)
+            else:
+                await self.deliver(r, info)
+            info = await self.until_settled(r, info.term)
+        await self.conclude(r, info)
+
+    # --- train and commit ----------------------------------------------------------------------
+    async def train_and_commit(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> bool:
+        rec = self.journal.get(r)
+        update_hash = bytes.fromhex(rec.update_hash[2:]) if rec.update_hash else b""
+        if not update_hash or not self.store.has(update_hash):
+            self.set_phase(Phase.TRAIN, r)
+            result = await self.train(base, r)
+            update = result.weights if result.weight_type == "weights" else result.weights
+            if self.task.swarm.send == "diff" and result.weight_type == "weights":
+                update = make_diff(result.weights, base)
+            update_hash = self.store.put(update)
+            self.journal.update(
+                r,
+                base_hash=hash_hex(info.base_hash),
+                update_hash=hash_hex(update_hash),
+                n_samples=result.n_samples,
+                loss=result.loss,
+                train_seconds=result.seconds,
+            )
+            self.state.n_samples, self.state.last_loss = result.n_samples, result.loss
+            self.metrics.observe_training(result.n_samples, result.loss)
+        self.checkpoint()
+        current = await self.chain(self.ledger.round, r)
+        if current.status != RoundStatus.OPEN:
+            log.info("round %d closed while we trained; skipping it", r)
+            return False
+        self.set_phase(Phase.COMMIT, r)
+        n = self.journal.get(r).n_samples
+        await self.transact(self.ledger.commit, r, update_hash, n)
+        after = await self.chain(self.ledger.round, r)
+        if not any(c.site == self.me for c in after.commits):
+            return False
+        self.journal.update(r, committed=True)
+        return True
+
+    async def train(self, base: dict[str, torch.Tensor], r: int) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._train_pool, self.trainer.train, base, r)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        done, _ = await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if fut not in done:
+            self.trainer.abort()
+            try:
+                await fut
+            except SwarmError:
+                pass
+            raise StopRequested
+        stop.cancel()
+        return fut.result()
+
+    # --- election ----------------------------------------------------------------------------
+    async def until_elected(self, r: int) -> RoundInfo:
+        self.set_phase(Phase.ELECT, r)
+        while True:
+            info = await self.chain(self.ledger.round, r)
+            if info.status != RoundStatus.OPEN:
+                if info.status == RoundStatus.ELECTED:
+                    self.metrics.election()
+                return info
+            if await self.chain(self.ledger.can_elect, r):
+                await self.transact(self.ledger.elect, r)
+                continue
+            await self.sleep(self.poll)
+
+    async def until_settled(self, r: int, term: int) -> RoundInfo:
+        """Wait for finalize; call reelect when the leader timed out. Returns on a new term or the end."""
+        while True:
+            info = await self.chain(self.ledger.round, r)
+            if info.status != RoundStatus.ELECTED or info.term != term:
+                return info
+            if await self.chain(self.ledger.can_reelect, r):
+                log.warning("round %d: leader %s timed out; calling reelect", r, info.leader)
+                if await self.transact(self.ledger.reelect, r) is not None:
+                    self.metrics.reelection()
+                continue
+            await self.sleep(self.poll)
+
+    # --- exchange: committer side --------------------------------------------------------------
+    async def deliver(self, r: int, info: RoundInfo) -> None:
+        """Send our update to the term's leader until it is accepted or the term ends."""
+        self.set_phase(Phase.EXCHANGE, r)
+        rec = self.journal.get(r)
+        if rec.delivered_term == info.term:
+            return
+        update = self.store.get(bytes.fromhex(rec.update_hash[2:]))
+        leader = info.leader or ""
+        delay = 0.25
+        while True:
+            self.checkpoint()
+            if leader not in self.endpoints:
+                await self.refresh_members()
+            try:
+                reply = await self.node.send_update(self.peer_key(leader), round=r, term=info.term, state=update)
+                if reply.accepted:
+                    self.journal.update(r, delivered_term=info.term)
+                    log.info("round %d: leader %s accepted our update", r, leader)
+                    return
+                if reply.reason not in ("not_ready", "busy"):
+                    log.error("round %d: leader %s rejected our update: %s", r, leader, reply.reason)
+                    return
+            except (TransportError, WireError, KeyError) as exc:
+                log.warning("round %d: cannot deliver to leader %s: %s", r, leader, exc)
+            now = await self.chain(self.ledger.round, r)
+            if now.status != RoundStatus.ELECTED or now.term != info.term:
+                return
+            if await self.chain(self.ledger.can_reelect, r):
+                return
+            await self.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+    # --- exchange, merge, finalize: leader side --------------------------------------------------
+    async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
+        self.set_phase(Phase.EXCHANGE, r)
+        self.journal.update(r, led=True)
+        self.metrics.led()
+        expected = {c.site: (c.update_hash, c.n_samples) for c in info.commits}
+        exchange = Exchange(
+            round=r,
+            term=info.term,
+            expected=expected,
+            base=base,
+            rule=rule_for(self.task.swarm),
+            is_diff=self.task.swarm.send == "diff",
+            norm_bound=self.task.swarm.norm_bound,
+        )
+        self.exchange = exchange
+        try:
+            own = self.store.get(bytes.fromhex(self.journal.get(r).update_hash[2:]))
+            exchange.offer(self.me, own, content_hash(own))
+            del own
+            await self.collect(exchange, info)
+            self.set_phase(Phase.MERGE, r)
+            merged, included = exchange.result()
+        finally:
+            self.exchange = None
+        merged_hash = self.store.put(merged)
+        self.servable.add(merged_hash)
+        self.set_phase(Phase.FINALIZE, r)
+        log.info(
+            "round %d: finalizing %s with %d of %d updates (excluded: %s)",
+            r, hash_hex(merged_hash)[:18], len(included), len(expected), exchange.excluded or "none",
+        )
+        await self.transact(self.ledger.finalize, r, merged_hash, included)
+
+    async def collect(self, exchange: Exchange, info: RoundInfo) -> None:
+        """Wait for every committer, or until half the leader timeout has passed (then go without)."""
+        deadline_block = (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout // 2)
+        while not exchange.complete.is_set():
+            try:
+                await asyncio.wait_for(exchange.complete.wait(), timeout=self.poll)
+            except asyncio.TimeoutError:
+                pass
+            self.checkpoint()
+            if await self.chain(self.ledger.block_number) >= deadline_block:
+                log.warning("round %d: exchange deadline; missing %s", exchange.round, sorted(exchange.pending))
+                return
+
+    # --- transport handler (called by the node) ---------------------------------------------------
+    async def on_update(self, peer: bytes, header: Any, state: Mapping[str, torch.Tensor], digest: bytes) -> Any:
+        from swarmd.transport import Reply
+
+        sender = self.members.get(peer)
+        if sender is None:
+            await self.refresh_members()
+            sender = self.members.get(peer)
+            if sender is None:
+                return Reply.reject("not_member")
+        self.state.peers_seen[sender] = time.time()
+        ex = self.exchange
+        if ex is None or ex.round != header.round or ex.term != header.term:
+            return Reply.reject("not_ready")
+        try:
+            ex.offer(sender, state, digest)
+        except UpdateRejected as exc:
+            reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
+            self.metrics.rejection(reason)
+            log.warning("round %d: rejected update from %s: %s", ex.round, sender, exc)
+            return Reply.reject(reason)
+        return Reply.accept()
+
+    async def on_announce(self, peer: bytes, header: Any) -> None:
+        sender = self.members.get(peer)
+        if sender is None:
+            return
+        self.state.peers_seen[sender] = time.time()
+        h = header.model_hash
+        if self.store.has(h) or h in self._fetching:
+            return
+        asyncio.ensure_future(self._fetch_announced(peer, header.round, h))
+
+    async def _fetch_announced(self, peer: bytes, r: int, h: bytes) -> None:
+        try:
+            info = await self.chain(self.ledger.round, r)
+        except SwarmError:
+            return
+        if info.merged_hash != h:
+            log.warning("ignoring announce of 0x%s.. for round %d: not the model on chain", h.hex()[:12], r)
+            return
+        await self.fetch_from([peer], h, r)
+
+    def serve_model(self, model_hash: bytes) -> dict[str, torch.Tensor] | None:
+        if model_hash not in self.servable or not self.store.has(model_hash):
+            return None
+        return self.store.get(model_hash)
+
+    # --- dissemination ----------------------------------------------------------------------------
+    async def conclude(self, r: int, info: RoundInfo) -> None:
+        if info.status == RoundStatus.ABANDONED:
+            log.warning("round %d was abandoned: no committer left; next round starts from the same model", r)
+            return
+        self.set_phase(Phase.DISSEMINATE, r)
+        merged_hash = info.merged_hash or b""
+        model = await self.ensure_model(merged_hash, r)
+        await self.gossip(r, merged_hash, exclude={info.leader or ""})
+        self.metrics.round_done(r)
+        await self.evaluate(r, model)
+
+    async def gossip(self, r: int, h: bytes, exclude: set[str]) -> None:
+        peers = [a for a in self.endpoints if a != self.me and a not in exclude]
+        random.shuffle(peers)
+        for account in peers[: self.task.swarm.fanout]:
+            try:
+                await self.node.announce(self.peer_key(account), round=r, model_hash=h)
+            except (TransportError, WireError) as exc:
+                log.info("announce to %s failed: %s", account, exc)
+
+    async def ensure_initial_model(self) -> None:
+        from swarmd.train import initial_weights
+
+        binding = await self.chain(self.ledger.binding)
+        if self.store.has(binding.initial_model_hash):
+            self.servable.add(binding.initial_model_hash)
+            return
+        loop = asyncio.get_running_loop()
+        weights = await loop.run_in_executor(self._train_pool, initial_weights, self.task)
+        h = self.store.put(weights)
+        if h != binding.initial_model_hash:
+            from swarmd.errors import TaskError
+
+            raise TaskError(
+                f"this site's initial model hashes to {hash_hex(h)}, the ledger says "
+                f"{hash_hex(binding.initial_model_hash)}",
+                hint="sites must run the same task, bundle and library versions",
+            )
+        self.servable.add(h)
+
+    async def ensure_model(self, h: bytes, r: int) -> dict[str, torch.Tensor]:
+        """The model with content hash `h` (verified on chain by the caller), from disk or from peers."""
+        if not self.store.has(h):
+            await self.wait_for_model(h, r)
+        self.servable.add(h)
+        if r >= 0:
+            rec = self.journal.get(r)
+            if not rec.merged_hash:
+                self.journal.update(r, merged_hash=hash_hex(h))
+            self.state.last_merged_round = max(self.state.last_merged_round, r)
+            self.state.last_merged_hash = hash_hex(h)
+        return self.store.get(h)
+
+    async def wait_for_model(self, h: bytes, r: int) -> None:
+        """Give an announce a moment to arrive, then pull from any holder until one serves it."""
+        for _ in range(int(2.0 / self.poll) + 1):
+            if self.store.has(h):
+                return
+            await self.sleep(self.poll)
+        delay = self.poll
+        while not self.store.has(h):
+            info = await self.chain(self.ledger.round, r) if r >= 0 else None
+            first = [self.peer_key(info.leader)] if info and info.leader in self.endpoints else []
+            others = [k for a, (k, _) in self.endpoints.items() if a != self.me and k not in first]
+            random.shuffle(others)
+            if await self.fetch_from(first + others, h, r):
+                return
+            await self.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def fetch_from(self, peers: list[bytes], h: bytes, r: int) -> bool:
+        if h in self._fetching:
+            while h in self._fetching:
+                await asyncio.sleep(0.05)
+            return self.store.has(h)
+        self._fetching.add(h)
+        try:
+            for peer in peers:
+                try:
+                    state = await self.node.fetch_model(peer, h, max_bytes=self.task.swarm.max_update_bytes)
+                except (TransportError, WireError) as exc:
+                    log.info("fetch 0x%s.. from a peer failed: %s", h.hex()[:12], exc)
+                    continue
+                if self.store.put(state) == h:
+                    self.servable.add(h)
+                    log.info("round %d: got model 0x%s..", r, h.hex()[:12])
+                    await self.gossip(r, h, exclude={self.members.get(peer, "")})
+                    return True
+            return False
+        finally:
+            self._fetching.discard(h)
+
+    async def sit_out(self, r: int) -> None:
+        """We missed round r's commits: wait for its model and resume from the next round."""
+        self.set_phase(Phase.SKIPPED, r)
+        while True:
+            info = await self.chain(self.ledger.round, r)
+            if info.status in (RoundStatus.FINALIZED, RoundStatus.ABANDONED):
+                await self.conclude(r, info)
+                return
+            await self.sleep(self.poll)
+
+    # --- evaluation --------------------------------------------------------------------------------
+    async def evaluate(self, r: int, model: dict[str, torch.Tensor]) -> None:
+        every = self.task.swarm.eval_every
+        last = r == self.task.swarm.rounds - 1
+        if every == 0 or (r % every and not last) or self.journal.get(r).metrics:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            metrics = await loop.run_in_executor(self._train_pool, self.trainer.evaluate, model, self.eval_list)
+        except SwarmError as exc:
+            log.error("round %d: evaluation failed: %s", r, exc)
+            return
+        self.journal.update(r, metrics=metrics)
+        self.state.metrics = metrics
+        self.metrics.model_metrics(metrics)
+        log.info("round %d: merged model scores %s", r, metrics)
+
+    async def evaluate_baseline(self, initial: dict[str, torch.Tensor]) -> None:
+        if self.journal.baseline or self.task.swarm.eval_every == 0:
+            self.state.baseline = dict(self.journal.baseline)
+            return
+        loop = asyncio.get_running_loop()
+        metrics = await loop.run_in_executor(self._train_pool, self.trainer.evaluate, initial, self.eval_list)
+        self.journal.set_baseline(metrics)
+        self.state.baseline = metrics
+
+    def close(self) -> None:
+        self._chain_pool.shutdown(wait=False, cancel_futures=True)
+        self._train_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,93 @@
+"""The state dir: round journal plus content-addressed checkpoints.
+
+Layout under `state_dir`:
+    keys/                 identity (written by `swarm init`)
+    checkpoints/<hash>.safetensors   models and updates, named by their codec content hash
+    journal.json          what this site did in each round (trained, committed, sent, merged, evaluated)
+
+The journal is small and rewritten atomically on each change, so a `kill -9` at any point leaves
+either the previous or the next version. Together with the chain it is enough to resume a round.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from swarmd.errors import JournalError
+from swarmd.fsutil import atomic_write_text
+
+JOURNAL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """This site's own facts about one round. Chain facts are not duplicated here."""
+
+    round: int
+    base_hash: str = ""  # model the round started from
+    update_hash: str = ""  # our update's content hash (committed on chain)
+    n_samples: int = 0
+    loss: float | None = None
+    train_seconds: float | None = None
+    committed: bool = False
+    delivered_term: int = -1  # last term whose leader accepted our update
+    led: bool = False
+    merged_hash: str = ""  # the round's finalized model, once we hold it
+    metrics: dict[str, float] = field(default_factory=dict)  # evaluation of merged_hash on our held-out data
+
+
+@dataclass
+class Journal:
+    """The journal file, loaded once and saved after every change."""
+
+    path: Path
+    rounds: dict[int, RoundRecord] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)  # metrics of the initial model
+
+    @classmethod
+    def open(cls, path: Path) -> Journal:
+        if not path.exists():
+            return cls(path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("v") != JOURNAL_VERSION:
+                raise JournalError(f"{path}: journal version {doc.get('v')!r} is not supported")
+            rounds = {int(k): RoundRecord(**v) for k, v in doc.get("rounds", {}).items()}
+            baseline = {str(k): float(v) for k, v in doc.get("baseline", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise JournalError(f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain") from None
+        return cls(path, rounds, baseline)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def get(self, r: int) -> RoundRecord:
+        return self.rounds.get(r, RoundRecord(round=r))
+
+    def update(self, r: int, **changes: Any) -> RoundRecord:
+        with self._lock:
+            rec = replace(self.get(r), **changes)
+            self.rounds[r] = rec
+            self._save()
+            return rec
+
+    def set_baseline(self, metrics: dict[str, float]) -> None:
+        with self._lock:
+            self.baseline = dict(metrics)
+            self._save()
+
+    def _save(self) -> None:
+        doc = {
+            "v": JOURNAL_VERSION,
+            "rounds": {str(r): asdict(rec) for r, rec in sorted(self.rounds.items())},
+            "baseline": self.baseline,
+        }
+        atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True))
+
+    def latest_merged(self) -> RoundRecord | None:
+        done = [rec for rec in self.rounds.values() if rec.merged_hash]
+        return max(done, key=lambda rec: rec.round) if done else None

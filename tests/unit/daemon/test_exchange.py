@@ -1,0 +1,54 @@
+import torch
+
+import pytest
+
+from swarmd.codec import content_hash
+from swarmd.daemon.exchange import Exchange
+from swarmd.errors import UpdateRejected
+from swarmd.merge import get_rule
+
+
+def _state(v: float) -> dict[str, torch.Tensor]:
+    return {"w": torch.full((3,), v), "b": torch.tensor([v])}
+
+
+def _exchange(expected, **kw) -> Exchange:
+    return Exchange(round=0, term=1, expected=expected, base=_state(0.0), rule=get_rule("fedavg"), is_diff=False, **kw)
+
+
+async def test_weighted_merge_and_completion():
+    a, b = _state(1.0), _state(4.0)
+    ex = _exchange({"A": (content_hash(a), 1), "B": (content_hash(b), 3)})
+    ex.offer("A", a, content_hash(a))
+    assert not ex.complete.is_set()
+    ex.offer("B", b, content_hash(b))
+    assert ex.complete.is_set()
+    merged, included = ex.result()
+    assert included == ["A", "B"]
+    torch.testing.assert_close(merged["w"], torch.full((3,), 3.25))
+
+
+async def test_hash_mismatch_is_excluded_and_honest_updates_still_merge():
+    a, b, forged = _state(1.0), _state(2.0), _state(100.0)
+    ex = _exchange({"A": (content_hash(a), 1), "B": (content_hash(b), 1)})
+    with pytest.raises(UpdateRejected, match="on chain"):
+        ex.offer("B", forged, content_hash(forged))
+    ex.offer("A", a, content_hash(a))
+    assert ex.complete.is_set() and ex.excluded == {"B": "hash_mismatch"}
+    merged, included = ex.result()
+    assert included == ["A"]
+    torch.testing.assert_close(merged["w"], torch.full((3,), 1.0))
+
+
+async def test_non_committer_duplicate_and_invalid_updates_are_refused():
+    a = _state(1.0)
+    bad = {"w": torch.tensor([float("nan"), 0.0, 0.0]), "b": torch.tensor([0.0])}
+    ex = _exchange({"A": (content_hash(a), 1), "C": (content_hash(bad), 1)})
+    with pytest.raises(UpdateRejected, match="did not commit"):
+        ex.offer("Z", a, content_hash(a))
+    ex.offer("A", a, content_hash(a))
+    with pytest.raises(UpdateRejected, match="already delivered"):
+        ex.offer("A", a, content_hash(a))
+    with pytest.raises(UpdateRejected):
+        ex.offer("C", bad, content_hash(bad))
+    assert ex.excluded["C"] == "nonfinite"
