@@ -22,6 +22,7 @@ from swarmd.config import (
     SiteSection,
     TrainSection,
     TransportSection,
+    with_chain,
     write_config,
 )
 from swarmd.errors import ConfigError, LedgerError, TaskError
@@ -130,10 +131,14 @@ class LocalConsortium:
             raise ConfigError(f"{path} is unreadable: {exc}") from None
 
 
-def _site_config(root: Path, name: str, task: Path, data_list: Path, rpc_url: str, port: int) -> SiteConfig:
+def _site_config(
+    root: Path, name: str, task: Path, data_list: Path, eval_list: Path, rpc_url: str, port: int
+) -> SiteConfig:
     keys = root / name / "keys"
     return SiteConfig(
-        site=SiteSection(name=name, state_dir=root / name / "state", task=task, data_list=data_list),
+        site=SiteSection(
+            name=name, state_dir=root / name / "state", task=task, data_list=data_list, eval_list=eval_list
+        ),
         identity=IdentitySection(
             keystore=keys / "account.json", passphrase_file=keys / "passphrase", curve_secret=keys / "curve.key"
         ),
@@ -173,7 +178,7 @@ def local_consortium(
     out: list[LocalSite] = []
     for i in range(sites):
         name = f"site-{chr(ord('a') + i)}"
-        cfg = _site_config(root, name, task_path.resolve(), data.site_lists[i], rpc_url, ports[i])
+        cfg = _site_config(root, name, task_path.resolve(), data.site_lists[i], data.test_list, rpc_url, ports[i])
         pw = secrets.token_urlsafe(16)
         atomic_write_text(cfg.identity.passphrase_file, pw + "\n", mode=0o600)
         ident = create_identity(
@@ -183,8 +188,8 @@ def local_consortium(
             private_key=dev_keys[i + 1],
             kdf_iterations=DEV_KDF_ITERATIONS,
         )
-        cfg_path = write_config(_with_contract(cfg, ledger.address), root / name / "site.toml")
-        site_ledger(_with_contract(cfg, ledger.address), ident).request_join(
+        cfg_path = write_config(with_chain(cfg, contract=ledger.address), root / name / "site.toml")
+        site_ledger(with_chain(cfg, contract=ledger.address), ident).request_join(
             ident.curve.public_raw, cfg.transport.endpoint
         )
         ledger.admit(ident.address)
@@ -194,12 +199,6 @@ def local_consortium(
     consortium = LocalConsortium(root, rpc_url, ledger.address, task_path.resolve(), data.test_list, tuple(out))
     consortium.save()
     return consortium
-
-
-def _with_contract(cfg: SiteConfig, contract: str) -> SiteConfig:
-    from swarmd.config import with_chain
-
-    return with_chain(cfg, contract=contract)
 
 
 def _free_ports(n: int) -> list[int]:

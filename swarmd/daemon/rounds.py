@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import torch
 
 from swarmd.checkpoint import CheckpointStore
-from swarmd.codec import content_hash, hash_hex
+from swarmd.codec import Manifest, content_hash, encode, hash_hex
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal
@@ -37,6 +37,7 @@ from swarmd.errors import (
 from swarmd.ledger import Ledger, RoundInfo, RoundStatus
 from swarmd.merge import make_diff, rule_for
 from swarmd.task import Task
+from swarmd.transport import Verdict
 
 log = logging.getLogger("swarmd.rounds")
 T = TypeVar("T")
@@ -96,6 +97,7 @@ class RoundDriver:
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._fetching: set[bytes] = set()
+        self._served: dict[bytes, tuple[Manifest, list[memoryview]]] = {}  # encoded models, kept alive while sent
         self.log_extra: dict[str, Any] = {}
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -291,7 +293,7 @@ class RoundDriver:
                 await self.refresh_members()
             try:
                 reply = await self.node.send_update(self.peer_key(leader), round=r, term=info.term, state=update)
-                if reply.accepted:
+                if reply.ok:
                     self.journal.update(r, delivered_term=info.term)
                     log.info("round %d: leader %s accepted our update", r, leader)
                     return
@@ -357,26 +359,24 @@ class RoundDriver:
 
     # --- transport handler (called by the node) ---------------------------------------------------
     async def on_update(self, peer: bytes, header: Any, state: Mapping[str, torch.Tensor], digest: bytes) -> Any:
-        from swarmd.transport import Reply
-
         sender = self.members.get(peer)
         if sender is None:
             await self.refresh_members()
             sender = self.members.get(peer)
             if sender is None:
-                return Reply.reject("not_member")
+                return Verdict(False, "not_member")
         self.state.peers_seen[sender] = time.time()
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
-            return Reply.reject("not_ready")
+            return Verdict(False, "not_ready", "no exchange open for that round and term")
         try:
             ex.offer(sender, state, digest)
         except UpdateRejected as exc:
             reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
             self.metrics.rejection(reason)
             log.warning("round %d: rejected update from %s: %s", ex.round, sender, exc)
-            return Reply.reject(reason)
-        return Reply.accept()
+            return Verdict(False, reason, str(exc))
+        return Verdict(True)
 
     async def on_announce(self, peer: bytes, header: Any) -> None:
         sender = self.members.get(peer)
@@ -398,10 +398,15 @@ class RoundDriver:
             return
         await self.fetch_from([peer], h, r)
 
-    def serve_model(self, model_hash: bytes) -> dict[str, torch.Tensor] | None:
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        """Only finalized (or initial) models are served: a site's own update never leaves it this way."""
         if model_hash not in self.servable or not self.store.has(model_hash):
             return None
-        return self.store.get(model_hash)
+        if model_hash not in self._served:
+            if len(self._served) >= 2:
+                self._served.pop(next(iter(self._served)))
+            self._served[model_hash] = encode(self.store.get(model_hash))
+        return self._served[model_hash]
 
     # --- dissemination ----------------------------------------------------------------------------
     async def conclude(self, r: int, info: RoundInfo) -> None:

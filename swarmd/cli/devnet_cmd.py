@@ -1,0 +1,178 @@
+"""`swarm devnet up | down | run`: a whole consortium on this machine, on a local anvil chain."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from swarmd.cli.common import cli_errors, console
+
+devnet_app = typer.Typer(help="A local anvil chain with N provisioned sites.", no_args_is_help=True)
+
+DirOpt = typer.Option(Path(".devnet"), "--dir", help="Devnet directory (chain, sites, data).")
+
+
+def default_task() -> Path:
+    from swarmd.train import bundles_dir
+
+    return bundles_dir() / "cxr_densenet.swarm.toml"
+
+
+def _up(
+    root: Path, sites: int, task: Path | None, block_time: float | None, alpha: float, seed: int, detach: bool
+):
+    from swarmd.daemon.provision import local_consortium
+    from swarmd.errors import DevnetError
+    from swarmd.ledger import Devnet
+
+    root = root.resolve()
+    if (root / "devnet.json").exists():
+        old = Devnet.load(root / "devnet.json")
+        if old.is_running():
+            raise DevnetError(f"a devnet is already up in {root}", hint="`swarm devnet down` first")
+    root.mkdir(parents=True, exist_ok=True)
+    dev = Devnet.start(block_time=block_time, accounts=max(10, sites + 2), detach=detach, log_file=root / "anvil.log")
+    try:
+        dev.save(root / "devnet.json")
+        with console.status(f"deploying the task and provisioning {sites} sites..."):
+            consortium = local_consortium(
+                root, rpc_url=dev.rpc_url, dev_keys=list(dev.dev_keys), task_path=task or default_task(),
+                sites=sites, alpha=alpha, seed=seed,
+            )
+    except BaseException:
+        dev.stop()
+        raise
+    return dev, consortium
+
+
+@devnet_app.command()
+def up(
+    root: Path = DirOpt,
+    sites: int = typer.Option(3, min=1, max=16, help="Number of sites."),
+    task: Path | None = typer.Option(None, help="swarm.toml (default: the example classification task)."),
+    block_time: float | None = typer.Option(1.0, help="Seconds per block (0: instant mining)."),
+    alpha: float = typer.Option(0.5, help="Dirichlet label skew of the generated data (small = skewed)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Start anvil in the background, deploy the task, provision, join and admit N sites."""
+    with cli_errors():
+        dev, c = _up(root, sites, task, block_time or None, alpha, seed, detach=True)
+    console.print(f"devnet up at {dev.rpc_url} (pid {dev.pid}); SwarmLedger at {c.contract}")
+    for s in c.sites:
+        console.print(f"  {s.name}: {s.address}  config {s.config}")
+    console.print(f"run a site: swarmd run --config {c.sites[0].config}   |   ledger: swarm ledger members --devnet {root}")
+
+
+@devnet_app.command()
+def down(root: Path = DirOpt) -> None:
+    """Stop the devnet's daemons and anvil. Data and site state stay on disk."""
+    from swarmd.ledger import Devnet
+
+    with cli_errors():
+        _stop_recorded_daemons(root)
+        dev = Devnet.load(root / "devnet.json")
+        dev.stop()
+    console.print(f"devnet in {root} stopped")
+
+
+def _stop_recorded_daemons(root: Path) -> None:
+    import os
+    import signal
+
+    path = root / "daemons.json"
+    if not path.exists():
+        return
+    for pid in json.loads(path.read_text()).get("pids", []):
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    path.unlink()
+
+
+def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_total: int) -> Table:
+    t = Table(title=f"swarm progress ({rounds_total} rounds)")
+    for col in ("site", "round", "phase", "leader", "samples", "loss", "merged", "held-out metric"):
+        t.add_column(col)
+    for name, st in statuses:
+        if st is None:
+            t.add_row(name, "-", "[dim]starting[/]", "", "", "", "", "")
+            continue
+        metric = ", ".join(f"{k}={v:.3f}" for k, v in st["metrics"].items())
+        base = ", ".join(f"{v:.3f}" for v in st["baseline"].values())
+        t.add_row(
+            name, str(st["round"]), st["phase"], (st["leader"] or "-")[:10], str(st["n_samples"]),
+            "-" if st["last_loss"] is None else f"{st['last_loss']:.3f}",
+            str(st["last_merged_round"]), f"{metric or '-'} (initial {base or '-'})",
+        )
+    return t
+
+
+@devnet_app.command()
+def run(
+    root: Path = DirOpt,
+    sites: int = typer.Option(3, min=1, max=16),
+    task: Path | None = typer.Option(None, help="swarm.toml (default: the example classification task)."),
+    block_time: float | None = typer.Option(1.0, help="Seconds per block (0: instant mining)."),
+    alpha: float = typer.Option(0.3, help="Dirichlet label skew of the generated data."),
+    seed: int = typer.Option(0),
+    timeout: float = typer.Option(900, help="Give up after this many seconds."),
+    local_baseline: bool = typer.Option(True, help="Also train each site alone, for comparison."),
+    keep: bool = typer.Option(False, help="Leave the chain and daemons running at the end."),
+) -> None:
+    """Start a devnet (if none is up) and N daemons; show live progress until every round is done."""
+    from swarmd.daemon.launcher import DaemonProcess
+    from swarmd.daemon.provision import LocalConsortium
+    from swarmd.ledger import Devnet
+    from swarmd.task import load_task
+
+    with cli_errors():
+        root = root.resolve()
+        owned = None
+        if (root / "devnet.json").exists() and Devnet.load(root / "devnet.json").is_running():
+            consortium = LocalConsortium.load(root)
+        else:
+            owned, consortium = _up(root, sites, task, block_time or None, alpha, seed, detach=keep)
+        rounds_total = load_task(consortium.task).swarm.rounds
+        daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log").start() for s in consortium.sites]
+        (root / "daemons.json").write_text(json.dumps({"pids": [d.pid for d in daemons]}))
+        try:
+            _follow(daemons, rounds_total, timeout)
+            from swarmd.daemon.summary import print_summary
+
+            print_summary(consortium, console, local_baseline=local_baseline)
+        finally:
+            if not keep:
+                for d in daemons:
+                    d.stop()
+                (root / "daemons.json").unlink(missing_ok=True)
+                if owned is not None:
+                    owned.stop()
+
+
+def _follow(daemons: list[Any], rounds_total: int, timeout: float) -> None:
+    from swarmd.errors import DaemonError
+
+    end = time.monotonic() + timeout
+    with Live(progress_table([], rounds_total), console=console, refresh_per_second=2) as live:
+        while True:
+            statuses = [(d.name, d.status()) for d in daemons]
+            live.update(progress_table(statuses, rounds_total))
+            if all(st and st["phase"] == "done" for _, st in statuses):
+                return
+            dead = [d for d in daemons if not d.alive()]
+            if dead:
+                raise DaemonError(f"daemon {dead[0].name} exited; its log ends:\n{dead[0].tail()}")
+            if time.monotonic() > end:
+                raise DaemonError(f"the swarm did not finish within {timeout:.0f}s")
+            time.sleep(1.0)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(devnet_app, name="devnet")

@@ -1,0 +1,82 @@
+"""Running site daemons as local subprocesses (devnet, demo, end-to-end tests, round benchmark)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarmd.config import load_config
+from swarmd.daemon.control import query_status
+from swarmd.errors import DaemonError
+
+
+@dataclass
+class DaemonProcess:
+    name: str
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "swarmd.cli.swarmd", "run", "--config", str(self.config)]
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self) -> dict[str, Any] | None:
+        """The daemon's control-socket status, or None while it is not answering."""
+        try:
+            return query_status(load_config(self.config).control_socket, timeout=2.0)
+        except DaemonError:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case the fault tests need."""
+        if self.alive() and self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait for the graceful exit, SIGKILL after `timeout`."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
+    """Poll `predicate()` until it returns something truthy; DaemonError after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise DaemonError(f"timed out after {timeout:.0f}s waiting for {what}")
