@@ -79,6 +79,10 @@ class TrainingError(SwarmError):
     exit_code = 5
 
 
+class TrainingAborted(TrainingError):
+    """Training or evaluation was stopped on purpose by Trainer.abort() (not a failure of the site)."""
+
+
 # --- chain (exit 6) -----------------------------------------------------------------------------
 class LedgerError(SwarmError):
     """Anything that went wrong talking to the chain."""
