@@ -24,6 +24,9 @@ from swarmd.merge.base import BufferedRule
 from swarmd.merge.maths import cast_back, work_dtype
 from swarmd.merge.median import coordinate_median
 
+# Relative margin for the snap tests, well above float64 noise in sums of a few distances.
+_MARGIN = 1e-9
+
 
 class GeoMedian(BufferedRule):
     name = "geomedian"
@@ -73,6 +76,37 @@ class GeoMedian(BufferedRule):
             z = new
             if moved <= self.tol * max(_distance(names, z, None), 1.0):
                 break
+        return self._snap_to_update(names, base, z)
+
+    def _snap_to_update(
+        self, names: list[str], base: list[float], z: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Return the update nearest to z instead of z when that update is the better median.
+
+        Weiszfeld converges only sublinearly when the median sits on an update (common with few
+        sites: two identical updates, or one site between the others), so z stops short of it.
+        x_k is the unique median when the pull of the others, the norm of
+        sum_{i: x_i != x_k} w_i (x_i - x_k) / ||x_i - x_k||, is below the weight sitting on x_k.
+        At equality x_k is still a median but maybe not the only one (two sites: the whole segment),
+        so it is taken only when its sum of distances is really lower than z's.
+        """
+        dists = self._distances(names, z)
+        k = min(range(len(dists)), key=dists.__getitem__)
+        anchor = self._updates[k].state
+        gaps = [_distance(names, u.state, anchor) for u in self._updates]
+        on_anchor = math.fsum(w for w, g in zip(base, gaps, strict=True) if g == 0.0)
+        pull_sq = 0.0
+        for name in names:
+            pull = torch.zeros(self.template[name].shape, dtype=torch.float64)
+            for w, g, u in zip(base, gaps, self._updates, strict=True):
+                if g > 0.0:
+                    pull.add_(u.state[name].double() - anchor[name].double(), alpha=w / g)
+            pull_sq += float(torch.linalg.vector_norm(pull)) ** 2
+        unique_median = math.sqrt(pull_sq) < on_anchor * (1 - _MARGIN)
+        cost_z = math.fsum(w * d for w, d in zip(base, dists, strict=True))
+        cost_anchor = math.fsum(w * g for w, g in zip(base, gaps, strict=True))
+        if unique_median or cost_anchor < cost_z * (1 - _MARGIN):
+            return {name: anchor[name].to(work_dtype(anchor[name].dtype)) for name in names}
         return z
 
     def _merge(self) -> dict[str, torch.Tensor]:
