@@ -1,0 +1,37 @@
+"""The chain: the SwarmLedger artifact, the Ledger client (calls, transactions, event stream) and the
+local anvil devnet. Everything above this package talks to the contract only through `Ledger`.
+"""
+
+from swarmd.ledger import errors
+from swarmd.ledger.artifact import Artifact, load_artifact
+from swarmd.ledger.client import Ledger
+from swarmd.ledger.devnet import Devnet, find_anvil
+from swarmd.ledger.events import EventStream
+from swarmd.ledger.types import (
+    Binding,
+    CommitInfo,
+    DeployParams,
+    LedgerEvent,
+    Member,
+    MemberStatus,
+    RoundInfo,
+    RoundStatus,
+)
+
+__all__ = [
+    "Artifact",
+    "Binding",
+    "CommitInfo",
+    "DeployParams",
+    "Devnet",
+    "EventStream",
+    "Ledger",
+    "LedgerEvent",
+    "Member",
+    "MemberStatus",
+    "RoundInfo",
+    "RoundStatus",
+    "errors",
+    "find_anvil",
+    "load_artifact",
+]

@@ -1,0 +1,392 @@
+"""The Ledger client: synchronous calls and transactions against one SwarmLedger over JSON-RPC (web3 8).
+
+Every transaction is signed locally with the site's account, gets its nonce from here (recovering after
+"nonce too low"), is rebroadcast if the node forgets it, and is waited on until its receipt. Calls and
+transactions retry with exponential backoff while the endpoint is unreachable and raise ChainUnavailable
+after `retries`. A revert raises the ContractRevert subclass named after the Solidity custom error.
+The daemon calls this from a worker thread; one lock serialises this client's transactions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_address, to_checksum_address
+from web3 import Web3
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    ProviderConnectionError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.middleware import ExtraDataToPOAMiddleware
+from web3.providers import HTTPProvider
+from web3.types import TxReceipt
+
+from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
+from swarmd.ledger.artifact import load_artifact
+from swarmd.ledger.errors import LedgerArgumentError, RevertDecoder, TransactionFailed, UnknownContract
+from swarmd.ledger.types import Binding, DeployParams, Member, MemberStatus, RoundInfo
+
+if TYPE_CHECKING:
+    from swarmd.ledger.events import EventStream
+
+T = TypeVar("T")
+
+_UNREACHABLE = (requests.ConnectionError, requests.Timeout, ProviderConnectionError, ConnectionError)
+_UINT32_MAX = 2**32 - 1
+_MAX_BACKOFF_S = 4.0
+_NONCE_ATTEMPTS = 3
+_REBROADCAST_S = 3.0
+
+
+class _NonceTaken(Exception):
+    """Internal: the nonce we signed with was used by another transaction; build and sign again."""
+
+
+def _bytes32(value: bytes | str, what: str) -> bytes:
+    if isinstance(value, str):
+        text = value[2:] if value.startswith("0x") else value
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            raise LedgerArgumentError(f"{what} is not hex: {text[:20]!r}") from None
+    if len(value) != 32:
+        raise LedgerArgumentError(f"{what} must be 32 bytes, got {len(value)}")
+    return bytes(value)
+
+
+def _curve_key_raw(key: bytes) -> bytes:
+    """A CURVE public key as 32 raw bytes; accepts the raw form or ZeroMQ's 40-character z85 text."""
+    if len(key) == 32:
+        return bytes(key)
+    if len(key) == 40:
+        import zmq.utils.z85 as z85
+
+        try:
+            return bytes(z85.decode(key))
+        except (ValueError, KeyError) as exc:
+            raise LedgerArgumentError(f"CURVE key is not valid z85: {exc}") from exc
+    raise LedgerArgumentError(f"CURVE public key must be 32 raw bytes or 40 z85 characters, got {len(key)}")
+
+
+def _address(value: str, what: str = "account") -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise LedgerArgumentError(f"{what} is not an Ethereum address: {value!r}")
+    return to_checksum_address(value)
+
+
+def _uint(value: int, what: str, maximum: int = 2**256 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise LedgerArgumentError(f"{what} must be an integer in [0, {maximum}], got {value!r}")
+    return value
+
+
+def make_web3(rpc_url: str, *, poa: bool = False, timeout: float = 10.0) -> Web3:
+    # web3's own retry loop is switched off: the client retries (and reports) unreachability itself.
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    w3 = Web3(provider)
+    if poa:
+        w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
+
+
+class Ledger:
+    """One SwarmLedger at `address`, seen through `rpc_url`, acting as `account` (None: read-only)."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        address: str,
+        account: LocalAccount | None = None,
+        *,
+        poa: bool = False,
+        retries: int = 5,
+        backoff: float = 0.25,
+        receipt_timeout: float = 120.0,
+        request_timeout: float = 10.0,
+        gas_margin: float = 1.25,
+    ) -> None:
+        artifact = load_artifact()
+        self.rpc_url = rpc_url
+        self.address = _address(address, "contract address")
+        self.account = account
+        self.retries = retries
+        self.backoff = backoff
+        self.receipt_timeout = receipt_timeout
+        self.gas_margin = gas_margin
+        self.w3 = make_web3(rpc_url, poa=poa, timeout=request_timeout)
+        self.contract = self.w3.eth.contract(address=self.address, abi=artifact.abi)
+        self.decoder = RevertDecoder(artifact.abi)
+        self._poa = poa
+        self._lock = threading.RLock()
+        self._nonce: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.rpc_url!r}, {self.address!r}, sender={self.sender!r})"
+
+    @property
+    def sender(self) -> str | None:
+        return self.account.address if self.account is not None else None
+
+    # ------------------------------------------------------------------ deploy
+    @classmethod
+    def deploy(
+        cls, rpc_url: str, account: LocalAccount, params: DeployParams, *, poa: bool = False, **kwargs: Any
+    ) -> Ledger:
+        """Deploy a SwarmLedger bound to `params`; returns a client for it acting as `account`."""
+        artifact = load_artifact()
+        args = (
+            _bytes32(params.task_hash, "task hash"),
+            _bytes32(params.initial_model_hash, "initial model hash"),
+            _uint(params.min_peers, "min_peers", _UINT32_MAX),
+            _uint(params.commit_window, "commit_window", _UINT32_MAX),
+            _uint(params.leader_timeout, "leader_timeout", _UINT32_MAX),
+            bool(params.majority_admission),
+        )
+        # A throwaway client (zero address) gives deploy the same signing, retry and revert machinery.
+        bootstrap = cls(rpc_url, "0x" + "00" * 20, account, poa=poa, **kwargs)
+        factory = bootstrap.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        receipt = bootstrap._transact(factory.constructor(*args), "deploy")
+        address = receipt["contractAddress"]
+        if not address:
+            raise LedgerError("deploy transaction mined without a contract address")
+        return cls(rpc_url, address, account, poa=poa, **kwargs)
+
+    # ------------------------------------------------------------------ views
+    def check(self) -> None:
+        """Raise UnknownContract unless code is deployed at the address (ChainUnavailable when offline)."""
+        code = self._rpc(lambda: self.w3.eth.get_code(self.address))
+        if not code:
+            raise UnknownContract(
+                f"no contract at {self.address} on {self.rpc_url}",
+                hint="check chain.contract in the site config and that the RPC points at the right chain",
+            )
+
+    def chain_id(self) -> int:
+        return int(self._rpc(lambda: self.w3.eth.chain_id))
+
+    def block_number(self) -> int:
+        return int(self._rpc(lambda: self.w3.eth.block_number))
+
+    def binding(self) -> DeployParams:
+        return self.binding_info().params
+
+    def binding_info(self) -> Binding:
+        task, model, min_peers, window, timeout, majority, admin, deploy_block = self._call("binding")
+        params = DeployParams(
+            bytes(task), bytes(model), int(min_peers), int(window), int(timeout), bool(majority)
+        )
+        return Binding(params=params, admin=str(admin), deploy_block=int(deploy_block))
+
+    def admin(self) -> str:
+        return str(self._call("admin"))
+
+    def members(self) -> list[Member]:
+        return [Member.from_chain(v) for v in self._call("getMembers")]
+
+    def member(self, account: str) -> Member:
+        return Member.from_chain(self._call("getMember", _address(account)))
+
+    def active_members(self) -> list[Member]:
+        return [m for m in self.members() if m.status is MemberStatus.ACTIVE]
+
+    def has_voted(self, candidate: str, voter: str, admit: bool = True) -> bool:
+        return bool(self._call("hasVoted", _address(candidate), _address(voter, "voter"), admit))
+
+    def current_round(self) -> int:
+        return int(self._call("currentRound"))
+
+    def round(self, r: int) -> RoundInfo:
+        return RoundInfo.from_chain(self._call("getRound", _uint(r, "round")))
+
+    def rounds(self) -> list[RoundInfo]:
+        """Every round so far, oldest first, the current (open or elected) one last."""
+        return [self.round(r) for r in range(self.current_round() + 1)]
+
+    def base_hash(self, r: int) -> bytes:
+        return bytes(self._call("baseHash", _uint(r, "round")))
+
+    def has_committed(self, r: int, site: str) -> bool:
+        return bool(self._call("hasCommitted", _uint(r, "round"), _address(site, "site")))
+
+    def can_elect(self, r: int) -> bool:
+        """True when elect(r) would succeed in the next block (a free view: call it before spending gas)."""
+        # "pending": evaluated as the next block, where a transaction sent now lands (on nodes without a
+        # pending block, e.g. Besu, this is the latest block and the answer is one block conservative).
+        return bool(self._call("canElect", _uint(r, "round"), block="pending"))
+
+    def can_reelect(self, r: int) -> bool:
+        """True when reelect(r) would succeed in the next block."""
+        return bool(self._call("canReelect", _uint(r, "round"), block="pending"))
+
+    def events(self, from_block: int = 0, *, confirmations: int = 0) -> EventStream:
+        from swarmd.ledger.events import EventStream
+
+        return EventStream(self, from_block, confirmations=confirmations)
+
+    # ------------------------------------------------------------------ transactions
+    def request_join(self, curve_key: bytes, endpoint: str) -> TxReceipt:
+        return self._send("requestJoin", _curve_key_raw(curve_key), endpoint)
+
+    def admit(self, account: str) -> TxReceipt:
+        return self._send("admit", _address(account))
+
+    def remove(self, account: str) -> TxReceipt:
+        return self._send("remove", _address(account))
+
+    def update_endpoint(self, endpoint: str) -> TxReceipt:
+        return self._send("updateEndpoint", endpoint)
+
+    def transfer_admin(self, new_admin: str) -> TxReceipt:
+        return self._send("transferAdmin", _address(new_admin, "new admin"))
+
+    def commit(self, r: int, update_hash: bytes, n_samples: int) -> TxReceipt:
+        n = _uint(n_samples, "n_samples", _UINT32_MAX)
+        return self._send("commit", _uint(r, "round"), _bytes32(update_hash, "update hash"), n)
+
+    def elect(self, r: int) -> TxReceipt:
+        return self._send("elect", _uint(r, "round"))
+
+    def reelect(self, r: int) -> TxReceipt:
+        return self._send("reelect", _uint(r, "round"))
+
+    def finalize(self, r: int, merged_hash: bytes, included: Sequence[str]) -> TxReceipt:
+        sites = [_address(a, "included site") for a in included]
+        return self._send("finalize", _uint(r, "round"), _bytes32(merged_hash, "merged hash"), sites)
+
+    # ------------------------------------------------------------------ machinery
+    def _rpc(self, fn: Callable[[], T]) -> T:
+        """Run one RPC, retrying with exponential backoff while the endpoint is unreachable."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except _UNREACHABLE as exc:
+                if attempt == self.retries:
+                    raise ChainUnavailable(
+                        f"JSON-RPC endpoint {self.rpc_url} unreachable after {attempt + 1} attempts: "
+                        f"{type(exc).__name__}",
+                        hint="check that the chain node is running and chain.rpc_url in the site config",
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _revert(self, exc: ContractLogicError) -> ContractRevert:
+        if isinstance(exc, ContractCustomError):
+            return self.decoder.decode(exc.data if isinstance(exc.data, str | bytes) else None)
+        if isinstance(exc, ContractPanicError):
+            return TransactionFailed("Panic", (str(exc),), hint="a contract invariant broke; report this bug")
+        return TransactionFailed("Revert", (str(exc),))
+
+    def _call(self, name: str, *args: Any, block: str = "latest") -> Any:
+        fn = getattr(self.contract.functions, name)(*args)
+        try:
+            return self._rpc(lambda: fn.call(block_identifier=block))
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+        except BadFunctionCallOutput as exc:
+            raise UnknownContract(
+                f"{self.address} on {self.rpc_url} does not answer {name}() like a SwarmLedger",
+                hint="check chain.contract in the site config and that the RPC points at the right chain",
+            ) from exc
+
+    def _send(self, name: str, *args: Any) -> TxReceipt:
+        return self._transact(getattr(self.contract.functions, name)(*args), name)
+
+    def _transact(self, fn: Any, label: str) -> TxReceipt:
+        if self.account is None:
+            raise LedgerError(f"cannot send {label}: this ledger client has no account (read-only)")
+        with self._lock:
+            for _ in range(_NONCE_ATTEMPTS):
+                signed, tx = self._build_and_sign(fn)
+                try:
+                    tx_hash = self._broadcast(signed)
+                    receipt = self._await_receipt(signed, tx_hash)
+                except _NonceTaken:
+                    self._nonce = None
+                    continue
+                self._nonce = int(tx["nonce"]) + 1
+                if receipt["status"] != 1:
+                    raise self._explain_failure(tx, receipt)
+                return receipt
+        raise LedgerError(
+            f"{label}: the account's nonce kept being taken by other transactions",
+            hint="another process may be using the same account; give each site its own key",
+        )
+
+    def _build_and_sign(self, fn: Any) -> tuple[Any, dict[str, Any]]:
+        sender = self.sender
+        pending = self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
+        nonce = max(self._nonce or 0, int(pending))
+        try:
+            # Estimated against "pending" (the next block), where the transaction will land: elect() and
+            # reelect() depend on block.number, and a view of "latest" is one block behind them.
+            params = {"from": sender, "nonce": nonce}
+            gas = self._rpc(lambda: fn.estimate_gas(params, block_identifier="pending"))
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+        # Estimates can fall short (refunds; elect() drawing another leader in the mined block): add a margin.
+        gas = int(int(gas) * self.gas_margin) + 10_000
+        tx = dict(self._rpc(lambda: fn.build_transaction({"from": sender, "nonce": nonce, "gas": gas})))
+        return self.account.sign_transaction(tx), tx  # type: ignore[union-attr]
+
+    def _broadcast(self, signed: Any) -> bytes:
+        try:
+            return bytes(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
+        except Web3RPCError as exc:
+            message = str(exc).lower()
+            if "already known" in message or "already imported" in message:
+                return bytes(signed.hash)  # an earlier attempt reached the node before the connection dropped
+            if "nonce too low" in message or "nonce is too low" in message:
+                if self._receipt_or_none(bytes(signed.hash)) is not None:
+                    return bytes(signed.hash)
+                raise _NonceTaken from exc
+            raise LedgerError(f"the node refused the transaction: {exc}") from exc
+
+    def _receipt_or_none(self, tx_hash: bytes) -> TxReceipt | None:
+        try:
+            return self._rpc(lambda: self.w3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def _await_receipt(self, signed: Any, tx_hash: bytes) -> TxReceipt:
+        deadline = time.monotonic() + self.receipt_timeout
+        last_broadcast = time.monotonic()
+        pause = 0.005
+        while time.monotonic() < deadline:
+            receipt = self._receipt_or_none(tx_hash)
+            if receipt is not None:
+                return receipt
+            if time.monotonic() - last_broadcast > _REBROADCAST_S:
+                # A restarted node forgets its mempool: send the same signed bytes again (idempotent).
+                self._broadcast(signed)
+                last_broadcast = time.monotonic()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        raise LedgerError(
+            f"no receipt for transaction 0x{tx_hash.hex()} within {self.receipt_timeout:.0f} s",
+            hint="the chain may be stalled (no blocks); check the validators",
+        )
+
+    def _explain_failure(self, tx: dict[str, Any], receipt: TxReceipt) -> ContractRevert:
+        """Name a mined revert by replaying the call against the state of the block it was mined in."""
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
+        try:
+            self._rpc(lambda: self.w3.eth.call(call, block_identifier=receipt["blockNumber"]))
+        except ContractLogicError as exc:
+            return self._revert(exc)
+        return TransactionFailed(
+            "Reverted",
+            ("0x" + bytes(receipt["transactionHash"]).hex(),),
+            hint="the transaction reverted when mined (out of gas or a race with another transaction)",
+        )

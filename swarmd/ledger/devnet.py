@@ -1,0 +1,316 @@
+"""The local devnet: an anvil process on 127.0.0.1, from the pinned npm package in contracts/node_modules.
+
+`Devnet.start()` launches anvil (instant blocks, or `block_time` seconds per block), waits until its
+JSON-RPC answers, and reads the funded dev keys anvil derives from its default mnemonic. With
+`detach=True` anvil outlives the Python process (own session, output to a log file); `save()` writes
+its URL, pid and keys to a state file and `Devnet.load()` / `Devnet.attach()` take it over again, which
+is how `swarm devnet up` and `swarm devnet down` work across CLI invocations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from swarmd.errors import DevnetError
+from swarmd.fsutil import atomic_write_text
+
+ANVIL_ENV = "SWARMD_ANVIL"
+_READY_TIMEOUT_S = 20.0
+_STOP_TIMEOUT_S = 10.0
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def _repo_contracts_dir() -> Path:
+    # swarmd/ledger/devnet.py -> repository root is two levels above the package directory.
+    return Path(__file__).resolve().parents[2] / "contracts"
+
+
+def find_anvil() -> Path:
+    """Path of the anvil binary: $SWARMD_ANVIL, else the one npm installed in contracts/node_modules."""
+    override = os.environ.get(ANVIL_ENV)
+    if override:
+        path = Path(override)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise DevnetError(f"{ANVIL_ENV}={override} is not an executable file")
+        return path
+    system = platform.system().lower()
+    arch = _ARCH.get(platform.machine().lower(), platform.machine().lower())
+    pkg = _repo_contracts_dir() / "node_modules" / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil"
+    if pkg.is_file():
+        return pkg
+    raise DevnetError(
+        f"anvil not found at {pkg}",
+        hint=f"run scripts/bootstrap (npm ci in contracts/), or point {ANVIL_ENV} at an anvil binary",
+    )
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1 (anvil binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rpc_call(url: str, method: str, params: Sequence[Any] = (), timeout: float = 5.0) -> Any:
+    """One raw JSON-RPC call; used for anvil_* and evm_* methods web3 does not wrap."""
+    try:
+        resp = requests.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=timeout
+        )
+        body = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise DevnetError(f"devnet RPC {url} did not answer {method}: {exc}") from exc
+    if "error" in body:
+        raise DevnetError(f"devnet RPC {method} failed: {body['error'].get('message', body['error'])}")
+    return body.get("result")
+
+
+def _pid_is_anvil(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    first = cmdline.split(b"\0", 1)[0]
+    return first.endswith(b"anvil")
+
+
+@dataclass
+class Devnet:
+    """A running anvil. Owns the process when it started it (or was attached to a pid)."""
+
+    rpc_url: str
+    dev_keys: tuple[str, ...]
+    pid: int | None = None
+    chain_id: int = 31337
+    block_time: float | None = None
+    state_file: Path | None = None
+    log_file: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ start / attach
+    @classmethod
+    def start(
+        cls,
+        *,
+        port: int | None = None,
+        block_time: float | None = None,
+        accounts: int = 20,
+        state_file: Path | None = None,
+        detach: bool = False,
+        log_file: Path | None = None,
+        chain_id: int = 31337,
+    ) -> Devnet:
+        """Start anvil on 127.0.0.1 and wait until its RPC answers.
+
+        `state_file`: anvil loads it when it exists and dumps its state there on a clean stop, so a
+        devnet can be restarted with its chain intact. `detach`: anvil runs in its own session and keeps
+        running after this process exits; stop it later with `Devnet.load(...).stop()`.
+        """
+        if accounts < 1:
+            raise DevnetError("a devnet needs at least one account")
+        anvil = find_anvil()
+        port = port or free_port()
+        workdir = Path(tempfile.mkdtemp(prefix="swarmd-devnet-"))
+        config_out = workdir / "anvil-config.json"
+        args = [
+            str(anvil),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--accounts", str(accounts),
+            "--chain-id", str(chain_id),
+            "--config-out", str(config_out),
+        ]  # fmt: skip
+        if block_time is not None:
+            if block_time <= 0:
+                raise DevnetError(f"block_time must be positive, got {block_time}")
+            args += ["--block-time", _fmt_seconds(block_time)]
+        if state_file is not None:
+            state_file = Path(state_file)
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            if state_file.exists():
+                args += ["--load-state", str(state_file)]
+            args += ["--dump-state", str(state_file)]
+        log_path = Path(log_file) if log_file else workdir / "anvil.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=detach,
+                )  # fmt: skip
+            except OSError as exc:
+                raise DevnetError(f"cannot start anvil ({anvil}): {exc}") from exc
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc, log_path)
+            keys = _read_keys(config_out)
+        except BaseException:
+            _terminate(proc.pid, proc)
+            raise
+        return cls(
+            rpc_url=url,
+            dev_keys=keys,
+            pid=proc.pid,
+            chain_id=chain_id,
+            block_time=block_time,
+            state_file=state_file,
+            log_file=log_path,
+            _proc=proc,
+        )
+
+    @classmethod
+    def attach(cls, rpc_url: str, pid: int | None = None, dev_keys: Sequence[str] = ()) -> Devnet:
+        """Take over a devnet started elsewhere (e.g. by `swarm devnet up`); checks that its RPC answers."""
+        chain_id = int(rpc_call(rpc_url, "eth_chainId"), 16)
+        return cls(rpc_url=rpc_url, dev_keys=tuple(dev_keys), pid=pid, chain_id=chain_id)
+
+    def save(self, path: Path) -> Path:
+        """Record URL, pid and dev keys (public anvil test keys, still written 0600) for a later `load`."""
+        doc = {
+            "rpc_url": self.rpc_url,
+            "pid": self.pid,
+            "chain_id": self.chain_id,
+            "block_time": self.block_time,
+            "state_file": str(self.state_file) if self.state_file else None,
+            "log_file": str(self.log_file) if self.log_file else None,
+            "dev_keys": list(self.dev_keys),
+        }
+        return atomic_write_text(path, json.dumps(doc, indent=2) + "\n", mode=0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> Devnet:
+        """The devnet recorded by `save`; DevnetError when the file is missing or malformed."""
+        try:
+            doc = json.loads(Path(path).read_text())
+            return cls(
+                rpc_url=str(doc["rpc_url"]),
+                dev_keys=tuple(str(k) for k in doc.get("dev_keys", [])),
+                pid=int(doc["pid"]) if doc.get("pid") is not None else None,
+                chain_id=int(doc.get("chain_id", 31337)),
+                block_time=doc.get("block_time"),
+                state_file=Path(doc["state_file"]) if doc.get("state_file") else None,
+                log_file=Path(doc["log_file"]) if doc.get("log_file") else None,
+            )
+        except FileNotFoundError as exc:
+            raise DevnetError(f"no devnet state at {path}", hint="start one with `swarm devnet up`") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DevnetError(f"devnet state {path} is unreadable: {exc}") from exc
+
+    # ------------------------------------------------------------------ use
+    def is_running(self) -> bool:
+        try:
+            rpc_call(self.rpc_url, "eth_chainId", timeout=1.0)
+        except DevnetError:
+            return False
+        return True
+
+    def fund(self, address: str, ether: float = 100) -> None:
+        """Set `address`'s balance to `ether` (anvil_setBalance: instant, no transaction)."""
+        rpc_call(self.rpc_url, "anvil_setBalance", [address, hex(int(ether * 10**18))])
+
+    def mine(self, blocks: int = 1) -> None:
+        """Mine `blocks` empty blocks now (anvil_mine)."""
+        rpc_call(self.rpc_url, "anvil_mine", [hex(blocks)])
+
+    def snapshot(self) -> str:
+        return str(rpc_call(self.rpc_url, "evm_snapshot"))
+
+    def revert(self, snapshot_id: str) -> bool:
+        return bool(rpc_call(self.rpc_url, "evm_revert", [snapshot_id]))
+
+    def stop(self) -> None:
+        """Stop anvil (SIGTERM, so it dumps `state_file`; SIGKILL after a timeout). Idempotent."""
+        if self.pid is None:
+            return
+        if self._proc is None and not _pid_is_anvil(self.pid):
+            # The recorded pid is gone or now belongs to another program: never signal it.
+            self.pid = None
+            return
+        _terminate(self.pid, self._proc)
+        self.pid = None
+        self._proc = None
+
+    def __enter__(self) -> Devnet:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _fmt_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
+            raise DevnetError(f"anvil exited with status {proc.returncode}: {tail.strip()}")
+        with contextlib.suppress(DevnetError):
+            rpc_call(url, "eth_chainId", timeout=0.5)
+            return
+        time.sleep(0.05)
+    raise DevnetError(f"anvil did not answer on {url} within {_READY_TIMEOUT_S:.0f} s")
+
+
+def _read_keys(config_out: Path) -> tuple[str, ...]:
+    # anvil writes --config-out right after binding; give it a moment on a loaded machine.
+    for _ in range(100):
+        try:
+            doc = json.loads(config_out.read_text())
+            return tuple(str(k) for k in doc["private_keys"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.02)
+    raise DevnetError(f"anvil wrote no readable account list to {config_out}")
+
+
+def _terminate(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait(timeout=5)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A detached anvil that exited but was not reaped by its parent is a zombie: treat it as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -1,0 +1,167 @@
+"""Contract reverts as Python exceptions, one ContractRevert subclass per Solidity custom error.
+
+Each class carries the error's name, its decoded arguments (`error_args`) and a hint telling the
+operator what to do. `decode_revert(abi, data)` turns revert data from the node into the right
+instance; an error the ABI does not know becomes a plain ContractRevert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+from eth_utils import keccak, to_checksum_address
+
+from swarmd.errors import ContractRevert, LedgerError
+
+
+class LedgerArgumentError(LedgerError):
+    """A value handed to the ledger client cannot be sent (wrong length, out of the ABI's range)."""
+
+    exit_code = 2
+
+
+class UnknownContract(LedgerError):
+    """The address holds no SwarmLedger (no code, or a contract with another interface)."""
+
+
+class TransactionFailed(ContractRevert):
+    """A mined transaction reverted and the revert could not be reproduced to name it."""
+
+
+_HINTS: dict[str, str] = {
+    "InvalidBinding": "check the task's swarm settings (min_peers >= 1, leader_timeout >= 1) and hashes",
+    "NotAdmin": "only the consortium admin may do this; use the admin's keystore",
+    "ZeroAddress": "give a non-zero account address",
+    "NotActiveMember": "this account is not an active member; `swarm join`, then ask for admission",
+    "AlreadyMember": "this account already asked to join or is a member; see `swarm ledger members`",
+    "InvalidCurveKey": "the CURVE public key is empty; regenerate the site identity with `swarm init`",
+    "CurveKeyTaken": "another account registered this CURVE key; every site needs its own keypair",
+    "InvalidEndpoint": "the endpoint must be 1-256 bytes, e.g. tcp://host:port",
+    "NotPending": "only pending sites can be admitted; see `swarm ledger members`",
+    "NotRemovable": "only pending or active sites can be removed",
+    "NotMember": "this account has not joined; run `swarm join` first",
+    "AlreadyVoted": "this member already voted on that site; wait for the other members",
+    "SelfVote": "a member cannot vote on its own admission or removal",
+    "WrongRound": "that round is not the current one; resume from the current round (`swarm ledger rounds`)",
+    "UnknownRound": "that round has not started yet",
+    "RoundNotOpen": "the round already has a leader; commits are closed until the next round",
+    "NotElected": "the round has no leader yet; elect first",
+    "AlreadyCommitted": "this site already committed in this round; wait for the next round",
+    "ZeroHash": "a hash of zero is not a valid model or update hash",
+    "ZeroSamples": "a site must train on at least one sample before it commits",
+    "RoundFull": "the round holds the maximum number of commits; wait for the next round",
+    "NotEnoughCommits": "wait until at least minPeers sites have committed",
+    "CommitWindowOpen": "not every member has committed; wait until the commit window closes",
+    "ElectionTooEarly": "the seed block is not mined yet; retry after the next block",
+    "LeaderTimeoutNotReached": "the leader still has time to finalize; retry after the timeout",
+    "NotLeader": "only the round's current leader may finalize",
+    "NothingIncluded": "a merged model must include at least one committed update",
+    "NotCommitter": "every included site must have committed in this round",
+    "DuplicateIncluded": "list each included site once",
+}
+
+
+def _signature(entry: dict[str, Any]) -> str:
+    return f"{entry['name']}({','.join(_abi_type(i) for i in entry.get('inputs', []))})"
+
+
+def _abi_type(inp: dict[str, Any]) -> str:
+    t = str(inp["type"])
+    if t.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in inp["components"]) + ")" + t[len("tuple") :]
+    return t
+
+
+def _make_class(name: str) -> type[ContractRevert]:
+    hint = _HINTS.get(name)
+
+    def __init__(self: ContractRevert, args: tuple[object, ...] = (), *, hint: str | None = hint) -> None:
+        ContractRevert.__init__(self, name, args, hint=hint)
+
+    doc = f"The contract reverted with {name}." + (f" Hint: {hint}" if hint else "")
+    return type(name, (ContractRevert,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+
+
+# One class per custom error of ISwarmLedger, bound at import so callers can `except errors.NotLeader`.
+InvalidBinding = _make_class("InvalidBinding")
+NotAdmin = _make_class("NotAdmin")
+ZeroAddress = _make_class("ZeroAddress")
+NotActiveMember = _make_class("NotActiveMember")
+AlreadyMember = _make_class("AlreadyMember")
+InvalidCurveKey = _make_class("InvalidCurveKey")
+CurveKeyTaken = _make_class("CurveKeyTaken")
+InvalidEndpoint = _make_class("InvalidEndpoint")
+NotPending = _make_class("NotPending")
+NotRemovable = _make_class("NotRemovable")
+NotMember = _make_class("NotMember")
+AlreadyVoted = _make_class("AlreadyVoted")
+SelfVote = _make_class("SelfVote")
+WrongRound = _make_class("WrongRound")
+UnknownRound = _make_class("UnknownRound")
+RoundNotOpen = _make_class("RoundNotOpen")
+NotElected = _make_class("NotElected")
+AlreadyCommitted = _make_class("AlreadyCommitted")
+ZeroHash = _make_class("ZeroHash")
+ZeroSamples = _make_class("ZeroSamples")
+RoundFull = _make_class("RoundFull")
+NotEnoughCommits = _make_class("NotEnoughCommits")
+CommitWindowOpen = _make_class("CommitWindowOpen")
+ElectionTooEarly = _make_class("ElectionTooEarly")
+LeaderTimeoutNotReached = _make_class("LeaderTimeoutNotReached")
+NotLeader = _make_class("NotLeader")
+NothingIncluded = _make_class("NothingIncluded")
+NotCommitter = _make_class("NotCommitter")
+DuplicateIncluded = _make_class("DuplicateIncluded")
+
+REVERT_CLASSES: dict[str, type[ContractRevert]] = {
+    name: cls for name, cls in globals().items() if isinstance(cls, type) and name in _HINTS
+}
+
+
+class RevertDecoder:
+    """Maps 4-byte selectors of the ABI's custom errors to their names and argument types."""
+
+    def __init__(self, abi: Sequence[dict[str, Any]]) -> None:
+        self._by_selector: dict[bytes, tuple[str, list[str]]] = {}
+        for entry in abi:
+            if entry.get("type") == "error":
+                selector = keccak(text=_signature(entry))[:4]
+                types = [_abi_type(i) for i in entry.get("inputs", [])]
+                self._by_selector[selector] = (str(entry["name"]), types)
+
+    @property
+    def names(self) -> set[str]:
+        return {name for name, _ in self._by_selector.values()}
+
+    def decode(self, data: bytes | str | None) -> ContractRevert:
+        raw = _as_bytes(data)
+        known = self._by_selector.get(raw[:4]) if len(raw) >= 4 else None
+        if known is None:
+            return TransactionFailed("UnknownRevert", ("0x" + raw.hex(),) if raw else ())
+        name, types = known
+        try:
+            args = tuple(_plain(t, v) for t, v in zip(types, abi_decode(types, raw[4:]), strict=True))
+        except DecodingError:
+            args = ("0x" + raw[4:].hex(),)
+        cls = REVERT_CLASSES.get(name)
+        return cls(args) if cls is not None else ContractRevert(name, args)
+
+
+def _as_bytes(data: bytes | str | None) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    text = data[2:] if data.startswith("0x") else data
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def _plain(abi_type: str, value: Any) -> Any:
+    # eth_abi returns lower-case addresses; checksum them so they compare equal to account.address.
+    return to_checksum_address(value) if abi_type == "address" else value

@@ -1,0 +1,83 @@
+"""The event stream: every SwarmLedger event in chain order, each exactly once, across RPC restarts.
+
+`EventStream.poll()` asks for the logs of the blocks it has not seen yet (eth_getLogs by block range,
+filtered by the contract address) and advances a block cursor only after a range was fully fetched
+and decoded. Nothing lives on the node (no filter ids), so a restarted node that kept its chain
+(anvil --load-state, a Besu restart) is simply asked again; while it is down, poll() raises
+ChainUnavailable and the cursor stays put.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from eth_utils import event_abi_to_log_topic
+
+from swarmd.ledger.types import LedgerEvent
+
+if TYPE_CHECKING:
+    from swarmd.ledger.client import Ledger
+
+_MAX_RANGE = 2_000  # blocks per eth_getLogs request; many providers cap the range
+
+
+class EventStream:
+    def __init__(self, ledger: Ledger, from_block: int = 0, *, confirmations: int = 0) -> None:
+        self._ledger = ledger
+        self._next = max(0, int(from_block))
+        self._confirmations = max(0, int(confirmations))
+        self._by_topic: dict[bytes, Any] = {}
+        for entry in ledger.contract.abi:
+            if entry.get("type") == "event":
+                topic = bytes(event_abi_to_log_topic(entry))
+                self._by_topic[topic] = ledger.contract.events[entry["name"]]()
+
+    @property
+    def next_block(self) -> int:
+        """The first block not yet delivered; persist it to resume a stream after a restart."""
+        return self._next
+
+    def poll(self) -> list[LedgerEvent]:
+        """New events since the last poll, in (block, log index) order."""
+        head = self._ledger.block_number() - self._confirmations
+        out: list[LedgerEvent] = []
+        while self._next <= head:
+            to = min(head, self._next + _MAX_RANGE - 1)
+            out.extend(self._fetch(self._next, to))
+            self._next = to + 1
+        return out
+
+    def __iter__(self) -> Iterator[LedgerEvent]:
+        """One pass over everything available now (does not wait for more)."""
+        return iter(self.poll())
+
+    def _fetch(self, start: int, end: int) -> list[LedgerEvent]:
+        w3 = self._ledger.w3
+        query = {"address": self._ledger.address, "fromBlock": start, "toBlock": end}
+        logs = self._ledger._rpc(lambda: w3.eth.get_logs(query))  # type: ignore[arg-type]
+        events = [ev for ev in (self._decode(log) for log in logs) if ev is not None]
+        events.sort(key=lambda e: (e.block, e.log_index))
+        return events
+
+    def _decode(self, log: Any) -> LedgerEvent | None:
+        topics = log.get("topics") or []
+        if not topics:
+            return None
+        decoder = self._by_topic.get(bytes(topics[0]))
+        if decoder is None:
+            return None  # an event this ABI does not know (another contract version): skip, never crash
+        data = decoder.process_log(log)
+        return LedgerEvent(
+            name=str(data["event"]),
+            args={k: _plain(v) for k, v in dict(data["args"]).items()},
+            block=int(data["blockNumber"]),
+            tx_hash="0x" + bytes(data["transactionHash"]).hex(),
+            log_index=int(data["logIndex"]),
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

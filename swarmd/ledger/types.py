@@ -1,0 +1,203 @@
+"""Domain types of the ledger: member and round records as the contract holds them, deploy parameters,
+and decoded events. Frozen dataclasses; `from_chain` builds them from the contract's view tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import zmq.utils.z85 as z85
+
+
+class MemberStatus(IntEnum):
+    """ISwarmLedger.MemberStatus."""
+
+    NONE = 0
+    PENDING = 1
+    ACTIVE = 2
+    REMOVED = 3
+
+
+class RoundStatus(IntEnum):
+    """ISwarmLedger.RoundStatus, derived on chain from the round's stored blocks."""
+
+    OPEN = 0
+    ELECTED = 1
+    FINALIZED = 2
+    ABANDONED = 3
+
+
+def hex32(value: bytes | None) -> str | None:
+    return None if value is None else "0x" + value.hex()
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """What the consortium binds at deploy time (the constructor's arguments)."""
+
+    task_hash: bytes
+    initial_model_hash: bytes
+    min_peers: int
+    commit_window: int
+    leader_timeout: int
+    majority_admission: bool = False
+
+
+@dataclass(frozen=True)
+class Binding:
+    """DeployParams as read back from the chain, plus who administers it and since when."""
+
+    params: DeployParams
+    admin: str
+    deploy_block: int
+
+
+@dataclass(frozen=True)
+class Member:
+    account: str
+    curve_key: bytes  # 32 raw bytes of the CURVE public key
+    endpoint: str
+    status: MemberStatus
+    joined_block: int = 0
+    status_block: int = 0
+    admit_votes: int = 0
+    remove_votes: int = 0
+
+    @property
+    def curve_key_z85(self) -> bytes:
+        """The CURVE public key as ZeroMQ wants it (40 z85 characters)."""
+        return z85.encode(self.curve_key)
+
+    @classmethod
+    def from_chain(cls, view: Any) -> Member:
+        account, key, endpoint, status, joined, since, admit_votes, remove_votes = view
+        return cls(
+            account=str(account),
+            curve_key=bytes(key),
+            endpoint=str(endpoint),
+            status=MemberStatus(status),
+            joined_block=int(joined),
+            status_block=int(since),
+            admit_votes=int(admit_votes),
+            remove_votes=int(remove_votes),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "curve_key": self.curve_key_z85.decode("ascii"),
+            "endpoint": self.endpoint,
+            "status": self.status.name.lower(),
+            "joined_block": self.joined_block,
+            "status_block": self.status_block,
+            "admit_votes": self.admit_votes,
+            "remove_votes": self.remove_votes,
+        }
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    site: str
+    update_hash: bytes
+    n_samples: int
+    block: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "update_hash": hex32(self.update_hash),
+            "n_samples": self.n_samples,
+            "block": self.block,
+        }
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round: int
+    status: RoundStatus
+    term: int
+    leader: str | None
+    commits: tuple[CommitInfo, ...]
+    failed_leaders: tuple[str, ...]
+    base_hash: bytes
+    merged_hash: bytes | None
+    included: tuple[str, ...]
+    opened_block: int
+    first_commit_block: int | None
+    elected_block: int | None
+    finalized_block: int | None  # block the round closed as FINALIZED
+    abandoned_block: int | None = None  # block the round closed as ABANDONED
+
+    @property
+    def committers(self) -> tuple[str, ...]:
+        return tuple(c.site for c in self.commits)
+
+    def commit_of(self, site: str) -> CommitInfo | None:
+        """This round's commit by `site` (addresses compare case-insensitively), or None."""
+        low = site.lower()
+        return next((c for c in self.commits if c.site.lower() == low), None)
+
+    @classmethod
+    def from_chain(cls, view: Any) -> RoundInfo:
+        (rnd, status, term, leader, base, merged, opened, elected, closed, commits, failed, included) = view
+        status = RoundStatus(status)
+        infos = tuple(CommitInfo(str(s), bytes(h), int(n), int(b)) for s, h, n, b in commits)
+        zero = b"\x00" * 32
+        return cls(
+            round=int(rnd),
+            status=status,
+            term=int(term),
+            leader=None if int(leader, 16) == 0 else str(leader),
+            commits=infos,
+            failed_leaders=tuple(str(a) for a in failed),
+            base_hash=bytes(base),
+            merged_hash=None if bytes(merged) == zero else bytes(merged),
+            included=tuple(str(a) for a in included),
+            opened_block=int(opened),
+            first_commit_block=infos[0].block if infos else None,
+            elected_block=int(elected) or None,
+            finalized_block=int(closed) if status is RoundStatus.FINALIZED else None,
+            abandoned_block=int(closed) if status is RoundStatus.ABANDONED else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "status": self.status.name.lower(),
+            "term": self.term,
+            "leader": self.leader,
+            "commits": [c.to_json() for c in self.commits],
+            "failed_leaders": list(self.failed_leaders),
+            "base_hash": hex32(self.base_hash),
+            "merged_hash": hex32(self.merged_hash),
+            "included": list(self.included),
+            "total_samples": sum(c.n_samples for c in self.commits),
+            "opened_block": self.opened_block,
+            "first_commit_block": self.first_commit_block,
+            "elected_block": self.elected_block,
+            "finalized_block": self.finalized_block,
+            "abandoned_block": self.abandoned_block,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One decoded contract event. `args` holds Python values (bytes for bytes32, str for addresses)."""
+
+    name: str
+    args: dict[str, Any]
+    block: int
+    tx_hash: str
+    log_index: int
+
+    def to_json(self) -> dict[str, Any]:
+        args = {k: (hex32(v) if isinstance(v, bytes) else v) for k, v in self.args.items()}
+        return {
+            "name": self.name,
+            "args": args,
+            "block": self.block,
+            "tx_hash": self.tx_hash,
+            "log_index": self.log_index,
+        }
