@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,6 +102,7 @@ class Devnet:
     state_file: Path | None = None
     log_file: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _workdir: Path | None = field(default=None, repr=False)  # our temp dir, removed on stop
 
     # ------------------------------------------------------------------ start / attach
     @classmethod
@@ -161,7 +163,9 @@ class Devnet:
             keys = _read_keys(config_out)
         except BaseException:
             _terminate(proc.pid, proc)
+            shutil.rmtree(workdir, ignore_errors=True)
             raise
+        config_out.unlink(missing_ok=True)
         return cls(
             rpc_url=url,
             dev_keys=keys,
@@ -171,6 +175,8 @@ class Devnet:
             state_file=state_file,
             log_file=log_path,
             _proc=proc,
+            # A detached anvil keeps writing its log into workdir, so only an attached one cleans it up.
+            _workdir=None if detach else workdir,
         )
 
     @classmethod
@@ -244,6 +250,9 @@ class Devnet:
         _terminate(self.pid, self._proc)
         self.pid = None
         self._proc = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def __enter__(self) -> Devnet:
         return self
