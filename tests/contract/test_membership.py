@@ -1,0 +1,138 @@
+"""Membership against a real anvil: join, admit, remove, endpoints, admin transfer, and majority voting
+with its bootstrap phase. Reverts are asserted by Solidity error name and arguments."""
+
+from __future__ import annotations
+
+import pytest
+import zmq
+from chainkit import Consortium, curve_key, deploy_consortium, h32
+from eth_account.signers.local import LocalAccount
+
+from swarmd.ledger import Devnet, MemberStatus, errors
+from swarmd.ledger.errors import LedgerArgumentError
+
+pytestmark = pytest.mark.chain
+
+
+def test_join_admit_and_views(devnet: Devnet, accounts: list[LocalAccount]) -> None:
+    c = deploy_consortium(devnet, accounts, sites=3, admitted=2)
+    members = c.admin.members()
+    assert [m.account for m in members] == [s.sender for s in c.sites]
+    assert [m.status for m in members] == [MemberStatus.ACTIVE, MemberStatus.ACTIVE, MemberStatus.PENDING]
+    assert [m.endpoint for m in members] == [f"tcp://127.0.0.1:{7000 + i}" for i in range(3)]
+    assert members[0].curve_key == curve_key(0)
+    assert len(members[0].curve_key_z85) == 40
+    assert [m.account for m in c.admin.active_members()] == [s.sender for s in c.sites[:2]]
+    assert c.admin.member(c.outsiders[0].sender).status is MemberStatus.NONE
+    binding = c.admin.binding()
+    assert binding == c.params
+    info = c.admin.binding_info()
+    assert info.admin == c.admin.sender and info.deploy_block > 0
+    assert members[0].to_json()["status"] == "active"
+
+
+def test_join_guards(consortium: Consortium) -> None:
+    c = consortium
+    site, outsider = c.sites[0], c.outsiders[0]
+    with pytest.raises(errors.AlreadyMember) as exc:
+        site.request_join(curve_key(99), "tcp://x:1")
+    assert exc.value.error_args == (site.sender, MemberStatus.ACTIVE)
+    with pytest.raises(errors.InvalidCurveKey):
+        outsider.request_join(b"\0" * 32, "tcp://x:1")
+    with pytest.raises(errors.CurveKeyTaken) as exc:
+        outsider.request_join(curve_key(0), "tcp://x:1")
+    assert exc.value.error_args == (curve_key(0), site.sender)
+    with pytest.raises(errors.InvalidEndpoint) as exc:
+        outsider.request_join(curve_key(50), "")
+    assert exc.value.error_args == (0,)
+    with pytest.raises(errors.InvalidEndpoint):
+        outsider.request_join(curve_key(50), "tcp://" + "x" * 300)
+    with pytest.raises(LedgerArgumentError):
+        outsider.request_join(b"short", "tcp://x:1")
+    # A z85 key (what zmq.curve_keypair returns) is accepted and stored raw.
+    public, _ = zmq.curve_keypair()
+    outsider.request_join(public, "tcp://10.0.0.9:5555")
+    assert c.admin.member(outsider.sender).curve_key_z85 == public
+
+
+def test_admin_only_and_state_guards(consortium: Consortium) -> None:
+    c = consortium
+    site, outsider = c.sites[0], c.outsiders[0]
+    outsider.request_join(curve_key(40), "tcp://o:1")
+    with pytest.raises(errors.NotAdmin) as exc:
+        site.admit(outsider.sender)
+    assert exc.value.error_args == (site.sender,)
+    with pytest.raises(errors.NotPending) as exc:
+        c.admin.admit(site.sender)
+    assert exc.value.error_args == (site.sender, MemberStatus.ACTIVE)
+    with pytest.raises(errors.NotRemovable):
+        c.admin.remove(c.admin.sender)  # never joined
+    c.admin.remove(outsider.sender)  # a pending site can be turned away
+    assert c.admin.member(outsider.sender).status is MemberStatus.REMOVED
+    with pytest.raises(errors.NotMember):
+        outsider.update_endpoint("tcp://o:2")
+    # A removed site may ask again, keeping its key.
+    outsider.request_join(curve_key(40), "tcp://o:3")
+    assert c.admin.member(outsider.sender).status is MemberStatus.PENDING
+
+
+def test_remove_active_member_stops_its_commits(consortium: Consortium) -> None:
+    c = consortium
+    victim = c.sites[2]
+    c.admin.remove(victim.sender)
+    assert c.admin.member(victim.sender).status is MemberStatus.REMOVED
+    with pytest.raises(errors.NotActiveMember):
+        victim.commit(0, h32("u"), 1)
+    # Two active members left: both committing ends the round's wait without the window.
+    for i, s in enumerate(c.sites[:2]):
+        s.commit(0, h32(i), 1)
+    assert c.admin.can_elect(0)
+
+
+def test_update_endpoint_and_transfer_admin(consortium: Consortium) -> None:
+    c = consortium
+    c.sites[0].update_endpoint("tcp://10.1.1.1:9000")
+    assert c.admin.member(c.sites[0].sender).endpoint == "tcp://10.1.1.1:9000"
+    with pytest.raises(errors.NotAdmin):
+        c.sites[0].transfer_admin(c.sites[0].sender)
+    c.admin.transfer_admin(c.sites[0].sender)
+    assert c.admin.admin() == c.sites[0].sender
+    c.outsiders[0].request_join(curve_key(41), "tcp://o:1")
+    with pytest.raises(errors.NotAdmin):
+        c.admin.admit(c.outsiders[0].sender)
+    c.sites[0].admit(c.outsiders[0].sender)
+    assert c.admin.member(c.outsiders[0].sender).status is MemberStatus.ACTIVE
+    names = [e.name for e in c.admin.events().poll()]
+    assert {"EndpointUpdated", "AdminTransferred", "MemberAdmitted"} <= set(names)
+
+
+def test_majority_mode_bootstrap_then_votes(devnet: Devnet, accounts: list[LocalAccount]) -> None:
+    # minPeers 3: the admin admits directly until 3 members are active, then only votes count.
+    c = deploy_consortium(devnet, accounts, sites=5, admitted=3, outsiders=1, min_peers=3, majority=True)
+    a, b, s2, d, e = c.sites
+    assert "BootstrapClosed" in [ev.name for ev in c.admin.events().poll()]
+    with pytest.raises(errors.NotActiveMember):
+        c.admin.admit(d.sender)  # bootstrap is over; the admin is not a member
+    with pytest.raises(errors.NotActiveMember):
+        e.admit(d.sender)  # pending sites do not vote
+
+    a.admit(d.sender)  # 1 of 3: needs 2
+    assert c.admin.member(d.sender).status is MemberStatus.PENDING
+    assert c.admin.member(d.sender).admit_votes == 1
+    assert c.admin.has_voted(d.sender, a.sender, True)
+    with pytest.raises(errors.AlreadyVoted) as exc:
+        a.admit(d.sender)
+    assert exc.value.error_args == (d.sender, a.sender)
+    b.admit(d.sender)  # 2 of 3: admitted
+    assert c.admin.member(d.sender).status is MemberStatus.ACTIVE
+
+    # Removal: the target does not vote; a majority of the other 3 active members is 2.
+    a.remove(s2.sender)
+    with pytest.raises(errors.SelfVote):
+        s2.remove(s2.sender)
+    assert c.admin.member(s2.sender).status is MemberStatus.ACTIVE
+    d.remove(s2.sender)
+    assert c.admin.member(s2.sender).status is MemberStatus.REMOVED
+    assert c.admin.member(s2.sender).remove_votes == 0  # ballots reset with the status change
+    votes = [ev for ev in c.admin.events().poll() if ev.name == "VoteCast"]
+    assert [(v.args["votes"], v.args["needed"]) for v in votes[-2:]] == [(1, 2), (2, 2)]
