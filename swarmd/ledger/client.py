@@ -9,6 +9,7 @@ The daemon calls this from a worker thread; one lock serialises this client's tr
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +45,7 @@ T = TypeVar("T")
 _UNREACHABLE = (requests.ConnectionError, requests.Timeout, ProviderConnectionError, ConnectionError)
 _UINT32_MAX = 2**32 - 1
 _MAX_BACKOFF_S = 4.0
-_NONCE_ATTEMPTS = 3
+_NONCE_ATTEMPTS = 10
 _REBROADCAST_S = 3.0
 
 
@@ -307,13 +308,15 @@ class Ledger:
         if self.account is None:
             raise LedgerError(f"cannot send {label}: this ledger client has no account (read-only)")
         with self._lock:
-            for _ in range(_NONCE_ATTEMPTS):
+            for attempt in range(_NONCE_ATTEMPTS):
                 signed, tx = self._build_and_sign(fn)
                 try:
                     tx_hash = self._broadcast(signed)
                     receipt = self._await_receipt(signed, tx_hash)
                 except _NonceTaken:
+                    # Another sender with this key won the nonce; a random pause breaks the lockstep.
                     self._nonce = None
+                    time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
                     continue
                 self._nonce = int(tx["nonce"]) + 1
                 if receipt["status"] != 1:
