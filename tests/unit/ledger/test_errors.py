@@ -1,0 +1,87 @@
+"""Revert decoding and argument checks of the ledger client, without a chain."""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+
+from swarmd.errors import ContractRevert, LedgerError
+from swarmd.ledger import Ledger, RoundInfo, RoundStatus, errors
+from swarmd.ledger.artifact import load_artifact
+from swarmd.ledger.errors import LedgerArgumentError, RevertDecoder, TransactionFailed
+
+SITE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+@pytest.fixture(scope="module")
+def decoder() -> RevertDecoder:
+    return RevertDecoder(load_artifact().abi)
+
+
+def test_decodes_custom_error_with_args(decoder: RevertDecoder) -> None:
+    data = keccak(text="NotLeader(uint256,address,address)")[:4] + encode(
+        ["uint256", "address", "address"], [4, SITE.lower(), "0x" + "ab" * 20]
+    )
+    exc = decoder.decode("0x" + data.hex())
+    assert isinstance(exc, errors.NotLeader) and isinstance(exc, ContractRevert)
+    assert exc.error_name == "NotLeader"
+    # Addresses come back checksummed, so they compare equal to account.address.
+    assert exc.error_args == (4, SITE, to_checksum_address("0x" + "ab" * 20))
+    assert "NotLeader(4" in str(exc) and "current leader" in str(exc)
+    assert exc.exit_code == 6
+
+
+def test_decodes_enum_and_no_arg_errors(decoder: RevertDecoder) -> None:
+    data = keccak(text="RoundNotOpen(uint256,uint8)")[:4] + encode(["uint256", "uint8"], [2, 1])
+    exc = decoder.decode(data)
+    assert isinstance(exc, errors.RoundNotOpen) and exc.error_args == (2, RoundStatus.ELECTED)
+    assert isinstance(decoder.decode(keccak(text="ZeroHash()")[:4]), errors.ZeroHash)
+
+
+@pytest.mark.parametrize("data", [None, "", "0x", "0xdeadbeef", "0xzz", b"\x01\x02"])
+def test_unknown_or_garbage_revert_data(decoder: RevertDecoder, data: object) -> None:
+    exc = decoder.decode(data)  # type: ignore[arg-type]
+    assert isinstance(exc, TransactionFailed)
+
+
+def test_truncated_args_do_not_crash(decoder: RevertDecoder) -> None:
+    data = keccak(text="WrongRound(uint256,uint256)")[:4] + b"\x00" * 5
+    exc = decoder.decode(data)
+    assert isinstance(exc, errors.WrongRound)
+
+
+def test_client_rejects_bad_arguments_before_any_rpc() -> None:
+    ledger = Ledger("http://127.0.0.1:9", "0x" + "11" * 20, retries=0)
+    with pytest.raises(LedgerArgumentError, match="32 bytes"):
+        ledger.commit(0, b"short", 1)
+    with pytest.raises(LedgerArgumentError, match="n_samples"):
+        ledger.commit(0, b"\x01" * 32, 2**32)
+    with pytest.raises(LedgerArgumentError, match="round"):
+        ledger.commit(-1, b"\x01" * 32, 1)
+    with pytest.raises(LedgerArgumentError, match="not an Ethereum address"):
+        ledger.admit("bob")
+    with pytest.raises(LedgerArgumentError, match="CURVE"):
+        ledger.request_join(b"x" * 33, "tcp://a:1")
+    with pytest.raises(LedgerArgumentError, match="hex"):
+        ledger.finalize(0, "0xnothex", [SITE])
+    with pytest.raises(LedgerArgumentError):
+        Ledger("http://127.0.0.1:9", "not-an-address")
+    assert issubclass(LedgerArgumentError, LedgerError)
+
+
+def test_round_info_from_view_tuple() -> None:
+    zero = b"\0" * 32
+    view = (
+        1, 2, 1, SITE, b"\x02" * 32, b"\x03" * 32, 10, 20, 30,
+        [(SITE, b"\x04" * 32, 7, 15)], [], [SITE],
+    )  # fmt: skip
+    info = RoundInfo.from_chain(view)
+    assert info.status is RoundStatus.FINALIZED
+    assert info.finalized_block == 30 and info.abandoned_block is None
+    assert info.first_commit_block == 15 and info.commit_of(SITE.lower()).n_samples == 7  # type: ignore[union-attr]
+    doc = info.to_json()
+    assert doc["total_samples"] == 7 and doc["included"] == [SITE]
+    open_view = (2, 0, 0, "0x" + "00" * 20, b"\x02" * 32, zero, 31, 0, 0, [], [], [])
+    info = RoundInfo.from_chain(open_view)
+    assert info.leader is None and info.merged_hash is None and info.elected_block is None
