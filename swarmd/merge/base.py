@@ -56,6 +56,7 @@ class MergeRule(ABC):
         self._template: dict[str, torch.Tensor] | None = None
         self._senders: list[str] = []
         self._total_samples = 0
+        self._merged: dict[str, torch.Tensor] | None = None
 
     def begin(self, template: Mapping[str, torch.Tensor]) -> None:
         """Start a round for a model shaped like `template` (its values are not used)."""
@@ -68,11 +69,14 @@ class MergeRule(ABC):
         self._template = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in template.items()}
         self._senders = []
         self._total_samples = 0
+        self._merged = None
         self._reset()
 
     def add(self, update: Update) -> None:
         """Take one update into the round. Raises InvalidUpdate on a structure mismatch or a repeat sender."""
         template = self._require_template()
+        if self._merged is not None:
+            raise reject(RejectReason.LATE, "arrived after the round was merged", sender=update.sender)
         if update.sender in self._senders:
             raise reject(RejectReason.DUPLICATE, "already added this round", sender=update.sender)
         check_structure(update.state, template, update.sender)
@@ -81,12 +85,18 @@ class MergeRule(ABC):
         self._total_samples += update.n_samples
 
     def result(self) -> dict[str, torch.Tensor]:
-        """The merged state dict, in the template's names order and dtypes."""
+        """The merged state dict, in the template's names order and dtypes.
+
+        It closes the round: later add() calls are rejected as "late", and calling result() again
+        returns the same tensors (a streaming rule may have turned its accumulator into them).
+        """
         template = self._require_template()
-        if not self._senders:
-            raise MergeError(f"{self.name}: no update was added this round, nothing to merge")
-        merged = self._merge()
-        return {name: merged[name] for name in template}
+        if self._merged is None:
+            if not self._senders:
+                raise MergeError(f"{self.name}: no update was added this round, nothing to merge")
+            merged = self._merge()
+            self._merged = {name: merged[name] for name in template}
+        return dict(self._merged)
 
     @property
     def included(self) -> tuple[str, ...]:

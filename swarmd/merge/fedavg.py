@@ -2,8 +2,8 @@
 
 `add()` folds `n_i * x_i` into one accumulator per tensor and drops the update, so the leader's
 memory is one model (in the working dtype) plus the update being received, whatever N is.
-Result: sum(n_i * x_i) / sum(n_i). Integer and bool tensors follow the same formula and are
-rounded back (see `maths`).
+Result: sum(n_i * x_i) / sum(n_i), divided in place, so the end of the merge allocates no second
+model. Integer and bool tensors follow the same formula and are rounded back (see `maths`).
 """
 
 from __future__ import annotations
@@ -33,4 +33,9 @@ class FedAvg(MergeRule):
 
     def _merge(self) -> dict[str, torch.Tensor]:
         total = float(self.total_samples)
-        return {name: cast_back(acc / total, self.template[name].dtype) for name, acc in self._acc.items()}
+        # Divide in place and hand the accumulator over: no second model-sized buffer at the end.
+        merged = {
+            name: cast_back(acc.div_(total), self.template[name].dtype) for name, acc in self._acc.items()
+        }
+        self._acc = {}
+        return merged

@@ -10,6 +10,8 @@ stays False).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -39,6 +41,11 @@ def cast_back(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return rounded.clamp(info.min, info.max).to(dtype)
 
 
+# Coordinates per slice in the coordinate-wise rules: N x 1M floats stacked and sorted at a time,
+# so the robust rules need the N buffered updates plus a few MiB, not several more N-fold copies.
+CHUNK = 1 << 20
+
+
 def stack(values: list[torch.Tensor]) -> torch.Tensor:
     """The N updates of one tensor as one (N, ...) tensor in the working dtype."""
     # Copy into one preallocated buffer: torch.stack of converted copies would hold two N-fold copies.
@@ -49,6 +56,22 @@ def stack(values: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def sorted_stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """The stack sorted along the update axis, so every coordinate's values are in order."""
-    return stack(values).sort(dim=0).values
+def columnwise(
+    values: list[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor], chunk: int | None = None
+) -> torch.Tensor:
+    """Apply `reduce` (an (N, k) tensor -> a (k,) tensor) to every coordinate, a slice at a time.
+
+    Returns a tensor shaped like one value, in the working dtype.
+    """
+    step = chunk or CHUNK
+    flat = [v.reshape(-1) for v in values]
+    total = flat[0].numel()
+    out = torch.empty(total, dtype=work_dtype(values[0].dtype))
+    for start in range(0, total, step):
+        out[start : start + step] = reduce(stack([f[start : start + step] for f in flat]))
+    return out.reshape(values[0].shape)
+
+
+def sorted_rows(block: torch.Tensor) -> torch.Tensor:
+    """The (N, k) block sorted along the update axis, so every coordinate's values are in order."""
+    return block.sort(dim=0).values

@@ -10,16 +10,20 @@ from __future__ import annotations
 import torch
 
 from swarmd.merge.base import BufferedRule
-from swarmd.merge.maths import cast_back, sorted_stack
+from swarmd.merge.maths import cast_back, columnwise, sorted_rows
 
 
-def coordinate_median(values: list[torch.Tensor]) -> torch.Tensor:
-    """Median over the update axis, in the working dtype; the mean of the middle two for even N."""
-    ordered = sorted_stack(values)
+def _median_rows(block: torch.Tensor) -> torch.Tensor:
+    ordered = sorted_rows(block)
     n = ordered.shape[0]
     if n % 2:
         return ordered[n // 2]
     return (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def coordinate_median(values: list[torch.Tensor]) -> torch.Tensor:
+    """Median over the update axis, in the working dtype; the mean of the middle two for even N."""
+    return columnwise(values, _median_rows)
 
 
 class Median(BufferedRule):

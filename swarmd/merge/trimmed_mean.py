@@ -13,7 +13,7 @@ import torch
 
 from swarmd.errors import MergeError
 from swarmd.merge.base import BufferedRule
-from swarmd.merge.maths import cast_back, sorted_stack
+from swarmd.merge.maths import cast_back, columnwise, sorted_rows
 
 
 class TrimmedMean(BufferedRule):
@@ -30,10 +30,13 @@ class TrimmedMean(BufferedRule):
         return math.floor(self.trim_ratio * n)
 
     def _merge(self) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for name, spec in self.template.items():
-            ordered = sorted_stack(self.column(name))
-            n = ordered.shape[0]
-            k = self.trimmed(n)
-            out[name] = cast_back(ordered[k : n - k].mean(dim=0), spec.dtype)
-        return out
+        k = self.trimmed(len(self.included))
+
+        def trimmed_rows(block: torch.Tensor) -> torch.Tensor:
+            ordered = sorted_rows(block)
+            return ordered[k : ordered.shape[0] - k].mean(dim=0)
+
+        return {
+            name: cast_back(columnwise(self.column(name), trimmed_rows), spec.dtype)
+            for name, spec in self.template.items()
+        }

@@ -32,6 +32,7 @@ class RejectReason(str, Enum):
     NORM = "norm"
     SAMPLES = "samples"
     DUPLICATE = "duplicate"
+    LATE = "late"
 
 
 def reject(reason: RejectReason, message: str, *, sender: str = "") -> InvalidUpdate:

@@ -222,6 +222,19 @@ def test_half_precision_models_come_back_in_their_dtype(name):
     assert torch.equal(out, torch.full((4,), 60000.0, dtype=torch.float16))
 
 
+@pytest.mark.parametrize("rule", [Median(), TrimmedMean(trim_ratio=0.25)], ids=lambda r: r.name)
+def test_coordinate_rules_work_slice_by_slice(rule, monkeypatch):
+    """Big tensors are reduced a slice at a time; slices that split rows must not change the result."""
+    import swarmd.merge.maths
+
+    monkeypatch.setattr(swarmd.merge.maths, "CHUNK", 7)
+    gen = torch.Generator().manual_seed(3)
+    updates = [Update(f"s{i}", {"w": torch.randn(5, 6, generator=gen)}, 1) for i in range(6)]
+    x = stacked(updates, "w")
+    want = np.median(x, axis=0) if isinstance(rule, Median) else ref_trimmed(x, 0.25)
+    close(merge(rule, {"w": torch.zeros(5, 6)}, updates)["w"], want, x)
+
+
 # --- robustness: what the robust rules are for ---------------------------------------------------
 
 
@@ -324,6 +337,22 @@ def test_add_refuses_a_structurally_wrong_update_and_keeps_the_round(name):
     rule.add(Update("good", {"w": torch.ones(2)}, 1))
     assert rule.included == ("good",)
     assert torch.equal(rule.result()["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_result_closes_the_round(name):
+    """A late update is rejected (not folded into a model already handed out); result() is stable."""
+    rule = get_rule(name)
+    rule.begin({"w": torch.zeros(2)})
+    rule.add(Update("a", {"w": torch.ones(2)}, 4))
+    first = rule.result()
+    with pytest.raises(InvalidUpdate) as info:
+        rule.add(Update("b", {"w": torch.full((2,), 9.0)}, 4))
+    assert info.value.reason == "late"
+    assert torch.equal(rule.result()["w"], first["w"]) and rule.included == ("a",)
+    rule.begin({"w": torch.zeros(2)})
+    rule.add(Update("b", {"w": torch.full((2,), 9.0)}, 4))
+    assert torch.equal(rule.result()["w"], torch.full((2,), 9.0))
 
 
 def test_fedavg_streams_and_keeps_no_reference_to_updates():
