@@ -199,7 +199,7 @@ def start_metrics_server(bind: str, metrics: Metrics) -> MetricsServer | None:
 
     server_cls = type("_MetricsServer", (_ThreadingServer,), {"address_family": family})
     try:
-        server = make_server(
+        server: WSGIServer = make_server(
             host, port, make_wsgi_app(metrics.registry), server_cls, handler_class=_QuietHandler
         )
     except OSError as exc:

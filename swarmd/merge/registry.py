@@ -32,7 +32,7 @@ def get_rule(name: str, **params: object) -> MergeRule:
         raise MergeError(
             f"merge rule {name!r} takes no parameter(s) {', '.join(sorted(unknown))} (takes: {allowed})"
         )
-    return cls(**params)  # type: ignore[arg-type]
+    return cls(**params)
 
 
 def rule_for(settings: SwarmSettings) -> MergeRule:
