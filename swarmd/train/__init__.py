@@ -1,0 +1,53 @@
+"""Local training: any MONAI bundle through monai.fl's ClientAlgo lifecycle, device choice,
+datalist validation, example bundles, demo data and baselines.
+
+The daemon uses `BundleTrainer` (initialize / train / evaluate / abort / finalize) and
+`initial_weights`; `generate_demo_data` writes synthetic multi-site data for demos and tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from swarmd.train.data import (
+    DataError,
+    ImageInfo,
+    inspect_image,
+    load_image,
+    read_datalist,
+    validate_datalist,
+)
+from swarmd.train.demodata import DemoData, SiteData, generate_demo_data
+from swarmd.train.device import choose_device, configure_threads, thread_count
+from swarmd.train.trainer import BundleTrainer, Trainer, TrainPhase, TrainResult
+from swarmd.train.weights import initial_weights
+
+BUNDLES_DIR = Path(__file__).parent / "bundles"
+
+
+def example_task_file(name: str) -> Path:
+    """Path of an example task file shipped with swarmd: `cxr_densenet` or `tumor_unet`."""
+    return BUNDLES_DIR / f"{name}.swarm.toml"
+
+
+__all__ = [
+    "BUNDLES_DIR",
+    "BundleTrainer",
+    "DataError",
+    "DemoData",
+    "ImageInfo",
+    "SiteData",
+    "TrainPhase",
+    "TrainResult",
+    "Trainer",
+    "choose_device",
+    "configure_threads",
+    "example_task_file",
+    "generate_demo_data",
+    "initial_weights",
+    "inspect_image",
+    "load_image",
+    "read_datalist",
+    "thread_count",
+    "validate_datalist",
+]

@@ -1,0 +1,382 @@
+"""Local training behind monai.fl's ClientAlgo lifecycle: the `Trainer` interface and `BundleTrainer`.
+
+`Trainer` is the ClientAlgo lifecycle (initialize, train, evaluate, abort, finalize) with typed
+arguments instead of ExchangeObject/extra dicts; the daemon talks only to it. `BundleTrainer`
+runs an unchanged MONAI bundle through `monai.fl.client.MonaiAlgo`, exactly as NVIDIA FLARE does,
+and adds what a swarm round needs and MonaiAlgo leaves out:
+
+- rounds bounded in iterations (`task.swarm.local_steps`), not epochs: the trainer's epoch length
+  is set to the local step count, so MonaiAlgo's "one local epoch" is exactly one round;
+- an abort that raises TrainingAborted in the training thread within one iteration (MonaiAlgo's
+  abort uses ignite's interrupt, which leaves a half-run engine that the next round would resume);
+- checks that MonaiAlgo only warns about: incoming weights must fit the network exactly (no
+  partial loads), loss and weights must stay finite;
+- evaluation on any datalist (e.g. the shared held-out test set), with one evaluator per datalist
+  built once and reused.
+
+The bundle is built once in initialize() and reused every round. Train and evaluate are meant to
+run in a worker thread (the daemon uses asyncio.to_thread); abort() may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swarmd.errors import DataError, TrainingAborted, TrainingError
+from swarmd.task import Task
+from swarmd.train.bundle import BundleInfo, read_bundle_info
+from swarmd.train.data import quiet_monai, read_datalist, validate_datalist
+from swarmd.train.device import choose_device, configure_threads
+from swarmd.train.weights import Layout, check_finite, check_layout, detach_from, layout_of
+
+WEIGHT_TYPES = ("weights", "diff")
+
+
+class TrainPhase(str, Enum):
+    """What the trainer is doing; mirrors monai.fl's FlPhase so an abort knows what it interrupts."""
+
+    CREATED = "created"
+    IDLE = "idle"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    FINALIZED = "finalized"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One round of local training. `weights` are CPU tensors owned by the caller."""
+
+    weights: dict[str, torch.Tensor]
+    weight_type: str  # "weights", or "diff" (local minus the global weights the round started from)
+    n_samples: int  # size of the local training set: the FedAvg weight
+    loss: float  # mean training loss over the round's iterations
+    metrics: dict[str, float]
+    seconds: float
+    steps: int = 0  # optimiser iterations actually run
+
+
+class Trainer(ABC):
+    """The ClientAlgo lifecycle with typed arguments. Implementations own their model and data."""
+
+    @abstractmethod
+    def initialize(self) -> None: ...
+
+    @abstractmethod
+    def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult: ...
+
+    @abstractmethod
+    def evaluate(
+        self, weights: dict[str, torch.Tensor], data_list: Path | None = None
+    ) -> dict[str, float]: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+    @abstractmethod
+    def finalize(self) -> None: ...
+
+
+def _loss_of(output: Any) -> float:
+    """The loss of one iteration, whether the trainer decollates its output or not."""
+    from monai.handlers import from_engine
+
+    (loss,) = from_engine(["loss"], first=True)(output)
+    return float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+
+
+def _batch_size(batch: Any) -> int:
+    image = batch.get("image") if isinstance(batch, dict) else None
+    return int(image.shape[0]) if isinstance(image, torch.Tensor) else 0
+
+
+def _finite_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue  # non-scalar metric (e.g. a per-class tensor): not reported
+        if math.isfinite(f):
+            out[str(k)] = f
+    return out
+
+
+class BundleTrainer(Trainer):
+    """Runs `task.bundle` through MonaiAlgo on the datalist `data_list` (Decathlon JSON).
+
+    The bundle exposes `datalist` and `dataset_dir` (and `val_datalist`, `val_dataset_dir`) as
+    config variables; swarmd points them at the site's files. Relative image paths in a datalist
+    start at the datalist's directory.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        data_list: Path,
+        *,
+        device: str = "auto",
+        amp: bool = False,
+        threads: int = 0,
+        workdir: Path,
+        name: str = "site",
+    ) -> None:
+        self.task = task
+        self.data_list = Path(data_list).resolve()
+        self.device_pref = device
+        self.amp = amp
+        self.threads = threads
+        self.workdir = Path(workdir)
+        self.name = name
+        self.phase = TrainPhase.CREATED
+        self.device: torch.device | None = None
+        self.info: BundleInfo | None = None
+        self._algo: Any = None  # monai.fl.client.MonaiAlgo for training
+        self._evaluators: dict[Path, Any] = {}  # datalist -> eval-only MonaiAlgo
+        self._validated: set[tuple[Path, str]] = set()
+        self._layout: Layout = {}
+        self._n_train = 0
+        self._abort = threading.Event()
+        self._busy = threading.Lock()  # one train/evaluate at a time
+        self._losses: list[float] = []
+        self._samples = 0
+        self._failure: str | None = None
+
+    @property
+    def n_train(self) -> int:
+        """Entries in the site's training datalist (known after initialize())."""
+        return self._n_train
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Validate the site's data, build the bundle once. Raises DataError / TrainingError."""
+        with self._busy:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            configure_threads(self.threads)
+            self.device = choose_device(self.device_pref)
+            self.info = read_bundle_info(self.task.bundle)
+            datalist = self._validate(self.data_list, "training")
+            self._n_train = len(datalist.items)
+            self._algo = self._build_algo(train=True, val_datalist=self.data_list)
+            trainer = self._algo.trainer
+            # One MonaiAlgo "local epoch" becomes exactly local_steps iterations; ignite restarts
+            # the data iterator by itself when a small site's data runs out mid-round.
+            trainer.state.epoch_length = self.task.swarm.local_steps
+            self._attach(trainer)
+            self._layout = layout_of(self._network_state())
+            self.phase = TrainPhase.IDLE
+
+    def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult:
+        """Train `task.swarm.local_steps` iterations from `global_weights`; thread-safe, abortable."""
+        with self._busy:
+            self._require_ready()
+            check_layout(global_weights, self._layout, f"round {round} starting weights")
+            check_finite(global_weights, f"round {round} starting weights")
+            self._abort.clear()
+            self._losses, self._samples, self._failure = [], 0, None
+            start = time.perf_counter()
+            self.phase = TrainPhase.TRAIN
+            try:
+                self._run_round(global_weights)
+                weights, weight_type = self._collect()
+            finally:
+                self.phase = TrainPhase.IDLE
+            return TrainResult(
+                weights=weights,
+                weight_type=weight_type,
+                n_samples=self._n_train,
+                loss=sum(self._losses) / len(self._losses),
+                metrics=self._train_metrics(),
+                seconds=time.perf_counter() - start,
+                steps=len(self._losses),
+            )
+
+    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> dict[str, float]:
+        """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own)."""
+        with self._busy:
+            self._require_ready()
+            target = Path(data_list).resolve() if data_list is not None else self.data_list
+            check_layout(weights, self._layout, "weights to evaluate")
+            check_finite(weights, "weights to evaluate")
+            self._validate(target, "validation")
+            self._abort.clear()
+            self.phase = TrainPhase.EVALUATE
+            try:
+                return self._run_eval(weights, target)
+            finally:
+                self.phase = TrainPhase.IDLE
+
+    def abort(self) -> None:
+        """Make a running train()/evaluate() raise TrainingAborted after its current iteration."""
+        self._abort.set()
+
+    def finalize(self) -> None:
+        with self._busy:
+            for algo in [self._algo, *self._evaluators.values()]:
+                if algo is not None:
+                    algo.finalize()
+            self._evaluators.clear()
+            self._algo = None
+            self.phase = TrainPhase.FINALIZED
+
+    # --- building -------------------------------------------------------------------------------
+
+    def _validate(self, path: Path, section: str) -> Any:
+        if self.info is None:
+            raise TrainingError("trainer is not initialized")
+        datalist = read_datalist(path, section)
+        if (path, section) not in self._validated:
+            validate_datalist(
+                datalist, self.info.input, label_kind=self.info.label_kind, n_classes=self.info.n_classes
+            )
+            self._validated.add((path, section))
+        return datalist
+
+    def _overrides(self, val_datalist: Path) -> dict[str, Any]:
+        dev = self.device or torch.device("cpu")
+        return {
+            "device": f"$torch.device('{dev}')",
+            "amp": bool(self.amp and dev.type == "cuda"),
+            "datalist": str(self.data_list),
+            "dataset_dir": str(self.data_list.parent),
+            "val_datalist": str(val_datalist),
+            "val_dataset_dir": str(val_datalist.parent),
+        }
+
+    def _build_algo(self, *, train: bool, val_datalist: Path) -> Any:
+        from monai.fl.client import MonaiAlgo
+        from monai.fl.utils.constants import ExtraItems
+
+        overrides = self._overrides(val_datalist)
+        algo = MonaiAlgo(
+            bundle_root=str(self.task.bundle),
+            local_epochs=1,
+            send_weight_diff=self.task.swarm.send == "diff",
+            config_train_filename=self.task.train_config if train else None,
+            train_kwargs=dict(overrides),
+            config_evaluate_filename=None if train else [self.task.train_config, self.task.eval_config],
+            eval_kwargs=dict(overrides),
+            disable_ckpt_loading=True,
+            best_model_filepath=None,
+            final_model_filepath=None,
+        )
+        try:
+            quiet_monai()
+            with warnings.catch_warnings():
+                # MONAI warns that a bundle config is code; swarmd only runs bundles whose bytes
+                # match the task hash the consortium put on chain.
+                warnings.filterwarnings("ignore", message="executing the bundle config")
+                warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+                algo.initialize(
+                    extra={ExtraItems.CLIENT_NAME: self.name, ExtraItems.APP_ROOT: str(self.workdir)}
+                )
+        except (DataError, TrainingError):
+            raise
+        except Exception as exc:  # a bundle is arbitrary code; whatever it raises becomes one error
+            raise TrainingError(f"bundle {self.task.bundle} failed to initialize: {exc}") from exc
+        return algo
+
+    def _attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
+
+    def _on_iteration(self, engine: Any) -> None:
+        # Runs in the training thread. Failures terminate the run here and are raised after it,
+        # so the engine ends cleanly instead of unwinding through ignite's exception events.
+        loss = _loss_of(engine.state.output)
+        if not math.isfinite(loss):
+            self._failure = f"non-finite loss {loss} at iteration {len(self._losses) + 1}"
+            engine.terminate()
+            return
+        self._losses.append(loss)
+        self._samples += _batch_size(engine.state.batch)
+        if self._abort.is_set():
+            engine.terminate()
+
+    def _on_eval_iteration(self, engine: Any) -> None:
+        if self._abort.is_set():
+            engine.terminate()
+
+    # --- running --------------------------------------------------------------------------------
+
+    def _require_ready(self) -> None:
+        if self.phase is TrainPhase.CREATED or self._algo is None:
+            raise TrainingError("trainer is not initialized", hint="call initialize() first")
+
+    def _network_state(self) -> dict[str, torch.Tensor]:
+        from monai.networks.utils import get_state_dict
+
+        return get_state_dict(self._algo.trainer.network)
+
+    def _run_round(self, global_weights: dict[str, torch.Tensor]) -> None:
+        from monai.fl.utils.constants import WeightType
+        from monai.fl.utils.exchange_object import ExchangeObject
+
+        state = self._algo.trainer.state
+        # An aborted round stops mid-epoch; start the next one on an epoch boundary so that
+        # MonaiAlgo's "epoch + 1" is again exactly local_steps iterations.
+        state.iteration = state.epoch * state.epoch_length
+        try:
+            self._algo.train(ExchangeObject(weights=global_weights, weight_type=WeightType.WEIGHTS))
+        except Exception as exc:  # a bundle is arbitrary code; whatever it raises becomes one error
+            raise TrainingError(f"local training failed: {type(exc).__name__}: {exc}") from exc
+        if self._abort.is_set():
+            raise TrainingAborted("aborted")
+        if self._failure is not None:
+            # Adam's moments now hold NaNs too; drop them so the next round can recover.
+            self._algo.trainer.optimizer.state.clear()
+            raise TrainingError(self._failure, hint="lower the learning rate or check the data")
+        if not self._losses:
+            raise TrainingError("the round ran no iterations", hint="is the training datalist empty?")
+
+    def _collect(self) -> tuple[dict[str, torch.Tensor], str]:
+        from monai.fl.utils.constants import WeightType
+
+        exchange = self._algo.get_weights()
+        weight_type = "diff" if exchange.weight_type == WeightType.WEIGHT_DIFF else "weights"
+        weights = detach_from(exchange.weights, self._network_state())
+        check_finite(weights, "trained weights")
+        return weights, weight_type
+
+    def _train_metrics(self) -> dict[str, float]:
+        metrics = _finite_floats(dict(self._algo.trainer.state.metrics or {}))
+        metrics["train_loss"] = sum(self._losses) / len(self._losses)
+        metrics["samples_seen"] = float(self._samples)
+        return metrics
+
+    def _evaluator_for(self, target: Path) -> Any:
+        algo = self._evaluators.get(target)
+        if algo is None:
+            algo = self._build_algo(train=False, val_datalist=target)
+            self._attach_eval(algo.evaluator)
+            self._evaluators[target] = algo
+        return algo
+
+    def _attach_eval(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_eval_iteration)
+
+    def _run_eval(self, weights: dict[str, torch.Tensor], target: Path) -> dict[str, float]:
+        from monai.fl.utils.constants import WeightType
+        from monai.fl.utils.exchange_object import ExchangeObject
+
+        algo = self._evaluator_for(target)
+        try:
+            result = algo.evaluate(ExchangeObject(weights=weights, weight_type=WeightType.WEIGHTS))
+        except Exception as exc:  # a bundle is arbitrary code; whatever it raises becomes one error
+            raise TrainingError(f"evaluation on {target} failed: {type(exc).__name__}: {exc}") from exc
+        if self._abort.is_set():
+            raise TrainingAborted("aborted")
+        return _finite_floats(dict(result.metrics or {}))

@@ -1,0 +1,85 @@
+"""Model weights at the training boundary: the task's initial weights, and the checks on weights
+going into and coming out of local training (names, shapes, dtypes, finiteness)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from swarmd.errors import TrainingError
+from swarmd.task import Task
+from swarmd.train.bundle import build_network
+
+
+@dataclass(frozen=True)
+class TensorShape:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+Layout = dict[str, TensorShape]
+
+
+def initial_weights(task: Task) -> dict[str, torch.Tensor]:
+    """The round-0 model: the bundle's network_def built on the CPU under `task.seed`.
+
+    Same torch version + same bundle + same seed -> the same tensors on every machine, so the
+    codec content hash of this dict is the on-chain initialModelHash. The global RNG is left as
+    it was, so callers' randomness does not depend on whether this ran.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(task.seed)
+        net = build_network(task.bundle, task.train_config)
+    # the network is dropped here, so its tensors can be handed out without a copy
+    return {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+
+
+def layout_of(state: Mapping[str, torch.Tensor]) -> Layout:
+    return {k: TensorShape(tuple(v.shape), v.dtype) for k, v in state.items()}
+
+
+def check_layout(state: Mapping[str, torch.Tensor], expected: Layout, what: str) -> None:
+    """The exact names and shapes the network has: no partial loads, no silent reshapes."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise TrainingError(
+            f"{what} do not fit the network: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:3]})"
+        )
+    for name, spec in expected.items():
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            raise TrainingError(f"{what}: {name!r} is a {type(t).__name__}, not a tensor")
+        if tuple(t.shape) != spec.shape:
+            raise TrainingError(f"{what}: {name!r} has shape {tuple(t.shape)}, the network has {spec.shape}")
+        if t.dtype.is_floating_point != spec.dtype.is_floating_point:
+            raise TrainingError(f"{what}: {name!r} is {t.dtype}, the network has {spec.dtype}")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise TrainingError(f"{what}: {name!r} holds NaN or infinite values")
+
+
+def detach_from(
+    state: Mapping[str, torch.Tensor], live: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors that share no memory with `live` (the network's own tensors).
+
+    A tensor that already is a fresh copy (moved off the GPU, or a computed difference) is kept
+    as it is, so every tensor is copied at most once on its way to the codec.
+    """
+    live_ptrs = {t.data_ptr() for t in live.values() if t.device.type == "cpu" and t.numel()}
+    out = {}
+    for name, t in state.items():
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        elif t.numel() and t.data_ptr() in live_ptrs:
+            t = t.clone(memory_format=torch.contiguous_format)
+        out[name] = t if t.is_contiguous() else t.contiguous()
+    return out
