@@ -156,6 +156,11 @@ class BundleTrainer(Trainer):
         """Entries in the site's training datalist (known after initialize())."""
         return self._n_train
 
+    @property
+    def progress(self) -> int:
+        """Iterations finished in the current (or last) round; safe to read from any thread."""
+        return len(self._losses)
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     def initialize(self) -> None:
