@@ -129,7 +129,6 @@ class Ledger:
         self.decoder = RevertDecoder(artifact.abi)
         self._poa = poa
         self._lock = threading.RLock()
-        self._nonce: int | None = None
 
     def __repr__(self) -> str:
         return f"Ledger({self.rpc_url!r}, {self.address!r}, sender={self.sender!r})"
@@ -315,10 +314,8 @@ class Ledger:
                     receipt = self._await_receipt(signed, tx_hash)
                 except _NonceTaken:
                     # Another sender with this key won the nonce; a random pause breaks the lockstep.
-                    self._nonce = None
                     time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
                     continue
-                self._nonce = int(tx["nonce"]) + 1
                 if receipt["status"] != 1:
                     raise self._explain_failure(tx, receipt)
                 return receipt
@@ -329,8 +326,10 @@ class Ledger:
 
     def _build_and_sign(self, fn: Any) -> tuple[Any, dict[str, Any]]:
         sender = self.sender
-        pending = self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
-        nonce = max(self._nonce or 0, int(pending))
+        # The node's pending count is the authority: a locally cached nonce goes stale when the chain
+        # rewinds (node restored from an older state) and a gapped transaction would never be mined.
+        # Sends are serialised by the lock, and a race with another holder of the key is "nonce too low".
+        nonce = int(self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending")))
         try:
             # Estimated against "pending" (the next block), where the transaction will land: elect() and
             # reelect() depend on block.number, and a view of "latest" is one block behind them.

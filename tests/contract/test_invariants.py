@@ -1,0 +1,235 @@
+"""Stateful property test of SwarmLedger: hypothesis drives random calls by members, a pending site, an
+outsider and the admin against a real anvil, and a small model predicts which calls must succeed.
+
+After every step the chain must agree with the model: only active members commit, nobody commits twice
+in a round, only the current leader finalizes, reelection happens only after the timeout and never
+draws a failed leader, and a finalized round never changes. evm_snapshot/evm_revert reset the chain
+between examples so each starts from the same deployed consortium in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from chainkit import deploy_consortium, h32
+from eth_account.signers.local import LocalAccount
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from swarmd.errors import ContractRevert
+from swarmd.ledger import Devnet, Ledger, MemberStatus, RoundInfo, RoundStatus
+
+pytestmark = pytest.mark.chain
+
+MIN_PEERS, WINDOW, TIMEOUT = 2, 3, 3
+
+
+@dataclass
+class Model:
+    status: dict[str, MemberStatus]
+    round: int = 0
+    commits: list[tuple[str, int]] = field(default_factory=list)  # (site, block) of the current round
+    leader: str | None = None
+    elected_block: int = 0
+    failed: set[str] = field(default_factory=set)
+    finalized: dict[int, RoundInfo] = field(default_factory=dict)
+    abandoned: int = 0
+
+    def eligible(self) -> list[str]:
+        return [s for s, _ in self.commits if self.status[s] is MemberStatus.ACTIVE and s not in self.failed]
+
+    def next_round(self) -> None:
+        self.round += 1
+        self.commits, self.leader, self.elected_block, self.failed = [], None, 0, set()
+
+
+def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: list[LocalAccount]) -> None:
+    c = deploy_consortium(
+        devnet, accounts, sites=5, admitted=4, outsiders=1, min_peers=MIN_PEERS,
+        commit_window=WINDOW, leader_timeout=TIMEOUT,
+    )  # fmt: skip
+    actors: list[Ledger] = [*c.sites, *c.outsiders, c.admin]
+    start = {a.sender: c.admin.member(a.sender).status for a in actors}  # type: ignore[index]
+    snapshot = [devnet.snapshot()]
+
+    class SwarmLedgerMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            devnet.revert(snapshot[0])  # evm_revert consumes the id: take a fresh one each time
+            snapshot[0] = devnet.snapshot()
+            self.m = Model(status=dict(start))
+
+        def next_block(self) -> int:
+            return c.admin.block_number() + 1  # where the next transaction lands (automine)
+
+        @staticmethod
+        def attempt(call) -> bool:
+            try:
+                call()
+            except ContractRevert:
+                return False
+            return True
+
+        # Weighted towards calls that can succeed, so that sequences reach elections and finalizations.
+        @rule(
+            who=st.one_of(st.integers(0, 3), st.integers(0, len(actors) - 1)),
+            wrong_round=st.integers(0, 7).map(lambda x: x == 0),
+            n=st.one_of(st.integers(1, 1000), st.just(0)),
+        )
+        def commit(self, who: int, wrong_round: bool, n: int) -> None:
+            actor, m = actors[who], self.m
+            block = self.next_block()
+            r = m.round + 1 if wrong_round else m.round
+            expect = (
+                m.status[actor.sender] is MemberStatus.ACTIVE  # type: ignore[index]
+                and not wrong_round
+                and m.leader is None
+                and all(s != actor.sender for s, _ in m.commits)
+                and n > 0
+            )
+            ok = self.attempt(lambda: actor.commit(r, h32(f"{r}-{who}"), n))
+            assert ok == expect, f"commit by {who} (n={n}, wrong_round={wrong_round}): ok={ok}"
+            if ok:
+                m.commits.append((actor.sender, block))  # type: ignore[arg-type]
+
+        @rule(who=st.integers(0, len(actors) - 1))
+        def elect(self, who: int) -> None:
+            m, b = self.m, self.next_block()
+            active = sum(1 for s in m.status.values() if s is MemberStatus.ACTIVE)
+            n = len(m.commits)
+            expect = (
+                m.leader is None
+                and n >= MIN_PEERS
+                and (n >= active or b >= m.commits[0][1] + WINDOW)
+                and b > m.commits[-1][1]
+            )
+            ok = self.attempt(lambda: actors[who].elect(m.round))
+            assert ok == expect, f"elect: ok={ok}, commits={n}, active={active}, block={b}"
+            if ok:
+                event("elected")
+                self._drawn(b)
+
+        @rule(who=st.integers(0, len(actors) - 1))
+        def reelect(self, who: int) -> None:
+            m, b = self.m, self.next_block()
+            expect = m.leader is not None and b > m.elected_block + TIMEOUT
+            ok = self.attempt(lambda: actors[who].reelect(m.round))
+            assert ok == expect, f"reelect: ok={ok}, block={b}, elected={m.elected_block}"
+            if ok:
+                event("reelected")
+                m.failed.add(m.leader)  # type: ignore[arg-type]
+                self._drawn(b)
+
+        def _drawn(self, block: int) -> None:
+            m = self.m
+            eligible = m.eligible()
+            info = c.admin.round(m.round)
+            if not eligible:
+                assert info.status is RoundStatus.ABANDONED and info.leader is None
+                event("abandoned")
+                m.abandoned += 1
+                m.next_round()
+                return
+            assert info.status is RoundStatus.ELECTED
+            assert info.leader in eligible, "the leader must be an active committer that has not failed"
+            m.leader, m.elected_block = info.leader, block
+
+        @rule(
+            who=st.one_of(st.just(-1), st.integers(0, len(actors) - 1)),
+            mask=st.one_of(st.integers(1, 31), st.just(0)),
+            stranger=st.integers(0, 5).map(lambda x: x == 0),
+        )
+        def finalize(self, who: int, mask: int, stranger: bool) -> None:
+            """`who` -1 is the current leader (when there is one), so finalizations actually happen."""
+            if who == -1:
+                who = next((i for i, a in enumerate(actors) if a.sender == self.m.leader), 0)
+            actor, m = actors[who], self.m
+            committers = [s for s, _ in m.commits]
+            included = [s for i, s in enumerate(committers) if mask >> i & 1]
+            if stranger:
+                included.append(c.outsiders[0].sender)  # type: ignore[arg-type]
+            expect = (
+                m.leader is not None
+                and actor.sender == m.leader
+                and bool(included)
+                and all(s in committers for s in included)
+            )
+            ok = self.attempt(lambda: actor.finalize(m.round, h32(f"merged-{m.round}"), included))
+            assert ok == expect, f"finalize by {who}: ok={ok}, leader={m.leader}, included={included}"
+            if ok:
+                event("finalized")
+                info = c.admin.round(m.round)
+                assert info.status is RoundStatus.FINALIZED and set(info.included) == set(included)
+                m.finalized[m.round] = info
+                m.next_round()
+
+        @rule(target_idx=st.integers(0, 4))
+        def remove(self, target_idx: int) -> None:
+            target = c.sites[target_idx].sender
+            expect = self.m.status[target] in (MemberStatus.PENDING, MemberStatus.ACTIVE)  # type: ignore[index]
+            ok = self.attempt(lambda: c.admin.remove(target))  # type: ignore[arg-type]
+            assert ok == expect
+            if ok:
+                self.m.status[target] = MemberStatus.REMOVED  # type: ignore[index]
+
+        @rule(leader_stalls=st.booleans())
+        def advance(self, leader_stalls: bool) -> None:
+            """The next step of a round (everyone commits, then elect; then the leader finalizes or
+            stalls until a reelection), so random sequences also get through whole rounds."""
+            m = self.m
+            if m.leader is not None:
+                if leader_stalls:
+                    c.mine(TIMEOUT)
+                    self.reelect(len(actors) - 1)
+                else:
+                    self.finalize(-1, mask=(1 << len(m.commits)) - 1, stranger=False)
+                return
+            for i, site in enumerate(c.sites):
+                if m.status[site.sender] is MemberStatus.ACTIVE and site.sender not in dict(m.commits):
+                    self.commit(i, wrong_round=False, n=7)
+            if m.commits:
+                c.mine(WINDOW)
+            self.elect(len(actors) - 1)
+
+        @precondition(lambda self: self.m.commits)
+        @rule(blocks=st.integers(1, 4))
+        def mine(self, blocks: int) -> None:
+            c.mine(blocks)
+
+        @invariant()
+        def chain_agrees_with_model(self) -> None:
+            m = self.m
+            assert c.admin.current_round() == m.round
+            info = c.admin.round(m.round)
+            committers = [x.site for x in info.commits]
+            assert committers == [s for s, _ in m.commits], "only active members commit, once per round"
+            assert len(set(committers)) == len(committers)
+            assert info.leader == m.leader
+            assert set(info.failed_leaders) == m.failed and set(info.failed_leaders) <= set(committers)
+            if m.leader is not None:
+                assert info.leader not in info.failed_leaders
+                assert info.term == 1 + len(m.failed)
+
+        @invariant()
+        def finalized_rounds_never_change(self) -> None:
+            for r, snap in self.m.finalized.items():
+                assert c.admin.round(r) == snap
+
+    run_state_machine_as_test(
+        SwarmLedgerMachine,
+        settings=settings(
+            max_examples=20,
+            stateful_step_count=30,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
