@@ -16,7 +16,7 @@ const OUTPUTS = [
 const SETTINGS = {
   // paris: no PUSH0, so the bytecode also runs on permissioned chains that lag behind mainnet forks.
   evmVersion: "paris",
-  optimizer: { enabled: true, runs: 200 },
+  optimizer: { enabled: true, runs: 20000 },
   viaIR: true,
   outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
 };

@@ -1,0 +1,1 @@
+"""`swarm bench`: measured ratios and throughputs of each subsystem (never a timed test)."""

@@ -1,0 +1,120 @@
+"""`swarm bench chain`: gas and latency of every SwarmLedger call, at 3 and N members, on a fresh devnet.
+
+Each size gets its own anvil (instant blocks) and a freshly deployed ledger. It measures join and
+admit per site, then full rounds (every site commits, one elect, the leader finalizes with everyone
+included) and one failover round (the leader stalls, reelect after the timeout, the new leader
+finalizes). Latency is the wall time of the Ledger call as a daemon sees it: estimate, sign, send and
+wait for the receipt. Gas is the receipt's gasUsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eth_account import Account
+
+from swarmd.ledger import DeployParams, Devnet, Ledger
+from swarmd.ledger.artifact import load_artifact
+
+GOALS = {"commit": 80_000, "elect": 150_000, "finalize": 150_000}
+_LEADER_TIMEOUT = 3
+
+
+def _h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.samples: dict[str, list[tuple[int, float]]] = {}
+
+    def __call__(self, name: str, call: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        receipt = call()
+        self.samples.setdefault(name, []).append((int(receipt["gasUsed"]), time.perf_counter() - t0))
+        return receipt
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, rows in self.samples.items():
+            gas = [g for g, _ in rows]
+            ms = [s * 1000 for _, s in rows]
+            out[name] = {
+                "n": len(rows),
+                "gas": {"min": min(gas), "median": int(statistics.median(gas)), "max": max(gas)},
+                "latency_ms": {"median": round(statistics.median(ms), 2), "max": round(max(ms), 2)},
+            }
+        return out
+
+
+def _bench_size(members: int, rounds: int) -> dict[str, Any]:
+    rec = _Recorder()
+    with Devnet.start(accounts=members + 2) as dev:
+        keys = [Account.from_key(k) for k in dev.dev_keys]
+        params = DeployParams(_h("bench-task"), _h("bench-init"), min(2, members), 2, _LEADER_TIMEOUT)
+        t0 = time.perf_counter()
+        admin = Ledger.deploy(dev.rpc_url, keys[0], params)
+        deploy_ms = (time.perf_counter() - t0) * 1000
+        sites = [Ledger(dev.rpc_url, admin.address, k) for k in keys[1 : members + 1]]
+        by_address = {s.sender: s for s in sites}
+        for i, site in enumerate(sites):
+            rec("join", lambda s=site, i=i: s.request_join(_h(f"curve-{i}"), f"tcp://10.0.0.{i + 1}:5555"))
+            rec("admit", lambda s=site: admin.admit(s.sender))  # type: ignore[arg-type]
+
+        quorum_to_election: list[int] = []
+        for r in range(rounds + 1):
+            for i, site in enumerate(sites):
+                rec("commit", lambda s=site, r=r, i=i: s.commit(r, _h(f"u-{r}-{i}"), 100 + i))
+            rec("elect", lambda r=r: admin.elect(r))
+            info = admin.round(r)
+            quorum_to_election.append(int(info.elected_block) - info.commits[-1].block)  # type: ignore[arg-type]
+            if r == rounds:  # the last round is the failover round: the leader stalls
+                dev.mine(_LEADER_TIMEOUT)
+                rec("reelect", lambda r=r: admin.reelect(r))
+                info = admin.round(r)
+            leader = by_address[info.leader]  # type: ignore[index]
+            rec("finalize", lambda r=r, ld=leader, inc=info.committers: ld.finalize(r, _h(f"m-{r}"), inc))
+
+    calls = rec.summary()
+    round_gas = (
+        calls["commit"]["gas"]["median"] * members
+        + calls["elect"]["gas"]["median"]
+        + calls["finalize"]["gas"]["median"]
+    )
+    return {
+        "members": members,
+        "deploy_ms": round(deploy_ms, 1),
+        "calls": calls,
+        "round": {
+            "transactions": members + 2,
+            "gas": round_gas,
+            "gas_per_site": round(round_gas / members),
+            "blocks_quorum_to_election": max(quorum_to_election),
+        },
+    }
+
+
+def run_chain_bench(members: int = 8, quick: bool = False) -> dict[str, Any]:
+    """Measure every call at 3 members and at `members` members; returns a JSON-able report."""
+    if members < 2:
+        raise ValueError("the chain bench needs at least 2 members")
+    sizes = sorted({3, members})
+    rounds = 1 if quick else 3
+    results = {str(n): _bench_size(n, rounds) for n in sizes}
+    largest = results[str(max(sizes))]["calls"]
+    worst = {name: largest[name]["gas"]["max"] for name in GOALS}
+    goals = {n: {"limit": lim, "max_gas": worst[n], "met": worst[n] <= lim} for n, lim in GOALS.items()}
+    art = load_artifact()
+    return {
+        "bench": "chain",
+        "mode": "anvil, instant blocks",
+        "compiler": art.compiler_version,
+        "rounds_per_size": rounds + 1,
+        "sizes": results,
+        "goals_at_members": max(sizes),
+        "goals": goals,
+    }
