@@ -126,7 +126,13 @@ class Devnet:
         if accounts < 1:
             raise DevnetError("a devnet needs at least one account")
         anvil = find_anvil()
-        port = port or free_port()
+        if port is None:
+            port = free_port()
+        elif not _port_free(port):
+            # Checked first: otherwise the readiness probe would be answered by whoever holds the port.
+            raise DevnetError(
+                f"port {port} on 127.0.0.1 is already in use", hint="stop that process or pick another port"
+            )
         workdir = Path(tempfile.mkdtemp(prefix="swarmd-devnet-"))
         config_out = workdir / "anvil-config.json"
         args = [
@@ -160,7 +166,7 @@ class Devnet:
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc, log_path)
-            keys = _read_keys(config_out)
+            keys = _read_keys(config_out, proc, log_path)
         except BaseException:
             _terminate(proc.pid, proc)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -267,12 +273,27 @@ def _fmt_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as anvil sets it: connections in TIME_WAIT do not count, a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_alive(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    if proc.poll() is not None:
+        tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
+        raise DevnetError(f"anvil exited with status {proc.returncode}: {tail.strip()}")
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
-            raise DevnetError(f"anvil exited with status {proc.returncode}: {tail.strip()}")
+        _check_alive(proc, log_path)
         with contextlib.suppress(DevnetError):
             rpc_call(url, "eth_chainId", timeout=0.5)
             return
@@ -280,9 +301,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None
     raise DevnetError(f"anvil did not answer on {url} within {_READY_TIMEOUT_S:.0f} s")
 
 
-def _read_keys(config_out: Path) -> tuple[str, ...]:
+def _read_keys(config_out: Path, proc: subprocess.Popen[bytes], log_path: Path) -> tuple[str, ...]:
     # anvil writes --config-out right after binding; give it a moment on a loaded machine.
     for _ in range(100):
+        _check_alive(proc, log_path)
         try:
             doc = json.loads(config_out.read_text())
             return tuple(str(k) for k in doc["private_keys"])
