@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -19,9 +20,9 @@ DirOpt = typer.Option(Path(".devnet"), "--dir", help="Devnet directory (chain, s
 
 
 def default_task() -> Path:
-    from swarmd.train import bundles_dir
+    from swarmd.train import example_task_file
 
-    return bundles_dir() / "cxr_densenet.swarm.toml"
+    return example_task_file("cxr_densenet")
 
 
 def _up(
@@ -37,13 +38,20 @@ def _up(
         if old.is_running():
             raise DevnetError(f"a devnet is already up in {root}", hint="`swarm devnet down` first")
     root.mkdir(parents=True, exist_ok=True)
-    dev = Devnet.start(block_time=block_time, accounts=max(10, sites + 2), detach=detach, log_file=root / "anvil.log")
+    dev = Devnet.start(
+        block_time=block_time, accounts=max(10, sites + 2), detach=detach, log_file=root / "anvil.log"
+    )
     try:
         dev.save(root / "devnet.json")
         with console.status(f"deploying the task and provisioning {sites} sites..."):
             consortium = local_consortium(
-                root, rpc_url=dev.rpc_url, dev_keys=list(dev.dev_keys), task_path=task or default_task(),
-                sites=sites, alpha=alpha, seed=seed,
+                root,
+                rpc_url=dev.rpc_url,
+                dev_keys=list(dev.dev_keys),
+                task_path=task or default_task(),
+                sites=sites,
+                alpha=alpha,
+                seed=seed,
             )
     except BaseException:
         dev.stop()
@@ -66,7 +74,8 @@ def up(
     console.print(f"devnet up at {dev.rpc_url} (pid {dev.pid}); SwarmLedger at {c.contract}")
     for s in c.sites:
         console.print(f"  {s.name}: {s.address}  config {s.config}")
-    console.print(f"run a site: swarmd run --config {c.sites[0].config}   |   ledger: swarm ledger members --devnet {root}")
+    console.print(f"run a site: swarmd run --config {c.sites[0].config}")
+    console.print(f"read the ledger: swarm ledger members --devnet {root}")
 
 
 @devnet_app.command()
@@ -89,10 +98,8 @@ def _stop_recorded_daemons(root: Path) -> None:
     if not path.exists():
         return
     for pid in json.loads(path.read_text()).get("pids", []):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(int(pid), signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
     path.unlink()
 
 
@@ -107,9 +114,14 @@ def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_tot
         metric = ", ".join(f"{k}={v:.3f}" for k, v in st["metrics"].items())
         base = ", ".join(f"{v:.3f}" for v in st["baseline"].values())
         t.add_row(
-            name, str(st["round"]), st["phase"], (st["leader"] or "-")[:10], str(st["n_samples"]),
+            name,
+            str(st["round"]),
+            st["phase"],
+            (st["leader"] or "-")[:10],
+            str(st["n_samples"]),
             "-" if st["last_loss"] is None else f"{st['last_loss']:.3f}",
-            str(st["last_merged_round"]), f"{metric or '-'} (initial {base or '-'})",
+            str(st["last_merged_round"]),
+            f"{metric or '-'} (initial {base or '-'})",
         )
     return t
 
@@ -140,7 +152,9 @@ def run(
         else:
             owned, consortium = _up(root, sites, task, block_time or None, alpha, seed, detach=keep)
         rounds_total = load_task(consortium.task).swarm.rounds
-        daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log").start() for s in consortium.sites]
+        daemons = [
+            DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log").start() for s in consortium.sites
+        ]
         (root / "daemons.json").write_text(json.dumps({"pids": [d.pid for d in daemons]}))
         try:
             _follow(daemons, rounds_total, timeout)

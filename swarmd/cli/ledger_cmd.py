@@ -18,7 +18,9 @@ from rich.table import Table
 from swarmd.cli.common import cli_errors, console, print_json
 from swarmd.errors import ConfigError, UsageError
 
-ledger_app = typer.Typer(help="Inspect the on-chain ledger: who contributed what, in which round.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    help="Inspect the on-chain ledger: who contributed what, in which round.", no_args_is_help=True
+)
 
 ConfigOpt = typer.Option(None, "--config", help="A site.toml naming the chain and contract.")
 RpcOpt = typer.Option(None, "--rpc", help="JSON-RPC URL (with --contract).")
@@ -53,8 +55,11 @@ def _short(h: bytes | None) -> str:
 
 @ledger_app.command()
 def members(
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
-    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Every site that ever asked to join: account, status, endpoint, CURVE key."""
     with cli_errors():
@@ -76,16 +81,25 @@ def _rounds_table(infos) -> Table:
         t.add_column(col)
     for i in infos:
         t.add_row(
-            str(i.round), i.status.name.lower(), (i.leader or "-")[:12], str(i.term), str(len(i.commits)),
-            str(sum(c.n_samples for c in i.commits)), str(len(i.included)), _short(i.merged_hash),
+            str(i.round),
+            i.status.name.lower(),
+            (i.leader or "-")[:12],
+            str(i.term),
+            str(len(i.commits)),
+            str(sum(c.n_samples for c in i.commits)),
+            str(len(i.included)),
+            _short(i.merged_hash),
         )
     return t
 
 
 @ledger_app.command()
 def rounds(
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
-    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Every round: status, leader, term, commits, samples, the merged model."""
     with cli_errors():
@@ -99,8 +113,11 @@ def rounds(
 @ledger_app.command("round")
 def round_(
     number: int = typer.Argument(..., help="Round number."),
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
-    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """One round in full: every commit, the leader, failed leaders, included sites, hashes."""
     with cli_errors():
@@ -116,7 +133,9 @@ def round_(
     for col in ("site", "update hash", "samples", "block", "included"):
         t.add_column(col)
     for c in info.commits:
-        t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), str(c.block), str(c.site in info.included))
+        t.add_row(
+            c.site, "0x" + c.update_hash.hex(), str(c.n_samples), str(c.block), str(c.site in info.included)
+        )
     console.print(t)
     console.print(f"base model: 0x{info.base_hash.hex()}")
     if info.failed_leaders:
@@ -127,7 +146,9 @@ def round_(
 def export(
     fmt: str = typer.Option("json", "--format", help="json or csv (one row per commit)."),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of stdout."),
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
     devnet: Path = DevnetOpt,
 ) -> None:
     """The whole audit trail, for an ethics board's records."""
@@ -139,8 +160,10 @@ def export(
         if fmt == "json":
             doc = {
                 "contract": ledger.address,
-                "binding": {k: ("0x" + v.hex() if isinstance(v, bytes) else v)
-                            for k, v in vars(ledger.binding()).items()},
+                "binding": {
+                    k: ("0x" + v.hex() if isinstance(v, bytes) else v)
+                    for k, v in vars(ledger.binding()).items()
+                },
                 "members": [m.to_json() for m in ledger.members()],
                 "rounds": [i.to_json() for i in infos],
             }
@@ -148,13 +171,36 @@ def export(
         else:
             buf = io.StringIO()
             w = csv.writer(buf)
-            w.writerow(["round", "status", "term", "leader", "site", "update_hash", "n_samples", "block",
-                        "included", "merged_hash"])
+            w.writerow(
+                [
+                    "round",
+                    "status",
+                    "term",
+                    "leader",
+                    "site",
+                    "update_hash",
+                    "n_samples",
+                    "block",
+                    "included",
+                    "merged_hash",
+                ]
+            )
             for i in infos:
                 for c in i.commits:
-                    w.writerow([i.round, i.status.name.lower(), i.term, i.leader or "", c.site,
-                                "0x" + c.update_hash.hex(), c.n_samples, c.block, c.site in i.included,
-                                "0x" + i.merged_hash.hex() if i.merged_hash else ""])
+                    w.writerow(
+                        [
+                            i.round,
+                            i.status.name.lower(),
+                            i.term,
+                            i.leader or "",
+                            c.site,
+                            "0x" + c.update_hash.hex(),
+                            c.n_samples,
+                            c.block,
+                            c.site in i.included,
+                            "0x" + i.merged_hash.hex() if i.merged_hash else "",
+                        ]
+                    )
             text = buf.getvalue()
         if out is None:
             typer.echo(text, nl=False)
@@ -167,8 +213,11 @@ def export(
 
 @ledger_app.command()
 def watch(
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
-    devnet: Path = DevnetOpt, from_block: int = typer.Option(0, help="Replay events from this block."),
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+    from_block: int = typer.Option(0, help="Replay events from this block."),
     seconds: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
 ) -> None:
     """Follow ledger events live (joins, admissions, commits, elections, finalizations)."""
@@ -177,7 +226,9 @@ def watch(
         end = time.monotonic() + seconds if seconds else None
         while end is None or time.monotonic() < end:
             for ev in stream.poll():
-                args = ", ".join(f"{k}={('0x' + v.hex()) if isinstance(v, bytes) else v}" for k, v in ev.args.items())
+                args = ", ".join(
+                    f"{k}={('0x' + v.hex()) if isinstance(v, bytes) else v}" for k, v in ev.args.items()
+                )
                 console.print(f"[dim]#{ev.block}[/] [bold]{ev.name}[/] {args}", highlight=False)
             time.sleep(0.5)
 
@@ -186,8 +237,11 @@ def watch(
 def verify(
     model_file: Path = typer.Argument(..., help="A .safetensors model file."),
     round_number: int | None = typer.Option(None, "--round", help="Check against this round only."),
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
-    devnet: Path = DevnetOpt, json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Is this file the merged model of a round (or the initial model), by its content hash on chain?"""
     from swarmd.checkpoint import load_file
@@ -199,16 +253,25 @@ def verify(
         infos = [ledger.round(round_number)] if round_number is not None else ledger.rounds()
         matches = [i.round for i in infos if i.merged_hash == h]
         initial = ledger.binding().initial_model_hash == h
-    result = {"file": str(model_file), "hash": "0x" + h.hex(), "rounds": matches, "initial_model": initial,
-              "verified": bool(matches) or (initial and round_number is None)}
+    result = {
+        "file": str(model_file),
+        "hash": "0x" + h.hex(),
+        "rounds": matches,
+        "initial_model": initial,
+        "verified": bool(matches) or (initial and round_number is None),
+    }
     if json_out:
         print_json(result)
     elif result["verified"]:
-        where = f"the merged model of round {', '.join(map(str, matches))}" if matches else "the initial model"
+        where = (
+            f"the merged model of round {', '.join(map(str, matches))}" if matches else "the initial model"
+        )
         console.print(f"[green]VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is {where}")
     else:
         scope = f"round {round_number}" if round_number is not None else "any round"
-        console.print(f"[red]NOT VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is not the merged model of {scope}")
+        console.print(
+            f"[red]NOT VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is not the merged model of {scope}"
+        )
     if not result["verified"]:
         raise typer.Exit(1)
 
@@ -219,7 +282,9 @@ def plot(
     journals: list[Path] = typer.Option(
         [], "--journal", help="Site journal.json files whose metrics to plot (default: the devnet's sites)."
     ),
-    config: Path | None = ConfigOpt, rpc: str | None = RpcOpt, contract: str | None = ContractOpt,
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
     devnet: Path = DevnetOpt,
 ) -> None:
     """Plot each site's held-out metric per round, and who led each round, as a PNG."""

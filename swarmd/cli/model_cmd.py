@@ -14,7 +14,9 @@ model_app = typer.Typer(help="Work with merged models.", no_args_is_help=True)
 @model_app.command()
 def export(
     round_number: int = typer.Option(..., "--round", help="The round whose merged model to export."),
-    out: Path = typer.Option(..., "--out", help="New directory: a copy of the bundle with the merged weights."),
+    out: Path = typer.Option(
+        ..., "--out", help="New directory: a copy of the bundle with the merged weights."
+    ),
     config: Path = typer.Option(..., "--config", help="A site.toml whose state dir holds the model."),
 ) -> None:
     """Export the merged model of a round (verified against the chain) as a MONAI bundle."""

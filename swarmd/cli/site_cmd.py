@@ -28,13 +28,19 @@ def init(
     task: Path = typer.Option(..., help="The consortium's swarm.toml."),
     rpc_url: str = typer.Option("http://127.0.0.1:8545", "--rpc", help="Ethereum JSON-RPC endpoint."),
     bind: str = typer.Option("tcp://0.0.0.0:7700", help="ZeroMQ address to bind."),
-    endpoint: str = typer.Option(..., help="Address peers dial, published on chain, e.g. tcp://site.example:7700."),
+    endpoint: str = typer.Option(
+        ..., help="Address peers dial, published on chain, e.g. tcp://site.example:7700."
+    ),
     data_list: Path | None = typer.Option(None, help="This site's Decathlon-style datalist JSON."),
     passphrase_file: Path | None = typer.Option(
         None, help="File holding the keystore passphrase; a random one is generated here if absent."
     ),
-    private_key_file: Path | None = typer.Option(None, help="Import this hex private key instead of generating one."),
-    kdf_iterations: int | None = typer.Option(None, help="pbkdf2 iterations (default: scrypt). For devnets only."),
+    private_key_file: Path | None = typer.Option(
+        None, help="Import this hex private key instead of generating one."
+    ),
+    kdf_iterations: int | None = typer.Option(
+        None, help="pbkdf2 iterations (default: scrypt). For devnets only."
+    ),
     state_dir: Path | None = typer.Option(None, help="State dir (default: DIR/state)."),
 ) -> None:
     """Create a site identity (Ethereum keystore + CURVE keypair) and its site.toml."""
@@ -79,13 +85,19 @@ def init(
             transport=TransportSection(bind=bind, endpoint=endpoint),
         )
         write_config(cfg, cfg_path)
-        console.print(f"site [bold]{name}[/] account {ident.address}, curve key {ident.curve.public.decode()}")
-        console.print(f"wrote {cfg_path}; next: fund the account, then `swarm join --config {cfg_path} --contract ...`")
+        console.print(
+            f"site [bold]{name}[/] account {ident.address}, curve key {ident.curve.public.decode()}"
+        )
+        console.print(
+            f"wrote {cfg_path}; next: fund the account, then `swarm join --config {cfg_path} --contract ...`"
+        )
 
 
 def deploy(
     config: Path = typer.Option(..., help="The deploying (admin) site's site.toml."),
-    majority: bool = typer.Option(False, help="Admit and remove by majority vote of members instead of an admin."),
+    majority: bool = typer.Option(
+        False, help="Admit and remove by majority vote of members instead of an admin."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Deploy SwarmLedger bound to the task's hash and initial model; record it in the config."""
@@ -125,7 +137,9 @@ def join(
         if not cfg.chain.contract:
             raise ConfigError("no contract address", hint="pass --contract 0x... (from `swarm deploy`)")
         member = join_swarm(cfg)
-        console.print(f"join requested for {member.account} ({member.status.name.lower()}) on {cfg.chain.contract}")
+        console.print(
+            f"join requested for {member.account} ({member.status.name.lower()}) on {cfg.chain.contract}"
+        )
 
 
 def _vote(config: Path, account: str, admit_: bool) -> None:
@@ -166,4 +180,4 @@ def register(app: typer.Typer) -> None:
     app.command()(remove)
 
 
-__all__ = ["register", "TaskError"]
+__all__ = ["TaskError", "register"]

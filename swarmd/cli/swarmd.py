@@ -46,5 +46,7 @@ def _root() -> None:
 
 def main() -> None:
     app()
-if __name__ == '__main__':
+
+
+if __name__ == "__main__":
     main()

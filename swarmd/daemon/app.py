@@ -54,6 +54,7 @@ class Daemon:
             amp=cfg.train.amp,
             threads=cfg.train.threads,
             workdir=state_dir / "work",
+            name=cfg.site.name,
         )
         await asyncio.to_thread(trainer.initialize)
         self.driver = RoundDriver(
@@ -69,12 +70,11 @@ class Daemon:
             eval_list=cfg.site.eval_list,
         )
         self.node = Node(
+            self.driver,
+            bind=cfg.transport.bind,
             public_key=ident.curve.public,
             secret_key=ident.curve.secret,
-            bind=cfg.transport.bind,
-            handler=self.driver,
-            max_payload=task.swarm.max_update_bytes,
-            stats_hook=metrics.transport_hook,
+            max_bytes=task.swarm.max_update_bytes,
         )
         self.driver.node = self.node
         await self.node.start()
@@ -95,8 +95,11 @@ class Daemon:
             await driver.evaluate_baseline(driver.store.get(binding.initial_model_hash))
             await driver.run()
         except StopRequested:
-            log.info("stopping at a safe point (round %s, %s)", self.state and self.state.round,
-                     self.state and self.state.phase.value)
+            log.info(
+                "stopping at a safe point (round %s, %s)",
+                self.state and self.state.round,
+                self.state and self.state.phase.value,
+            )
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -112,7 +115,7 @@ class Daemon:
         if self.control is not None:
             await self.control.stop()
         if self.node is not None:
-            await self.node.stop()
+            await self.node.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.driver is not None:
@@ -120,13 +123,20 @@ class Daemon:
             self.driver.close()
 
     async def _watchdog_loop(self) -> None:
+        """Keep systemd's watchdog fed and its STATUS line current; mirror transport counters."""
         interval = notify.watchdog_interval()
-        period = interval / 2 if interval else 5.0
+        period = min(interval / 2, 2.0) if interval else 2.0
+        seen = {"in": 0, "out": 0}
         while True:
             if interval:
                 notify.watchdog()
             if self.state is not None:
                 notify.status(f"round {self.state.round} {self.state.phase.value}")
+            if self.node is not None and self.driver is not None:
+                stats = self.node.stats
+                for direction, total in (("in", stats.bytes_in), ("out", stats.bytes_out)):
+                    self.driver.metrics.transport_hook(direction, total - seen[direction])
+                    seen[direction] = total
             await asyncio.sleep(period)
 
 

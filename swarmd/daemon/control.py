@@ -82,7 +82,9 @@ def query_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:
                     break
                 data += chunk
     except FileNotFoundError:
-        raise DaemonError(f"no daemon control socket at {path}", hint="is swarmd running for this site?") from None
+        raise DaemonError(
+            f"no daemon control socket at {path}", hint="is swarmd running for this site?"
+        ) from None
     except OSError as exc:
         raise DaemonError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from None
     try:

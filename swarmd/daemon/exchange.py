@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from swarmd.errors import UpdateRejected
+from swarmd.errors import InvalidUpdate
 from swarmd.merge import MergeRule, Update, validate
 
 log = logging.getLogger("swarmd.exchange")
@@ -43,24 +43,39 @@ class Exchange:
     def offer(self, sender: str, state: Mapping[str, torch.Tensor], digest: bytes) -> None:
         """Fold one update in, or raise UpdateRejected with a reason. Called on the event loop."""
         if sender not in self.expected:
-            raise UpdateRejected(f"{sender} did not commit in round {self.round}")
+            raise InvalidUpdate("not_committer", f"{sender} did not commit in round {self.round}")
         if sender in self.received:
-            raise UpdateRejected(f"{sender} already delivered in round {self.round} term {self.term}")
+            raise InvalidUpdate(
+                "duplicate", f"{sender} already delivered in round {self.round} term {self.term}"
+            )
         committed, n_samples = self.expected[sender]
         if digest != committed:
             self._exclude(sender, "hash_mismatch")
-            raise UpdateRejected(
-                f"update from {sender} hashes to 0x{digest.hex()[:16]}.. but 0x{committed.hex()[:16]}.. is on chain"
+            raise InvalidUpdate(
+                "hash_mismatch",
+                f"update from {sender} hashes to 0x{digest.hex()[:16]}.., "
+                f"but 0x{committed.hex()[:16]}.. is on chain",
             )
         try:
-            validate(state, self.base, norm_bound=self.norm_bound, reference=None if self.is_diff else self.base,
-                     is_diff=self.is_diff)
-        except UpdateRejected as exc:
-            self._exclude(sender, getattr(exc, "reason", "invalid"))
+            validate(
+                state,
+                self.base,
+                norm_bound=self.norm_bound,
+                reference=None if self.is_diff else self.base,
+                is_diff=self.is_diff,
+            )
+        except InvalidUpdate as exc:
+            self._exclude(sender, exc.reason)
             raise
         self.rule.add(Update(sender=sender, state=state, n_samples=n_samples))
         self.received[sender] = digest
-        log.info("round %d: merged update from %s (%d/%d)", self.round, sender, len(self.received), len(self.expected))
+        log.info(
+            "round %d: merged update from %s (%d/%d)",
+            self.round,
+            sender,
+            len(self.received),
+            len(self.expected),
+        )
         self._check_complete()
 
     def _exclude(self, sender: str, reason: str) -> None:

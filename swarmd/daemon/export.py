@@ -21,11 +21,14 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
         raise UsageError(f"round {round_number} does not exist (current round: {ledger.current_round()})")
     info = ledger.round(round_number)
     if info.status != RoundStatus.FINALIZED or info.merged_hash is None:
-        raise UsageError(f"round {round_number} is {info.status.name.lower()}, not finalized: no merged model")
+        raise UsageError(
+            f"round {round_number} is {info.status.name.lower()}, not finalized: no merged model"
+        )
     store = CheckpointStore(cfg.site.state_dir / "checkpoints")
     if not store.has(info.merged_hash):
         raise CheckpointError(
-            f"this site does not hold the merged model of round {round_number} (0x{info.merged_hash.hex()[:16]}..)",
+            f"this site does not hold the merged model of round {round_number} "
+            f"(0x{info.merged_hash.hex()[:16]}..)",
             hint="run the export on a site whose daemon took part in or caught up to that round",
         )
     state = store.get(info.merged_hash)  # verifies the content hash on load

@@ -67,7 +67,9 @@ def deploy_params(task: Task, *, majority: bool = False) -> DeployParams:
 def deploy_task(cfg: SiteConfig, *, majority: bool = False) -> Ledger:
     task = load_task(cfg.site.task)
     ident = site_identity(cfg)
-    return Ledger.deploy(cfg.chain.rpc_url, ident.account, deploy_params(task, majority=majority), poa=cfg.chain.poa)
+    return Ledger.deploy(
+        cfg.chain.rpc_url, ident.account, deploy_params(task, majority=majority), poa=cfg.chain.poa
+    )
 
 
 def check_task_binding(ledger: Ledger, task: Task) -> None:
@@ -120,10 +122,16 @@ class LocalConsortium:
         try:
             doc = json.loads(path.read_text())
             sites = tuple(
-                LocalSite(s["name"], Path(s["config"]), s["address"], Path(s["data_list"])) for s in doc["sites"]
+                LocalSite(s["name"], Path(s["config"]), s["address"], Path(s["data_list"]))
+                for s in doc["sites"]
             )
             return cls(
-                Path(doc["root"]), doc["rpc_url"], doc["contract"], Path(doc["task"]), Path(doc["test_list"]), sites
+                Path(doc["root"]),
+                doc["rpc_url"],
+                doc["contract"],
+                Path(doc["task"]),
+                Path(doc["test_list"]),
+                sites,
             )
         except FileNotFoundError:
             raise ConfigError(f"no local consortium in {root}", hint="run `swarm devnet up` first") from None
@@ -140,7 +148,9 @@ def _site_config(
             name=name, state_dir=root / name / "state", task=task, data_list=data_list, eval_list=eval_list
         ),
         identity=IdentitySection(
-            keystore=keys / "account.json", passphrase_file=keys / "passphrase", curve_secret=keys / "curve.key"
+            keystore=keys / "account.json",
+            passphrase_file=keys / "passphrase",
+            curve_secret=keys / "curve.key",
         ),
         chain=ChainSection(rpc_url=rpc_url, poll_interval=0.25),
         transport=TransportSection(bind=f"tcp://127.0.0.1:{port}", endpoint=f"tcp://127.0.0.1:{port}"),
@@ -162,7 +172,9 @@ def local_consortium(
     base_port: int = 0,
     data_task: str = "classification",
 ) -> LocalConsortium:
-    """Deploy, provision and admit `sites` sites under `root`. dev_keys[0] deploys; dev_keys[1:] fund sites."""
+    """Deploy, provision and admit `sites` sites under `root`.
+
+    dev_keys[0] deploys and admits; dev_keys[1:] become the sites' accounts."""
     from swarmd.train.demodata import generate_demo_data
 
     if len(dev_keys) < sites + 1:
@@ -172,13 +184,21 @@ def local_consortium(
     admin = Account.from_key(dev_keys[0])
     ledger = Ledger.deploy(rpc_url, admin, deploy_params(task))
     data = generate_demo_data(
-        root / "data", sites=sites, task=data_task, alpha=alpha, seed=seed, n_per_site=n_per_site, n_test=n_test
+        root / "data",
+        sites=sites,
+        task=data_task,
+        alpha=alpha,
+        seed=seed,
+        n_per_site=n_per_site,
+        n_test=n_test,
     )
     ports = _free_ports(sites) if base_port == 0 else [base_port + i for i in range(sites)]
     out: list[LocalSite] = []
     for i in range(sites):
         name = f"site-{chr(ord('a') + i)}"
-        cfg = _site_config(root, name, task_path.resolve(), data.site_lists[i], data.test_list, rpc_url, ports[i])
+        cfg = _site_config(
+            root, name, task_path.resolve(), data.site_datalists[i], data.test_datalist, rpc_url, ports[i]
+        )
         pw = secrets.token_urlsafe(16)
         atomic_write_text(cfg.identity.passphrase_file, pw + "\n", mode=0o600)
         ident = create_identity(
@@ -195,21 +215,35 @@ def local_consortium(
         ledger.admit(ident.address)
         if ledger.member(ident.address).status != MemberStatus.ACTIVE:
             raise LedgerError(f"{name} was not admitted")
-        out.append(LocalSite(name, cfg_path, ident.address, data.site_lists[i]))
-    consortium = LocalConsortium(root, rpc_url, ledger.address, task_path.resolve(), data.test_list, tuple(out))
+        out.append(LocalSite(name, cfg_path, ident.address, data.site_datalists[i]))
+    consortium = LocalConsortium(
+        root, rpc_url, ledger.address, task_path.resolve(), data.test_datalist, tuple(out)
+    )
     consortium.save()
     return consortium
 
 
 def _free_ports(n: int) -> list[int]:
+    """n control ports whose next port (the transport's bulk port) is free too."""
     import socket
 
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            a = socket.socket()
+            a.bind(("127.0.0.1", 0))
+            held.append(a)
+            port = a.getsockname()[1]
+            b = socket.socket()
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                b.close()
+                continue
+            held.append(b)
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
     return ports

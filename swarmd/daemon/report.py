@@ -52,7 +52,9 @@ def plot_rounds(rounds: Sequence[Any], members: Sequence[Any], journals: Sequenc
     for info in rounds:
         if info.leader:
             y = accounts.index(info.leader) if info.leader in accounts else -1
-            ax_lead.scatter([info.round], [y], marker="s", s=80, color="tab:red" if info.failed_leaders else "tab:blue")
+            ax_lead.scatter(
+                [info.round], [y], marker="s", s=80, color="tab:red" if info.failed_leaders else "tab:blue"
+            )
     ax_lead.set_yticks(range(len(accounts)), [a[:10] for a in accounts], fontsize="small")
     ax_lead.set_xlabel("round")
     ax_lead.set_ylabel("leader")

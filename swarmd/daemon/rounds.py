@@ -10,6 +10,7 @@ another, so the event loop keeps serving peers throughout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -27,34 +28,39 @@ from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal
 from swarmd.errors import (
     ChainUnavailable,
+    CheckpointError,
     ContractRevert,
     InvalidUpdate,
+    MergeError,
     SwarmError,
+    TrainingError,
     TransportError,
     UpdateRejected,
     WireError,
 )
 from swarmd.ledger import Ledger, RoundInfo, RoundStatus
-from swarmd.merge import make_diff, rule_for
+from swarmd.merge import apply_diff, make_diff, rule_for
 from swarmd.task import Task
 from swarmd.transport import Verdict
 
 log = logging.getLogger("swarmd.rounds")
 T = TypeVar("T")
 
-# Reverts that mean "someone else already did it": harmless races between honest sites.
+# Reverts that mean another honest site got there first, or the round moved on meanwhile.
 BENIGN_REVERTS = {
     "AlreadyCommitted",
-    "AlreadyElected",
-    "RoundNotOpen",
-    "RoundClosed",
-    "NotElectable",
-    "ElectionNotReady",
-    "ReelectTooEarly",
-    "RoundFinalized",
     "WrongRound",
-    "RoundNotElected",
+    "RoundNotOpen",
+    "NotElected",
+    "NotEnoughCommits",
+    "CommitWindowOpen",
+    "ElectionTooEarly",
+    "LeaderTimeoutNotReached",
+    "NotLeader",
 }
+# Errors a round can hit without the site being misconfigured: log, back off, re-read the chain.
+ROUND_ERRORS = (ContractRevert, TransportError, WireError, CheckpointError, MergeError, TrainingError)
+SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
 
 
 class StopRequested(Exception):
@@ -97,7 +103,10 @@ class RoundDriver:
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._fetching: set[bytes] = set()
-        self._served: dict[bytes, tuple[Manifest, list[memoryview]]] = {}  # encoded models, kept alive while sent
+        self._background: set[asyncio.Task[None]] = set()  # fetches started by announces
+        self._served: dict[
+            bytes, tuple[Manifest, list[memoryview]]
+        ] = {}  # encoded models, kept alive while sent
         self.log_extra: dict[str, Any] = {}
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -168,7 +177,11 @@ class RoundDriver:
             if r >= self.task.swarm.rounds:
                 await self.finish(r)
                 continue
-            await self.play_round(r)
+            try:
+                await self.play_round(r)
+            except ROUND_ERRORS as exc:
+                log.error("round %d: %s: %s; re-reading the chain", r, type(exc).__name__, exc)
+                await self.sleep(2.0)
 
     async def finish(self, r: int) -> None:
         info = await self.chain(self.ledger.round, r)
@@ -207,9 +220,11 @@ class RoundDriver:
         if not update_hash or not self.store.has(update_hash):
             self.set_phase(Phase.TRAIN, r)
             result = await self.train(base, r)
-            update = result.weights if result.weight_type == "weights" else result.weights
+            update = result.weights
             if self.task.swarm.send == "diff" and result.weight_type == "weights":
-                update = make_diff(result.weights, base)
+                update = make_diff(update, base)
+            elif self.task.swarm.send == "weights" and result.weight_type == "diff":
+                update = apply_diff(base, update)
             update_hash = self.store.put(update)
             self.journal.update(
                 r,
@@ -242,10 +257,8 @@ class RoundDriver:
         done, _ = await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
         if fut not in done:
             self.trainer.abort()
-            try:
+            with contextlib.suppress(SwarmError):
                 await fut
-            except SwarmError:
-                pass
             raise StopRequested
         stop.cancel()
         return fut.result()
@@ -291,24 +304,56 @@ class RoundDriver:
             self.checkpoint()
             if leader not in self.endpoints:
                 await self.refresh_members()
-            try:
-                reply = await self.node.send_update(self.peer_key(leader), round=r, term=info.term, state=update)
-                if reply.ok:
-                    self.journal.update(r, delivered_term=info.term)
-                    log.info("round %d: leader %s accepted our update", r, leader)
-                    return
-                if reply.reason not in ("not_ready", "busy"):
-                    log.error("round %d: leader %s rejected our update: %s", r, leader, reply.reason)
-                    return
-            except (TransportError, WireError, KeyError) as exc:
-                log.warning("round %d: cannot deliver to leader %s: %s", r, leader, exc)
+            verdict = await self.send_while_term_lasts(r, info.term, leader, update)
+            if verdict is not None and verdict.ok:
+                self.journal.update(r, delivered_term=info.term)
+                log.info("round %d: leader %s accepted our update", r, leader)
+                return
+            if verdict is not None and verdict.reason not in ("not_ready", "busy"):
+                log.error(
+                    "round %d: leader %s rejected our update: %s %s",
+                    r,
+                    leader,
+                    verdict.reason,
+                    verdict.detail,
+                )
+                return
             now = await self.chain(self.ledger.round, r)
             if now.status != RoundStatus.ELECTED or now.term != info.term:
                 return
             if await self.chain(self.ledger.can_reelect, r):
                 return
             await self.sleep(delay)
-            delay = min(delay * 2, 4.0)
+            delay = min(delay * 2, 2.0)
+
+    async def send_while_term_lasts(
+        self, r: int, term: int, leader: str, update: dict[str, torch.Tensor]
+    ) -> Verdict | None:
+        """One delivery attempt, abandoned as soon as the chain shows a new term or the round's end.
+
+        A frozen or half-dead leader can hold a send for its whole timeout; the re-election that
+        replaces it must not wait for that."""
+        send = asyncio.ensure_future(
+            self.node.send_update(
+                self.peer_key(leader), round=r, term=term, state=update, timeout=SEND_TIMEOUT
+            )
+        )
+        try:
+            while not send.done():
+                await asyncio.wait({send}, timeout=max(self.poll, 0.5))
+                if send.done():
+                    break
+                now = await self.chain(self.ledger.round, r)
+                if now.status != RoundStatus.ELECTED or now.term != term:
+                    log.info("round %d: term %d ended while sending to %s", r, term, leader)
+                    return None
+            return send.result()
+        except (TransportError, WireError, KeyError) as exc:
+            log.warning("round %d: cannot deliver to leader %s: %s", r, leader, exc)
+            return None
+        finally:
+            if not send.done():
+                send.cancel()
 
     # --- exchange, merge, finalize: leader side --------------------------------------------------
     async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
@@ -340,25 +385,32 @@ class RoundDriver:
         self.set_phase(Phase.FINALIZE, r)
         log.info(
             "round %d: finalizing %s with %d of %d updates (excluded: %s)",
-            r, hash_hex(merged_hash)[:18], len(included), len(expected), exchange.excluded or "none",
+            r,
+            hash_hex(merged_hash)[:18],
+            len(included),
+            len(expected),
+            exchange.excluded or "none",
         )
         await self.transact(self.ledger.finalize, r, merged_hash, included)
 
     async def collect(self, exchange: Exchange, info: RoundInfo) -> None:
-        """Wait for every committer, or until half the leader timeout has passed (then go without)."""
-        deadline_block = (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout // 2)
+        """Wait for every committer, or until two thirds of the leader timeout have passed."""
+        # Leave a third of the timeout for the finalize transaction itself to be mined.
+        deadline_block = (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout * 2 // 3)
         while not exchange.complete.is_set():
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(exchange.complete.wait(), timeout=self.poll)
-            except asyncio.TimeoutError:
-                pass
             self.checkpoint()
             if await self.chain(self.ledger.block_number) >= deadline_block:
-                log.warning("round %d: exchange deadline; missing %s", exchange.round, sorted(exchange.pending))
+                log.warning(
+                    "round %d: exchange deadline; missing %s", exchange.round, sorted(exchange.pending)
+                )
                 return
 
     # --- transport handler (called by the node) ---------------------------------------------------
-    async def on_update(self, peer: bytes, header: Any, state: Mapping[str, torch.Tensor], digest: bytes) -> Any:
+    async def on_update(
+        self, peer: bytes, header: Any, state: Mapping[str, torch.Tensor], digest: bytes
+    ) -> Any:
         sender = self.members.get(peer)
         if sender is None:
             await self.refresh_members()
@@ -386,7 +438,9 @@ class RoundDriver:
         h = header.model_hash
         if self.store.has(h) or h in self._fetching:
             return
-        asyncio.ensure_future(self._fetch_announced(peer, header.round, h))
+        task = asyncio.ensure_future(self._fetch_announced(peer, header.round, h))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _fetch_announced(self, peer: bytes, r: int, h: bytes) -> None:
         try:
@@ -519,7 +573,9 @@ class RoundDriver:
             return
         loop = asyncio.get_running_loop()
         try:
-            metrics = await loop.run_in_executor(self._train_pool, self.trainer.evaluate, model, self.eval_list)
+            metrics = await loop.run_in_executor(
+                self._train_pool, self.trainer.evaluate, model, self.eval_list
+            )
         except SwarmError as exc:
             log.error("round %d: evaluation failed: %s", r, exc)
             return

@@ -59,7 +59,9 @@ class Journal:
             rounds = {int(k): RoundRecord(**v) for k, v in doc.get("rounds", {}).items()}
             baseline = {str(k): float(v) for k, v in doc.get("baseline", {}).items()}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise JournalError(f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain") from None
+            raise JournalError(
+                f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain"
+            ) from None
         return cls(path, rounds, baseline)
 
     def __post_init__(self) -> None:

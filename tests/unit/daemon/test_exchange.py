@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from swarmd.codec import content_hash
 from swarmd.daemon.exchange import Exchange
@@ -13,7 +12,9 @@ def _state(v: float) -> dict[str, torch.Tensor]:
 
 
 def _exchange(expected, **kw) -> Exchange:
-    return Exchange(round=0, term=1, expected=expected, base=_state(0.0), rule=get_rule("fedavg"), is_diff=False, **kw)
+    return Exchange(
+        round=0, term=1, expected=expected, base=_state(0.0), rule=get_rule("fedavg"), is_diff=False, **kw
+    )
 
 
 async def test_weighted_merge_and_completion():

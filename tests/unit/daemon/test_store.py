@@ -27,7 +27,9 @@ def test_latest_merged(tmp_path):
     assert j.latest_merged().round == 2
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"v": 99}), json.dumps({"v": 1, "rounds": {"0": {"x": 1}}})])
+@pytest.mark.parametrize(
+    "content", ["{not json", json.dumps({"v": 99}), json.dumps({"v": 1, "rounds": {"0": {"x": 1}}})]
+)
 def test_corrupt_journal_is_named_and_left_in_place(tmp_path, content):
     path = tmp_path / "journal.json"
     path.write_text(content)

@@ -1,0 +1,164 @@
+"""Failures the swarm must survive, with real daemons on a real chain with 1-second blocks:
+a leader killed with SIGKILL mid-round, a daemon restarted mid-round, a member sending an update
+that differs from its on-chain commitment, and a non-member trying to deliver one."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+import zmq
+
+from swarmd.codec import content_hash
+from swarmd.config import load_config
+from swarmd.daemon.launcher import wait_until
+from swarmd.daemon.provision import site_identity
+from swarmd.errors import PeerRejected, TransportError
+from swarmd.ledger import Ledger, RoundStatus
+from swarmd.task import load_task
+from swarmd.train import initial_weights
+from swarmd.transport import Node, Verdict
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
+
+
+def _freeze_leader_of_an_open_exchange(swarm, rounds: range) -> tuple[int, str]:
+    """SIGSTOP the leader the moment a round is elected; keep it only if it had not finalized yet."""
+    for r in rounds:
+        info = wait_until(
+            lambda r=r: _past_open(swarm.ledger, r), 120, interval=0.05, what=f"round {r} election"
+        )
+        if info.status != RoundStatus.ELECTED:
+            continue
+        leader = swarm.daemon(info.leader)
+        leader.proc.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)  # two blocks: a finalize already in flight would be mined by now
+        if swarm.ledger.round(r).status == RoundStatus.ELECTED:
+            return r, info.leader
+        leader.proc.send_signal(signal.SIGCONT)
+    raise AssertionError("never caught a leader before it finalized")
+
+
+def _past_open(ledger, r):
+    """The round once it has left OPEN (elected, finalized or abandoned), else None."""
+    if ledger.current_round() < r:
+        return None
+    info = ledger.round(r)
+    return info if info.status != RoundStatus.OPEN else None
+
+
+def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_resumes(
+    swarm_root, swarm_factory
+):
+    with swarm_factory(swarm_root, rounds=4, block_time=1, commit_window=4, leader_timeout=8) as swarm:
+        r, dead = _freeze_leader_of_an_open_exchange(swarm, range(1, 3))
+        victim = swarm.daemon(dead)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        info = wait_until(
+            lambda: (i := swarm.ledger.round(r)).status == RoundStatus.FINALIZED and i,
+            90,
+            what=f"round {r} to finalize after the leader died",
+        )
+        assert dead in info.failed_leaders and info.leader != dead and info.term >= 2
+        assert dead not in info.included and len(info.included) >= 2
+        # the killed site restarts mid-swarm, catches up from its journal and its peers, and finishes
+        victim.start()
+        swarm.wait_done(timeout=240)
+        final = swarm.ledger.round(3)
+        assert final.status == RoundStatus.FINALIZED
+        hashes = {st["last_merged_hash"] for st in swarm.statuses()}
+        assert hashes == {"0x" + final.merged_hash.hex()}
+        rounds_after_restart = [swarm.ledger.round(k) for k in range(r + 1, 4)]
+        assert any(dead in {c.site for c in i.commits} for i in rounds_after_restart), (
+            "restarted site never rejoined"
+        )
+
+
+class _Quiet:
+    async def on_update(self, peer, header, state, digest) -> Verdict:
+        return Verdict(False, "not_a_leader")
+
+    async def on_announce(self, peer, header) -> None:
+        return None
+
+    def serve_model(self, model_hash):
+        return None
+
+
+def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_factory):
+    with swarm_factory(
+        swarm_root, sites=4, rounds=2, block_time=1, commit_window=30, leader_timeout=6, start=False
+    ) as swarm:
+        forger_site = swarm.consortium.sites[3]
+        for d in swarm.daemons[:3]:
+            d.start()
+        cfg = load_config(forger_site.config)
+        ident = site_identity(cfg)
+        ledger = Ledger(cfg.chain.rpc_url, cfg.chain.contract, ident.account)
+        base = initial_weights(load_task(cfg.site.task))
+        honest = {k: v.clone() for k, v in base.items()}
+        forged = {k: v + 0.5 if v.is_floating_point() else v for k, v in base.items()}
+        ledger.commit(0, content_hash(honest), 16)
+
+        async def play() -> tuple[Verdict, Exception]:
+            info = await asyncio.to_thread(
+                wait_until,
+                lambda: (i := ledger.round(0)).status != RoundStatus.OPEN and i,
+                120,
+                0.2,
+                "election",
+            )
+            members = {m.account: m for m in ledger.active_members()}
+            async with Node(
+                _Quiet(),
+                bind="tcp://127.0.0.1:*",
+                public_key=ident.curve.public,
+                secret_key=ident.curve.secret,
+                max_bytes=1 << 30,
+            ) as node:
+                node.set_peers(
+                    {m.curve_key: m.endpoint for m in members.values() if m.account != ident.address}
+                )
+                target = (
+                    members[info.leader]
+                    if info.leader != ident.address
+                    else next(m for a, m in members.items() if a != ident.address)
+                )
+                verdict = Verdict(False, "forger was leader")
+                if info.leader != ident.address:
+                    verdict = await _send_until_ready(node, target.curve_key, 0, info.term, forged)
+            # a stranger with a fresh CURVE key is refused at the handshake
+            pub, sec = zmq.curve_keypair()
+            async with Node(
+                _Quiet(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=sec, max_bytes=1 << 30
+            ) as stranger:
+                stranger.set_peers({target.curve_key: target.endpoint})
+                try:
+                    await stranger.send_update(target.curve_key, round=0, term=info.term, state=honest)
+                except (PeerRejected, TransportError) as exc:
+                    return verdict, exc
+            raise AssertionError("a non-member delivered an update")
+
+        verdict, refusal = asyncio.run(play())
+        assert isinstance(refusal, PeerRejected | TransportError)
+        info = wait_until(
+            lambda: (i := swarm.ledger.round(0)).status == RoundStatus.FINALIZED and i,
+            120,
+            what="round 0 to finalize",
+        )
+        assert forger_site.address not in info.included
+        assert len(info.included) == 3
+        if verdict.reason != "forger was leader":
+            assert not verdict.ok and verdict.reason == "hash_mismatch"
+
+
+async def _send_until_ready(node, peer, r, term, state) -> Verdict:
+    for _ in range(60):
+        verdict = await node.send_update(peer, round=r, term=term, state=state)
+        if verdict.reason != "not_ready":
+            return verdict
+        await asyncio.sleep(0.5)
+    raise AssertionError("the leader never opened its exchange")
