@@ -10,7 +10,7 @@ so that sites differ the way hospitals do:
 
 classification: 64x64 chest-X-ray-like PNGs; class 1 carries a bright opacity in a lung field.
 segmentation:   32^3 NIfTI volumes of an organ with tumour-like lesions and their masks; the
-                skewed "class" is the lesion type (brighter or darker than the organ).
+                skewed "class" is the lesion size (small or large).
 
 Everything is a pure function of (seed, site index), so two runs write the same files.
 """
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from swarmd.errors import UsageError
 
 TASKS = ("classification", "segmentation")
-CLASS_NAMES = {"classification": ("normal", "opacity"), "segmentation": ("bright lesion", "dark lesion")}
+CLASS_NAMES = {"classification": ("normal", "opacity"), "segmentation": ("small lesion", "large lesion")}
 DEFAULT_SIZES = {"classification": (60, 80), "segmentation": (24, 16)}  # (per site, test set)
 IMAGE_SIZE_2D = 64
 VOLUME_SIZE = 32
@@ -177,20 +177,20 @@ def _classification_case(
 
 
 def _volume(rng: np.random.Generator, kind: int) -> tuple[np.ndarray, np.ndarray]:
-    """A clean 32^3 organ with 1-2 lesions (kind 0 brighter, kind 1 darker) and its mask."""
+    """A clean 32^3 organ with 1-2 hyperdense lesions (kind 0 small, kind 1 large) and its mask."""
     n = VOLUME_SIZE
     shape = (n, n, n)
     z, y, x = _coords(shape)
     img = 0.1 + 0.03 * _smooth_field(rng, shape, 4)
     radii = rng.uniform(0.6, 0.85, size=3)
     organ = (x / radii[0]) ** 2 + (y / radii[1]) ** 2 + (z / radii[2]) ** 2 < 1.0
-    img = np.where(organ, 0.5 + 0.05 * _smooth_field(rng, shape, 6), img)
+    img = np.where(organ, 0.4 + 0.04 * _smooth_field(rng, shape, 6), img)
     mask = np.zeros(shape, dtype=np.uint8)
     for _ in range(int(rng.integers(1, 3))):
         c = rng.uniform(-0.4, 0.4, size=3) * radii
-        r = rng.uniform(0.14, 0.3)
+        r = rng.uniform(0.1, 0.17) if kind == 0 else rng.uniform(0.22, 0.34)
         lesion = ((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 < r * r) & organ
-        delta = rng.uniform(0.25, 0.4) * (1.0 if kind == 0 else -1.0)
+        delta = rng.uniform(0.35, 0.5)
         img = np.where(lesion, img + delta, img)
         mask[lesion] = 1
     return img.astype(np.float32), mask
