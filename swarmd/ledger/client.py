@@ -9,6 +9,7 @@ The daemon calls this from a worker thread; one lock serialises this client's tr
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from web3.exceptions import (
     ContractPanicError,
     ProviderConnectionError,
     TransactionNotFound,
+    Web3Exception,
     Web3RPCError,
 )
 from web3.middleware import ExtraDataToPOAMiddleware
@@ -34,7 +36,13 @@ from web3.types import TxReceipt
 
 from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
 from swarmd.ledger.artifact import load_artifact
-from swarmd.ledger.errors import LedgerArgumentError, RevertDecoder, TransactionFailed, UnknownContract
+from swarmd.ledger.errors import (
+    LedgerArgumentError,
+    NodeError,
+    RevertDecoder,
+    TransactionFailed,
+    UnknownContract,
+)
 from swarmd.ledger.types import Binding, DeployParams, Member, MemberStatus, RoundInfo
 
 if TYPE_CHECKING:
@@ -42,7 +50,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_UNREACHABLE = (requests.ConnectionError, requests.Timeout, ProviderConnectionError, ConnectionError)
+# A proxy in front of the node answering 502/503 is as unreachable as a refused connection.
+_UNREACHABLE = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.HTTPError,
+    ProviderConnectionError,
+    ConnectionError,
+)
+_NODE_HINTS = {
+    "insufficient funds": "the site account has no ether for gas; fund it (on a devnet: Devnet.fund)",
+    "chain id": "the RPC endpoint serves another chain than the one this site was set up for",
+    "gas limit": "the block gas limit is too low for this call; raise it in the chain's genesis",
+}
 _UINT32_MAX = 2**32 - 1
 _MAX_BACKOFF_S = 4.0
 _NONCE_ATTEMPTS = 10
@@ -89,6 +109,13 @@ def _uint(value: int, what: str, maximum: int = 2**256 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise LedgerArgumentError(f"{what} must be an integer in [0, {maximum}], got {value!r}")
     return value
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    error = (exc.rpc_response or {}).get("error")
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    return str(exc.message)
 
 
 def make_web3(rpc_url: str, *, poa: bool = False, timeout: float = 10.0) -> Web3:
@@ -270,6 +297,20 @@ class Ledger:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
+            except (ContractLogicError, BadFunctionCallOutput, TransactionNotFound):
+                raise  # each caller turns these into the right named error
+            except Web3RPCError as exc:
+                message = _rpc_message(exc)
+                hint = next((h for k, h in _NODE_HINTS.items() if k in message.lower()), None)
+                raise NodeError(f"{self.rpc_url} refused the request: {message}", hint=hint) from exc
+            except Web3Exception as exc:
+                raise LedgerError(
+                    f"unexpected answer from {self.rpc_url}: {type(exc).__name__}: {exc}"
+                ) from exc
+            except json.JSONDecodeError as exc:
+                raise LedgerError(
+                    f"{self.rpc_url} does not speak JSON-RPC", hint="check chain.rpc_url in the site config"
+                ) from exc
             except _UNREACHABLE as exc:
                 if attempt == self.retries:
                     raise ChainUnavailable(
@@ -345,7 +386,7 @@ class Ledger:
     def _broadcast(self, signed: Any) -> bytes:
         try:
             return bytes(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
-        except Web3RPCError as exc:
+        except NodeError as exc:
             message = str(exc).lower()
             if "already known" in message or "already imported" in message:
                 return bytes(signed.hash)  # an earlier attempt reached the node before the connection dropped
@@ -353,7 +394,7 @@ class Ledger:
                 if self._receipt_or_none(bytes(signed.hash)) is not None:
                     return bytes(signed.hash)
                 raise _NonceTaken from exc
-            raise LedgerError(f"the node refused the transaction: {exc}") from exc
+            raise
 
     def _receipt_or_none(self, tx_hash: bytes) -> TxReceipt | None:
         try:

@@ -27,6 +27,10 @@ class UnknownContract(LedgerError):
     """The address holds no SwarmLedger (no code, or a contract with another interface)."""
 
 
+class NodeError(LedgerError):
+    """The node answered with an error that is not a revert (insufficient funds, wrong chain, bad request)."""
+
+
 class TransactionFailed(ContractRevert):
     """A mined transaction reverted and the revert could not be reproduced to name it."""
 

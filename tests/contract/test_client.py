@@ -15,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 from swarmd.errors import ChainUnavailable, LedgerError
 from swarmd.ledger import Devnet, Ledger
 from swarmd.ledger.devnet import free_port
-from swarmd.ledger.errors import UnknownContract
+from swarmd.ledger.errors import NodeError, UnknownContract
 
 pytestmark = pytest.mark.chain
 
@@ -133,3 +133,13 @@ def test_wrong_address_and_read_only_client(devnet: Devnet, accounts: list[Local
     assert reader.sender is None and reader.current_round() == 0
     with pytest.raises(LedgerError, match="read-only"):
         reader.request_join(curve_key(7), "tcp://r:1")
+
+
+def test_unfunded_account_gets_a_node_error_with_a_hint(devnet: Devnet, accounts: list[LocalAccount]) -> None:
+    c = deploy_consortium(devnet, accounts, sites=1, outsiders=0)
+    poor = Ledger(devnet.rpc_url, c.admin.address, Account.create())
+    with pytest.raises(NodeError) as exc:
+        poor.request_join(curve_key(8), "tcp://poor:1")
+    assert "insufficient funds" in str(exc.value).lower() and exc.value.hint
+    devnet.fund(poor.sender, ether=1)  # type: ignore[arg-type]
+    poor.request_join(curve_key(8), "tcp://poor:1")
