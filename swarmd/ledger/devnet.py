@@ -87,7 +87,7 @@ def _pid_is_anvil(pid: int) -> bool:
     except OSError:
         return False
     first = cmdline.split(b"\0", 1)[0]
-    return first.endswith(b"anvil")
+    return b"anvil" in first.rsplit(b"/", 1)[-1]  # also "anvil-1.7" and the like via SWARMD_ANVIL
 
 
 @dataclass
