@@ -32,9 +32,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.samples: dict[str, list[tuple[int, float]]] = {}
 
-    def __call__(self, name: str, call: Callable[[], Any]) -> Any:
+    def __call__(self, name: str, call: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter()
-        receipt = call()
+        receipt = call(*args)
         self.samples.setdefault(name, []).append((int(receipt["gasUsed"]), time.perf_counter() - t0))
         return receipt
 
@@ -60,24 +60,24 @@ def _bench_size(members: int, rounds: int) -> dict[str, Any]:
         admin = Ledger.deploy(dev.rpc_url, keys[0], params)
         deploy_ms = (time.perf_counter() - t0) * 1000
         sites = [Ledger(dev.rpc_url, admin.address, k) for k in keys[1 : members + 1]]
-        by_address = {s.sender: s for s in sites}
+        by_address = {str(s.sender): s for s in sites}
         for i, site in enumerate(sites):
-            rec("join", lambda s=site, i=i: s.request_join(_h(f"curve-{i}"), f"tcp://10.0.0.{i + 1}:5555"))
-            rec("admit", lambda s=site: admin.admit(s.sender))  # type: ignore[arg-type]
+            rec("join", site.request_join, _h(f"curve-{i}"), f"tcp://10.0.0.{i + 1}:5555")
+            rec("admit", admin.admit, site.sender)
 
         quorum_to_election: list[int] = []
         for r in range(rounds + 1):
             for i, site in enumerate(sites):
-                rec("commit", lambda s=site, r=r, i=i: s.commit(r, _h(f"u-{r}-{i}"), 100 + i))
-            rec("elect", lambda r=r: admin.elect(r))
+                rec("commit", site.commit, r, _h(f"u-{r}-{i}"), 100 + i)
+            rec("elect", admin.elect, r)
             info = admin.round(r)
             quorum_to_election.append(int(info.elected_block) - info.commits[-1].block)  # type: ignore[arg-type]
             if r == rounds:  # the last round is the failover round: the leader stalls
                 dev.mine(_LEADER_TIMEOUT)
-                rec("reelect", lambda r=r: admin.reelect(r))
+                rec("reelect", admin.reelect, r)
                 info = admin.round(r)
-            leader = by_address[info.leader]  # type: ignore[index]
-            rec("finalize", lambda r=r, ld=leader, inc=info.committers: ld.finalize(r, _h(f"m-{r}"), inc))
+            leader = by_address[str(info.leader)]
+            rec("finalize", leader.finalize, r, _h(f"m-{r}"), info.committers)
 
     calls = rec.summary()
     round_gas = (

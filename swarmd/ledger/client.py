@@ -14,11 +14,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import requests
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import is_address, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import (
     BadFunctionCallOutput,
@@ -32,7 +34,7 @@ from web3.exceptions import (
 )
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers import HTTPProvider
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
 from swarmd.ledger.artifact import load_artifact
@@ -99,7 +101,7 @@ def _curve_key_raw(key: bytes) -> bytes:
     raise LedgerArgumentError(f"CURVE public key must be 32 raw bytes or 40 z85 characters, got {len(key)}")
 
 
-def _address(value: str, what: str = "account") -> str:
+def _address(value: str, what: str = "account") -> ChecksumAddress:
     if not isinstance(value, str) or not is_address(value):
         raise LedgerArgumentError(f"{what} is not an Ethereum address: {value!r}")
     return to_checksum_address(value)
@@ -161,7 +163,7 @@ class Ledger:
         return f"Ledger({self.rpc_url!r}, {self.address!r}, sender={self.sender!r})"
 
     @property
-    def sender(self) -> str | None:
+    def sender(self) -> ChecksumAddress | None:
         return self.account.address if self.account is not None else None
 
     # ------------------------------------------------------------------ deploy
@@ -366,7 +368,9 @@ class Ledger:
         )
 
     def _build_and_sign(self, fn: Any) -> tuple[Any, dict[str, Any]]:
-        sender = self.sender
+        if self.account is None:  # _transact checked; this keeps the type narrow
+            raise LedgerError("this ledger client has no account (read-only)")
+        sender = self.account.address
         # The node's pending count is the authority: a locally cached nonce goes stale when the chain
         # rewinds (node restored from an older state) and a gapped transaction would never be mined.
         # Sends are serialised by the lock, and a race with another holder of the key is "nonce too low".
@@ -381,7 +385,7 @@ class Ledger:
         # Estimates can fall short (refunds; elect() drawing another leader in the mined block): add a margin.
         gas = int(int(gas) * self.gas_margin) + 10_000
         tx = dict(self._rpc(lambda: fn.build_transaction({"from": sender, "nonce": nonce, "gas": gas})))
-        return self.account.sign_transaction(tx), tx  # type: ignore[union-attr]
+        return self.account.sign_transaction(tx), tx
 
     def _broadcast(self, signed: Any) -> bytes:
         try:
@@ -398,7 +402,7 @@ class Ledger:
 
     def _receipt_or_none(self, tx_hash: bytes) -> TxReceipt | None:
         try:
-            return self._rpc(lambda: self.w3.eth.get_transaction_receipt(tx_hash))
+            return self._rpc(lambda: self.w3.eth.get_transaction_receipt(HexBytes(tx_hash)))
         except TransactionNotFound:
             return None
 
@@ -423,7 +427,7 @@ class Ledger:
 
     def _explain_failure(self, tx: dict[str, Any], receipt: TxReceipt) -> ContractRevert:
         """Name a mined revert by replaying the call against the state of the block it was mined in."""
-        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
+        call = cast(TxParams, {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx})
         try:
             self._rpc(lambda: self.w3.eth.call(call, block_identifier=receipt["blockNumber"]))
         except ContractLogicError as exc:

@@ -79,14 +79,19 @@ def _abi_type(inp: dict[str, Any]) -> str:
     return t
 
 
-def _make_class(name: str) -> type[ContractRevert]:
+class NamedRevert(ContractRevert):
+    """Base of the per-error classes: the class name is the Solidity error name."""
+
+    default_hint: str | None = None
+
+    def __init__(self, args: tuple[object, ...] = (), *, hint: str | None = None) -> None:
+        super().__init__(type(self).__name__, args, hint=hint if hint is not None else self.default_hint)
+
+
+def _make_class(name: str) -> type[NamedRevert]:
     hint = _HINTS.get(name)
-
-    def __init__(self: ContractRevert, args: tuple[object, ...] = (), *, hint: str | None = hint) -> None:
-        ContractRevert.__init__(self, name, args, hint=hint)
-
     doc = f"The contract reverted with {name}." + (f" Hint: {hint}" if hint else "")
-    return type(name, (ContractRevert,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return type(name, (NamedRevert,), {"default_hint": hint, "__doc__": doc, "__module__": __name__})
 
 
 # One class per custom error of ISwarmLedger, bound at import so callers can `except errors.NotLeader`.
@@ -120,7 +125,7 @@ NothingIncluded = _make_class("NothingIncluded")
 NotCommitter = _make_class("NotCommitter")
 DuplicateIncluded = _make_class("DuplicateIncluded")
 
-REVERT_CLASSES: dict[str, type[ContractRevert]] = {
+REVERT_CLASSES: dict[str, type[NamedRevert]] = {
     name: cls for name, cls in globals().items() if isinstance(cls, type) and name in _HINTS
 }
 

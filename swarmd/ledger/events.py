@@ -10,10 +10,12 @@ ChainUnavailable and the cursor stays put.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic
 
+from swarmd.ledger.artifact import load_artifact
 from swarmd.ledger.types import LedgerEvent
 
 if TYPE_CHECKING:
@@ -28,9 +30,9 @@ class EventStream:
         self._next = max(0, int(from_block))
         self._confirmations = max(0, int(confirmations))
         self._by_topic: dict[bytes, Any] = {}
-        for entry in ledger.contract.abi:
+        for entry in load_artifact().abi:
             if entry.get("type") == "event":
-                topic = bytes(event_abi_to_log_topic(entry))
+                topic = bytes(event_abi_to_log_topic(cast(ABIEvent, entry)))
                 self._by_topic[topic] = ledger.contract.events[entry["name"]]()
 
     @property
