@@ -1,0 +1,31 @@
+"""Model exchange over ZeroMQ: CURVE-authenticated peers, chunked credit-flow streams, limits.
+
+Public API (see node.py and handler.py for details):
+
+    node = Node(handler, bind="tcp://0.0.0.0:7700", public_key=z85, secret_key=z85, max_bytes=...)
+    await node.start(); node.set_peers({raw_curve_key: "tcp://host:port", ...})
+    verdict = await node.send_update(peer, round=r, term=t, state=sd, meta={...})
+    await node.announce(peer, round=r, model_hash=h)
+    state = await node.fetch_model(peer, h, max_bytes=...)
+    rtt = await node.ping(peer)
+    node.stats.rejections["reason"]; await node.close()
+
+The daemon implements `Handler` (on_update, on_announce, serve_model). Wire format: messages.py.
+"""
+
+from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict
+from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage
+from swarmd.transport.node import Limits, Node, NodeStats
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AnnounceHeader",
+    "BadMessage",
+    "Handler",
+    "Limits",
+    "Node",
+    "NodeStats",
+    "PeerId",
+    "UpdateHeader",
+    "Verdict",
+]

@@ -1,0 +1,57 @@
+"""What the transport hands to its consumer: peer ids, the headers of inbound messages, verdicts,
+and the `Handler` protocol the daemon implements. The transport never imports the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from swarmd.codec import Manifest
+from swarmd.transport.messages import MetaValue
+
+PeerId = bytes  # a peer's raw 32-byte CURVE public key, exactly as stored on chain
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    round: int
+    term: int
+    digest: bytes  # content hash the sender claimed; the transport already checked the bytes against it
+    manifest: Manifest
+    meta: dict[str, MetaValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnnounceHeader:
+    round: int
+    model_hash: bytes
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The receiver's answer to an update: accepted, or rejected with a short reason label."""
+
+    ok: bool
+    reason: str = ""
+    detail: str = ""
+
+
+class Handler(Protocol):
+    """Implemented by the daemon. Called on the node's event loop; keep slow work off it."""
+
+    async def on_update(
+        self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
+    ) -> Verdict:
+        """A complete update whose bytes hash to `digest` (== header.digest). The tensors view a
+        buffer the transport will not reuse; copy what must outlive the call only if it is mutated."""
+        ...
+
+    async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
+        """`peer` says it holds the model `header.model_hash` of round `header.round`."""
+        ...
+
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        """The encoded model with this content hash, if this site holds it; None otherwise."""
+        ...

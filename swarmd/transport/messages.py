@@ -1,0 +1,275 @@
+"""Wire messages of the swarmd transport: versioned frozen dataclasses with paired encode/decode.
+
+Every ZeroMQ message is `[header, *data]`: frame 0 is a msgpack map `{"v": 1, "kind": ..., fields}`,
+the other frames (only for `chunk`) are raw payload bytes. Decoding applies msgpack's size limits,
+then checks every field's type and range; anything off raises `WireError` with a `reason` label
+that the node counts in `stats.rejections`.
+
+Kinds (client = the side that sent the request over its DEALER; server = the ROUTER side):
+
+    ping     c->s  req, sent                         liveness and round-trip time
+    pong     s->c  req, sent
+    announce c->s  req, round, model_hash            "I hold M_r"; answered by a reply
+    update   c->s  req, round, term, digest, manifest, meta
+                                                     offer to stream an update; answered by a grant
+                                                     (stream opens) or a reply (refused)
+    fetch    c->s  req, model_hash, max_bytes, key   ask for a model; answered by serve or a reply
+    serve    s->c  req, sid, manifest, bulk_port     the fetch's stream opens; the client grants credit
+    grant    r->s  req, sid, credits, key, bulk_port the receiver of a stream allows `credits` more chunks;
+                                                     the first grant carries the session key (or none
+                                                     for chunks over the CURVE channel) and bulk port
+    chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream, in order
+    reply    s->c  req, ok, reason, detail           final answer to an announce, update or fetch
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from swarmd.codec import MAX_TENSORS, Manifest
+from swarmd.errors import CodecError, WireError
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 16 << 20  # a manifest of MAX_TENSORS long names fits
+MAX_META_ITEMS = 32
+MAX_TEXT = 4096
+U63 = (1 << 63) - 1
+
+MetaValue = int | float | str | bool
+
+
+class BadMessage(WireError):
+    """A peer message failed validation. `reason` is the counter label in `NodeStats.rejections`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- field validators: (value) -> value, raise BadMessage("bad_field") ------------------------------
+def _fail(what: str) -> BadMessage:
+    return BadMessage("bad_field", what)
+
+
+def _uint(x: object) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= U63:
+        raise _fail(f"expected an unsigned integer, got {type(x).__name__}")
+    return x
+
+
+def _float(x: object) -> float:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        raise _fail("expected a finite number")
+    return float(x)
+
+
+def _flag(x: object) -> bool:
+    if not isinstance(x, bool):
+        raise _fail("expected a boolean")
+    return x
+
+
+def _text(x: object) -> str:
+    if not isinstance(x, str) or len(x) > MAX_TEXT:
+        raise _fail("expected a short string")
+    return x
+
+
+def _bin(n: int) -> Callable[[object], bytes]:
+    def check(x: object) -> bytes:
+        if not isinstance(x, bytes) or len(x) != n:
+            raise _fail(f"expected {n} bytes")
+        return x
+
+    return check
+
+
+def _opt(inner: Callable[[object], Any]) -> Callable[[object], Any]:
+    return lambda x: None if x is None else inner(x)
+
+
+def _manifest(x: object) -> Manifest:
+    try:
+        return Manifest.from_wire(x)
+    except CodecError as exc:
+        raise BadMessage("bad_manifest", str(exc)) from exc
+
+
+def _meta(x: object) -> dict[str, MetaValue]:
+    if not isinstance(x, dict) or len(x) > MAX_META_ITEMS:
+        raise _fail(f"meta must be a map of at most {MAX_META_ITEMS} items")
+    for k, v in x.items():
+        _text(k)
+        if not isinstance(v, int | float | str | bool):
+            raise _fail("meta values must be scalars")
+        if isinstance(v, str):
+            _text(v)
+        elif isinstance(v, int) and not isinstance(v, bool) and not -U63 <= v <= U63:
+            raise _fail("meta integer out of range")
+    return dict(x)
+
+
+_b32 = _bin(32)
+_b16 = _bin(16)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of all messages. Subclasses set KIND and list their validators in SCHEMA."""
+
+    KIND: ClassVar[str] = ""
+    SCHEMA: ClassVar[dict[str, Callable[[object], Any]]] = {}
+
+    def to_header(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": self.KIND}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_wire() if isinstance(value, Manifest) else value
+        return out
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    KIND = "ping"
+    req: int
+    sent: float
+    SCHEMA = {"req": _uint, "sent": _float}
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    KIND = "pong"
+    req: int
+    sent: float
+    SCHEMA = {"req": _uint, "sent": _float}
+
+
+@dataclass(frozen=True)
+class Announce(Message):
+    KIND = "announce"
+    req: int
+    round: int
+    model_hash: bytes
+    SCHEMA = {"req": _uint, "round": _uint, "model_hash": _b32}
+
+
+@dataclass(frozen=True)
+class UpdateOffer(Message):
+    KIND = "update"
+    req: int
+    round: int
+    term: int
+    digest: bytes  # the sender's content hash of the payload; the receiver checks the bytes against it
+    manifest: Manifest
+    meta: dict[str, MetaValue] = field(default_factory=dict)
+    SCHEMA = {
+        "req": _uint,
+        "round": _uint,
+        "term": _uint,
+        "digest": _b32,
+        "manifest": _manifest,
+        "meta": _meta,
+    }
+
+
+@dataclass(frozen=True)
+class Fetch(Message):
+    KIND = "fetch"
+    req: int
+    model_hash: bytes
+    max_bytes: int
+    key: bytes | None  # ChaCha20-Poly1305 key for the bulk channel; None: chunks over CURVE
+    SCHEMA = {"req": _uint, "model_hash": _b32, "max_bytes": _uint, "key": _opt(_b32)}
+
+
+@dataclass(frozen=True)
+class Serve(Message):
+    KIND = "serve"
+    req: int
+    sid: bytes
+    manifest: Manifest
+    bulk_port: int | None
+    SCHEMA = {"req": _uint, "sid": _b16, "manifest": _manifest, "bulk_port": _opt(_uint)}
+
+
+@dataclass(frozen=True)
+class Grant(Message):
+    KIND = "grant"
+    req: int
+    sid: bytes
+    credits: int
+    key: bytes | None = None
+    bulk_port: int | None = None
+    SCHEMA = {"req": _uint, "sid": _b16, "credits": _uint, "key": _opt(_b32), "bulk_port": _opt(_uint)}
+
+
+@dataclass(frozen=True)
+class Chunk(Message):
+    KIND = "chunk"
+    sid: bytes
+    seq: int
+    SCHEMA = {"sid": _b16, "seq": _uint}
+
+
+@dataclass(frozen=True)
+class Reply(Message):
+    """Final answer to an announce, update or fetch. `reason` is a short label when not ok."""
+
+    KIND = "reply"
+    req: int
+    ok: bool
+    reason: str = ""
+    detail: str = ""
+    SCHEMA = {"req": _uint, "ok": _flag, "reason": _text, "detail": _text}
+
+
+KINDS: dict[str, type[Message]] = {
+    m.KIND: m for m in (Ping, Pong, Announce, UpdateOffer, Fetch, Serve, Grant, Chunk, Reply)
+}
+
+
+def encode(msg: Message) -> bytes:
+    return msgpack.packb(msg.to_header(), use_bin_type=True)
+
+
+def _unpack(frame: bytes | memoryview) -> object:
+    if len(frame) > MAX_HEADER_BYTES:
+        raise BadMessage("bad_header", f"header of {len(frame)} bytes")
+    try:
+        return msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=MAX_TEXT,
+            max_bin_len=64,
+            max_array_len=MAX_TENSORS,
+            max_map_len=max(MAX_META_ITEMS, 16),
+            max_ext_len=0,
+            use_list=True,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise BadMessage("bad_header", f"undecodable header: {exc}") from exc
+
+
+def decode(frame: bytes | memoryview) -> Message:
+    """Parse and validate a header frame from a peer; raise BadMessage with a reason label."""
+    obj = _unpack(frame)
+    if not isinstance(obj, dict):
+        raise BadMessage("bad_header", "header is not a map")
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise BadMessage(
+            "bad_version", f"protocol version {obj.get('v')!r}, this node speaks {PROTOCOL_VERSION}"
+        )
+    kind = obj.get("kind")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise BadMessage("unknown_kind", f"unknown message kind {str(obj.get('kind'))[:40]!r}")
+    body = {k: v for k, v in obj.items() if k not in ("v", "kind")}
+    if set(body) != set(cls.SCHEMA):
+        raise BadMessage("bad_field", f"{cls.KIND}: fields {sorted(map(str, body))} != {sorted(cls.SCHEMA)}")
+    return cls(**{name: check(body[name]) for name, check in cls.SCHEMA.items()})

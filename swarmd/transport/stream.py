@@ -1,0 +1,189 @@
+"""Chunked streams: the sender's chunker and credit counter, the receiver's preallocated buffer.
+
+A stream carries one encoded state dict (tensor bytes back to back in manifest order) from a
+sender to a receiver in chunks of `chunk_size` bytes (the last may be shorter). The receiver grants
+credits; the sender never has more chunks in flight than it was granted. The receiver writes each
+chunk straight into one preallocated buffer and hashes it as it lands, so its memory is one payload
+plus the chunks in flight, whatever the number of senders.
+
+Bulk encryption (see docs/transport.md): with a session key, each chunk is one ChaCha20-Poly1305
+ciphertext, nonce = seq, associated data = sid + seq, so a chunk cannot be replayed, reordered or
+moved to another stream. The key is random per stream and travels over the CURVE channel. Without
+a key the chunk's frames go over the CURVE channel itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from swarmd.codec import ContentHasher, Manifest
+from swarmd.transport.messages import BadMessage
+
+TAG_SIZE = 16
+SID_SIZE = 16
+
+
+def new_sid() -> bytes:
+    return os.urandom(SID_SIZE)
+
+
+def new_key() -> bytes:
+    return ChaCha20Poly1305.generate_key()
+
+
+def _nonce(seq: int) -> bytes:
+    return seq.to_bytes(12, "little")
+
+
+def _aad(sid: bytes, seq: int) -> bytes:
+    return sid + seq.to_bytes(8, "little")
+
+
+def chunk_count(total: int, chunk_size: int) -> int:
+    return -(-total // chunk_size)
+
+
+def iter_chunks(frames: Sequence[memoryview], chunk_size: int) -> Iterator[list[memoryview]]:
+    """Split back-to-back frames into chunks of `chunk_size` bytes; each chunk is a list of slices."""
+    pieces: list[memoryview] = []
+    room = chunk_size
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        while len(view):
+            take = view[:room]
+            pieces.append(take)
+            view = view[len(take) :]
+            room -= len(take)
+            if room == 0:
+                yield pieces
+                pieces, room = [], chunk_size
+    if pieces:
+        yield pieces
+
+
+class Outbound:
+    """Sender side: counts credits and seals chunks."""
+
+    def __init__(self, sid: bytes, peer: bytes, key: bytes | None) -> None:
+        self.sid = sid
+        self.peer = peer
+        self._aead = ChaCha20Poly1305(key) if key else None
+        self._credits = 0
+        self._wake = asyncio.Event()
+        self.failed: str | None = None  # set when the receiver gave up; stops the pump
+        self.route: bytes | None = None  # bulk routing id of the receiver, when it sends grants there
+
+    def grant(self, n: int) -> None:
+        self._credits += n
+        self._wake.set()
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        self._wake.set()
+
+    async def take(self, timeout: float) -> None:
+        """Wait for one credit; raise TimeoutError if none comes, BadMessage if the receiver failed."""
+        while self._credits == 0 and self.failed is None:
+            self._wake.clear()
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        if self.failed is not None:
+            raise BadMessage(self.failed, f"receiver ended the stream: {self.failed}")
+        self._credits -= 1
+
+    def seal(self, seq: int, pieces: list[memoryview]) -> list[bytes | memoryview]:
+        if self._aead is None:
+            return list(pieces)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return [self._aead.encrypt(_nonce(seq), data, _aad(self.sid, seq))]
+
+
+class Inbound:
+    """Receiver side: preallocated buffer, in-order chunk check, incremental hash, credit count."""
+
+    def __init__(
+        self, sid: bytes, peer: bytes, manifest: Manifest, chunk_size: int, key: bytes | None
+    ) -> None:
+        self.sid = sid
+        self.peer = peer
+        self.manifest = manifest
+        self.chunk_size = chunk_size
+        self.key = key
+        self._aead = ChaCha20Poly1305(key) if key else None
+        self.total = manifest.total_nbytes
+        self.buffer = torch.empty(self.total, dtype=torch.uint8)
+        self._view = memoryview(self.buffer.numpy()).cast("B")
+        self._hasher = ContentHasher(manifest)
+        self.next_seq = 0
+        self.offset = 0
+        self.granted = 0
+        self.last_progress = time.monotonic()
+        self.done = asyncio.Event()
+        self.wake = asyncio.Event()  # set on every chunk and on failure: the credit loop wakes up
+        self.failed: str | None = None
+        self.route: bytes | None = None  # routing id of the sender on the bulk socket, once seen
+        if self.total == 0:
+            self.done.set()
+
+    @property
+    def n_chunks(self) -> int:
+        return chunk_count(self.total, self.chunk_size)
+
+    def credits_to_grant(self, window: int) -> int:
+        """How many more chunks the sender may have in flight, up to `window` and the end."""
+        want = min(self.next_seq + window, self.n_chunks) - self.granted
+        return max(want, 0)
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        self.done.set()
+        self.wake.set()
+
+    def accept(self, seq: int, data: Sequence[memoryview | bytes]) -> None:
+        """Write one chunk; raise BadMessage (reason label) on anything out of line."""
+        if self.done.is_set():
+            raise BadMessage("out_of_order", "chunk after the end of the stream")
+        if seq != self.next_seq:
+            raise BadMessage("out_of_order", f"chunk {seq}, expected {self.next_seq}")
+        if seq >= self.granted:
+            raise BadMessage("over_credit", f"chunk {seq} beyond the {self.granted} granted")
+        size = min(self.chunk_size, self.total - self.offset)
+        dest = self._view[self.offset : self.offset + size]
+        if self._aead is not None:
+            self._open(seq, data, dest)
+        else:
+            self._copy(data, dest)
+        self._hasher.update(dest)
+        self.offset += size
+        self.next_seq += 1
+        self.last_progress = time.monotonic()
+        if self.offset == self.total:
+            self.done.set()
+        self.wake.set()
+
+    def _open(self, seq: int, data: Sequence[memoryview | bytes], dest: memoryview) -> None:
+        if len(data) != 1 or len(data[0]) != len(dest) + TAG_SIZE:
+            raise BadMessage("chunk_size", f"sealed chunk {seq} has the wrong size")
+        try:
+            self._aead.decrypt_into(_nonce(seq), data[0], _aad(self.sid, seq), dest)  # type: ignore[union-attr]
+        except InvalidTag as exc:
+            raise BadMessage("auth_failed", f"chunk {seq} failed authentication") from exc
+
+    def _copy(self, data: Sequence[memoryview | bytes], dest: memoryview) -> None:
+        if sum(len(d) for d in data) != len(dest):
+            raise BadMessage(
+                "chunk_size", f"chunk holds {sum(len(d) for d in data)} bytes, expected {len(dest)}"
+            )
+        pos = 0
+        for d in data:
+            dest[pos : pos + len(d)] = memoryview(d).cast("B")
+            pos += len(d)
+
+    def digest(self) -> bytes:
+        return self._hasher.digest()
