@@ -3,11 +3,13 @@ every guard asserted by its Solidity error name and arguments."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from chainkit import Consortium, deploy_consortium, h32
 from eth_account.signers.local import LocalAccount
 
-from swarmd.ledger import Devnet, RoundStatus, errors
+from swarmd.ledger import DeployParams, Devnet, Ledger, RoundStatus, errors
 
 pytestmark = pytest.mark.chain
 
@@ -186,3 +188,28 @@ def test_unknown_round_views(consortium: Consortium) -> None:
     assert exc.value.error_args == (3, 0)
     assert not consortium.admin.can_elect(3)
     assert not consortium.admin.can_reelect(0)
+
+
+def test_deploy_rejects_bad_bindings(devnet: Devnet, accounts: list[LocalAccount]) -> None:
+    good = DeployParams(h32("t"), h32("i"), 2, 5, 5)
+    for bad, field in [
+        (replace(good, min_peers=0), "minPeers"),
+        (replace(good, min_peers=257), "minPeers"),
+        (replace(good, leader_timeout=0), "leaderTimeout"),
+        (replace(good, task_hash=b"\0" * 32), "taskHash"),
+    ]:
+        with pytest.raises(errors.InvalidBinding) as exc:
+            Ledger.deploy(devnet.rpc_url, accounts[0], bad)
+        assert exc.value.error_args == (field,)
+
+
+def test_has_committed_answers_for_past_rounds(consortium: Consortium) -> None:
+    c = consortium
+    for r in range(2):
+        _commit_all(c, r)
+        c.admin.elect(r)
+        info = c.admin.round(r)
+        c.site(info.leader).finalize(r, h32(f"m{r}"), info.committers)  # type: ignore[arg-type]
+    assert all(c.admin.has_committed(r, s.sender) for r in (0, 1) for s in c.sites)  # type: ignore[arg-type]
+    assert not c.admin.has_committed(2, c.sites[0].sender)  # type: ignore[arg-type]
+    assert c.admin.base_hash(2) == h32("m1") and c.admin.base_hash(1) == h32("m0")
