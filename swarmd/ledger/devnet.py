@@ -42,7 +42,8 @@ def _repo_contracts_dir() -> Path:
 
 
 def find_anvil() -> Path:
-    """Path of the anvil binary: $SWARMD_ANVIL, else the one npm installed in contracts/node_modules."""
+    """Path of the anvil binary: $SWARMD_ANVIL, else the one npm installed in contracts/node_modules,
+    else an `anvil` on PATH."""
     override = os.environ.get(ANVIL_ENV)
     if override:
         path = Path(override)
@@ -54,6 +55,9 @@ def find_anvil() -> Path:
     pkg = _repo_contracts_dir() / "node_modules" / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil"
     if pkg.is_file():
         return pkg
+    on_path = shutil.which("anvil")  # a Foundry install, for a swarmd installed without the repository
+    if on_path:
+        return Path(on_path)
     raise DevnetError(
         f"anvil not found at {pkg}",
         hint=f"run scripts/bootstrap (npm ci in contracts/), or point {ANVIL_ENV} at an anvil binary",

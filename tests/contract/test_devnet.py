@@ -50,6 +50,7 @@ def test_missing_anvil_and_bad_state_file(tmp_path: Path, monkeypatch: pytest.Mo
         Devnet.start()
     monkeypatch.delenv("SWARMD_ANVIL")
     monkeypatch.setattr(devnet_mod, "_repo_contracts_dir", lambda: tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DevnetError) as exc:
         find_anvil()
     assert "scripts/bootstrap" in str(exc.value)
