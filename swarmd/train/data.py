@@ -109,6 +109,8 @@ def _inspect_nifti(path: Path) -> ImageInfo:
 
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise DataError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
         shape = tuple(int(s) for s in img.shape)
         header = img.header
         need = int(header.get_data_offset()) + int(header.get_data_dtype().itemsize) * _prod(shape)
