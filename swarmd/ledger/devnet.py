@@ -60,7 +60,10 @@ def find_anvil() -> Path:
         return Path(on_path)
     raise DevnetError(
         f"anvil not found at {pkg}",
-        hint=f"run scripts/bootstrap (npm ci in contracts/), or point {ANVIL_ENV} at an anvil binary",
+        hint=(
+            f"run scripts/bootstrap (npm ci in contracts/; the pinned binary is for linux-amd64), or install "
+            f"Foundry's anvil 1.7.1 on PATH, or point {ANVIL_ENV} at an anvil binary"
+        ),
     )
 
 
