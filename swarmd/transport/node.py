@@ -201,6 +201,11 @@ class Node:
             self._ctx.destroy(linger=0)
             self._ctx = None
 
+    @property
+    def max_frame(self) -> int:
+        """`maxmsgsize` of every socket: a header or a sealed chunk fits, anything bigger drops the link."""
+        return max(m.MAX_HEADER_BYTES, self.limits.chunk_size + 4096)
+
     def _default_bulk_bind(self) -> str:
         host, port = self._bind.rsplit(":", 1)
         return f"{host}:{int(port) + 1}" if port.isdigit() and int(port) > 0 else f"{host}:*"
@@ -211,7 +216,7 @@ class Node:
         s = self._ctx.socket(kind)
         lim = self.limits
         s.linger = 0
-        s.maxmsgsize = max(m.MAX_HEADER_BYTES, lim.chunk_size + 4096)
+        s.maxmsgsize = self.max_frame
         s.sndhwm = s.rcvhwm = 10_000  # counted in messages; bulk volume is bounded by credits
         s.heartbeat_ivl = int(lim.heartbeat_ivl * 1000)
         s.heartbeat_timeout = int(lim.heartbeat_timeout * 1000)
@@ -261,8 +266,10 @@ class Node:
     # --- rejections -------------------------------------------------------------------------------
     def _reject(self, reason: str, peer: PeerId | None, detail: str) -> None:
         self.stats.rejections[reason] += 1
-        who = z85.encode(peer).decode()[:12] if peer else "?"
-        log.warning("rejected from %s: %s (%s)", who, reason, detail[:200])
+        n = self.stats.rejections[reason]
+        if n <= 10 or n & (n - 1) == 0:  # a flood of bad frames must not flood the log too
+            who = z85.encode(peer).decode()[:12] if peer else "?"
+            log.warning("rejected from %s: %s #%d (%s)", who, reason, n, detail[:200])
 
     # --- server side: control ROUTER --------------------------------------------------------------
     async def _router_loop(self) -> None:

@@ -112,7 +112,10 @@ class LoopNode:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def set_peers(self, peers: dict[bytes, str]) -> None:
-        self.loop.call_soon_threadsafe(self.node.set_peers, peers)
+        async def apply() -> None:
+            self.node.set_peers(peers)
+
+        self.run(apply())  # wait until applied, so no later message can race ahead of it
 
     def close(self) -> None:
         self.run(self.node.close())
