@@ -158,9 +158,7 @@ def run(
         (root / "daemons.json").write_text(json.dumps({"pids": [d.pid for d in daemons]}))
         try:
             _follow(daemons, rounds_total, timeout)
-            from swarmd.daemon.summary import print_summary
-
-            print_summary(consortium, console, local_baseline=local_baseline)
+            print_summary(consortium, local_baseline=local_baseline)
         finally:
             if not keep:
                 for d in daemons:
@@ -186,6 +184,32 @@ def _follow(daemons: list[Any], rounds_total: int, timeout: float) -> None:
             if time.monotonic() > end:
                 raise DaemonError(f"the swarm did not finish within {timeout:.0f}s")
             time.sleep(1.0)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
+
+
+def print_summary(consortium: Any, *, local_baseline: bool) -> None:
+    """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone."""
+    from swarmd.cli.ledger_cmd import rounds_table
+    from swarmd.daemon.report import plot_rounds, site_outcomes
+    from swarmd.ledger import Ledger
+
+    ledger = Ledger(consortium.rpc_url, consortium.contract)
+    console.print(rounds_table(ledger.rounds()))
+    if local_baseline:
+        console.print("training each site alone for the same number of steps, for comparison...")
+    outcomes = site_outcomes(consortium, local_baseline=local_baseline, workdir=consortium.root / "baselines")
+    t = Table(title="held-out test set (never trained on)")
+    for col in ("site", "train labels (neg/pos)", "initial model", "swarm model", "site alone"):
+        t.add_column(col)
+    for o in outcomes:
+        t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", _fmt(o.local_only))
+    console.print(t)
+    journals = [s.config.parent / "state" / "journal.json" for s in consortium.sites]
+    png = plot_rounds(ledger.rounds(), ledger.members(), journals, consortium.root / "swarm.png")
+    console.print(f"plot: {png}")
 
 
 def register(app: typer.Typer) -> None:

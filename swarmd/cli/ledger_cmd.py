@@ -75,7 +75,7 @@ def members(
     console.print(t)
 
 
-def _rounds_table(infos) -> Table:
+def rounds_table(infos) -> Table:
     t = Table(title="rounds")
     for col in ("round", "status", "leader", "term", "commits", "samples", "included", "merged model"):
         t.add_column(col)
@@ -107,7 +107,7 @@ def rounds(
     if json_out:
         print_json([i.to_json() for i in infos])
     else:
-        console.print(_rounds_table(infos))
+        console.print(rounds_table(infos))
 
 
 @ledger_app.command("round")
@@ -128,7 +128,7 @@ def round_(
     if json_out:
         print_json(info.to_json())
         return
-    console.print(_rounds_table([info]))
+    console.print(rounds_table([info]))
     t = Table(title=f"round {number} commits")
     for col in ("site", "update hash", "samples", "block", "included"):
         t.add_column(col)

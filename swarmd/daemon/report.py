@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,4 +63,62 @@ def plot_rounds(rounds: Sequence[Any], members: Sequence[Any], journals: Sequenc
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return out
+
+
+@dataclass(frozen=True)
+class SiteOutcome:
+    """One site's held-out scores: the initial model, the swarm's final model, and training alone."""
+
+    name: str
+    initial: dict[str, float]
+    swarm: dict[str, float]
+    local_only: dict[str, float]
+    labels: str  # the site's training label histogram, e.g. "41/7"
+
+
+def _label_histogram(datalist: Path) -> str:
+    try:
+        doc = json.loads(datalist.read_text())
+    except (OSError, ValueError):
+        return "?"
+    counts: dict[str, int] = {}
+    for item in doc.get("training", []):
+        label = item.get("label")
+        if isinstance(label, int | float):
+            counts[str(int(label))] = counts.get(str(int(label)), 0) + 1
+    if not counts:
+        return "-"
+    classes = range(max(int(k) for k in counts) + 1)
+    return "/".join(str(counts.get(str(c), 0)) for c in classes)
+
+
+def site_outcomes(consortium: Any, *, local_baseline: bool, workdir: Path) -> list[SiteOutcome]:
+    """Read every site's journal; optionally train each site alone for as many steps as the swarm did."""
+    from swarmd.task import load_task
+    from swarmd.train.baseline import train_alone
+
+    task = load_task(consortium.task)
+    steps = task.swarm.rounds * task.swarm.local_steps
+    out: list[SiteOutcome] = []
+    for site in consortium.sites:
+        journal = read_journal(site.config.parent / "state" / "journal.json")
+        finals = [rec for _, rec in sorted(journal.get("rounds", {}).items(), key=lambda kv: int(kv[0]))]
+        final = next((rec["metrics"] for rec in reversed(finals) if rec.get("metrics")), {})
+        alone: dict[str, float] = {}
+        if local_baseline:
+            alone = train_alone(
+                task,
+                site.data_list,
+                consortium.test_list,
+                steps=steps,
+                workdir=workdir / site.name,
+                name=site.name,
+                threads=1,
+            ).metrics
+        out.append(
+            SiteOutcome(
+                site.name, journal.get("baseline", {}), final, alone, _label_histogram(site.data_list)
+            )
+        )
     return out
