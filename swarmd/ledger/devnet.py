@@ -123,11 +123,13 @@ class Devnet:
         detach: bool = False,
         log_file: Path | None = None,
         chain_id: int = 31337,
+        state_interval: float | None = None,
     ) -> Devnet:
         """Start anvil on 127.0.0.1 and wait until its RPC answers.
 
         `state_file`: anvil loads it when it exists and dumps its state there on a clean stop, so a
-        devnet can be restarted with its chain intact. `detach`: anvil runs in its own session and keeps
+        devnet can be restarted with its chain intact; `state_interval` also dumps it every so many
+        seconds, so a killed anvil loses little. `detach`: anvil runs in its own session and keeps
         running after this process exits; stop it later with `Devnet.load(...).stop()`.
         """
         if accounts < 1:
@@ -160,6 +162,8 @@ class Devnet:
             if state_file.exists():
                 args += ["--load-state", str(state_file)]
             args += ["--dump-state", str(state_file)]
+            if state_interval is not None:
+                args += ["--state-interval", _fmt_seconds(max(1.0, state_interval))]
         log_path = Path(log_file) if log_file else workdir / "anvil.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:

@@ -4,6 +4,8 @@ clear errors when anvil is missing."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from swarmd.ledger import devnet as devnet_mod
 from swarmd.ledger.devnet import find_anvil
 
 pytestmark = pytest.mark.chain
+
+ADDRESS = "0x000000000000000000000000000000000000bEEF"
 
 
 def test_detached_devnet_is_found_again_and_stopped(tmp_path: Path) -> None:
@@ -66,3 +70,21 @@ def test_port_in_use_is_refused_before_starting(tmp_path: Path) -> None:
         port = int(first.rpc_url.rsplit(":", 1)[1])
         with pytest.raises(DevnetError, match="already in use"):
             Devnet.start(port=port, accounts=1)
+
+
+def test_state_interval_survives_a_killed_anvil(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    dev = Devnet.start(accounts=2, state_file=state, state_interval=1)
+    try:
+        dev.fund(ADDRESS, ether=7)
+        deadline = time.monotonic() + 10
+        while not (state.exists() and "0x" in state.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.2)  # one more dump after the funding
+        os.kill(dev.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        dev._proc.wait(timeout=5)  # type: ignore[union-attr]
+        dev.pid = None
+    finally:
+        dev.stop()
+    with Devnet.start(accounts=2, state_file=state) as again:
+        assert Ledger(again.rpc_url, "0x" + "00" * 20).w3.eth.get_balance(ADDRESS) == 7 * 10**18
