@@ -382,7 +382,7 @@ class Ledger:
             gas = self._rpc(lambda: fn.estimate_gas(params, block_identifier="pending"))
         except ContractLogicError as exc:
             raise self._revert(exc) from None
-        # Estimates can fall short (refunds; elect() drawing another leader in the mined block): add a margin.
+        # Estimates can fall short (refunds; transactions mined first change its path): add a margin.
         gas = int(int(gas) * self.gas_margin) + 10_000
         tx = dict(self._rpc(lambda: fn.build_transaction({"from": sender, "nonce": nonce, "gas": gas})))
         return self.account.sign_transaction(tx), tx
@@ -392,9 +392,10 @@ class Ledger:
             return bytes(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
         except NodeError as exc:
             message = str(exc).lower()
-            if "already known" in message or "already imported" in message:
+            if any(m in message for m in ("already known", "already imported", "known transaction")):
                 return bytes(signed.hash)  # an earlier attempt reached the node before the connection dropped
-            if "nonce too low" in message or "nonce is too low" in message:
+            if any(m in message for m in ("nonce too low", "nonce is too low", "underpriced")):
+                # Our nonce is used (mined, or pending from another holder of the key): ours, or redo.
                 if self._receipt_or_none(bytes(signed.hash)) is not None:
                     return bytes(signed.hash)
                 raise _NonceTaken from exc
