@@ -1,0 +1,151 @@
+"""The operator's CLI path against a real anvil: init, deploy, join, admit, ledger queries; and the
+one-line, non-zero, traceback-free answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swarmd.ledger import Devnet
+from swarmd.train import BUNDLES_DIR
+
+pytestmark = [pytest.mark.chain, pytest.mark.slow]
+
+TASK = f"""
+[task]
+name = "cli-test"
+bundle = "{BUNDLES_DIR / "cxr_densenet"}"
+
+[swarm]
+rounds = 2
+min_peers = 2
+"""
+
+
+def swarm(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [sys.executable, "-m", "swarmd.cli.swarm", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    if ok:
+        assert res.returncode == 0, f"swarm {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+    else:
+        assert res.returncode != 0, f"swarm {' '.join(args)} should have failed:\n{res.stdout}"
+        assert "Traceback" not in res.stderr + res.stdout
+    return res
+
+
+@pytest.fixture(scope="module")
+def devnet():
+    with Devnet.start(accounts=6) as dev:
+        yield dev
+
+
+def _init(tmp: Path, dev: Devnet, name: str, key_index: int, port: int) -> Path:
+    key = tmp / f"{name}.key"
+    key.write_text(dev.dev_keys[key_index])
+    swarm(
+        "init",
+        "--dir",
+        str(tmp / name),
+        "--name",
+        name,
+        "--task",
+        str(tmp / "swarm.toml"),
+        "--rpc",
+        dev.rpc_url,
+        "--endpoint",
+        f"tcp://127.0.0.1:{port}",
+        "--bind",
+        f"tcp://127.0.0.1:{port}",
+        "--private-key-file",
+        str(key),
+        "--kdf-iterations",
+        "1000",
+    )
+    return tmp / name / "site.toml"
+
+
+def test_operator_path_init_deploy_join_admit_and_ledger(tmp_path, devnet):
+    (tmp_path / "swarm.toml").write_text(TASK)
+    admin = _init(tmp_path, devnet, "lead", 1, 47100)
+    sites = [_init(tmp_path, devnet, f"site{i}", 2 + i, 47110 + 2 * i) for i in range(2)]
+    deployed = json.loads(swarm("deploy", "--config", str(admin), "--json").stdout)
+    contract = deployed["contract"]
+    assert deployed["admission"] == "admin" and deployed["task_hash"].startswith("0x")
+    accounts = []
+    for cfg in sites:
+        swarm("join", "--config", str(cfg), "--contract", contract)
+        accounts.append(
+            json.loads(swarm("ledger", "members", "--config", str(cfg), "--json").stdout)[-1]["account"]
+        )
+    pending = json.loads(swarm("ledger", "members", "--config", str(admin), "--json").stdout)
+    assert [m["status"] for m in pending] == ["pending", "pending"]
+    for account in accounts:
+        swarm("admit", account, "--config", str(admin))
+    members = json.loads(
+        swarm("ledger", "members", "--rpc", devnet.rpc_url, "--contract", contract, "--json").stdout
+    )
+    assert sorted(m["account"] for m in members if m["status"] == "active") == sorted(accounts)
+    table = swarm("ledger", "members", "--config", str(admin)).stdout
+    assert "2 active" in table and accounts[0] in table
+    rounds = json.loads(swarm("ledger", "rounds", "--config", str(admin), "--json").stdout)
+    assert rounds[0]["round"] == 0 and rounds[0]["status"] == "open"
+    csv_text = swarm("ledger", "export", "--format", "csv", "--config", str(admin)).stdout
+    assert csv_text.splitlines()[0].startswith("round,status,term,leader,site")
+
+    # bad input: named, one line, non-zero, nothing half-written
+    again = swarm("admit", accounts[0], "--config", str(admin), ok=False)
+    assert "NotPending" in again.stderr
+    dup = swarm("join", "--config", str(sites[0]), ok=False)
+    assert "AlreadyMember" in dup.stderr
+    missing = swarm("join", "--config", str(tmp_path / "nope.toml"), ok=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    bad_round = swarm("ledger", "round", "99", "--config", str(admin), ok=False)
+    assert "does not exist" in bad_round.stderr
+    exists = swarm(
+        "init",
+        "--dir",
+        str(tmp_path / "site0"),
+        "--name",
+        "x",
+        "--task",
+        str(tmp_path / "swarm.toml"),
+        "--endpoint",
+        "tcp://127.0.0.1:1",
+        ok=False,
+    )
+    assert "already exists" in exists.stderr
+    assert sorted(p.name for p in (tmp_path / "site0" / "keys").iterdir()) == [
+        "account.json",
+        "curve.key",
+        "passphrase",
+    ]
+
+
+def test_unreachable_chain_is_one_line(tmp_path):
+    res = swarm("ledger", "members", "--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20, ok=False)
+    assert res.returncode == 6 and "ChainUnavailable" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 2
+
+
+def test_wrong_format_is_a_usage_error():
+    res = swarm(
+        "ledger",
+        "export",
+        "--format",
+        "xml",
+        "--rpc",
+        "http://127.0.0.1:9",
+        "--contract",
+        "0x" + "11" * 20,
+        ok=False,
+    )
+    assert res.returncode == 2 and "json or csv" in res.stderr
