@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 from swarmd.errors import ContractRevert
 from swarmd.ledger import Devnet, Ledger, MemberStatus, RoundInfo, RoundStatus
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
 MIN_PEERS, WINDOW, TIMEOUT = 2, 3, 3
 
