@@ -158,6 +158,10 @@ def load_curve(curve_secret: Path) -> CurveKeys:
 
 def _write_private(path: Path, text: str) -> None:
     try:
+        # A new key directory is private too (an existing one keeps the mode its owner chose).
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write_text(path, text, mode=0o600)
+    except OSError as exc:
+        raise IdentityError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
     except StoreError as exc:
         raise IdentityError(str(exc)) from None

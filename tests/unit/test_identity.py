@@ -44,6 +44,7 @@ def test_files_are_private_and_keystore_is_v3(tmp_path: Path) -> None:
     for name in ("account.json", "curve.key"):
         mode = stat.S_IMODE((tmp_path / "keys" / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
     doc = json.loads((tmp_path / "keys" / "account.json").read_text())
     assert doc["version"] == 3 and doc["crypto"]["kdf"] == "pbkdf2"
     assert not list((tmp_path / "keys").glob(".*.tmp")), "no temporary files left behind"
