@@ -184,46 +184,55 @@ class BundleTrainer(Trainer):
     def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult:
         """Train `task.swarm.local_steps` iterations from `global_weights`; thread-safe, abortable."""
         with self._busy:
-            self._require_ready()
-            check_layout(global_weights, self._layout, f"round {round} starting weights")
-            check_finite(global_weights, f"round {round} starting weights")
-            self._abort.clear()
-            self._losses, self._samples, self._failure = [], 0, None
-            start = time.perf_counter()
-            self.phase = TrainPhase.TRAIN
             try:
+                self._require_ready()
+                check_layout(global_weights, self._layout, f"round {round} starting weights")
+                check_finite(global_weights, f"round {round} starting weights")
+                self._losses, self._samples, self._failure = [], 0, None
+                start = time.perf_counter()
+                self.phase = TrainPhase.TRAIN
                 self._run_round(global_weights)
                 weights, weight_type = self._collect()
+                loss = sum(self._losses) / len(self._losses)
+                return TrainResult(
+                    weights=weights,
+                    weight_type=weight_type,
+                    n_samples=self._n_train,
+                    loss=loss,
+                    metrics=self._train_metrics(),
+                    seconds=time.perf_counter() - start,
+                    steps=len(self._losses),
+                )
             finally:
-                self.phase = TrainPhase.IDLE
-            return TrainResult(
-                weights=weights,
-                weight_type=weight_type,
-                n_samples=self._n_train,
-                loss=sum(self._losses) / len(self._losses),
-                metrics=self._train_metrics(),
-                seconds=time.perf_counter() - start,
-                steps=len(self._losses),
-            )
+                self._done()
 
     def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> dict[str, float]:
         """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own)."""
         with self._busy:
-            self._require_ready()
-            target = Path(data_list).resolve() if data_list is not None else self.data_list
-            check_layout(weights, self._layout, "weights to evaluate")
-            check_finite(weights, "weights to evaluate")
-            self._validate(target, "validation")
-            self._abort.clear()
-            self.phase = TrainPhase.EVALUATE
             try:
+                self._require_ready()
+                target = Path(data_list).resolve() if data_list is not None else self.data_list
+                check_layout(weights, self._layout, "weights to evaluate")
+                check_finite(weights, "weights to evaluate")
+                self._validate(target, "validation")
+                self.phase = TrainPhase.EVALUATE
                 return self._run_eval(weights, target)
             finally:
-                self.phase = TrainPhase.IDLE
+                self._done()
 
     def abort(self) -> None:
-        """Make a running train()/evaluate() raise TrainingAborted after its current iteration."""
+        """Make the train()/evaluate() in flight raise TrainingAborted after its current iteration.
+
+        Callable from any thread. A call that is queued behind the lock (e.g. submitted to an
+        executor but not started yet) is aborted too, as it starts; so is the next call when
+        nothing is running, which is what a caller that lost a race with completion wants.
+        """
         self._abort.set()
+
+    def _done(self) -> None:
+        # An abort is consumed by the call it stopped (or that finished despite it).
+        self._abort.clear()
+        self.phase = TrainPhase.IDLE
 
     def finalize(self) -> None:
         with self._busy:
@@ -328,6 +337,8 @@ class BundleTrainer(Trainer):
         from monai.fl.utils.constants import WeightType
         from monai.fl.utils.exchange_object import ExchangeObject
 
+        if self._abort.is_set():
+            raise TrainingAborted("aborted before training started")
         state = self._algo.trainer.state
         # An aborted round stops mid-epoch; start the next one on an epoch boundary so that
         # MonaiAlgo's "epoch + 1" is again exactly local_steps iterations.
@@ -377,6 +388,8 @@ class BundleTrainer(Trainer):
         from monai.fl.utils.constants import WeightType
         from monai.fl.utils.exchange_object import ExchangeObject
 
+        if self._abort.is_set():
+            raise TrainingAborted("aborted before evaluation started")
         algo = self._evaluator_for(target)
         try:
             result = algo.evaluate(ExchangeObject(weights=weights, weight_type=WeightType.WEIGHTS))

@@ -173,3 +173,13 @@ def test_train_before_initialize_and_bad_datalist(cls_task, demo_classification,
     missing = BundleTrainer(cls_task, tmp_path / "nope.json", workdir=tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         missing.initialize()
+
+
+def test_abort_before_a_queued_call_starts_stops_that_call_only(cls_trainer, cls_task):
+    # The daemon submits train() to an executor and may abort before the worker picks it up.
+    w0 = initial_weights(cls_task)
+    cls_trainer.abort()
+    with pytest.raises(TrainingAborted, match="before training started"):
+        cls_trainer.train(w0, round=0)
+    assert cls_trainer.phase is TrainPhase.IDLE
+    assert cls_trainer.train(w0, round=0).steps == 2  # the abort was consumed
