@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,39 @@ BENIGN_REVERTS = {
 # Errors a round can hit without the site being misconfigured: log, back off, re-read the chain.
 ROUND_ERRORS = (ContractRevert, TransportError, WireError, CheckpointError, MergeError, TrainingError)
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
+
+
+class RssPeak:
+    """Samples this process's RSS in a thread; `growth` is the peak over the value at entry.
+
+    The leader's memory during an exchange is the figure `swarm bench round` holds against model size."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.base = self.peak = 0
+
+    def __enter__(self) -> RssPeak:
+        self.base = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, name="rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
 
 
 class StopRequested(Exception):
@@ -150,9 +184,16 @@ class RoundDriver:
             raise StopRequested
 
     def set_phase(self, phase: Phase, r: int | None = None) -> None:
-        if phase != self.state.phase:
-            elapsed = time.time() - self.state.phase_since
-            self.metrics.observe_phase(self.state.phase.value, elapsed)
+        if phase == self.state.phase and (r is None or r == self.state.round):
+            return
+        prev, prev_round = self.state.phase, self.state.round
+        elapsed = time.time() - self.state.phase_since
+        self.metrics.observe_phase(prev.value, elapsed)
+        if prev_round >= 0 and prev not in (Phase.STARTING, Phase.DONE, Phase.STOPPING):
+            # Per-round phase times are what `swarm bench round` breaks a round down by.
+            phases = dict(self.journal.get(prev_round).phases)
+            phases[prev.value] = round(phases.get(prev.value, 0.0) + elapsed, 4)
+            self.journal.update(prev_round, phases=phases)
         self.state.enter(phase, r)
         self.metrics.set_round(self.state.round)
         log.info("round %s: %s", self.state.round, phase.value)
@@ -373,11 +414,14 @@ class RoundDriver:
         self.exchange = exchange
         try:
             own = self.store.get(bytes.fromhex(self.journal.get(r).update_hash[2:]))
-            exchange.offer(self.me, own, content_hash(own))
-            del own
-            await self.collect(exchange, info)
-            self.set_phase(Phase.MERGE, r)
-            merged, included = exchange.result()
+            model_bytes = sum(t.numel() * t.element_size() for t in own.values())
+            with RssPeak() as rss:
+                exchange.offer(self.me, own, content_hash(own))
+                del own
+                await self.collect(exchange, info)
+                self.set_phase(Phase.MERGE, r)
+                merged, included = exchange.result()
+            self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
             self.exchange = None
         merged_hash = self.store.put(merged)
