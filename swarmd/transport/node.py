@@ -391,7 +391,7 @@ class Node:
         failure = await self._run_inbound(stream, grant)
         if failure is not None:
             return Verdict(False, failure)
-        digest = stream.digest()
+        digest = await stream.digest()
         if digest != msg.digest:
             self._reject(
                 "hash_mismatch", peer, f"got {codec.hash_hex(digest)}, claimed {codec.hash_hex(msg.digest)}"
@@ -816,7 +816,7 @@ class Node:
         failure = await self._run_inbound(stream, grant)
         if failure is not None:
             raise TransportError(f"model stream failed: {failure}")
-        digest = stream.digest()
+        digest = await stream.digest()
         if digest != model_hash:
             self._reject("hash_mismatch", conn.key, f"served model hashes to {codec.hash_hex(digest)}")
             raise HashMismatch(

@@ -18,6 +18,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from cryptography.exceptions import InvalidTag
@@ -28,6 +29,10 @@ from swarmd.transport.messages import BadMessage
 
 TAG_SIZE = 16
 SID_SIZE = 16
+
+# sha256 releases the GIL, so hashing on one worker thread overlaps with receiving and decrypting the
+# next chunk on the event loop. One worker keeps every stream's updates in order.
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarmd-hash")
 
 
 def new_sid() -> bytes:
@@ -120,6 +125,7 @@ class Inbound:
         self.buffer = torch.empty(self.total, dtype=torch.uint8)
         self._view = memoryview(self.buffer.numpy()).cast("B")
         self._hasher = ContentHasher(manifest)
+        self._hashed: Future[None] | None = None  # the last hash update queued on the worker
         self.next_seq = 0
         self.offset = 0
         self.granted = 0
@@ -159,7 +165,7 @@ class Inbound:
             self._open(seq, data, dest)
         else:
             self._copy(data, dest)
-        self._hasher.update(dest)
+        self._hashed = _HASHER.submit(self._hasher.update, dest)
         self.offset += size
         self.next_seq += 1
         self.last_progress = time.monotonic()
@@ -185,5 +191,8 @@ class Inbound:
             dest[pos : pos + len(d)] = memoryview(d).cast("B")
             pos += len(d)
 
-    def digest(self) -> bytes:
+    async def digest(self) -> bytes:
+        """The content hash of everything received, once the hash worker has caught up."""
+        if self._hashed is not None:
+            await asyncio.wrap_future(self._hashed)
         return self._hasher.digest()

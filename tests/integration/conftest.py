@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -186,4 +187,12 @@ def raw_peer() -> Iterator[Any]:
         p.close()
 
 
-FAST = Limits(stall_timeout=1.0, request_timeout=10.0, heartbeat_ivl=0.5, heartbeat_timeout=3.0)
+FAST = Limits(
+    stall_timeout=1.0, request_timeout=10.0, heartbeat_ivl=0.5, heartbeat_timeout=3.0, reconnect_ivl_max=0.5
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

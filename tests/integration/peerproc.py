@@ -97,14 +97,18 @@ async def main() -> None:
     ap.add_argument("--bulk", default="aead")
     ap.add_argument("--max-bytes", type=int, default=1 << 30)
     ap.add_argument("--stall", type=float, default=10.0)
+    ap.add_argument("--bind", default="tcp://127.0.0.1:*")
+    ap.add_argument("--bulk-bind", default=None)
+    ap.add_argument("--keys", default=None, help="public:secret in z85, to restart with the same identity")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    pub, sec = zmq.curve_keypair()
+    pub, sec = args.keys.encode().split(b":") if args.keys else zmq.curve_keypair()
     rec = Recorder()
     limits = Limits(stall_timeout=args.stall, request_timeout=30)
     node = Node(
         rec,
-        bind="tcp://127.0.0.1:*",
+        bind=args.bind,
+        bulk_bind=args.bulk_bind,
         public_key=pub,
         secret_key=sec,
         max_bytes=args.max_bytes,

@@ -6,11 +6,12 @@ import time
 
 import pytest
 import torch
-from conftest import FAST
+import zmq
+from conftest import FAST, free_port
 from peerproc import densenet_like_state
 
 from swarmd import codec
-from swarmd.errors import HashMismatch, PeerRejected
+from swarmd.errors import HashMismatch, PeerRejected, TransportError
 from swarmd.transport import Verdict
 
 pytestmark = pytest.mark.multiproc
@@ -90,3 +91,31 @@ def test_corrupted_bytes_are_caught_by_the_hash(spawn_peer, loop_node) -> None:
     with pytest.raises(HashMismatch):
         local.run(local.node.fetch_model(b.key, committed, max_bytes=1 << 30))
     assert local.node.stats.rejections["hash_mismatch"] == 1
+
+
+def test_a_restarted_peer_is_reached_again_on_the_same_connection(spawn_peer, loop_node) -> None:
+    pub, sec = zmq.curve_keypair()
+    args = (
+        "--bind",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--bulk-bind",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--keys",
+        f"{pub.decode()}:{sec.decode()}",
+    )
+    b = spawn_peer(*args)
+    local = loop_node(limits=FAST)
+    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
+    b.set_peers(members)
+    local.set_peers(members)
+    state = densenet_like_state(300_000, seed=5)
+    assert local.run(local.node.send_update(b.key, round=1, term=0, state=state)).ok
+
+    b.close()  # the peer goes away ...
+    with pytest.raises(TransportError):
+        local.run(local.node.ping(b.key, timeout=0.5))
+    b = spawn_peer(*args)  # ... and comes back on the same endpoint with the same key
+    b.set_peers(members)
+    assert local.run(local.node.ping(b.key, timeout=5)) < 5
+    verdict = local.run(local.node.send_update(b.key, round=2, term=0, state=state))
+    assert verdict.ok and verdict.detail == codec.hash_hex(codec.content_hash(state))

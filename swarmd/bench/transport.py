@@ -1,0 +1,264 @@
+"""`swarm bench transport`: codec and transfer throughput as ratios, and the receiver's memory.
+
+For each payload (7M, 30M, 100M float32 parameters) it measures, in one run:
+- codec: encode + decode throughput / memcpy of the same bytes (zero-copy views, and the one-copy
+  path for read-only buffers), and the content-hash throughput;
+- transfer: a full `Node.send_update` (CURVE control channel, ChaCha20-Poly1305 sealed bulk
+  chunks, incremental hash, decode) and the same with CURVE on the bulk data too, each divided by
+  plain ZeroMQ (no security, no hash) on the same loopback with the same chunking;
+- receiver memory: the receiving process's peak RSS growth / payload size.
+
+The receiver of every transfer is a separate process (multiprocessing spawn), so sender and receiver
+do not share a GIL. Nothing here is a timed test: it reports what it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+import zmq
+import zmq.asyncio
+
+from swarmd import codec
+from swarmd.transport import Limits, Node, Verdict
+from swarmd.transport.stream import iter_chunks
+
+SIZES = (7_000_000, 30_000_000, 100_000_000)
+MODES = ("plain", "aead", "curve")
+LAYER = 1 << 20  # parameters per tensor: a CNN's big layers are ~0.1-2.4M parameters
+
+
+def _state(n_params: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+    for i, start in enumerate(range(0, n_params, LAYER)):
+        n = min(LAYER, n_params - start)
+        state[f"layer{i:05d}.weight"] = torch.empty(n).uniform_(-1, 1, generator=g)
+    return state
+
+
+def _best(fn: Callable[[], Any], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _bench_codec(state: dict[str, torch.Tensor], reps: int) -> dict[str, float]:
+    manifest, _ = codec.encode(state)
+    nbytes = manifest.total_nbytes
+    src = torch.empty(nbytes, dtype=torch.uint8).random_()
+    dst = torch.empty(nbytes, dtype=torch.uint8)
+    dst.copy_(src)  # touch the pages once, so memcpy is measured warm
+
+    def zero_copy() -> None:
+        m, f = codec.encode(state)
+        codec.decode(m, f)
+
+    def one_copy() -> None:
+        m, f = codec.encode(state)
+        codec.decode(m, [v.toreadonly() for v in f])
+
+    memcpy = nbytes / _best(lambda: dst.copy_(src), reps)
+    out = {
+        "memcpy_gbps": memcpy / 1e9,
+        "zero_copy_ratio": nbytes / _best(zero_copy, reps) / memcpy,
+        "one_copy_ratio": nbytes / _best(one_copy, reps) / memcpy,
+        "hash_gbps": nbytes / _best(lambda: codec.content_hash(state), reps) / 1e9,
+    }
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+# --- the receiving process --------------------------------------------------------------------------
+class _Discard:
+    async def on_update(
+        self, peer: bytes, header: Any, state: dict[str, torch.Tensor], digest: bytes
+    ) -> Verdict:
+        return Verdict(True)
+
+    async def on_announce(self, peer: bytes, header: Any) -> None:
+        return None
+
+    def serve_model(self, model_hash: bytes) -> None:
+        return None
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_rss() -> int:
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a spawned child would inherit the parent's peak.
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+async def _plain_receiver(conn: Connection, total: int, count: int) -> None:
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.maxmsgsize = 64 << 20
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    conn.send({"endpoint": f"tcp://127.0.0.1:{port}", "baseline": _rss_now()})
+    for _ in range(count):
+        got = 0
+        while got < total:
+            frames = await sock.recv_multipart(copy=False)
+            got += sum(len(f) for f in frames[1:])
+        await sock.send_multipart([frames[0].bytes, b"done"])
+    conn.send({"peak": _peak_rss()})
+    ctx.destroy(linger=0)
+
+
+async def _node_receiver(conn: Connection, mode: str, total: int) -> None:
+    pub, sec = zmq.curve_keypair()
+    node = Node(
+        _Discard(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=sec, max_bytes=total, bulk=mode
+    )  # type: ignore[arg-type]
+    await node.start()
+    conn.send({"endpoint": node.endpoint, "key": node.peer_id, "baseline": _rss_now()})
+    loop = asyncio.get_running_loop()
+    sender_key = await loop.run_in_executor(None, conn.recv)
+    node.set_peers({sender_key: "tcp://127.0.0.1:1", node.peer_id: node.endpoint})
+    await loop.run_in_executor(None, conn.recv)  # "stop"
+    conn.send({"peak": _peak_rss(), "rejections": dict(node.stats.rejections)})
+    await node.close()
+
+
+def _receiver_main(conn: Connection, mode: str, total: int, count: int) -> None:
+    torch.set_num_threads(1)
+    if mode == "plain":
+        asyncio.run(_plain_receiver(conn, total, count))
+    else:
+        asyncio.run(_node_receiver(conn, mode, total))
+
+
+# --- the sending side ---------------------------------------------------------------------------------
+def _send_plain(endpoint: str, frames: list[memoryview], total: int, reps: int) -> float:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    chunk = Limits().chunk_size
+
+    def once() -> None:
+        for pieces in iter_chunks(frames, chunk):
+            sock.send_multipart([b"chunk", *pieces], copy=False)
+        sock.recv()
+
+    once()  # warm-up: connection, page faults at the receiver
+    best = _best(once, reps)
+    ctx.destroy(linger=0)
+    return total / best
+
+
+async def _send_node(info: dict[str, Any], conn: Connection, mode: str, payload: Any, reps: int) -> float:
+    pub, sec = zmq.curve_keypair()
+    node = Node(_Discard(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=sec, max_bytes=1, bulk=mode)  # type: ignore[arg-type]
+    await node.start()
+    try:
+        node.set_peers({info["key"]: info["endpoint"]})
+        conn.send(node.peer_id)
+        digest = codec.hash_frames(*payload)
+        times = []
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            verdict = await node.send_update(
+                info["key"], round=i, term=0, payload=payload, digest=digest, timeout=120
+            )
+            if not verdict.ok:
+                raise RuntimeError(f"bench transfer refused: {verdict}")
+            times.append(time.perf_counter() - t0)
+        return payload[0].total_nbytes / min(times[1:])
+    finally:
+        await node.close()
+
+
+def _bench_transfer(
+    mode: str, payload: tuple[codec.Manifest, list[memoryview]], reps: int
+) -> dict[str, float]:
+    total = payload[0].total_nbytes
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_receiver_main, args=(child, mode, total, reps + 1), daemon=True)
+    proc.start()
+    try:
+        info = parent.recv()
+        if mode == "plain":
+            rate = _send_plain(info["endpoint"], payload[1], total, reps)
+        else:
+            rate = asyncio.run(_send_node(info, parent, mode, payload, reps))
+        parent.send("stop")
+        end = parent.recv()
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    return {
+        "gbps": round(rate / 1e9, 3),
+        "rss_growth_ratio": round((end["peak"] - info["baseline"]) / total, 2),
+    }
+
+
+def run_transport_bench(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> dict[str, Any]:
+    """Measure codec and transfer ratios for each payload size; see the module docstring."""
+    if quick:
+        sizes = sizes[:1]
+    reps = 2 if quick else 3
+    rows = []
+    for n_params in sizes:
+        state = _state(n_params)
+        payload = codec.encode(state)
+        row: dict[str, Any] = {"params": n_params, "mb": round(payload[0].total_nbytes / 1e6, 1)}
+        row["codec"] = _bench_codec(state, reps)
+        transfer = {mode: _bench_transfer(mode, payload, reps) for mode in MODES}
+        plain = transfer["plain"]["gbps"]
+        row["transfer"] = transfer
+        row["aead_vs_plain"] = round(transfer["aead"]["gbps"] / plain, 3)
+        row["curve_vs_plain"] = round(transfer["curve"]["gbps"] / plain, 3)
+        rows.append(row)
+        del state, payload
+    return {
+        "rows": rows,
+        "chunk_mib": Limits().chunk_size >> 20,
+        "median_aead_vs_plain": statistics.median(r["aead_vs_plain"] for r in rows),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A markdown table of `run_transport_bench`'s result."""
+    lines = [
+        "| params | MB | codec zero-copy / memcpy | codec one-copy / memcpy | hash GB/s | plain GB/s "
+        "| sealed (CURVE+AEAD) GB/s | ratio | CURVE-bulk GB/s | ratio | receiver RSS growth / payload |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        c, t = r["codec"], r["transfer"]
+        lines.append(
+            f"| {r['params'] / 1e6:.0f}M | {r['mb']} | {c['zero_copy_ratio']:.1f} "
+            f"| {c['one_copy_ratio']:.2f} | {c['hash_gbps']:.2f} | {t['plain']['gbps']:.2f} "
+            f"| {t['aead']['gbps']:.2f} | {r['aead_vs_plain']:.2f} | {t['curve']['gbps']:.2f} "
+            f"| {r['curve_vs_plain']:.2f} | {t['aead']['rss_growth_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m swarmd.bench.transport [--quick]
+    import json
+    import sys
+
+    res = run_transport_bench(quick="--quick" in sys.argv)
+    print(json.dumps(res, indent=1))
+    print(format_table(res))
