@@ -1,18 +1,34 @@
-"""Shared fixtures: a devnet, site identities, generated data. Subsystem fixtures live here too."""
+"""Shared fixtures: a real anvil devnet, its funded dev accounts.
+
+Suites add their own next to their tests: tests/contract (deployed consortia), tests/unit/train
+(generated multi-site data), tests/integration (transport peers as processes), tests/e2e (whole
+swarms of daemons on their own devnets, since several need 1-second blocks).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from swarmd.ledger import Devnet
 
 # Tests must behave the same on a 2-core CI box and a GPU workstation.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+N_DEV_ACCOUNTS = 20
 
-@pytest.fixture
-def tmp_state(tmp_path):
-    """An empty site state dir."""
-    d = tmp_path / "state"
-    d.mkdir()
-    return d
+
+@pytest.fixture(scope="session")
+def devnet() -> Iterator[Devnet]:
+    """One real anvil (instant blocks) for the whole session; tests deploy fresh contracts on it."""
+    with Devnet.start(accounts=N_DEV_ACCOUNTS) as dev:
+        yield dev
+
+
+@pytest.fixture(scope="session")
+def accounts(devnet: Devnet) -> list[LocalAccount]:
+    return [Account.from_key(k) for k in devnet.dev_keys]

@@ -42,12 +42,6 @@ def swarm(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     return res
 
 
-@pytest.fixture(scope="module")
-def devnet():
-    with Devnet.start(accounts=6) as dev:
-        yield dev
-
-
 def _init(tmp: Path, dev: Devnet, name: str, key_index: int, port: int) -> Path:
     key = tmp / f"{name}.key"
     key.write_text(dev.dev_keys[key_index])
