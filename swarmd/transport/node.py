@@ -401,16 +401,23 @@ class Node:
         self.stats.updates_received += 1
         header = UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta)
         try:
-            return await self.handler.on_update(peer, header, state, digest)
+            verdict = await self.handler.on_update(peer, header, state, digest)
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
             log.exception("update handler failed")
             self._reject("handler_error", peer, repr(exc))
             return Verdict(False, "handler_error")
+        if not isinstance(verdict, Verdict):
+            self._reject("handler_error", peer, f"on_update returned {type(verdict).__name__}, not a Verdict")
+            return Verdict(False, "handler_error")
+        return verdict
 
     async def _run_inbound(
         self, stream: Inbound, grant: Callable[[int, bool], Awaitable[None]]
     ) -> str | None:
         """Drive a receive: grant credits as chunks land, watch for stalls. Returns a failure reason."""
+        if stream.sid in self._inbound:  # a sender-chosen sid (fetch) colliding with a live stream
+            self._reject("duplicate_stream", stream.peer, "stream id already in use")
+            return "duplicate_stream"
         self._inbound[stream.sid] = stream
         first = True
         try:
@@ -434,7 +441,7 @@ class Node:
             self._reject("unroutable", stream.peer, str(exc))
             return "unroutable"
         finally:
-            del self._inbound[stream.sid]
+            self._inbound.pop(stream.sid, None)
 
     def _on_chunk(
         self,
@@ -540,7 +547,7 @@ class Node:
         except m.BadMessage as exc:
             return exc.reason
         finally:
-            del self._outbound[out.sid]
+            self._outbound.pop(out.sid, None)
 
     async def _pump(
         self, out: Outbound, frames: Sequence[memoryview], send: Callable[[list[Any]], Awaitable[None]]
@@ -721,6 +728,9 @@ class Node:
         try:
             answer = await self._answer(conn, q, timeout)
             if isinstance(answer, m.Grant):
+                if answer.sid in self._outbound:
+                    self._reject("duplicate_stream", peer, "granted a stream id already in use")
+                    raise TransportError("peer granted a stream id that is already in use")
                 out = Outbound(answer.sid, peer, answer.key)
                 self._outbound[out.sid] = out
                 out.grant(answer.credits)
