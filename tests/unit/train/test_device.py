@@ -28,7 +28,7 @@ def test_unknown_device_is_a_config_error():
 
 
 def test_thread_budget():
-    assert thread_count(0) == min(4, cpu_count())
+    assert thread_count(0) == max(1, min(4, cpu_count() - 1))
     assert thread_count(3) == 3
     with pytest.raises(ConfigError):
         thread_count(-1)
