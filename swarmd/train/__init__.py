@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from swarmd.train.data import (
-    DataError,
     ImageInfo,
     inspect_image,
     load_image,
@@ -33,7 +32,6 @@ def example_task_file(name: str) -> Path:
 __all__ = [
     "BUNDLES_DIR",
     "BundleTrainer",
-    "DataError",
     "DemoData",
     "ImageInfo",
     "SiteData",
