@@ -32,6 +32,7 @@ from swarmd.errors import (
     CheckpointError,
     ContractRevert,
     InvalidUpdate,
+    LedgerError,
     MergeError,
     SwarmError,
     TrainingError,
@@ -60,7 +61,7 @@ BENIGN_REVERTS = {
     "NotLeader",
 }
 # Errors a round can hit without the site being misconfigured: log, back off, re-read the chain.
-ROUND_ERRORS = (ContractRevert, TransportError, WireError, CheckpointError, MergeError, TrainingError)
+ROUND_ERRORS = (LedgerError, TransportError, WireError, CheckpointError, MergeError, TrainingError)
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
 
 

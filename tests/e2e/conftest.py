@@ -73,6 +73,7 @@ def running_swarm(
     start: bool = True,
     commit_window: int = 6,
     leader_timeout: int = 8,
+    chain_state: Path | None = None,
 ) -> Iterator[Swarm]:
     """A devnet plus `sites` provisioned sites; their daemons started unless start=False."""
     task = root / "swarm.toml"
@@ -85,7 +86,7 @@ def running_swarm(
             leader_timeout=leader_timeout,
         )
     )
-    with Devnet.start(block_time=block_time, accounts=sites + 4) as dev:
+    with Devnet.start(block_time=block_time, accounts=sites + 4, state_file=chain_state) as dev:
         consortium = local_consortium(
             root,
             rpc_url=dev.rpc_url,

@@ -16,7 +16,7 @@ from swarmd.config import load_config
 from swarmd.daemon.launcher import wait_until
 from swarmd.daemon.provision import site_identity
 from swarmd.errors import PeerRejected, TransportError
-from swarmd.ledger import Ledger, RoundStatus
+from swarmd.ledger import Devnet, Ledger, RoundStatus
 from swarmd.task import load_task
 from swarmd.train import initial_weights
 from swarmd.transport import Node, Verdict
@@ -162,3 +162,24 @@ async def _send_until_ready(node, peer, r, term, state) -> Verdict:
             return verdict
         await asyncio.sleep(0.5)
     raise AssertionError("the leader never opened its exchange")
+
+
+def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
+    """anvil stops (dumping its state) and comes back on the same port with that state; the
+    daemons keep retrying with backoff meanwhile, then finish every round."""
+    state = swarm_root / "chain-state.json"
+    with swarm_factory(swarm_root, rounds=3, block_time=1, chain_state=state) as swarm:
+        wait_until(lambda: swarm.ledger.current_round() >= 1, 120, what="round 0 to finalize")
+        port = int(swarm.devnet.rpc_url.rsplit(":", 1)[1])
+        swarm.devnet.stop()
+        outage = []
+        for _ in range(20):  # ten seconds without a chain; the daemons keep answering their control sockets
+            outage += [st for st in swarm.statuses() if st is not None]
+            time.sleep(0.5)
+        with Devnet.start(port=port, block_time=1, accounts=8, state_file=state):
+            swarm.wait_done(timeout=240)
+            final = swarm.ledger.round(2)
+            assert final.status == RoundStatus.FINALIZED
+            assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
+        assert all(d.alive() for d in swarm.daemons)  # nobody crashed during the outage
+        assert any(not st["chain_ok"] for st in outage), "no daemon noticed the chain was gone"
