@@ -99,10 +99,10 @@ async def main() -> None:
     ap.add_argument("--stall", type=float, default=10.0)
     ap.add_argument("--bind", default="tcp://127.0.0.1:*")
     ap.add_argument("--bulk-bind", default=None)
-    ap.add_argument("--keys", default=None, help="public:secret in z85, to restart with the same identity")
+    ap.add_argument("--keys", default=None, help="public,secret in z85, to restart with the same identity")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    pub, sec = args.keys.encode().split(b":") if args.keys else zmq.curve_keypair()
+    pub, sec = args.keys.encode().split(b",") if args.keys else zmq.curve_keypair()
     rec = Recorder()
     limits = Limits(stall_timeout=args.stall, request_timeout=30)
     node = Node(
