@@ -22,3 +22,43 @@ def test_example_task_file_loads_and_hashes_stably(name, spatial):
     # The overridable variables that BundleTrainer points at each site's data.
     train = json.loads((task.bundle / "configs/train.json").read_text())
     assert {"datalist", "dataset_dir", "val_datalist", "val_dataset_dir", "device", "amp"} <= set(train)
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"), [("cxr_densenet", "predictions.csv"), ("tumor_unet", "*_seg.nii.gz")]
+)
+def test_inference_config_runs_an_exported_model(name, pattern, request, tmp_path):
+    """What `swarm model export` produces (bundle + models/model.safetensors) runs standalone."""
+    import shutil
+    import warnings
+
+    from monai.bundle import ConfigWorkflow
+
+    from swarmd.checkpoint import save_file
+    from swarmd.train import initial_weights
+
+    demo = request.getfixturevalue("demo_classification" if name == "cxr_densenet" else "demo_segmentation")
+    task = load_task(example_task_file(name))
+    bundle = tmp_path / name
+    shutil.copytree(task.bundle, bundle)
+    save_file(initial_weights(task), bundle / "models" / "model.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workflow = ConfigWorkflow(
+            config_file=str(bundle / "configs/inference.json"),
+            workflow_type=None,
+            logging_file=False,
+            bundle_root=str(bundle),
+            datalist=str(demo.test_datalist),
+            dataset_dir=str(demo.test_datalist.parent),
+            datalist_section="validation",
+            device="$torch.device('cpu')",
+        )
+        workflow.initialize()
+        workflow.run()
+    outputs = list((bundle / "eval").glob(pattern))
+    n_test = sum(demo.test_counts)
+    if name == "cxr_densenet":
+        assert len(outputs) == 1 and len(outputs[0].read_text().strip().splitlines()) == n_test
+    else:
+        assert len(outputs) == n_test
