@@ -19,6 +19,7 @@ Kinds (client = the side that sent the request over its DEALER; server = the ROU
                                                      the first grant carries the session key (or none
                                                      for chunks over the CURVE channel) and bulk port
     chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream, in order
+    cancel   c->s  sid, reason                       the update's sender gives up; the slot frees
     reply    s->c  req, ok, reason, detail           final answer to an announce, update or fetch
 """
 
@@ -217,6 +218,16 @@ class Chunk(Message):
 
 
 @dataclass(frozen=True)
+class Cancel(Message):
+    """The sender of an update gives up mid-stream: the receiver frees the slot at once."""
+
+    KIND = "cancel"
+    sid: bytes
+    reason: str
+    SCHEMA = {"sid": _b16, "reason": _text}
+
+
+@dataclass(frozen=True)
 class Reply(Message):
     """Final answer to an announce, update or fetch. `reason` is a short label when not ok."""
 
@@ -229,7 +240,7 @@ class Reply(Message):
 
 
 KINDS: dict[str, type[Message]] = {
-    m.KIND: m for m in (Ping, Pong, Announce, UpdateOffer, Fetch, Serve, Grant, Chunk, Reply)
+    m.KIND: m for m in (Ping, Pong, Announce, UpdateOffer, Fetch, Serve, Grant, Chunk, Cancel, Reply)
 }
 
 

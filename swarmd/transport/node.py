@@ -330,6 +330,12 @@ class Node:
         elif isinstance(msg, m.Grant):
             if not self._on_grant(msg, peer=peer):
                 raise m.BadMessage("unknown_stream", "grant for no open stream")
+        elif isinstance(msg, m.Cancel):
+            stream = self._inbound.get(msg.sid)
+            if stream is None or stream.peer != peer:
+                raise m.BadMessage("unknown_stream", "cancel for no open stream")
+            self._reject("cancelled", peer, msg.reason)
+            stream.fail("cancelled")
         else:
             raise m.BadMessage("unexpected_kind", f"{msg.KIND} is not a request")
 
@@ -361,6 +367,10 @@ class Node:
             return
         self._reject(reason, peer, detail)
         self._spawn(self._reply_quietly(rid, m.Reply(msg.req, False, reason, detail)))
+
+    async def _send_quietly(self, sock: zmq.asyncio.Socket, msg: m.Message) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            await self._send(sock, [m.encode(msg)])
 
     async def _reply_quietly(self, rid: bytes, msg: m.Message) -> None:
         with contextlib.suppress(zmq.ZMQError):
@@ -725,6 +735,7 @@ class Node:
         offer = m.UpdateOffer(req, round, term, digest, manifest, dict(meta or {}))
         conn, q = await self._request(peer, offer)
         out: Outbound | None = None
+        finished = False
         try:
             answer = await self._answer(conn, q, timeout)
             if isinstance(answer, m.Grant):
@@ -737,6 +748,7 @@ class Node:
                 send = self._update_sender(conn, answer)
                 pump = asyncio.ensure_future(self._pump(out, frames, send))
                 answer = await self._until_reply(conn, q, pump, out, timeout)
+            finished = True
             if not isinstance(answer, m.Reply):
                 raise TransportError(f"peer answered an update with {answer.KIND}")
             return Verdict(answer.ok, answer.reason, answer.detail)
@@ -744,6 +756,8 @@ class Node:
             conn.pending.pop(req, None)
             if out is not None:
                 self._outbound.pop(out.sid, None)
+                if not finished:  # failed or cancelled mid-stream: let the receiver free its slot now
+                    self._spawn(self._send_quietly(conn.control, m.Cancel(out.sid, "sender gave up")))
 
     def _update_sender(self, conn: _Conn, grant: m.Grant) -> Callable[[list[Any]], Awaitable[None]]:
         if grant.key is None:

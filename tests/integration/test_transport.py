@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
@@ -125,3 +126,24 @@ def test_a_restarted_peer_is_reached_again_on_the_same_connection(spawn_peer, lo
     assert local.run(local.node.ping(b.key, timeout=5)) < 5
     verdict = local.run(local.node.send_update(b.key, round=2, term=0, state=state))
     assert verdict.ok and verdict.detail == codec.hash_hex(codec.content_hash(state))
+
+
+def test_a_cancelled_send_frees_the_receivers_slot_at_once(spawn_peer, loop_node) -> None:
+    b = spawn_peer("--stall", "60")
+    local = loop_node(limits=FAST)
+    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
+    b.set_peers(members)
+    local.set_peers(members)
+    big = densenet_like_state(30_000_000, seed=1)
+    sending = asyncio.run_coroutine_threadsafe(
+        local.node.send_update(b.key, round=1, term=0, state=big), local.loop
+    )
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
+    sending.cancel()  # e.g. the daemon saw a new term on chain
+    t0 = time.monotonic()
+    small = {"w": torch.ones(10)}
+    assert local.run(local.node.send_update(b.key, round=2, term=0, state=small)).ok
+    assert time.monotonic() - t0 < 10  # not the 60 s stall timeout
+    assert b.call("stats")["rejections"] == {"cancelled": 1}

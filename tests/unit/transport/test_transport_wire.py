@@ -28,6 +28,7 @@ SAMPLES = [
     m.Grant(10, bytes(16), 4, bytes(32), 7701),
     m.Grant(10, bytes(16), 1),
     m.Chunk(bytes(16), 11),
+    m.Cancel(bytes(16), "sender gave up"),
     m.Reply(12, False, "too_large", "detail"),
 ]
 
