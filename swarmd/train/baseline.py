@@ -96,10 +96,23 @@ def centralized(
     *,
     steps: int,
     workdir: Path,
-    **kw: object,
+    eval_every: int = 0,
+    device: str = "cpu",
+    threads: int = 0,
 ) -> BaselineResult:
+    """All sites' data pooled in one place, trained `steps` iterations."""
     pooled = pooled_datalist(site_datalists, workdir / "pooled.json")
-    return train_alone(task, pooled, test_datalist, steps=steps, workdir=workdir, name="centralized", **kw)  # type: ignore[arg-type]
+    return train_alone(
+        task,
+        pooled,
+        test_datalist,
+        steps=steps,
+        workdir=workdir,
+        name="centralized",
+        eval_every=eval_every,
+        device=device,
+        threads=threads,
+    )
 
 
 def local_only(
@@ -109,8 +122,11 @@ def local_only(
     *,
     steps: int,
     workdir: Path,
-    **kw: object,
+    eval_every: int = 0,
+    device: str = "cpu",
+    threads: int = 0,
 ) -> list[BaselineResult]:
+    """Each site alone on its own data, `steps` iterations each; named site-1, site-2, ..."""
     return [
         train_alone(
             task,
@@ -119,7 +135,9 @@ def local_only(
             steps=steps,
             workdir=workdir / f"local-{i + 1}",
             name=f"site-{i + 1}",
-            **kw,  # type: ignore[arg-type]
+            eval_every=eval_every,
+            device=device,
+            threads=threads,
         )
         for i, dl in enumerate(site_datalists)
     ]
