@@ -1,0 +1,499 @@
+"""`swarm bench round`: what a round costs beyond local training, with real daemons on a real anvil.
+
+For each consortium size N it starts a devnet (anvil, instant blocks or `block_time`), provisions N
+sites with `local_consortium`, runs N `swarmd` subprocesses on 127.0.0.1 through a few rounds of the
+DenseNet121 example bundle (1 local step, no evaluation), waits until every site is done, and reads
+each site's journal and log. In the same run it measures plain ZeroMQ loopback throughput for the
+model's bytes (the transport bench's plain path), which is what the overhead goal is held against.
+
+A round is measured as a cycle on the critical path, from the finalization of round r-1 (the
+leader entering `disseminate`, i.e. its finalize transaction is mined) to that of round r. The
+phase-entry times come from the daemons' JSON logs ("round R: PHASE", millisecond timestamps). The
+cycle splits exactly into:
+
+- waiting:       the last committer noticing the finalization of r-1, and the last sender noticing
+                 the election (chain polling);
+- dissemination: the last committer fetching and verifying the merged model, until it starts training;
+- train:         that site's local training (reported apart: it is not overhead);
+- chain:         its commit transaction, last commit -> leader sees the election, finalize transaction;
+- exchange:      the last sender noticing the election -> the leader holds every update;
+- merge:         the leader's merge.
+
+overhead = cycle - train. Round 0 also pays for start-up (first model load, first iteration) and is
+reported but left out of the means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from swarmd.daemon.launcher import DaemonProcess, wait_until
+from swarmd.daemon.provision import local_consortium
+from swarmd.errors import DaemonError
+from swarmd.ledger import Devnet
+from swarmd.train import BUNDLES_DIR
+
+MODELS = {"densenet121": "DenseNet121", "densenet264": "DenseNet264"}  # ~7M and ~30.6M parameters
+CATEGORIES = ("chain", "exchange", "merge", "dissemination", "waiting")
+_PHASE_LINE = re.compile(r"^round (\d+): ([a-z]+)$")
+
+TASK = """
+[task]
+name = "bench-round-{model}"
+bundle = "{bundle}"
+seed = 11
+
+[swarm]
+rounds = {rounds}
+local_steps = 1
+min_peers = 2
+merge = "fedavg"
+send = "weights"
+# Wide windows: every site must be in every round however long its (contended) training takes.
+commit_window = 100000
+leader_timeout = 100000
+fanout = 2
+eval_every = 0
+"""
+
+
+class BenchFailed(DaemonError):
+    """A daemon died or the swarm did not finish in time during the round benchmark."""
+
+
+def _bundle(model: str, root: Path) -> Path:
+    """The example DenseNet bundle, or a copy of it whose network is `model`."""
+    src = BUNDLES_DIR / "cxr_densenet"
+    if model == "densenet121":
+        return src
+    dst = root / f"bundle-{model}"
+    shutil.copytree(src, dst)
+    cfg = dst / "configs/train.json"
+    doc = json.loads(cfg.read_text())
+    doc["network_def"]["_target_"] = MODELS[model]
+    cfg.write_text(json.dumps(doc, indent=4))
+    return dst
+
+
+def _timeline(log: Path) -> list[tuple[float, int, str]]:
+    """(timestamp, round, phase) for every phase entry in a daemon's JSON log."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        m = _PHASE_LINE.match(str(doc.get("msg", "")))
+        if m:
+            out.append((float(doc["ts"]), int(m.group(1)), m.group(2)))
+    return out
+
+
+def _entries(timeline: list[tuple[float, int, str]]) -> dict[tuple[int, str], tuple[float, float]]:
+    """(round, phase) -> (entered, left); a phase entered twice in a round keeps its first entry."""
+    spans: dict[tuple[int, str], tuple[float, float]] = {}
+    for (ts, r, phase), nxt in zip(timeline, [*timeline[1:], (float("inf"), -1, "")], strict=True):
+        spans.setdefault((r, phase), (ts, nxt[0]))
+    return spans
+
+
+def _cycle(r: int, sites: dict[str, dict[tuple[int, str], tuple[float, float]]]) -> dict[str, Any]:
+    """Split round r's cycle (finalize r-1 -> finalize r) along the critical path; see the module doc."""
+
+    def enter(site: str, phase: str, rr: int = r) -> float | None:
+        span = sites[site].get((rr, phase))
+        return span[0] if span else None
+
+    def need(site: str, phase: str, rr: int = r) -> float:
+        t = enter(site, phase, rr)
+        if t is None:
+            raise BenchFailed(f"round {rr}: {site} never logged entering {phase}")
+        return t
+
+    def first(phase: str, rr: int = r) -> float:
+        times = [t for s in sites if (t := enter(s, phase, rr)) is not None]
+        if not times:
+            raise BenchFailed(f"round {rr}: no site logged entering {phase}")
+        return min(times)
+
+    committed = {s: t for s in sites if (t := enter(s, "elect")) is not None}
+    leaders = {s: t for s in sites if (t := enter(s, "merge")) is not None}
+    if not committed or not leaders:
+        raise BenchFailed(f"round {r}: the logs show no complete round ({len(committed)} committers)")
+    leader = min(leaders, key=lambda s: leaders[s])  # after a failover: the first to merge
+    fin = first("disseminate")
+    last = max(committed, key=lambda s: committed[s])
+    c_train, c_commit, c_elect = need(last, "train"), need(last, "commit"), committed[last]
+    e_exchange, x_merge, m_final = need(leader, "exchange"), leaders[leader], need(leader, "finalize")
+    senders = [t for s in sites if s != leader and (t := enter(s, "exchange")) is not None]
+    noticed = min(max(senders, default=e_exchange), x_merge)
+    parts = {
+        "train": c_commit - c_train,
+        "commit": c_elect - c_commit,
+        "elect": e_exchange - c_elect,
+        "exchange_wait": max(0.0, noticed - e_exchange),
+        "exchange": x_merge - max(noticed, e_exchange),
+        "merge": m_final - x_merge,
+        "finalize": fin - m_final,
+    }
+    if r == 0:
+        start = first("sync", 0)
+        parts["startup"] = c_train - start
+        cycle_start = start
+    else:
+        prev_fin = first("disseminate", r - 1)
+        seen = enter(last, "disseminate", r - 1) or prev_fin
+        parts["finalize_wait"] = max(0.0, seen - prev_fin)
+        parts["dissemination"] = c_train - max(seen, prev_fin)
+        cycle_start = prev_fin
+    cycle = fin - cycle_start
+    categories = {
+        "chain": parts["commit"] + parts["elect"] + parts["finalize"],
+        "exchange": parts["exchange"],
+        "merge": parts["merge"],
+        "dissemination": parts.get("dissemination", parts.get("startup", 0.0)),
+        "waiting": parts["exchange_wait"] + parts.get("finalize_wait", 0.0),
+    }
+    return {
+        "round": r,
+        "leader": leader,
+        "last_committer": last,
+        "cycle_s": round(cycle, 3),
+        "train_s": round(parts["train"], 3),
+        "overhead_s": round(cycle - parts["train"], 3),
+        "categories": {k: round(v, 3) for k, v in categories.items()},
+        "parts": {k: round(v, 3) for k, v in parts.items()},
+    }
+
+
+def _read_site(site_dir: Path) -> dict[int, dict[str, Any]]:
+    doc = json.loads((site_dir / "state" / "journal.json").read_text())
+    return {int(k): v for k, v in doc.get("rounds", {}).items()}
+
+
+def _plain_zmq_gbps(n_params_bytes: int, reps: int) -> float:
+    """Plain ZeroMQ loopback throughput for one model's bytes (the transport bench's baseline path)."""
+    from swarmd import codec
+    from swarmd.bench.transport import _bench_transfer, _state
+
+    payload = codec.encode(_state(n_params_bytes // 4))
+    return float(_bench_transfer("plain", payload, reps)["gbps"])
+
+
+def _run_size(
+    n: int,
+    *,
+    model: str,
+    rounds: int,
+    block_time: float | None,
+    note: Callable[[str], None],
+    keep_logs: Path | None,
+) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="swb-", dir="/tmp"))  # unix socket paths must stay short
+    try:
+        task = root / "swarm.toml"
+        task.write_text(TASK.format(model=model, bundle=_bundle(model, root), rounds=rounds))
+        note(f"N={n} {model}: devnet and {n} sites")
+        with Devnet.start(block_time=block_time, accounts=n + 4) as dev:
+            consortium = local_consortium(
+                root,
+                rpc_url=dev.rpc_url,
+                dev_keys=list(dev.dev_keys),
+                task_path=task,
+                sites=n,
+                alpha=1.0,
+                seed=5,
+                n_per_site=16,
+                n_test=8,
+            )
+            daemons = [
+                DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites
+            ]
+            t0 = time.perf_counter()
+            try:
+                for d in daemons:
+                    d.start()
+                _wait_done(daemons, n, rounds, t0, note)
+                wall = time.perf_counter() - t0
+            finally:
+                for d in daemons:
+                    d.stop(timeout=20)
+        site_dirs = {s.name: s.config.parent for s in consortium.sites}
+        journals = {name: _read_site(d) for name, d in site_dirs.items()}
+        spans = {name: _entries(_timeline(d / "swarmd.log")) for name, d in site_dirs.items()}
+        if keep_logs is not None:
+            dest = keep_logs / (f"{model}-n{n}" + ("" if block_time is None else f"-block{block_time:g}"))
+            for name, d in site_dirs.items():
+                (dest / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(d / "swarmd.log", dest / name / "swarmd.log")
+                shutil.copy2(d / "state" / "journal.json", dest / name / "journal.json")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    cycles = [_cycle(r, spans) for r in range(rounds)]
+    led = [
+        (r, rec)
+        for j in journals.values()
+        for r, rec in j.items()
+        if rec.get("led") and rec.get("model_bytes")
+    ]
+    model_bytes = max(rec["model_bytes"] for _, rec in led)
+    rss = [
+        {
+            "round": r,
+            "growth_bytes": rec["leader_rss_growth"],
+            "ratio": round(rec["leader_rss_growth"] / model_bytes, 2),
+        }
+        for r, rec in sorted(led, key=lambda x: x[0])
+    ]
+    note(f"N={n} {model}: plain ZeroMQ baseline")
+    gbps = _plain_zmq_gbps(model_bytes, reps=3)
+    steady = cycles[1:] or cycles
+    mean_overhead = statistics.fmean(c["overhead_s"] for c in steady)
+    transfer_s = n * model_bytes / (gbps * 1e9)
+    phase_means = {
+        phase: round(
+            statistics.fmean(
+                rec.get("phases", {}).get(phase, 0.0)
+                for j in journals.values()
+                for r, rec in j.items()
+                if r >= 1 or rounds == 1
+            ),
+            3,
+        )
+        for phase in ("sync", "train", "commit", "elect", "exchange", "merge", "finalize", "disseminate")
+    }
+    return {
+        "sites": n,
+        "model": model,
+        "model_bytes": model_bytes,
+        "params_m": round(model_bytes / 4 / 1e6, 2),
+        "rounds": rounds,
+        "wall_s": round(wall, 1),
+        "cycles": cycles,
+        "steady_rounds": [c["round"] for c in steady],
+        "overhead_s": round(mean_overhead, 3),
+        "cycle_s": round(statistics.fmean(c["cycle_s"] for c in steady), 3),
+        "train_s": round(statistics.fmean(c["train_s"] for c in steady), 3),
+        "categories": {k: round(statistics.fmean(c["categories"][k] for c in steady), 3) for k in CATEGORIES},
+        "plain_zmq_gbps": gbps,
+        "n_models_transfer_s": round(transfer_s, 4),
+        "overhead_vs_transfer": round(mean_overhead / transfer_s, 1),
+        "leader_rss": rss,
+        "leader_rss_ratio_max": max(x["ratio"] for x in rss),
+        "site_phase_means_s": phase_means,
+        "train_seconds_journal": round(
+            statistics.fmean(
+                rec["train_seconds"]
+                for j in journals.values()
+                for rec in j.values()
+                if rec.get("train_seconds")
+            ),
+            3,
+        ),
+    }
+
+
+def _wait_done(
+    daemons: list[DaemonProcess], n: int, rounds: int, t0: float, note: Callable[[str], None]
+) -> None:
+    def done() -> bool:
+        dead = [d for d in daemons if not d.alive()]
+        if dead:
+            raise BenchFailed(f"{dead[0].name} died:\n{dead[0].tail(30)}")
+        sts = [d.status() for d in daemons]
+        phases = [st["phase"] if st else "starting" for st in sts]
+        rnd = min((st["round"] for st in sts if st), default=0)
+        note(
+            f"N={n}: round {rnd}/{rounds}, {phases.count('done')}/{n} done, {time.perf_counter() - t0:.0f} s"
+        )
+        return all(p == "done" for p in phases)
+
+    # On 2 cores N daemons train one after another: allow generously for contention.
+    try:
+        wait_until(done, 120 + rounds * n * 40, interval=1.0, what=f"{n} sites to finish {rounds} rounds")
+    except DaemonError as exc:
+        tails = "\n".join(f"==== {d.name}\n{d.tail(15)}" for d in daemons)
+        raise BenchFailed(f"{exc}\n{tails}") from None
+
+
+def run_round_bench(
+    sizes: tuple[int, ...] = (3, 5, 8),
+    quick: bool = False,
+    block_time: float | None = None,
+    *,
+    rounds: int = 4,
+    models: tuple[str, ...] = ("densenet121",),
+    on_step: Callable[[str], None] | None = None,
+    keep_logs: Path | None = None,
+) -> dict[str, Any]:
+    """Round overhead, its breakdown and the leader's memory for each N (and model); see the module doc.
+
+    `keep_logs`: a folder to copy every site's log and journal into, to check the numbers against."""
+    if quick:
+        sizes, rounds, models = sizes[:1], 2, models[:1]
+    note = on_step or (lambda msg: None)
+    rows = [
+        _run_size(n, model=m, rounds=rounds, block_time=block_time, note=note, keep_logs=keep_logs)
+        for m in models
+        for n in sizes
+    ]
+    return {
+        "bench": "round",
+        "block_time": block_time,
+        "cores": os.cpu_count(),
+        "sizes": list(sizes),
+        "models": list(models),
+        "rounds": rounds,
+        "local_steps": 1,
+        "rows": rows,
+        "notes": _notes(rows),
+    }
+
+
+def _notes(rows: list[dict[str, Any]]) -> list[str]:
+    notes = []
+    for row in rows:
+        cats = row["categories"]
+        top = max(cats, key=lambda k: cats[k])
+        notes.append(
+            f"N={row['sites']} {row['model']}: overhead {row['overhead_s']:.2f} s per round, "
+            f"{row['overhead_vs_transfer']}x the time to move N models over plain ZeroMQ "
+            f"({row['n_models_transfer_s'] * 1000:.0f} ms); largest part: {top} ({cats[top]:.2f} s)."
+        )
+    cores = os.cpu_count() or 1
+    big = [r for r in rows if r["sites"] > cores]
+    if big:
+        notes.append(
+            f"{cores} cores for up to {max(r['sites'] for r in big)} daemons: sites train and merge on "
+            "shared cores, so training time and every CPU-bound part of the overhead grow with N here "
+            "for reasons a real deployment (one machine per site) does not have."
+        )
+    return notes
+
+
+def round_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    goals: list[dict[str, Any]] = []
+    for model in result["models"]:
+        rows = {r["sites"]: r for r in result["rows"] if r["model"] == model}
+        if 3 in rows:
+            r3 = rows[3]
+            limit = 3 * r3["n_models_transfer_s"]
+            goals.append(
+                {
+                    "goal": f"{model}: round overhead at N=3 ≤ 3 x (3 x model bytes / plain ZeroMQ)",
+                    "value": r3["overhead_s"],
+                    "limit": round(limit, 4),
+                    "met": r3["overhead_s"] <= limit,
+                    "note": "",
+                }
+            )
+        if 3 in rows and 8 in rows:
+            ratio = rows[8]["overhead_s"] / rows[3]["overhead_s"]
+            goals.append(
+                {
+                    "goal": f"{model}: overhead N=8 / overhead N=3",
+                    "value": round(ratio, 2),
+                    "limit": 2.5,
+                    "met": ratio <= 2.5,
+                    "note": "",
+                }
+            )
+        for n, r in sorted(rows.items()):
+            goals.append(
+                {
+                    "goal": f"{model}: leader RSS growth / model size at N={n} (max over rounds)",
+                    "value": r["leader_rss_ratio_max"],
+                    "limit": 3.0,
+                    "met": r["leader_rss_ratio_max"] <= 3.0,
+                    "note": "",
+                }
+            )
+    return goals
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    """Markdown: per N the steady-state round, its overhead breakdown and the leader's memory; per round."""
+    blocks = "instant blocks" if result["block_time"] is None else f"{result['block_time']:g} s blocks"
+    lines = [
+        f"{result['rounds']} rounds of 1 local step per size, {blocks}, {result['cores']} cores; "
+        "means over rounds ≥ 1 (round 0 includes start-up).",
+        "",
+        "| model | N | cycle s | train s | overhead s | chain | exchange | merge | dissemination | waiting "
+        "| plain ZMQ GB/s | N models over ZMQ ms | overhead / that | leader RSS growth / model |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        c = r["categories"]
+        lines.append(
+            f"| {r['model']} ({r['params_m']}M) | {r['sites']} | {r['cycle_s']:.2f} | {r['train_s']:.2f} "
+            f"| {r['overhead_s']:.2f} | {c['chain']:.2f} | {c['exchange']:.2f} | {c['merge']:.2f} "
+            f"| {c['dissemination']:.2f} | {c['waiting']:.2f} | {r['plain_zmq_gbps']:.2f} "
+            f"| {r['n_models_transfer_s'] * 1000:.0f} | {r['overhead_vs_transfer']} "
+            f"| {r['leader_rss_ratio_max']:.2f} |"
+        )
+    lines += [
+        "",
+        "Per round (critical path, seconds):",
+        "",
+        "| model | N | round | cycle | train | commit | elect | finalize | exchange | merge | dissemination "
+        "| waiting | leader |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        for c in r["cycles"]:
+            p, k = c["parts"], c["categories"]
+            lines.append(
+                f"| {r['model']} | {r['sites']} | {c['round']} | {c['cycle_s']:.2f} | {c['train_s']:.2f} "
+                f"| {p['commit']:.2f} | {p['elect']:.2f} | {p['finalize']:.2f} | {k['exchange']:.2f} "
+                f"| {k['merge']:.2f} | {k['dissemination']:.2f} | {k['waiting']:.2f} | {c['leader']} |"
+            )
+    return "\n".join(lines)
+
+
+def round_plot(result: dict[str, Any], path: Path) -> Path:
+    """Stacked bars: the steady-state overhead breakdown per N (and model), training beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    labels = [f"N={r['sites']}" + ("" if len(result["models"]) == 1 else f"\n{r['model']}") for r in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    bottom = [0.0] * len(rows)
+    for cat in CATEGORIES:
+        vals = [r["categories"][cat] for r in rows]
+        ax.bar(labels, vals, bottom=bottom, label=cat)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.scatter(
+        labels,
+        [3 * r["n_models_transfer_s"] for r in rows],
+        marker="_",
+        s=400,
+        color="red",
+        label="3 x N models over plain ZMQ",
+        zorder=3,
+    )
+    ax.set_ylabel("seconds per round (overhead)")
+    ax.set_title("round overhead, critical path")
+    ax.legend(fontsize=7)
+    ax2.bar(labels, [r["train_s"] for r in rows], color="tab:gray")
+    ax2.set_title("local training (1 step), same run")
+    ax2.set_ylabel("seconds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
