@@ -183,3 +183,24 @@ def test_abort_before_a_queued_call_starts_stops_that_call_only(cls_trainer, cls
         cls_trainer.train(w0, round=0)
     assert cls_trainer.phase is TrainPhase.IDLE
     assert cls_trainer.train(w0, round=0).steps == 2  # the abort was consumed
+
+
+def test_real_dicom_slices_train_through_the_classification_bundle(cls_task, tmp_path):
+    """Hospital files take the same path: pydicom's CT_small.dcm (128x128, 16-bit) is resized to 64x64."""
+    import json
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    for i in range(4):
+        shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / f"ct{i}.dcm")
+    entries = [{"image": f"ct{i}.dcm", "label": i % 2} for i in range(4)]
+    datalist = tmp_path / "dicom.json"
+    datalist.write_text(json.dumps({"training": entries, "validation": entries}))
+    trainer = BundleTrainer(cls_task, datalist, device="cpu", threads=1, workdir=tmp_path / "work")
+    trainer.initialize()
+    result = trainer.train(initial_weights(cls_task), round=0)
+    metrics = trainer.evaluate(result.weights)
+    trainer.finalize()
+    assert result.steps == 2 and result.n_samples == 4
+    assert 0.0 <= metrics["auc"] <= 1.0
