@@ -25,7 +25,7 @@ def export(
 
     with cli_errors():
         path = export_bundle(load_config(config), round_number, out)
-    console.print(f"exported round {round_number} to {path} (models/model.pt, models/model.safetensors)")
+    console.print(f"exported round {round_number} to {path} (models/model.safetensors; run it with configs/inference.json)")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from swarmd.checkpoint import CheckpointStore, save_file
 from swarmd.config import SiteConfig
 from swarmd.errors import CheckpointError, StoreError, UsageError
@@ -40,8 +38,7 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
         shutil.copytree(task.bundle, tmp, ignore=shutil.ignore_patterns("__pycache__", ".*"))
         models = tmp / "models"
         models.mkdir(exist_ok=True)
-        # MONAI bundles load models/model.pt; we write it (never read it back from a peer).
-        torch.save(state, models / "model.pt")
+        # safetensors only: the bundles' inference.json loads it, and nobody is handed a pickle.
         save_file(state, models / "model.safetensors")
         (tmp / "SWARM_PROVENANCE.txt").write_text(
             f"task {task.hash_hex}\ncontract {ledger.address}\nround {round_number}\n"

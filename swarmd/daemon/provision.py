@@ -18,6 +18,7 @@ from swarmd.codec import content_hash
 from swarmd.config import (
     ChainSection,
     IdentitySection,
+    MetricsSection,
     SiteConfig,
     SiteSection,
     TrainSection,
@@ -155,6 +156,7 @@ def _site_config(
         chain=ChainSection(rpc_url=rpc_url, poll_interval=0.25),
         transport=TransportSection(bind=f"tcp://127.0.0.1:{port}", endpoint=f"tcp://127.0.0.1:{port}"),
         train=TrainSection(device="cpu", threads=1),
+        metrics=MetricsSection(bind=f"127.0.0.1:{port + 2}"),
     )
 
 
@@ -192,7 +194,7 @@ def local_consortium(
         n_per_site=n_per_site,
         n_test=n_test,
     )
-    ports = _free_ports(sites) if base_port == 0 else [base_port + i for i in range(sites)]
+    ports = _free_ports(sites) if base_port == 0 else [base_port + 3 * i for i in range(sites)]
     out: list[LocalSite] = []
     for i in range(sites):
         name = f"site-{chr(ord('a') + i)}"
@@ -224,7 +226,7 @@ def local_consortium(
 
 
 def _free_ports(n: int) -> list[int]:
-    """n control ports whose next port (the transport's bulk port) is free too."""
+    """n ports p with p+1 (the transport's bulk port) and p+2 (Prometheus) free too."""
     import socket
 
     held: list[socket.socket] = []
@@ -235,13 +237,15 @@ def _free_ports(n: int) -> list[int]:
             a.bind(("127.0.0.1", 0))
             held.append(a)
             port = a.getsockname()[1]
-            b = socket.socket()
+            neighbours = [socket.socket() for _ in range(2)]
             try:
-                b.bind(("127.0.0.1", port + 1))
+                for k, b in enumerate(neighbours, start=1):
+                    b.bind(("127.0.0.1", port + k))
             except OSError:
-                b.close()
+                for b in neighbours:
+                    b.close()
                 continue
-            held.append(b)
+            held += neighbours
             ports.append(port)
     finally:
         for s in held:

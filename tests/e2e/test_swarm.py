@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from swarmd.codec import hash_hex
+from swarmd.config import load_config
 from swarmd.ledger import RoundStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
@@ -17,6 +20,10 @@ def swarm_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "swarmd.cli.swarm", *args], capture_output=True, text=True, timeout=120
     )
+
+
+def rpc_args(swarm) -> list[str]:
+    return ["--rpc", swarm.devnet.rpc_url, "--contract", swarm.consortium.contract]
 
 
 def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swarm_factory):
@@ -30,11 +37,25 @@ def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swa
         final = hash_hex(finalized[-1].merged_hash)
         for st in swarm.statuses():
             assert st["last_merged_hash"] == final and st["last_merged_round"] == 2
-        # every site holds the final model, and an auditor can verify it against the chain
+        # the operator's views: `swarm status` over the control socket, Prometheus over HTTP
         site = swarm.consortium.sites[0]
+        status = json.loads(swarm_cli("status", "--config", str(site.config), "--json").stdout)
+        assert status["phase"] == "done" and status["round"] == 3 and status["n_samples"] > 0
+        cfg = load_config(site.config)
+        scrape = urllib.request.urlopen(f"http://{cfg.metrics.bind}/metrics", timeout=5).read().decode()
+        assert "swarmd_rounds_completed_total 3.0" in scrape, scrape[:2000]
+        plot = swarm_root / "ledger.png"
+        journals = [
+            a
+            for s in swarm.consortium.sites
+            for a in ("--journal", str(s.config.parent / "state" / "journal.json"))
+        ]
+        drawn = swarm_cli("ledger", "plot", "--out", str(plot), *journals, *rpc_args(swarm))
+        assert drawn.returncode == 0 and plot.stat().st_size > 10_000, drawn.stderr
+        # every site holds the final model, and an auditor can verify it against the chain
         model = site.config.parent / "state" / "checkpoints" / f"{final}.safetensors"
         assert model.is_file()
-        rpc = ["--rpc", swarm.devnet.rpc_url, "--contract", swarm.consortium.contract]
+        rpc = rpc_args(swarm)
         ok = swarm_cli("ledger", "verify", str(model), "--round", "2", *rpc)
         assert ok.returncode == 0 and "VERIFIED" in ok.stdout, ok.stdout + ok.stderr
         wrong = swarm_cli("ledger", "verify", str(model), "--round", "0", *rpc)
@@ -42,4 +63,4 @@ def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swa
         out = swarm_root / "export"
         exp = swarm_cli("model", "export", "--round", "2", "--out", str(out), "--config", str(site.config))
         assert exp.returncode == 0, exp.stderr
-        assert (out / "models" / "model.pt").is_file() and (out / "configs" / "train.json").is_file()
+        assert (out / "models" / "model.safetensors").is_file() and (out / "configs" / "train.json").is_file()
