@@ -11,6 +11,7 @@ import pytest
 
 from swarmd.codec import hash_hex
 from swarmd.config import load_config
+from swarmd.daemon.launcher import wait_until
 from swarmd.ledger import RoundStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
@@ -64,3 +65,23 @@ def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swa
         exp = swarm_cli("model", "export", "--round", "2", "--out", str(out), "--config", str(site.config))
         assert exp.returncode == 0, exp.stderr
         assert (out / "models" / "model.safetensors").is_file() and (out / "configs" / "train.json").is_file()
+
+
+def test_sigterm_stops_a_training_daemon_gracefully_and_it_resumes(swarm_root, swarm_factory):
+    """SIGTERM mid-round: the daemon aborts training at a safe point, exits 0, and on restart resumes
+    the same swarm from its journal and the chain."""
+    with swarm_factory(swarm_root, rounds=2, block_time=1) as swarm:
+        victim = swarm.daemons[1]
+        wait_until(
+            lambda: (st := victim.status()) and st["phase"] in ("train", "commit", "elect"),
+            120,
+            0.1,
+            what="site-b to be mid-round",
+        )
+        assert victim.stop(timeout=30) == 0, victim.tail()
+        assert "stopping at a safe point" in victim.tail(20)
+        victim.start()
+        swarm.wait_done(timeout=240)
+        final = swarm.ledger.round(1)
+        assert {st["last_merged_hash"] for st in swarm.statuses()} == {hash_hex(final.merged_hash)}
+        assert [d.stop() for d in swarm.daemons] == [0, 0, 0]
