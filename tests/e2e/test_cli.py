@@ -143,3 +143,18 @@ def test_wrong_format_is_a_usage_error():
         ok=False,
     )
     assert res.returncode == 2 and "json or csv" in res.stderr
+
+
+def test_devnet_up_members_down(tmp_path):
+    root = tmp_path / "dn"
+    up = swarm("devnet", "up", "--dir", str(root), "--sites", "2", "--block-time", "0")
+    try:
+        assert "SwarmLedger at 0x" in up.stdout
+        members = json.loads(swarm("ledger", "members", "--devnet", str(root), "--json").stdout)
+        assert [m["status"] for m in members] == ["active", "active"]
+        again = swarm("devnet", "up", "--dir", str(root), "--sites", "2", ok=False)
+        assert "already up" in again.stderr
+    finally:
+        swarm("devnet", "down", "--dir", str(root))
+    gone = swarm("ledger", "members", "--devnet", str(root), ok=False)
+    assert "ChainUnavailable" in gone.stderr

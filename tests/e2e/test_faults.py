@@ -183,3 +183,21 @@ def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
             assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
         assert all(d.alive() for d in swarm.daemons)  # nobody crashed during the outage
         assert any(not st["chain_ok"] for st in outage), "no daemon noticed the chain was gone"
+
+
+def test_late_site_catches_up_from_peers_and_joins_the_next_round(swarm_root, swarm_factory):
+    """site-c's daemon starts only after round 0 is finalized: it pulls M_0 from a holder (verified
+    against the chain), takes part in the following rounds, and ends on the same model."""
+    with swarm_factory(swarm_root, rounds=3, block_time=1, commit_window=3, start=False) as swarm:
+        early, late = swarm.daemons[:2], swarm.daemons[2]
+        for d in early:
+            d.start()
+        wait_until(lambda: swarm.ledger.current_round() >= 1, 120, what="round 0 without site-c")
+        late_address = swarm.consortium.sites[2].address
+        assert late_address not in {c.site for c in swarm.ledger.round(0).commits}
+        late.start()
+        swarm.wait_done(timeout=240)
+        joined = [r for r in (1, 2) if late_address in swarm.ledger.round(r).included]
+        assert joined, "the late site never contributed"
+        final = swarm.ledger.round(2)
+        assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
