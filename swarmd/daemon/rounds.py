@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 
 from swarmd.checkpoint import CheckpointStore
-from swarmd.codec import Manifest, content_hash, encode, hash_hex
+from swarmd.codec import Manifest, content_hash, encode, hash_hex, parse_hash
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal
@@ -258,7 +258,7 @@ class RoundDriver:
     # --- train and commit ----------------------------------------------------------------------
     async def train_and_commit(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> bool:
         rec = self.journal.get(r)
-        update_hash = bytes.fromhex(rec.update_hash[2:]) if rec.update_hash else b""
+        update_hash = parse_hash(rec.update_hash) if rec.update_hash else b""
         if not update_hash or not self.store.has(update_hash):
             self.set_phase(Phase.TRAIN, r)
             result = await self.train(base, r)
@@ -339,7 +339,7 @@ class RoundDriver:
         rec = self.journal.get(r)
         if rec.delivered_term == info.term:
             return
-        update = self.store.get(bytes.fromhex(rec.update_hash[2:]))
+        update = self.store.get(parse_hash(rec.update_hash))
         leader = info.leader or ""
         delay = 0.25
         while True:
@@ -414,11 +414,14 @@ class RoundDriver:
         )
         self.exchange = exchange
         try:
-            own = self.store.get(bytes.fromhex(self.journal.get(r).update_hash[2:]))
+            own = self.store.get(parse_hash(self.journal.get(r).update_hash))
             model_bytes = sum(t.numel() * t.element_size() for t in own.values())
             with RssPeak() as rss:
-                exchange.offer(self.me, own, content_hash(own))
+                self.offer_stored(exchange, self.me, own)
                 del own
+                # Updates this leader accepted before a crash are on disk: fold them in again.
+                for sender, h in self.journal.get(r).received.items():
+                    self.offer_stored(exchange, sender, self.store.get(parse_hash(h)))
                 await self.collect(exchange, info)
                 self.set_phase(Phase.MERGE, r)
                 merged, included = exchange.result()
@@ -437,6 +440,12 @@ class RoundDriver:
             exchange.excluded or "none",
         )
         await self.transact(self.ledger.finalize, r, merged_hash, included)
+
+    def offer_stored(self, exchange: Exchange, sender: str, state: Mapping[str, torch.Tensor]) -> None:
+        try:
+            exchange.offer(sender, state, content_hash(state))
+        except InvalidUpdate as exc:
+            log.error("round %d: stored update of %s not merged: %s", exchange.round, sender, exc)
 
     async def collect(self, exchange: Exchange, info: RoundInfo) -> None:
         """Wait for every committer, or until two thirds of the leader timeout have passed."""
@@ -473,6 +482,10 @@ class RoundDriver:
             self.metrics.rejection(reason)
             log.warning("round %d: rejected update from %s: %s", ex.round, sender, exc)
             return Verdict(False, reason, str(exc))
+        # Persist before acknowledging: the sender will not resend to this term's leader.
+        stored = await asyncio.get_running_loop().run_in_executor(None, self.store.put, state)
+        received = {**self.journal.get(ex.round).received, sender: hash_hex(stored)}
+        self.journal.update(ex.round, received=received)
         return Verdict(True)
 
     async def on_announce(self, peer: bytes, header: Any) -> None:
@@ -517,7 +530,20 @@ class RoundDriver:
         model = await self.ensure_model(merged_hash, r)
         await self.gossip(r, merged_hash, exclude={info.leader or ""})
         self.metrics.round_done(r)
+        self.prune_updates(before=r)
         await self.evaluate(r, model)
+
+    def prune_updates(self, before: int) -> None:
+        """Delete updates (ours and, as leader, received ones) of settled rounds; models stay for audit."""
+        keep = self.servable | {
+            parse_hash(rec.merged_hash) for rec in self.journal.rounds.values() if rec.merged_hash
+        }
+        for r, rec in self.journal.rounds.items():
+            if r >= before:
+                continue
+            for h in [rec.update_hash, *rec.received.values()]:
+                if h and parse_hash(h) not in keep:
+                    self.store.path(parse_hash(h)).unlink(missing_ok=True)
 
     async def gossip(self, r: int, h: bytes, exclude: set[str]) -> None:
         peers = [a for a in self.endpoints if a != self.me and a not in exclude]

@@ -39,6 +39,7 @@ class RoundRecord:
     merged_hash: str = ""  # the round's finalized model, once we hold it
     metrics: dict[str, float] = field(default_factory=dict)  # evaluation of merged_hash on our held-out data
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of this round
+    received: dict[str, str] = field(default_factory=dict)  # as leader: sender -> hash of the accepted update
     leader_rss_growth: int = 0  # as leader: peak RSS during exchange+merge minus RSS before it, bytes
     model_bytes: int = 0  # size of one update, bytes
 

@@ -5,6 +5,7 @@ that differs from its on-chain commitment, and a non-member trying to deliver on
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 
@@ -201,3 +202,44 @@ def test_late_site_catches_up_from_peers_and_joins_the_next_round(swarm_root, sw
         assert joined, "the late site never contributed"
         final = swarm.ledger.round(2)
         assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
+
+
+def _received(journal_path, r: int) -> dict:
+    try:
+        return json.loads(journal_path.read_text())["rounds"][str(r)].get("received", {})
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root, swarm_factory):
+    """kill -9 the leader as soon as it has acknowledged a peer's update; restarted before its
+    timeout, it folds the stored update in again (that peer does not resend) and finalizes."""
+    with swarm_factory(swarm_root, rounds=3, block_time=1, leader_timeout=40) as swarm:
+        for r in range(3):
+            info = wait_until(lambda r=r: _past_open(swarm.ledger, r), 120, interval=0.05, what=f"round {r}")
+            leader = swarm.daemon(info.leader)
+            journal = leader.config.parent / "state" / "journal.json"
+            acked = wait_until(
+                lambda r=r, j=journal: _received(j, r), 60, interval=0.01, what="a stored update"
+            )
+            leader.kill()
+            caught = swarm.ledger.round(r).status == RoundStatus.ELECTED
+            leader.start()
+            if caught:
+                break
+        else:
+            pytest.skip("the leader finalized before it could be killed in every round")
+        final = wait_until(
+            lambda: (i := swarm.ledger.round(r)).status == RoundStatus.FINALIZED and i,
+            120,
+            what=f"round {r} to finalize",
+        )
+        assert final.leader == info.leader and final.term == 1  # the same leader, no re-election
+        restored = next(iter(acked))
+        assert restored in final.included and len(final.included) == 3
+        peer = swarm.daemon(restored)
+        accepted = [
+            ln for ln in peer.tail(400).splitlines() if f"round {r}: leader" in ln and "accepted" in ln
+        ]
+        assert len(accepted) == 1, "the peer resent its update: the leader did not restore it"
+        swarm.wait_done(timeout=180)
