@@ -69,7 +69,25 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "not installed"
+    out["swarmd_git"] = _git_revision()
     return out
+
+
+def _git_revision() -> str:
+    """The checkout's commit (with -dirty when the tree has changes), or 'unknown' outside git."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def _goal(name: str, value: float, limit: float, met: bool, note: str = "") -> dict[str, Any]:
@@ -301,9 +319,14 @@ def transport_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def transport_plot(result: dict[str, Any], out: Path) -> Path:
     plt = _plt()
-    modes = ("plain", "aead", "curve")
-    labels = {"plain": "plain ZeroMQ", "aead": "CURVE + AEAD bulk", "curve": "CURVE bulk"}
+    labels = {
+        "plain": "plain ZeroMQ",
+        "plain_work": "plain + copy + hash",
+        "aead": "CURVE + AEAD bulk",
+        "curve": "CURVE bulk",
+    }
     rows = result["rows"]
+    modes = [m for m in rows[0]["transfer"] if all(m in r["transfer"] for r in rows)]
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):
