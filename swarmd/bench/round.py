@@ -488,7 +488,8 @@ def round_plot(result: dict[str, Any], path: Path) -> Path:
     )
     ax.set_ylabel("seconds per round (overhead)")
     ax.set_title("round overhead, critical path")
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, max(bottom) * 1.45)  # room for the legend above the bars
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
     ax2.bar(labels, [r["train_s"] for r in rows], color="tab:gray")
     ax2.set_title("local training (1 step), same run")
     ax2.set_ylabel("seconds")
