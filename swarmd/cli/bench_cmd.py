@@ -613,6 +613,8 @@ def run_learning(
     ]
     runs = _steps("learning", steps)
     out.mkdir(parents=True, exist_ok=True)
+    # The raw runs first: they are the expensive part, and the summary can be redone from them.
+    (out / "learning_runs.json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
     summaries = [summarize_case([r for r in runs if (r["task"], r["alpha"]) == case]) for case in cases]
     notes = [
         "Every arm gets the same optimiser steps per site (rounds x local steps) and is scored on one shared "
@@ -623,6 +625,12 @@ def run_learning(
         "Reference: Warnat-Herresthal et al., Nature 2021 (swarm learning matched pooled training, e.g. AUC "
         "0.998 vs 0.995 on COVID-19 blood transcriptomes, and beat every single site).",
     ]
+    if quick:
+        notes.insert(
+            0,
+            "**Quick mode**: a handful of optimiser steps per arm, far from convergence; the goals are "
+            "computed so the output has its full shape, but they say nothing about learning quality.",
+        )
     return _write(
         out,
         "learning",
