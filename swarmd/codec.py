@@ -172,7 +172,7 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
         t = t.cpu()
     t = t.contiguous()
     # reshape(-1) lets 0-dim tensors take a dtype view; uint8 sidesteps numpy's lack of bfloat16.
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()).cast("B")
+    return t.reshape(-1).view(torch.uint8).numpy().data.cast("B")
 
 
 def encode(state: Mapping[str, torch.Tensor]) -> tuple[Manifest, list[memoryview]]:
@@ -221,7 +221,7 @@ def decode(manifest: Manifest, frames: Sequence[Buffer]) -> dict[str, torch.Tens
 def _decode_each(specs: Sequence[TensorSpec], frames: Sequence[Buffer]) -> dict[str, torch.Tensor]:
     if not all(_writable(f) for f in frames):
         flat = torch.empty(sum(s.nbytes for s in specs), dtype=torch.uint8)
-        out = memoryview(flat.numpy()).cast("B")
+        out = flat.numpy().data.cast("B")
         pos = 0
         for f, s in zip(frames, specs, strict=True):
             out[pos : pos + s.nbytes] = memoryview(f).cast("B")
@@ -237,7 +237,7 @@ def decode_flat(manifest: Manifest, buffer: Buffer) -> dict[str, torch.Tensor]:
         raise CodecError(f"payload holds {size} bytes, manifest says {manifest.total_nbytes}")
     if not _writable(buffer):
         copy = torch.empty(size, dtype=torch.uint8)
-        mv = memoryview(copy.numpy()).cast("B")
+        mv = copy.numpy().data.cast("B")
         mv[:] = memoryview(buffer).cast("B")
         buffer = mv
     return {

@@ -22,7 +22,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -130,6 +130,8 @@ class Node:
         self._members: dict[PeerId, str] = {}
         self._conns: dict[PeerId, _Conn] = {}
         self._inbound: dict[bytes, Inbound] = {}
+        # Streams that ended early: their chunks still in flight are dropped without a second count.
+        self._ended: deque[bytes] = deque(maxlen=256)
         self._outbound: dict[bytes, Outbound] = {}
         self._streams_of: Counter[PeerId] = Counter()
         self._queued = 0
@@ -232,7 +234,8 @@ class Node:
             s.bind(endpoint)
         except zmq.ZMQError as exc:
             raise TransportError(f"cannot bind {endpoint}: {exc}") from exc
-        return s.last_endpoint.decode()
+        last = s.last_endpoint
+        return last.decode() if isinstance(last, bytes) else str(last)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -288,7 +291,7 @@ class Node:
 
     def _user(self, frames: list[zmq.Frame]) -> PeerId | None:
         try:
-            return z85.decode(frames[1].get("User-Id"))
+            return z85.decode(str(frames[1].get("User-Id")))
         except (ValueError, IndexError, zmq.ZMQError):
             return None
 
@@ -407,7 +410,7 @@ class Node:
                 "hash_mismatch", peer, f"got {codec.hash_hex(digest)}, claimed {codec.hash_hex(msg.digest)}"
             )
             return Verdict(False, "hash_mismatch", codec.hash_hex(digest))
-        state = codec.decode_flat(msg.manifest, stream.buffer.numpy())
+        state = codec.decode_flat(msg.manifest, stream.view)
         self.stats.updates_received += 1
         header = UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta)
         try:
@@ -452,6 +455,8 @@ class Node:
             return "unroutable"
         finally:
             self._inbound.pop(stream.sid, None)
+            if stream.failed is not None or not stream.done.is_set():
+                self._ended.append(stream.sid)
 
     def _on_chunk(
         self,
@@ -464,6 +469,8 @@ class Node:
     ) -> None:
         """A chunk from the control channel (`peer` known) or the bulk channel (sealed, `route` known)."""
         stream = self._inbound.get(msg.sid)
+        if (stream is not None and stream.failed is not None) or (stream is None and msg.sid in self._ended):
+            return  # residue of a stream that already failed (and was counted once)
         if stream is None:
             raise m.BadMessage("unknown_stream", "chunk for no open stream")
         if via_bulk != (stream.key is not None) or (peer is not None and peer != stream.peer):
@@ -846,4 +853,4 @@ class Node:
             raise HashMismatch(
                 f"model from peer hashes to {codec.hash_hex(digest)}, expected {codec.hash_hex(model_hash)}"
             )
-        return codec.decode_flat(serve.manifest, stream.buffer.numpy())
+        return codec.decode_flat(serve.manifest, stream.view)

@@ -123,7 +123,7 @@ class Inbound:
         self._aead = ChaCha20Poly1305(key) if key else None
         self.total = manifest.total_nbytes
         self.buffer = torch.empty(self.total, dtype=torch.uint8)
-        self._view = memoryview(self.buffer.numpy()).cast("B")
+        self.view = self.buffer.numpy().data.cast("B")  # writable, flat: chunks land here
         self._hasher = ContentHasher(manifest)
         self._hashed: Future[None] | None = None  # the last hash update queued on the worker
         self.next_seq = 0
@@ -160,7 +160,7 @@ class Inbound:
         if seq >= self.granted:
             raise BadMessage("over_credit", f"chunk {seq} beyond the {self.granted} granted")
         size = min(self.chunk_size, self.total - self.offset)
-        dest = self._view[self.offset : self.offset + size]
+        dest = self.view[self.offset : self.offset + size]
         if self._aead is not None:
             self._open(seq, data, dest)
         else:
