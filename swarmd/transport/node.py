@@ -250,6 +250,9 @@ class Node:
         new = {bytes(k): v for k, v in peers.items()}
         for key in [k for k, c in self._conns.items() if new.get(k) != c.endpoint]:
             self._drop_conn(key)
+        for stream in self._inbound.values():
+            if stream.peer not in new:
+                stream.fail("not_member")
         self._members = new
 
     def callback(self, domain: str, key: bytes) -> bool:
@@ -383,7 +386,12 @@ class Node:
         try:
             async with self._slot:
                 self._queued -= 1
-                verdict = await self._stream_update(rid, peer, msg)
+                try:
+                    verdict = await self._stream_update(rid, peer, msg)
+                except Exception as exc:  # e.g. no memory for the buffer: refuse this one, keep serving
+                    log.exception("receiving an update failed")
+                    self._reject("internal_error", peer, repr(exc))
+                    verdict = Verdict(False, "internal_error")
                 await self._reply_quietly(rid, m.Reply(msg.req, verdict.ok, verdict.reason, verdict.detail))
         finally:
             self._streams_of[peer] -= 1
