@@ -310,9 +310,13 @@ def transport_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     goals = []
     for r in result["rows"]:
         label = f"{r['params'] / 1e6:.0f}M"
-        codec = r["codec"]["zero_copy_ratio"]
+        # The zero-copy path only makes views (its "ratio" is many times memcpy); the one-copy path, what
+        # a receiver holding read-only buffers pays, is the one the goal can bind.
+        codec = r["codec"]["one_copy_ratio"]
         rss = r["transfer"]["aead"]["rss_growth_ratio"]
-        goals.append(_goal(f"codec / memcpy, {label}", codec, 0.8, codec >= 0.8))
+        goals.append(
+            _goal(f"codec encode+decode (one copy) / fresh memcpy, {label}", codec, 0.8, codec >= 0.8)
+        )
         goals.append(_goal(f"receiver RSS growth / payload, {label}", rss, 2.0, rss < 2.0))
     return goals
 
