@@ -230,14 +230,14 @@ def _run_size(
                 for d in daemons:
                     d.stop(timeout=20)
         site_dirs = {s.name: s.config.parent for s in consortium.sites}
-        journals = {name: _read_site(d) for name, d in site_dirs.items()}
-        spans = {name: _entries(_timeline(d / "swarmd.log")) for name, d in site_dirs.items()}
+        journals = {name: _read_site(site_dir) for name, site_dir in site_dirs.items()}
+        spans = {name: _entries(_timeline(site_dir / "swarmd.log")) for name, site_dir in site_dirs.items()}
         if keep_logs is not None:
             dest = keep_logs / (f"{model}-n{n}" + ("" if block_time is None else f"-block{block_time:g}"))
-            for name, d in site_dirs.items():
+            for name, site_dir in site_dirs.items():
                 (dest / name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(d / "swarmd.log", dest / name / "swarmd.log")
-                shutil.copy2(d / "state" / "journal.json", dest / name / "journal.json")
+                shutil.copy2(site_dir / "swarmd.log", dest / name / "swarmd.log")
+                shutil.copy2(site_dir / "state" / "journal.json", dest / name / "journal.json")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

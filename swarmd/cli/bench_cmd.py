@@ -15,9 +15,10 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def _progress() -> Iterator[Progress]:
         yield progress
 
 
-def _steps(label: str, steps: list[tuple[str, Callable[[], Any]]]) -> list[Any]:
+def _steps(label: str, steps: Sequence[tuple[str, Callable[[], Any]]]) -> list[Any]:
     """Run `steps` in order under one progress bar; returns their results."""
     results = []
     with _progress() as progress:
@@ -147,7 +148,7 @@ def _write(
     command = "swarm bench " + " ".join(
         sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else [name]
     )
-    doc = {
+    doc: dict[str, Any] = {
         "bench": name,
         "schema": 1,
         "command": command,
@@ -367,7 +368,7 @@ def run_transport(out: Path, quick: bool) -> dict[str, Any]:
     sizes = SIZES[:1] if quick else SIZES
     rows = _steps(
         "transport",
-        [(f"{n / 1e6:.0f}M parameters", lambda n=n: run_transport_bench((n,), quick)) for n in sizes],
+        [(f"{n / 1e6:.0f}M parameters", partial(run_transport_bench, (n,), quick)) for n in sizes],
     )
     result = {
         "rows": [row for r in rows for row in r["rows"]],
@@ -601,7 +602,8 @@ def run_learning(
     steps = [
         (
             f"{kind} alpha={alpha} seed {seed}",
-            lambda kind=kind, alpha=alpha, seed=seed: run_learning_bench(
+            partial(
+                run_learning_bench,
                 kind,
                 sites=sites,
                 rounds=rounds,
