@@ -251,7 +251,10 @@ class Node:
         for key in [k for k, c in self._conns.items() if new.get(k) != c.endpoint]:
             self._drop_conn(key)
         for stream in self._inbound.values():
-            if stream.peer not in new:
+            if stream.peer not in new and stream.failed is None:
+                self._reject(
+                    "not_member", stream.peer, "an open stream's sender was removed from the members"
+                )
                 stream.fail("not_member")
         self._members = new
 

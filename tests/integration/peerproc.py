@@ -88,7 +88,12 @@ async def _run(node: Node, rec: Recorder, op: str, cmd: dict[str, Any]) -> dict[
         return {}
     if op == "stats":
         s = node.stats
-        return {"updates": rec.updates, "rejections": dict(s.rejections), "denied": s.handshakes_denied}
+        return {
+            "updates": rec.updates,
+            "announces": [[a.round, a.model_hash.hex()] for a in rec.announces],
+            "rejections": dict(s.rejections),
+            "denied": s.handshakes_denied,
+        }
     raise ValueError(f"unknown op {op}")
 
 

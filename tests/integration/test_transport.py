@@ -38,7 +38,9 @@ def test_densenet_sized_update_arrives_bit_exact_then_spreads_by_fetch(spawn_pee
     assert model.keys() == expected.keys()
     assert all(torch.equal(model[k], expected[k]) for k in expected)
     assert local.run(local.node.ping(b.key)) < 1.0
-    assert b.call("stats")["updates"] == 1
+    local.run(local.node.announce(b.key, round=4, model_hash=codec.parse_hash(out["sent"])))
+    stats = b.call("stats")
+    assert stats["updates"] == 1 and stats["announces"] == [[4, out["sent"][2:]]]
 
 
 def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:

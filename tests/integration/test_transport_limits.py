@@ -198,6 +198,15 @@ def test_stream_cap_and_stalled_peer_release_the_slot_for_honest_senders(
     assert node.node.stats.rejections["stream_cap"] == 1 and node.node.stats.rejections["stalled"] == 2
 
 
+def test_removing_a_member_ends_its_open_stream(loop_node, raw_peer) -> None:
+    node, raw = _member(loop_node, raw_peer, limits=Limits(stall_timeout=30.0))
+    _open_stream(raw, 1)
+    node.set_peers({node.node.peer_id: node.node.endpoint})
+    ended = raw.recv(5)  # at once, not after the 30 s stall timeout
+    assert ended is not None and ended["kind"] == "reply" and ended["reason"] == "not_member"
+    assert node.node.stats.rejections == {"not_member": 1}
+
+
 def test_oversize_frame_drops_that_connection_only(loop_node, raw_peer) -> None:
     node, raw = _member(loop_node, raw_peer)
     other = raw_peer(node.node.endpoint, node.public)
