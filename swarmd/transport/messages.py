@@ -263,7 +263,7 @@ def _unpack(frame: bytes | memoryview) -> object:
             max_ext_len=0,
             use_list=True,
         )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise BadMessage("bad_header", f"undecodable header: {exc}") from exc
 
 

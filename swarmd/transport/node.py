@@ -294,6 +294,9 @@ class Node:
                 self._reject(exc.reason, self._user(frames), str(exc))
             except zmq.ZMQError as exc:
                 self._reject("unroutable", None, str(exc))
+            except Exception as exc:  # the loop must outlive any bug: a dead loop is a deaf node
+                log.exception("unexpected error on the control socket")
+                self._reject("internal_error", self._user(frames), repr(exc))
 
     def _user(self, frames: list[zmq.Frame]) -> PeerId | None:
         try:
@@ -528,6 +531,9 @@ class Node:
                     raise m.BadMessage("unexpected_kind", f"{msg.KIND} on the bulk channel")
             except m.BadMessage as exc:
                 self._reject(exc.reason, None, str(exc))
+            except Exception as exc:  # the loop must outlive any bug: a dead loop is a deaf node
+                log.exception("unexpected error on the bulk socket")
+                self._reject("internal_error", None, repr(exc))
 
     # --- server side: serving models ---------------------------------------------------------------
     async def _serve_fetch(self, rid: bytes, peer: PeerId, msg: m.Fetch) -> None:
@@ -676,6 +682,9 @@ class Node:
                     raise m.BadMessage("unexpected_kind", f"{msg.KIND} is not an answer")
             except m.BadMessage as exc:
                 self._reject(exc.reason, conn.key, str(exc))
+            except Exception as exc:  # the loop must outlive any bug: a dead loop is a deaf connection
+                log.exception("unexpected error on a peer connection")
+                self._reject("internal_error", conn.key, repr(exc))
 
     async def _request(self, peer: PeerId, msg: m.Message) -> tuple[_Conn, asyncio.Queue[Any]]:
         conn = self._conn(peer)
