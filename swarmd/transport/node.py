@@ -36,7 +36,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from swarmd import codec
 from swarmd.codec import Manifest
-from swarmd.errors import HashMismatch, PeerRejected, TransportError
+from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
 from swarmd.transport import messages as m
 from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict
 from swarmd.transport.stream import Inbound, Outbound, iter_chunks, new_key, new_sid
@@ -102,6 +102,19 @@ def _z85_bytes(key: str | bytes) -> bytes:
     return key.encode("ascii") if isinstance(key, str) else key
 
 
+def _curve_key(z85_key: bytes) -> bytes:
+    """The 32 raw bytes of a z85 CURVE key (40 characters); IdentityError if it is not one."""
+    try:
+        raw = z85.decode(z85_key) if len(z85_key) == 40 else b""
+    except (ValueError, KeyError, TypeError):
+        raw = b""
+    if len(raw) != 32:
+        raise IdentityError(
+            "a CURVE key must be 40 z85 characters", hint="see `swarm init` / zmq.curve_keypair()"
+        )
+    return raw
+
+
 class Node:
     """One site's transport. Use `async with Node(...) as node:` or `await start()` / `await close()`."""
 
@@ -126,7 +139,8 @@ class Node:
         self._bulk_bind = bulk_bind
         self._public = _z85_bytes(public_key)
         self._secret = _z85_bytes(secret_key)
-        self.peer_id: PeerId = z85.decode(self._public)
+        self.peer_id: PeerId = _curve_key(self._public)
+        _curve_key(self._secret)
         self._members: dict[PeerId, str] = {}
         self._conns: dict[PeerId, _Conn] = {}
         self._inbound: dict[bytes, Inbound] = {}
@@ -156,6 +170,14 @@ class Node:
         await self.close()
 
     async def start(self) -> None:
+        """Bind the sockets and start serving; raise TransportError (and release everything) if not."""
+        try:
+            self._open()
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open(self) -> None:
         self._ctx = zmq.asyncio.Context()
         self._auth = AsyncioAuthenticator(self._ctx, log=logging.getLogger("swarmd.transport.zap"))
         self._auth.start()

@@ -10,11 +10,11 @@ import pytest
 import torch
 import zmq
 from conftest import FAST, free_port
-from peerproc import densenet_like_state
+from peerproc import Recorder, densenet_like_state
 
 from swarmd import codec
-from swarmd.errors import HashMismatch, PeerRejected, TransportError
-from swarmd.transport import Verdict
+from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
+from swarmd.transport import Node, Verdict
 
 pytestmark = pytest.mark.multiproc
 
@@ -149,3 +149,15 @@ def test_a_cancelled_send_frees_the_receivers_slot_at_once(spawn_peer, loop_node
     assert local.run(local.node.send_update(b.key, round=2, term=0, state=small)).ok
     assert time.monotonic() - t0 < 10  # not the 60 s stall timeout
     assert b.call("stats")["rejections"] == {"cancelled": 1}
+
+
+def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
+    first = loop_node(limits=FAST)
+    pub, sec = zmq.curve_keypair()
+    taken = Node(Recorder(), bind=first.node.endpoint, public_key=pub, secret_key=sec, max_bytes=1)
+    with pytest.raises(TransportError, match="cannot bind"):
+        first.run(taken.start())
+    with pytest.raises(IdentityError):
+        Node(Recorder(), bind="tcp://127.0.0.1:*", public_key=b"short", secret_key=sec, max_bytes=1)
+    with pytest.raises(IdentityError):
+        Node(Recorder(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=b"~" * 40, max_bytes=1)
