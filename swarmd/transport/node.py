@@ -115,6 +115,17 @@ def _curve_key(z85_key: bytes) -> bytes:
     return raw
 
 
+def _raise_if_sentinel(conn: _Conn, msg: m.Message) -> None:
+    """Local events posted to pending requests as req-0 replies become errors for the caller."""
+    if not isinstance(msg, m.Reply) or msg.req != 0:
+        return
+    if msg.reason == "refused":
+        raise PeerRejected(conn.refused or "handshake refused by the peer")
+    if msg.reason == "peer_removed":
+        raise PeerRejected("peer was removed from the member set")
+    raise TransportError(f"connection to peer lost ({msg.reason})", hint="it may have crashed or restarted")
+
+
 class Node:
     """One site's transport. Use `async with Node(...) as node:` or `await start()` / `await close()`."""
 
@@ -626,6 +637,9 @@ class Node:
                 return
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self.stats.disconnects += 1
+                if conn is not None:  # the peer died or restarted: what we wait for will not come
+                    for q in conn.pending.values():
+                        q.put_nowait((m.Reply(0, False, "disconnected"), []))
             elif conn is not None and event["event"] in failed:
                 conn.refused = "handshake refused by the peer (not a member there, or a key mismatch)"
                 for q in conn.pending.values():
@@ -724,8 +738,7 @@ class Node:
             raise TransportError(
                 "no answer from peer", hint="is it up, reachable, and does it list this site as a member?"
             ) from exc
-        if isinstance(msg, m.Reply) and msg.reason in ("refused", "peer_removed") and msg.req == 0:
-            raise PeerRejected(conn.refused or "peer was removed from the member set")
+        _raise_if_sentinel(conn, msg)
         return msg
 
     def _new_req(self) -> int:
@@ -831,6 +844,7 @@ class Node:
             if getter in done:
                 msg, _ = getter.result()
                 out.fail(getattr(msg, "reason", "") or "closed")
+                _raise_if_sentinel(conn, msg)
                 return msg
             exc = pump.exception()
             if exc is not None:
@@ -841,6 +855,7 @@ class Node:
                 raise exc
             # every chunk is out: the receiver now hashes, decodes and runs its handler
             msg, _ = await asyncio.wait_for(getter, timeout or self.limits.request_timeout)
+            _raise_if_sentinel(conn, msg)
             return msg
         except (TimeoutError, asyncio.TimeoutError) as exc:
             raise TransportError("no verdict from peer after the stream") from exc

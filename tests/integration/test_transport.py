@@ -161,3 +161,23 @@ def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
         Node(Recorder(), bind="tcp://127.0.0.1:*", public_key=b"short", secret_key=sec, max_bytes=1)
     with pytest.raises(IdentityError):
         Node(Recorder(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=b"~" * 40, max_bytes=1)
+
+
+def test_a_receiver_killed_mid_stream_fails_the_send_within_the_stall_timeout(spawn_peer, loop_node) -> None:
+    b = spawn_peer()
+    local = loop_node(limits=FAST)  # stall_timeout 1 s
+    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
+    b.set_peers(members)
+    local.set_peers(members)
+    sending = asyncio.run_coroutine_threadsafe(
+        local.node.send_update(b.key, round=1, term=0, state=densenet_like_state(30_000_000, seed=2)),
+        local.loop,
+    )
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
+    b.proc.kill()  # the leader dies mid-exchange (kill -9)
+    t0 = time.monotonic()
+    with pytest.raises(TransportError):
+        sending.result(30)
+    assert time.monotonic() - t0 < 5
