@@ -559,6 +559,7 @@ def learning_plots(cases: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.fill_between(xs, lo, hi, alpha=0.15, color=line.get_color())
         ax.axhline(c["centralized"][0], color=line.get_color(), linestyle="dotted", linewidth=1)
     ax.set_xlabel("round")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("metric on the shared held-out set")
     ax.set_title("swarm model per round (dotted: centralized)")
     ax.legend(fontsize=7)
