@@ -115,6 +115,11 @@ def _curve_key(z85_key: bytes) -> bytes:
     return raw
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _raise_if_sentinel(conn: _Conn, msg: m.Message) -> None:
     """Local events posted to pending requests as req-0 replies become errors for the caller."""
     if not isinstance(msg, m.Reply) or msg.req != 0:
@@ -234,7 +239,9 @@ class Node:
             self._auth.stop()
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
-            self._ctx = None
+        # closing twice (a failed start, then the caller's close) must be harmless
+        self._router = self._router_mon = self._bulk_router = None
+        self._auth, self._ctx = None, None
 
     @property
     def max_frame(self) -> int:
@@ -862,6 +869,7 @@ class Node:
         finally:
             for f in (pump, getter):
                 f.cancel()
+                f.add_done_callback(_retrieve)  # an ended pump's error is already reported above
 
     async def fetch_model(
         self, peer: PeerId, model_hash: bytes, *, max_bytes: int, timeout: float | None = None

@@ -157,6 +157,7 @@ def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
     taken = Node(Recorder(), bind=first.node.endpoint, public_key=pub, secret_key=sec, max_bytes=1)
     with pytest.raises(TransportError, match="cannot bind"):
         first.run(taken.start())
+    first.run(taken.close())  # a second close after the failed start is harmless
     with pytest.raises(IdentityError):
         Node(Recorder(), bind="tcp://127.0.0.1:*", public_key=b"short", secret_key=sec, max_bytes=1)
     with pytest.raises(IdentityError):
