@@ -39,7 +39,13 @@ class Verdict:
 
 
 class Handler(Protocol):
-    """Implemented by the daemon. Called on the node's event loop; keep slow work off it."""
+    """Implemented by the daemon. Called on the node's event loop; keep slow work off it.
+
+    Optional: `check_offer(peer, header) -> Verdict`, if the handler defines it, is called when an
+    update is offered, before it waits for the receive slot and before any byte moves. A refusal
+    (e.g. a stale round or term) is answered at once with reason "offer_refused" and the handler's
+    reason in the detail. Keep it cheap and synchronous.
+    """
 
     async def on_update(
         self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes

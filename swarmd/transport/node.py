@@ -406,8 +406,11 @@ class Node:
     # --- server side: inbound updates --------------------------------------------------------------
     def _admit_update(self, rid: bytes, peer: PeerId, msg: m.UpdateOffer) -> None:
         total = msg.manifest.total_nbytes
+        early = self._check_offer(peer, msg)
         if total > self.max_bytes:
             reason, detail = "too_large", f"update of {total} bytes, limit {self.max_bytes}"
+        elif early is not None and not early.ok:
+            reason, detail = "offer_refused", f"{early.reason}: {early.detail}"
         elif self._streams_of[peer] >= self.limits.streams_per_peer:
             reason, detail = "stream_cap", f"peer already holds {self._streams_of[peer]} update streams"
         elif self._queued >= self.limits.max_queued:
@@ -419,6 +422,18 @@ class Node:
             return
         self._reject(reason, peer, detail)
         self._spawn(self._reply_quietly(rid, m.Reply(msg.req, False, reason, detail)))
+
+    def _check_offer(self, peer: PeerId, msg: m.UpdateOffer) -> Verdict | None:
+        """The handler's optional early look at an offer (`check_offer`), before any byte moves."""
+        check = getattr(self.handler, "check_offer", None)
+        if check is None:
+            return None
+        try:
+            verdict = check(peer, UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta))
+        except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
+            log.exception("check_offer failed")
+            return Verdict(False, "handler_error", repr(exc)[:200])
+        return verdict if isinstance(verdict, Verdict) else None
 
     async def _send_quietly(self, sock: zmq.asyncio.Socket, msg: m.Message) -> None:
         with contextlib.suppress(zmq.ZMQError):

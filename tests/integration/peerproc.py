@@ -58,6 +58,10 @@ class Recorder:
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
         self.announces.append(header)
 
+    def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
+        # the optional early check: this test peer refuses updates for round 0
+        return Verdict(header.round != 0, "stale_round" if header.round == 0 else "")
+
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         payload = self.models.get(model_hash)
         if payload is None or not self.corrupt_serving:
