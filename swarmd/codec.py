@@ -153,6 +153,10 @@ def _check_state(state: Mapping[str, torch.Tensor]) -> None:
             raise CodecError(
                 f"tensor {name!r}: unsupported dtype {t.dtype}", hint=f"use one of {list(DTYPES)}"
             )
+        if t.layout != torch.strided or t.device.type == "meta":
+            raise CodecError(
+                f"tensor {name!r}: only dense tensors with data can be encoded ({t.layout}, {t.device})"
+            )
 
 
 def manifest_of(state: Mapping[str, torch.Tensor]) -> Manifest:

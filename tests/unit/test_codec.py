@@ -98,6 +98,10 @@ def test_state_validation() -> None:
         manifest_of({"x": [1, 2]})  # type: ignore[dict-item]
     with pytest.raises(CodecError):
         manifest_of({"": torch.zeros(1)})
+    with pytest.raises(CodecError, match="dense"):
+        manifest_of({"s": torch.eye(3).to_sparse()})
+    with pytest.raises(CodecError, match="dense"):
+        manifest_of({"m": torch.empty(3, device="meta")})
 
 
 def test_sizes_must_match_the_manifest() -> None:
