@@ -53,8 +53,8 @@ def _past_open(ledger, r):
 def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_resumes(
     swarm_root, swarm_factory
 ):
-    with swarm_factory(swarm_root, rounds=4, block_time=1, commit_window=4, leader_timeout=8) as swarm:
-        r, dead = _freeze_leader_of_an_open_exchange(swarm, range(1, 3))
+    with swarm_factory(swarm_root, rounds=3, block_time=1, commit_window=4, leader_timeout=8) as swarm:
+        r, dead = _freeze_leader_of_an_open_exchange(swarm, range(0, 2))
         victim = swarm.daemon(dead)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
@@ -64,15 +64,16 @@ def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_res
             what=f"round {r} to finalize after the leader died",
         )
         assert dead in info.failed_leaders and info.leader != dead and info.term >= 2
-        assert dead not in info.included and len(info.included) >= 2
+        # every live committer resent its update to the new leader and was merged
+        assert set(info.included) == {c.site for c in info.commits} - {dead}
         # the killed site restarts mid-swarm, catches up from its journal and its peers, and finishes
         victim.start()
         swarm.wait_done(timeout=240)
-        final = swarm.ledger.round(3)
+        final = swarm.ledger.round(2)
         assert final.status == RoundStatus.FINALIZED
         hashes = {st["last_merged_hash"] for st in swarm.statuses()}
         assert hashes == {"0x" + final.merged_hash.hex()}
-        rounds_after_restart = [swarm.ledger.round(k) for k in range(r + 1, 4)]
+        rounds_after_restart = [swarm.ledger.round(k) for k in range(r + 1, 3)]
         assert any(dead in {c.site for c in i.commits} for i in rounds_after_restart), (
             "restarted site never rejoined"
         )
@@ -91,7 +92,7 @@ class _Quiet:
 
 def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_factory):
     with swarm_factory(
-        swarm_root, sites=4, rounds=2, block_time=1, commit_window=30, leader_timeout=6, start=False
+        swarm_root, sites=4, rounds=1, block_time=1, commit_window=30, leader_timeout=6, start=False
     ) as swarm:
         forger_site = swarm.consortium.sites[3]
         for d in swarm.daemons[:3]:
@@ -169,7 +170,7 @@ def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
     """anvil stops (dumping its state) and comes back on the same port with that state; the
     daemons keep retrying with backoff meanwhile, then finish every round."""
     state = swarm_root / "chain-state.json"
-    with swarm_factory(swarm_root, rounds=3, block_time=1, chain_state=state) as swarm:
+    with swarm_factory(swarm_root, rounds=2, block_time=1, chain_state=state) as swarm:
         wait_until(lambda: swarm.ledger.current_round() >= 1, 120, what="round 0 to finalize")
         port = int(swarm.devnet.rpc_url.rsplit(":", 1)[1])
         swarm.devnet.stop()
@@ -179,7 +180,7 @@ def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
             time.sleep(0.5)
         with Devnet.start(port=port, block_time=1, accounts=8, state_file=state):
             swarm.wait_done(timeout=240)
-            final = swarm.ledger.round(2)
+            final = swarm.ledger.round(1)
             assert final.status == RoundStatus.FINALIZED
             assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
         assert all(d.alive() for d in swarm.daemons)  # nobody crashed during the outage
@@ -189,7 +190,7 @@ def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
 def test_late_site_catches_up_from_peers_and_joins_the_next_round(swarm_root, swarm_factory):
     """site-c's daemon starts only after round 0 is finalized: it pulls M_0 from a holder (verified
     against the chain), takes part in the following rounds, and ends on the same model."""
-    with swarm_factory(swarm_root, rounds=3, block_time=1, commit_window=3, start=False) as swarm:
+    with swarm_factory(swarm_root, rounds=4, block_time=1, commit_window=6, start=False) as swarm:
         early, late = swarm.daemons[:2], swarm.daemons[2]
         for d in early:
             d.start()
@@ -198,9 +199,9 @@ def test_late_site_catches_up_from_peers_and_joins_the_next_round(swarm_root, sw
         assert late_address not in {c.site for c in swarm.ledger.round(0).commits}
         late.start()
         swarm.wait_done(timeout=240)
-        joined = [r for r in (1, 2) if late_address in swarm.ledger.round(r).included]
+        joined = [r for r in (1, 2, 3) if late_address in swarm.ledger.round(r).included]
         assert joined, "the late site never contributed"
-        final = swarm.ledger.round(2)
+        final = swarm.ledger.round(3)
         assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
 
 
@@ -214,8 +215,8 @@ def _received(journal_path, r: int) -> dict:
 def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root, swarm_factory):
     """kill -9 the leader as soon as it has acknowledged a peer's update; restarted before its
     timeout, it folds the stored update in again (that peer does not resend) and finalizes."""
-    with swarm_factory(swarm_root, rounds=3, block_time=1, leader_timeout=40) as swarm:
-        for r in range(3):
+    with swarm_factory(swarm_root, rounds=2, block_time=1, leader_timeout=40) as swarm:
+        for r in range(2):
             info = wait_until(lambda r=r: _past_open(swarm.ledger, r), 120, interval=0.05, what=f"round {r}")
             leader = swarm.daemon(info.leader)
             journal = leader.config.parent / "state" / "journal.json"
