@@ -55,6 +55,8 @@ class ChainSection:
 class TransportSection:
     bind: str  # e.g. tcp://0.0.0.0:7700
     endpoint: str  # advertised on chain, e.g. tcp://site-a.example.org:7700
+    bulk: str = "aead"  # model bytes: "aead" (sealed, on port+1) or "curve" (one port, slower)
+    bulk_bind: str = ""  # where the bulk socket binds; empty: the bind address's port + 1
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ def _validate(cfg: SiteConfig) -> None:
             raise ConfigError(f"{label} must be a tcp:// or ipc:// address, got {url!r}")
     if not cfg.chain.rpc_url.startswith(("http://", "https://", "ws://", "wss://")):
         raise ConfigError(f"chain.rpc_url must be an http(s):// or ws(s):// URL, got {cfg.chain.rpc_url!r}")
+    if cfg.transport.bulk not in ("aead", "curve"):
+        raise ConfigError(f"transport.bulk must be aead or curve, got {cfg.transport.bulk!r}")
     contract = cfg.chain.contract
     if contract and not (contract.startswith("0x") and len(contract) == 42):
         raise ConfigError(f"chain.contract must be a 0x-prefixed 20-byte address, got {contract!r}")

@@ -25,7 +25,8 @@ def export(
 
     with cli_errors():
         path = export_bundle(load_config(config), round_number, out)
-    console.print(f"exported round {round_number} to {path} (models/model.safetensors; run it with configs/inference.json)")
+    console.print(f"exported round {round_number} to {path}")
+    console.print("weights: models/model.safetensors; inference: configs/inference.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,8 @@ class Daemon:
             public_key=ident.curve.public,
             secret_key=ident.curve.secret,
             max_bytes=task.swarm.max_update_bytes,
+            bulk="curve" if cfg.transport.bulk == "curve" else "aead",
+            bulk_bind=cfg.transport.bulk_bind or None,
         )
         self.driver.node = self.node
         await self.node.start()

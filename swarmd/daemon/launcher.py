@@ -31,7 +31,14 @@ class DaemonProcess:
     def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "swarmd.cli.swarmd", "run", "--config", str(self.config)]
-        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Without the mmap threshold glibc keeps freed multi-MB payloads resident (docs/transport.md).
+        full_env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "MALLOC_MMAP_THRESHOLD_": "16777216",
+            **(env or {}),
+        }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
         return self

@@ -65,6 +65,13 @@ ROUND_ERRORS = (LedgerError, TransportError, WireError, CheckpointError, MergeEr
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
 
 
+def _retryable(verdict: Verdict) -> bool:
+    """The leader has not opened this term's exchange yet (or is busy): try again shortly."""
+    if verdict.reason == "offer_refused":  # refused by check_offer before any byte moved
+        return verdict.detail.startswith("not_ready")
+    return verdict.reason in ("not_ready", "busy")
+
+
 class RssPeak:
     """Samples this process's RSS in a thread; `growth` is the peak over the value at entry.
 
@@ -351,7 +358,7 @@ class RoundDriver:
                 self.journal.update(r, delivered_term=info.term)
                 log.info("round %d: leader %s accepted our update", r, leader)
                 return
-            if verdict is not None and verdict.reason not in ("not_ready", "busy"):
+            if verdict is not None and not _retryable(verdict):
                 log.error(
                     "round %d: leader %s rejected our update: %s %s",
                     r,
@@ -462,6 +469,13 @@ class RoundDriver:
                 return
 
     # --- transport handler (called by the node) ---------------------------------------------------
+    def check_offer(self, peer: bytes, header: Any) -> Verdict:
+        """Refuse an update for a round or term we are not collecting, before its bytes move."""
+        ex = self.exchange
+        if ex is None or ex.round != header.round or ex.term != header.term:
+            return Verdict(False, "not_ready", "no exchange open for that round and term")
+        return Verdict(True)
+
     async def on_update(
         self, peer: bytes, header: Any, state: Mapping[str, torch.Tensor], digest: bytes
     ) -> Any:
