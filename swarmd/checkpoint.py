@@ -18,7 +18,7 @@ import torch
 
 from swarmd.codec import HASH_SIZE, content_hash, hash_hex
 from swarmd.errors import CheckpointError, CodecError, StoreError
-from swarmd.fsutil import atomic_write
+from swarmd.fsutil import atomic_path
 
 SUFFIX = ".safetensors"
 _METADATA = {"format": "pt", "producer": "swarmd"}
@@ -34,22 +34,21 @@ def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _serialize(state: Mapping[str, torch.Tensor]) -> bytes:
+def save_file(state: Mapping[str, torch.Tensor], path: Path) -> Path:
+    """Write `state` as a safetensors file at `path`, atomically. For exports; the store uses put().
+
+    safetensors writes each tensor from its own memory, so saving adds no model-sized copy:
+    a leader persisting an update it just received stays within its memory bound."""
+    plain = _plain(state)
     try:
-        return safetensors.torch.save(_plain(state), metadata=_METADATA)
+        with atomic_path(path) as tmp:
+            safetensors.torch.save_file(plain, tmp, metadata=_METADATA)
+    except StoreError as exc:
+        raise CheckpointError(str(exc)) from exc
     except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
         # e.g. two entries sharing storage, which safetensors refuses on purpose
         raise CheckpointError(f"cannot serialize state dict: {exc}") from exc
-
-
-def save_file(state: Mapping[str, torch.Tensor], path: Path) -> Path:
-    """Write `state` as a safetensors file at `path`, atomically. For exports; the store uses put()."""
-    try:
-        return atomic_write(path, _serialize(state))
-    except CheckpointError:
-        raise
-    except StoreError as exc:
-        raise CheckpointError(str(exc)) from exc
+    return Path(path)
 
 
 def _deserialize(data: bytes, path: Path) -> dict[str, torch.Tensor]:
@@ -101,10 +100,13 @@ class CheckpointStore:
     def has(self, h: bytes) -> bool:
         return self.path(h).is_file()
 
-    def put(self, state: Mapping[str, torch.Tensor]) -> bytes:
-        """Store `state` (idempotent) and return its content hash."""
+    def put(self, state: Mapping[str, torch.Tensor], h: bytes | None = None) -> bytes:
+        """Store `state` (idempotent) and return its content hash.
+
+        `h` skips hashing when the caller already computed the content hash over these very
+        bytes (the transport hashes as it receives); it is never a hash taken from a peer."""
         try:
-            h = content_hash(state)
+            h = content_hash(state) if h is None else _check_hash(h)
         except CodecError as exc:
             raise CheckpointError(f"cannot checkpoint this state dict: {exc}") from exc
         target = self.path(h)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-from swarmd.checkpoint import CheckpointStore
 from swarmd.config import SiteConfig
 from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
@@ -14,7 +13,7 @@ from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.provision import check_task_binding, site_identity, site_ledger
 from swarmd.daemon.rounds import RoundDriver, StopRequested
 from swarmd.daemon.state import DaemonState, Phase
-from swarmd.daemon.store import Journal
+from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import ConfigError
 from swarmd.task import load_task
 
@@ -62,7 +61,7 @@ class Daemon:
             ledger=ledger,
             node=None,
             trainer=trainer,
-            store=CheckpointStore(state_dir / "checkpoints"),
+            store=ModelStore(state_dir / "checkpoints"),
             journal=Journal.open(state_dir / "journal.json"),
             state=self.state,
             metrics=metrics,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -22,11 +23,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import Manifest, content_hash, encode, hash_hex, parse_hash
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.state import DaemonState, Phase
-from swarmd.daemon.store import Journal
+from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import (
     ChainUnavailable,
     CheckpointError,
@@ -119,7 +119,7 @@ class RoundDriver:
         ledger: Ledger,
         node: Any,
         trainer: Any,
-        store: CheckpointStore,
+        store: ModelStore,
         journal: Journal,
         state: DaemonState,
         metrics: Any,
@@ -138,6 +138,7 @@ class RoundDriver:
         self.eval_list = eval_list
         self.me = state.address
         self.stopping = asyncio.Event()
+        self._nudged = asyncio.Event()  # a peer's message suggests the chain moved: poll now
         self.exchange: Exchange | None = None
         self.servable: set[bytes] = set()  # finalized models (verified on chain) we may serve
         self.members: dict[bytes, str] = {}  # curve key -> account, active members only
@@ -166,7 +167,7 @@ class RoundDriver:
             except ChainUnavailable as exc:
                 self.state.chain_ok = False
                 log.warning("chain unreachable (%s); retrying in %.1fs", exc, delay)
-                await self.sleep(delay)
+                await self.sleep(delay, wakeable=False)
                 delay = min(delay * 2, 10.0)
 
     async def transact(self, fn: Callable[..., T], *args: Any) -> T | None:
@@ -179,13 +180,25 @@ class RoundDriver:
                 return None
             raise
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, but wake up and raise StopRequested when a stop is requested."""
+    async def sleep(self, seconds: float, *, wakeable: bool = True) -> None:
+        """Sleep between chain polls; raise StopRequested when a stop is requested.
+
+        A wakeable sleep also ends at `nudge()`: peers' messages (an announce, an update sent
+        to us as leader) show that the chain moved before our next poll would."""
+        events = [self.stopping, self._nudged] if wakeable else [self.stopping]
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
         try:
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            return
-        raise StopRequested
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if self.stopping.is_set():
+            raise StopRequested
+        if wakeable:
+            self._nudged.clear()
+
+    def nudge(self) -> None:
+        self._nudged.set()
 
     def checkpoint(self) -> None:
         if self.stopping.is_set():
@@ -348,7 +361,7 @@ class RoundDriver:
             return
         update = self.store.get(parse_hash(rec.update_hash))
         leader = info.leader or ""
-        delay = 0.25
+        delay = 0.1
         while True:
             self.checkpoint()
             if leader not in self.endpoints:
@@ -428,7 +441,7 @@ class RoundDriver:
                 del own
                 # Updates this leader accepted before a crash are on disk: fold them in again.
                 for sender, h in self.journal.get(r).received.items():
-                    self.offer_stored(exchange, sender, self.store.get(parse_hash(h)))
+                    self.offer_stored(exchange, sender, self.store.get(parse_hash(h), keep=False))
                 await self.collect(exchange, info)
                 self.set_phase(Phase.MERGE, r)
                 merged, included = exchange.result()
@@ -473,6 +486,7 @@ class RoundDriver:
         """Refuse an update for a round or term we are not collecting, before its bytes move."""
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
+            self.nudge()  # a committer saw us elected: look at the chain now, not at the next poll
             return Verdict(False, "not_ready", "no exchange open for that round and term")
         return Verdict(True)
 
@@ -497,8 +511,9 @@ class RoundDriver:
             log.warning("round %d: rejected update from %s: %s", ex.round, sender, exc)
             return Verdict(False, reason, str(exc))
         # Persist before acknowledging: the sender will not resend to this term's leader.
-        stored = await asyncio.get_running_loop().run_in_executor(None, self.store.put, state)
-        received = {**self.journal.get(ex.round).received, sender: hash_hex(stored)}
+        put = functools.partial(self.store.put, state, digest, keep=False)
+        await asyncio.get_running_loop().run_in_executor(None, put)
+        received = {**self.journal.get(ex.round).received, sender: hash_hex(digest)}
         self.journal.update(ex.round, received=received)
         return Verdict(True)
 
@@ -507,6 +522,7 @@ class RoundDriver:
         if sender is None:
             return
         self.state.peers_seen[sender] = time.time()
+        self.nudge()  # a round was finalized
         h = header.model_hash
         if self.store.has(h) or h in self._fetching:
             return
@@ -633,6 +649,7 @@ class RoundDriver:
                     continue
                 if self.store.put(state) == h:
                     self.servable.add(h)
+                    self.nudge()
                     log.info("round %d: got model 0x%s..", r, h.hex()[:12])
                     await self.gossip(r, h, exclude={self.members.get(peer, "")})
                     return True

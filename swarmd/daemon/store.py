@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from swarmd.checkpoint import CheckpointStore
 from swarmd.errors import JournalError
 from swarmd.fsutil import atomic_write_text
 
@@ -97,3 +102,42 @@ class Journal:
     def latest_merged(self) -> RoundRecord | None:
         done = [rec for rec in self.rounds.values() if rec.merged_hash]
         return max(done, key=lambda rec: rec.round) if done else None
+
+
+class ModelStore(CheckpointStore):
+    """The checkpoint store, plus the last few models a round touches, kept in memory.
+
+    A round reads the same models again and again (its base, our update, the merged model it
+    serves). Reading one back costs a disk read, a copy and a re-hash, about as long as moving it
+    over loopback, so the round's critical path reads memory instead. Updates received as leader
+    are written with `keep=False`: keeping them would hold N models, not one accumulator.
+    """
+
+    def __init__(self, root: Path, keep: int = 3) -> None:
+        super().__init__(root)
+        self.keep = keep
+        self._recent: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, state: Mapping[str, torch.Tensor], h: bytes | None = None, *, keep: bool = True) -> bytes:
+        h = super().put(state, h)
+        if keep:
+            self._remember(h, dict(state))
+        return h
+
+    def get(self, h: bytes, *, keep: bool = True) -> dict[str, torch.Tensor]:
+        with self._lock:
+            if h in self._recent:
+                self._recent.move_to_end(h)
+                return self._recent[h]
+        state = super().get(h)
+        if keep:
+            self._remember(h, state)
+        return state
+
+    def _remember(self, h: bytes, state: dict[str, torch.Tensor]) -> None:
+        with self._lock:
+            self._recent[h] = state
+            self._recent.move_to_end(h)
+            while len(self._recent) > self.keep:
+                self._recent.popitem(last=False)

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -199,7 +198,8 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
                 c.mine(WINDOW)
             self.elect(len(actors) - 1)
 
-        @precondition(lambda self: self.m.commits)
+        # No precondition on the model's state: hypothesis 6.170 reports any state-dependent
+        # precondition here as a flaky strategy. Mining with no commits is a harmless no-op step.
         @rule(blocks=st.integers(1, 4))
         def mine(self, blocks: int) -> None:
             c.mine(blocks)

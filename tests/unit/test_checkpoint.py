@@ -96,3 +96,22 @@ def test_export_and_verify_with_expected_hash(tmp_path, state):
 def test_non_tensor_entry_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not a tensor"):
         save_file({"w": [1, 2, 3]}, tmp_path / "x.safetensors")  # type: ignore[dict-item]
+
+
+def test_failed_save_keeps_the_old_file_and_leaves_no_tmp(tmp_path, state):
+    target = tmp_path / "model.safetensors"
+    save_file(state, target)
+    before = target.read_bytes()
+    shared = torch.zeros(4)
+    # Two names over one storage: safetensors refuses, and the refusal must not touch the old file.
+    with pytest.raises(CheckpointError, match="cannot serialize"):
+        save_file({"a": shared, "b": shared}, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_save_file_where_the_directory_is_a_file_is_a_checkpoint_error(tmp_path, state):
+    (tmp_path / "models").write_text("not a directory")
+    with pytest.raises(CheckpointError, match="cannot write"):
+        save_file(state, tmp_path / "models" / "m.safetensors")
+    assert (tmp_path / "models").read_text() == "not a directory"

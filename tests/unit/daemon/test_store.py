@@ -1,9 +1,11 @@
 import json
 
 import pytest
+import torch
 
-from swarmd.daemon.store import Journal
-from swarmd.errors import JournalError
+from swarmd.codec import content_hash
+from swarmd.daemon.store import Journal, ModelStore
+from swarmd.errors import CheckpointError, JournalError
 
 
 def test_journal_survives_reopen(tmp_path):
@@ -43,3 +45,35 @@ def test_no_temp_files_left(tmp_path):
     for r in range(5):
         j.update(r, n_samples=r)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.json"]
+
+
+def _model(seed: int) -> dict[str, torch.Tensor]:
+    return {"w": torch.randn(8, 4, generator=torch.Generator().manual_seed(seed)), "n": torch.tensor(seed)}
+
+
+def test_model_store_serves_recent_models_from_memory_and_the_rest_from_disk(tmp_path):
+    store = ModelStore(tmp_path / "ckpt", keep=2)
+    a, b, c = _model(1), _model(2), _model(3)
+    ha, hb, hc = store.put(a), store.put(b), store.put(c)
+    assert store.get(hc)["w"] is c["w"]  # kept: no disk read, no copy
+    assert store.get(hb)["w"] is b["w"]
+    from_disk = store.get(ha)  # evicted (keep=2): read back and verified
+    assert from_disk["w"] is not a["w"] and torch.equal(from_disk["w"], a["w"])
+    assert all(store.has(h) for h in (ha, hb, hc))
+
+
+def test_model_store_keep_false_writes_without_holding_the_model(tmp_path):
+    store = ModelStore(tmp_path / "ckpt")
+    received = _model(4)
+    h = store.put(received, content_hash(received), keep=False)
+    assert store.get(h, keep=False)["w"] is not received["w"]
+    assert store.get(h, keep=False)["w"] is not store.get(h, keep=False)["w"]
+
+
+def test_model_store_a_deleted_file_is_still_a_checkpoint_error_when_not_kept(tmp_path):
+    store = ModelStore(tmp_path / "ckpt", keep=1)
+    h = store.put(_model(5))
+    store.put(_model(6))
+    store.path(h).unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        store.get(h)
