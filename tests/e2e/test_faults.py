@@ -53,7 +53,9 @@ def _past_open(ledger, r):
 def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_resumes(
     swarm_root, swarm_factory
 ):
-    with swarm_factory(swarm_root, rounds=3, block_time=1, commit_window=4, leader_timeout=8) as swarm:
+    # Four rounds: a restarted daemon needs a few seconds to start, and the swarm does not wait for it,
+    # so at least two rounds must remain after the failover for it to be seen rejoining.
+    with swarm_factory(swarm_root, rounds=4, block_time=1, commit_window=4, leader_timeout=8) as swarm:
         r, dead = _freeze_leader_of_an_open_exchange(swarm, range(0, 2))
         victim = swarm.daemon(dead)
         victim.proc.send_signal(signal.SIGKILL)
@@ -69,11 +71,11 @@ def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_res
         # the killed site restarts mid-swarm, catches up from its journal and its peers, and finishes
         victim.start()
         swarm.wait_done(timeout=240)
-        final = swarm.ledger.round(2)
+        final = swarm.ledger.round(3)
         assert final.status == RoundStatus.FINALIZED
         hashes = {st["last_merged_hash"] for st in swarm.statuses()}
         assert hashes == {"0x" + final.merged_hash.hex()}
-        rounds_after_restart = [swarm.ledger.round(k) for k in range(r + 1, 3)]
+        rounds_after_restart = [swarm.ledger.round(k) for k in range(r + 1, 4)]
         assert any(dead in {c.site for c in i.commits} for i in rounds_after_restart), (
             "restarted site never rejoined"
         )
