@@ -63,6 +63,9 @@ BENIGN_REVERTS = {
 # Errors a round can hit without the site being misconfigured: log, back off, re-read the chain.
 ROUND_ERRORS = (LedgerError, TransportError, WireError, CheckpointError, MergeError, TrainingError)
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
+# How long a site that sees a finalization waits for the gossip to reach it before it pulls. Each
+# hop is one fetch; pulling early only shifts load onto the leader, pulling late delays training.
+GOSSIP_GRACE = 1.0
 
 
 def _retryable(verdict: Verdict) -> bool:
@@ -542,7 +545,7 @@ class RoundDriver:
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         """Only finalized (or initial) models are served: a site's own update never leaves it this way."""
-        if model_hash not in self.servable or not self.store.has(model_hash):
+        if model_hash not in self.servable or not self.store.holds(model_hash):
             return None
         if model_hash not in self._served:
             if len(self._served) >= 2:
@@ -558,7 +561,9 @@ class RoundDriver:
         self.set_phase(Phase.DISSEMINATE, r)
         merged_hash = info.merged_hash or b""
         model = await self.ensure_model(merged_hash, r)
-        await self.gossip(r, merged_hash, exclude={info.leader or ""})
+        if info.leader == self.me:
+            # The gossip starts here; every site that fetches the model passes it on (fetch_from).
+            await self.gossip(r, merged_hash, exclude=set())
         self.metrics.round_done(r)
         self.prune_updates(before=r)
         await self.evaluate(r, model)
@@ -578,11 +583,13 @@ class RoundDriver:
     async def gossip(self, r: int, h: bytes, exclude: set[str]) -> None:
         peers = [a for a in self.endpoints if a != self.me and a not in exclude]
         random.shuffle(peers)
-        for account in peers[: self.task.swarm.fanout]:
-            try:
-                await self.node.announce(self.peer_key(account), round=r, model_hash=h)
-            except (TransportError, WireError) as exc:
-                log.info("announce to %s failed: %s", account, exc)
+        await asyncio.gather(*(self._announce(a, r, h) for a in peers[: self.task.swarm.fanout]))
+
+    async def _announce(self, account: str, r: int, h: bytes) -> None:
+        try:
+            await self.node.announce(self.peer_key(account), round=r, model_hash=h)
+        except (TransportError, WireError) as exc:
+            log.info("announce to %s failed: %s", account, exc)
 
     async def ensure_initial_model(self) -> None:
         from swarmd.train import initial_weights
@@ -619,7 +626,7 @@ class RoundDriver:
 
     async def wait_for_model(self, h: bytes, r: int) -> None:
         """Give an announce a moment to arrive, then pull from any holder until one serves it."""
-        for _ in range(int(2.0 / self.poll) + 1):
+        for _ in range(int(GOSSIP_GRACE / self.poll) + 1):
             if self.store.has(h):
                 return
             await self.sleep(self.poll)
@@ -643,16 +650,24 @@ class RoundDriver:
         try:
             for peer in peers:
                 try:
+                    # The transport hashes as it receives and raises unless the bytes hash to h.
                     state = await self.node.fetch_model(peer, h, max_bytes=self.task.swarm.max_update_bytes)
                 except (TransportError, WireError) as exc:
                     log.info("fetch 0x%s.. from a peer failed: %s", h.hex()[:12], exc)
                     continue
-                if self.store.put(state) == h:
-                    self.servable.add(h)
-                    self.nudge()
-                    log.info("round %d: got model 0x%s..", r, h.hex()[:12])
-                    await self.gossip(r, h, exclude={self.members.get(peer, "")})
-                    return True
+                log.info("round %d: got model 0x%s..", r, h.hex()[:12])
+                # Serve it from memory and pass it on while it is written: the next gossip hop
+                # does not wait for this site's disk.
+                self.store.remember(h, state)
+                self.servable.add(h)
+                spread = asyncio.ensure_future(self.gossip(r, h, exclude={self.members.get(peer, "")}))
+                put = functools.partial(self.store.put, state, h)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, put)
+                finally:
+                    await spread
+                self.nudge()
+                return True
             return False
         finally:
             self._fetching.discard(h)

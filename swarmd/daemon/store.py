@@ -135,6 +135,17 @@ class ModelStore(CheckpointStore):
             self._remember(h, state)
         return state
 
+    def holds(self, h: bytes) -> bool:
+        """In memory or on disk: a model we can serve (it may not be durable yet)."""
+        with self._lock:
+            if h in self._recent:
+                return True
+        return self.has(h)
+
+    def remember(self, h: bytes, state: Mapping[str, torch.Tensor]) -> None:
+        """Keep a model whose content hash the caller verified, before it is written."""
+        self._remember(h, dict(state))
+
     def _remember(self, h: bytes, state: dict[str, torch.Tensor]) -> None:
         with self._lock:
             self._recent[h] = state
