@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from swarmd.bench.transport import plain_zmq_gbps
 from swarmd.daemon.launcher import DaemonProcess, wait_until
 from swarmd.daemon.provision import local_consortium
 from swarmd.errors import DaemonError
@@ -182,15 +183,6 @@ def _read_site(site_dir: Path) -> dict[int, dict[str, Any]]:
     return {int(k): v for k, v in doc.get("rounds", {}).items()}
 
 
-def _plain_zmq_gbps(n_params_bytes: int, reps: int) -> float:
-    """Plain ZeroMQ loopback throughput for one model's bytes (the transport bench's baseline path)."""
-    from swarmd import codec
-    from swarmd.bench.transport import _bench_transfer, _state
-
-    payload = codec.encode(_state(n_params_bytes // 4))
-    return float(_bench_transfer("plain", payload, reps)["gbps"])
-
-
 def _run_size(
     n: int,
     *,
@@ -258,7 +250,7 @@ def _run_size(
         for r, rec in sorted(led, key=lambda x: x[0])
     ]
     note(f"N={n} {model}: plain ZeroMQ baseline")
-    gbps = _plain_zmq_gbps(model_bytes, reps=3)
+    gbps = plain_zmq_gbps(model_bytes // 4, reps=3)  # the transport bench's baseline path
     steady = cycles[1:] or cycles
     mean_overhead = statistics.fmean(c["overhead_s"] for c in steady)
     transfer_s = n * model_bytes / (gbps * 1e9)

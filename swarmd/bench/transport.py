@@ -256,6 +256,11 @@ def _bench_transfer(
     }
 
 
+def plain_zmq_gbps(n_params: int, reps: int) -> float:
+    """Plain ZeroMQ loopback throughput (GB/s) for a payload of `n_params` float32 parameters."""
+    return float(_bench_transfer("plain", codec.encode(_state(n_params)), reps)["gbps"])
+
+
 def run_transport_bench(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> dict[str, Any]:
     """Measure codec and transfer ratios for each payload size; see the module docstring."""
     if quick:

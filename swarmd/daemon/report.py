@@ -104,7 +104,7 @@ def site_outcomes(consortium: Any, *, local_baseline: bool, workdir: Path) -> li
     for site in consortium.sites:
         journal = read_journal(site.config.parent / "state" / "journal.json")
         finals = [rec for _, rec in sorted(journal.get("rounds", {}).items(), key=lambda kv: int(kv[0]))]
-        final = next((rec["metrics"] for rec in reversed(finals) if rec.get("metrics")), {})
+        final: dict[str, float] = next((rec["metrics"] for rec in reversed(finals) if rec.get("metrics")), {})
         alone: dict[str, float] = {}
         if local_baseline:
             alone = train_alone(
