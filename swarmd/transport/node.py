@@ -744,11 +744,46 @@ class Node:
                 log.exception("unexpected error on a peer connection")
                 self._reject("internal_error", conn.key, repr(exc))
 
-    async def _request(self, peer: PeerId, msg: m.Message) -> tuple[_Conn, asyncio.Queue[Any]]:
+    async def _request(
+        self, peer: PeerId, msg: m.Message, timeout: float | None = None
+    ) -> tuple[_Conn, asyncio.Queue[Any]]:
+        """Queue `msg` on the peer's control DEALER; return where its answers will arrive.
+
+        A DEALER without a live connection blocks the send: the peer is down, or it refused our
+        handshake and libzmq dropped the pipe. The monitor posts such events to the pending
+        queue, so the send is raced against it and bounded by the request timeout."""
         conn = self._conn(peer)
+        if conn.refused:
+            raise PeerRejected(conn.refused)
+        req: int = msg.req  # type: ignore[attr-defined]
         q: asyncio.Queue[Any] = asyncio.Queue()
-        conn.pending[msg.req] = q  # type: ignore[attr-defined]
-        await self._send(conn.control, [m.encode(msg)])
+        conn.pending[req] = q
+        send = asyncio.ensure_future(self._send(conn.control, [m.encode(msg)]))
+        event = asyncio.ensure_future(q.get())
+        try:
+            await asyncio.wait(
+                {send, event},
+                timeout=timeout or self.limits.request_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if event.done():
+                early = event.result()
+                _raise_if_sentinel(conn, early[0])
+                q.put_nowait(early)  # not a sentinel: the answer itself, keep it for the caller
+            if not send.done():
+                if conn.refused:
+                    raise PeerRejected(conn.refused)
+                raise TransportError(
+                    "cannot reach peer", hint="is it up, reachable, and does it list this site as a member?"
+                )
+            send.result()
+        except BaseException:
+            conn.pending.pop(req, None)
+            raise
+        finally:
+            for fut in (send, event):
+                if not fut.done():
+                    fut.cancel()
         return conn, q
 
     async def _answer(self, conn: _Conn, q: asyncio.Queue[Any], timeout: float | None) -> m.Message:
@@ -770,7 +805,7 @@ class Node:
     async def ping(self, peer: PeerId, *, timeout: float | None = None) -> float:
         """Round-trip time to `peer` in seconds, over the authenticated channel."""
         req, t0 = self._new_req(), time.monotonic()
-        conn, q = await self._request(peer, m.Ping(req, t0))
+        conn, q = await self._request(peer, m.Ping(req, t0), timeout)
         try:
             answer = await self._answer(conn, q, timeout)
         finally:
@@ -784,7 +819,7 @@ class Node:
     ) -> None:
         """Tell `peer` this site holds model `model_hash` of `round`; raise if it refused."""
         req = self._new_req()
-        conn, q = await self._request(peer, m.Announce(req, round, model_hash))
+        conn, q = await self._request(peer, m.Announce(req, round, model_hash), timeout)
         try:
             answer = await self._answer(conn, q, timeout)
         finally:
@@ -817,7 +852,7 @@ class Node:
             digest = codec.hash_frames(manifest, frames)
         req = self._new_req()
         offer = m.UpdateOffer(req, round, term, digest, manifest, dict(meta or {}))
-        conn, q = await self._request(peer, offer)
+        conn, q = await self._request(peer, offer, timeout)
         out: Outbound | None = None
         finished = False
         try:
@@ -896,7 +931,7 @@ class Node:
         """
         key = new_key() if self.bulk_mode == "aead" else None
         req = self._new_req()
-        conn, q = await self._request(peer, m.Fetch(req, model_hash, max_bytes, key))
+        conn, q = await self._request(peer, m.Fetch(req, model_hash, max_bytes, key), timeout)
         try:
             answer = await self._answer(conn, q, timeout)
             if isinstance(answer, m.Reply):
