@@ -4,7 +4,8 @@ This is the only module that knows the order of a round. The chain is the source
 step re-reads the round from the ledger, and the journal only records what this site did (so a
 restart resumes mid-round without redoing a commit or losing an update). Chain calls run on one
 dedicated thread (web3 clients and nonces are not shared across threads); training runs on
-another, so the event loop keeps serving peers throughout.
+another, so the event loop keeps serving peers throughout. Spreading the merged model is
+`gossip.Gossip`'s job; this module decides when.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from swarmd.codec import Manifest, content_hash, encode, hash_hex, parse_hash
+from swarmd.codec import Manifest, content_hash, hash_hex, parse_hash
 from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.gossip import Gossip, Peers
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import (
@@ -63,16 +64,18 @@ BENIGN_REVERTS = {
 # Errors a round can hit without the site being misconfigured: log, back off, re-read the chain.
 ROUND_ERRORS = (LedgerError, TransportError, WireError, CheckpointError, MergeError, TrainingError)
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
-# How long a site that sees a finalization waits for the gossip to reach it before it pulls. Each
-# hop is one fetch; pulling early only shifts load onto the leader, pulling late delays training.
-GOSSIP_GRACE = 1.0
+
+
+def _refusal(verdict: Verdict) -> str:
+    """The reason of a refusal, whether the handler gave it or check_offer did before bytes moved."""
+    if verdict.reason == "offer_refused":
+        return verdict.detail.split(":", 1)[0]
+    return verdict.reason
 
 
 def _retryable(verdict: Verdict) -> bool:
     """The leader has not opened this term's exchange yet (or is busy): try again shortly."""
-    if verdict.reason == "offer_refused":  # refused by check_offer before any byte moved
-        return verdict.detail.startswith("not_ready")
-    return verdict.reason in ("not_ready", "busy")
+    return _refusal(verdict) in ("not_ready", "busy")
 
 
 class RssPeak:
@@ -131,7 +134,6 @@ class RoundDriver:
     ) -> None:
         self.task = task
         self.ledger = ledger
-        self.node = node
         self.trainer = trainer
         self.store = store
         self.journal = journal
@@ -143,17 +145,30 @@ class RoundDriver:
         self.stopping = asyncio.Event()
         self._nudged = asyncio.Event()  # a peer's message suggests the chain moved: poll now
         self.exchange: Exchange | None = None
-        self.servable: set[bytes] = set()  # finalized models (verified on chain) we may serve
-        self.members: dict[bytes, str] = {}  # curve key -> account, active members only
-        self.endpoints: dict[str, tuple[bytes, str]] = {}  # account -> (curve key, endpoint)
+        self.peers = Peers(self.me)
+        self.gossip = Gossip(
+            node=node,
+            store=store,
+            peers=self.peers,
+            fanout=task.swarm.fanout,
+            max_bytes=task.swarm.max_update_bytes,
+            round_info=lambda r: self.chain(self.ledger.round, r),
+            sleep=self.sleep,
+            poll=poll_interval,
+            on_stored=self.nudge,
+        )
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
-        self._fetching: set[bytes] = set()
-        self._background: set[asyncio.Task[None]] = set()  # fetches started by announces
-        self._served: dict[
-            bytes, tuple[Manifest, list[memoryview]]
-        ] = {}  # encoded models, kept alive while sent
         self.log_extra: dict[str, Any] = {}
+
+    @property
+    def node(self) -> Any:
+        return self.gossip.node
+
+    @node.setter
+    def node(self, node: Any) -> None:
+        # The node is built with this driver as its handler, so it arrives after the driver.
+        self.gossip.node = node
 
     # --- plumbing ----------------------------------------------------------------------------
     async def chain(self, fn: Callable[..., T], *args: Any) -> T:
@@ -224,12 +239,8 @@ class RoundDriver:
 
     async def refresh_members(self) -> None:
         members = await self.chain(self.ledger.active_members)
-        self.members = {m.curve_key: m.account for m in members}
-        self.endpoints = {m.account: (m.curve_key, m.endpoint) for m in members}
+        self.peers.update(members)
         self.node.set_peers({m.curve_key: m.endpoint for m in members if m.account != self.me})
-
-    def peer_key(self, account: str) -> bytes:
-        return self.endpoints[account][0]
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -367,12 +378,15 @@ class RoundDriver:
         delay = 0.1
         while True:
             self.checkpoint()
-            if leader not in self.endpoints:
+            if leader not in self.peers.endpoints:
                 await self.refresh_members()
             verdict = await self.send_while_term_lasts(r, info.term, leader, update)
-            if verdict is not None and verdict.ok:
+            # "duplicate": the leader stored our update before it crashed and lost our connection
+            # before its answer reached us; restarted, it folded the stored copy in again.
+            if verdict is not None and (verdict.ok or _refusal(verdict) == "duplicate"):
                 self.journal.update(r, delivered_term=info.term)
-                log.info("round %d: leader %s accepted our update", r, leader)
+                how = "accepted" if verdict.ok else "already holds"
+                log.info("round %d: leader %s %s our update", r, leader, how)
                 return
             if verdict is not None and not _retryable(verdict):
                 log.error(
@@ -400,7 +414,7 @@ class RoundDriver:
         replaces it must not wait for that."""
         send = asyncio.ensure_future(
             self.node.send_update(
-                self.peer_key(leader), round=r, term=term, state=update, timeout=SEND_TIMEOUT
+                self.peers.key(leader), round=r, term=term, state=update, timeout=SEND_TIMEOUT
             )
         )
         try:
@@ -452,7 +466,7 @@ class RoundDriver:
         finally:
             self.exchange = None
         merged_hash = self.store.put(merged)
-        self.servable.add(merged_hash)
+        self.gossip.servable.add(merged_hash)
         self.set_phase(Phase.FINALIZE, r)
         log.info(
             "round %d: finalizing %s with %d of %d updates (excluded: %s)",
@@ -491,15 +505,18 @@ class RoundDriver:
         if ex is None or ex.round != header.round or ex.term != header.term:
             self.nudge()  # a committer saw us elected: look at the chain now, not at the next poll
             return Verdict(False, "not_ready", "no exchange open for that round and term")
+        sender = self.peers.members.get(peer)
+        if sender in ex.received:
+            return Verdict(False, "duplicate", f"already holds the update of {sender} for this term")
         return Verdict(True)
 
     async def on_update(
         self, peer: bytes, header: Any, state: Mapping[str, torch.Tensor], digest: bytes
     ) -> Any:
-        sender = self.members.get(peer)
+        sender = self.peers.members.get(peer)
         if sender is None:
             await self.refresh_members()
-            sender = self.members.get(peer)
+            sender = self.peers.members.get(peer)
             if sender is None:
                 return Verdict(False, "not_member")
         self.state.peers_seen[sender] = time.time()
@@ -521,37 +538,15 @@ class RoundDriver:
         return Verdict(True)
 
     async def on_announce(self, peer: bytes, header: Any) -> None:
-        sender = self.members.get(peer)
+        sender = self.peers.members.get(peer)
         if sender is None:
             return
         self.state.peers_seen[sender] = time.time()
         self.nudge()  # a round was finalized
-        h = header.model_hash
-        if self.store.has(h) or h in self._fetching:
-            return
-        task = asyncio.ensure_future(self._fetch_announced(peer, header.round, h))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _fetch_announced(self, peer: bytes, r: int, h: bytes) -> None:
-        try:
-            info = await self.chain(self.ledger.round, r)
-        except SwarmError:
-            return
-        if info.merged_hash != h:
-            log.warning("ignoring announce of 0x%s.. for round %d: not the model on chain", h.hex()[:12], r)
-            return
-        await self.fetch_from([peer], h, r)
+        self.gossip.on_announce(peer, header.round, header.model_hash)
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
-        """Only finalized (or initial) models are served: a site's own update never leaves it this way."""
-        if model_hash not in self.servable or not self.store.holds(model_hash):
-            return None
-        if model_hash not in self._served:
-            if len(self._served) >= 2:
-                self._served.pop(next(iter(self._served)))
-            self._served[model_hash] = encode(self.store.get(model_hash))
-        return self._served[model_hash]
+        return self.gossip.serve_model(model_hash)
 
     # --- dissemination ----------------------------------------------------------------------------
     async def conclude(self, r: int, info: RoundInfo) -> None:
@@ -562,15 +557,15 @@ class RoundDriver:
         merged_hash = info.merged_hash or b""
         model = await self.ensure_model(merged_hash, r)
         if info.leader == self.me:
-            # The gossip starts here; every site that fetches the model passes it on (fetch_from).
-            await self.gossip(r, merged_hash, exclude=set())
+            # The gossip starts here; every site that fetches the model passes it on.
+            await self.gossip.spread(r, merged_hash, exclude=set())
         self.metrics.round_done(r)
         self.prune_updates(before=r)
         await self.evaluate(r, model)
 
     def prune_updates(self, before: int) -> None:
         """Delete updates (ours and, as leader, received ones) of settled rounds; models stay for audit."""
-        keep = self.servable | {
+        keep = self.gossip.servable | {
             parse_hash(rec.merged_hash) for rec in self.journal.rounds.values() if rec.merged_hash
         }
         for r, rec in self.journal.rounds.items():
@@ -580,23 +575,12 @@ class RoundDriver:
                 if h and parse_hash(h) not in keep:
                     self.store.path(parse_hash(h)).unlink(missing_ok=True)
 
-    async def gossip(self, r: int, h: bytes, exclude: set[str]) -> None:
-        peers = [a for a in self.endpoints if a != self.me and a not in exclude]
-        random.shuffle(peers)
-        await asyncio.gather(*(self._announce(a, r, h) for a in peers[: self.task.swarm.fanout]))
-
-    async def _announce(self, account: str, r: int, h: bytes) -> None:
-        try:
-            await self.node.announce(self.peer_key(account), round=r, model_hash=h)
-        except (TransportError, WireError) as exc:
-            log.info("announce to %s failed: %s", account, exc)
-
     async def ensure_initial_model(self) -> None:
         from swarmd.train import initial_weights
 
         binding = await self.chain(self.ledger.binding)
         if self.store.has(binding.initial_model_hash):
-            self.servable.add(binding.initial_model_hash)
+            self.gossip.servable.add(binding.initial_model_hash)
             return
         loop = asyncio.get_running_loop()
         weights = await loop.run_in_executor(self._train_pool, initial_weights, self.task)
@@ -609,13 +593,13 @@ class RoundDriver:
                 f"{hash_hex(binding.initial_model_hash)}",
                 hint="sites must run the same task, bundle and library versions",
             )
-        self.servable.add(h)
+        self.gossip.servable.add(h)
 
     async def ensure_model(self, h: bytes, r: int) -> dict[str, torch.Tensor]:
         """The model with content hash `h` (verified on chain by the caller), from disk or from peers."""
         if not self.store.has(h):
-            await self.wait_for_model(h, r)
-        self.servable.add(h)
+            await self.gossip.wait_for(h, r)
+        self.gossip.servable.add(h)
         if r >= 0:
             rec = self.journal.get(r)
             if not rec.merged_hash:
@@ -623,54 +607,6 @@ class RoundDriver:
             self.state.last_merged_round = max(self.state.last_merged_round, r)
             self.state.last_merged_hash = hash_hex(h)
         return self.store.get(h)
-
-    async def wait_for_model(self, h: bytes, r: int) -> None:
-        """Give an announce a moment to arrive, then pull from any holder until one serves it."""
-        for _ in range(int(GOSSIP_GRACE / self.poll) + 1):
-            if self.store.has(h):
-                return
-            await self.sleep(self.poll)
-        delay = self.poll
-        while not self.store.has(h):
-            info = await self.chain(self.ledger.round, r) if r >= 0 else None
-            first = [self.peer_key(info.leader)] if info and info.leader in self.endpoints else []
-            others = [k for a, (k, _) in self.endpoints.items() if a != self.me and k not in first]
-            random.shuffle(others)
-            if await self.fetch_from(first + others, h, r):
-                return
-            await self.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def fetch_from(self, peers: list[bytes], h: bytes, r: int) -> bool:
-        if h in self._fetching:
-            while h in self._fetching:
-                await asyncio.sleep(0.05)
-            return self.store.has(h)
-        self._fetching.add(h)
-        try:
-            for peer in peers:
-                try:
-                    # The transport hashes as it receives and raises unless the bytes hash to h.
-                    state = await self.node.fetch_model(peer, h, max_bytes=self.task.swarm.max_update_bytes)
-                except (TransportError, WireError) as exc:
-                    log.info("fetch 0x%s.. from a peer failed: %s", h.hex()[:12], exc)
-                    continue
-                log.info("round %d: got model 0x%s..", r, h.hex()[:12])
-                # Serve it from memory and pass it on while it is written: the next gossip hop
-                # does not wait for this site's disk.
-                self.store.remember(h, state)
-                self.servable.add(h)
-                spread = asyncio.ensure_future(self.gossip(r, h, exclude={self.members.get(peer, "")}))
-                put = functools.partial(self.store.put, state, h)
-                try:
-                    await asyncio.get_running_loop().run_in_executor(None, put)
-                finally:
-                    await spread
-                self.nudge()
-                return True
-            return False
-        finally:
-            self._fetching.discard(h)
 
     async def sit_out(self, r: int) -> None:
         """We missed round r's commits: wait for its model and resume from the next round."""

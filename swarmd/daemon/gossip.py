@@ -1,0 +1,176 @@
+"""Dissemination of finalized models: announce, fetch what is announced, serve, pull as a fallback.
+
+Only models the chain lists (a round's merged hash, or the initial model) are ever served, so a
+site's own update never leaves it this way. A holder announces to `fanout` random peers; a site
+that hears an announce checks the hash on chain, fetches the model (the transport verifies the hash
+as the bytes arrive), keeps it in memory, passes the announce on and writes it to disk meanwhile.
+A site that sees a finalization but hears nothing pulls: first from the round's leader, then from
+any member. Gossip spreads the load; the pull guarantees delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarmd.codec import Manifest, encode
+from swarmd.daemon.store import ModelStore
+from swarmd.errors import SwarmError, TransportError, WireError
+from swarmd.ledger import Member, RoundInfo
+
+log = logging.getLogger("swarmd.gossip")
+
+# How long a site that sees a finalization waits for the gossip to reach it before it pulls. Each
+# hop is one fetch; pulling early only shifts load onto the leader, pulling late delays training.
+GOSSIP_GRACE = 1.0
+SERVED_KEPT = 2  # encoded models kept alive while peers download them
+
+
+@dataclass
+class Peers:
+    """The active members as the chain last listed them."""
+
+    me: str
+    members: dict[bytes, str] = field(default_factory=dict)  # curve key -> account
+    endpoints: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # account -> (key, endpoint)
+
+    def update(self, active: Iterable[Member]) -> None:
+        active = list(active)
+        self.members = {m.curve_key: m.account for m in active}
+        self.endpoints = {m.account: (m.curve_key, m.endpoint) for m in active}
+
+    def key(self, account: str) -> bytes:
+        return self.endpoints[account][0]
+
+    def others(self) -> list[str]:
+        return [a for a in self.endpoints if a != self.me]
+
+
+class Gossip:
+    """This site's part in spreading finalized models."""
+
+    def __init__(
+        self,
+        *,
+        node: Any,
+        store: ModelStore,
+        peers: Peers,
+        fanout: int,
+        max_bytes: int,
+        round_info: Callable[[int], Awaitable[RoundInfo]],
+        sleep: Callable[[float], Awaitable[None]],
+        poll: float,
+        on_stored: Callable[[], None],
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.peers = peers
+        self.fanout = fanout
+        self.max_bytes = max_bytes
+        self.round_info = round_info  # the round as the chain has it
+        self.sleep = sleep  # the driver's sleep: ends early on a stop or a nudge
+        self.poll = poll
+        self.on_stored = on_stored  # a model we waited for may now be on disk
+        self.servable: set[bytes] = set()  # models verified against the chain, which we may serve
+        self._fetching: set[bytes] = set()
+        self._background: set[asyncio.Task[None]] = set()  # fetches started by announces
+        self._served: dict[bytes, tuple[Manifest, list[memoryview]]] = {}
+
+    # --- transport handler side ---------------------------------------------------------------
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        if model_hash not in self.servable or not self.store.holds(model_hash):
+            return None
+        if model_hash not in self._served:
+            if len(self._served) >= SERVED_KEPT:
+                self._served.pop(next(iter(self._served)))
+            self._served[model_hash] = encode(self.store.get(model_hash))
+        return self._served[model_hash]
+
+    def on_announce(self, peer: bytes, r: int, h: bytes) -> None:
+        """A member says it holds model `h` of round `r`: fetch it in the background if it is new."""
+        if self.store.has(h) or h in self._fetching:
+            return
+        task = asyncio.ensure_future(self._fetch_announced(peer, r, h))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _fetch_announced(self, peer: bytes, r: int, h: bytes) -> None:
+        try:
+            info = await self.round_info(r)
+        except SwarmError:
+            return
+        if info.merged_hash != h:
+            log.warning("ignoring announce of 0x%s.. for round %d: not the model on chain", h.hex()[:12], r)
+            return
+        try:
+            await self.fetch_from([peer], h, r)
+        except SwarmError as exc:  # e.g. the disk is full: the round loop will pull again
+            log.error("round %d: keeping model 0x%s.. failed: %s", r, h.hex()[:12], exc)
+
+    # --- spreading and getting --------------------------------------------------------------
+    async def spread(self, r: int, h: bytes, exclude: set[str]) -> None:
+        """Announce `h` to `fanout` random members, at once."""
+        targets = [a for a in self.peers.others() if a not in exclude]
+        random.shuffle(targets)
+        await asyncio.gather(*(self._announce(a, r, h) for a in targets[: self.fanout]))
+
+    async def _announce(self, account: str, r: int, h: bytes) -> None:
+        try:
+            await self.node.announce(self.peers.key(account), round=r, model_hash=h)
+        except (TransportError, WireError) as exc:
+            log.info("announce to %s failed: %s", account, exc)
+
+    async def wait_for(self, h: bytes, r: int) -> None:
+        """Give the gossip GOSSIP_GRACE to bring `h`, then pull from any holder until one serves it."""
+        for _ in range(int(GOSSIP_GRACE / self.poll) + 1):
+            if self.store.has(h):
+                return
+            await self.sleep(self.poll)
+        delay = self.poll
+        while not self.store.has(h):
+            info = await self.round_info(r) if r >= 0 else None
+            leader = info.leader if info else None
+            first = [self.peers.key(leader)] if leader in self.peers.endpoints else []
+            others = [self.peers.key(a) for a in self.peers.others() if self.peers.key(a) not in first]
+            random.shuffle(others)
+            if await self.fetch_from(first + others, h, r):
+                return
+            await self.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def fetch_from(self, peers: list[bytes], h: bytes, r: int) -> bool:
+        """Fetch `h` from the first of `peers` that serves it; keep, pass on and store it."""
+        if h in self._fetching:
+            while h in self._fetching:
+                await asyncio.sleep(0.05)
+            return self.store.has(h)
+        self._fetching.add(h)
+        try:
+            for peer in peers:
+                try:
+                    # The transport hashes as it receives and raises unless the bytes hash to h.
+                    state = await self.node.fetch_model(peer, h, max_bytes=self.max_bytes)
+                except (TransportError, WireError) as exc:
+                    log.info("fetch 0x%s.. from a peer failed: %s", h.hex()[:12], exc)
+                    continue
+                log.info("round %d: got model 0x%s..", r, h.hex()[:12])
+                # Serve it from memory and pass it on while it is written: the next hop does not
+                # wait for this site's disk.
+                self.store.remember(h, state)
+                self.servable.add(h)
+                onward = asyncio.ensure_future(self.spread(r, h, exclude={self.peers.members.get(peer, "")}))
+                put = functools.partial(self.store.put, state, h)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, put)
+                finally:
+                    await onward
+                self.on_stored()
+                return True
+            return False
+        finally:
+            self._fetching.discard(h)
