@@ -93,8 +93,10 @@ class _Quiet:
 
 
 def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_factory):
+    # leader_timeout 12: the leader waits up to 8 blocks for the forger's update, time enough for
+    # this test process to see the election and stream it on a loaded 2-core box.
     with swarm_factory(
-        swarm_root, sites=4, rounds=1, block_time=1, commit_window=30, leader_timeout=6, start=False
+        swarm_root, sites=4, rounds=1, block_time=1, commit_window=30, leader_timeout=12, start=False
     ) as swarm:
         forger_site = swarm.consortium.sites[3]
         for d in swarm.daemons[:3]:
@@ -216,8 +218,8 @@ def _received(journal_path, r: int) -> dict:
 
 
 def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root, swarm_factory):
-    """kill -9 the leader as soon as it has acknowledged a peer's update; restarted before its
-    timeout, it folds the stored update in again (that peer does not resend) and finalizes."""
+    """kill -9 the leader as soon as it has stored a peer's update; restarted before its timeout, it
+    folds the stored update in again and finalizes, without needing that peer's bytes again."""
     with swarm_factory(swarm_root, rounds=2, block_time=1, leader_timeout=40) as swarm:
         for r in range(2):
             info = wait_until(lambda r=r: _past_open(swarm.ledger, r), 120, interval=0.05, what=f"round {r}")
@@ -241,9 +243,16 @@ def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root
         assert final.leader == info.leader and final.term == 1  # the same leader, no re-election
         restored = next(iter(acked))
         assert restored in final.included and len(final.included) == 3
+        # The restarted leader folded the stored update in from disk, once.
+        since_restart = leader.tail(400).split("swarmd up:")[-1]
+        assert since_restart.count(f"round {r}: merged update from {restored}") == 1
+        # The peer was told once that its update is held: either the ack came before the kill, or
+        # the kill cut it off and the peer's resend was refused (before any byte moved) as held.
         peer = swarm.daemon(restored)
-        accepted = [
-            ln for ln in peer.tail(400).splitlines() if f"round {r}: leader" in ln and "accepted" in ln
+        held = [
+            ln
+            for ln in peer.tail(400).splitlines()
+            if f"round {r}: leader" in ln and ("accepted our" in ln or "already holds our" in ln)
         ]
-        assert len(accepted) == 1, "the peer resent its update: the leader did not restore it"
+        assert len(held) == 1, held
         swarm.wait_done(timeout=180)
