@@ -89,7 +89,8 @@ def _label_histogram(datalist: Path) -> str:
             counts[str(int(label))] = counts.get(str(int(label)), 0) + 1
     if not counts:
         return "-"
-    classes = range(max(int(k) for k in counts) + 1)
+    # At least two classes: a site holding only negatives reads "39/0", not "39".
+    classes = range(max(2, max(int(k) for k in counts) + 1))
     return "/".join(str(counts.get(str(c), 0)) for c in classes)
 
 
