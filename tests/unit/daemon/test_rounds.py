@@ -1,0 +1,84 @@
+"""The round driver's answers to peers, before any byte of an update moves (the full round runs in
+tests/e2e): an offer for a term we are not collecting wakes our chain poll, an update we already
+hold is refused as held, and the sender side reads check_offer's refusals like the handler's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.rounds import RoundDriver, _refusal, _retryable
+from swarmd.daemon.state import DaemonState
+from swarmd.daemon.store import Journal, ModelStore
+from swarmd.ledger import Member, MemberStatus
+from swarmd.merge import rule_for
+from swarmd.task import load_task
+from swarmd.train import BUNDLES_DIR
+from swarmd.transport import Verdict
+
+ME, PEER = "0xLeader", "0xPeer"
+PEER_KEY = b"\x07" * 32
+
+
+@pytest.fixture
+async def driver(tmp_path) -> AsyncIterator[RoundDriver]:
+    task = load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml")
+    d = RoundDriver(
+        task=task,
+        ledger=None,  # type: ignore[arg-type]
+        node=None,
+        trainer=None,
+        store=ModelStore(tmp_path / "ckpt"),
+        journal=Journal.open(tmp_path / "journal.json"),
+        state=DaemonState(site="a", address=ME),
+        metrics=None,
+        poll_interval=30.0,
+    )
+    d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
+    yield d
+    d.close()
+
+
+def _open_exchange(d: RoundDriver, r: int, term: int) -> Exchange:
+    base = {"w": torch.zeros(3)}
+    d.exchange = Exchange(
+        round=r,
+        term=term,
+        expected={ME: (b"\1" * 32, 4), PEER: (b"\2" * 32, 4)},
+        base=base,
+        rule=rule_for(d.task.swarm),
+        is_diff=False,
+    )
+    return d.exchange
+
+
+async def test_offer_before_we_saw_our_election_is_not_ready_and_wakes_the_chain_poll(driver):
+    sleeping = asyncio.ensure_future(driver.sleep(30.0))
+    await asyncio.sleep(0)
+    verdict = driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=1))
+    assert (verdict.ok, verdict.reason) == (False, "not_ready")
+    await asyncio.wait_for(sleeping, timeout=1.0)  # woke now, not after the 30 s poll
+
+
+async def test_offer_for_an_open_exchange_is_admitted_unless_already_held(driver):
+    ex = _open_exchange(driver, r=2, term=1)
+    assert driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=1)).ok
+    assert driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=2)).reason == "not_ready"
+    ex.received[PEER] = b"\2" * 32  # stored before a crash, folded in again after the restart
+    held = driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=1))
+    assert (held.ok, held.reason) == (False, "duplicate")
+
+
+def test_sender_reads_refusals_from_check_offer_and_from_the_handler_alike():
+    early = Verdict(False, "offer_refused", "not_ready: no exchange open for that round and term")
+    late = Verdict(False, "not_ready", "no exchange open for that round and term")
+    held = Verdict(False, "offer_refused", "duplicate: already holds the update")
+    assert _refusal(early) == _refusal(late) == "not_ready"
+    assert _retryable(early) and _retryable(late) and not _retryable(held)
+    assert _refusal(held) == _refusal(Verdict(False, "duplicate", "")) == "duplicate"
+    assert _refusal(Verdict(False, "hash_mismatch", "x: y")) == "hash_mismatch"
