@@ -14,8 +14,8 @@ from pathlib import Path
 from swarmd.errors import StoreError
 
 
-def _fsync(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> None:
-    fd = os.open(path, flags)
+def _fsync(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
