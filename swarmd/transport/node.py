@@ -734,6 +734,10 @@ class Node:
                 elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve) and not via_bulk:
                     q = conn.pending.get(msg.req)
                     if q is None:
+                        if isinstance(msg, m.Grant):
+                            # We gave up on this offer (it waited too long for the receiver's slot);
+                            # without a cancel the receiver would hold the slot until its stall timeout.
+                            self._spawn(self._send_quietly(conn.control, m.Cancel(msg.sid, "offer withdrawn")))
                         raise m.BadMessage("unknown_request", f"{msg.KIND} for no pending request")
                     q.put_nowait((msg, frames[1:]))
                 else:
