@@ -73,9 +73,16 @@ def _refusal(verdict: Verdict) -> str:
     return verdict.reason
 
 
+# Refusals that say nothing about our update: the leader has not opened this term's exchange yet,
+# is busy, still holds an earlier stream of ours, or the stream broke on the way. Try again while
+# the term lasts; any other refusal (a hash mismatch, an invalid update) would only repeat.
+TRANSIENT_REFUSALS = frozenset(
+    {"not_ready", "busy", "stream_cap", "stalled", "cancelled", "unroutable", "internal_error"}
+)
+
+
 def _retryable(verdict: Verdict) -> bool:
-    """The leader has not opened this term's exchange yet (or is busy): try again shortly."""
-    return _refusal(verdict) in ("not_ready", "busy")
+    return _refusal(verdict) in TRANSIENT_REFUSALS
 
 
 class RssPeak:
@@ -397,6 +404,8 @@ class RoundDriver:
                     verdict.detail,
                 )
                 return
+            if verdict is not None and _refusal(verdict) != "not_ready":
+                log.info("round %d: leader %s refused for now (%s); retrying", r, leader, _refusal(verdict))
             now = await self.chain(self.ledger.round, r)
             if now.status != RoundStatus.ELECTED or now.term != info.term:
                 return

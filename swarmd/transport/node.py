@@ -737,7 +737,8 @@ class Node:
                         if isinstance(msg, m.Grant):
                             # We gave up on this offer (it waited too long for the receiver's slot);
                             # without a cancel the receiver would hold the slot until its stall timeout.
-                            self._spawn(self._send_quietly(conn.control, m.Cancel(msg.sid, "offer withdrawn")))
+                            cancel = m.Cancel(msg.sid, "offer withdrawn")
+                            self._spawn(self._send_quietly(conn.control, cancel))
                         raise m.BadMessage("unknown_request", f"{msg.KIND} for no pending request")
                     q.put_nowait((msg, frames[1:]))
                 else:

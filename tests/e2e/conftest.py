@@ -55,12 +55,12 @@ class Swarm:
             sts = self.statuses()
             return all(st and st["phase"] == "done" for st in sts)
 
-        try:
-            wait_until(done, timeout, what="every site to finish its rounds")
-        except Exception:
-            for d in self.daemons:
-                print(f"==== {d.name}\n{d.tail(40)}")
-            raise
+        wait_until(done, timeout, what="every site to finish its rounds")
+
+    def print_logs(self, lines: int = 80) -> None:
+        """Each daemon's last log lines: pytest shows them with a failed test's report."""
+        for d in self.daemons:
+            print(f"==== {d.name}\n{d.tail(lines)}")
 
 
 @contextlib.contextmanager
@@ -105,6 +105,9 @@ def running_swarm(
                 for d in daemons:
                     d.start()
             yield swarm
+        except BaseException:
+            swarm.print_logs()
+            raise
         finally:
             for d in daemons:
                 d.stop(timeout=20)

@@ -15,6 +15,7 @@ import zmq
 from swarmd.codec import content_hash
 from swarmd.config import load_config
 from swarmd.daemon.launcher import wait_until
+from swarmd.daemon.rounds import SEND_TIMEOUT
 from swarmd.daemon.provision import site_identity
 from swarmd.errors import PeerRejected, TransportError
 from swarmd.ledger import Devnet, Ledger, RoundStatus
@@ -219,8 +220,11 @@ def _received(journal_path, r: int) -> dict:
 
 def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root, swarm_factory):
     """kill -9 the leader as soon as it has stored a peer's update; restarted before its timeout, it
-    folds the stored update in again and finalizes, without needing that peer's bytes again."""
-    with swarm_factory(swarm_root, rounds=2, block_time=1, leader_timeout=40) as swarm:
+    folds the stored update in again and finalizes, without needing that peer's bytes again.
+
+    It stays down longer than a sender waits for an answer, so offers their senders already gave
+    up on reach the restarted leader first: their grants must be cancelled, not hold its slot."""
+    with swarm_factory(swarm_root, rounds=2, block_time=1, leader_timeout=80) as swarm:
         for r in range(2):
             info = wait_until(lambda r=r: _past_open(swarm.ledger, r), 120, interval=0.05, what=f"round {r}")
             leader = swarm.daemon(info.leader)
@@ -230,6 +234,7 @@ def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root
             )
             leader.kill()
             caught = swarm.ledger.round(r).status == RoundStatus.ELECTED
+            time.sleep(SEND_TIMEOUT + 1)
             leader.start()
             if caught:
                 break

@@ -155,6 +155,34 @@ def test_a_cancelled_send_frees_the_receivers_slot_at_once(spawn_peer, loop_node
     assert b.call("stats")["rejections"] == {"cancelled": 1}
 
 
+def test_an_offer_granted_after_its_sender_gave_up_is_cancelled_not_stalled(spawn_peer, loop_node) -> None:
+    """The receiver's slot is busy, the second offer's sender times out and moves on; when the
+    slot frees, the receiver grants that withdrawn offer. The sender cancels it at once, so the
+    receiver does not hold its slot for the 60 s stall timeout."""
+    b = spawn_peer("--stall", "60")
+    local = loop_node(limits=FAST)
+    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
+    b.set_peers(members)
+    local.set_peers(members)
+    first = asyncio.run_coroutine_threadsafe(
+        local.node.send_update(b.key, round=1, term=0, state=densenet_like_state(30_000_000, seed=3)),
+        local.loop,
+    )
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
+    small = {"w": torch.ones(10)}
+    with pytest.raises(TransportError, match="no answer"):
+        local.run(local.node.send_update(b.key, round=2, term=0, state=small, timeout=0.05))
+    assert first.result(60).ok
+    t0 = time.monotonic()
+    assert local.run(local.node.send_update(b.key, round=3, term=0, state=small)).ok
+    assert time.monotonic() - t0 < 10  # not the 60 s stall timeout
+    assert b.call("stats")["rejections"] == {"cancelled": 1}
+    # the sender counted the orphan grant and then the receiver's "cancelled" reply to the same offer
+    assert local.node.stats.rejections["unknown_request"] == 2
+
+
 def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
     first = loop_node(limits=FAST)
     pub, sec = zmq.curve_keypair()

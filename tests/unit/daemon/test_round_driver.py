@@ -82,3 +82,8 @@ def test_sender_reads_refusals_from_check_offer_and_from_the_handler_alike():
     assert _retryable(early) and _retryable(late) and not _retryable(held)
     assert _refusal(held) == _refusal(Verdict(False, "duplicate", "")) == "duplicate"
     assert _refusal(Verdict(False, "hash_mismatch", "x: y")) == "hash_mismatch"
+    # a stream that broke, or the leader still holding our earlier stream, is worth another try ...
+    cap = Verdict(False, "stream_cap", "peer already holds 2 update streams")
+    assert all(_retryable(v) for v in (cap, Verdict(False, "stalled"), Verdict(False, "cancelled")))
+    # ... a refusal of the update itself is not
+    assert not _retryable(Verdict(False, "hash_mismatch")) and not _retryable(Verdict(False, "too_large"))
