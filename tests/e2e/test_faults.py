@@ -15,8 +15,8 @@ import zmq
 from swarmd.codec import content_hash
 from swarmd.config import load_config
 from swarmd.daemon.launcher import wait_until
-from swarmd.daemon.rounds import SEND_TIMEOUT
 from swarmd.daemon.provision import site_identity
+from swarmd.daemon.rounds import SEND_TIMEOUT
 from swarmd.errors import PeerRejected, TransportError
 from swarmd.ledger import Devnet, Ledger, RoundStatus
 from swarmd.task import load_task
