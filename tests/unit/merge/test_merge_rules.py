@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from merge_cases import merge, rounds, stacked
 
@@ -118,6 +118,23 @@ def test_geomedian_minimises_the_sum_of_distances(case):
         assert got <= objective(points, candidate) + slack
 
 
+def same_merge(name: str, template, updates, a, b) -> None:
+    """Two merges of the same updates agree, to float32 rounding and the rule's tolerance.
+
+    The geometric median is compared by its sum of distances, not its location: near an update
+    the objective is so flat that Weiszfeld's stopping point moves with rounding (hypothesis found
+    5 sites whose median lies 0.03 from a doubled update, on a scale of 287, with sums of
+    distances 2e-7 apart), so only the objective is determined to the tolerance."""
+    if name != "geomedian":
+        for key in template:
+            close(a[key], b[key].numpy().astype(np.float64), stacked(updates, key), rtol=1e-4)
+        return
+    points = np.concatenate([flat(stacked(updates, n)) for n in template], axis=1)
+    za, zb = (np.concatenate([z[n].numpy().astype(np.float64).ravel() for n in template]) for z in (a, b))
+    slack = 1e-4 * (1.0 + np.abs(points).max())
+    assert abs(objective(points, za) - objective(points, zb)) <= 1e-5 * objective(points, za) + slack
+
+
 @SETTINGS
 @given(rounds(min_updates=1, max_updates=5), st.sampled_from(sorted(RULES)), st.randoms())
 def test_rules_ignore_arrival_order(case, name, rnd):
@@ -126,13 +143,23 @@ def test_rules_ignore_arrival_order(case, name, rnd):
     rnd.shuffle(shuffled)
     a = merge(get_rule(name), template, updates)
     b = merge(get_rule(name), template, shuffled)
-    for key in template:
-        scale = stacked(updates, key)
-        close(a[key], b[key].numpy().astype(np.float64), scale, rtol=1e-4)
+    same_merge(name, template, updates, a, b)
+
+
+def _near_a_doubled_update() -> tuple[dict[str, torch.Tensor], list[Update]]:
+    """Hypothesis's find: the median lies 0.03 off the two (0, 0) sites, where Weiszfeld crawls."""
+    points = [(4.0, 1.0), (0.0, 0.0), (0.0, -287.0), (0.0, 0.0), (0.0, -284.0)]
+    template = {"layer0.weight": torch.tensor(0.0), "layer1.weight": torch.tensor(0.0)}
+    updates = [
+        Update(f"site{i}", {"layer0.weight": torch.tensor(x), "layer1.weight": torch.tensor(y)}, 1)
+        for i, (x, y) in enumerate(points)
+    ]
+    return template, updates
 
 
 @SETTINGS
 @given(rounds(min_updates=1, max_updates=5), st.sampled_from(sorted(RULES)))
+@example(_near_a_doubled_update(), "geomedian")
 def test_merging_diffs_then_applying_equals_merging_weights(case, name):
     """Every rule commutes with a shift, so send="diff" gives the same model as send="weights"."""
     template, updates = case
@@ -140,8 +167,7 @@ def test_merging_diffs_then_applying_equals_merging_weights(case, name):
     diffs = [Update(u.sender, make_diff(u.state, base), u.n_samples) for u in updates]
     via_diffs = apply_diff(base, merge(get_rule(name), template, diffs))
     direct = merge(get_rule(name), template, updates)
-    for key in template:
-        close(via_diffs[key], direct[key].numpy().astype(np.float64), stacked(updates, key), rtol=1e-4)
+    same_merge(name, template, updates, via_diffs, direct)
 
 
 @SETTINGS
