@@ -172,18 +172,22 @@ def _follow(daemons: list[Any], rounds_total: int, timeout: float) -> None:
     from swarmd.errors import DaemonError
 
     end = time.monotonic() + timeout
-    with Live(progress_table([], rounds_total), console=console, refresh_per_second=2) as live:
-        while True:
-            statuses = [(d.name, d.status()) for d in daemons]
-            live.update(progress_table(statuses, rounds_total))
-            if all(st and st["phase"] == "done" for _, st in statuses):
-                return
-            dead = [d for d in daemons if not d.alive()]
-            if dead:
-                raise DaemonError(f"daemon {dead[0].name} exited; its log ends:\n{dead[0].tail()}")
-            if time.monotonic() > end:
-                raise DaemonError(f"the swarm did not finish within {timeout:.0f}s")
-            time.sleep(1.0)
+    try:
+        with Live(progress_table([], rounds_total), console=console, refresh_per_second=2) as live:
+            while True:
+                statuses = [(d.name, d.status()) for d in daemons]
+                live.update(progress_table(statuses, rounds_total))
+                if all(st and st["phase"] == "done" for _, st in statuses):
+                    return
+                dead = [d for d in daemons if not d.alive()]
+                if dead:
+                    raise DaemonError(f"daemon {dead[0].name} exited; its log ends:\n{dead[0].tail()}")
+                if time.monotonic() > end:
+                    raise DaemonError(f"the swarm did not finish within {timeout:.0f}s")
+                time.sleep(1.0)
+    finally:
+        if not console.is_terminal:  # rich's Live leaves its last frame without a newline in a log
+            console.line()
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmd.daemon.launcher import wait_until
 from swarmd.ledger import Devnet
 from swarmd.train import BUNDLES_DIR
 
@@ -26,12 +27,12 @@ min_peers = 2
 """
 
 
-def swarm(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def swarm(*args: str, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(
         [sys.executable, "-m", "swarmd.cli.swarm", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
     if ok:
@@ -145,16 +146,37 @@ def test_wrong_format_is_a_usage_error():
     assert res.returncode == 2 and "json or csv" in res.stderr
 
 
-def test_devnet_up_members_down(tmp_path):
-    root = tmp_path / "dn"
-    up = swarm("devnet", "up", "--dir", str(root), "--sites", "2", "--block-time", "0")
+def test_devnet_run_shows_the_swarm_then_up_members_down(tmp_path):
+    """`swarm devnet run` (the demo's command) on 2 sites for 1 round, kept up with --keep: the
+    ledger shows the finalized round, a second `up` refuses, and `down` stops daemons and chain."""
+    root, task = tmp_path / "dn", tmp_path / "swarm.toml"
+    task.write_text(TASK.replace("rounds = 2", "rounds = 1\nlocal_steps = 2"))
+    args = ("--sites", "2", "--task", str(task), "--block-time", "0", "--no-local-baseline", "--keep")
+    run = swarm("devnet", "run", "--dir", str(root), *args, "--timeout", "240", timeout=300)
     try:
-        assert "SwarmLedger at 0x" in up.stdout
+        lines = [ln.strip() for ln in run.stdout.splitlines()]
+        assert "rounds" in lines, run.stdout  # the ledger's table, its title on a line of its own
+        assert "held-out test set (never trained on)" in lines
+        assert (root / "swarm.png").stat().st_size > 0
         members = json.loads(swarm("ledger", "members", "--devnet", str(root), "--json").stdout)
         assert [m["status"] for m in members] == ["active", "active"]
+        r0 = json.loads(swarm("ledger", "round", "0", "--devnet", str(root), "--json").stdout)
+        assert r0["status"] == "finalized" and len(r0["included"]) == 2
+        daemons = [int(p) for p in json.loads((root / "daemons.json").read_text())["pids"]]
+        assert len(daemons) == 2 and all(_alive(p) for p in daemons)
         again = swarm("devnet", "up", "--dir", str(root), "--sites", "2", ok=False)
         assert "already up" in again.stderr
     finally:
         swarm("devnet", "down", "--dir", str(root))
     gone = swarm("ledger", "members", "--devnet", str(root), ok=False)
     assert "ChainUnavailable" in gone.stderr
+    wait_until(lambda: not any(_alive(p) for p in daemons), 30, what="the daemons to stop")
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie: the daemons outlive `devnet run --keep`, so nobody here reaps them."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1]
+    except (FileNotFoundError, IndexError):
+        return False
+    return not state.startswith("Z")
