@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmd.bench.transport import plain_zmq_gbps
-from swarmd.daemon.launcher import DaemonProcess, wait_until
+from swarmd.daemon.launcher import DaemonProcess, stop_all, wait_until
 from swarmd.daemon.provision import local_consortium
 from swarmd.errors import DaemonError
 from swarmd.ledger import Devnet
@@ -198,17 +198,18 @@ def _run_size(
         task.write_text(TASK.format(model=model, bundle=_bundle(model, root), rounds=rounds))
         note(f"N={n} {model}: devnet and {n} sites")
         with Devnet.start(block_time=block_time, accounts=n + 4) as dev:
-            consortium = local_consortium(
-                root,
-                rpc_url=dev.rpc_url,
-                dev_keys=list(dev.dev_keys),
-                task_path=task,
-                sites=n,
-                alpha=1.0,
-                seed=5,
-                n_per_site=16,
-                n_test=8,
-            )
+            with dev.mining_instantly():
+                consortium = local_consortium(
+                    root,
+                    rpc_url=dev.rpc_url,
+                    dev_keys=list(dev.dev_keys),
+                    task_path=task,
+                    sites=n,
+                    alpha=1.0,
+                    seed=5,
+                    n_per_site=16,
+                    n_test=8,
+                )
             daemons = [
                 DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites
             ]
@@ -219,8 +220,7 @@ def _run_size(
                 _wait_done(daemons, n, rounds, t0, note)
                 wall = time.perf_counter() - t0
             finally:
-                for d in daemons:
-                    d.stop(timeout=20)
+                stop_all(daemons, timeout=20)
         site_dirs = {s.name: s.config.parent for s in consortium.sites}
         journals = {name: _read_site(site_dir) for name, site_dir in site_dirs.items()}
         spans = {name: _entries(_timeline(site_dir / "swarmd.log")) for name, site_dir in site_dirs.items()}

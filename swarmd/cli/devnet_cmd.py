@@ -43,7 +43,7 @@ def _up(
     )
     try:
         dev.save(root / "devnet.json")
-        with console.status(f"deploying the task and provisioning {sites} sites..."):
+        with console.status(f"deploying the task and provisioning {sites} sites..."), dev.mining_instantly():
             consortium = local_consortium(
                 root,
                 rpc_url=dev.rpc_url,
@@ -139,7 +139,7 @@ def run(
     keep: bool = typer.Option(False, help="Leave the chain and daemons running at the end."),
 ) -> None:
     """Start a devnet (if none is up) and N daemons; show live progress until every round is done."""
-    from swarmd.daemon.launcher import DaemonProcess
+    from swarmd.daemon.launcher import DaemonProcess, stop_all
     from swarmd.daemon.provision import LocalConsortium
     from swarmd.ledger import Devnet
     from swarmd.task import load_task
@@ -161,8 +161,7 @@ def run(
             print_summary(consortium, local_baseline=local_baseline)
         finally:
             if not keep:
-                for d in daemons:
-                    d.stop()
+                stop_all(daemons)
                 (root / "daemons.json").unlink(missing_ok=True)
                 if owned is not None:
                     owned.stop()

@@ -23,6 +23,7 @@ class DaemonProcess:
     config: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _terminating: bool = field(default=False, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -41,6 +42,7 @@ class DaemonProcess:
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
+        self._terminating = False
         return self
 
     def alive(self) -> bool:
@@ -59,12 +61,18 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def terminate(self) -> None:
+        """SIGTERM, once: the daemon begins its graceful exit."""
+        if self.alive() and self.proc is not None and not self._terminating:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminating = True
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait for the graceful exit, SIGKILL after `timeout`."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -76,6 +84,13 @@ class DaemonProcess:
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+def stop_all(daemons: list[DaemonProcess], timeout: float = 30.0) -> list[int | None]:
+    """Stop several daemons in parallel: SIGTERM to all, then wait for each (SIGKILL after `timeout`)."""
+    for d in daemons:
+        d.terminate()
+    return [d.stop(timeout) for d in daemons]
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition") -> Any:

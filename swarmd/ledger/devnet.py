@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -245,6 +245,23 @@ class Devnet:
     def fund(self, address: str, ether: float = 100) -> None:
         """Set `address`'s balance to `ether` (anvil_setBalance: instant, no transaction)."""
         rpc_call(self.rpc_url, "anvil_setBalance", [address, hex(int(ether * 10**18))])
+
+    @contextlib.contextmanager
+    def mining_instantly(self) -> Iterator[None]:
+        """Mine every transaction at once inside the block, then go back to `block_time` blocks.
+
+        Provisioning is a chain of dependent transactions (deploy, joins, admissions): on 1 s blocks
+        each waits a block for nothing. anvil switches modes only to whole seconds, so a fractional
+        block time keeps its blocks throughout."""
+        seconds = self.block_time
+        if seconds is None or seconds != int(seconds):
+            yield
+            return
+        rpc_call(self.rpc_url, "evm_setAutomine", [True])
+        try:
+            yield
+        finally:
+            rpc_call(self.rpc_url, "evm_setIntervalMining", [int(seconds)])
 
     def mine(self, blocks: int = 1) -> None:
         """Mine `blocks` empty blocks now (anvil_mine)."""

@@ -88,3 +88,23 @@ def test_state_interval_survives_a_killed_anvil(tmp_path: Path) -> None:
         dev.stop()
     with Devnet.start(accounts=2, state_file=state) as again:
         assert Ledger(again.rpc_url, "0x" + "00" * 20).w3.eth.get_balance(ADDRESS) == 7 * 10**18
+
+
+def test_mining_instantly_mines_each_transaction_then_restores_the_block_time() -> None:
+    with Devnet.start(block_time=1, accounts=2) as dev:
+        w3 = Ledger(dev.rpc_url, "0x" + "00" * 20).w3
+        sender, to = w3.eth.accounts
+        with dev.mining_instantly():
+            before = w3.eth.block_number
+            for _ in range(3):
+                tx = w3.eth.send_transaction({"from": sender, "to": to, "value": 1})
+                # mined by the time send returns: one block per transaction, no wait for a slot
+                assert w3.eth.get_transaction_receipt(tx)["blockNumber"] == w3.eth.block_number
+            assert w3.eth.block_number == before + 3
+            time.sleep(1.5)
+            assert w3.eth.block_number == before + 3  # no empty blocks while idle
+        idle = w3.eth.block_number
+        time.sleep(2.5)
+        assert w3.eth.block_number >= idle + 1  # 1 s blocks again
+        pending = w3.eth.send_transaction({"from": sender, "to": to, "value": 1})
+        assert w3.eth.get_transaction(pending)["blockNumber"] is None  # waits for the next block

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmd.daemon.launcher import DaemonProcess, wait_until
+from swarmd.daemon.launcher import DaemonProcess, stop_all, wait_until
 from swarmd.daemon.provision import LocalConsortium, local_consortium
 from swarmd.ledger import Devnet, Ledger
 from swarmd.train import BUNDLES_DIR
@@ -87,17 +87,18 @@ def running_swarm(
         )
     )
     with Devnet.start(block_time=block_time, accounts=sites + 4, state_file=chain_state) as dev:
-        consortium = local_consortium(
-            root,
-            rpc_url=dev.rpc_url,
-            dev_keys=list(dev.dev_keys),
-            task_path=task,
-            sites=sites,
-            alpha=1.0,
-            seed=3,
-            n_per_site=16,
-            n_test=16,
-        )
+        with dev.mining_instantly():
+            consortium = local_consortium(
+                root,
+                rpc_url=dev.rpc_url,
+                dev_keys=list(dev.dev_keys),
+                task_path=task,
+                sites=sites,
+                alpha=1.0,
+                seed=3,
+                n_per_site=16,
+                n_test=16,
+            )
         daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
         swarm = Swarm(dev, consortium, daemons, Ledger(dev.rpc_url, consortium.contract))
         try:
@@ -109,8 +110,7 @@ def running_swarm(
             swarm.print_logs()
             raise
         finally:
-            for d in daemons:
-                d.stop(timeout=20)
+            stop_all(daemons, timeout=20)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from swarmd.codec import hash_hex
 from swarmd.config import load_config
-from swarmd.daemon.launcher import wait_until
+from swarmd.daemon.launcher import stop_all, wait_until
 from swarmd.ledger import RoundStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
@@ -84,4 +84,4 @@ def test_sigterm_stops_a_training_daemon_gracefully_and_it_resumes(swarm_root, s
         swarm.wait_done(timeout=240)
         final = swarm.ledger.round(1)
         assert {st["last_merged_hash"] for st in swarm.statuses()} == {hash_hex(final.merged_hash)}
-        assert [d.stop() for d in swarm.daemons] == [0, 0, 0]
+        assert stop_all(swarm.daemons) == [0, 0, 0]
