@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +20,21 @@ from swarmd.transport import Node, Verdict
 pytestmark = pytest.mark.multiproc
 
 DENSENET121 = 7_000_000  # float32 parameters of a 2D DenseNet121
+
+
+def introduce(peer: Any, local: Any) -> dict[bytes, str]:
+    """Make a child-process peer and the local node members of each other; returns the members."""
+    members = {peer.key: peer.endpoint, local.node.peer_id: local.node.endpoint}
+    peer.set_peers(members)
+    local.set_peers(members)
+    return members
+
+
+def wait_streaming(local: Any) -> None:
+    """Until the local node has sent 8 MiB: a big update is then mid-stream."""
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
 
 
 def test_densenet_sized_update_arrives_bit_exact_then_spreads_by_fetch(spawn_peer, loop_node) -> None:
@@ -46,9 +62,7 @@ def test_densenet_sized_update_arrives_bit_exact_then_spreads_by_fetch(spawn_pee
 def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:
     b = spawn_peer("--bulk", "curve")
     local = loop_node(limits=FAST, bulk="curve")
-    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
-    b.set_peers(members)
-    local.set_peers(members)
+    introduce(b, local)
     state = densenet_like_state(1_500_000, seed=1)
     verdict = local.run(local.node.send_update(b.key, round=3, term=1, state=state, meta={"samples": 12}))
     assert verdict == Verdict(True, "", codec.hash_hex(codec.content_hash(state)))
@@ -76,9 +90,7 @@ def test_non_member_is_refused_at_the_handshake(spawn_peer, loop_node) -> None:
 def test_corrupted_bytes_are_caught_by_the_hash(spawn_peer, loop_node) -> None:
     b = spawn_peer()
     local = loop_node(limits=FAST)
-    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
-    b.set_peers(members)
-    local.set_peers(members)
+    introduce(b, local)
     state = densenet_like_state(600_000, seed=3)
     manifest, frames = codec.encode(state)
     committed = codec.hash_frames(manifest, frames)
@@ -118,9 +130,7 @@ def test_a_restarted_peer_is_reached_again_on_the_same_connection(spawn_peer, lo
     else:
         pytest.fail("could not start the peer on a free port")
     local = loop_node(limits=FAST)
-    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
-    b.set_peers(members)
-    local.set_peers(members)
+    members = introduce(b, local)
     state = densenet_like_state(300_000, seed=5)
     assert local.run(local.node.send_update(b.key, round=1, term=0, state=state)).ok
 
@@ -137,16 +147,12 @@ def test_a_restarted_peer_is_reached_again_on_the_same_connection(spawn_peer, lo
 def test_a_cancelled_send_frees_the_receivers_slot_at_once(spawn_peer, loop_node) -> None:
     b = spawn_peer("--stall", "60")
     local = loop_node(limits=FAST)
-    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
-    b.set_peers(members)
-    local.set_peers(members)
+    introduce(b, local)
     big = densenet_like_state(30_000_000, seed=1)
     sending = asyncio.run_coroutine_threadsafe(
         local.node.send_update(b.key, round=1, term=0, state=big), local.loop
     )
-    end = time.monotonic() + 30
-    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
-        time.sleep(0.005)
+    wait_streaming(local)
     sending.cancel()  # e.g. the daemon saw a new term on chain
     t0 = time.monotonic()
     small = {"w": torch.ones(10)}
@@ -161,16 +167,12 @@ def test_an_offer_granted_after_its_sender_gave_up_is_cancelled_not_stalled(spaw
     receiver does not hold its slot for the 60 s stall timeout."""
     b = spawn_peer("--stall", "60")
     local = loop_node(limits=FAST)
-    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
-    b.set_peers(members)
-    local.set_peers(members)
+    introduce(b, local)
     first = asyncio.run_coroutine_threadsafe(
         local.node.send_update(b.key, round=1, term=0, state=densenet_like_state(30_000_000, seed=3)),
         local.loop,
     )
-    end = time.monotonic() + 30
-    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
-        time.sleep(0.005)
+    wait_streaming(local)
     small = {"w": torch.ones(10)}
     with pytest.raises(TransportError, match="no answer"):
         local.run(local.node.send_update(b.key, round=2, term=0, state=small, timeout=0.05))
@@ -199,16 +201,12 @@ def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
 def test_a_receiver_killed_mid_stream_fails_the_send_within_the_stall_timeout(spawn_peer, loop_node) -> None:
     b = spawn_peer()
     local = loop_node(limits=FAST)  # stall_timeout 1 s
-    members = {b.key: b.endpoint, local.node.peer_id: local.node.endpoint}
-    b.set_peers(members)
-    local.set_peers(members)
+    introduce(b, local)
     sending = asyncio.run_coroutine_threadsafe(
         local.node.send_update(b.key, round=1, term=0, state=densenet_like_state(30_000_000, seed=2)),
         local.loop,
     )
-    end = time.monotonic() + 30
-    while local.node.stats.bytes_out < 8 << 20 and time.monotonic() < end:
-        time.sleep(0.005)
+    wait_streaming(local)
     b.proc.kill()  # the leader dies mid-exchange (kill -9)
     t0 = time.monotonic()
     with pytest.raises(TransportError):
