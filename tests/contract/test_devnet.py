@@ -3,6 +3,7 @@ clear errors when anvil is missing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -72,15 +73,23 @@ def test_port_in_use_is_refused_before_starting(tmp_path: Path) -> None:
             Devnet.start(port=port, accounts=1)
 
 
+def _dumped_accounts(state: Path) -> set[str]:
+    try:
+        return {a.lower() for a in json.loads(state.read_text())["accounts"]}
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return set()
+
+
 def test_state_interval_survives_a_killed_anvil(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     dev = Devnet.start(accounts=2, state_file=state, state_interval=1)
     try:
         dev.fund(ADDRESS, ether=7)
-        deadline = time.monotonic() + 10
-        while not (state.exists() and "0x" in state.read_text()) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        # Wait for a whole dump that holds the funded account, however slow the machine.
+        while ADDRESS.lower() not in _dumped_accounts(state):
+            assert time.monotonic() < deadline, "anvil never dumped the funded account"
             time.sleep(0.1)
-        time.sleep(1.2)  # one more dump after the funding
         os.kill(dev.pid, signal.SIGKILL)  # type: ignore[arg-type]
         dev._proc.wait(timeout=5)  # type: ignore[union-attr]
         dev.pid = None
