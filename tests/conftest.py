@@ -13,11 +13,18 @@ from collections.abc import Iterator
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hypothesis import settings
 
 from swarmd.ledger import Devnet
 
 # Tests must behave the same on a 2-core CI box and a GPU workstation.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# CI draws the same examples on every run (seeded from each test), so a red CI is reproducible and
+# a green one is not luck; a developer's run keeps exploring new examples. Loaded before any test
+# module builds its own settings, which inherit from the profile.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 N_DEV_ACCOUNTS = 20
 

@@ -89,17 +89,19 @@ class GeoMedian(BufferedRule):
         sum_{i: x_i != x_k} w_i (x_i - x_k) / ||x_i - x_k||, is below the weight sitting on x_k.
         At equality x_k is still a median but maybe not the only one (two sites: the whole segment),
         so it is taken only when its sum of distances is really lower than z's.
+        Updates within `eps` of x_k count as sitting on it, as in the iteration: a subnormal gap
+        would make w / gap overflow the working dtype.
         """
         dists = self._distances(names, z)
         k = min(range(len(dists)), key=dists.__getitem__)
         anchor = self._updates[k].state
         gaps = [_distance(names, u.state, anchor) for u in self._updates]
-        on_anchor = math.fsum(w for w, g in zip(base, gaps, strict=True) if g == 0.0)
+        on_anchor = math.fsum(w for w, g in zip(base, gaps, strict=True) if g <= self.eps)
         pull_sq = 0.0
         for name in names:
             pull = torch.zeros(self.template[name].shape, dtype=work_dtype(self.template[name].dtype))
             for w, g, u in zip(base, gaps, self._updates, strict=True):
-                if g > 0.0:
+                if g > self.eps:
                     pull.add_(to_work(u.state[name]) - anchor[name], alpha=w / g)
             pull_sq += float(torch.linalg.vector_norm(pull, dtype=torch.float64)) ** 2
         unique_median = math.sqrt(pull_sq) < on_anchor * (1 - _MARGIN)

@@ -286,6 +286,19 @@ def test_geomedian_lands_exactly_on_an_update_that_is_the_median():
     assert float(out["a"]) == 0.0 and float(out["b"]) == 0.0
 
 
+def test_geomedian_takes_updates_a_subnormal_apart_as_one_point():
+    """Found by hypothesis in CI's seed: updates 1.4e-45 apart made w / gap overflow float32."""
+    tiny = torch.tensor([1.4e-45])
+    assert float(tiny) > 0.0  # a real subnormal, not flushed to zero
+    updates = [
+        Update("a", {"w": torch.zeros(1)}, 1),
+        Update("b", {"w": tiny}, 1),
+        Update("c", {"w": torch.ones(1)}, 1),
+    ]
+    out = merge(GeoMedian(), {"w": torch.zeros(1)}, updates)["w"]
+    assert torch.isfinite(out).all() and abs(float(out)) <= 1e-8  # the doubled point is the median
+
+
 def test_geomedian_of_two_updates_is_their_midpoint():
     """With two sites every point between them is a median; the rule picks the symmetric one."""
     a, b = torch.tensor([0.0, 4.0]), torch.tensor([2.0, 0.0])
