@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash, hash_hex, parse_hash
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.gossip import Gossip, Peers
@@ -499,7 +500,7 @@ class RoundDriver:
         deadline_block = (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout * 2 // 3)
         while not exchange.complete.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(exchange.complete.wait(), timeout=self.poll)
+                await wait_within(exchange.complete.wait(), self.poll)
             self.checkpoint()
             if await self.chain(self.ledger.block_number) >= deadline_block:
                 log.warning(

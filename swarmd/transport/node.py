@@ -35,6 +35,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from swarmd import codec
+from swarmd.aio import wait_within
 from swarmd.codec import Manifest
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
 from swarmd.transport import messages as m
@@ -383,13 +384,17 @@ class Node:
             if not self._on_grant(msg, peer=peer):
                 raise m.BadMessage("unknown_stream", "grant for no open stream")
         elif isinstance(msg, m.Cancel):
-            stream = self._inbound.get(msg.sid)
-            if stream is None or stream.peer != peer:
-                raise m.BadMessage("unknown_stream", "cancel for no open stream")
-            self._reject("cancelled", peer, msg.reason)
-            stream.fail("cancelled")
+            self._on_cancel(peer, msg)
         else:
             raise m.BadMessage("unexpected_kind", f"{msg.KIND} is not a request")
+
+    def _on_cancel(self, peer: PeerId, msg: m.Cancel) -> None:
+        """A sender withdrawing its update, or a fetcher abandoning a model we serve to it."""
+        stream: Inbound | Outbound | None = self._inbound.get(msg.sid) or self._outbound.get(msg.sid)
+        if stream is None or stream.peer != peer:
+            raise m.BadMessage("unknown_stream", "cancel for no open stream")
+        self._reject("cancelled", peer, msg.reason)
+        stream.fail("cancelled")
 
     async def _on_announce(self, rid: bytes, peer: PeerId, msg: m.Announce) -> None:
         try:
@@ -518,7 +523,7 @@ class Node:
                     self._reject("stalled", stream.peer, f"no chunk for {self.limits.stall_timeout:.1f}s")
                     return "stalled"
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stream.wake.wait(), self.limits.stall_timeout - idle)
+                    await wait_within(stream.wake.wait(), self.limits.stall_timeout - idle)
         except zmq.ZMQError as exc:
             self._reject("unroutable", stream.peer, str(exc))
             return "unroutable"
@@ -598,7 +603,7 @@ class Node:
         except zmq.ZMQError as exc:
             reason = "unroutable"
             self._reject(reason, peer, str(exc))
-        if reason:
+        if reason and reason != "cancelled":  # a fetcher that cancelled no longer waits for a reply
             await self._reply_quietly(rid, m.Reply(msg.req, False, reason))
 
     async def _serve_model(self, rid: bytes, peer: PeerId, msg: m.Fetch) -> str:
@@ -795,7 +800,7 @@ class Node:
         if conn.refused:
             raise PeerRejected(conn.refused)
         try:
-            msg, _ = await asyncio.wait_for(q.get(), timeout or self.limits.request_timeout)
+            msg, _ = await wait_within(q.get(), timeout or self.limits.request_timeout)
         except (TimeoutError, asyncio.TimeoutError) as exc:
             raise TransportError(
                 "no answer from peer", hint="is it up, reachable, and does it list this site as a member?"
@@ -916,7 +921,7 @@ class Node:
                     raise TransportError(f"stream failed: {exc}") from exc
                 raise exc
             # every chunk is out: the receiver now hashes, decodes and runs its handler
-            msg, _ = await asyncio.wait_for(getter, timeout or self.limits.request_timeout)
+            msg, _ = await wait_within(getter, timeout or self.limits.request_timeout)
             _raise_if_sentinel(conn, msg)
             return msg
         except (TimeoutError, asyncio.TimeoutError) as exc:
@@ -964,7 +969,13 @@ class Node:
         async def grant(n: int, first: bool) -> None:
             await self._send(sock, [m.encode(m.Grant(serve.req, serve.sid, n))])
 
-        failure = await self._run_inbound(stream, grant)
+        failure: str | None = "fetcher gave up"
+        try:
+            failure = await self._run_inbound(stream, grant)
+        finally:
+            if failure is not None and failure != "unroutable":
+                # without a cancel the server would pump on until its stall timeout
+                self._spawn(self._send_quietly(conn.control, m.Cancel(serve.sid, failure)))
         if failure is not None:
             raise TransportError(f"model stream failed: {failure}")
         digest = await stream.digest()

@@ -24,6 +24,7 @@ import torch
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from swarmd.aio import wait_within
 from swarmd.codec import ContentHasher, Manifest
 from swarmd.transport.messages import BadMessage
 
@@ -97,7 +98,7 @@ class Outbound:
         """Wait for one credit; raise TimeoutError if none comes, BadMessage if the receiver failed."""
         while self._credits == 0 and self.failed is None:
             self._wake.clear()
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_within(self._wake.wait(), timeout)
         if self.failed is not None:
             raise BadMessage(self.failed, f"receiver ended the stream: {self.failed}")
         self._credits -= 1

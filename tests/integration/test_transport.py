@@ -185,6 +185,35 @@ def test_an_offer_granted_after_its_sender_gave_up_is_cancelled_not_stalled(spaw
     assert local.node.stats.rejections["unknown_request"] == 2
 
 
+def test_an_abandoned_fetch_stops_the_servers_pump_at_once(spawn_peer, loop_node) -> None:
+    """A fetcher that gives up mid-stream (its caller timed out) cancels the serve, so the server
+    does not keep pumping until its 60 s stall timeout."""
+    b = spawn_peer("--stall", "60")
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    big = densenet_like_state(30_000_000, seed=5)
+    assert local.run(local.node.send_update(b.key, round=1, term=0, state=big)).ok
+    fetching = asyncio.run_coroutine_threadsafe(
+        local.node.fetch_model(b.key, codec.content_hash(big), max_bytes=1 << 30), local.loop
+    )
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_in < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
+    # Hold the fetcher's loop so it grants nothing: B sends its window of chunks, then waits.
+    local.loop.call_soon_threadsafe(time.sleep, 1.5)
+    time.sleep(0.5)
+    assert b.call("stats")["streams_out"] == 1 and not fetching.done()  # mid-stream
+    fetching.cancel()
+    end = time.monotonic() + 10  # not the 60 s stall timeout
+    while b.call("stats")["streams_out"] and time.monotonic() < end:
+        time.sleep(0.05)
+    stats = b.call("stats")
+    assert stats["streams_out"] == 0 and stats["rejections"] == {"cancelled": 1}
+    assert local.node.stats.rejections == {}  # no reply to a cancelled fetch, no stray chunk counted
+    got = local.run(local.node.fetch_model(b.key, codec.content_hash(big), max_bytes=1 << 30))
+    assert codec.content_hash(got) == codec.content_hash(big)
+
+
 def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
     first = loop_node(limits=FAST)
     pub, sec = zmq.curve_keypair()
