@@ -14,7 +14,6 @@ from pathlib import Path
 
 from eth_account import Account
 
-from swarmd.codec import content_hash
 from swarmd.config import (
     ChainSection,
     IdentitySection,
@@ -48,6 +47,7 @@ def site_ledger(cfg: SiteConfig, identity: SiteIdentity | None = None) -> Ledger
 
 
 def initial_model_hash(task: Task) -> bytes:
+    from swarmd.codec import content_hash  # torch: only deploy needs it, not join or admit
     from swarmd.train import initial_weights
 
     return content_hash(initial_weights(task))
