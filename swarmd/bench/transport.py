@@ -96,6 +96,9 @@ def _bench_codec(state: dict[str, torch.Tensor], reps: int) -> dict[str, float]:
 
 # --- the receiving process --------------------------------------------------------------------------
 class _Discard:
+    def check_offer(self, peer: bytes, header: Any) -> Verdict:
+        return Verdict(True)
+
     async def on_update(
         self, peer: bytes, header: Any, state: dict[str, torch.Tensor], digest: bytes
     ) -> Verdict:

@@ -45,7 +45,7 @@ from swarmd.errors import (
 from swarmd.ledger import Ledger, RoundInfo, RoundStatus
 from swarmd.merge import apply_diff, make_diff, rule_for
 from swarmd.task import Task
-from swarmd.transport import Verdict
+from swarmd.transport import Refusal, Verdict
 
 log = logging.getLogger("swarmd.rounds")
 T = TypeVar("T")
@@ -67,23 +67,20 @@ ROUND_ERRORS = (LedgerError, TransportError, WireError, CheckpointError, MergeEr
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
 
 
-def _refusal(verdict: Verdict) -> str:
-    """The reason of a refusal, whether the handler gave it or check_offer did before bytes moved."""
-    if verdict.reason == "offer_refused":
-        return verdict.detail.split(":", 1)[0]
-    return verdict.reason
-
-
 # Refusals that say nothing about our update: the leader has not opened this term's exchange yet,
 # is busy, still holds an earlier stream of ours, or the stream broke on the way. Try again while
 # the term lasts; any other refusal (a hash mismatch, an invalid update) would only repeat.
 TRANSIENT_REFUSALS = frozenset(
-    {"not_ready", "busy", "stream_cap", "stalled", "cancelled", "unroutable", "internal_error"}
+    {
+        Refusal.NOT_READY,
+        Refusal.BUSY,
+        Refusal.STREAM_CAP,
+        Refusal.STALLED,
+        Refusal.CANCELLED,
+        Refusal.UNROUTABLE,
+        Refusal.INTERNAL_ERROR,
+    }
 )
-
-
-def _retryable(verdict: Verdict) -> bool:
-    return _refusal(verdict) in TRANSIENT_REFUSALS
 
 
 class RssPeak:
@@ -391,12 +388,12 @@ class RoundDriver:
             verdict = await self.send_while_term_lasts(r, info.term, leader, update)
             # "duplicate": the leader stored our update before it crashed and lost our connection
             # before its answer reached us; restarted, it folded the stored copy in again.
-            if verdict is not None and (verdict.ok or _refusal(verdict) == "duplicate"):
+            if verdict is not None and (verdict.ok or verdict.reason == Refusal.DUPLICATE):
                 self.journal.update(r, delivered_term=info.term)
                 how = "accepted" if verdict.ok else "already holds"
                 log.info("round %d: leader %s %s our update", r, leader, how)
                 return
-            if verdict is not None and not _retryable(verdict):
+            if verdict is not None and verdict.reason not in TRANSIENT_REFUSALS:
                 log.error(
                     "round %d: leader %s rejected our update: %s %s",
                     r,
@@ -405,8 +402,8 @@ class RoundDriver:
                     verdict.detail,
                 )
                 return
-            if verdict is not None and _refusal(verdict) != "not_ready":
-                log.info("round %d: leader %s refused for now (%s); retrying", r, leader, _refusal(verdict))
+            if verdict is not None and verdict.reason != Refusal.NOT_READY:
+                log.info("round %d: leader %s refused for now (%s); retrying", r, leader, verdict.reason)
             now = await self.chain(self.ledger.round, r)
             if now.status != RoundStatus.ELECTED or now.term != info.term:
                 return
@@ -514,10 +511,10 @@ class RoundDriver:
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
             self.nudge()  # a committer saw us elected: look at the chain now, not at the next poll
-            return Verdict(False, "not_ready", "no exchange open for that round and term")
+            return Verdict(False, Refusal.NOT_READY, "no exchange open for that round and term")
         sender = self.peers.members.get(peer)
         if sender in ex.received:
-            return Verdict(False, "duplicate", f"already holds the update of {sender} for this term")
+            return Verdict(False, Refusal.DUPLICATE, f"already holds the update of {sender} for this term")
         return Verdict(True)
 
     async def on_update(
@@ -528,18 +525,18 @@ class RoundDriver:
             await self.refresh_members()
             sender = self.peers.members.get(peer)
             if sender is None:
-                return Verdict(False, "not_member")
+                return Verdict(False, Refusal.NOT_MEMBER)
         self.state.peers_seen[sender] = time.time()
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
-            return Verdict(False, "not_ready", "no exchange open for that round and term")
+            return Verdict(False, Refusal.NOT_READY, "no exchange open for that round and term")
         try:
             ex.offer(sender, state, digest)
         except UpdateRejected as exc:
             reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
             self.metrics.rejection(reason)
             log.warning("round %d: rejected update from %s: %s", ex.round, sender, exc)
-            return Verdict(False, reason, str(exc))
+            return Verdict(False, Refusal.INVALID, f"{reason}: {exc}")
         # Persist before acknowledging: the sender will not resend to this term's leader.
         put = functools.partial(self.store.put, state, digest, keep=False)
         await asyncio.get_running_loop().run_in_executor(None, put)

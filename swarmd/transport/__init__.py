@@ -10,11 +10,12 @@ Public API (see node.py and handler.py for details):
     rtt = await node.ping(peer)
     node.stats.rejections["reason"]; await node.close()
 
-The daemon implements `Handler` (on_update, on_announce, serve_model). Wire format: messages.py.
+The daemon implements `Handler` (check_offer, on_update, on_announce, serve_model); a refusal's
+reason is a `Refusal`. Wire format: messages.py.
 """
 
 from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict
-from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage
+from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage, Refusal
 from swarmd.transport.node import Limits, Node, NodeStats
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Node",
     "NodeStats",
     "PeerId",
+    "Refusal",
     "UpdateHeader",
     "Verdict",
 ]

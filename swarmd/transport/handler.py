@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 
 from swarmd.codec import Manifest
-from swarmd.transport.messages import MetaValue
+from swarmd.transport.messages import MetaValue, Refusal
 
 PeerId = bytes  # a peer's raw 32-byte CURVE public key, exactly as stored on chain
 
@@ -31,21 +31,21 @@ class AnnounceHeader:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The receiver's answer to an update: accepted, or rejected with a short reason label."""
+    """The receiver's answer to an update: accepted, or refused for a named reason."""
 
     ok: bool
-    reason: str = ""
-    detail: str = ""
+    reason: Refusal | None = None
+    detail: str = ""  # for people (logs); code decides on `reason` alone
 
 
 class Handler(Protocol):
-    """Implemented by the daemon. Called on the node's event loop; keep slow work off it.
+    """Implemented by the daemon. Called on the node's event loop; keep slow work off it."""
 
-    Optional: `check_offer(peer, header) -> Verdict`, if the handler defines it, is called when an
-    update is offered, before it waits for the receive slot and before any byte moves. A refusal
-    (e.g. a stale round or term) is answered at once with reason "offer_refused" and the handler's
-    reason in the detail. Keep it cheap and synchronous.
-    """
+    def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
+        """An update is offered: called before it waits for the receive slot and before any byte
+        moves. A refusal (e.g. a stale round or term) is the sender's answer at once. Keep it cheap
+        and synchronous."""
+        ...
 
     async def on_update(
         self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes

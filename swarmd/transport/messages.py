@@ -20,11 +20,14 @@ Kinds (client = the side that sent the request over its DEALER; server = the ROU
                                                      for chunks over the CURVE channel) and bulk port
     chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream, in order
     cancel   c->s  sid, reason                       the update's sender gives up; the slot frees
-    reply    s->c  req, ok, reason, detail           final answer to an announce, update or fetch
+    reply    s->c  req, ok, reason, detail           final answer to an announce, update or fetch;
+                                                     `reason` is a `Refusal` value (nil when ok),
+                                                     `detail` free text for people, never parsed
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -35,13 +38,53 @@ import msgpack
 from swarmd.codec import MAX_TENSORS, Manifest
 from swarmd.errors import CodecError, WireError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a reply's reason is a Refusal value, not free text
 MAX_HEADER_BYTES = 16 << 20  # a manifest of MAX_TENSORS long names fits
 MAX_META_ITEMS = 32
 MAX_TEXT = 4096
 U63 = (1 << 63) - 1
 
 MetaValue = int | float | str | bool
+
+
+class Refusal(str, enum.Enum):
+    """Why a receiver said no: the vocabulary of a reply's `reason`. A sender decides from it alone
+    whether to try again; nothing reads the free-text detail."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    # The receiver is not ready or not free yet.
+    NOT_READY = "not_ready"  # no exchange open for that round and term (yet)
+    BUSY = "busy"  # too many offers waiting for the receive slot
+    STREAM_CAP = "stream_cap"  # the sender already holds its share of streams
+    # The stream or the connection broke on the way.
+    STALLED = "stalled"
+    CANCELLED = "cancelled"
+    UNROUTABLE = "unroutable"
+    DUPLICATE_STREAM = "duplicate_stream"
+    BAD_STREAM = "bad_stream"  # a chunk broke the stream's order, credit, size or seal
+    INTERNAL_ERROR = "internal_error"
+    DISCONNECTED = "disconnected"  # local: the connection dropped while a request waited
+    REFUSED = "refused"  # local: the peer's handshake refused us
+    PEER_REMOVED = "peer_removed"  # local: the peer left the member set while a request waited
+    # Answers about the update or model itself.
+    DUPLICATE = "duplicate"  # the receiver already holds this sender's update for the term
+    NOT_MEMBER = "not_member"
+    HASH_MISMATCH = "hash_mismatch"
+    INVALID = "invalid"  # the update failed the receiver's validation; the detail names the check
+    TOO_LARGE = "too_large"
+    HANDLER_ERROR = "handler_error"
+    NOT_FOUND = "not_found"  # a fetched model this site does not hold
+    NO_BULK_CHANNEL = "no_bulk_channel"
+
+
+def as_refusal(label: str) -> Refusal:
+    """A stream's failure label as a refusal: itself when it is one, else a broken stream."""
+    try:
+        return Refusal(label)
+    except ValueError:
+        return Refusal.BAD_STREAM
 
 
 class BadMessage(WireError):
@@ -79,6 +122,13 @@ def _text(x: object) -> str:
     if not isinstance(x, str) or len(x) > MAX_TEXT:
         raise _fail("expected a short string")
     return x
+
+
+def _refusal(x: object) -> Refusal:
+    try:
+        return Refusal(_text(x))
+    except ValueError:
+        raise _fail(f"unknown refusal reason {str(x)[:40]!r}") from None
 
 
 def _bin(n: int) -> Callable[[object], bytes]:
@@ -229,14 +279,14 @@ class Cancel(Message):
 
 @dataclass(frozen=True)
 class Reply(Message):
-    """Final answer to an announce, update or fetch. `reason` is a short label when not ok."""
+    """Final answer to an announce, update or fetch; `reason` says why when not ok."""
 
     KIND = "reply"
     req: int
     ok: bool
-    reason: str = ""
+    reason: Refusal | None = None
     detail: str = ""
-    SCHEMA = {"req": _uint, "ok": _flag, "reason": _text, "detail": _text}
+    SCHEMA = {"req": _uint, "ok": _flag, "reason": _opt(_refusal), "detail": _text}
 
 
 KINDS: dict[str, type[Message]] = {

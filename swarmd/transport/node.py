@@ -40,6 +40,7 @@ from swarmd.codec import Manifest
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
 from swarmd.transport import messages as m
 from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict
+from swarmd.transport.messages import Refusal
 from swarmd.transport.stream import Inbound, Outbound, iter_chunks, new_key, new_sid
 
 log = logging.getLogger("swarmd.transport")
@@ -125,9 +126,9 @@ def _raise_if_sentinel(conn: _Conn, msg: m.Message) -> None:
     """Local events posted to pending requests as req-0 replies become errors for the caller."""
     if not isinstance(msg, m.Reply) or msg.req != 0:
         return
-    if msg.reason == "refused":
+    if msg.reason == Refusal.REFUSED:
         raise PeerRejected(conn.refused or "handshake refused by the peer")
-    if msg.reason == "peer_removed":
+    if msg.reason == Refusal.PEER_REMOVED:
         raise PeerRejected("peer was removed from the member set")
     raise TransportError(f"connection to peer lost ({msg.reason})", hint="it may have crashed or restarted")
 
@@ -406,20 +407,21 @@ class Node:
             log.exception("announce handler failed")
             self._reject("handler_error", peer, repr(exc))
             with contextlib.suppress(zmq.ZMQError):
-                await self._reply(rid, m.Reply(msg.req, False, "handler_error"))
+                await self._reply(rid, m.Reply(msg.req, False, Refusal.HANDLER_ERROR))
 
     # --- server side: inbound updates --------------------------------------------------------------
     def _admit_update(self, rid: bytes, peer: PeerId, msg: m.UpdateOffer) -> None:
         total = msg.manifest.total_nbytes
         early = self._check_offer(peer, msg)
+        reason: Refusal | None
         if total > self.max_bytes:
-            reason, detail = "too_large", f"update of {total} bytes, limit {self.max_bytes}"
-        elif early is not None and not early.ok:
-            reason, detail = "offer_refused", f"{early.reason}: {early.detail}"
+            reason, detail = Refusal.TOO_LARGE, f"update of {total} bytes, limit {self.max_bytes}"
+        elif not early.ok:
+            reason, detail = early.reason or Refusal.HANDLER_ERROR, early.detail
         elif self._streams_of[peer] >= self.limits.streams_per_peer:
-            reason, detail = "stream_cap", f"peer already holds {self._streams_of[peer]} update streams"
+            reason, detail = Refusal.STREAM_CAP, f"peer already holds {self._streams_of[peer]} update streams"
         elif self._queued >= self.limits.max_queued:
-            reason, detail = "busy", "too many updates waiting"
+            reason, detail = Refusal.BUSY, "too many updates waiting"
         else:
             self._streams_of[peer] += 1
             self._queued += 1
@@ -428,17 +430,18 @@ class Node:
         self._reject(reason, peer, detail)
         self._spawn(self._reply_quietly(rid, m.Reply(msg.req, False, reason, detail)))
 
-    def _check_offer(self, peer: PeerId, msg: m.UpdateOffer) -> Verdict | None:
-        """The handler's optional early look at an offer (`check_offer`), before any byte moves."""
-        check = getattr(self.handler, "check_offer", None)
-        if check is None:
-            return None
+    def _check_offer(self, peer: PeerId, msg: m.UpdateOffer) -> Verdict:
+        """The handler's early look at an offer (`check_offer`), before any byte moves."""
         try:
-            verdict = check(peer, UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta))
+            verdict = self.handler.check_offer(
+                peer, UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta)
+            )
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
             log.exception("check_offer failed")
-            return Verdict(False, "handler_error", repr(exc)[:200])
-        return verdict if isinstance(verdict, Verdict) else None
+            return Verdict(False, Refusal.HANDLER_ERROR, repr(exc)[:200])
+        if not isinstance(verdict, Verdict):
+            return Verdict(False, Refusal.HANDLER_ERROR, f"check_offer returned {type(verdict).__name__}")
+        return verdict
 
     async def _send_quietly(self, sock: zmq.asyncio.Socket, msg: m.Message) -> None:
         with contextlib.suppress(zmq.ZMQError):
@@ -457,7 +460,7 @@ class Node:
                 except Exception as exc:  # e.g. no memory for the buffer: refuse this one, keep serving
                     log.exception("receiving an update failed")
                     self._reject("internal_error", peer, repr(exc))
-                    verdict = Verdict(False, "internal_error")
+                    verdict = Verdict(False, Refusal.INTERNAL_ERROR)
                 await self._reply_quietly(rid, m.Reply(msg.req, verdict.ok, verdict.reason, verdict.detail))
         finally:
             self._streams_of[peer] -= 1
@@ -477,13 +480,13 @@ class Node:
 
         failure = await self._run_inbound(stream, grant)
         if failure is not None:
-            return Verdict(False, failure)
+            return Verdict(False, failure, stream.failed or "")  # the detail names the violation
         digest = await stream.digest()
         if digest != msg.digest:
             self._reject(
                 "hash_mismatch", peer, f"got {codec.hash_hex(digest)}, claimed {codec.hash_hex(msg.digest)}"
             )
-            return Verdict(False, "hash_mismatch", codec.hash_hex(digest))
+            return Verdict(False, Refusal.HASH_MISMATCH, codec.hash_hex(digest))
         state = codec.decode_flat(msg.manifest, stream.view)
         self.stats.updates_received += 1
         header = UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta)
@@ -492,26 +495,26 @@ class Node:
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
             log.exception("update handler failed")
             self._reject("handler_error", peer, repr(exc))
-            return Verdict(False, "handler_error")
+            return Verdict(False, Refusal.HANDLER_ERROR)
         if not isinstance(verdict, Verdict):
             self._reject("handler_error", peer, f"on_update returned {type(verdict).__name__}, not a Verdict")
-            return Verdict(False, "handler_error")
+            return Verdict(False, Refusal.HANDLER_ERROR)
         return verdict
 
     async def _run_inbound(
         self, stream: Inbound, grant: Callable[[int, bool], Awaitable[None]]
-    ) -> str | None:
+    ) -> Refusal | None:
         """Drive a receive: grant credits as chunks land, watch for stalls. Returns a failure reason."""
         if stream.sid in self._inbound:  # a sender-chosen sid (fetch) colliding with a live stream
             self._reject("duplicate_stream", stream.peer, "stream id already in use")
-            return "duplicate_stream"
+            return Refusal.DUPLICATE_STREAM
         self._inbound[stream.sid] = stream
         first = True
         try:
             while True:
                 stream.wake.clear()  # before granting: a chunk landing during the grant re-arms it
                 if stream.done.is_set():
-                    return stream.failed
+                    return m.as_refusal(stream.failed) if stream.failed else None
                 n = stream.credits_to_grant(self.limits.window)
                 if n:
                     stream.granted += n
@@ -521,12 +524,12 @@ class Node:
                 idle = time.monotonic() - stream.last_progress
                 if idle >= self.limits.stall_timeout:
                     self._reject("stalled", stream.peer, f"no chunk for {self.limits.stall_timeout:.1f}s")
-                    return "stalled"
+                    return Refusal.STALLED
                 with contextlib.suppress(asyncio.TimeoutError):
                     await wait_within(stream.wake.wait(), self.limits.stall_timeout - idle)
         except zmq.ZMQError as exc:
             self._reject("unroutable", stream.peer, str(exc))
-            return "unroutable"
+            return Refusal.UNROUTABLE
         finally:
             self._inbound.pop(stream.sid, None)
             if stream.failed is not None or not stream.done.is_set():
@@ -601,26 +604,27 @@ class Node:
             async with self._serves:
                 reason = await self._serve_model(rid, peer, msg)
         except zmq.ZMQError as exc:
-            reason = "unroutable"
+            reason = Refusal.UNROUTABLE
             self._reject(reason, peer, str(exc))
-        if reason and reason != "cancelled":  # a fetcher that cancelled no longer waits for a reply
+        # A fetcher that cancelled no longer waits for a reply.
+        if reason is not None and reason != Refusal.CANCELLED:
             await self._reply_quietly(rid, m.Reply(msg.req, False, reason))
 
-    async def _serve_model(self, rid: bytes, peer: PeerId, msg: m.Fetch) -> str:
-        """Stream a held model to a fetching peer; return a failure reason, or "" when all was sent."""
+    async def _serve_model(self, rid: bytes, peer: PeerId, msg: m.Fetch) -> Refusal | None:
+        """Stream a held model to a fetching peer; return why it failed, or None when all was sent."""
         try:
             payload = self.handler.serve_model(msg.model_hash)
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
             log.exception("serve_model failed")
             self._reject("handler_error", peer, repr(exc))
-            return "handler_error"
+            return Refusal.HANDLER_ERROR
         if payload is None:
-            return "not_found"
+            return Refusal.NOT_FOUND
         manifest, frames = payload
         if manifest.total_nbytes > msg.max_bytes:
-            return "too_large"
+            return Refusal.TOO_LARGE
         if msg.key is not None and self._bulk_router is None:
-            return "no_bulk_channel"
+            return Refusal.NO_BULK_CHANNEL
         out = Outbound(new_sid(), peer, msg.key)
         self._outbound[out.sid] = out
         try:
@@ -634,12 +638,12 @@ class Node:
 
             await self._pump(out, frames, send)
             self.stats.models_served += 1
-            return ""
+            return None
         except (TimeoutError, asyncio.TimeoutError):
             self._reject("stalled", peer, "fetching peer stopped granting credit")
-            return "stalled"
+            return Refusal.STALLED
         except m.BadMessage as exc:
-            return exc.reason
+            return m.as_refusal(exc.reason)
         finally:
             self._outbound.pop(out.sid, None)
 
@@ -666,11 +670,11 @@ class Node:
                 self.stats.disconnects += 1
                 if conn is not None:  # the peer died or restarted: what we wait for will not come
                     for q in conn.pending.values():
-                        q.put_nowait((m.Reply(0, False, "disconnected"), []))
+                        q.put_nowait((m.Reply(0, False, Refusal.DISCONNECTED), []))
             elif conn is not None and event["event"] in failed:
                 conn.refused = "handshake refused by the peer (not a member there, or a key mismatch)"
                 for q in conn.pending.values():
-                    q.put_nowait((m.Reply(0, False, "refused"), []))
+                    q.put_nowait((m.Reply(0, False, Refusal.REFUSED), []))
             elif conn is not None and event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 conn.refused = None
 
@@ -714,7 +718,7 @@ class Node:
         for task in conn.tasks:
             task.cancel()
         for q in conn.pending.values():
-            q.put_nowait((m.Reply(0, False, "peer_removed"), []))
+            q.put_nowait((m.Reply(0, False, Refusal.PEER_REMOVED), []))
         self._close_conn_sockets(conn)
 
     @staticmethod

@@ -21,7 +21,7 @@ from swarmd.errors import PeerRejected, TransportError
 from swarmd.ledger import Devnet, Ledger, RoundStatus
 from swarmd.task import load_task
 from swarmd.train import initial_weights
-from swarmd.transport import Node, Verdict
+from swarmd.transport import Node, Refusal, Verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
@@ -83,8 +83,11 @@ def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_res
 
 
 class _Quiet:
+    def check_offer(self, peer, header) -> Verdict:
+        return Verdict(False, Refusal.NOT_READY, "not a leader")
+
     async def on_update(self, peer, header, state, digest) -> Verdict:
-        return Verdict(False, "not_a_leader")
+        return Verdict(False, Refusal.NOT_READY, "not a leader")
 
     async def on_announce(self, peer, header) -> None:
         return None
@@ -134,7 +137,7 @@ def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_f
                     if info.leader != ident.address
                     else next(m for a, m in members.items() if a != ident.address)
                 )
-                verdict = Verdict(False, "forger was leader")
+                verdict: Verdict | None = None  # None: the forger was the leader itself
                 if info.leader != ident.address:
                     verdict = await _send_until_ready(node, target.curve_key, 0, info.term, forged)
             # a stranger with a fresh CURVE key is refused at the handshake
@@ -158,15 +161,14 @@ def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_f
         )
         assert forger_site.address not in info.included
         assert len(info.included) == 3
-        if verdict.reason != "forger was leader":
-            assert not verdict.ok and verdict.reason == "hash_mismatch"
+        if verdict is not None:
+            assert not verdict.ok and verdict.reason == Refusal.HASH_MISMATCH
 
 
 async def _send_until_ready(node, peer, r, term, state) -> Verdict:
     for _ in range(60):
         verdict = await node.send_update(peer, round=r, term=term, state=state)
-        # "not_ready" comes as the handler's verdict, or as check_offer's refusal before any byte moved
-        if "not_ready" not in (verdict.reason, verdict.detail.split(":")[0]):
+        if verdict.reason != Refusal.NOT_READY:
             return verdict
         await asyncio.sleep(0.5)
     raise AssertionError("the leader never opened its exchange")

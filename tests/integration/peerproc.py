@@ -24,7 +24,7 @@ import zmq
 from swarmd import codec
 from swarmd.codec import Manifest
 from swarmd.errors import SwarmError
-from swarmd.transport import AnnounceHeader, Limits, Node, PeerId, UpdateHeader, Verdict
+from swarmd.transport import AnnounceHeader, Limits, Node, PeerId, Refusal, UpdateHeader, Verdict
 
 
 def densenet_like_state(n_params: int, seed: int) -> dict[str, torch.Tensor]:
@@ -59,8 +59,10 @@ class Recorder:
         self.announces.append(header)
 
     def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
-        # the optional early check: this test peer refuses updates for round 0
-        return Verdict(header.round != 0, "stale_round" if header.round == 0 else "")
+        # the early check: this test peer refuses updates for round 0 as stale
+        if header.round == 0:
+            return Verdict(False, Refusal.NOT_READY, "stale round")
+        return Verdict(True)
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         payload = self.models.get(model_hash)

@@ -15,7 +15,7 @@ from peerproc import Recorder, densenet_like_state
 
 from swarmd import codec
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
-from swarmd.transport import Node, Verdict
+from swarmd.transport import Node, Refusal, Verdict
 
 pytestmark = pytest.mark.multiproc
 
@@ -65,10 +65,10 @@ def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:
     introduce(b, local)
     state = densenet_like_state(1_500_000, seed=1)
     verdict = local.run(local.node.send_update(b.key, round=3, term=1, state=state, meta={"samples": 12}))
-    assert verdict == Verdict(True, "", codec.hash_hex(codec.content_hash(state)))
+    assert verdict == Verdict(True, None, codec.hash_hex(codec.content_hash(state)))
     t0, before = time.monotonic(), local.node.stats.bytes_out
     stale = local.run(local.node.send_update(b.key, round=0, term=1, state=state))  # refused on offer
-    assert (stale.ok, stale.reason, stale.detail) == (False, "offer_refused", "stale_round: ")
+    assert (stale.ok, stale.reason, stale.detail) == (False, Refusal.NOT_READY, "stale round")
     assert local.node.stats.bytes_out - before < 4096 and time.monotonic() - t0 < 1
     got = local.run(local.node.fetch_model(b.key, codec.content_hash(state), max_bytes=1 << 30))
     assert codec.content_hash(got) == codec.content_hash(state)

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from swarmd.daemon.exchange import Exchange
-from swarmd.daemon.rounds import RoundDriver, _refusal, _retryable
+from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import DaemonState
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import Member, MemberStatus
 from swarmd.merge import rule_for
 from swarmd.task import load_task
 from swarmd.train import BUNDLES_DIR
-from swarmd.transport import Verdict
+from swarmd.transport import Refusal
 
 ME, PEER = "0xLeader", "0xPeer"
 PEER_KEY = b"\x07" * 32
@@ -74,16 +74,10 @@ async def test_offer_for_an_open_exchange_is_admitted_unless_already_held(driver
     assert (held.ok, held.reason) == (False, "duplicate")
 
 
-def test_sender_reads_refusals_from_check_offer_and_from_the_handler_alike():
-    early = Verdict(False, "offer_refused", "not_ready: no exchange open for that round and term")
-    late = Verdict(False, "not_ready", "no exchange open for that round and term")
-    held = Verdict(False, "offer_refused", "duplicate: already holds the update")
-    assert _refusal(early) == _refusal(late) == "not_ready"
-    assert _retryable(early) and _retryable(late) and not _retryable(held)
-    assert _refusal(held) == _refusal(Verdict(False, "duplicate", "")) == "duplicate"
-    assert _refusal(Verdict(False, "hash_mismatch", "x: y")) == "hash_mismatch"
-    # a stream that broke, or the leader still holding our earlier stream, is worth another try ...
-    cap = Verdict(False, "stream_cap", "peer already holds 2 update streams")
-    assert all(_retryable(v) for v in (cap, Verdict(False, "stalled"), Verdict(False, "cancelled")))
-    # ... a refusal of the update itself is not
-    assert not _retryable(Verdict(False, "hash_mismatch")) and not _retryable(Verdict(False, "too_large"))
+def test_sender_retries_only_refusals_that_say_nothing_about_its_update():
+    # not open yet, busy, or a stream that broke on the way: worth another try while the term lasts
+    transient = {Refusal.NOT_READY, Refusal.BUSY, Refusal.STREAM_CAP, Refusal.STALLED, Refusal.CANCELLED}
+    assert transient <= TRANSIENT_REFUSALS
+    # a refusal of the update itself would only repeat
+    final = {Refusal.HASH_MISMATCH, Refusal.TOO_LARGE, Refusal.INVALID, Refusal.NOT_MEMBER, Refusal.DUPLICATE}
+    assert not final & TRANSIENT_REFUSALS

@@ -14,6 +14,8 @@ from swarmd import codec
 from swarmd.transport import messages as m
 from swarmd.transport.stream import Inbound, Outbound, iter_chunks, new_key, new_sid
 
+V = m.PROTOCOL_VERSION
+
 MANIFEST = codec.manifest_of({"a": torch.zeros(3), "b": torch.zeros(2, 2, dtype=torch.int64)})
 SAMPLES = [
     m.Ping(1, 2.5),
@@ -29,7 +31,8 @@ SAMPLES = [
     m.Grant(10, bytes(16), 1),
     m.Chunk(bytes(16), 11),
     m.Cancel(bytes(16), "sender gave up"),
-    m.Reply(12, False, "too_large", "detail"),
+    m.Reply(12, False, m.Refusal.TOO_LARGE, "detail"),
+    m.Reply(13, True),
 ]
 
 
@@ -38,17 +41,28 @@ def test_every_kind_round_trips(msg: m.Message) -> None:
     assert m.decode(m.encode(msg)) == msg
 
 
+def test_a_refusal_decodes_as_its_enum_member_and_a_broken_stream_label_maps_to_one() -> None:
+    reply = m.decode(m.encode(m.Reply(1, False, m.Refusal.NOT_READY)))
+    assert isinstance(reply, m.Reply) and reply.reason is m.Refusal.NOT_READY
+    assert m.as_refusal("stalled") is m.Refusal.STALLED
+    assert m.as_refusal("over_credit") is m.Refusal.BAD_STREAM
+
+
 @pytest.mark.parametrize(
     ("header", "reason"),
     [
-        ({"v": 1, "kind": "ping", "req": 1, "sent": float("nan")}, "bad_field"),
-        ({"v": 1, "kind": "ping", "req": True, "sent": 0.0}, "bad_field"),
-        ({"v": 1, "kind": "ping", "req": 1, "sent": 0.0, "extra": 1}, "bad_field"),
-        ({"v": 1, "kind": "chunk", "sid": bytes(15), "seq": 0}, "bad_field"),
-        ({"v": 1, "kind": "reply", "req": 1, "ok": 1, "reason": "", "detail": ""}, "bad_field"),
+        ({"v": V, "kind": "ping", "req": 1, "sent": float("nan")}, "bad_field"),
+        ({"v": V, "kind": "ping", "req": True, "sent": 0.0}, "bad_field"),
+        ({"v": V, "kind": "ping", "req": 1, "sent": 0.0, "extra": 1}, "bad_field"),
+        ({"v": V, "kind": "chunk", "sid": bytes(15), "seq": 0}, "bad_field"),
+        ({"v": V, "kind": "reply", "req": 1, "ok": 1, "reason": None, "detail": ""}, "bad_field"),
+        # a refusal outside the vocabulary, or the free text that protocol 1 sent
+        ({"v": V, "kind": "reply", "req": 1, "ok": False, "reason": "lol", "detail": ""}, "bad_field"),
+        ({"v": V, "kind": "reply", "req": 1, "ok": False, "reason": "", "detail": ""}, "bad_field"),
+        ({"v": 1, "kind": "ping", "req": 1, "sent": 0.0}, "bad_version"),
         (
             {
-                "v": 1,
+                "v": V,
                 "kind": "update",
                 "req": 1,
                 "round": 1,
@@ -61,7 +75,7 @@ def test_every_kind_round_trips(msg: m.Message) -> None:
         ),
         (
             {
-                "v": 1,
+                "v": V,
                 "kind": "update",
                 "req": 1,
                 "round": 1,
@@ -74,7 +88,7 @@ def test_every_kind_round_trips(msg: m.Message) -> None:
         ),
         (
             {
-                "v": 1,
+                "v": V,
                 "kind": "update",
                 "req": 1,
                 "round": 1,
@@ -87,7 +101,7 @@ def test_every_kind_round_trips(msg: m.Message) -> None:
         ),  # over the map-length unpack limit
         ({"v": "1", "kind": "ping", "req": 1, "sent": 0.0}, "bad_version"),
         ({"kind": "ping"}, "bad_version"),
-        ({"v": 1, "kind": {"x": 1}}, "unknown_kind"),
+        ({"v": V, "kind": {"x": 1}}, "unknown_kind"),
     ],
 )
 def test_invalid_headers_name_their_reason(header: dict, reason: str) -> None:
