@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from swarmd.errors import SwarmError, exit_code
 
@@ -25,7 +26,10 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except SwarmError as exc:
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        # The message is data (paths, TOML keys like [site]), never markup: rich would eat brackets.
+        err_console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(exit_code(exc)) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
