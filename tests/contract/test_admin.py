@@ -1,11 +1,25 @@
-"""The admin role against a real anvil: the two-step transfer (offer, accept, cancel, overwrite).
-Reverts are asserted by error name and arguments; events by name and arguments."""
+"""The admin role against a real anvil: the two-step transfer (offer, accept, cancel, overwrite) and
+`swarm admin`. Reverts are asserted by error name and arguments; events by name and arguments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from chainkit import Consortium, curve_key
+from eth_account.signers.local import LocalAccount
+from typer.testing import CliRunner
 
+from swarmd.cli.swarm import app
+from swarmd.config import (
+    ChainSection,
+    IdentitySection,
+    SiteConfig,
+    SiteSection,
+    TransportSection,
+    write_config,
+)
+from swarmd.identity import create_identity
 from swarmd.ledger import MemberStatus, errors
 
 pytestmark = pytest.mark.chain
@@ -78,3 +92,47 @@ def test_only_the_admin_offers_and_cancels(consortium: Consortium) -> None:
         ("AdminTransferStarted", {"admin": c.admin.sender, "newAdmin": b.sender}),
         ("AdminTransferCancelled", {"admin": c.admin.sender, "pendingAdmin": b.sender}),
     ]
+
+
+def _site_config(tmp: Path, name: str, key: str, rpc_url: str, contract: str) -> Path:
+    keys = tmp / name / "keys"
+    passphrase = keys / "passphrase"
+    passphrase.parent.mkdir(parents=True)
+    passphrase.write_text("test-passphrase\n")
+    create_identity(
+        keys / "account.json", keys / "curve.key", "test-passphrase", private_key=key, kdf_iterations=1000
+    )
+    cfg = SiteConfig(
+        site=SiteSection(name=name, state_dir=tmp / name / "state", task=tmp / "swarm.toml"),
+        identity=IdentitySection(
+            keystore=keys / "account.json", passphrase_file=passphrase, curve_secret=keys / "curve.key"
+        ),
+        chain=ChainSection(rpc_url=rpc_url, contract=contract),
+        transport=TransportSection(bind="tcp://127.0.0.1:1", endpoint="tcp://127.0.0.1:1"),
+    )
+    path = tmp / name / "site.toml"
+    write_config(cfg, path)
+    return path
+
+
+def test_swarm_admin_cli(consortium: Consortium, accounts: list[LocalAccount], tmp_path: Path) -> None:
+    c = consortium
+    rpc, contract = c.devnet.rpc_url, c.admin.address
+    keys = {a.address: a.key.hex() for a in accounts}
+    lead = _site_config(tmp_path, "lead", keys[c.admin.sender], rpc, contract)  # type: ignore[index]
+    heir = _site_config(tmp_path, "heir", keys[c.sites[0].sender], rpc, contract)  # type: ignore[index]
+    runner = CliRunner()
+
+    def swarm(*args: str, code: int = 0) -> str:
+        res = runner.invoke(app, ["admin", *args], env={"COLUMNS": "200"})
+        assert res.exit_code == code, res.output
+        return res.output
+
+    new = c.sites[0].sender
+    assert f"pending admin {new}" in swarm("transfer", new, "--config", str(lead))  # type: ignore[str-bytes-safe]
+    assert '"pending_admin": "' + new in swarm("show", "--config", str(heir), "--json")  # type: ignore[operator]
+    assert "NotAdmin" in swarm("cancel", "--config", str(heir), code=6)
+    assert f"admin {new}, pending admin none" in swarm("accept", "--config", str(heir))
+    assert c.admin.admin() == new
+    assert "NotPendingAdmin" in swarm("accept", "--config", str(lead), code=6)
+    assert "NoPendingAdmin" in swarm("cancel", "--config", str(heir), code=6)
