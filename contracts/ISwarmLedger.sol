@@ -3,8 +3,12 @@ pragma solidity ^0.8.24;
 
 /// @title ISwarmLedger
 /// @notice Membership, round state and merge-leader election of one swarm-learning task.
-/// @dev The interface owns the vocabulary (enums, view structs), the custom errors and the events;
-/// `SwarmLedger` implements it. docs/protocol.md describes the round protocol in prose.
+/// @dev The interface owns the vocabulary (enums, view structs), the custom errors, the events and the
+/// documentation of every external function: what it requires (each requirement names the error it reverts
+/// with) and which events it emits. `SwarmLedger` implements it and inherits the documentation. Errors carry
+/// the contract's prefix (`SwarmLedger...`) so that a revert decoded in a multi-contract trace names its
+/// origin; the prefix costs no gas (an error is a 4-byte selector whatever its name). docs/protocol.md
+/// describes the round protocol in prose.
 interface ISwarmLedger {
     // ------------------------------------------------------------------ vocabulary
     /// @notice Where a site stands. `Removed` sites may ask to join again.
@@ -23,7 +27,7 @@ interface ISwarmLedger {
         Abandoned
     }
 
-    /// @notice What the consortium agreed on at deploy time.
+    /// @notice What the consortium agreed on at deploy time, plus the current admin.
     struct Binding {
         bytes32 taskHash;
         bytes32 initialModelHash;
@@ -35,6 +39,7 @@ interface ISwarmLedger {
         uint64 deployBlock;
     }
 
+    /// @notice A member record; `admitVotes` / `removeVotes` count the ballots of the current status only.
     struct MemberView {
         address account;
         bytes32 curveKey;
@@ -46,6 +51,7 @@ interface ISwarmLedger {
         uint16 removeVotes;
     }
 
+    /// @notice One commit of a round, in commit order.
     struct CommitView {
         address site;
         bytes32 updateHash;
@@ -53,6 +59,7 @@ interface ISwarmLedger {
         uint64 blockNumber;
     }
 
+    /// @notice Everything a round holds; blocks are 0 until the event they record happened.
     struct RoundView {
         uint256 round;
         RoundStatus status;
@@ -68,96 +75,294 @@ interface ISwarmLedger {
         address[] included;
     }
 
-    // ------------------------------------------------------------------ errors
-    /// @dev A constructor argument is out of range; `field` names it.
-    error InvalidBinding(string field);
-    error NotAdmin(address caller);
-    error ZeroAddress();
-    error NotActiveMember(address account);
-    error AlreadyMember(address account, MemberStatus status);
-    error InvalidCurveKey();
-    error CurveKeyTaken(bytes32 curveKey, address owner);
-    error InvalidEndpoint(uint256 length);
-    error NotPending(address account, MemberStatus status);
-    error NotRemovable(address account, MemberStatus status);
-    error NotMember(address account);
-    error AlreadyVoted(address candidate, address voter);
-    error SelfVote(address account);
-    error WrongRound(uint256 given, uint256 current);
-    error UnknownRound(uint256 round, uint256 current);
-    error RoundNotOpen(uint256 round, RoundStatus status);
-    error NotElected(uint256 round, RoundStatus status);
-    error AlreadyCommitted(uint256 round, address site);
-    error ZeroHash();
-    error ZeroSamples();
-    error RoundFull(uint256 round, uint256 maxCommitters);
-    error NotEnoughCommits(uint256 round, uint256 commits, uint256 minPeers);
-    error CommitWindowOpen(uint256 round, uint256 electableAtBlock);
-    error ElectionTooEarly(uint256 round, uint256 electableAtBlock);
-    error LeaderTimeoutNotReached(uint256 round, uint256 reelectableAtBlock);
-    error NotLeader(uint256 round, address caller, address leader);
-    error NothingIncluded(uint256 round);
-    error NotCommitter(uint256 round, address account);
-    error DuplicateIncluded(uint256 round, address account);
+    // ------------------------------------------------------------------ errors: deploy and admin
+    /// @notice A constructor argument is out of range.
+    /// @param field the argument's name: `taskHash`, `initialModelHash`, `minPeers` or `leaderTimeout`
+    error SwarmLedgerInvalidBinding(string field);
+
+    /// @notice Only the admin may do this (admin-mode membership, or starting or cancelling an admin transfer).
+    error SwarmLedgerNotAdmin(address caller);
+
+    /// @notice The zero address cannot become admin.
+    error SwarmLedgerZeroAddress();
+
+    /// @notice `acceptAdmin` was called by an account that is not the pending admin.
+    /// @param pendingAdmin the account that may accept; the zero address when no transfer is pending
+    error SwarmLedgerNotPendingAdmin(address caller, address pendingAdmin);
+
+    /// @notice There is no pending admin transfer to cancel.
+    error SwarmLedgerNoPendingAdmin();
+
+    // ------------------------------------------------------------------ errors: membership
+    /// @notice The account must be an active member (to commit, or to vote in majority mode).
+    error SwarmLedgerNotActiveMember(address account);
+
+    /// @notice The account already asked to join, or is a member.
+    error SwarmLedgerAlreadyMember(address account, MemberStatus status);
+
+    /// @notice The CURVE public key is zero.
+    error SwarmLedgerInvalidCurveKey();
+
+    /// @notice Another account registered this CURVE key first; a key belongs to one account forever.
+    error SwarmLedgerCurveKeyTaken(bytes32 curveKey, address owner);
+
+    /// @notice The endpoint is empty or longer than 256 bytes.
+    /// @param length its length in bytes
+    error SwarmLedgerInvalidEndpoint(uint256 length);
+
+    /// @notice Only a pending site can be admitted.
+    error SwarmLedgerNotPending(address account, MemberStatus status);
+
+    /// @notice Only a pending or active site can be removed.
+    error SwarmLedgerNotRemovable(address account, MemberStatus status);
+
+    /// @notice The account is neither pending nor active.
+    error SwarmLedgerNotMember(address account);
+
+    /// @notice The voter already cast this kind of ballot on the candidate's current status.
+    error SwarmLedgerAlreadyVoted(address candidate, address voter);
+
+    /// @notice A member cannot vote on its own removal.
+    error SwarmLedgerSelfVote(address account);
+
+    // ------------------------------------------------------------------ errors: rounds
+    /// @notice The call names a round other than the current one.
+    /// @param given the round in the call
+    /// @param current the current round
+    error SwarmLedgerWrongRound(uint256 given, uint256 current);
+
+    /// @notice A view asked for a round that has not started yet.
+    error SwarmLedgerUnknownRound(uint256 round, uint256 current);
+
+    /// @notice The round already has a leader, so commits and elections are closed.
+    error SwarmLedgerRoundNotOpen(uint256 round, RoundStatus status);
+
+    /// @notice The round has no leader yet, so there is nobody to finalize or replace.
+    error SwarmLedgerNotElected(uint256 round, RoundStatus status);
+
+    /// @notice The site already committed in this round.
+    error SwarmLedgerAlreadyCommitted(uint256 round, address site);
+
+    /// @notice An update or merged-model hash is zero.
+    error SwarmLedgerZeroHash();
+
+    /// @notice A commit claims zero training samples.
+    error SwarmLedgerZeroSamples();
+
+    /// @notice The round already holds `maxCommitters` commits.
+    error SwarmLedgerRoundFull(uint256 round, uint256 maxCommitters);
+
+    /// @notice Fewer than `minPeers` sites committed.
+    error SwarmLedgerNotEnoughCommits(uint256 round, uint256 commits, uint256 minPeers);
+
+    /// @notice Not every active member committed and the commit window is still open.
+    /// @param electableAtBlock the first block in which the window no longer holds the election back
+    error SwarmLedgerCommitWindowOpen(uint256 round, uint256 electableAtBlock);
+
+    /// @notice The block holding the last commit (the seed block) must be mined before the election.
+    /// @param electableAtBlock the first block in which elect() may run
+    error SwarmLedgerElectionTooEarly(uint256 round, uint256 electableAtBlock);
+
+    /// @notice The current leader still has time to finalize.
+    /// @param reelectableAtBlock the first block in which reelect() may run
+    error SwarmLedgerLeaderTimeoutNotReached(uint256 round, uint256 reelectableAtBlock);
+
+    /// @notice Only the current term's leader may finalize.
+    error SwarmLedgerNotLeader(uint256 round, address caller, address leader);
+
+    /// @notice A merged model must include at least one committed update.
+    error SwarmLedgerNothingIncluded(uint256 round);
+
+    /// @notice An included account did not commit in this round.
+    error SwarmLedgerNotCommitter(uint256 round, address account);
+
+    /// @notice An account is listed twice among the included sites.
+    error SwarmLedgerDuplicateIncluded(uint256 round, address account);
 
     // ------------------------------------------------------------------ events
+    /// @notice Emitted when `newAdmin` becomes the admin: at deploy (from the zero address) and when a pending
+    /// admin accepts.
     event AdminTransferred(address indexed previousAdmin, address indexed newAdmin);
+
+    /// @notice Emitted when the admin names `newAdmin` as pending admin; replaces any earlier pending transfer.
+    event AdminTransferStarted(address indexed admin, address indexed newAdmin);
+
+    /// @notice Emitted when the admin withdraws the pending transfer to `pendingAdmin`.
+    event AdminTransferCancelled(address indexed admin, address indexed pendingAdmin);
+
+    /// @notice Emitted when `account` asks to join (or to rejoin after removal) and becomes pending.
     event JoinRequested(address indexed account, bytes32 curveKey, string endpoint);
+
+    /// @notice Emitted when an active member votes in majority mode.
+    /// @param admit true for an admission vote, false for a removal vote
+    /// @param votes the ballots of this kind on the candidate's current status, this one included
+    /// @param needed the ballots that settle it (a strict majority of the electorate)
     event VoteCast(address indexed candidate, address indexed voter, bool admit, uint256 votes, uint256 needed);
+
+    /// @notice Emitted when a pending site becomes active.
+    /// @param by the admin, or the member whose vote reached the majority
     event MemberAdmitted(address indexed account, address indexed by);
+
+    /// @notice Emitted when a pending or active site is removed.
+    /// @param by the admin, or the member whose vote reached the majority
     event MemberRemoved(address indexed account, address indexed by);
+
+    /// @notice Emitted when, in majority mode, `minPeers` members are active for the first time (once): from
+    /// then on only votes admit and remove.
     event BootstrapClosed(uint256 activeMembers);
+
+    /// @notice Emitted when a pending or active member moves its endpoint.
     event EndpointUpdated(address indexed account, string endpoint);
+
+    /// @notice Emitted when a round opens: round 0 at deploy, the next one when a round is finalized or abandoned.
+    /// @param baseHash the model the round starts from
     event RoundOpened(uint256 indexed round, bytes32 baseHash);
+
+    /// @notice Emitted when `site` commits to an update in the current round.
     event Committed(uint256 indexed round, address indexed site, bytes32 updateHash, uint32 nSamples);
+
+    /// @notice Emitted when a leader is drawn, by elect() (term 1) or reelect() (later terms).
+    /// @param seedBlock the block whose hash seeded the draw
     event LeaderElected(uint256 indexed round, address indexed leader, uint32 term, uint256 seedBlock);
+
+    /// @notice Emitted when reelect() excludes `leader` from the round for not finalizing in time.
     event LeaderFailed(uint256 indexed round, address indexed leader, uint32 term);
-    event RoundFinalized(uint256 indexed round, address indexed leader, uint32 term, bytes32 mergedHash, address[] included);
+
+    /// @notice Emitted when the leader closes the round with the merged model of the `included` commits.
+    event RoundFinalized(
+        uint256 indexed round, address indexed leader, uint32 term, bytes32 mergedHash, address[] included
+    );
+
+    /// @notice Emitted when a draw finds no committer that is still active and has not failed this round.
     event RoundAbandoned(uint256 indexed round, uint32 term);
+
+    // ------------------------------------------------------------------ admin
+    /// @notice Start handing the admin role to `newAdmin`, who must accept it with acceptAdmin(). Until then
+    /// the caller stays admin; a later call replaces the pending admin.
+    /// @dev Requirements: the caller is the admin (`SwarmLedgerNotAdmin`); `newAdmin` is not the zero address
+    /// (`SwarmLedgerZeroAddress`). Emits {AdminTransferStarted}.
+    function transferAdmin(address newAdmin) external;
+
+    /// @notice Take the admin role that the admin offered to the caller with transferAdmin().
+    /// @dev Requirements: the caller is the pending admin (`SwarmLedgerNotPendingAdmin`, whose second argument
+    /// is the zero address when no transfer is pending). Clears the pending admin. Emits {AdminTransferred}.
+    function acceptAdmin() external;
+
+    /// @notice Withdraw the pending admin transfer.
+    /// @dev Requirements: the caller is the admin (`SwarmLedgerNotAdmin`); a transfer is pending
+    /// (`SwarmLedgerNoPendingAdmin`). Emits {AdminTransferCancelled}.
+    function cancelAdminTransfer() external;
 
     // ------------------------------------------------------------------ membership
     /// @notice Ask to join with a CURVE public key (32 raw bytes) and a ZeroMQ endpoint such as tcp://host:port.
+    /// A removed site may ask again.
+    /// @dev Requirements: the caller is not pending or active (`SwarmLedgerAlreadyMember`); `curveKey` is not
+    /// zero (`SwarmLedgerInvalidCurveKey`) and no other account registered it (`SwarmLedgerCurveKeyTaken`);
+    /// `endpoint` is 1..256 bytes (`SwarmLedgerInvalidEndpoint`). Emits {JoinRequested}.
     function requestJoin(bytes32 curveKey, string calldata endpoint) external;
 
     /// @notice Admit a pending site: directly by the admin, or as one vote in majority mode.
+    /// @dev Requirements: `account` is pending (`SwarmLedgerNotPending`). In admin mode the caller is the admin
+    /// (`SwarmLedgerNotAdmin`). In majority mode the caller is the admin during bootstrap, else an active member
+    /// (`SwarmLedgerNotActiveMember`) that has not voted to admit `account` yet (`SwarmLedgerAlreadyVoted`).
+    /// Emits {VoteCast} for a vote; {MemberAdmitted} once admitted, and {BootstrapClosed} when that makes
+    /// `minPeers` members active for the first time in majority mode.
     function admit(address account) external;
 
     /// @notice Remove a pending or active site: directly by the admin, or as one vote in majority mode.
+    /// @dev Requirements: `account` is pending or active (`SwarmLedgerNotRemovable`). In admin mode the caller
+    /// is the admin (`SwarmLedgerNotAdmin`). In majority mode the caller is the admin during bootstrap, else an
+    /// active member (`SwarmLedgerNotActiveMember`) other than `account` (`SwarmLedgerSelfVote`) that has not
+    /// voted to remove it yet (`SwarmLedgerAlreadyVoted`). Emits {VoteCast} for a vote and {MemberRemoved}
+    /// once removed.
     function remove(address account) external;
 
-    /// @notice Change the caller's endpoint (pending or active members).
+    /// @notice Change the caller's endpoint.
+    /// @dev Requirements: the caller is pending or active (`SwarmLedgerNotMember`); `endpoint` is 1..256 bytes
+    /// (`SwarmLedgerInvalidEndpoint`). Emits {EndpointUpdated}.
     function updateEndpoint(string calldata endpoint) external;
-
-    /// @notice Hand the admin role to another account.
-    function transferAdmin(address newAdmin) external;
 
     // ------------------------------------------------------------------ rounds
     /// @notice Commit to update `updateHash` trained on `nSamples` samples, once per round, current round only.
+    /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); `round` is the current
+    /// round (`SwarmLedgerWrongRound`) and still open (`SwarmLedgerRoundNotOpen`); the caller has not committed
+    /// in it (`SwarmLedgerAlreadyCommitted`); `updateHash` is not zero (`SwarmLedgerZeroHash`); `nSamples` is
+    /// not zero (`SwarmLedgerZeroSamples`); the round holds fewer than 256 commits (`SwarmLedgerRoundFull`).
+    /// Emits {Committed}.
     function commit(uint256 round, bytes32 updateHash, uint32 nSamples) external;
 
-    /// @notice Draw the round's merge leader among its committers once the round is electable.
+    /// @notice Draw the round's merge leader among its committers once the round is electable. Anyone may call.
+    /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and open
+    /// (`SwarmLedgerRoundNotOpen`); at least `minPeers` sites committed (`SwarmLedgerNotEnoughCommits`); every
+    /// active member committed or `commitWindow` blocks passed since the first commit
+    /// (`SwarmLedgerCommitWindowOpen`); the block holding the last commit is mined
+    /// (`SwarmLedgerElectionTooEarly`). Closes the commits. Emits {LeaderElected}; or, when no committer is
+    /// still active, {RoundAbandoned} and {RoundOpened} for the next round.
     function elect(uint256 round) external;
 
     /// @notice Replace a leader that did not finalize within `leaderTimeout` blocks; abandons the round
-    /// when no committer is left to draw.
+    /// when no committer is left to draw. Anyone may call.
+    /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and has a leader
+    /// (`SwarmLedgerNotElected`); more than `leaderTimeout` blocks passed since the latest election
+    /// (`SwarmLedgerLeaderTimeoutNotReached`). Emits {LeaderFailed}, then {LeaderElected} with the next term;
+    /// or {RoundAbandoned} and {RoundOpened} for the next round.
     function reelect(uint256 round) external;
 
     /// @notice Close the round with the merged model's hash and the committers whose updates it includes.
+    /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and has a leader
+    /// (`SwarmLedgerNotElected`); the caller is the current term's leader (`SwarmLedgerNotLeader`);
+    /// `mergedHash` is not zero (`SwarmLedgerZeroHash`); `included` is not empty (`SwarmLedgerNothingIncluded`)
+    /// and lists distinct (`SwarmLedgerDuplicateIncluded`) committers of this round
+    /// (`SwarmLedgerNotCommitter`). Emits {RoundFinalized} and {RoundOpened} for the next round.
     function finalize(uint256 round, bytes32 mergedHash, address[] calldata included) external;
 
     // ------------------------------------------------------------------ views
+    /// @notice The deploy-time binding and the current admin.
     function binding() external view returns (Binding memory);
+
+    /// @notice The account that holds the admin role.
     function admin() external view returns (address);
+
+    /// @notice The account a pending admin transfer was offered to; the zero address when none is pending.
+    function pendingAdmin() external view returns (address);
+
+    /// @notice The current round: the one that is open or elected.
     function currentRound() external view returns (uint256);
+
+    /// @notice How many members are active.
     function activeMemberCount() external view returns (uint256);
+
+    /// @notice How many accounts ever asked to join (each counted once).
     function memberCount() external view returns (uint256);
+
+    /// @notice The record of `account`; status `None` when it never asked to join.
     function getMember(address account) external view returns (MemberView memory);
+
+    /// @notice Every account that ever asked to join, in order of first request.
     function getMembers() external view returns (MemberView[] memory);
+
+    /// @notice Whether `voter` cast an admission (`admitVote`) or removal ballot on `candidate`'s current status.
     function hasVoted(address candidate, address voter, bool admitVote) external view returns (bool);
+
+    /// @notice The phase of `round`.
+    /// @dev Reverts with `SwarmLedgerUnknownRound` for a round after the current one.
     function roundStatus(uint256 round) external view returns (RoundStatus);
+
+    /// @notice The model `round` starts from.
+    /// @dev Reverts with `SwarmLedgerUnknownRound` for a round after the current one.
     function baseHash(uint256 round) external view returns (bytes32);
+
+    /// @notice Everything `round` holds.
+    /// @dev Reverts with `SwarmLedgerUnknownRound` for a round after the current one.
     function getRound(uint256 round) external view returns (RoundView memory);
+
+    /// @notice Whether `site` committed in `round`.
+    /// @dev Reverts with `SwarmLedgerUnknownRound` for a round after the current one.
     function hasCommitted(uint256 round, address site) external view returns (bool);
+
+    /// @notice Whether elect(round) would succeed in this block; false (never a revert) otherwise.
     function canElect(uint256 round) external view returns (bool);
+
+    /// @notice Whether reelect(round) would succeed in this block; false (never a revert) otherwise.
     function canReelect(uint256 round) external view returns (bool);
 }

@@ -65,6 +65,7 @@ contract SwarmLedger is ISwarmLedger {
     bool private _bootstrapped;
 
     address private _admin;
+    address private _pendingAdmin; // offered the admin role by transferAdmin(), until it accepts
 
     address[] private _memberList;
     mapping(address => Member) private _members;
@@ -86,10 +87,10 @@ contract SwarmLedger is ISwarmLedger {
         uint32 leaderTimeout,
         bool majorityAdmission
     ) {
-        if (taskHash == bytes32(0)) revert InvalidBinding("taskHash");
-        if (initialModelHash == bytes32(0)) revert InvalidBinding("initialModelHash");
-        if (minPeers == 0 || minPeers > MAX_COMMITTERS) revert InvalidBinding("minPeers");
-        if (leaderTimeout == 0) revert InvalidBinding("leaderTimeout");
+        if (taskHash == bytes32(0)) revert SwarmLedgerInvalidBinding("taskHash");
+        if (initialModelHash == bytes32(0)) revert SwarmLedgerInvalidBinding("initialModelHash");
+        if (minPeers == 0 || minPeers > MAX_COMMITTERS) revert SwarmLedgerInvalidBinding("minPeers");
+        if (leaderTimeout == 0) revert SwarmLedgerInvalidBinding("leaderTimeout");
         _taskHash = taskHash;
         _initialModelHash = initialModelHash;
         _minPeers = minPeers;
@@ -103,16 +104,49 @@ contract SwarmLedger is ISwarmLedger {
         emit RoundOpened(0, initialModelHash);
     }
 
+    // ================================================================== admin
+
+    /// @inheritdoc ISwarmLedger
+    function transferAdmin(address newAdmin) external {
+        _onlyAdmin();
+        if (newAdmin == address(0)) revert SwarmLedgerZeroAddress();
+        _pendingAdmin = newAdmin;
+        emit AdminTransferStarted(msg.sender, newAdmin);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function acceptAdmin() external {
+        address pending = _pendingAdmin;
+        if (msg.sender != pending) revert SwarmLedgerNotPendingAdmin(msg.sender, pending);
+        address previous = _admin;
+        _admin = pending;
+        delete _pendingAdmin;
+        emit AdminTransferred(previous, pending);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function cancelAdminTransfer() external {
+        _onlyAdmin();
+        address pending = _pendingAdmin;
+        if (pending == address(0)) revert SwarmLedgerNoPendingAdmin();
+        delete _pendingAdmin;
+        emit AdminTransferCancelled(msg.sender, pending);
+    }
+
+    function _onlyAdmin() private view {
+        if (msg.sender != _admin) revert SwarmLedgerNotAdmin(msg.sender);
+    }
+
     // ================================================================== membership
 
     /// @inheritdoc ISwarmLedger
     function requestJoin(bytes32 curveKey, string calldata endpoint) external {
         Member storage m = _members[msg.sender];
         MemberStatus status = m.status;
-        if (status == MemberStatus.Pending || status == MemberStatus.Active) revert AlreadyMember(msg.sender, status);
-        if (curveKey == bytes32(0)) revert InvalidCurveKey();
+        if (status == MemberStatus.Pending || status == MemberStatus.Active) revert SwarmLedgerAlreadyMember(msg.sender, status);
+        if (curveKey == bytes32(0)) revert SwarmLedgerInvalidCurveKey();
         address owner = _curveKeyOwner[curveKey];
-        if (owner != address(0) && owner != msg.sender) revert CurveKeyTaken(curveKey, owner);
+        if (owner != address(0) && owner != msg.sender) revert SwarmLedgerCurveKeyTaken(curveKey, owner);
         _checkEndpoint(endpoint);
 
         if (status == MemberStatus.None) {
@@ -129,7 +163,7 @@ contract SwarmLedger is ISwarmLedger {
     /// @inheritdoc ISwarmLedger
     function admit(address account) external {
         Member storage m = _members[account];
-        if (m.status != MemberStatus.Pending) revert NotPending(account, m.status);
+        if (m.status != MemberStatus.Pending) revert SwarmLedgerNotPending(account, m.status);
         if (_directAuthority()) {
             _admitNow(account, m);
             return;
@@ -144,7 +178,7 @@ contract SwarmLedger is ISwarmLedger {
     function remove(address account) external {
         Member storage m = _members[account];
         MemberStatus status = m.status;
-        if (status != MemberStatus.Pending && status != MemberStatus.Active) revert NotRemovable(account, status);
+        if (status != MemberStatus.Pending && status != MemberStatus.Active) revert SwarmLedgerNotRemovable(account, status);
         if (_directAuthority()) {
             _removeNow(account, m);
             return;
@@ -160,18 +194,10 @@ contract SwarmLedger is ISwarmLedger {
     /// @inheritdoc ISwarmLedger
     function updateEndpoint(string calldata endpoint) external {
         Member storage m = _members[msg.sender];
-        if (m.status != MemberStatus.Pending && m.status != MemberStatus.Active) revert NotMember(msg.sender);
+        if (m.status != MemberStatus.Pending && m.status != MemberStatus.Active) revert SwarmLedgerNotMember(msg.sender);
         _checkEndpoint(endpoint);
         m.endpoint = endpoint;
         emit EndpointUpdated(msg.sender, endpoint);
-    }
-
-    /// @inheritdoc ISwarmLedger
-    function transferAdmin(address newAdmin) external {
-        if (msg.sender != _admin) revert NotAdmin(msg.sender);
-        if (newAdmin == address(0)) revert ZeroAddress();
-        _admin = newAdmin;
-        emit AdminTransferred(msg.sender, newAdmin);
     }
 
     /// @dev True when the caller may admit or remove on its own: always the admin in admin mode; in majority
@@ -179,15 +205,15 @@ contract SwarmLedger is ISwarmLedger {
     /// caller must be an active member casting a vote.
     function _directAuthority() private view returns (bool) {
         if (msg.sender == _admin && (!_majorityAdmission || !_bootstrapped)) return true;
-        if (!_majorityAdmission) revert NotAdmin(msg.sender);
-        if (_members[msg.sender].status != MemberStatus.Active) revert NotActiveMember(msg.sender);
+        if (!_majorityAdmission) revert SwarmLedgerNotAdmin(msg.sender);
+        if (_members[msg.sender].status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
         return false;
     }
 
     function _vote(address candidate, Member storage m, bool admitVote) private returns (uint256 votes) {
-        if (candidate == msg.sender) revert SelfVote(msg.sender);
+        if (candidate == msg.sender) revert SwarmLedgerSelfVote(msg.sender);
         bytes32 ballot = keccak256(abi.encode(candidate, m.voteEpoch, admitVote, msg.sender));
-        if (_ballots[ballot]) revert AlreadyVoted(candidate, msg.sender);
+        if (_ballots[ballot]) revert SwarmLedgerAlreadyVoted(candidate, msg.sender);
         _ballots[ballot] = true;
         if (admitVote) {
             votes = ++m.admitVotes;
@@ -223,7 +249,7 @@ contract SwarmLedger is ISwarmLedger {
 
     function _checkEndpoint(string calldata endpoint) private pure {
         uint256 len = bytes(endpoint).length;
-        if (len == 0 || len > MAX_ENDPOINT_BYTES) revert InvalidEndpoint(len);
+        if (len == 0 || len > MAX_ENDPOINT_BYTES) revert SwarmLedgerInvalidEndpoint(len);
     }
 
     // ================================================================== rounds
@@ -231,14 +257,14 @@ contract SwarmLedger is ISwarmLedger {
     /// @inheritdoc ISwarmLedger
     function commit(uint256 roundId, bytes32 updateHash, uint32 nSamples) external {
         Member storage m = _members[msg.sender];
-        if (m.status != MemberStatus.Active) revert NotActiveMember(msg.sender);
+        if (m.status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
         _checkCurrent(roundId);
-        if (_currentElected) revert RoundNotOpen(roundId, RoundStatus.Elected);
-        if (m.lastCommitRound == roundId + 1) revert AlreadyCommitted(roundId, msg.sender);
-        if (updateHash == bytes32(0)) revert ZeroHash();
-        if (nSamples == 0) revert ZeroSamples();
+        if (_currentElected) revert SwarmLedgerRoundNotOpen(roundId, RoundStatus.Elected);
+        if (m.lastCommitRound == roundId + 1) revert SwarmLedgerAlreadyCommitted(roundId, msg.sender);
+        if (updateHash == bytes32(0)) revert SwarmLedgerZeroHash();
+        if (nSamples == 0) revert SwarmLedgerZeroSamples();
         uint256 index = _openCommits;
-        if (index >= MAX_COMMITTERS) revert RoundFull(roundId, MAX_COMMITTERS);
+        if (index >= MAX_COMMITTERS) revert SwarmLedgerRoundFull(roundId, MAX_COMMITTERS);
 
         m.lastCommitRound = uint48(roundId + 1);
         m.lastCommitIndex = uint16(index);
@@ -259,7 +285,7 @@ contract SwarmLedger is ISwarmLedger {
     /// hash, which the caller of elect() can time. docs/protocol.md discusses each.
     function elect(uint256 roundId) external {
         RoundData storage rd = _current(roundId);
-        if (_currentElected) revert RoundNotOpen(roundId, RoundStatus.Elected);
+        if (_currentElected) revert SwarmLedgerRoundNotOpen(roundId, RoundStatus.Elected);
         uint256 seedBlock = _electableCheck(roundId, rd);
         // Commits close here: the count moves from the hot slot into the round for good.
         rd.commitCount = _openCommits;
@@ -272,9 +298,9 @@ contract SwarmLedger is ISwarmLedger {
     /// call reelect() and does not depend on who calls it or when (within 256 blocks).
     function reelect(uint256 roundId) external {
         RoundData storage rd = _current(roundId);
-        if (rd.electedBlock == 0) revert NotElected(roundId, RoundStatus.Open);
+        if (rd.electedBlock == 0) revert SwarmLedgerNotElected(roundId, RoundStatus.Open);
         uint256 deadline = uint256(rd.electedBlock) + _leaderTimeout;
-        if (block.number <= deadline) revert LeaderTimeoutNotReached(roundId, deadline + 1);
+        if (block.number <= deadline) revert SwarmLedgerLeaderTimeoutNotReached(roundId, deadline + 1);
 
         address failed = rd.leader;
         uint32 term = rd.term;
@@ -286,21 +312,21 @@ contract SwarmLedger is ISwarmLedger {
     /// @inheritdoc ISwarmLedger
     function finalize(uint256 roundId, bytes32 mergedHash, address[] calldata included) external {
         RoundData storage rd = _current(roundId);
-        if (rd.electedBlock == 0) revert NotElected(roundId, RoundStatus.Open);
+        if (rd.electedBlock == 0) revert SwarmLedgerNotElected(roundId, RoundStatus.Open);
         address leader = rd.leader;
-        if (msg.sender != leader) revert NotLeader(roundId, msg.sender, leader);
-        if (mergedHash == bytes32(0)) revert ZeroHash();
+        if (msg.sender != leader) revert SwarmLedgerNotLeader(roundId, msg.sender, leader);
+        if (mergedHash == bytes32(0)) revert SwarmLedgerZeroHash();
         uint256 n = included.length;
-        if (n == 0) revert NothingIncluded(roundId);
+        if (n == 0) revert SwarmLedgerNothingIncluded(roundId);
 
         uint256 mask;
         for (uint256 i; i < n; ++i) {
             address site = included[i];
             Member storage m = _members[site];
             // lastCommitRound/Index identify the site's commit in the current round without a search.
-            if (m.lastCommitRound != roundId + 1) revert NotCommitter(roundId, site);
+            if (m.lastCommitRound != roundId + 1) revert SwarmLedgerNotCommitter(roundId, site);
             uint256 bit = uint256(1) << m.lastCommitIndex;
-            if (mask & bit != 0) revert DuplicateIncluded(roundId, site);
+            if (mask & bit != 0) revert SwarmLedgerDuplicateIncluded(roundId, site);
             mask |= bit;
         }
 
@@ -319,7 +345,7 @@ contract SwarmLedger is ISwarmLedger {
 
     function _checkCurrent(uint256 roundId) private view {
         uint256 cur = _currentRound;
-        if (roundId != cur) revert WrongRound(roundId, cur);
+        if (roundId != cur) revert SwarmLedgerWrongRound(roundId, cur);
     }
 
     /// @dev Commits of a round: the hot-slot count while the current round is open, the round's own after.
@@ -330,13 +356,13 @@ contract SwarmLedger is ISwarmLedger {
     /// @dev Reverts unless an open round may elect now; returns the seed block (the last commit's block).
     function _electableCheck(uint256 roundId, RoundData storage rd) private view returns (uint256) {
         uint256 count = _openCommits;
-        if (count < _minPeers) revert NotEnoughCommits(roundId, count, _minPeers);
+        if (count < _minPeers) revert SwarmLedgerNotEnoughCommits(roundId, count, _minPeers);
         if (count < _activeCount) {
             uint256 windowEnd = uint256(rd.commits[0].blockNumber) + _commitWindow;
-            if (block.number < windowEnd) revert CommitWindowOpen(roundId, windowEnd);
+            if (block.number < windowEnd) revert SwarmLedgerCommitWindowOpen(roundId, windowEnd);
         }
         uint256 seedBlock = rd.commits[count - 1].blockNumber;
-        if (block.number <= seedBlock) revert ElectionTooEarly(roundId, seedBlock + 1);
+        if (block.number <= seedBlock) revert SwarmLedgerElectionTooEarly(roundId, seedBlock + 1);
         return seedBlock;
     }
 
@@ -408,6 +434,11 @@ contract SwarmLedger is ISwarmLedger {
     /// @inheritdoc ISwarmLedger
     function admin() external view returns (address) {
         return _admin;
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function pendingAdmin() external view returns (address) {
+        return _pendingAdmin;
     }
 
     /// @inheritdoc ISwarmLedger
@@ -521,7 +552,7 @@ contract SwarmLedger is ISwarmLedger {
 
     function _known(uint256 roundId) private view returns (RoundData storage) {
         uint256 cur = _currentRound;
-        if (roundId > cur) revert UnknownRound(roundId, cur);
+        if (roundId > cur) revert SwarmLedgerUnknownRound(roundId, cur);
         return _rounds[roundId];
     }
 

@@ -95,7 +95,8 @@ class ChainUnavailable(LedgerError):
 
 
 class ContractRevert(LedgerError):
-    """A contract call reverted. `error_name` is the Solidity custom error, `args` its arguments."""
+    """A contract call reverted. `error_name` is the Solidity custom error's name without its contract
+    prefix (`NotLeader` for `SwarmLedgerNotLeader`), `error_args` its arguments."""
 
     def __init__(self, error_name: str, args: tuple[object, ...] = (), *, hint: str | None = None) -> None:
         self.error_name = error_name

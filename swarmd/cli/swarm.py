@@ -34,7 +34,16 @@ def _register() -> None:
     # Each module adds its commands to `app`; importing them here keeps this file the only index.
     import importlib
 
-    for name in ("site_cmd", "ledger_cmd", "devnet_cmd", "data_cmd", "model_cmd", "status_cmd", "bench_cmd"):
+    for name in (
+        "site_cmd",
+        "admin_cmd",
+        "ledger_cmd",
+        "devnet_cmd",
+        "data_cmd",
+        "model_cmd",
+        "status_cmd",
+        "bench_cmd",
+    ):
         try:
             module = importlib.import_module(f"swarmd.cli.{name}")
         except ModuleNotFoundError as exc:

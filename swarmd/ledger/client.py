@@ -219,6 +219,11 @@ class Ledger:
     def admin(self) -> str:
         return str(self._call("admin"))
 
+    def pending_admin(self) -> str | None:
+        """The account a pending admin transfer was offered to, or None."""
+        pending = str(self._call("pendingAdmin"))
+        return None if int(pending, 16) == 0 else pending
+
     def members(self) -> list[Member]:
         return [Member.from_chain(v) for v in self._call("getMembers")]
 
@@ -276,7 +281,16 @@ class Ledger:
         return self._send("updateEndpoint", endpoint)
 
     def transfer_admin(self, new_admin: str) -> TxReceipt:
+        """Offer the admin role to `new_admin` (this account stays admin until it accepts)."""
         return self._send("transferAdmin", _address(new_admin, "new admin"))
+
+    def accept_admin(self) -> TxReceipt:
+        """Take the admin role offered to this account."""
+        return self._send("acceptAdmin")
+
+    def cancel_admin_transfer(self) -> TxReceipt:
+        """Withdraw the pending admin transfer (admin only)."""
+        return self._send("cancelAdminTransfer")
 
     def commit(self, r: int, update_hash: bytes, n_samples: int) -> TxReceipt:
         n = _uint(n_samples, "n_samples", _UINT32_MAX)

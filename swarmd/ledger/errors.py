@@ -1,8 +1,12 @@
 """Contract reverts as Python exceptions, one ContractRevert subclass per Solidity custom error.
 
-Each class carries the error's name, its decoded arguments (`error_args`) and a hint telling the
-operator what to do. `decode_revert(abi, data)` turns revert data from the node into the right
-instance; an error the ABI does not know becomes a plain ContractRevert.
+The Solidity errors carry the contract's prefix (`SwarmLedgerNotLeader`); the Python classes do not
+(`NotLeader`), so callers write `except errors.NotLeader` and match by class. `REVERT_CLASSES` maps each
+Solidity name to its class. An instance's `error_name` is the unprefixed name (the class name, stable
+across contract versions and what logs show), `solidity_name` the name in the ABI, `error_args` the
+decoded arguments, and its hint tells the operator what to do. `RevertDecoder(abi).decode(data)` turns
+revert data from the node into the right instance; an error the ABI does not know becomes a plain
+ContractRevert (a TransactionFailed when not even its selector is known).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ _HINTS: dict[str, str] = {
     "InvalidBinding": "check the task's swarm settings (min_peers >= 1, leader_timeout >= 1) and hashes",
     "NotAdmin": "only the consortium admin may do this; use the admin's keystore",
     "ZeroAddress": "give a non-zero account address",
+    "NotPendingAdmin": "only the account named by `swarm admin transfer` may accept; see `swarm admin show`",
+    "NoPendingAdmin": "no admin transfer is pending; nothing to cancel",
     "NotActiveMember": "this account is not an active member; `swarm join`, then ask for admission",
     "AlreadyMember": "this account already asked to join or is a member; see `swarm ledger members`",
     "InvalidCurveKey": "the CURVE public key is empty; regenerate the site identity with `swarm init`",
@@ -79,10 +85,20 @@ def _abi_type(inp: dict[str, Any]) -> str:
     return t
 
 
+# Every custom error of ISwarmLedger starts with this (OpenZeppelin's convention: the contract names it).
+SOLIDITY_PREFIX = "SwarmLedger"
+
+
+def unprefixed(solidity_name: str) -> str:
+    """`SwarmLedgerNotLeader` -> `NotLeader`; a name without the prefix is returned as it is."""
+    return solidity_name.removeprefix(SOLIDITY_PREFIX)
+
+
 class NamedRevert(ContractRevert):
-    """Base of the per-error classes: the class name is the Solidity error name."""
+    """Base of the per-error classes: the class name is the Solidity error name without its prefix."""
 
     default_hint: str | None = None
+    solidity_name: str = ""
 
     def __init__(self, args: tuple[object, ...] = (), *, hint: str | None = None) -> None:
         super().__init__(type(self).__name__, args, hint=hint if hint is not None else self.default_hint)
@@ -90,14 +106,18 @@ class NamedRevert(ContractRevert):
 
 def _make_class(name: str) -> type[NamedRevert]:
     hint = _HINTS.get(name)
-    doc = f"The contract reverted with {name}." + (f" Hint: {hint}" if hint else "")
-    return type(name, (NamedRevert,), {"default_hint": hint, "__doc__": doc, "__module__": __name__})
+    solidity = SOLIDITY_PREFIX + name
+    doc = f"The contract reverted with {solidity}." + (f" Hint: {hint}" if hint else "")
+    attrs = {"default_hint": hint, "solidity_name": solidity, "__doc__": doc, "__module__": __name__}
+    return type(name, (NamedRevert,), attrs)
 
 
 # One class per custom error of ISwarmLedger, bound at import so callers can `except errors.NotLeader`.
 InvalidBinding = _make_class("InvalidBinding")
 NotAdmin = _make_class("NotAdmin")
 ZeroAddress = _make_class("ZeroAddress")
+NotPendingAdmin = _make_class("NotPendingAdmin")
+NoPendingAdmin = _make_class("NoPendingAdmin")
 NotActiveMember = _make_class("NotActiveMember")
 AlreadyMember = _make_class("AlreadyMember")
 InvalidCurveKey = _make_class("InvalidCurveKey")
@@ -125,8 +145,11 @@ NothingIncluded = _make_class("NothingIncluded")
 NotCommitter = _make_class("NotCommitter")
 DuplicateIncluded = _make_class("DuplicateIncluded")
 
+# Solidity (ABI) name -> class; a test checks that it covers every error in the artifact's ABI.
 REVERT_CLASSES: dict[str, type[NamedRevert]] = {
-    name: cls for name, cls in globals().items() if isinstance(cls, type) and name in _HINTS
+    cls.solidity_name: cls
+    for name, cls in globals().items()
+    if isinstance(cls, type) and issubclass(cls, NamedRevert) and name in _HINTS
 }
 
 
@@ -156,7 +179,7 @@ class RevertDecoder:
         except DecodingError:
             args = ("0x" + raw[4:].hex(),)
         cls = REVERT_CLASSES.get(name)
-        return cls(args) if cls is not None else ContractRevert(name, args)
+        return cls(args) if cls is not None else ContractRevert(unprefixed(name), args)
 
 
 def _as_bytes(data: bytes | str | None) -> bytes:

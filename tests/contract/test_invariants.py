@@ -3,8 +3,9 @@ outsider and the admin against a real anvil, and a small model predicts which ca
 
 After every step the chain must agree with the model: only active members commit, nobody commits twice
 in a round, only the current leader finalizes, reelection happens only after the timeout and never
-draws a failed leader, and a finalized round never changes. evm_snapshot/evm_revert reset the chain
-between examples so each starts from the same deployed consortium in milliseconds.
+draws a failed leader, a finalized round never changes, and there is exactly one admin at any time,
+changed only by the pending admin accepting (which clears the pending admin). evm_snapshot/evm_revert
+reset the chain between examples so each starts from the same deployed consortium in milliseconds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Model:
     failed: set[str] = field(default_factory=set)
     finalized: dict[int, RoundInfo] = field(default_factory=dict)
     abandoned: int = 0
+    admin: str = ""
+    pending_admin: str | None = None
 
     def eligible(self) -> list[str]:
         return [s for s, _ in self.commits if self.status[s] is MemberStatus.ACTIVE and s not in self.failed]
@@ -64,7 +67,7 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
             super().__init__()
             devnet.revert(snapshot[0])  # evm_revert consumes the id: take a fresh one each time
             snapshot[0] = devnet.snapshot()
-            self.m = Model(status=dict(start))
+            self.m = Model(status=dict(start), admin=c.admin.sender)  # type: ignore[arg-type]
 
         def next_block(self) -> int:
             return c.admin.block_number() + 1  # where the next transaction lands (automine)
@@ -170,14 +173,47 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
                 m.finalized[m.round] = info
                 m.next_round()
 
+        def actor(self, address: str | None) -> int:
+            return next((i for i, a in enumerate(actors) if a.sender == address), 0)
+
         @rule(target_idx=st.integers(0, 4))
         def remove(self, target_idx: int) -> None:
             target = c.sites[target_idx].sender
             expect = self.m.status[target] in (MemberStatus.PENDING, MemberStatus.ACTIVE)  # type: ignore[index]
-            ok = self.attempt(lambda: c.admin.remove(target))  # type: ignore[arg-type]
+            admin = actors[self.actor(self.m.admin)]
+            ok = self.attempt(lambda: admin.remove(target))  # type: ignore[arg-type]
             assert ok == expect
             if ok:
                 self.m.status[target] = MemberStatus.REMOVED  # type: ignore[index]
+
+        # `who` -1: the current admin (transfer, cancel) or the pending admin (accept), so transfers complete.
+        @rule(who=st.one_of(st.just(-1), st.integers(0, len(actors) - 1)), to=st.integers(0, len(actors) - 1))
+        def transfer_admin(self, who: int, to: int) -> None:
+            m = self.m
+            actor = actors[self.actor(m.admin) if who == -1 else who]
+            ok = self.attempt(lambda: actor.transfer_admin(actors[to].sender))  # type: ignore[arg-type]
+            assert ok == (actor.sender == m.admin), f"transferAdmin by {actor.sender}: ok={ok}"
+            if ok:
+                m.pending_admin = actors[to].sender
+
+        @rule(who=st.one_of(st.just(-1), st.integers(0, len(actors) - 1)))
+        def accept_admin(self, who: int) -> None:
+            m = self.m
+            actor = actors[self.actor(m.pending_admin) if who == -1 else who]
+            ok = self.attempt(actor.accept_admin)
+            assert ok == (actor.sender == m.pending_admin), f"acceptAdmin by {actor.sender}: ok={ok}"
+            if ok:
+                event("admin transferred")
+                m.admin, m.pending_admin = actor.sender, None  # type: ignore[assignment]
+
+        @rule(who=st.one_of(st.just(-1), st.integers(0, len(actors) - 1)))
+        def cancel_admin_transfer(self, who: int) -> None:
+            m = self.m
+            actor = actors[self.actor(m.admin) if who == -1 else who]
+            ok = self.attempt(actor.cancel_admin_transfer)
+            assert ok == (actor.sender == m.admin and m.pending_admin is not None), f"cancel: ok={ok}"
+            if ok:
+                m.pending_admin = None
 
         @rule(leader_stalls=st.booleans())
         def advance(self, leader_stalls: bool) -> None:
@@ -217,6 +253,11 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
             if m.leader is not None:
                 assert info.leader not in info.failed_leaders
                 assert info.term == 1 + len(m.failed)
+
+        @invariant()
+        def exactly_one_admin(self) -> None:
+            assert c.admin.admin() == self.m.admin
+            assert c.admin.pending_admin() == self.m.pending_admin
 
         @invariant()
         def finalized_rounds_never_change(self) -> None:

@@ -1,9 +1,11 @@
 """The committed contract artifact is fresh: its source hash matches contracts/*.sol, both copies are
-identical, and every custom error in its ABI has a Python exception of the same name."""
+identical, every custom error in its ABI has a Python exception of the same name (less the contract
+prefix), and the interface documents every error, event and function (NatSpec)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,8 +43,12 @@ def test_every_abi_error_has_a_named_python_exception() -> None:
     abi_errors = {e["name"] for e in load_artifact().abi if e["type"] == "error"}
     assert abi_errors == set(errors.REVERT_CLASSES)
     for name in abi_errors:
-        cls = getattr(errors, name)
-        assert issubclass(cls, ContractRevert) and cls.__name__ == name
+        assert name.startswith(errors.SOLIDITY_PREFIX), f"{name} lacks the contract prefix"
+        short = errors.unprefixed(name)
+        cls = getattr(errors, short)
+        assert errors.REVERT_CLASSES[name] is cls and cls.solidity_name == name
+        assert issubclass(cls, ContractRevert) and cls.__name__ == short
+        assert cls().error_name == short
         assert cls().hint, f"{name} needs a hint for the operator"
 
 
@@ -56,3 +62,47 @@ def test_recompiling_reproduces_the_artifact() -> None:
         [str(ROOT / "scripts" / "build-contracts"), "--check"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def _declarations(source: str) -> list[tuple[str, str, str]]:
+    """(kind, name, the /// block above it) for every error, event and function declared in `source`."""
+    out, doc = [], []
+    for line in source.splitlines():
+        text = line.strip()
+        if text.startswith("///"):
+            doc.append(text[3:].strip())
+            continue
+        match = re.match(r"(error|event|function) (\w+)\(", text)
+        if match:
+            out.append((match[1], match[2], " ".join(doc)))
+        doc = []
+    return out
+
+
+def test_interface_documents_every_error_event_and_function() -> None:
+    found = _declarations((CONTRACTS / "ISwarmLedger.sol").read_text())
+    abi = {(e["type"], e["name"]) for e in load_artifact().abi if e["type"] in ("error", "event", "function")}
+    assert {(kind, name) for kind, name, _ in found} >= abi - {("function", "MAX_COMMITTERS")}
+    for kind, name, doc in found:
+        assert "@notice" in doc, f"{kind} {name} has no @notice"
+        if kind == "event":
+            assert "Emitted when" in doc, f"event {name}: say when it is emitted"
+    mutating = {
+        e["name"]
+        for e in load_artifact().abi
+        if e["type"] == "function" and e["stateMutability"] == "nonpayable"
+    }
+    for kind, name, doc in found:
+        if kind == "function" and name in mutating:
+            assert "Requirements:" in doc and "Emits {" in doc, f"{name}: document requirements and events"
+            # Each error a function names must exist, with the contract's prefix.
+            for error in re.findall(r"`(SwarmLedger\w+)`", doc):
+                assert ("error", error) in abi, f"{name} documents an unknown error {error}"
+
+
+def test_implementation_inherits_the_interface_docs() -> None:
+    found = _declarations((CONTRACTS / "SwarmLedger.sol").read_text())
+    external = {e["name"] for e in load_artifact().abi if e["type"] == "function"} - {"MAX_COMMITTERS"}
+    for kind, name, doc in found:
+        if kind == "function" and name in external:
+            assert "@inheritdoc ISwarmLedger" in doc, f"SwarmLedger.{name} should use @inheritdoc"

@@ -20,12 +20,13 @@ def decoder() -> RevertDecoder:
 
 
 def test_decodes_custom_error_with_args(decoder: RevertDecoder) -> None:
-    data = keccak(text="NotLeader(uint256,address,address)")[:4] + encode(
+    data = keccak(text="SwarmLedgerNotLeader(uint256,address,address)")[:4] + encode(
         ["uint256", "address", "address"], [4, SITE.lower(), "0x" + "ab" * 20]
     )
     exc = decoder.decode("0x" + data.hex())
     assert isinstance(exc, errors.NotLeader) and isinstance(exc, ContractRevert)
-    assert exc.error_name == "NotLeader"
+    # error_name drops the contract prefix (it is the class name); solidity_name is the ABI's.
+    assert exc.error_name == "NotLeader" and exc.solidity_name == "SwarmLedgerNotLeader"
     # Addresses come back checksummed, so they compare equal to account.address.
     assert exc.error_args == (4, SITE, to_checksum_address("0x" + "ab" * 20))
     assert "NotLeader(4" in str(exc) and "current leader" in str(exc)
@@ -33,10 +34,24 @@ def test_decodes_custom_error_with_args(decoder: RevertDecoder) -> None:
 
 
 def test_decodes_enum_and_no_arg_errors(decoder: RevertDecoder) -> None:
-    data = keccak(text="RoundNotOpen(uint256,uint8)")[:4] + encode(["uint256", "uint8"], [2, 1])
+    data = keccak(text="SwarmLedgerRoundNotOpen(uint256,uint8)")[:4] + encode(["uint256", "uint8"], [2, 1])
     exc = decoder.decode(data)
     assert isinstance(exc, errors.RoundNotOpen) and exc.error_args == (2, RoundStatus.ELECTED)
-    assert isinstance(decoder.decode(keccak(text="ZeroHash()")[:4]), errors.ZeroHash)
+    assert isinstance(decoder.decode(keccak(text="SwarmLedgerZeroHash()")[:4]), errors.ZeroHash)
+
+
+def test_unprefixed_selector_is_not_ours(decoder: RevertDecoder) -> None:
+    # The selector is over the full Solidity name: the pre-prefix `NotLeader(...)` is an unknown error.
+    data = keccak(text="NotLeader(uint256,address,address)")[:4] + b"\x00" * 96
+    assert isinstance(decoder.decode(data), TransactionFailed)
+
+
+def test_error_known_to_the_abi_but_not_to_python_keeps_a_readable_name() -> None:
+    abi = [{"type": "error", "name": "SwarmLedgerSomethingNew", "inputs": [{"name": "x", "type": "uint256"}]}]
+    exc = RevertDecoder(abi).decode(
+        keccak(text="SwarmLedgerSomethingNew(uint256)")[:4] + encode(["uint256"], [7])
+    )
+    assert type(exc) is ContractRevert and exc.error_name == "SomethingNew" and exc.error_args == (7,)
 
 
 @pytest.mark.parametrize("data", [None, "", "0x", "0xdeadbeef", "0xzz", b"\x01\x02"])
@@ -46,7 +61,7 @@ def test_unknown_or_garbage_revert_data(decoder: RevertDecoder, data: object) ->
 
 
 def test_truncated_args_do_not_crash(decoder: RevertDecoder) -> None:
-    data = keccak(text="WrongRound(uint256,uint256)")[:4] + b"\x00" * 5
+    data = keccak(text="SwarmLedgerWrongRound(uint256,uint256)")[:4] + b"\x00" * 5
     exc = decoder.decode(data)
     assert isinstance(exc, errors.WrongRound)
 
