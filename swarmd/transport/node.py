@@ -147,13 +147,14 @@ class Node:
         router.curve_secretkey = ctx.secret
         router.zap_domain = ZAP_DOMAIN.encode()
         self.endpoint = _bind_socket(router, self._bind)
-        self._server = Server(ctx, self._flows, router, None)
+        bulk: zmq.asyncio.Socket | None = None
+        if ctx.bulk_mode == "aead":
+            bulk = ctx.socket(zmq.ROUTER)
+            ep = _bind_socket(bulk, self._bulk_bind or self._default_bulk_bind())
+            ctx.bulk_port = int(ep.rsplit(":", 1)[1])
         self._router_mon = router.get_monitor_socket()
         ctx.spawn(monitor_loop(self._router_mon, ctx.stats))
-        if ctx.bulk_mode == "aead":
-            self._server.bulk = ctx.socket(zmq.ROUTER)
-            ep = _bind_socket(self._server.bulk, self._bulk_bind or self._default_bulk_bind())
-            ctx.bulk_port = int(ep.rsplit(":", 1)[1])
+        self._server = Server(ctx, self._flows, router, bulk)
         self._server.start()
         log.info("transport listening on %s (bulk port %s)", self.endpoint, ctx.bulk_port)
 
