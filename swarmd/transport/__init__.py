@@ -11,7 +11,12 @@ Public API (see node.py and handler.py for details):
     node.stats.rejections["reason"]; await node.close()
 
 The daemon implements `Handler` (check_offer, on_update, on_announce, serve_model); a refusal's
-reason is a `Refusal`. Wire format: messages.py.
+reason is a `Refusal`.
+
+Layout, one file per role: node.py the front (lifecycle, ZAP, member set, stats, limits);
+server.py the serving side (ROUTERs); client.py the client side (a DEALER per peer, our requests);
+loop.py the shared receive and monitor loops; flow.py the open streams and their credit flow;
+context.py the state the sides share; stream.py one stream's ends; messages.py the wire format.
 """
 
 from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict

@@ -1,6 +1,6 @@
 """Wire messages of the swarmd transport: versioned frozen dataclasses with paired encode/decode.
 
-Every ZeroMQ message is `[header, *data]`: frame 0 is a msgpack map `{"v": 1, "kind": ..., fields}`,
+Every ZeroMQ message is `[header, *data]`: frame 0 is a msgpack map `{"v": 2, "kind": ..., fields}`,
 the other frames (only for `chunk`) are raw payload bytes. Decoding applies msgpack's size limits,
 then checks every field's type and range; anything off raises `WireError` with a `reason` label
 that the node counts in `stats.rejections`.

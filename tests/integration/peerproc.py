@@ -99,7 +99,7 @@ async def _run(node: Node, rec: Recorder, op: str, cmd: dict[str, Any]) -> dict[
             "announces": [[a.round, a.model_hash.hex()] for a in rec.announces],
             "rejections": dict(s.rejections),
             "denied": s.handshakes_denied,
-            "streams_out": len(node._outbound),  # uploads and serves still pumping
+            "streams_out": len(node._flows.outbound),  # uploads and serves still pumping
         }
     raise ValueError(f"unknown op {op}")
 

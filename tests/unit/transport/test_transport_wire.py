@@ -1,8 +1,6 @@
-"""Transport wire units: message round trips and validation, chunking, the receiver's stream checks."""
+"""Transport wire units: message round trips and validation (messages.py). Streams: test_stream.py."""
 
 from __future__ import annotations
-
-import asyncio
 
 import msgpack
 import pytest
@@ -12,7 +10,6 @@ from hypothesis import strategies as st
 
 from swarmd import codec
 from swarmd.transport import messages as m
-from swarmd.transport.stream import Inbound, Outbound, iter_chunks, new_key, new_sid
 
 V = m.PROTOCOL_VERSION
 
@@ -119,84 +116,3 @@ def test_decode_of_random_bytes_only_raises_bad_message(data: bytes) -> None:
         assert exc.reason in {"bad_header", "bad_version", "unknown_kind", "bad_field", "bad_manifest"}
     else:
         assert isinstance(msg, m.Message)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, 50), max_size=8), st.integers(1, 40))
-def test_chunks_cover_frames_in_order(sizes: list[int], chunk: int) -> None:
-    frames = [memoryview(bytes([i % 251]) * n) for i, n in enumerate(sizes)]
-    chunks = list(iter_chunks(frames, chunk))
-    joined = b"".join(b"".join(bytes(p) for p in c) for c in chunks)
-    assert joined == b"".join(bytes(f) for f in frames)
-    assert all(sum(len(p) for p in c) == chunk for c in chunks[:-1])
-    assert not chunks or 0 < sum(len(p) for p in chunks[-1]) <= chunk
-
-
-def _stream(key: bytes | None, chunk: int = 8) -> tuple[Inbound, Outbound, list[list[bytes | memoryview]]]:
-    state = {"a": torch.arange(5, dtype=torch.float32), "b": torch.arange(3, dtype=torch.int16)}
-    manifest, frames = codec.encode(state)
-    sid = new_sid()
-    inbound = Inbound(sid, b"peer", manifest, chunk, key)
-    out = Outbound(sid, b"peer", key)
-    sealed = [out.seal(i, pieces) for i, pieces in enumerate(iter_chunks(frames, chunk))]
-    return inbound, out, sealed
-
-
-@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["curve", "aead"])
-async def test_inbound_reassembles_and_hashes(key: bytes | None) -> None:
-    inbound, _, sealed = _stream(key)
-    inbound.granted = inbound.credits_to_grant(100)
-    assert inbound.granted == inbound.n_chunks == 4  # 26 bytes in chunks of 8
-    for seq, frames in enumerate(sealed):
-        inbound.accept(seq, frames)
-    assert inbound.done.is_set() and inbound.failed is None
-    state = codec.decode_flat(inbound.manifest, inbound.buffer.numpy())
-    assert await inbound.digest() == codec.content_hash(state)
-    assert torch.equal(state["a"], torch.arange(5, dtype=torch.float32))
-
-
-def _flip(data: bytes | memoryview) -> bytes:
-    out = bytearray(data)
-    out[-1] ^= 0x01
-    return bytes(out)
-
-
-@pytest.mark.parametrize(
-    ("key", "mangle", "reason"),
-    [
-        (b"k" * 32, lambda s: (1, s[1]), "out_of_order"),
-        (b"k" * 32, lambda s: (0, [bytes(s[0][0])[:-1]]), "chunk_size"),
-        (b"k" * 32, lambda s: (0, [_flip(s[0][0])]), "auth_failed"),
-        (b"k" * 32, lambda s: (0, s[1]), "auth_failed"),  # chunk 1's ciphertext replayed as chunk 0
-        (None, lambda s: (0, [b"x" * 7]), "chunk_size"),
-        (None, lambda s: (3, s[3]), "out_of_order"),
-    ],
-)
-def test_inbound_rejects_bad_chunks(key, mangle, reason: str) -> None:
-    inbound, _, sealed = _stream(key)
-    inbound.granted = 4
-    seq, frames = mangle(sealed)
-    with pytest.raises(m.BadMessage) as info:
-        inbound.accept(seq, frames)
-    assert info.value.reason == reason
-
-
-def test_inbound_refuses_chunks_beyond_credit() -> None:
-    inbound, _, sealed = _stream(None)
-    inbound.granted = 1
-    inbound.accept(0, sealed[0])
-    with pytest.raises(m.BadMessage) as info:
-        inbound.accept(1, sealed[1])
-    assert info.value.reason == "over_credit"
-    assert inbound.credits_to_grant(2) == 2  # window 2: chunks 1 and 2 may be in flight after chunk 0
-
-
-async def test_outbound_waits_for_credit_and_stops_on_failure() -> None:
-    out = Outbound(new_sid(), b"peer", new_key())
-    with pytest.raises(asyncio.TimeoutError):
-        await out.take(0.05)
-    out.grant(1)
-    await out.take(0.05)
-    asyncio.get_running_loop().call_later(0.01, out.fail, "stalled")
-    with pytest.raises(m.BadMessage):
-        await out.take(1.0)

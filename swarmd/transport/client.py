@@ -1,0 +1,392 @@
+"""The client side of a node: our connections to peers and the requests we make over them.
+
+One control DEALER per peer (CURVE client with the peer's key from the ledger), made on first use,
+with a monitor that turns a dropped connection or a refused handshake into an error for every
+request waiting on it; one bulk DEALER per peer, made on the first sealed stream. Requests: ping,
+announce, send_update (offer, then stream the chunks as the receiver grants credit) and fetch_model
+(ask, then receive the served stream and check it against the hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Mapping
+from typing import TypeVar
+
+import torch
+import zmq
+import zmq.asyncio
+
+from swarmd import codec
+from swarmd.aio import wait_within
+from swarmd.codec import Manifest
+from swarmd.errors import HashMismatch, PeerRejected, TransportError
+from swarmd.transport import messages as m
+from swarmd.transport.context import Context
+from swarmd.transport.flow import Flows, SendFn
+from swarmd.transport.handler import PeerId, Verdict
+from swarmd.transport.loop import Received, monitor_loop, receive_loop
+from swarmd.transport.messages import Refusal
+from swarmd.transport.stream import Inbound, Outbound, new_key
+
+T = TypeVar("T")
+Request = m.Ping | m.Announce | m.UpdateOffer | m.Fetch
+Answers = asyncio.Queue[m.Message]  # a request's answers, and the local events that end its wait
+
+_HANDSHAKE_FAILED = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+}
+
+
+class _Conn:
+    """Our side of the sockets to one peer: control DEALER, optional bulk DEALER, pending requests."""
+
+    def __init__(
+        self, key: PeerId, endpoint: str, control: zmq.asyncio.Socket, mon: zmq.asyncio.Socket
+    ) -> None:
+        self.key = key
+        self.endpoint = endpoint
+        self.control = control
+        self.mon = mon
+        self.bulk: zmq.asyncio.Socket | None = None
+        self.bulk_port: int | None = None
+        self.pending: dict[int, Answers] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.refused: str | None = None  # set by the monitor when the peer refuses our handshake
+
+    def post(self, reason: Refusal) -> None:
+        """End every waiting request with a local event (a req-0 reply, see `_raise_if_sentinel`)."""
+        for q in self.pending.values():
+            q.put_nowait(m.Reply(0, False, reason))
+
+    def on_event(self, kind: int) -> None:
+        if kind == zmq.EVENT_DISCONNECTED:  # the peer died or restarted: what we wait for will not come
+            self.post(Refusal.DISCONNECTED)
+        elif kind in _HANDSHAKE_FAILED:
+            self.refused = "handshake refused by the peer (not a member there, or a key mismatch)"
+            self.post(Refusal.REFUSED)
+        elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.refused = None
+
+    def close_sockets(self) -> None:
+        self.control.close(linger=0)
+        self.mon.close(linger=0)
+        if self.bulk is not None:
+            self.bulk.close(linger=0)
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0]
+
+
+def _retrieve(fut: asyncio.Future[T]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _raise_if_sentinel(conn: _Conn, msg: m.Message) -> None:
+    """Local events posted to pending requests as req-0 replies become errors for the caller."""
+    if not isinstance(msg, m.Reply) or msg.req != 0:
+        return
+    if msg.reason == Refusal.REFUSED:
+        raise PeerRejected(conn.refused or "handshake refused by the peer")
+    if msg.reason == Refusal.PEER_REMOVED:
+        raise PeerRejected("peer was removed from the member set")
+    raise TransportError(f"connection to peer lost ({msg.reason})", hint="it may have crashed or restarted")
+
+
+class Client:
+    """Our requests to peers; the node's public request API delegates here (see node.py)."""
+
+    def __init__(self, ctx: Context, flows: Flows) -> None:
+        self.ctx = ctx
+        self.flows = flows
+        self.conns: dict[PeerId, _Conn] = {}
+        self._req = itertools.count(1)
+
+    # --- connections ------------------------------------------------------------------------------
+    def _conn(self, peer: PeerId) -> _Conn:
+        conn = self.conns.get(peer)
+        if conn is not None:
+            return conn
+        endpoint = self.ctx.members.get(peer)
+        if endpoint is None:
+            raise PeerRejected("not a member: no endpoint known for this peer")
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.curve_serverkey = peer
+        sock.curve_publickey = self.ctx.public
+        sock.curve_secretkey = self.ctx.secret
+        mon = sock.get_monitor_socket()
+        sock.connect(endpoint)
+        conn = _Conn(peer, endpoint, sock, mon)
+        self._listen(conn, sock, via_bulk=False)
+        conn.tasks.append(asyncio.ensure_future(monitor_loop(mon, self.ctx.stats, conn.on_event)))
+        self.conns[peer] = conn
+        return conn
+
+    def _bulk(self, conn: _Conn, port: int) -> zmq.asyncio.Socket:
+        if conn.bulk is not None and conn.bulk_port == port:
+            return conn.bulk
+        if conn.bulk is not None:
+            conn.bulk.close(linger=0)
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.connect(f"{_host(conn.endpoint)}:{port}")
+        conn.bulk, conn.bulk_port = sock, port
+        self._listen(conn, sock, via_bulk=True)
+        return sock
+
+    def _listen(self, conn: _Conn, sock: zmq.asyncio.Socket, *, via_bulk: bool) -> None:
+        async def dispatch(r: Received) -> None:
+            self._on_answer(conn, r, via_bulk=via_bulk)
+
+        loop = receive_loop(
+            self.ctx, sock, dispatch, where="peer connection", peer_of=lambda _: conn.key, routed=False
+        )
+        conn.tasks.append(asyncio.ensure_future(loop))
+
+    def keep_only(self, members: Mapping[PeerId, str]) -> None:
+        """Drop our connections to peers that left `members` or moved to another endpoint."""
+        for key in [k for k, c in self.conns.items() if members.get(k) != c.endpoint]:
+            conn = self.conns.pop(key)
+            with contextlib.suppress(zmq.ZMQError):
+                conn.control.disable_monitor()  # before its reader closes (see close())
+            for task in conn.tasks:
+                task.cancel()
+            conn.post(Refusal.PEER_REMOVED)
+            conn.close_sockets()
+
+    def disable_monitors(self) -> None:
+        """First step of closing: libzmq blocks sending the final event to a monitor nobody reads."""
+        for conn in self.conns.values():
+            with contextlib.suppress(zmq.ZMQError):
+                conn.control.disable_monitor()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [t for c in self.conns.values() for t in c.tasks]
+
+    def close_sockets(self) -> None:
+        for conn in self.conns.values():
+            conn.close_sockets()
+        self.conns.clear()
+
+    # --- answers ----------------------------------------------------------------------------------
+    def _on_answer(self, conn: _Conn, r: Received, *, via_bulk: bool) -> None:
+        """Answers from one peer: chunks and grants of open streams, else by request id."""
+        msg = r.msg
+        if isinstance(msg, m.Chunk):
+            self.flows.on_chunk(msg, r.data, via_bulk=via_bulk, peer=conn.key)
+        elif isinstance(msg, m.Grant) and self.flows.on_grant(msg, peer=conn.key):
+            pass
+        elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve) and not via_bulk:
+            q = conn.pending.get(msg.req)
+            if q is None:
+                if isinstance(msg, m.Grant):
+                    # We gave up on this offer (it waited too long for the receiver's slot);
+                    # without a cancel the receiver would hold the slot until its stall timeout.
+                    cancel = m.Cancel(msg.sid, "offer withdrawn")
+                    self.ctx.spawn(self.ctx.send_quietly(conn.control, cancel))
+                raise m.BadMessage("unknown_request", f"{msg.KIND} for no pending request")
+            q.put_nowait(msg)
+        else:
+            raise m.BadMessage("unexpected_kind", f"{msg.KIND} is not an answer")
+
+    async def _request(self, peer: PeerId, msg: Request, timeout: float | None) -> tuple[_Conn, Answers]:
+        """Queue `msg` on the peer's control DEALER; return where its answers will arrive.
+
+        A DEALER without a live connection blocks the send: the peer is down, or it refused our
+        handshake and libzmq dropped the pipe. The monitor posts such events to the pending
+        queue, so the send is raced against it and bounded by the request timeout."""
+        conn = self._conn(peer)
+        if conn.refused:
+            raise PeerRejected(conn.refused)
+        q: Answers = asyncio.Queue()
+        conn.pending[msg.req] = q
+        send = asyncio.ensure_future(self.ctx.send(conn.control, [m.encode(msg)]))
+        event = asyncio.ensure_future(q.get())
+        try:
+            await asyncio.wait(
+                {send, event},
+                timeout=timeout or self.ctx.limits.request_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if event.done():
+                early = event.result()
+                _raise_if_sentinel(conn, early)
+                q.put_nowait(early)  # not a sentinel: the answer itself, keep it for the caller
+            if not send.done():
+                if conn.refused:
+                    raise PeerRejected(conn.refused)
+                raise TransportError(
+                    "cannot reach peer", hint="is it up, reachable, and does it list this site as a member?"
+                )
+            send.result()
+        except BaseException:
+            conn.pending.pop(msg.req, None)
+            raise
+        finally:
+            for fut in (send, event):
+                if not fut.done():
+                    fut.cancel()
+        return conn, q
+
+    async def _answer(self, conn: _Conn, q: Answers, timeout: float | None) -> m.Message:
+        if conn.refused:
+            raise PeerRejected(conn.refused)
+        try:
+            msg = await wait_within(q.get(), timeout or self.ctx.limits.request_timeout)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise TransportError(
+                "no answer from peer", hint="is it up, reachable, and does it list this site as a member?"
+            ) from exc
+        _raise_if_sentinel(conn, msg)
+        return msg
+
+    async def _ask(self, peer: PeerId, msg: Request, timeout: float | None) -> m.Message:
+        """One request, one answer."""
+        conn, q = await self._request(peer, msg, timeout)
+        try:
+            return await self._answer(conn, q, timeout)
+        finally:
+            conn.pending.pop(msg.req, None)
+
+    # --- requests ---------------------------------------------------------------------------------
+    async def ping(self, peer: PeerId, timeout: float | None) -> float:
+        t0 = time.monotonic()
+        answer = await self._ask(peer, m.Ping(next(self._req), t0), timeout)
+        if not isinstance(answer, m.Pong):
+            raise TransportError(f"peer answered a ping with {answer.KIND}")
+        return time.monotonic() - t0
+
+    async def announce(self, peer: PeerId, round: int, model_hash: bytes, timeout: float | None) -> None:
+        answer = await self._ask(peer, m.Announce(next(self._req), round, model_hash), timeout)
+        if not isinstance(answer, m.Reply) or not answer.ok:
+            raise PeerRejected(f"announce refused: {getattr(answer, 'reason', answer.KIND)}")
+
+    async def send_update(
+        self, peer: PeerId, offer: m.UpdateOffer, frames: list[memoryview], timeout: float | None
+    ) -> Verdict:
+        """Offer an update, stream it once granted, return the receiver's verdict (see Node.send_update)."""
+        conn, q = await self._request(peer, offer, timeout)
+        out: Outbound | None = None
+        finished = False
+        try:
+            answer = await self._answer(conn, q, timeout)
+            if isinstance(answer, m.Grant):
+                if answer.sid in self.flows.outbound:
+                    self.ctx.reject("duplicate_stream", peer, "granted a stream id already in use")
+                    raise TransportError("peer granted a stream id that is already in use")
+                out = Outbound(answer.sid, peer, answer.key)
+                self.flows.outbound[out.sid] = out
+                out.grant(answer.credits)
+                pump = asyncio.ensure_future(self.flows.pump(out, frames, self._update_sender(conn, answer)))
+                answer = await self._until_reply(conn, q, pump, out, timeout)
+            finished = True
+            if not isinstance(answer, m.Reply):
+                raise TransportError(f"peer answered an update with {answer.KIND}")
+            return Verdict(answer.ok, answer.reason, answer.detail)
+        finally:
+            conn.pending.pop(offer.req, None)
+            if out is not None:
+                self.flows.outbound.pop(out.sid, None)
+                if not finished:  # failed or cancelled mid-stream: let the receiver free its slot now
+                    self.ctx.spawn(self.ctx.send_quietly(conn.control, m.Cancel(out.sid, "sender gave up")))
+
+    def new_offer(
+        self, round: int, term: int, digest: bytes, manifest: Manifest, meta: Mapping[str, m.MetaValue]
+    ) -> m.UpdateOffer:
+        return m.UpdateOffer(next(self._req), round, term, digest, manifest, dict(meta))
+
+    def _update_sender(self, conn: _Conn, grant: m.Grant) -> SendFn:
+        sock = conn.control
+        if grant.key is not None:
+            if grant.bulk_port is None:
+                raise TransportError("peer sent a session key without a bulk port")
+            sock = self._bulk(conn, grant.bulk_port)
+        return lambda frames: self.ctx.send(sock, frames)
+
+    async def _until_reply(
+        self, conn: _Conn, q: Answers, pump: asyncio.Future[None], out: Outbound, timeout: float | None
+    ) -> m.Message:
+        """Wait for the receiver's reply while the pump streams; a reply stops the pump early."""
+        getter = asyncio.ensure_future(q.get())
+        try:
+            both: set[asyncio.Future[None] | asyncio.Future[m.Message]] = {pump, getter}
+            done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                msg = getter.result()
+                out.fail(getattr(msg, "reason", "") or "closed")
+                _raise_if_sentinel(conn, msg)
+                return msg
+            exc = pump.exception()
+            if exc is not None:
+                if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+                    raise TransportError("peer stopped granting credit: stream stalled") from exc
+                if isinstance(exc, m.BadMessage):
+                    raise TransportError(f"stream failed: {exc}") from exc
+                raise exc
+            # every chunk is out: the receiver now hashes, decodes and runs its handler
+            msg = await wait_within(getter, timeout or self.ctx.limits.request_timeout)
+            _raise_if_sentinel(conn, msg)
+            return msg
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise TransportError("no verdict from peer after the stream") from exc
+        finally:
+            for f in (pump, getter):
+                f.cancel()
+                f.add_done_callback(_retrieve)  # an ended pump's error is already reported above
+
+    async def fetch_model(
+        self, peer: PeerId, model_hash: bytes, max_bytes: int, timeout: float | None
+    ) -> dict[str, torch.Tensor]:
+        """Ask for a model, receive and verify it (see Node.fetch_model)."""
+        key = new_key() if self.ctx.bulk_mode == "aead" else None
+        req = next(self._req)
+        conn, q = await self._request(peer, m.Fetch(req, model_hash, max_bytes, key), timeout)
+        try:
+            answer = await self._answer(conn, q, timeout)
+            if isinstance(answer, m.Reply):
+                raise PeerRejected(f"peer did not serve the model: {answer.reason}")
+            if not isinstance(answer, m.Serve):
+                raise TransportError(f"peer answered a fetch with {answer.KIND}")
+            return await self._receive_model(conn, answer, model_hash, max_bytes, key)
+        finally:
+            conn.pending.pop(req, None)
+
+    async def _receive_model(
+        self, conn: _Conn, serve: m.Serve, model_hash: bytes, max_bytes: int, key: bytes | None
+    ) -> dict[str, torch.Tensor]:
+        ctx = self.ctx
+        if serve.manifest.total_nbytes > max_bytes:
+            ctx.reject("too_large", conn.key, f"model of {serve.manifest.total_nbytes} bytes")
+            raise PeerRejected(f"model of {serve.manifest.total_nbytes} bytes exceeds {max_bytes}")
+        sock = conn.control
+        if key is not None:
+            if serve.bulk_port is None:
+                raise TransportError("peer serves without a bulk port")
+            sock = self._bulk(conn, serve.bulk_port)
+        stream = Inbound(serve.sid, conn.key, serve.manifest, ctx.limits.chunk_size, key)
+
+        async def grant(n: int, first: bool) -> None:
+            await ctx.send(sock, [m.encode(m.Grant(serve.req, serve.sid, n))])
+
+        failure: str | None = "fetcher gave up"
+        try:
+            failure = await self.flows.receive(stream, grant)
+        finally:
+            if failure is not None and failure != "unroutable":
+                # without a cancel the server would pump on until its stall timeout
+                ctx.spawn(ctx.send_quietly(conn.control, m.Cancel(serve.sid, failure)))
+        if failure is not None:
+            raise TransportError(f"model stream failed: {failure}")
+        digest = await stream.digest()
+        if digest != model_hash:
+            ctx.reject("hash_mismatch", conn.key, f"served model hashes to {codec.hash_hex(digest)}")
+            raise HashMismatch(
+                f"model from peer hashes to {codec.hash_hex(digest)}, expected {codec.hash_hex(model_hash)}"
+            )
+        return codec.decode_flat(serve.manifest, stream.view)

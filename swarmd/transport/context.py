@@ -1,0 +1,132 @@
+"""What the two sides of a node share: the tunables (`Limits`), the counters (`NodeStats`) and one
+`Context` (the handler, the member set, the ZeroMQ context, the node's tasks) with the few helpers
+both sides use: make a socket, send and count, spawn a task, count and log a rejection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import zmq
+import zmq.asyncio
+from zmq.utils import z85
+
+from swarmd.errors import TransportError
+from swarmd.transport import messages as m
+from swarmd.transport.handler import Handler, PeerId
+
+log = logging.getLogger("swarmd.transport")
+
+BulkMode = Literal["aead", "curve"]
+OutFrame = bytes | memoryview  # one frame of an outgoing message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Tunables; the defaults suit models of tens to hundreds of MB on a LAN or WAN."""
+
+    chunk_size: int = 4 << 20
+    window: int = 4  # chunks in flight per stream
+    streams_per_peer: int = 2  # inbound update offers (active + queued) one peer may hold
+    max_queued: int = 64  # inbound update offers waiting for the slot, all peers together
+    max_serves: int = 4  # models served at the same time
+    stall_timeout: float = 20.0  # a stream with no progress for this long is dropped
+    request_timeout: float = 30.0  # default wait for a reply, grant or serve
+    heartbeat_ivl: float = 2.0
+    heartbeat_timeout: float = 10.0
+    reconnect_ivl: float = 0.1
+    reconnect_ivl_max: float = 5.0
+
+
+@dataclass
+class NodeStats:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    updates_received: int = 0
+    models_served: int = 0
+    handshakes_denied: int = 0
+    disconnects: int = 0
+    rejections: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Context:
+    """The state the front, the serving side and the client side of one node share."""
+
+    handler: Handler
+    limits: Limits
+    max_bytes: int
+    bulk_mode: BulkMode
+    public: bytes  # our CURVE keys, z85
+    secret: bytes
+    stats: NodeStats = field(default_factory=NodeStats)
+    members: dict[PeerId, str] = field(default_factory=dict)  # raw CURVE key -> endpoint
+    zmq_ctx: zmq.asyncio.Context | None = None  # while the node is started
+    bulk_port: int | None = None  # of our bulk ROUTER, advertised in grants and serves
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def max_frame(self) -> int:
+        """`maxmsgsize` of every socket: a header or a sealed chunk fits, anything bigger drops the link."""
+        return max(m.MAX_HEADER_BYTES, self.limits.chunk_size + 4096)
+
+    def is_member(self, peer: PeerId) -> bool:
+        return peer in self.members
+
+    def socket(self, kind: int) -> zmq.asyncio.Socket:
+        if self.zmq_ctx is None:
+            raise TransportError("node is not started")
+        s = self.zmq_ctx.socket(kind)
+        lim = self.limits
+        s.linger = 0
+        s.maxmsgsize = self.max_frame
+        s.sndhwm = s.rcvhwm = 10_000  # counted in messages; bulk volume is bounded by credits
+        s.heartbeat_ivl = int(lim.heartbeat_ivl * 1000)
+        s.heartbeat_timeout = int(lim.heartbeat_timeout * 1000)
+        s.heartbeat_ttl = int(lim.heartbeat_timeout * 1000)
+        s.reconnect_ivl = int(lim.reconnect_ivl * 1000)
+        s.reconnect_ivl_max = int(lim.reconnect_ivl_max * 1000)
+        if kind == zmq.ROUTER:
+            s.router_mandatory = True  # a send to a vanished peer raises instead of vanishing
+        return s
+
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        """Run `coro` as one of the node's tasks (`close` cancels them)."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def reject(self, reason: str, peer: PeerId | None, detail: str) -> None:
+        """Count a bad input under `reason`; log it, sparsely."""
+        self.stats.rejections[reason] += 1
+        n = self.stats.rejections[reason]
+        if n <= 10 or n & (n - 1) == 0:  # a flood of bad frames must not flood the log too
+            who = z85.encode(peer).decode()[:12] if peer else "?"
+            log.warning("rejected from %s: %s #%d (%s)", who, reason, n, detail[:200])
+
+    def count_in(self, frames: Sequence[zmq.Frame]) -> None:
+        self.stats.messages_in += 1
+        self.stats.bytes_in += sum(len(f) for f in frames)
+
+    async def send(
+        self, sock: zmq.asyncio.Socket, frames: Sequence[OutFrame], route: bytes | None = None
+    ) -> None:
+        parts = [route, *frames] if route is not None else list(frames)
+        self.stats.messages_out += 1
+        self.stats.bytes_out += sum(
+            memoryview(p).nbytes if not isinstance(p, bytes) else len(p) for p in parts
+        )
+        await sock.send_multipart(parts, copy=False)
+
+    async def send_quietly(self, sock: zmq.asyncio.Socket, msg: m.Message) -> None:
+        """Send a message nobody waits on (a cancel); a vanished peer is no error here."""
+        with contextlib.suppress(zmq.ZMQError):
+            await self.send(sock, [m.encode(msg)])

@@ -1,0 +1,131 @@
+"""The open streams of a node, in both directions, and their credit flow.
+
+Both sides open streams: the serving side receives updates and serves models, the client side
+sends updates and fetches models. Here is what they share: the tables of open streams, which stream
+a chunk, grant or cancel belongs to, `receive` (grant credit as chunks land, watch for stalls) and
+`pump` (send a payload chunk by chunk, each after one credit). The per-stream objects are stream.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import zmq
+
+from swarmd.aio import wait_within
+from swarmd.transport import messages as m
+from swarmd.transport.context import Context, OutFrame
+from swarmd.transport.handler import PeerId
+from swarmd.transport.messages import Refusal
+from swarmd.transport.stream import Inbound, Outbound, iter_chunks
+
+GrantFn = Callable[[int, bool], Awaitable[None]]  # (credits, first grant of the stream)
+SendFn = Callable[[list[OutFrame]], Awaitable[None]]  # one chunk's frames, to wherever they go
+
+
+class Flows:
+    """The node's open streams, keyed by stream id."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.inbound: dict[bytes, Inbound] = {}
+        self.outbound: dict[bytes, Outbound] = {}
+        # Streams that ended early: their chunks still in flight are dropped without a second count.
+        self.ended: deque[bytes] = deque(maxlen=256)
+
+    async def receive(self, stream: Inbound, grant: GrantFn) -> Refusal | None:
+        """Drive a receive: grant credits as chunks land, watch for stalls. Returns a failure reason."""
+        lim, reject = self.ctx.limits, self.ctx.reject
+        if stream.sid in self.inbound:  # a sender-chosen sid (fetch) colliding with a live stream
+            reject("duplicate_stream", stream.peer, "stream id already in use")
+            return Refusal.DUPLICATE_STREAM
+        self.inbound[stream.sid] = stream
+        first = True
+        try:
+            while True:
+                stream.wake.clear()  # before granting: a chunk landing during the grant re-arms it
+                if stream.done.is_set():
+                    return m.as_refusal(stream.failed) if stream.failed else None
+                n = stream.credits_to_grant(lim.window)
+                if n:
+                    stream.granted += n
+                    await grant(n, first)
+                    first = False
+                    stream.last_progress = time.monotonic()
+                idle = time.monotonic() - stream.last_progress
+                if idle >= lim.stall_timeout:
+                    reject("stalled", stream.peer, f"no chunk for {lim.stall_timeout:.1f}s")
+                    return Refusal.STALLED
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await wait_within(stream.wake.wait(), lim.stall_timeout - idle)
+        except zmq.ZMQError as exc:
+            reject("unroutable", stream.peer, str(exc))
+            return Refusal.UNROUTABLE
+        finally:
+            self.inbound.pop(stream.sid, None)
+            if stream.failed is not None or not stream.done.is_set():
+                self.ended.append(stream.sid)
+
+    async def pump(self, out: Outbound, frames: Sequence[memoryview], send: SendFn) -> None:
+        """Send every chunk of a payload, each after taking one credit from the receiver."""
+        for seq, pieces in enumerate(iter_chunks(frames, self.ctx.limits.chunk_size)):
+            await out.take(self.ctx.limits.stall_timeout)
+            await send([m.encode(m.Chunk(out.sid, seq)), *out.seal(seq, pieces)])
+
+    def on_chunk(
+        self,
+        msg: m.Chunk,
+        data: list[memoryview],
+        *,
+        via_bulk: bool,
+        peer: PeerId | None = None,
+        route: bytes | None = None,
+    ) -> None:
+        """A chunk from the control channel (`peer` known) or the bulk channel (sealed, `route` known)."""
+        stream = self.inbound.get(msg.sid)
+        if (stream is not None and stream.failed is not None) or (stream is None and msg.sid in self.ended):
+            return  # residue of a stream that already failed (and was counted once)
+        if stream is None:
+            raise m.BadMessage("unknown_stream", "chunk for no open stream")
+        if via_bulk != (stream.key is not None) or (peer is not None and peer != stream.peer):
+            raise m.BadMessage("unknown_stream", "chunk on the wrong channel or from the wrong peer")
+        try:
+            stream.accept(msg.seq, data)
+        except m.BadMessage as exc:
+            stream.fail(exc.reason)
+            raise
+        if route is not None:
+            stream.route = route
+
+    def on_grant(self, msg: m.Grant, *, peer: PeerId | None = None, route: bytes | None = None) -> bool:
+        """Credit for one of our outbound streams; False if it names none (a first grant, by req)."""
+        out = self.outbound.get(msg.sid)
+        if out is None:
+            return False
+        if peer is not None and out.peer != peer:
+            raise m.BadMessage("unknown_stream", "grant for no open stream")
+        if route is not None:
+            out.route = route
+        out.grant(msg.credits)
+        return True
+
+    def on_cancel(self, peer: PeerId, msg: m.Cancel) -> None:
+        """A sender withdrawing its update, or a fetcher abandoning a model we serve to it."""
+        stream: Inbound | Outbound | None = self.inbound.get(msg.sid) or self.outbound.get(msg.sid)
+        if stream is None or stream.peer != peer:
+            raise m.BadMessage("unknown_stream", "cancel for no open stream")
+        self.ctx.reject("cancelled", peer, msg.reason)
+        stream.fail("cancelled")
+
+    def end_inbound_outside(self, members: Mapping[PeerId, str]) -> None:
+        """End the receives whose sender is not in `members` (it was removed from the member set)."""
+        for stream in self.inbound.values():
+            if stream.peer not in members and stream.failed is None:
+                self.ctx.reject(
+                    "not_member", stream.peer, "an open stream's sender was removed from the members"
+                )
+                stream.fail("not_member")
