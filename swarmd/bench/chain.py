@@ -4,7 +4,8 @@ Each size gets its own anvil (instant blocks) and a freshly deployed ledger. It 
 admit per site, then full rounds (every site commits, one elect, the leader finalizes with everyone
 included) and one failover round (the leader stalls, reelect after the timeout, the new leader
 finalizes). Latency is the wall time of the Ledger call as a daemon sees it: estimate, sign, send and
-wait for the receipt. Gas is the receipt's gasUsed.
+wait for the receipt. Gas is the receipt's gasUsed. `chain_report` judges the goals and renders the
+per-call table and the gas plot.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 
+from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
 from swarmd.ledger import DeployParams, Devnet, Ledger
 from swarmd.ledger.artifact import load_artifact
 
@@ -118,3 +122,84 @@ def run_chain_bench(members: int = 8, quick: bool = False) -> dict[str, Any]:
         "goals_at_members": max(sizes),
         "goals": goals,
     }
+
+
+def chain_steps(members: int = 8, quick: bool = False) -> list[Step]:
+    return [(f"3 and {members} members", partial(run_chain_bench, members, quick))]
+
+
+def chain_goals(result: dict[str, Any]) -> list[Goal]:
+    at = result["goals_at_members"]
+    goals = [
+        goal(f"{call} gas at {at} members (max)", g["max_gas"], g["limit"], g["met"])
+        for call, g in result["goals"].items()
+    ]
+    r = result["sizes"][str(at)]["round"]
+    goals.append(
+        goal(
+            "transactions per round (one per site + two)",
+            r["transactions"],
+            at + 2,
+            r["transactions"] <= at + 2,
+        )
+    )
+    return goals
+
+
+def chain_report(result: dict[str, Any], out: Path) -> Report:
+    """`run_chain_bench`'s result with its goals, tables and plot (written into `out`)."""
+    return Report("chain", result, chain_goals(result), chain_tables(result), [chain_plot(result, out)])
+
+
+# --- rendering --------------------------------------------------------------------------------------
+def chain_tables(result: dict[str, Any]) -> str:
+    out = []
+    for size, r in result["sizes"].items():
+        head = ("call", "n", "gas min", "gas median", "gas max", "latency median ms", "latency max ms")
+        rows = []
+        for call, c in r["calls"].items():
+            g, lat = c["gas"], c["latency_ms"]
+            rows.append(
+                (
+                    call,
+                    c["n"],
+                    f"{g['min']:,}",
+                    f"{g['median']:,}",
+                    f"{g['max']:,}",
+                    lat["median"],
+                    lat["max"],
+                )
+            )
+        out += [
+            f"**{size} members**, deploy {r['deploy_ms']} ms. Per round: {r['round']['transactions']} "
+            f"transactions, {r['round']['gas']:,} gas ({r['round']['gas_per_site']:,} per site), "
+            f"{r['round']['blocks_quorum_to_election']} block(s) from the last commit to the election.",
+            "",
+            table(head, rows),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def chain_plot(result: dict[str, Any], out: Path) -> Path:
+    plt = pyplot()
+    sizes = list(result["sizes"])
+    calls = list(result["sizes"][sizes[-1]]["calls"])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(sizes)
+    for i, size in enumerate(sizes):
+        c = result["sizes"][size]["calls"]
+        ax.bar(
+            [x + i * width for x in range(len(calls))],
+            [c[k]["gas"]["median"] if k in c else 0 for k in calls],
+            width,
+            label=f"{size} members",
+        )
+    for call, limit in result["goals"].items():
+        x = calls.index(call)
+        ax.hlines(limit["limit"], x - 0.1, x + 0.9, colors="red", linestyles="dashed")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(calls))], calls)
+    ax.set_ylabel("gas (median)")
+    ax.set_title("SwarmLedger gas per call (red: goal)")
+    ax.legend()
+    return save_figure(fig, out / "chain_gas.png")

@@ -4,6 +4,7 @@ For each bundle: generate a small site of demo data, build a BundleTrainer once,
 round (kernel selection, caches), then time rounds of `task.swarm.local_steps` iterations exactly
 as the daemon runs them, including the weight snapshot handed to the codec. Reports images/s and
 voxels/s, milliseconds per optimiser step, and what the snapshot costs next to the round.
+`train_report` renders the table (this bench holds no goals).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import math
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from swarmd.bench.report import Report, Step, table
 from swarmd.task import load_task
 from swarmd.train import BundleTrainer, example_task_file, generate_demo_data, initial_weights
 from swarmd.train.bundle import read_bundle_info
@@ -93,3 +96,37 @@ def run_train_bench(quick: bool = False, threads: int = 0) -> dict[str, Any]:
                     )
                 )
     return {"bench": "train", "quick": quick, "torch": torch.__version__, "results": results}
+
+
+def train_steps(quick: bool = False, threads: int = 0) -> list[Step]:
+    return [("both example bundles", partial(run_train_bench, quick, threads))]
+
+
+def train_report(result: dict[str, Any]) -> Report:
+    return Report("train", result, [], train_tables(result), [])
+
+
+# --- rendering --------------------------------------------------------------------------------------
+def train_tables(result: dict[str, Any]) -> str:
+    head = (
+        "bundle | device | AMP | threads | params | model MB | steps/round | ms/step | images/s | "
+        "Mvoxels/s | snapshot ms | init s"
+    )
+    rows = [
+        (
+            r["bundle"],
+            r["device"],
+            r["amp"],
+            r["threads"],
+            f"{r['params'] / 1e6:.2f}M",
+            f"{r['model_mb']:.1f}",
+            r["steps_per_round"],
+            f"{r['step_ms']:.0f}",
+            f"{r['images_per_s']:.1f}",
+            f"{r['voxels_per_s'] / 1e6:.2f}",
+            f"{r['snapshot_ms']:.1f}",
+            f"{r['init_s']:.1f}",
+        )
+        for r in result["results"]
+    ]
+    return table(head, rows)

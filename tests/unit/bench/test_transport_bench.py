@@ -1,0 +1,61 @@
+"""`swarmd.bench.transport`: how per-size runs are joined, the goals judged and the tables rendered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from swarmd.bench.transport import SIZES, join_sizes, transport_goals, transport_report, transport_steps
+
+
+def _part(params: int, one_copy: float, rss: float, aead_vs_plain: float) -> dict[str, Any]:
+    modes = ("plain", "plain_work", "aead", "curve")
+    row = {
+        "params": params,
+        "mb": round(params * 4 / 1e6, 1),
+        "codec": {
+            "memcpy_warm_gbps": 5.1,
+            "memcpy_fresh_gbps": 2.2,
+            "zero_copy_ratio": 40.0,
+            "one_copy_ratio": one_copy,
+            "hash_gbps": 1.7,
+        },
+        "transfer": {m: {"gbps": 1.0 + i, "rss_growth_ratio": rss} for i, m in enumerate(modes)},
+        "aead_vs_plain": aead_vs_plain,
+        "curve_vs_plain": 0.7,
+        "aead_vs_plain_work": 0.9,
+        "aead_vs_curve": 1.1,
+    }
+    return {"rows": [row], "chunk_mib": 4, "median_aead_vs_plain": aead_vs_plain}
+
+
+def test_join_keeps_every_row_and_takes_the_median_across_sizes() -> None:
+    parts = [
+        _part(7_000_000, 0.9, 1.5, 0.5),
+        _part(30_000_000, 0.9, 1.5, 0.9),
+        _part(100_000_000, 0.9, 1.5, 0.6),
+    ]
+    result = join_sizes(parts)
+    assert [r["params"] for r in result["rows"]] == [7_000_000, 30_000_000, 100_000_000]
+    assert result["chunk_mib"] == 4 and result["median_aead_vs_plain"] == 0.6
+
+
+def test_goals_bind_the_one_copy_codec_path_and_the_receiver_memory() -> None:
+    goals = transport_goals(join_sizes([_part(7_000_000, 0.8, 2.0, 0.5)]))
+    assert [(g["goal"], g["met"]) for g in goals] == [
+        ("codec encode+decode (one copy) / fresh memcpy, 7M", True),  # at the limit: met
+        ("receiver RSS growth / payload, 7M", False),  # at the limit: missed (strictly below 2)
+    ]
+
+
+def test_report_renders_codec_and_transfer_tables_and_the_plot(tmp_path: Path) -> None:
+    report = transport_report([_part(7_000_000, 0.95, 1.5, 0.5)], tmp_path)
+    assert report.tables.startswith("Chunks of 4 MiB.\n\n| params | MB | memcpy GB/s warm / fresh |")
+    assert "| 7M | 28.0 | 5.10 / 2.20 | 40.0 | 0.95 | 1.70 |" in report.tables
+    assert "| 7M | 1.00 | 2.00 | 3.00 | 0.50 | 0.90 | 4.00 | 0.70 | 1.10 | 1.50 |" in report.tables
+    assert [p.name for p in report.plots] == ["transport_throughput.png"] and report.plots[0].exists()
+
+
+def test_steps_run_one_size_each() -> None:
+    assert len(transport_steps(quick=False)) == len(SIZES)
+    assert [label for label, _ in transport_steps(quick=True)] == ["7M parameters"]
