@@ -4,36 +4,72 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
+import torch
+
+from swarmd.codec import Manifest
 from swarmd.config import SiteConfig
 from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
-from swarmd.daemon.metrics import Metrics, start_metrics_server
+from swarmd.daemon.metrics import Metrics, MetricsServer, start_metrics_server
+from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.provision import check_task_binding, site_identity, site_ledger
-from swarmd.daemon.rounds import RoundDriver, StopRequested
+from swarmd.daemon.rounds import RoundDriver
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
-from swarmd.errors import ConfigError
+from swarmd.errors import ConfigError, DaemonError
 from swarmd.task import load_task
+from swarmd.transport import AnnounceHeader, Handler, Node, PeerId, UpdateHeader, Verdict
 
 log = logging.getLogger("swarmd.app")
+
+
+class HandlerSlot:
+    """The node's handler, forwarding to the round driver.
+
+    The driver needs the node when it is built, and the node needs a handler when it is built; the
+    slot goes to the node first and the driver is bound into it before the node starts serving."""
+
+    def __init__(self) -> None:
+        self._target: Handler | None = None
+
+    def bind(self, target: Handler) -> None:
+        self._target = target
+
+    @property
+    def target(self) -> Handler:
+        if self._target is None:
+            raise DaemonError("the transport called its handler before the daemon bound one")
+        return self._target
+
+    def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
+        return self.target.check_offer(peer, header)
+
+    async def on_update(
+        self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
+    ) -> Verdict:
+        return await self.target.on_update(peer, header, state, digest)
+
+    async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
+        await self.target.on_announce(peer, header)
+
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        return self.target.serve_model(model_hash)
 
 
 class Daemon:
     def __init__(self, cfg: SiteConfig) -> None:
         self.cfg = cfg
         self.driver: RoundDriver | None = None
-        self.node: Any = None
+        self.node: Node | None = None
         self.control: ControlServer | None = None
-        self.metrics_server: Any = None
+        self.metrics_server: MetricsServer | None = None
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
         self.state: DaemonState | None = None
 
     async def startup(self) -> None:
         from swarmd.train import BundleTrainer
-        from swarmd.transport import Node
 
         cfg = self.cfg
         if cfg.site.data_list is None:
@@ -56,10 +92,20 @@ class Daemon:
             name=cfg.site.name,
         )
         await asyncio.to_thread(trainer.initialize)
+        handler = HandlerSlot()
+        self.node = Node(
+            handler,
+            bind=cfg.transport.bind,
+            public_key=ident.curve.public,
+            secret_key=ident.curve.secret,
+            max_bytes=task.swarm.max_update_bytes,
+            bulk="curve" if cfg.transport.bulk == "curve" else "aead",
+            bulk_bind=cfg.transport.bulk_bind or None,
+        )
         self.driver = RoundDriver(
             task=task,
             ledger=ledger,
-            node=None,
+            node=self.node,
             trainer=trainer,
             store=ModelStore(state_dir / "checkpoints"),
             journal=Journal.open(state_dir / "journal.json"),
@@ -68,16 +114,7 @@ class Daemon:
             poll_interval=cfg.chain.poll_interval,
             eval_list=cfg.site.eval_list,
         )
-        self.node = Node(
-            self.driver,
-            bind=cfg.transport.bind,
-            public_key=ident.curve.public,
-            secret_key=ident.curve.secret,
-            max_bytes=task.swarm.max_update_bytes,
-            bulk="curve" if cfg.transport.bulk == "curve" else "aead",
-            bulk_bind=cfg.transport.bulk_bind or None,
-        )
-        self.driver.node = self.node
+        handler.bind(self.driver)
         await self.node.start()
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)
         await self.control.start()
