@@ -4,57 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
-import torch
-
-from swarmd.codec import Manifest
 from swarmd.config import SiteConfig
 from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
-from swarmd.daemon.metrics import Metrics, MetricsServer, start_metrics_server
-from swarmd.daemon.plumbing import StopRequested
+from swarmd.daemon.leader import HandlerSlot
+from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.provision import check_task_binding, site_identity, site_ledger
-from swarmd.daemon.rounds import RoundDriver
+from swarmd.daemon.rounds import RoundDriver, StopRequested
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
-from swarmd.errors import ConfigError, DaemonError
+from swarmd.errors import ConfigError
 from swarmd.task import load_task
-from swarmd.transport import AnnounceHeader, Handler, Node, PeerId, UpdateHeader, Verdict
+from swarmd.transport import Node
+
+if TYPE_CHECKING:
+    from swarmd.daemon.metrics import MetricsServer
 
 log = logging.getLogger("swarmd.app")
-
-
-class HandlerSlot:
-    """The node's handler, forwarding to the round driver.
-
-    The driver needs the node when it is built, and the node needs a handler when it is built; the
-    slot goes to the node first and the driver is bound into it before the node starts serving."""
-
-    def __init__(self) -> None:
-        self._target: Handler | None = None
-
-    def bind(self, target: Handler) -> None:
-        self._target = target
-
-    @property
-    def target(self) -> Handler:
-        if self._target is None:
-            raise DaemonError("the transport called its handler before the daemon bound one")
-        return self._target
-
-    def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
-        return self.target.check_offer(peer, header)
-
-    async def on_update(
-        self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
-    ) -> Verdict:
-        return await self.target.on_update(peer, header, state, digest)
-
-    async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
-        await self.target.on_announce(peer, header)
-
-    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
-        return self.target.serve_model(model_hash)
 
 
 class Daemon:

@@ -1,5 +1,6 @@
 """The leader's side of a round (open the exchange, collect, merge, finalize) and this site's answers
-to its peers: the `transport.Handler` methods the node calls.
+to its peers: the `transport.Handler` methods the node calls (through a `HandlerSlot`, which lets
+the node be built before the driver that uses it).
 
 A committer's update is admitted only for the round and term this site is collecting, checked
 against the hash the sender committed on chain, stored before it is acknowledged, and folded into
@@ -23,11 +24,11 @@ from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.plumbing import RoundPlumbing
 from swarmd.daemon.rss import RssPeak
 from swarmd.daemon.state import Phase
-from swarmd.errors import InvalidUpdate, UpdateRejected
+from swarmd.errors import DaemonError, InvalidUpdate, UpdateRejected
 from swarmd.ledger import RoundInfo
 from swarmd.merge import rule_for
 from swarmd.task import WeightKind
-from swarmd.transport import AnnounceHeader, PeerId, Refusal, UpdateHeader, Verdict
+from swarmd.transport import AnnounceHeader, Handler, PeerId, Refusal, UpdateHeader, Verdict
 
 log = logging.getLogger("swarmd.rounds")
 
@@ -149,3 +150,36 @@ class LeaderSide(RoundPlumbing):
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         return self.gossip.serve_model(model_hash)
+
+
+class HandlerSlot:
+    """The node's handler, forwarding to the round driver.
+
+    The driver needs the node when it is built, and the node needs a handler when it is built; the
+    daemon gives the slot to the node first and binds the driver into it before the node starts."""
+
+    def __init__(self) -> None:
+        self._target: Handler | None = None
+
+    def bind(self, target: Handler) -> None:
+        self._target = target
+
+    @property
+    def target(self) -> Handler:
+        if self._target is None:
+            raise DaemonError("the transport called its handler before the daemon bound one")
+        return self._target
+
+    def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
+        return self.target.check_offer(peer, header)
+
+    async def on_update(
+        self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
+    ) -> Verdict:
+        return await self.target.on_update(peer, header, state, digest)
+
+    async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
+        await self.target.on_announce(peer, header)
+
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        return self.target.serve_model(model_hash)

@@ -12,9 +12,11 @@ import torch
 
 from swarmd.codec import Manifest
 from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import DaemonState
 from swarmd.daemon.store import Journal, ModelStore
+from swarmd.errors import DaemonError
 from swarmd.ledger import Member, MemberStatus
 from swarmd.ledger import errors as reverts
 from swarmd.merge import rule_for
@@ -98,3 +100,13 @@ async def test_a_revert_that_means_another_site_won_the_race_is_benign_and_other
     assert await driver.transact(commit, 3) is None
     with pytest.raises(reverts.NotAdmin):
         await driver.transact(admit, "0xSomeone")
+
+
+async def test_the_node_reaches_the_driver_through_the_slot_it_was_built_with(driver):
+    slot = HandlerSlot()  # given to the node before the driver exists
+    with pytest.raises(DaemonError):
+        slot.check_offer(PEER_KEY, _offer(2, 1))
+    slot.bind(driver)
+    _open_exchange(driver, r=2, term=1)
+    assert slot.check_offer(PEER_KEY, _offer(2, 1)).ok
+    assert slot.serve_model(rb"\9" * 32) is None  # not a model the chain lists
