@@ -6,7 +6,9 @@ memoryviews of the (contiguous, CPU) tensors themselves. Decoding returns tensor
 received buffers when they are writable, or copies exactly once into one preallocated buffer.
 
 `content_hash` is the ONE function that names a model: on-chain commitments, checkpoint file
-names and the verification of every model received from a peer all use it.
+names and the verification of every model received from a peer all use it. It returns a `Digest`,
+32 bytes that stay bytes everywhere inside swarmd and become `0x` hex only at the edges (journal
+file, logs, status, CLI).
 
     content_hash = sha256(b"swarmd-model-v1" + manifest.canonical_bytes() + tensor bytes in manifest order)
 
@@ -269,13 +271,13 @@ class ContentHasher:
         self._h.update(data)
         self._seen += n
 
-    def digest(self) -> bytes:
+    def digest(self) -> Digest:
         if self._seen != self._expected:
             raise CodecError(f"hashed {self._seen} tensor bytes, manifest says {self._expected}")
-        return self._h.digest()
+        return Digest(self._h.digest())
 
 
-def hash_frames(manifest: Manifest, frames: Sequence[Buffer]) -> bytes:
+def hash_frames(manifest: Manifest, frames: Sequence[Buffer]) -> Digest:
     """Content hash of an encoded payload (frames per tensor, or one concatenated buffer)."""
     h = ContentHasher(manifest)
     for f in frames:
@@ -283,16 +285,44 @@ def hash_frames(manifest: Manifest, frames: Sequence[Buffer]) -> bytes:
     return h.digest()
 
 
-def content_hash(state: Mapping[str, torch.Tensor]) -> bytes:
+def content_hash(state: Mapping[str, torch.Tensor]) -> Digest:
     """The 32-byte content hash of a state dict (see the module docstring)."""
     manifest, frames = encode(state)
     return hash_frames(manifest, frames)
 
 
+class Digest(bytes):
+    """A 32-byte content hash. Equal to (and hashes like) the plain bytes it holds, so it mixes with
+    hashes read from the chain; `str()` and `hex0x()` render it as `0x` + 64 hex digits."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: bytes | bytearray) -> Digest:
+        if not isinstance(value, bytes | bytearray) or len(value) != HASH_SIZE:
+            raise CodecError(f"a content hash is {HASH_SIZE} bytes")
+        return super().__new__(cls, value)
+
+    @classmethod
+    def parse(cls, s: str) -> Digest:
+        """`0x` + 64 hex digits (the `0x` is optional); raises CodecError otherwise."""
+        return cls(parse_hash(s))
+
+    def hex0x(self) -> str:
+        return "0x" + self.hex()
+
+    def short(self) -> str:
+        """The first 16 hex digits, for log lines."""
+        return "0x" + self.hex()[:16]
+
+    def __str__(self) -> str:
+        return self.hex0x()
+
+    def __repr__(self) -> str:
+        return f"Digest({self.hex0x()!r})"
+
+
 def hash_hex(h: bytes) -> str:
-    if not isinstance(h, bytes | bytearray) or len(h) != HASH_SIZE:
-        raise CodecError(f"a content hash is {HASH_SIZE} bytes")
-    return "0x" + bytes(h).hex()
+    return Digest(h).hex0x()
 
 
 def parse_hash(s: str) -> bytes:

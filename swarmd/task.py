@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MERGE_RULES = ("fedavg", "median", "geomedian", "trimmed_mean")
-SEND_MODES = ("weights", "diff")
 ADMISSION_MODES = ("admin", "majority")
+
+
+class WeightKind(str, Enum):
+    """What a set of weights is: a whole model, or its difference to the round's base model.
+
+    `swarm.send` says which one a site sends; a trainer's result says which one it produced.
+    The value is what swarm.toml says (and what the task hash covers)."""
+
+    WEIGHTS = "weights"
+    DIFF = "diff"
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class SwarmSettings:
     local_steps: int = 10  # optimiser iterations per round at each site
     min_peers: int = 2
     merge: str = "fedavg"
-    send: str = "weights"  # weights, or the difference to the previous merged model
+    send: WeightKind = WeightKind.WEIGHTS  # whole weights, or the difference to the previous merged model
     commit_window: int = 20  # blocks after the first commit before elect() may proceed without everyone
     leader_timeout: int = 30  # blocks after an election before reelect() is allowed
     fanout: int = 2  # peers the leader pushes the merged model to
@@ -73,7 +83,7 @@ def _validate_swarm(s: SwarmSettings) -> None:
     _check(s.local_steps >= 1, "swarm.local_steps must be >= 1")
     _check(s.min_peers >= 1, "swarm.min_peers must be >= 1")
     _check(s.merge in MERGE_RULES, f"swarm.merge must be one of {', '.join(MERGE_RULES)}, got {s.merge!r}")
-    _check(s.send in SEND_MODES, f"swarm.send must be one of {', '.join(SEND_MODES)}, got {s.send!r}")
+    _check(isinstance(s.send, WeightKind), "swarm.send must be a WeightKind")
     _check(
         s.admission in ADMISSION_MODES,
         f"swarm.admission must be one of {', '.join(ADMISSION_MODES)}, got {s.admission!r}",
@@ -87,6 +97,16 @@ def _validate_swarm(s: SwarmSettings) -> None:
     _check(s.eval_every >= 0, "swarm.eval_every must be >= 0")
 
 
+def _member(kind: type[Enum], value: object, name: str) -> Enum:
+    """The member of `kind` whose value is `value` (a TOML string)."""
+    choices = [str(m.value) for m in kind]
+    _check(
+        isinstance(value, str) and value in choices,
+        f"{name} must be one of {', '.join(choices)}, got {value!r}",
+    )
+    return kind(value)
+
+
 def _typed(cls: type, raw: dict[str, Any], section: str) -> Any:
     fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
     unknown = set(raw) - set(fields)
@@ -97,6 +117,8 @@ def _typed(cls: type, raw: dict[str, Any], section: str) -> Any:
         want = type(default)
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if issubclass(want, Enum):
+            value = _member(want, value, f"{section}.{key}")
         _check(
             isinstance(value, want) and (want is bool or not isinstance(value, bool)),
             f"[{section}].{key} must be {want.__name__}, got {value!r}",

@@ -22,7 +22,7 @@ import torch
 
 from swarmd.bench.report import Goal, Report, Step, goal, mean_sd, pyplot, save_figure, table
 from swarmd.merge import Update, apply_diff, rule_for
-from swarmd.task import Task, load_task
+from swarmd.task import Task, WeightKind, load_task
 from swarmd.train import BundleTrainer, example_task_file, generate_demo_data, initial_weights
 from swarmd.train.baseline import centralized, local_only
 
@@ -90,7 +90,9 @@ def run_learning_bench(
     if quick:
         rounds, local_steps = min(rounds, 2), min(local_steps, 3)
     base = load_task(example_task_file(BUNDLE_FOR[task_kind]))
-    task = replace(base, swarm=replace(base.swarm, rounds=rounds, local_steps=local_steps, send="weights"))
+    task = replace(
+        base, swarm=replace(base.swarm, rounds=rounds, local_steps=local_steps, send=WeightKind.WEIGHTS)
+    )
     steps = rounds * local_steps
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-learning-") as tmp:
         root = Path(tmp)

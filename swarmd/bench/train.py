@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from swarmd.bench.report import Report, Step, table
-from swarmd.task import load_task
+from swarmd.task import WeightKind, load_task
 from swarmd.train import BundleTrainer, example_task_file, generate_demo_data, initial_weights
 from swarmd.train.bundle import read_bundle_info
 
@@ -38,7 +38,7 @@ def _bench_one(
     name: str, device: str, *, steps: int, rounds: int, amp: bool, threads: int, tmp: Path
 ) -> dict:
     task = load_task(example_task_file(name))
-    task = replace(task, swarm=replace(task.swarm, local_steps=steps, send="weights"))
+    task = replace(task, swarm=replace(task.swarm, local_steps=steps, send=WeightKind.WEIGHTS))
     demo = generate_demo_data(
         tmp / f"data-{name}", sites=1, task=BUNDLES[name], alpha=100.0, seed=0, n_per_site=24, n_test=4
     )

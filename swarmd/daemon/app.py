@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from swarmd.config import SiteConfig
 from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
+from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.provision import check_task_binding, site_identity, site_ledger
 from swarmd.daemon.rounds import RoundDriver, StopRequested
@@ -16,6 +17,10 @@ from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import ConfigError
 from swarmd.task import load_task
+from swarmd.transport import Node
+
+if TYPE_CHECKING:
+    from swarmd.daemon.metrics import MetricsServer
 
 log = logging.getLogger("swarmd.app")
 
@@ -24,16 +29,15 @@ class Daemon:
     def __init__(self, cfg: SiteConfig) -> None:
         self.cfg = cfg
         self.driver: RoundDriver | None = None
-        self.node: Any = None
+        self.node: Node | None = None
         self.control: ControlServer | None = None
-        self.metrics_server: Any = None
+        self.metrics_server: MetricsServer | None = None
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
         self.state: DaemonState | None = None
 
     async def startup(self) -> None:
         from swarmd.train import BundleTrainer
-        from swarmd.transport import Node
 
         cfg = self.cfg
         if cfg.site.data_list is None:
@@ -56,10 +60,20 @@ class Daemon:
             name=cfg.site.name,
         )
         await asyncio.to_thread(trainer.initialize)
+        handler = HandlerSlot()
+        self.node = Node(
+            handler,
+            bind=cfg.transport.bind,
+            public_key=ident.curve.public,
+            secret_key=ident.curve.secret,
+            max_bytes=task.swarm.max_update_bytes,
+            bulk="curve" if cfg.transport.bulk == "curve" else "aead",
+            bulk_bind=cfg.transport.bulk_bind or None,
+        )
         self.driver = RoundDriver(
             task=task,
             ledger=ledger,
-            node=None,
+            node=self.node,
             trainer=trainer,
             store=ModelStore(state_dir / "checkpoints"),
             journal=Journal.open(state_dir / "journal.json"),
@@ -68,16 +82,7 @@ class Daemon:
             poll_interval=cfg.chain.poll_interval,
             eval_list=cfg.site.eval_list,
         )
-        self.node = Node(
-            self.driver,
-            bind=cfg.transport.bind,
-            public_key=ident.curve.public,
-            secret_key=ident.curve.secret,
-            max_bytes=task.swarm.max_update_bytes,
-            bulk="curve" if cfg.transport.bulk == "curve" else "aead",
-            bulk_bind=cfg.transport.bulk_bind or None,
-        )
-        self.driver.node = self.node
+        handler.bind(self.driver)
         await self.node.start()
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)
         await self.control.start()

@@ -16,9 +16,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from swarmd.codec import Manifest, encode
+from swarmd.daemon.ports import Transport
 from swarmd.daemon.store import ModelStore
 from swarmd.errors import SwarmError, TransportError, WireError
 from swarmd.ledger import Member, RoundInfo
@@ -57,7 +57,7 @@ class Gossip:
     def __init__(
         self,
         *,
-        node: Any,
+        node: Transport,
         store: ModelStore,
         peers: Peers,
         fanout: int,

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("swarmd")
 SHUTDOWN_TIMEOUT = 20.0
@@ -43,7 +43,19 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def serve(daemon: Any) -> int:
+class Service(Protocol):
+    """What `serve` runs: `app.Daemon`, or any object with the same lifecycle."""
+
+    async def startup(self) -> None: ...
+
+    async def main_loop(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+async def serve(daemon: Service) -> int:
     """Run startup, main loop and shutdown of `daemon`, wiring SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()

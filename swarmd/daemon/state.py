@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from swarmd.codec import Digest
+
 
 class Phase(str, Enum):
     STARTING = "starting"
@@ -33,7 +35,7 @@ class DaemonState:
     term: int = 0
     peers_seen: dict[str, float] = field(default_factory=dict)  # address -> unix time last heard
     last_merged_round: int = -1
-    last_merged_hash: str = ""
+    last_merged_hash: Digest | None = None
     n_samples: int = 0
     last_loss: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -53,4 +55,5 @@ class DaemonState:
     def snapshot(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["phase"] = self.phase.value
+        doc["last_merged_hash"] = self.last_merged_hash.hex0x() if self.last_merged_hash else ""
         return doc

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from swarmd.checkpoint import CheckpointStore
-from swarmd.errors import JournalError
+from swarmd.codec import Digest
+from swarmd.errors import CodecError, JournalError
 from swarmd.fsutil import atomic_write_text
 
 JOURNAL_VERSION = 1
@@ -30,23 +31,56 @@ JOURNAL_VERSION = 1
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """This site's own facts about one round. Chain facts are not duplicated here."""
+    """This site's own facts about one round. Chain facts are not duplicated here.
+
+    Hashes are Digests (None: not known yet); the journal file holds them as `0x` hex, "" for None."""
 
     round: int
-    base_hash: str = ""  # model the round started from
-    update_hash: str = ""  # our update's content hash (committed on chain)
+    base_hash: Digest | None = None  # model the round started from
+    update_hash: Digest | None = None  # our update's content hash (committed on chain)
     n_samples: int = 0
     loss: float | None = None
     train_seconds: float | None = None
     committed: bool = False
     delivered_term: int = -1  # last term whose leader accepted our update
     led: bool = False
-    merged_hash: str = ""  # the round's finalized model, once we hold it
+    merged_hash: Digest | None = None  # the round's finalized model, once we hold it
     metrics: dict[str, float] = field(default_factory=dict)  # evaluation of merged_hash on our held-out data
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of this round
-    received: dict[str, str] = field(default_factory=dict)  # as leader: sender -> hash of the accepted update
+    received: dict[str, Digest] = field(default_factory=dict)  # as leader: sender -> the accepted update
     leader_rss_growth: int = 0  # as leader: peak RSS during exchange+merge minus RSS before it, bytes
     model_bytes: int = 0  # size of one update, bytes
+
+    def to_json(self) -> dict[str, object]:
+        doc = asdict(self)
+        for key in _HASH_FIELDS:
+            doc[key] = _hex(getattr(self, key))
+        doc["received"] = {sender: _hex(h) for sender, h in self.received.items()}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RoundRecord:
+        """Raises TypeError or ValueError (CodecError) on a malformed record."""
+        fields = dict(doc)
+        for key in _HASH_FIELDS:
+            fields[key] = _digest(fields.get(key, ""))
+        fields["received"] = {str(s): _digest(h) for s, h in fields.get("received", {}).items()}
+        return cls(**fields)
+
+
+_HASH_FIELDS = ("base_hash", "update_hash", "merged_hash")
+
+
+def _hex(h: Digest | None) -> str:
+    return h.hex0x() if h is not None else ""
+
+
+def _digest(s: object) -> Digest | None:
+    if s == "":
+        return None
+    if not isinstance(s, str):
+        raise TypeError(f"a hash in the journal must be a hex string, got {s!r}")
+    return Digest.parse(s)
 
 
 @dataclass
@@ -65,9 +99,9 @@ class Journal:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if doc.get("v") != JOURNAL_VERSION:
                 raise JournalError(f"{path}: journal version {doc.get('v')!r} is not supported")
-            rounds = {int(k): RoundRecord(**v) for k, v in doc.get("rounds", {}).items()}
+            rounds = {int(k): RoundRecord.from_json(v) for k, v in doc.get("rounds", {}).items()}
             baseline = {str(k): float(v) for k, v in doc.get("baseline", {}).items()}
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, CodecError) as exc:
             raise JournalError(
                 f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain"
             ) from None
@@ -94,7 +128,7 @@ class Journal:
     def _save(self) -> None:
         doc = {
             "v": JOURNAL_VERSION,
-            "rounds": {str(r): asdict(rec) for r, rec in sorted(self.rounds.items())},
+            "rounds": {str(r): rec.to_json() for r, rec in sorted(self.rounds.items())},
             "baseline": self.baseline,
         }
         atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True))
@@ -119,11 +153,11 @@ class ModelStore(CheckpointStore):
         self._recent: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, state: Mapping[str, torch.Tensor], h: bytes | None = None, *, keep: bool = True) -> bytes:
-        h = super().put(state, h)
+    def put(self, state: Mapping[str, torch.Tensor], h: bytes | None = None, *, keep: bool = True) -> Digest:
+        digest = Digest(super().put(state, h))
         if keep:
-            self._remember(h, dict(state))
-        return h
+            self._remember(digest, dict(state))
+        return digest
 
     def get(self, h: bytes, *, keep: bool = True) -> dict[str, torch.Tensor]:
         with self._lock:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from swarmd.errors import DataError, UsageError
-from swarmd.task import Task
+from swarmd.task import Task, WeightKind
 from swarmd.train.data import read_datalist
 from swarmd.train.trainer import BundleTrainer
 from swarmd.train.weights import initial_weights
@@ -50,7 +50,7 @@ def pooled_datalist(datalists: Sequence[Path], out: Path) -> Path:
 
 def _with_steps(task: Task, steps: int) -> Task:
     # Rounds here are only evaluation points; weights are carried over unchanged between them.
-    return replace(task, swarm=replace(task.swarm, local_steps=steps, send="weights"))
+    return replace(task, swarm=replace(task.swarm, local_steps=steps, send=WeightKind.WEIGHTS))
 
 
 def train_alone(

@@ -33,13 +33,11 @@ from typing import Any
 import torch
 
 from swarmd.errors import DataError, TrainingAborted, TrainingError
-from swarmd.task import Task
+from swarmd.task import Task, WeightKind
 from swarmd.train.bundle import BundleInfo, read_bundle_info
 from swarmd.train.data import quiet_monai, read_datalist, validate_datalist
 from swarmd.train.device import choose_device, configure_threads
 from swarmd.train.weights import Layout, check_finite, check_layout, detach_from, layout_of
-
-WEIGHT_TYPES = ("weights", "diff")
 
 
 class TrainPhase(str, Enum):
@@ -57,7 +55,7 @@ class TrainResult:
     """One round of local training. `weights` are CPU tensors owned by the caller."""
 
     weights: dict[str, torch.Tensor]
-    weight_type: str  # "weights", or "diff" (local minus the global weights the round started from)
+    weight_type: WeightKind  # DIFF: local minus the global weights the round started from
     n_samples: int  # size of the local training set: the FedAvg weight
     loss: float  # mean training loss over the round's iterations
     metrics: dict[str, float]
@@ -275,7 +273,7 @@ class BundleTrainer(Trainer):
         algo = MonaiAlgo(
             bundle_root=str(self.task.bundle),
             local_epochs=1,
-            send_weight_diff=self.task.swarm.send == "diff",
+            send_weight_diff=self.task.swarm.send == WeightKind.DIFF,
             config_train_filename=self.task.train_config if train else None,
             train_kwargs=dict(overrides),
             config_evaluate_filename=None if train else [self.task.train_config, self.task.eval_config],
@@ -356,11 +354,13 @@ class BundleTrainer(Trainer):
         if not self._losses:
             raise TrainingError("the round ran no iterations", hint="is the training datalist empty?")
 
-    def _collect(self) -> tuple[dict[str, torch.Tensor], str]:
+    def _collect(self) -> tuple[dict[str, torch.Tensor], WeightKind]:
         from monai.fl.utils.constants import WeightType
 
         exchange = self._algo.get_weights()
-        weight_type = "diff" if exchange.weight_type == WeightType.WEIGHT_DIFF else "weights"
+        weight_type = (
+            WeightKind.DIFF if exchange.weight_type == WeightType.WEIGHT_DIFF else WeightKind.WEIGHTS
+        )
         weights = detach_from(exchange.weights, self._network_state())
         check_finite(weights, "trained weights")
         return weights, weight_type

@@ -14,6 +14,7 @@ from swarmd.codec import (
     DTYPES,
     HASH_DOMAIN,
     ContentHasher,
+    Digest,
     Manifest,
     TensorSpec,
     content_hash,
@@ -194,6 +195,20 @@ def test_hash_hex_and_parse() -> None:
             parse_hash(bad)  # type: ignore[arg-type]
     with pytest.raises(CodecError):
         hash_hex(b"short")
+
+
+def test_a_digest_is_its_bytes_and_renders_as_hex_only_when_asked() -> None:
+    h = content_hash({"w": torch.zeros(1)})
+    assert isinstance(h, Digest)
+    plain = bytes(h)
+    assert h == plain and hash(h) == hash(plain) and plain in {h}  # mixes with hashes read from the chain
+    assert str(h) == f"{h}" == h.hex0x() == hash_hex(h) and h.short() == h.hex0x()[:18]
+    assert Digest.parse(h.hex0x()) == h and Digest.parse(h.hex()) == h
+    for bad in [b"short", b"x" * 33, "0x" + "a" * 64]:
+        with pytest.raises(CodecError):
+            Digest(bad)  # type: ignore[arg-type]
+    with pytest.raises(CodecError):
+        Digest.parse("0x12")
 
 
 _names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)

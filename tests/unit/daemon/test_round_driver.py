@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from swarmd.codec import Manifest
 from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import DaemonState
 from swarmd.daemon.store import Journal, ModelStore
+from swarmd.errors import DaemonError
 from swarmd.ledger import Member, MemberStatus
+from swarmd.ledger import errors as reverts
 from swarmd.merge import rule_for
 from swarmd.task import load_task
 from swarmd.train import BUNDLES_DIR
-from swarmd.transport import Refusal
+from swarmd.transport import Refusal, UpdateHeader
 
 ME, PEER = "0xLeader", "0xPeer"
 PEER_KEY = b"\x07" * 32
@@ -31,17 +34,21 @@ async def driver(tmp_path) -> AsyncIterator[RoundDriver]:
     d = RoundDriver(
         task=task,
         ledger=None,  # type: ignore[arg-type]
-        node=None,
-        trainer=None,
+        node=None,  # type: ignore[arg-type]  # these answers never reach the transport or the trainer
+        trainer=None,  # type: ignore[arg-type]
         store=ModelStore(tmp_path / "ckpt"),
         journal=Journal.open(tmp_path / "journal.json"),
         state=DaemonState(site="a", address=ME),
-        metrics=None,
+        metrics=None,  # type: ignore[arg-type]
         poll_interval=30.0,
     )
     d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
     yield d
     d.close()
+
+
+def _offer(r: int, term: int) -> UpdateHeader:
+    return UpdateHeader(round=r, term=term, digest=b"\2" * 32, manifest=Manifest(()))
 
 
 def _open_exchange(d: RoundDriver, r: int, term: int) -> Exchange:
@@ -60,17 +67,17 @@ def _open_exchange(d: RoundDriver, r: int, term: int) -> Exchange:
 async def test_offer_before_we_saw_our_election_is_not_ready_and_wakes_the_chain_poll(driver):
     sleeping = asyncio.ensure_future(driver.sleep(30.0))
     await asyncio.sleep(0)
-    verdict = driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=1))
+    verdict = driver.check_offer(PEER_KEY, _offer(2, 1))
     assert (verdict.ok, verdict.reason) == (False, "not_ready")
     await asyncio.wait_for(sleeping, timeout=1.0)  # woke now, not after the 30 s poll
 
 
 async def test_offer_for_an_open_exchange_is_admitted_unless_already_held(driver):
     ex = _open_exchange(driver, r=2, term=1)
-    assert driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=1)).ok
-    assert driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=2)).reason == "not_ready"
+    assert driver.check_offer(PEER_KEY, _offer(2, 1)).ok
+    assert driver.check_offer(PEER_KEY, _offer(2, 2)).reason == "not_ready"
     ex.received[PEER] = b"\2" * 32  # stored before a crash, folded in again after the restart
-    held = driver.check_offer(PEER_KEY, SimpleNamespace(round=2, term=1))
+    held = driver.check_offer(PEER_KEY, _offer(2, 1))
     assert (held.ok, held.reason) == (False, "duplicate")
 
 
@@ -81,3 +88,25 @@ def test_sender_retries_only_refusals_that_say_nothing_about_its_update():
     # a refusal of the update itself would only repeat
     final = {Refusal.HASH_MISMATCH, Refusal.TOO_LARGE, Refusal.INVALID, Refusal.NOT_MEMBER, Refusal.DUPLICATE}
     assert not final & TRANSIENT_REFUSALS
+
+
+async def test_a_revert_that_means_another_site_won_the_race_is_benign_and_others_are_not(driver):
+    def commit(r: int) -> int:
+        raise reverts.AlreadyCommitted((r,))
+
+    def admit(account: str) -> None:
+        raise reverts.NotAdmin(())
+
+    assert await driver.transact(commit, 3) is None
+    with pytest.raises(reverts.NotAdmin):
+        await driver.transact(admit, "0xSomeone")
+
+
+async def test_the_node_reaches_the_driver_through_the_slot_it_was_built_with(driver):
+    slot = HandlerSlot()  # given to the node before the driver exists
+    with pytest.raises(DaemonError):
+        slot.check_offer(PEER_KEY, _offer(2, 1))
+    slot.bind(driver)
+    _open_exchange(driver, r=2, term=1)
+    assert slot.check_offer(PEER_KEY, _offer(2, 1)).ok
+    assert slot.serve_model(rb"\9" * 32) is None  # not a model the chain lists

@@ -3,34 +3,61 @@ import json
 import pytest
 import torch
 
-from swarmd.codec import content_hash
+from swarmd.codec import Digest, content_hash
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import CheckpointError, JournalError
+
+H1, H2, H3 = (Digest(bytes([i]) * 32) for i in (1, 2, 3))
 
 
 def test_journal_survives_reopen(tmp_path):
     j = Journal.open(tmp_path / "journal.json")
-    j.update(0, update_hash="0xab", n_samples=12, committed=True)
+    j.update(0, update_hash=H1, n_samples=12, committed=True, received={"0xPeer": H2})
     j.update(0, delivered_term=1)
     j.set_baseline({"auc": 0.5})
     again = Journal.open(tmp_path / "journal.json")
     rec = again.get(0)
-    assert (rec.update_hash, rec.n_samples, rec.committed, rec.delivered_term) == ("0xab", 12, True, 1)
+    assert (rec.update_hash, rec.n_samples, rec.committed, rec.delivered_term) == (H1, 12, True, 1)
+    assert isinstance(rec.update_hash, Digest) and rec.received == {"0xPeer": H2}
     assert again.baseline == {"auc": 0.5}
-    assert again.get(7).update_hash == ""  # unknown rounds read as empty records
+    assert again.get(7).update_hash is None  # unknown rounds read as empty records
+
+
+def test_journal_file_keeps_hashes_as_hex_strings(tmp_path):
+    # The file format is unchanged by the Digest type: state dirs written before it still load.
+    path = tmp_path / "journal.json"
+    written = {
+        "v": 1,
+        "baseline": {},
+        "rounds": {"0": {"round": 0, "base_hash": "", "update_hash": H1.hex0x(), "merged_hash": "",
+                         "received": {"0xPeer": H2.hex0x()}, "n_samples": 3}},
+    }  # fmt: skip
+    path.write_text(json.dumps(written))
+    j = Journal.open(path)
+    assert (j.get(0).base_hash, j.get(0).update_hash, j.get(0).received) == (None, H1, {"0xPeer": H2})
+    j.update(0, merged_hash=H3)
+    doc = json.loads(path.read_text())["rounds"]["0"]
+    assert (doc["base_hash"], doc["update_hash"], doc["merged_hash"]) == ("", H1.hex0x(), H3.hex0x())
+    assert doc["received"] == {"0xPeer": H2.hex0x()}
 
 
 def test_latest_merged(tmp_path):
     j = Journal.open(tmp_path / "j.json")
     assert j.latest_merged() is None
-    j.update(0, merged_hash="0x01")
-    j.update(2, merged_hash="0x02")
-    j.update(3, update_hash="0x03")
+    j.update(0, merged_hash=H1)
+    j.update(2, merged_hash=H2)
+    j.update(3, update_hash=H3)
     assert j.latest_merged().round == 2
 
 
 @pytest.mark.parametrize(
-    "content", ["{not json", json.dumps({"v": 99}), json.dumps({"v": 1, "rounds": {"0": {"x": 1}}})]
+    "content",
+    [
+        "{not json",
+        json.dumps({"v": 99}),
+        json.dumps({"v": 1, "rounds": {"0": {"x": 1}}}),
+        json.dumps({"v": 1, "rounds": {"0": {"round": 0, "update_hash": "0xab"}}}),  # not 32 bytes
+    ],
 )
 def test_corrupt_journal_is_named_and_left_in_place(tmp_path, content):
     path = tmp_path / "journal.json"

@@ -11,6 +11,7 @@ import torch
 
 from swarmd.codec import content_hash
 from swarmd.errors import DataError, TrainingAborted, TrainingError
+from swarmd.task import WeightKind
 from swarmd.train import BundleTrainer, TrainPhase, initial_weights
 from swarmd.train.weights import check_layout, layout_of
 
@@ -37,7 +38,7 @@ def test_classification_bundle_trains_two_steps_and_reports_auc(cls_trainer, cls
     result = cls_trainer.train(w0, round=0)
 
     assert result.steps == 2
-    assert result.weight_type == "weights"
+    assert result.weight_type == WeightKind.WEIGHTS
     assert result.n_samples == demo_classification.sites[0].n_train
     assert result.loss > 0 and result.metrics["train_loss"] == result.loss
     # 10 training images, batch size 8: a full batch, then the 2 left before the loader restarts
@@ -129,12 +130,12 @@ def test_abort_from_another_thread_stops_a_long_round(make_task, demo_classifica
 
 
 def test_diff_mode_sends_local_minus_global(make_task, demo_classification, tmp_path):
-    task = make_task("cxr_densenet", local_steps=2, send="diff")
+    task = make_task("cxr_densenet", local_steps=2, send=WeightKind.DIFF)
     trainer = _trainer(task, demo_classification, tmp_path)
     w0 = initial_weights(task)
     result = trainer.train(w0, round=0)
     trainer.finalize()
-    assert result.weight_type == "diff"
+    assert result.weight_type == WeightKind.DIFF
     check_layout(result.weights, layout_of(w0), "diff")
     moved = [k for k, v in result.weights.items() if v.is_floating_point() and v.abs().sum() > 0]
     assert len(moved) > 100

@@ -1,0 +1,178 @@
+"""What every step of a round stands on: the chain thread, sleeps that a stop or a peer's message
+ends early, phase bookkeeping, and the member list. `RoundDriver` (rounds.py) builds on it.
+
+Chain calls run on one dedicated thread (web3 clients and nonces are not shared across threads);
+training runs on another, so the event loop keeps serving peers throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from swarmd.codec import Digest
+from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.gossip import Gossip, Peers
+from swarmd.daemon.metrics import Metrics
+from swarmd.daemon.ports import Trainer, Transport
+from swarmd.daemon.state import DaemonState, Phase
+from swarmd.daemon.store import Journal, ModelStore
+from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert
+from swarmd.ledger import Ledger
+from swarmd.ledger import errors as reverts
+from swarmd.task import Task
+
+log = logging.getLogger("swarmd.rounds")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Reverts that mean another honest site got there first, or the round moved on meanwhile.
+BENIGN_REVERTS: tuple[type[ContractRevert], ...] = (
+    reverts.AlreadyCommitted,
+    reverts.WrongRound,
+    reverts.RoundNotOpen,
+    reverts.NotElected,
+    reverts.NotEnoughCommits,
+    reverts.CommitWindowOpen,
+    reverts.ElectionTooEarly,
+    reverts.LeaderTimeoutNotReached,
+    reverts.NotLeader,
+)
+
+
+class StopRequested(Exception):
+    """Raised at a safe point once a graceful stop was asked for."""
+
+
+class RoundPlumbing:
+    """The driver's collaborators and the helpers each round step uses."""
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        ledger: Ledger,
+        node: Transport,
+        trainer: Trainer,
+        store: ModelStore,
+        journal: Journal,
+        state: DaemonState,
+        metrics: Metrics,
+        poll_interval: float,
+        eval_list: Path | None = None,
+    ) -> None:
+        self.task = task
+        self.ledger = ledger
+        self.node = node
+        self.trainer = trainer
+        self.store = store
+        self.journal = journal
+        self.state = state
+        self.metrics = metrics
+        self.poll = poll_interval
+        self.eval_list = eval_list
+        self.me = state.address
+        self.stopping = asyncio.Event()
+        self._nudged = asyncio.Event()  # a peer's message suggests the chain moved: poll now
+        self.exchange: Exchange | None = None  # open while this site leads a term
+        self.peers = Peers(self.me)
+        self.gossip = Gossip(
+            node=node,
+            store=store,
+            peers=self.peers,
+            fanout=task.swarm.fanout,
+            max_bytes=task.swarm.max_update_bytes,
+            round_info=lambda r: self.chain(self.ledger.round, r),
+            sleep=self.sleep,
+            poll=poll_interval,
+            on_stored=self.nudge,
+        )
+        self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
+        self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
+
+    async def chain(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a ledger call on the chain thread; retry with backoff while the RPC is unreachable."""
+        call = functools.partial(fn, *args, **kwargs)
+        delay = 0.5
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                result = await loop.run_in_executor(self._chain_pool, call)
+                if not self.state.chain_ok:
+                    log.info("chain reachable again")
+                self.state.chain_ok = True
+                return result
+            except ChainUnavailable as exc:
+                self.state.chain_ok = False
+                log.warning("chain unreachable (%s); retrying in %.1fs", exc, delay)
+                await self.sleep(delay, wakeable=False)
+                delay = min(delay * 2, 10.0)
+
+    async def transact(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """A chain transaction whose benign revert (another site won the race) returns None."""
+        try:
+            return await self.chain(fn, *args, **kwargs)
+        except BENIGN_REVERTS as exc:
+            log.info("%s: %s (another site got there first)", fn.__name__, exc.error_name)
+            return None
+
+    async def sleep(self, seconds: float, *, wakeable: bool = True) -> None:
+        """Sleep between chain polls; raise StopRequested when a stop is requested.
+
+        A wakeable sleep also ends at `nudge()`: peers' messages (an announce, an update sent
+        to us as leader) show that the chain moved before our next poll would."""
+        events = [self.stopping, self._nudged] if wakeable else [self.stopping]
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if self.stopping.is_set():
+            raise StopRequested
+        if wakeable:
+            self._nudged.clear()
+
+    def nudge(self) -> None:
+        self._nudged.set()
+
+    def checkpoint(self) -> None:
+        if self.stopping.is_set():
+            raise StopRequested
+
+    def set_phase(self, phase: Phase, r: int | None = None) -> None:
+        if phase == self.state.phase and (r is None or r == self.state.round):
+            return
+        prev, prev_round = self.state.phase, self.state.round
+        elapsed = time.time() - self.state.phase_since
+        self.metrics.observe_phase(prev.value, elapsed)
+        if prev_round >= 0 and prev not in (Phase.STARTING, Phase.DONE, Phase.STOPPING):
+            # Per-round phase times are what `swarm bench round` breaks a round down by.
+            phases = dict(self.journal.get(prev_round).phases)
+            phases[prev.value] = round(phases.get(prev.value, 0.0) + elapsed, 4)
+            self.journal.update(prev_round, phases=phases)
+        self.state.enter(phase, r)
+        self.metrics.set_round(self.state.round)
+        log.info("round %s: %s", self.state.round, phase.value)
+
+    def own_update(self, r: int) -> Digest:
+        """The hash of our update of round `r`, which the journal holds once we committed."""
+        h = self.journal.get(r).update_hash
+        if h is None:
+            raise CheckpointError(f"round {r}: the journal names no update of ours")
+        return h
+
+    async def refresh_members(self) -> None:
+        members = await self.chain(self.ledger.active_members)
+        self.peers.update(members)
+        self.node.set_peers({m.curve_key: m.endpoint for m in members if m.account != self.me})
+
+    def close(self) -> None:
+        self._chain_pool.shutdown(wait=False, cancel_futures=True)
+        self._train_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,51 @@
+"""What the daemon needs from its collaborators, declared where it is used (the consumer defines the
+interface): the transport's outbound calls and the trainer's round lifecycle.
+
+`swarmd.transport.Node` and `swarmd.train.BundleTrainer` satisfy these; unit tests put small fakes
+in their place. The transport's inbound side is its own `transport.Handler` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from swarmd.train.trainer import TrainResult
+from swarmd.transport import PeerId, Verdict
+
+
+class Transport(Protocol):
+    """The node calls the round driver and the gossip make."""
+
+    def set_peers(self, peers: Mapping[PeerId, str]) -> None: ...
+
+    async def send_update(
+        self,
+        peer: PeerId,
+        *,
+        round: int,
+        term: int,
+        state: Mapping[str, torch.Tensor] | None = None,
+        timeout: float | None = None,
+    ) -> Verdict: ...
+
+    async def announce(self, peer: PeerId, *, round: int, model_hash: bytes) -> None: ...
+
+    async def fetch_model(
+        self, peer: PeerId, model_hash: bytes, *, max_bytes: int
+    ) -> dict[str, torch.Tensor]: ...
+
+
+class Trainer(Protocol):
+    """The part of the trainer's lifecycle a round uses (initialize and finalize belong to startup)."""
+
+    def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult: ...
+
+    def evaluate(
+        self, weights: dict[str, torch.Tensor], data_list: Path | None = None
+    ) -> dict[str, float]: ...
+
+    def abort(self) -> None: ...
