@@ -66,7 +66,7 @@ def _swarm(
                 result = t.train(model, round=r)
                 rule.add(Update(f"site-{i + 1}", result.weights, result.n_samples))
             merged = rule.result()
-            model = apply_diff(model, merged) if task.swarm.send == "diff" else merged
+            model = apply_diff(model, merged) if task.swarm.send == WeightKind.DIFF else merged
             curve.append({"round": r + 1, **trainers[0].evaluate(model, test)})
     finally:
         for t in trainers:
