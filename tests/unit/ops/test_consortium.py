@@ -16,19 +16,6 @@ from swarmd.train import example_task_file
 pytestmark = [pytest.mark.chain]
 
 
-@pytest.fixture(scope="module")
-def consortium(devnet, tmp_path_factory):
-    return local_consortium(
-        tmp_path_factory.mktemp("lc"),
-        rpc_url=devnet.rpc_url,
-        dev_keys=list(devnet.dev_keys),
-        task_path=example_task_file("cxr_densenet"),
-        sites=2,
-        n_per_site=8,
-        n_test=8,
-    )
-
-
 def test_every_site_is_an_active_member_with_a_working_config(consortium):
     assert [s.name for s in consortium.sites] == ["site-a", "site-b"]
     for site in consortium.sites:
