@@ -22,6 +22,8 @@ from swarmd.task import load_task
 
 @dataclass(frozen=True)
 class LocalSite:
+    """One provisioned site: its site.toml, its account and its training datalist."""
+
     name: str
     config: Path
     address: str
@@ -35,6 +37,8 @@ class LocalSite:
 
 @dataclass(frozen=True)
 class LocalConsortium:
+    """What `local_consortium` built, recorded in root/consortium.json for later commands."""
+
     root: Path
     rpc_url: str
     contract: str

@@ -7,13 +7,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from swarmd.daemon.store import Journal
+from swarmd.ledger import Member, RoundInfo
 from swarmd.ops.consortium import LocalConsortium
 
 
-def plot_rounds(rounds: Sequence[Any], members: Sequence[Any], journals: Sequence[Path], out: Path) -> Path:
+def plot_rounds(
+    rounds: Sequence[RoundInfo], members: Sequence[Member], journals: Sequence[Path], out: Path
+) -> Path:
+    """Each site's held-out metric per round (from its journal) over who led each round (from the chain)."""
     import matplotlib
 
     matplotlib.use("Agg")
