@@ -1,10 +1,11 @@
 """`swarm bench round`: what a round costs beyond local training, with real daemons on a real anvil.
 
-For each consortium size N it starts a devnet (anvil, instant blocks or `block_time`), provisions N
-sites with `local_consortium`, runs N `swarmd` subprocesses on 127.0.0.1 through a few rounds of the
+For each consortium size N it starts a `local_swarm` (anvil, instant blocks or `block_time`, N
+provisioned sites), runs N `swarmd` subprocesses on 127.0.0.1 through a few rounds of the
 DenseNet121 example bundle (1 local step, no evaluation), waits until every site is done, and reads
-each site's journal and log. In the same run it measures plain ZeroMQ loopback throughput for the
-model's bytes (the transport bench's plain path), which is what the overhead goal is held against.
+each site's journal (`Journal.read`) and log. In the same run it measures plain ZeroMQ loopback
+throughput for the model's bytes (the transport bench's plain path), which is what the overhead
+goal is held against.
 
 A round is measured as a cycle on the critical path, from the finalization of round r-1 (the
 leader entering `disseminate`, i.e. its finalize transaction is mined) to that of round r. The
@@ -37,34 +38,26 @@ from pathlib import Path
 from typing import Any
 
 from swarmd.bench.transport import plain_zmq_gbps
-from swarmd.daemon.launcher import DaemonProcess, stop_all, wait_until
-from swarmd.daemon.provision import local_consortium
+from swarmd.daemon.store import Journal, RoundRecord
 from swarmd.errors import DaemonError
-from swarmd.ledger import Devnet
+from swarmd.ops import DemoData, LocalSwarm, local_swarm, task_file
 from swarmd.train import BUNDLES_DIR
 
 MODELS = {"densenet121": "DenseNet121", "densenet264": "DenseNet264"}  # ~7M and ~30.6M parameters
 CATEGORIES = ("chain", "exchange", "merge", "dissemination", "waiting")
 _PHASE_LINE = re.compile(r"^round (\d+): ([a-z]+)$")
 
-TASK = """
-[task]
-name = "bench-round-{model}"
-bundle = "{bundle}"
-seed = 11
-
-[swarm]
-rounds = {rounds}
-local_steps = 1
-min_peers = 2
-merge = "fedavg"
-send = "weights"
-# Wide windows: every site must be in every round however long its (contended) training takes.
-commit_window = 100000
-leader_timeout = 100000
-fanout = 2
-eval_every = 0
-"""
+SWARM = {
+    "local_steps": 1,
+    "min_peers": 2,
+    "merge": "fedavg",
+    "send": "weights",
+    # Wide windows: every site must be in every round however long its (contended) training takes.
+    "commit_window": 100000,
+    "leader_timeout": 100000,
+    "fanout": 2,
+    "eval_every": 0,
+}
 
 
 class BenchFailed(DaemonError):
@@ -178,11 +171,6 @@ def _cycle(r: int, sites: dict[str, dict[tuple[int, str], tuple[float, float]]])
     }
 
 
-def _read_site(site_dir: Path) -> dict[int, dict[str, Any]]:
-    doc = json.loads((site_dir / "state" / "journal.json").read_text())
-    return {int(k): v for k, v in doc.get("rounds", {}).items()}
-
-
 def _run_size(
     n: int,
     *,
@@ -194,58 +182,42 @@ def _run_size(
 ) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="swb-", dir="/tmp"))  # unix socket paths must stay short
     try:
-        task = root / "swarm.toml"
-        task.write_text(TASK.format(model=model, bundle=_bundle(model, root), rounds=rounds))
+        task = task_file(
+            root / "swarm.toml",
+            name=f"bench-round-{model}",
+            bundle=_bundle(model, root),
+            seed=11,
+            swarm={"rounds": rounds, **SWARM},
+        )
         note(f"N={n} {model}: devnet and {n} sites")
-        with Devnet.start(block_time=block_time, accounts=n + 4) as dev:
-            with dev.mining_instantly():
-                consortium = local_consortium(
-                    root,
-                    rpc_url=dev.rpc_url,
-                    dev_keys=list(dev.dev_keys),
-                    task_path=task,
-                    sites=n,
-                    alpha=1.0,
-                    seed=5,
-                    n_per_site=16,
-                    n_test=8,
-                )
-            daemons = [
-                DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites
-            ]
+        data = DemoData(alpha=1.0, seed=5, n_per_site=16, n_test=8)
+        with local_swarm(root, task, sites=n, block_time=block_time, data=data, start=False) as swarm:
             t0 = time.perf_counter()
-            try:
-                for d in daemons:
-                    d.start()
-                _wait_done(daemons, n, rounds, t0, note)
-                wall = time.perf_counter() - t0
-            finally:
-                stop_all(daemons, timeout=20)
-        site_dirs = {s.name: s.config.parent for s in consortium.sites}
-        journals = {name: _read_site(site_dir) for name, site_dir in site_dirs.items()}
+            swarm.start()
+            _wait_done(swarm, n, rounds, t0, note)
+            wall = time.perf_counter() - t0
+        site_dirs = {s.name: s.config.parent for s in swarm.consortium.sites}
+        journals = {s.name: Journal.read(s.journal).rounds for s in swarm.consortium.sites}
         spans = {name: _entries(_timeline(site_dir / "swarmd.log")) for name, site_dir in site_dirs.items()}
         if keep_logs is not None:
             dest = keep_logs / (f"{model}-n{n}" + ("" if block_time is None else f"-block{block_time:g}"))
-            for name, site_dir in site_dirs.items():
-                (dest / name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(site_dir / "swarmd.log", dest / name / "swarmd.log")
-                shutil.copy2(site_dir / "state" / "journal.json", dest / name / "journal.json")
+            for s in swarm.consortium.sites:
+                (dest / s.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(s.config.parent / "swarmd.log", dest / s.name / "swarmd.log")
+                shutil.copy2(s.journal, dest / s.name / "journal.json")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     cycles = [_cycle(r, spans) for r in range(rounds)]
-    led = [
-        (r, rec)
-        for j in journals.values()
-        for r, rec in j.items()
-        if rec.get("led") and rec.get("model_bytes")
+    led: list[tuple[int, RoundRecord]] = [
+        (r, rec) for j in journals.values() for r, rec in j.items() if rec.led and rec.model_bytes
     ]
-    model_bytes = max(rec["model_bytes"] for _, rec in led)
+    model_bytes = max(rec.model_bytes for _, rec in led)
     rss = [
         {
             "round": r,
-            "growth_bytes": rec["leader_rss_growth"],
-            "ratio": round(rec["leader_rss_growth"] / model_bytes, 2),
+            "growth_bytes": rec.leader_rss_growth,
+            "ratio": round(rec.leader_rss_growth / model_bytes, 2),
         }
         for r, rec in sorted(led, key=lambda x: x[0])
     ]
@@ -257,7 +229,7 @@ def _run_size(
     phase_means = {
         phase: round(
             statistics.fmean(
-                rec.get("phases", {}).get(phase, 0.0)
+                rec.phases.get(phase, 0.0)
                 for j in journals.values()
                 for r, rec in j.items()
                 if r >= 1 or rounds == 1
@@ -287,37 +259,26 @@ def _run_size(
         "site_phase_means_s": phase_means,
         "train_seconds_journal": round(
             statistics.fmean(
-                rec["train_seconds"]
-                for j in journals.values()
-                for rec in j.values()
-                if rec.get("train_seconds")
+                rec.train_seconds for j in journals.values() for rec in j.values() if rec.train_seconds
             ),
             3,
         ),
     }
 
 
-def _wait_done(
-    daemons: list[DaemonProcess], n: int, rounds: int, t0: float, note: Callable[[str], None]
-) -> None:
-    def done() -> bool:
-        dead = [d for d in daemons if not d.alive()]
-        if dead:
-            raise BenchFailed(f"{dead[0].name} died:\n{dead[0].tail(30)}")
-        sts = [d.status() for d in daemons]
+def _wait_done(swarm: LocalSwarm, n: int, rounds: int, t0: float, note: Callable[[str], None]) -> None:
+    def progress(sts: list[dict[str, Any] | None]) -> None:
         phases = [st["phase"] if st else "starting" for st in sts]
         rnd = min((st["round"] for st in sts if st), default=0)
         note(
             f"N={n}: round {rnd}/{rounds}, {phases.count('done')}/{n} done, {time.perf_counter() - t0:.0f} s"
         )
-        return all(p == "done" for p in phases)
 
     # On 2 cores N daemons train one after another: allow generously for contention.
     try:
-        wait_until(done, 120 + rounds * n * 40, interval=1.0, what=f"{n} sites to finish {rounds} rounds")
+        swarm.wait_done(120 + rounds * n * 40, interval=1.0, on_poll=progress)
     except DaemonError as exc:
-        tails = "\n".join(f"==== {d.name}\n{d.tail(15)}" for d in daemons)
-        raise BenchFailed(f"{exc}\n{tails}") from None
+        raise BenchFailed(f"{exc}\n{swarm.tails(15)}") from None
 
 
 def run_round_bench(

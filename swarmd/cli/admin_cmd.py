@@ -26,7 +26,7 @@ admin_app = typer.Typer(
 
 
 def _ledger(config: Path) -> Ledger:
-    from swarmd.daemon.provision import site_ledger
+    from swarmd.daemon.site import site_ledger
 
     return site_ledger(load_config(config))
 

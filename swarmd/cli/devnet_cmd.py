@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console
+
+if TYPE_CHECKING:
+    from swarmd.ops import DemoData, LocalConsortium, LocalSwarm
 
 devnet_app = typer.Typer(help="A local anvil chain with N provisioned sites.", no_args_is_help=True)
 
@@ -25,38 +27,29 @@ def default_task() -> Path:
     return example_task_file("cxr_densenet")
 
 
-def _up(
-    root: Path, sites: int, task: Path | None, block_time: float | None, alpha: float, seed: int, detach: bool
-):
-    from swarmd.daemon.provision import local_consortium
-    from swarmd.errors import DevnetError
-    from swarmd.ledger import Devnet
+def _swarm(
+    root: Path,
+    sites: int,
+    task: Path | None,
+    block_time: float | None,
+    data: DemoData,
+    *,
+    start: bool,
+    keep: bool,
+) -> contextlib.AbstractContextManager[LocalSwarm]:
+    """A local swarm recorded in `root`, so `swarm devnet down` and `swarm ledger --devnet` find it."""
+    from swarmd.ops import local_swarm
 
-    root = root.resolve()
-    if (root / "devnet.json").exists():
-        old = Devnet.load(root / "devnet.json")
-        if old.is_running():
-            raise DevnetError(f"a devnet is already up in {root}", hint="`swarm devnet down` first")
-    root.mkdir(parents=True, exist_ok=True)
-    dev = Devnet.start(
-        block_time=block_time, accounts=max(10, sites + 2), detach=detach, log_file=root / "anvil.log"
+    return local_swarm(
+        root,
+        task or default_task(),
+        sites=sites,
+        block_time=block_time or None,
+        data=data,
+        start=start,
+        keep=keep,
+        record=True,
     )
-    try:
-        dev.save(root / "devnet.json")
-        with console.status(f"deploying the task and provisioning {sites} sites..."), dev.mining_instantly():
-            consortium = local_consortium(
-                root,
-                rpc_url=dev.rpc_url,
-                dev_keys=list(dev.dev_keys),
-                task_path=task or default_task(),
-                sites=sites,
-                alpha=alpha,
-                seed=seed,
-            )
-    except BaseException:
-        dev.stop()
-        raise
-    return dev, consortium
 
 
 @devnet_app.command()
@@ -69,8 +62,17 @@ def up(
     seed: int = typer.Option(0),
 ) -> None:
     """Start anvil in the background, deploy the task, provision, join and admit N sites."""
+    from swarmd.errors import DevnetError
+    from swarmd.ops import DemoData, recorded_devnet
+
     with cli_errors():
-        dev, c = _up(root, sites, task, block_time or None, alpha, seed, detach=True)
+        if recorded_devnet(root.resolve()) is not None:
+            raise DevnetError(f"a devnet is already up in {root.resolve()}", hint="`swarm devnet down` first")
+        with (
+            console.status(f"deploying the task and provisioning {sites} sites..."),
+            _swarm(root, sites, task, block_time, DemoData(alpha, seed), start=False, keep=True) as swarm,
+        ):
+            dev, c = swarm.devnet, swarm.consortium
     console.print(f"devnet up at {dev.rpc_url} (pid {dev.pid}); SwarmLedger at {c.contract}")
     for s in c.sites:
         console.print(f"  {s.name}: {s.address}  config {s.config}")
@@ -139,51 +141,30 @@ def run(
     keep: bool = typer.Option(False, help="Leave the chain and daemons running at the end."),
 ) -> None:
     """Start a devnet (if none is up) and N daemons; show live progress until every round is done."""
-    from swarmd.daemon.launcher import DaemonProcess, stop_all
-    from swarmd.daemon.provision import LocalConsortium
-    from swarmd.ledger import Devnet
+    from swarmd.ops import DemoData
     from swarmd.task import load_task
 
-    with cli_errors():
-        root = root.resolve()
-        owned = None
-        if (root / "devnet.json").exists() and Devnet.load(root / "devnet.json").is_running():
-            consortium = LocalConsortium.load(root)
-        else:
-            owned, consortium = _up(root, sites, task, block_time or None, alpha, seed, detach=keep)
-        rounds_total = load_task(consortium.task).swarm.rounds
-        daemons = [
-            DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log").start() for s in consortium.sites
-        ]
-        (root / "daemons.json").write_text(json.dumps({"pids": [d.pid for d in daemons]}))
-        try:
-            _follow(daemons, rounds_total, timeout)
-            print_summary(consortium, local_baseline=local_baseline)
-        finally:
-            if not keep:
-                stop_all(daemons)
-                (root / "daemons.json").unlink(missing_ok=True)
-                if owned is not None:
-                    owned.stop()
+    with cli_errors(), contextlib.ExitStack() as stack:
+        data = DemoData(alpha, seed)
+        with console.status(f"provisioning {sites} sites (unless a devnet is up) and starting them..."):
+            swarm = stack.enter_context(_swarm(root, sites, task, block_time, data, start=True, keep=keep))
+        rounds_total = load_task(swarm.consortium.task).swarm.rounds
+        _follow(swarm, rounds_total, timeout)
+        print_summary(swarm.consortium, local_baseline=local_baseline)
 
 
-def _follow(daemons: list[Any], rounds_total: int, timeout: float) -> None:
-    from swarmd.errors import DaemonError
-
-    end = time.monotonic() + timeout
+def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float) -> None:
+    """Live progress until every site is done; DaemonError when a daemon exits or on `timeout`."""
+    names = [d.name for d in swarm.daemons]
     try:
         with Live(progress_table([], rounds_total), console=console, refresh_per_second=2) as live:
-            while True:
-                statuses = [(d.name, d.status()) for d in daemons]
-                live.update(progress_table(statuses, rounds_total))
-                if all(st and st["phase"] == "done" for _, st in statuses):
-                    return
-                dead = [d for d in daemons if not d.alive()]
-                if dead:
-                    raise DaemonError(f"daemon {dead[0].name} exited; its log ends:\n{dead[0].tail()}")
-                if time.monotonic() > end:
-                    raise DaemonError(f"the swarm did not finish within {timeout:.0f}s")
-                time.sleep(1.0)
+            swarm.wait_done(
+                timeout,
+                interval=1.0,
+                on_poll=lambda sts: live.update(
+                    progress_table(list(zip(names, sts, strict=True)), rounds_total)
+                ),
+            )
     finally:
         if not console.is_terminal:  # rich's Live leaves its last frame without a newline in a log
             console.line()
@@ -193,11 +174,11 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
 
 
-def print_summary(consortium: Any, *, local_baseline: bool) -> None:
+def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
     """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone."""
     from swarmd.cli.ledger_cmd import rounds_table
-    from swarmd.daemon.report import plot_rounds, site_outcomes
     from swarmd.ledger import Ledger
+    from swarmd.ops.report import plot_rounds, site_outcomes
 
     ledger = Ledger(consortium.rpc_url, consortium.contract)
     console.print(rounds_table(ledger.rounds()))
@@ -210,7 +191,7 @@ def print_summary(consortium: Any, *, local_baseline: bool) -> None:
     for o in outcomes:
         t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", _fmt(o.local_only))
     console.print(t)
-    journals = [s.config.parent / "state" / "journal.json" for s in consortium.sites]
+    journals = [s.journal for s in consortium.sites]
     png = plot_rounds(ledger.rounds(), ledger.members(), journals, consortium.root / "swarm.png")
     console.print(f"plot: {png}")
 

@@ -43,7 +43,7 @@ def _ledger(config: Path | None, rpc: str | None, contract: str | None, devnet: 
         if not (rpc and contract):
             raise UsageError("--rpc and --contract go together")
         return Ledger(rpc, contract)
-    from swarmd.daemon.provision import LocalConsortium
+    from swarmd.ops import LocalConsortium
 
     c = LocalConsortium.load(devnet)
     return Ledger(c.rpc_url, c.contract)
@@ -288,15 +288,15 @@ def plot(
     devnet: Path = DevnetOpt,
 ) -> None:
     """Plot each site's held-out metric per round, and who led each round, as a PNG."""
-    from swarmd.daemon.report import plot_rounds
+    from swarmd.ops.report import plot_rounds
 
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
         if not journals:
-            from swarmd.daemon.provision import LocalConsortium
+            from swarmd.ops import LocalConsortium
 
             c = LocalConsortium.load(devnet)
-            journals = [s.config.parent / "state" / "journal.json" for s in c.sites]
+            journals = [s.journal for s in c.sites]
         path = plot_rounds(ledger.rounds(), ledger.members(), journals, out)
     console.print(f"wrote {path}")
 

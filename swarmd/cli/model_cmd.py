@@ -21,7 +21,7 @@ def export(
 ) -> None:
     """Export the merged model of a round (verified against the chain) as a MONAI bundle."""
     from swarmd.config import load_config
-    from swarmd.daemon.export import export_bundle
+    from swarmd.ops.export import export_bundle
 
     with cli_errors():
         path = export_bundle(load_config(config), round_number, out)

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import typer
 
 from swarmd.cli.common import cli_errors, console, print_json
-from swarmd.config import (
-    ChainSection,
-    IdentitySection,
-    SiteConfig,
-    SiteSection,
-    TransportSection,
-    load_config,
-    with_chain,
-    write_config,
-)
-from swarmd.errors import ConfigError, IdentityError, TaskError
-from swarmd.fsutil import atomic_write_text
+from swarmd.config import load_config, with_chain, write_config
+from swarmd.errors import ConfigError, TaskError
 
 
 def init(
@@ -44,52 +33,37 @@ def init(
     state_dir: Path | None = typer.Option(None, help="State dir (default: DIR/state)."),
 ) -> None:
     """Create a site identity (Ethereum keystore + CURVE keypair) and its site.toml."""
-    from swarmd.identity import create_identity
-    from swarmd.task import load_task
+    from swarmd.ops.provision import create_site, read_private_key, site_config
 
     with cli_errors():
-        load_task(task)  # fail early on a bad task file
-        directory = directory.resolve()
-        cfg_path = directory / "site.toml"
-        if cfg_path.exists():
-            raise ConfigError(f"{cfg_path} already exists", hint="use another --dir, or remove it on purpose")
-        keys = directory / "keys"
-        pass_path = (passphrase_file or keys / "passphrase").resolve()
-        if not pass_path.exists():
-            atomic_write_text(pass_path, secrets.token_urlsafe(32) + "\n", mode=0o600)
-            console.print(f"generated a passphrase in {pass_path} (keep it safe; systemd: LoadCredential=)")
-        private_key = None
-        if private_key_file is not None:
-            try:
-                private_key = private_key_file.read_text().strip()
-            except OSError as exc:
-                raise IdentityError(f"cannot read {private_key_file}: {exc.strerror}") from None
-        ident = create_identity(
-            keys / "account.json",
-            keys / "curve.key",
-            pass_path.read_text().strip(),
-            private_key=private_key,
+        cfg = site_config(
+            directory,
+            name,
+            task,
+            rpc_url=rpc_url,
+            bind=bind,
+            endpoint=endpoint,
+            data_list=data_list,
+            state_dir=state_dir,
+            passphrase_file=passphrase_file,
+        )
+        new = create_site(
+            cfg,
+            directory.resolve() / "site.toml",
+            private_key=read_private_key(private_key_file) if private_key_file else None,
             kdf_iterations=kdf_iterations,
         )
-        cfg = SiteConfig(
-            site=SiteSection(
-                name=name,
-                state_dir=(state_dir or directory / "state").resolve(),
-                task=task.resolve(),
-                data_list=data_list.resolve() if data_list else None,
-            ),
-            identity=IdentitySection(
-                keystore=keys / "account.json", passphrase_file=pass_path, curve_secret=keys / "curve.key"
-            ),
-            chain=ChainSection(rpc_url=rpc_url),
-            transport=TransportSection(bind=bind, endpoint=endpoint),
-        )
-        write_config(cfg, cfg_path)
+        if new.generated_passphrase:
+            console.print(
+                f"generated a passphrase in {cfg.identity.passphrase_file} "
+                "(keep it safe; systemd: LoadCredential=)"
+            )
         console.print(
-            f"site [bold]{name}[/] account {ident.address}, curve key {ident.curve.public.decode()}"
+            f"site [bold]{name}[/] account {new.identity.address}, "
+            f"curve key {new.identity.curve.public.decode()}"
         )
         console.print(
-            f"wrote {cfg_path}; next: fund the account, then `swarm join --config {cfg_path} --contract ...`"
+            f"wrote {new.path}; next: fund the account, then `swarm join --config {new.path} --contract ...`"
         )
 
 
@@ -101,7 +75,7 @@ def deploy(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Deploy SwarmLedger bound to the task's hash and initial model; record it in the config."""
-    from swarmd.daemon.provision import deploy_task
+    from swarmd.ops.provision import deploy_task
 
     with cli_errors():
         cfg = load_config(config)
@@ -127,7 +101,7 @@ def join(
     contract: str | None = typer.Option(None, help="SwarmLedger address (default: the one in the config)."),
 ) -> None:
     """Ask to join: publish this site's CURVE key and endpoint; an admin or the members then admit it."""
-    from swarmd.daemon.provision import join_swarm
+    from swarmd.ops.provision import join_swarm
 
     with cli_errors():
         cfg = load_config(config)
@@ -143,7 +117,7 @@ def join(
 
 
 def _vote(config: Path, account: str, admit_: bool) -> None:
-    from swarmd.daemon.provision import site_ledger
+    from swarmd.daemon.site import site_ledger
 
     with cli_errors():
         cfg = load_config(config)

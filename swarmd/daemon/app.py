@@ -11,8 +11,8 @@ from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
 from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.metrics import Metrics, start_metrics_server
-from swarmd.daemon.provision import check_task_binding, site_identity, site_ledger
 from swarmd.daemon.rounds import RoundDriver, StopRequested
+from swarmd.daemon.site import check_task_binding, site_identity, site_ledger
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import ConfigError

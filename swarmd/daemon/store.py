@@ -85,11 +85,13 @@ def _digest(s: object) -> Digest | None:
 
 @dataclass
 class Journal:
-    """The journal file, loaded once and saved after every change."""
+    """The journal file: the daemon opens it once and saves it after every change; operator tools
+    (`swarm devnet run`, `swarm ledger plot`, the round bench) `read` it without ever writing it."""
 
     path: Path
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)  # metrics of the initial model
+    read_only: bool = field(default=False, repr=False)
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -106,6 +108,15 @@ class Journal:
                 f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain"
             ) from None
         return cls(path, rounds, baseline)
+
+    @classmethod
+    def read(cls, path: Path) -> Journal:
+        """Another process's journal, read-only: JournalError when it is missing or unreadable."""
+        if not path.exists():
+            raise JournalError(f"no journal at {path}", hint="has this site's daemon run yet?")
+        journal = cls.open(path)
+        journal.read_only = True
+        return journal
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -126,6 +137,8 @@ class Journal:
             self._save()
 
     def _save(self) -> None:
+        if self.read_only:
+            raise JournalError(f"{self.path}: this journal was opened read-only")
         doc = {
             "v": JOURNAL_VERSION,
             "rounds": {str(r): rec.to_json() for r, rec in sorted(self.rounds.items())},
@@ -136,6 +149,24 @@ class Journal:
     def latest_merged(self) -> RoundRecord | None:
         done = [rec for rec in self.rounds.values() if rec.merged_hash]
         return max(done, key=lambda rec: rec.round) if done else None
+
+    def records(self) -> list[RoundRecord]:
+        """Every round this site journaled, in round order."""
+        return [self.rounds[r] for r in sorted(self.rounds)]
+
+    def metric_series(self) -> dict[str, list[tuple[int, float]]]:
+        """metric name -> [(round, value)], with the initial model's score as round -1."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for name, value in self.baseline.items():
+            out.setdefault(name, []).append((-1, value))
+        for rec in self.records():
+            for name, value in rec.metrics.items():
+                out.setdefault(name, []).append((rec.round, float(value)))
+        return out
+
+    def final_metrics(self) -> dict[str, float]:
+        """The scores of the last evaluated merged model ({} when none was evaluated)."""
+        return next((dict(rec.metrics) for rec in reversed(self.records()) if rec.metrics), {})
 
 
 class ModelStore(CheckpointStore):

@@ -1,66 +1,16 @@
 """A real local consortium for end-to-end tests: anvil, the deployed ledger, N sites with generated
-data, and their daemons as real subprocesses. Nothing here is mocked."""
+data, and their daemons as real subprocesses (`swarmd.ops.local_swarm`). Nothing here is mocked."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from swarmd.daemon.launcher import DaemonProcess, stop_all, wait_until
-from swarmd.daemon.provision import LocalConsortium, local_consortium
-from swarmd.ledger import Devnet, Ledger
+from swarmd.ops import DemoData, LocalSwarm, local_swarm, task_file
 from swarmd.train import BUNDLES_DIR
-
-TINY_TASK = """
-[task]
-name = "e2e-cxr"
-bundle = "{bundle}"
-seed = 7
-
-[swarm]
-rounds = {rounds}
-local_steps = 2
-min_peers = 2
-merge = "fedavg"
-commit_window = {commit_window}
-leader_timeout = {leader_timeout}
-fanout = 2
-eval_every = 0
-"""
-
-
-@dataclass
-class Swarm:
-    devnet: Devnet
-    consortium: LocalConsortium
-    daemons: list[DaemonProcess]
-    ledger: Ledger
-
-    def daemon(self, address: str) -> DaemonProcess:
-        site = next(s for s in self.consortium.sites if s.address == address)
-        return next(d for d in self.daemons if d.name == site.name)
-
-    def statuses(self) -> list[dict | None]:
-        return [d.status() for d in self.daemons]
-
-    def wait_done(self, timeout: float) -> None:
-        def done() -> bool:
-            dead = [d for d in self.daemons if d.proc is not None and not d.alive()]
-            if dead:
-                raise AssertionError(f"{dead[0].name} died:\n{dead[0].tail(60)}")
-            sts = self.statuses()
-            return all(st and st["phase"] == "done" for st in sts)
-
-        wait_until(done, timeout, what="every site to finish its rounds")
-
-    def print_logs(self, lines: int = 80) -> None:
-        """Each daemon's last log lines: pytest shows them with a failed test's report."""
-        for d in self.daemons:
-            print(f"==== {d.name}\n{d.tail(lines)}")
 
 
 @contextlib.contextmanager
@@ -74,43 +24,34 @@ def running_swarm(
     commit_window: int = 6,
     leader_timeout: int = 8,
     chain_state: Path | None = None,
-) -> Iterator[Swarm]:
-    """A devnet plus `sites` provisioned sites; their daemons started unless start=False."""
-    task = root / "swarm.toml"
-    root.mkdir(parents=True, exist_ok=True)
-    task.write_text(
-        TINY_TASK.format(
-            bundle=BUNDLES_DIR / "cxr_densenet",
-            rounds=rounds,
-            commit_window=commit_window,
-            leader_timeout=leader_timeout,
-        )
+) -> Iterator[LocalSwarm]:
+    """A devnet plus `sites` provisioned sites; their daemons started unless start=False. On a
+    failure each daemon's last log lines are printed: pytest shows them with the test's report."""
+    task = task_file(
+        root / "swarm.toml",
+        name="e2e-cxr",
+        bundle=BUNDLES_DIR / "cxr_densenet",
+        seed=7,
+        swarm={
+            "rounds": rounds,
+            "local_steps": 2,
+            "min_peers": 2,
+            "merge": "fedavg",
+            "commit_window": commit_window,
+            "leader_timeout": leader_timeout,
+            "fanout": 2,
+            "eval_every": 0,
+        },
     )
-    with Devnet.start(block_time=block_time, accounts=sites + 4, state_file=chain_state) as dev:
-        with dev.mining_instantly():
-            consortium = local_consortium(
-                root,
-                rpc_url=dev.rpc_url,
-                dev_keys=list(dev.dev_keys),
-                task_path=task,
-                sites=sites,
-                alpha=1.0,
-                seed=3,
-                n_per_site=16,
-                n_test=16,
-            )
-        daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
-        swarm = Swarm(dev, consortium, daemons, Ledger(dev.rpc_url, consortium.contract))
+    data = DemoData(alpha=1.0, seed=3, n_per_site=16, n_test=16)
+    with local_swarm(
+        root, task, sites=sites, block_time=block_time, data=data, start=start, chain_state=chain_state
+    ) as swarm:
         try:
-            if start:
-                for d in daemons:
-                    d.start()
             yield swarm
         except BaseException:
-            swarm.print_logs()
+            print(swarm.tails(80))
             raise
-        finally:
-            stop_all(daemons, timeout=20)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmd.daemon.launcher import wait_until
 from swarmd.ledger import Devnet
+from swarmd.ops import wait_until
 from swarmd.train import BUNDLES_DIR
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]

@@ -14,11 +14,11 @@ import zmq
 
 from swarmd.codec import content_hash
 from swarmd.config import load_config
-from swarmd.daemon.launcher import wait_until
-from swarmd.daemon.provision import site_identity
 from swarmd.daemon.rounds import SEND_TIMEOUT
+from swarmd.daemon.site import site_identity
 from swarmd.errors import PeerRejected, TransportError
 from swarmd.ledger import Devnet, Ledger, RoundStatus
+from swarmd.ops import wait_until
 from swarmd.task import load_task
 from swarmd.train import initial_weights
 from swarmd.transport import Node, Refusal, Verdict

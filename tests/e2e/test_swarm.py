@@ -11,8 +11,8 @@ import pytest
 
 from swarmd.codec import hash_hex
 from swarmd.config import load_config
-from swarmd.daemon.launcher import stop_all, wait_until
 from swarmd.ledger import RoundStatus
+from swarmd.ops import stop_all, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 

@@ -8,17 +8,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from swarmd.config import load_config
 from swarmd.daemon.control import query_status
 from swarmd.errors import DaemonError
 
+T = TypeVar("T")
+
 
 @dataclass
 class DaemonProcess:
+    """One `swarmd run` subprocess of this process, logging to `log`."""
+
     name: str
     config: Path
     log: Path
@@ -93,7 +98,9 @@ def stop_all(daemons: list[DaemonProcess], timeout: float = 30.0) -> list[int | 
     return [d.stop(timeout) for d in daemons]
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.5, what: str = "condition"
+) -> T:
     """Poll `predicate()` until it returns something truthy; DaemonError after `timeout` seconds."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -1,4 +1,5 @@
-"""Reading a swarm's results back: per-site journals joined with the chain's rounds, as a plot."""
+"""Reading a swarm's results back: per-site journals (read through `Journal.read`) joined with the
+chain's rounds, as a plot and as each site's held-out scores."""
 
 from __future__ import annotations
 
@@ -6,32 +7,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from swarmd.errors import JournalError
-
-
-def read_journal(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise JournalError(f"no journal at {path}") from None
-    except (OSError, ValueError) as exc:
-        raise JournalError(f"{path}: unreadable journal ({exc})") from None
+from swarmd.daemon.store import Journal
+from swarmd.ledger import Member, RoundInfo
+from swarmd.ops.consortium import LocalConsortium
 
 
-def metric_series(journal: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """metric name -> [(round, value)], with the initial model's score as round -1."""
-    out: dict[str, list[tuple[int, float]]] = {}
-    for name, value in journal.get("baseline", {}).items():
-        out.setdefault(name, []).append((-1, float(value)))
-    for r, rec in sorted(journal.get("rounds", {}).items(), key=lambda kv: int(kv[0])):
-        for name, value in rec.get("metrics", {}).items():
-            out.setdefault(name, []).append((int(r), float(value)))
-    return out
-
-
-def plot_rounds(rounds: Sequence[Any], members: Sequence[Any], journals: Sequence[Path], out: Path) -> Path:
+def plot_rounds(
+    rounds: Sequence[RoundInfo], members: Sequence[Member], journals: Sequence[Path], out: Path
+) -> Path:
+    """Each site's held-out metric per round (from its journal) over who led each round (from the chain)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +24,7 @@ def plot_rounds(rounds: Sequence[Any], members: Sequence[Any], journals: Sequenc
 
     fig, (ax_metric, ax_lead) = plt.subplots(2, 1, figsize=(8, 6), height_ratios=[3, 1], sharex=True)
     for path in journals:
-        series = metric_series(read_journal(path))
+        series = Journal.read(path).metric_series()
         site = path.parent.parent.name
         for name, points in series.items():
             xs, ys = zip(*points, strict=True)
@@ -94,7 +79,7 @@ def _label_histogram(datalist: Path) -> str:
     return "/".join(str(counts.get(str(c), 0)) for c in classes)
 
 
-def site_outcomes(consortium: Any, *, local_baseline: bool, workdir: Path) -> list[SiteOutcome]:
+def site_outcomes(consortium: LocalConsortium, *, local_baseline: bool, workdir: Path) -> list[SiteOutcome]:
     """Read every site's journal; optionally train each site alone for as many steps as the swarm did."""
     from swarmd.task import load_task
     from swarmd.train.baseline import train_alone
@@ -103,9 +88,7 @@ def site_outcomes(consortium: Any, *, local_baseline: bool, workdir: Path) -> li
     steps = task.swarm.rounds * task.swarm.local_steps
     out: list[SiteOutcome] = []
     for site in consortium.sites:
-        journal = read_journal(site.config.parent / "state" / "journal.json")
-        finals = [rec for _, rec in sorted(journal.get("rounds", {}).items(), key=lambda kv: int(kv[0]))]
-        final: dict[str, float] = next((rec["metrics"] for rec in reversed(finals) if rec.get("metrics")), {})
+        journal = Journal.read(site.journal)
         alone: dict[str, float] = {}
         if local_baseline:
             alone = train_alone(
@@ -119,7 +102,11 @@ def site_outcomes(consortium: Any, *, local_baseline: bool, workdir: Path) -> li
             ).metrics
         out.append(
             SiteOutcome(
-                site.name, journal.get("baseline", {}), final, alone, _label_histogram(site.data_list)
+                site.name,
+                dict(journal.baseline),
+                journal.final_metrics(),
+                alone,
+                _label_histogram(site.data_list),
             )
         )
     return out

@@ -1,0 +1,33 @@
+"""Operator tooling the running daemon never calls (it sits above `daemon/`, which never imports it).
+
+provision.py   one site: create its identity and site.toml, deploy a task's ledger, join
+consortium.py  a whole consortium on one machine: ledger, N sites, generated data, admitted
+launcher.py    site daemons as local subprocesses: start, status, stop in parallel
+local.py       `local_swarm()`: anvil + consortium + daemons as one context manager
+report.py      a swarm's results read back: journals and chain as a plot, per-site scores
+export.py      a merged model as a MONAI bundle, checked against the chain
+"""
+
+from swarmd.ops.consortium import LocalConsortium, LocalSite, local_consortium
+from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
+from swarmd.ops.local import DemoData, LocalSwarm, local_swarm, recorded_devnet, task_file
+from swarmd.ops.provision import NewSite, create_site, deploy_task, join_swarm, site_config
+
+__all__ = [
+    "DaemonProcess",
+    "DemoData",
+    "LocalConsortium",
+    "LocalSite",
+    "LocalSwarm",
+    "NewSite",
+    "create_site",
+    "deploy_task",
+    "join_swarm",
+    "local_consortium",
+    "local_swarm",
+    "recorded_devnet",
+    "site_config",
+    "stop_all",
+    "task_file",
+    "wait_until",
+]

@@ -1,0 +1,193 @@
+"""`local_swarm()`: anvil, a provisioned local consortium and its daemons, started and stopped as one.
+
+`swarm devnet up | run`, the end-to-end tests and the round benchmark all run a swarm this way; what
+differs between them is a parameter (sites, block time, generated data, whether daemons start, whether
+the swarm outlives the `with`, whether it is recorded in its directory for `swarm devnet down`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarmd.errors import DaemonError
+from swarmd.ledger import Devnet, Ledger
+from swarmd.ops.consortium import LocalConsortium, local_consortium
+from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
+
+Status = dict[str, Any] | None  # a daemon's control-socket status; None while it is not answering
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The generated non-IID data each site trains on (see `train.demodata`)."""
+
+    alpha: float = 0.5  # Dirichlet label skew: small = skewed
+    seed: int = 0
+    n_per_site: int = 48
+    n_test: int = 64
+
+
+@dataclass
+class LocalSwarm:
+    """A running local swarm: its chain, its consortium and one daemon process per site."""
+
+    devnet: Devnet
+    consortium: LocalConsortium
+    daemons: list[DaemonProcess]
+    ledger: Ledger
+    record: Path | None = field(default=None, repr=False)  # daemons.json, for `swarm devnet down`
+
+    def daemon(self, address: str) -> DaemonProcess:
+        site = next(s for s in self.consortium.sites if s.address == address)
+        return next(d for d in self.daemons if d.name == site.name)
+
+    def start(self) -> None:
+        """Start every daemon (and record their pids when the swarm is recorded)."""
+        for d in self.daemons:
+            d.start()
+        if self.record is not None:
+            self.record.write_text(json.dumps({"pids": [d.pid for d in self.daemons]}))
+
+    def statuses(self) -> list[Status]:
+        return [d.status() for d in self.daemons]
+
+    def wait_done(
+        self, timeout: float, *, interval: float = 0.5, on_poll: Callable[[list[Status]], None] | None = None
+    ) -> None:
+        """Until every started daemon reports phase `done`; DaemonError when one exits or on timeout.
+
+        `on_poll` sees every poll's statuses (a progress display)."""
+
+        def done() -> bool:
+            dead = [d for d in self.daemons if d.proc is not None and not d.alive()]
+            if dead:
+                raise DaemonError(f"daemon {dead[0].name} exited; its log ends:\n{dead[0].tail(60)}")
+            statuses = self.statuses()
+            if on_poll is not None:
+                on_poll(statuses)
+            return all(st and st["phase"] == "done" for st in statuses)
+
+        wait_until(done, timeout, interval, what="every site to finish its rounds")
+
+    def tails(self, lines: int = 80) -> str:
+        """Each daemon's last log lines, under its name."""
+        return "\n".join(f"==== {d.name}\n{d.tail(lines)}" for d in self.daemons)
+
+    def stop(self, timeout: float = 20.0) -> list[int | None]:
+        """Stop every daemon in parallel (SIGTERM, SIGKILL after `timeout`); forget their pids."""
+        codes = stop_all(self.daemons, timeout=timeout)
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+        return codes
+
+
+def recorded_devnet(root: Path) -> Devnet | None:
+    """The devnet recorded in `root` by a kept or recorded `local_swarm`, when it is still up."""
+    path = root / "devnet.json"
+    if not path.exists():
+        return None
+    dev = Devnet.load(path)
+    return dev if dev.is_running() else None
+
+
+def task_file(path: Path, *, name: str, bundle: Path, seed: int, swarm: Mapping[str, Any]) -> Path:
+    """Write a swarm.toml: the task's [task] table and the given [swarm] settings."""
+    lines = ["[task]", f"name = {json.dumps(name)}", f"bundle = {json.dumps(str(bundle))}", f"seed = {seed}"]
+    lines += ["", "[swarm]", *(f"{k} = {json.dumps(v)}" for k, v in swarm.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def local_swarm(
+    root: Path,
+    task: Path,
+    *,
+    sites: int = 3,
+    block_time: float | None = None,
+    data: DemoData = DemoData(),
+    start: bool = True,
+    keep: bool = False,
+    record: bool = False,
+    chain_state: Path | None = None,
+    stop_timeout: float = 20.0,
+) -> Iterator[LocalSwarm]:
+    """Anvil, `sites` sites provisioned under `root` for `task`, and their daemons; all stopped on exit.
+
+    Provisioning mines instantly whatever `block_time` the chain then runs at. `start=False` leaves
+    the daemons to `LocalSwarm.start()`. `keep`: anvil runs detached, and it and the daemons outlive
+    the `with` (a failed provisioning still stops anvil). `record`: the devnet and the daemons' pids
+    are recorded in `root` (devnet.json, daemons.json, anvil.log) for `swarm devnet down`, and a
+    devnet already recorded there and up is used with its consortium instead of a new one (and is
+    left running). `chain_state`: anvil's state file, so the chain survives a restart."""
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    reused = recorded_devnet(root) if record else None
+    if reused is not None:
+        dev, consortium = reused, LocalConsortium.load(root)
+    else:
+        dev, consortium = _provision(root, task, sites, block_time, data, keep, record, chain_state)
+    daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
+    swarm = LocalSwarm(
+        dev,
+        consortium,
+        daemons,
+        Ledger(dev.rpc_url, consortium.contract),
+        root / "daemons.json" if record else None,
+    )
+    try:
+        if start:
+            swarm.start()
+        yield swarm
+    finally:
+        if not keep:
+            swarm.stop(stop_timeout)
+            if reused is None:
+                dev.stop()
+
+
+def _provision(
+    root: Path,
+    task: Path,
+    sites: int,
+    block_time: float | None,
+    data: DemoData,
+    keep: bool,
+    record: bool,
+    chain_state: Path | None,
+) -> tuple[Devnet, LocalConsortium]:
+    dev = Devnet.start(
+        block_time=block_time,
+        accounts=max(10, sites + 4),
+        state_file=chain_state,
+        detach=keep,
+        log_file=root / "anvil.log" if record else None,
+    )
+    try:
+        if record:
+            dev.save(root / "devnet.json")
+        with dev.mining_instantly():
+            consortium = local_consortium(
+                root,
+                rpc_url=dev.rpc_url,
+                dev_keys=list(dev.dev_keys),
+                task_path=task,
+                sites=sites,
+                alpha=data.alpha,
+                seed=data.seed,
+                n_per_site=data.n_per_site,
+                n_test=data.n_test,
+            )
+    except BaseException:
+        dev.stop()
+        raise
+    return dev, consortium
+
+
+__all__ = ["DemoData", "LocalSwarm", "local_swarm", "recorded_devnet", "task_file"]

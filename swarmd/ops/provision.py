@@ -1,0 +1,146 @@
+"""Bringing one site onto a chain: create its identity and site.toml, deploy a task's ledger, join.
+
+`create_site` is the one place a site comes into being: `swarm init` and every site of a local
+consortium go through it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarmd.config import (
+    ChainSection,
+    IdentitySection,
+    SiteConfig,
+    SiteSection,
+    TransportSection,
+    write_config,
+)
+from swarmd.daemon.site import check_task_binding, site_identity, site_ledger
+from swarmd.errors import ConfigError, IdentityError
+from swarmd.fsutil import atomic_write_text
+from swarmd.identity import SiteIdentity, create_identity
+from swarmd.ledger import DeployParams, Ledger, Member
+from swarmd.task import Task, load_task
+
+DEV_KDF_ITERATIONS = 1000  # devnet keystores only: fast to unlock, not for production
+
+
+@dataclass(frozen=True)
+class NewSite:
+    """What `create_site` wrote."""
+
+    config: SiteConfig
+    path: Path  # the site.toml
+    identity: SiteIdentity
+    generated_passphrase: bool  # a random passphrase was written into config.identity.passphrase_file
+
+
+def site_config(
+    directory: Path,
+    name: str,
+    task: Path,
+    *,
+    rpc_url: str,
+    bind: str,
+    endpoint: str,
+    data_list: Path | None = None,
+    eval_list: Path | None = None,
+    state_dir: Path | None = None,
+    passphrase_file: Path | None = None,
+) -> SiteConfig:
+    """A site's config with the standard layout under `directory`: keys/ and state/."""
+    directory = directory.resolve()
+    keys = directory / "keys"
+    return SiteConfig(
+        site=SiteSection(
+            name=name,
+            state_dir=(state_dir or directory / "state").resolve(),
+            task=task.resolve(),
+            data_list=data_list.resolve() if data_list else None,
+            eval_list=eval_list.resolve() if eval_list else None,
+        ),
+        identity=IdentitySection(
+            keystore=keys / "account.json",
+            passphrase_file=(passphrase_file or keys / "passphrase").resolve(),
+            curve_secret=keys / "curve.key",
+        ),
+        chain=ChainSection(rpc_url=rpc_url),
+        transport=TransportSection(bind=bind, endpoint=endpoint),
+    )
+
+
+def create_site(
+    cfg: SiteConfig, path: Path, *, private_key: str | None = None, kdf_iterations: int | None = None
+) -> NewSite:
+    """Create the site `cfg` describes: its identity (Ethereum keystore + CURVE keypair) and `path`.
+
+    Refuses an existing site.toml or key. A missing passphrase file gets a random passphrase (0600);
+    `private_key` imports that account instead of generating one."""
+    load_task(cfg.site.task)  # fail early on a bad task file
+    if path.exists():
+        raise ConfigError(f"{path} already exists", hint="use another --dir, or remove it on purpose")
+    pass_path = cfg.identity.passphrase_file
+    generated = not pass_path.exists()
+    if generated:
+        atomic_write_text(pass_path, secrets.token_urlsafe(32) + "\n", mode=0o600)
+    try:
+        passphrase = pass_path.read_text().strip()
+    except OSError as exc:
+        raise IdentityError(f"cannot read {pass_path}: {exc.strerror}") from None
+    ident = create_identity(
+        cfg.identity.keystore,
+        cfg.identity.curve_secret,
+        passphrase,
+        private_key=private_key,
+        kdf_iterations=kdf_iterations,
+    )
+    return NewSite(cfg, write_config(cfg, path), ident, generated)
+
+
+def read_private_key(path: Path) -> str:
+    """A hex private key from a file (`swarm init --private-key-file`)."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise IdentityError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def initial_model_hash(task: Task) -> bytes:
+    from swarmd.codec import content_hash  # torch: only deploy needs it, not join or admit
+    from swarmd.train import initial_weights
+
+    return content_hash(initial_weights(task))
+
+
+def deploy_params(task: Task, *, majority: bool = False) -> DeployParams:
+    s = task.swarm
+    return DeployParams(
+        task_hash=task.hash,
+        initial_model_hash=initial_model_hash(task),
+        min_peers=s.min_peers,
+        commit_window=s.commit_window,
+        leader_timeout=s.leader_timeout,
+        majority_admission=majority or s.admission == "majority",
+    )
+
+
+def deploy_task(cfg: SiteConfig, *, majority: bool = False) -> Ledger:
+    """Deploy a ledger bound to this site's task, with this site's account as admin."""
+    task = load_task(cfg.site.task)
+    ident = site_identity(cfg)
+    return Ledger.deploy(
+        cfg.chain.rpc_url, ident.account, deploy_params(task, majority=majority), poa=cfg.chain.poa
+    )
+
+
+def join_swarm(cfg: SiteConfig) -> Member:
+    """Ask to join the site's ledger: publish its CURVE key and endpoint."""
+    task = load_task(cfg.site.task)
+    ident = site_identity(cfg)
+    ledger = site_ledger(cfg, ident)
+    check_task_binding(ledger, task)
+    ledger.request_join(ident.curve.public_raw, cfg.transport.endpoint)
+    return ledger.member(ident.address)

@@ -1,0 +1,84 @@
+"""`create_site` (what `swarm init` and every local consortium site go through): a real keystore,
+CURVE key and site.toml on disk, read back with the daemon's own loaders."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from swarmd.config import load_config
+from swarmd.daemon.site import site_identity
+from swarmd.errors import ConfigError, IdentityError, TaskError
+from swarmd.ops import create_site, site_config
+from swarmd.ops.provision import DEV_KDF_ITERATIONS, read_private_key
+from swarmd.train import example_task_file
+
+ANVIL_KEY_1 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+ANVIL_ADDR_1 = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def _cfg(tmp_path, **kw):
+    return site_config(
+        tmp_path / "site",
+        "charite",
+        example_task_file("cxr_densenet"),
+        rpc_url="http://127.0.0.1:8545",
+        bind="tcp://127.0.0.1:7700",
+        endpoint="tcp://site.example:7700",
+        **kw,
+    )
+
+
+def test_create_site_writes_a_config_and_identity_the_daemon_loads(tmp_path):
+    cfg = _cfg(tmp_path, data_list=tmp_path / "data.json")
+    new = create_site(cfg, tmp_path / "site" / "site.toml", kdf_iterations=DEV_KDF_ITERATIONS)
+    assert new.generated_passphrase
+    loaded = load_config(new.path)
+    assert loaded.site.name == "charite" and loaded.site.state_dir == (tmp_path / "site" / "state").resolve()
+    assert loaded.site.data_list == (tmp_path / "data.json").resolve()
+    assert loaded.transport.endpoint == "tcp://site.example:7700" and loaded.chain.contract == ""
+    ident = site_identity(loaded)
+    assert ident.address == new.identity.address
+    assert ident.curve.public == new.identity.curve.public
+    for secret in ("passphrase", "account.json", "curve.key"):
+        mode = (tmp_path / "site" / "keys" / secret).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600, secret
+
+
+def test_create_site_imports_a_key_and_keeps_a_given_passphrase(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    key = tmp_path / "key.hex"
+    key.write_text(ANVIL_KEY_1 + "\n")
+    cfg = _cfg(tmp_path, passphrase_file=pw)
+    new = create_site(
+        cfg, tmp_path / "site" / "site.toml", private_key=read_private_key(key), kdf_iterations=10
+    )
+    assert not new.generated_passphrase and pw.read_text() == "correct horse\n"
+    assert new.identity.address == ANVIL_ADDR_1
+    assert site_identity(load_config(new.path)).address == ANVIL_ADDR_1
+
+
+def test_create_site_refuses_an_existing_site_and_writes_nothing(tmp_path):
+    cfg = _cfg(tmp_path)
+    path = tmp_path / "site" / "site.toml"
+    create_site(cfg, path, kdf_iterations=10)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "site" / "keys").iterdir()}
+    with pytest.raises(ConfigError, match="already exists"):
+        create_site(cfg, path, kdf_iterations=10)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "site" / "keys").iterdir()} == before
+
+
+def test_create_site_refuses_a_bad_task_before_writing(tmp_path):
+    bad = tmp_path / "swarm.toml"
+    bad.write_text("[task]\nname = 1\n")
+    cfg = site_config(tmp_path / "site", "x", bad, rpc_url="http://x", bind="tcp://a:1", endpoint="tcp://a:1")
+    with pytest.raises(TaskError):
+        create_site(cfg, tmp_path / "site" / "site.toml")
+    assert not (tmp_path / "site").exists()
+
+
+def test_an_unreadable_key_file_is_an_identity_error(tmp_path):
+    with pytest.raises(IdentityError, match="cannot read"):
+        read_private_key(tmp_path / "missing.hex")
