@@ -3,13 +3,13 @@
 For each consortium size N it starts a `local_swarm` (anvil, instant blocks or `block_time`, N
 provisioned sites), runs N `swarmd` subprocesses on 127.0.0.1 through a few rounds of the
 DenseNet121 example bundle (1 local step, no evaluation), waits until every site is done, and reads
-each site's journal (`Journal.read`) and log. In the same run it measures plain ZeroMQ loopback
+each site's journal (`Journal.read`). In the same run it measures plain ZeroMQ loopback
 throughput for the model's bytes (the transport bench's plain path), which is what the overhead
 goal is held against.
 
 A round is measured as a cycle on the critical path, from the finalization of round r-1 (the
 leader entering `disseminate`, i.e. its finalize transaction is mined) to that of round r. The
-phase-entry times come from the daemons' JSON logs ("round R: PHASE", millisecond timestamps). The
+phase-entry times come from the daemons' journals (`RoundRecord.entered`, wall-clock seconds). The
 cycle splits exactly into:
 
 - waiting:       the last committer noticing the finalization of r-1, and the last sender noticing
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import statistics
 import tempfile
@@ -45,7 +44,6 @@ from swarmd.train import BUNDLES_DIR
 
 MODELS = {"densenet121": "DenseNet121", "densenet264": "DenseNet264"}  # ~7M and ~30.6M parameters
 CATEGORIES = ("chain", "exchange", "merge", "dissemination", "waiting")
-_PHASE_LINE = re.compile(r"^round (\d+): ([a-z]+)$")
 
 SWARM = {
     "local_steps": 1,
@@ -78,53 +76,31 @@ def _bundle(model: str, root: Path) -> Path:
     return dst
 
 
-def _timeline(log: Path) -> list[tuple[float, int, str]]:
-    """(timestamp, round, phase) for every phase entry in a daemon's JSON log."""
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        m = _PHASE_LINE.match(str(doc.get("msg", "")))
-        if m:
-            out.append((float(doc["ts"]), int(m.group(1)), m.group(2)))
-    return out
+def _cycle(r: int, sites: dict[str, dict[int, RoundRecord]]) -> dict[str, Any]:
+    """Split round r's cycle (finalize r-1 -> finalize r) along the critical path; see the module doc.
 
-
-def _entries(timeline: list[tuple[float, int, str]]) -> dict[tuple[int, str], tuple[float, float]]:
-    """(round, phase) -> (entered, left); a phase entered twice in a round keeps its first entry."""
-    spans: dict[tuple[int, str], tuple[float, float]] = {}
-    for (ts, r, phase), nxt in zip(timeline, [*timeline[1:], (float("inf"), -1, "")], strict=True):
-        spans.setdefault((r, phase), (ts, nxt[0]))
-    return spans
-
-
-def _cycle(r: int, sites: dict[str, dict[tuple[int, str], tuple[float, float]]]) -> dict[str, Any]:
-    """Split round r's cycle (finalize r-1 -> finalize r) along the critical path; see the module doc."""
+    `sites` holds each site's journal: when it first entered each phase of each round."""
 
     def enter(site: str, phase: str, rr: int = r) -> float | None:
-        span = sites[site].get((rr, phase))
-        return span[0] if span else None
+        rec = sites[site].get(rr)
+        return rec.entered.get(phase) if rec is not None else None
 
     def need(site: str, phase: str, rr: int = r) -> float:
         t = enter(site, phase, rr)
         if t is None:
-            raise BenchFailed(f"round {rr}: {site} never logged entering {phase}")
+            raise BenchFailed(f"round {rr}: {site} never entered {phase}")
         return t
 
     def first(phase: str, rr: int = r) -> float:
         times = [t for s in sites if (t := enter(s, phase, rr)) is not None]
         if not times:
-            raise BenchFailed(f"round {rr}: no site logged entering {phase}")
+            raise BenchFailed(f"round {rr}: no site entered {phase}")
         return min(times)
 
     committed = {s: t for s in sites if (t := enter(s, "elect")) is not None}
     leaders = {s: t for s in sites if (t := enter(s, "merge")) is not None}
     if not committed or not leaders:
-        raise BenchFailed(f"round {r}: the logs show no complete round ({len(committed)} committers)")
+        raise BenchFailed(f"round {r}: the journals show no complete round ({len(committed)} committers)")
     leader = min(leaders, key=lambda s: leaders[s])  # after a failover: the first to merge
     fin = first("disseminate")
     last = max(committed, key=lambda s: committed[s])
@@ -196,9 +172,7 @@ def _run_size(
             swarm.start()
             _wait_done(swarm, n, rounds, t0, note)
             wall = time.perf_counter() - t0
-        site_dirs = {s.name: s.config.parent for s in swarm.consortium.sites}
         journals = {s.name: Journal.read(s.journal).rounds for s in swarm.consortium.sites}
-        spans = {name: _entries(_timeline(site_dir / "swarmd.log")) for name, site_dir in site_dirs.items()}
         if keep_logs is not None:
             dest = keep_logs / (f"{model}-n{n}" + ("" if block_time is None else f"-block{block_time:g}"))
             for s in swarm.consortium.sites:
@@ -207,8 +181,19 @@ def _run_size(
                 shutil.copy2(s.journal, dest / s.name / "journal.json")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return _summarize(n, model, rounds, wall, journals, note)
 
-    cycles = [_cycle(r, spans) for r in range(rounds)]
+
+def _summarize(
+    n: int,
+    model: str,
+    rounds: int,
+    wall: float,
+    journals: dict[str, dict[int, RoundRecord]],
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    """One size's row: the cycles split along the critical path, leader memory, the ZeroMQ baseline."""
+    cycles = [_cycle(r, journals) for r in range(rounds)]
     led: list[tuple[int, RoundRecord]] = [
         (r, rec) for j in journals.values() for r, rec in j.items() if rec.led and rec.model_bytes
     ]

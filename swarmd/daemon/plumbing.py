@@ -31,6 +31,8 @@ from swarmd.task import Task
 log = logging.getLogger("swarmd.rounds")
 P = ParamSpec("P")
 T = TypeVar("T")
+# Phases that belong to no round: neither timed per round nor recorded as a round's phase entry.
+OUTSIDE_ROUNDS = frozenset({Phase.STARTING, Phase.DONE, Phase.STOPPING})
 
 # Reverts that mean another honest site got there first, or the round moved on meanwhile.
 BENIGN_REVERTS: tuple[type[ContractRevert], ...] = (
@@ -150,14 +152,20 @@ class RoundPlumbing:
         if phase == self.state.phase and (r is None or r == self.state.round):
             return
         prev, prev_round = self.state.phase, self.state.round
-        elapsed = time.time() - self.state.phase_since
+        now = time.time()
+        elapsed = now - self.state.phase_since
         self.metrics.observe_phase(prev.value, elapsed)
-        if prev_round >= 0 and prev not in (Phase.STARTING, Phase.DONE, Phase.STOPPING):
-            # Per-round phase times are what `swarm bench round` breaks a round down by.
+        changes: dict[int, dict[str, dict[str, float]]] = {}  # one journal save per round touched
+        if prev_round >= 0 and prev not in OUTSIDE_ROUNDS:
             phases = dict(self.journal.get(prev_round).phases)
             phases[prev.value] = round(phases.get(prev.value, 0.0) + elapsed, 4)
-            self.journal.update(prev_round, phases=phases)
+            changes[prev_round] = {"phases": phases}
         self.state.enter(phase, r)
+        entered = self.journal.get(self.state.round).entered
+        if self.state.round >= 0 and phase not in OUTSIDE_ROUNDS and phase.value not in entered:
+            changes.setdefault(self.state.round, {})["entered"] = {**entered, phase.value: round(now, 4)}
+        for rr, fields in changes.items():
+            self.journal.update(rr, **fields)
         self.metrics.set_round(self.state.round)
         log.info("round %s: %s", self.state.round, phase.value)
 

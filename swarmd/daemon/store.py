@@ -47,6 +47,9 @@ class RoundRecord:
     merged_hash: Digest | None = None  # the round's finalized model, once we hold it
     metrics: dict[str, float] = field(default_factory=dict)  # evaluation of merged_hash on our held-out data
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of this round
+    # Unix time this site first entered each phase of this round: `swarm bench round` lines sites up
+    # against each other with it to split a round along its critical path.
+    entered: dict[str, float] = field(default_factory=dict)
     received: dict[str, Digest] = field(default_factory=dict)  # as leader: sender -> the accepted update
     leader_rss_growth: int = 0  # as leader: peak RSS during exchange+merge minus RSS before it, bytes
     model_bytes: int = 0  # size of one update, bytes

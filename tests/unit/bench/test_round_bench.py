@@ -8,14 +8,17 @@ from typing import Any
 
 import pytest
 
-from swarmd.bench.round import CATEGORIES, _cycle, _entries
+from swarmd.bench.round import CATEGORIES, _cycle
 from swarmd.bench.round_report import round_goals, round_name, round_report
+from swarmd.daemon.store import RoundRecord
 
 
-def _log(spec: str) -> dict[tuple[int, str], tuple[float, float]]:
-    """'t round phase, ...' -> the spans `_entries` builds from a daemon's log."""
-    events = [(float(t), int(r), p) for t, r, p in (e.split() for e in spec.split(","))]
-    return _entries(events)
+def _journal(spec: str) -> dict[int, RoundRecord]:
+    """'t round phase, ...' -> a site's journal: when it first entered each phase of each round."""
+    entered: dict[int, dict[str, float]] = {}
+    for t, r, phase in (e.split() for e in spec.split(",")):
+        entered.setdefault(int(r), {}).setdefault(phase, float(t))
+    return {r: RoundRecord(round=r, entered=e) for r, e in entered.items()}
 
 
 def test_round_cycle_splits_exactly_into_training_and_overhead() -> None:
@@ -29,7 +32,7 @@ def test_round_cycle_splits_exactly_into_training_and_overhead() -> None:
         "0.0 0 sync, 0.2 0 train, 1.7 0 commit, 1.8 0 elect, 2.1 0 exchange, 3.3 0 disseminate, 4.0 1 sync, "
         "4.1 1 train, 5.0 1 commit, 5.1 1 elect, 5.5 1 exchange, 6.7 1 disseminate, 7.0 2 done"
     )
-    sites = {"site-a": _log(a), "site-b": _log(b)}
+    sites = {"site-a": _journal(a), "site-b": _journal(b)}
     c = _cycle(1, sites)
     assert c["leader"] == "site-a" and c["last_committer"] == "site-b"
     assert c["cycle_s"] == pytest.approx(6.4 - 3.0)

@@ -13,8 +13,9 @@ import torch
 from swarmd.codec import Manifest
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.leader import HandlerSlot
+from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
-from swarmd.daemon.state import DaemonState
+from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import DaemonError
 from swarmd.ledger import Member, MemberStatus
@@ -110,3 +111,23 @@ async def test_the_node_reaches_the_driver_through_the_slot_it_was_built_with(dr
     _open_exchange(driver, r=2, term=1)
     assert slot.check_offer(PEER_KEY, _offer(2, 1)).ok
     assert slot.serve_model(rb"\9" * 32) is None  # not a model the chain lists
+
+
+async def test_phases_are_journaled_with_their_first_entry_and_time_spent(driver, monkeypatch) -> None:
+    now = [99.0]
+    monkeypatch.setattr("time.time", lambda: now[0])
+    driver.metrics = Metrics()
+    driver.state.phase_since = 99.0
+    for t, phase, r in [
+        (100.0, Phase.SYNC, 2),  # leaves STARTING, which belongs to no round
+        (101.0, Phase.TRAIN, 2),
+        (103.0, Phase.ELECT, 2),
+        (104.5, Phase.TRAIN, 2),  # entered again: the first entry stays
+        (106.0, Phase.SYNC, 3),  # round 3 begins
+    ]:
+        now[0] = t
+        driver.set_phase(phase, r)
+    two, three = Journal.read(driver.journal.path).get(2), driver.journal.get(3)
+    assert two.entered == {"sync": 100.0, "train": 101.0, "elect": 103.0}
+    assert two.phases == {"sync": 1.0, "train": 3.5, "elect": 1.5}
+    assert three.entered == {"sync": 106.0} and -1 not in driver.journal.rounds
