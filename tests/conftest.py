@@ -1,14 +1,17 @@
-"""Shared fixtures: a real anvil devnet, its funded dev accounts.
+"""Shared fixtures: a real anvil devnet, its funded dev accounts, and whole local swarms of real
+daemons (`running_swarm`, `swarm_factory`) for tests/e2e and tests/fault.
 
 Suites add their own next to their tests: tests/contract (deployed consortia), tests/unit/train
-(generated multi-site data), tests/integration (transport peers as processes), tests/e2e (whole
-swarms of daemons on their own devnets, since several need 1-second blocks).
+(generated multi-site data), tests/integration (transport peers as processes). Swarms run on their
+own devnets, since several need 1-second blocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -16,6 +19,8 @@ from eth_account.signers.local import LocalAccount
 from hypothesis import settings
 
 from swarmd.ledger import Devnet
+from swarmd.ops import DemoData, LocalSwarm, local_swarm, task_file
+from swarmd.train import BUNDLES_DIR
 
 # Tests must behave the same on a 2-core CI box and a GPU workstation.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -39,3 +44,57 @@ def devnet() -> Iterator[Devnet]:
 @pytest.fixture(scope="session")
 def accounts(devnet: Devnet) -> list[LocalAccount]:
     return [Account.from_key(k) for k in devnet.dev_keys]
+
+
+# --- a real local swarm (tests/e2e, tests/fault) ------------------------------------------------
+@contextlib.contextmanager
+def running_swarm(
+    root: Path,
+    *,
+    sites: int = 3,
+    rounds: int = 3,
+    block_time: float | None = None,
+    start: bool = True,
+    commit_window: int = 6,
+    leader_timeout: int = 8,
+    chain_state: Path | None = None,
+) -> Iterator[LocalSwarm]:
+    """A devnet plus `sites` provisioned sites; their daemons started unless start=False. On a
+    failure each daemon's last log lines are printed: pytest shows them with the test's report."""
+    task = task_file(
+        root / "swarm.toml",
+        name="e2e-cxr",
+        bundle=BUNDLES_DIR / "cxr_densenet",
+        seed=7,
+        swarm={
+            "rounds": rounds,
+            "local_steps": 2,
+            "min_peers": 2,
+            "merge": "fedavg",
+            "commit_window": commit_window,
+            "leader_timeout": leader_timeout,
+            "fanout": 2,
+            "eval_every": 0,
+        },
+    )
+    data = DemoData(alpha=1.0, seed=3, n_per_site=16, n_test=16)
+    with local_swarm(
+        root, task, sites=sites, block_time=block_time, data=data, start=start, chain_state=chain_state
+    ) as swarm:
+        try:
+            yield swarm
+        except BaseException:
+            print(swarm.tails(80))
+            raise
+
+
+@pytest.fixture
+def swarm_root(tmp_path_factory) -> Path:
+    # unix socket paths must stay short: keep the tree near /tmp
+    return tmp_path_factory.mktemp("sw")
+
+
+@pytest.fixture
+def swarm_factory():
+    """`running_swarm` as a fixture, so test modules need not import the conftest."""
+    return running_swarm
