@@ -70,6 +70,8 @@ class Refusal(str, enum.Enum):
     PEER_REMOVED = "peer_removed"  # local: the peer left the member set while a request waited
     # Answers about the update or model itself.
     DUPLICATE = "duplicate"  # the receiver already holds this sender's update for the term
+    NOT_COMMITTER = "not_committer"  # the sender did not commit in this round
+    WRONG_DIGEST = "wrong_digest"  # the offered digest is not the sender's commitment on chain
     NOT_MEMBER = "not_member"
     HASH_MISMATCH = "hash_mismatch"
     INVALID = "invalid"  # the update failed the receiver's validation; the detail names the check

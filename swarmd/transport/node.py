@@ -97,6 +97,11 @@ class Node:
     def limits(self) -> Limits:
         return self._ctx.limits
 
+    def set_limits(self, limits: Limits) -> None:
+        """Change limits at run time, e.g. `dataclasses.replace(node.limits, stall_timeout=...)` with
+        the stall timeout a leader derives from its exchange deadline; new streams use them."""
+        self._ctx.limits = limits
+
     @property
     def max_bytes(self) -> int:
         return self._ctx.max_bytes
