@@ -72,7 +72,8 @@ def test_kept_and_recorded_it_outlives_the_with_and_is_reused(tmp_path, task):
 @pytest.mark.multiproc
 def test_daemons_start_answer_and_stop_gracefully(tmp_path, task):
     root = tmp_path / "sw"
-    with local_swarm(root, task, sites=2, data=SMALL, record=True) as swarm:
+    # A generous stop timeout: this asserts a graceful exit, not its speed on a loaded box.
+    with local_swarm(root, task, sites=2, data=SMALL, record=True, stop_timeout=90) as swarm:
         pids = json.loads((root / "daemons.json").read_text())["pids"]
         assert pids == [d.pid for d in swarm.daemons]
         swarm.wait_done(timeout=240)
