@@ -78,11 +78,11 @@ class RoundDriver(LeaderSide):
             self.checkpoint()
             r = await self.chain(self.ledger.current_round)
             self.state.rounds_total = self.task.swarm.rounds
-            if r >= self.task.swarm.rounds:
-                await self.finish(r)
-                continue
             try:
-                await self.play_round(r)
+                if r >= self.task.swarm.rounds:
+                    await self.finish(r)  # reads and journals the final model: may hit a full disk
+                else:
+                    await self.play_round(r)
             except ROUND_ERRORS as exc:
                 log.error("round %d: %s: %s; re-reading the chain", r, type(exc).__name__, exc)
                 await self.sleep(2.0)
