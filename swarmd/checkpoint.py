@@ -10,6 +10,7 @@ into `quarantine/` so that the next look finds no file and the model is fetched 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,8 +147,11 @@ class CheckpointStore:
         except CorruptCheckpointError as exc:
             try:
                 where = f"moved it aside to {self.quarantine(target)}"
-            except StoreError as moving:  # e.g. a concurrent reader moved it first
-                where = str(moving)
+            except StoreError as moving:
+                # The next look must not find it again, or the caller would read it again forever.
+                with contextlib.suppress(OSError):
+                    target.unlink(missing_ok=True)
+                where = f"{moving}; deleted it"
             log.error("%s; %s", exc.args[0], where)
             raise CorruptCheckpointError(
                 f"{exc.args[0]}; {where}", hint="fetch the model again from a peer"

@@ -310,6 +310,8 @@ class RoundDriver(LeaderSide):
             if model is None:
                 model = await self._fetch_initial(h)
             if model is not None:
+                if not self.store.has(h):  # rebuilt while the disk was full: write it now
+                    self._persist(h, model)
                 self.gossip.servable.add(h)
                 self.state.problems.clear(key)
                 return model
@@ -345,12 +347,15 @@ class RoundDriver(LeaderSide):
                 f"this site's initial model hashes to {hash_hex(got)}, the ledger says {hash_hex(h)} "
                 "(do all sites run the same task, bundle and library versions?)"
             )
-        try:
-            self.store.put(weights, h)
-        except StoreError as exc:  # e.g. a full disk: serve it from memory, write it later
-            log.error("cannot store the initial model: %s", exc)
-            self.store.remember(h, weights)
         return weights, ""
+
+    def _persist(self, h: bytes, model: dict[str, torch.Tensor]) -> None:
+        """Store a verified model; on a full disk serve it from memory and write it at a later call."""
+        try:
+            self.store.put(model, h)
+        except StoreError as exc:
+            log.error("cannot store model %s: %s", hash_hex(h), exc)
+            self.store.remember(h, model)
 
     async def _fetch_initial(self, h: bytes) -> dict[str, torch.Tensor] | None:
         await self.refresh_members()
