@@ -300,13 +300,13 @@ class RoundDriver(LeaderSide):
         binding = await self.chain(self.ledger.binding)
         h = binding.initial_model_hash
         key = _model_key(h)
-        rebuild = True  # the task rebuilds the same bytes every time: one mismatch is enough
+        rebuild = True  # the task builds the same bytes every time: one failed rebuild is enough
         delay = 2.0
         while True:
             model, why = self._stored_model(h, "rebuilding it from the task, or fetching it from a peer")
             if model is None and rebuild:
                 model, why = await self._rebuild_initial(h)
-                rebuild = model is not None
+                rebuild = False
             if model is None:
                 model = await self._fetch_initial(h)
             if model is not None:
