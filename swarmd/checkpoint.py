@@ -4,11 +4,14 @@ A checkpoint's file name is `hash_hex(content_hash(state)) + ".safetensors"`, th
 names the model on chain, so a file can be checked against the ledger without trusting its name.
 Files are written atomically (tmp, fsync, rename) and read only through safetensors: nothing is
 ever unpickled and `torch.load` is never called. Every load recomputes the content hash; a
-corrupt, truncated or mismatching file raises CheckpointError.
+corrupt, truncated or mismatching file raises CorruptCheckpointError, and the store moves it aside
+into `quarantine/` so that the next look finds no file and the model is fetched again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,10 +21,19 @@ import torch
 
 from swarmd.codec import HASH_SIZE, content_hash, hash_hex
 from swarmd.errors import CheckpointError, CodecError, StoreError
-from swarmd.fsutil import atomic_path
+from swarmd.fsutil import DiskFullError, atomic_path, quarantine
+
+log = logging.getLogger("swarmd.checkpoint")
 
 SUFFIX = ".safetensors"
 _METADATA = {"format": "pt", "producer": "swarmd"}
+QUARANTINE = "quarantine"
+# safetensors reports the OS error of a failed write only in its message.
+_NO_SPACE_MESSAGES = ("os error 28)", "os error 122)")  # ENOSPC, EDQUOT
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file is unreadable, truncated, or holds other bytes than its name says."""
 
 
 def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -43,9 +55,15 @@ def save_file(state: Mapping[str, torch.Tensor], path: Path) -> Path:
     try:
         with atomic_path(path) as tmp:
             safetensors.torch.save_file(plain, tmp, metadata=_METADATA)
+    except DiskFullError:
+        raise
     except StoreError as exc:
         raise CheckpointError(str(exc)) from exc
     except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
+        if any(m in str(exc) for m in _NO_SPACE_MESSAGES):
+            raise DiskFullError(
+                f"cannot write {path}: no space left", hint="free space on its file system"
+            ) from exc
         # e.g. two entries sharing storage, which safetensors refuses on purpose
         raise CheckpointError(f"cannot serialize state dict: {exc}") from exc
     return Path(path)
@@ -55,7 +73,7 @@ def _deserialize(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
+        raise CorruptCheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
 
 
 def load_file(path: Path, expected: bytes | None = None) -> dict[str, torch.Tensor]:
@@ -72,9 +90,9 @@ def load_file(path: Path, expected: bytes | None = None) -> dict[str, torch.Tens
         try:
             got = content_hash(state)
         except CodecError as exc:
-            raise CheckpointError(f"checkpoint {path} holds an unsupported tensor: {exc}") from exc
+            raise CorruptCheckpointError(f"checkpoint {path} holds an unsupported tensor: {exc}") from exc
         if got != expected:
-            raise CheckpointError(
+            raise CorruptCheckpointError(
                 f"checkpoint {path} does not match its hash: "
                 f"expected {hash_hex(expected)}, got {hash_hex(got)}",
                 hint="the file was modified or corrupted; fetch the model again from a peer",
@@ -116,11 +134,32 @@ class CheckpointStore:
         return h
 
     def get(self, h: bytes) -> dict[str, torch.Tensor]:
-        """Load and verify the checkpoint named by `h`."""
+        """Load and verify the checkpoint named by `h`.
+
+        A file that fails its check is moved into `quarantine/` before CorruptCheckpointError is
+        raised: the next `has(h)` is False, so the caller fetches the model again instead of
+        reading the same bad file every round."""
         target = self.path(h)
         if not target.is_file():
             raise CheckpointError(f"no checkpoint {hash_hex(h)} in {self.root}")
-        return load_file(target, expected=_check_hash(h))
+        try:
+            return load_file(target, expected=_check_hash(h))
+        except CorruptCheckpointError as exc:
+            try:
+                where = f"moved it aside to {self.quarantine(target)}"
+            except StoreError as moving:
+                # The next look must not find it again, or the caller would read it again forever.
+                with contextlib.suppress(OSError):
+                    target.unlink(missing_ok=True)
+                where = f"{moving}; deleted it"
+            log.error("%s; %s", exc.args[0], where)
+            raise CorruptCheckpointError(
+                f"{exc.args[0]}; {where}", hint="fetch the model again from a peer"
+            ) from None
+
+    def quarantine(self, target: Path) -> Path:
+        """Move a bad file out of the store, into `quarantine/` under the store, for inspection."""
+        return quarantine(target, self.root / QUARANTINE)
 
     def hashes(self) -> list[bytes]:
         """Hashes of every stored checkpoint (by file name; not verified)."""

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console, print_json
@@ -15,7 +16,8 @@ def status(
     config: Path = typer.Option(..., help="The site's site.toml."),
     json_out: bool = typer.Option(False, "--json", help="Print raw JSON."),
 ) -> None:
-    """Round, phase, leader, peers seen, last merged model, samples, metrics and privacy spent."""
+    """Round, phase, leader, peers seen, last merged model, samples, metrics, privacy spent, and the
+    problems with local state the daemon is repairing."""
     from swarmd.config import load_config
     from swarmd.daemon.control import query_status
 
@@ -40,6 +42,20 @@ def status(
     t.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in st["metrics"].items()) or "-")
     t.add_row("baseline", ", ".join(f"{k}={v:.4f}" for k, v in st["baseline"].items()) or "-")
     t.add_row("epsilon", "-" if st["epsilon"] is None else f"{st['epsilon']:.3f}")
+    problems = st.get("problems", [])
+    for p in problems:
+        t.add_row(
+            "[red]problem[/]",
+            escape(f"{p['kind']} for {now - p['since']:.0f}s: {p['detail']}; {p['action']}"),
+        )
+    if not problems:
+        t.add_row("problems", "none")
+    repaired = st.get("repaired", [])
+    if repaired:
+        last = repaired[-1]
+        t.add_row(
+            "repaired", escape(f"{len(repaired)}, last {last['kind']} {now - last['repaired']:.0f}s ago")
+        )
     console.print(t)
 
 

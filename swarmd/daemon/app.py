@@ -1,4 +1,8 @@
-"""The one place that constructs and wires the subsystems: `Daemon` (startup, main loop, shutdown)."""
+"""The one place that constructs and wires the subsystems: `Daemon` (startup, main loop, shutdown).
+
+Bad local state (a corrupt journal or checkpoint, a missing initial model, a full disk) never stops
+the daemon: it is moved aside, reported in `DaemonState.problems` and repaired from the chain and
+from peers, so that systemd never sees a crash loop."""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.rounds import RoundDriver, StopRequested
 from swarmd.daemon.site import check_task_binding, site_identity, site_ledger
 from swarmd.daemon.state import DaemonState, Phase
-from swarmd.daemon.store import Journal, ModelStore
-from swarmd.errors import ConfigError
+from swarmd.daemon.store import JOURNAL_PROBLEM, Journal, ModelStore
+from swarmd.errors import ConfigError, StoreError
 from swarmd.task import load_task
 from swarmd.transport import Node
 
@@ -75,8 +79,8 @@ class Daemon:
             ledger=ledger,
             node=self.node,
             trainer=trainer,
-            store=ModelStore(state_dir / "checkpoints"),
-            journal=Journal.open(state_dir / "journal.json"),
+            store=ModelStore(state_dir / "checkpoints", problems=self.state.problems),
+            journal=Journal.recover(state_dir / "journal.json", self.state.problems),
             state=self.state,
             metrics=metrics,
             poll_interval=cfg.chain.poll_interval,
@@ -96,9 +100,7 @@ class Daemon:
         if driver is None:
             return
         try:
-            await driver.ensure_initial_model()
-            binding = await driver.chain(driver.ledger.binding)
-            await driver.evaluate_baseline(driver.store.get(binding.initial_model_hash))
+            await self._prepare(driver)
             await driver.run()
         except StopRequested:
             log.info(
@@ -106,6 +108,20 @@ class Daemon:
                 self.state and self.state.round,
                 self.state and self.state.phase.value,
             )
+
+    async def _prepare(self, driver: RoundDriver) -> None:
+        """Before the first round: the initial model, the journal resynced if it was lost, the
+        baseline score. Bad local state is repaired or waited out here, never a reason to exit."""
+        while True:
+            try:
+                initial = await driver.ensure_initial_model()
+                if JOURNAL_PROBLEM in driver.state.problems:
+                    await driver.resync_journal()
+                await driver.evaluate_baseline(initial)
+                return
+            except StoreError as exc:  # e.g. the disk is full: reported by the store; retry
+                log.error("preparing the first round: %s: %s; retrying", type(exc).__name__, exc)
+                await driver.sleep(2.0)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -1,7 +1,8 @@
 """The local control socket: a unix socket in the state dir answering one JSON request per line.
 
 Only local users who can open the socket (mode 0600, the daemon's own user) can ask. Requests:
-    {"cmd": "status"}   -> the daemon's current state
+    {"cmd": "status"}   -> the daemon's current state, with `problems` (bad local state being
+                           repaired: kind, detail, action, since) and the last few `repaired`
 """
 
 from __future__ import annotations

@@ -163,7 +163,9 @@ class Gossip:
                 # wait for this site's disk.
                 self.store.remember(h, state)
                 self.servable.add(h)
-                onward = asyncio.ensure_future(self.spread(r, h, exclude={self.peers.members.get(peer, "")}))
+                # Round -1 is the initial model, which every site holds: nothing to pass on.
+                exclude = {self.peers.members.get(peer, "")}
+                onward = asyncio.ensure_future(self.spread(r, h, exclude) if r >= 0 else asyncio.sleep(0))
                 put = functools.partial(self.store.put, state, h)
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, put)

@@ -16,14 +16,16 @@ from typing import cast
 
 import torch
 
+from swarmd.checkpoint import CorruptCheckpointError
 from swarmd.codec import Digest, hash_hex
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.plumbing import StopRequested
-from swarmd.daemon.state import Phase
+from swarmd.daemon.state import Phase, ProblemKind
+from swarmd.daemon.store import JOURNAL_PROBLEM
 from swarmd.errors import (
-    CheckpointError,
     LedgerError,
     MergeError,
+    StoreError,
     SwarmError,
     TrainingError,
     TransportError,
@@ -38,7 +40,9 @@ from swarmd.transport import Refusal, Verdict
 log = logging.getLogger("swarmd.rounds")
 
 # Errors a round can hit without the site being misconfigured: log, back off, re-read the chain.
-ROUND_ERRORS = (LedgerError, TransportError, WireError, CheckpointError, MergeError, TrainingError)
+# StoreError: a checkpoint failed its hash (quarantined, fetched again) or the disk is full (a
+# reported problem; nothing was changed, and the round resumes when space returns).
+ROUND_ERRORS = (LedgerError, TransportError, WireError, StoreError, MergeError, TrainingError)
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
 
 
@@ -58,6 +62,11 @@ TRANSIENT_REFUSALS = frozenset(
 )
 
 
+def _model_key(h: bytes) -> str:
+    """The problems a model can have are reported under one key."""
+    return f"model {hash_hex(h)}"
+
+
 class RoundDriver(LeaderSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
 
@@ -69,11 +78,11 @@ class RoundDriver(LeaderSide):
             self.checkpoint()
             r = await self.chain(self.ledger.current_round)
             self.state.rounds_total = self.task.swarm.rounds
-            if r >= self.task.swarm.rounds:
-                await self.finish(r)
-                continue
             try:
-                await self.play_round(r)
+                if r >= self.task.swarm.rounds:
+                    await self.finish(r)  # reads and journals the final model: may hit a full disk
+                else:
+                    await self.play_round(r)
             except ROUND_ERRORS as exc:
                 log.error("round %d: %s: %s; re-reading the chain", r, type(exc).__name__, exc)
                 await self.sleep(2.0)
@@ -283,38 +292,117 @@ class RoundDriver(LeaderSide):
                 if h is not None and h not in keep:
                     self.store.path(h).unlink(missing_ok=True)
 
-    async def ensure_initial_model(self) -> None:
+    async def ensure_initial_model(self) -> dict[str, torch.Tensor]:
+        """The chain's initial model: from disk, else rebuilt from the task, else from a peer.
+
+        Never raises for bad local state (that would be a crash loop under systemd): while no
+        source gives the model with the chain's hash, the daemon reports the problem and retries."""
+        binding = await self.chain(self.ledger.binding)
+        h = binding.initial_model_hash
+        key = _model_key(h)
+        rebuild = True  # the task builds the same bytes every time: one failed rebuild is enough
+        delay = 2.0
+        while True:
+            model, why = self._stored_model(h, "rebuilding it from the task, or fetching it from a peer")
+            if model is None and rebuild:
+                model, why = await self._rebuild_initial(h)
+                rebuild = False
+            if model is None:
+                model = await self._fetch_initial(h)
+            if model is not None:
+                if not self.store.has(h):  # rebuilt while the disk was full: write it now
+                    self._persist(h, model)
+                self.gossip.servable.add(h)
+                self.state.problems.clear(key)
+                return model
+            self.state.problems.report(
+                key, ProblemKind.INITIAL_MODEL, why, f"fetching it from peers again in {delay:.0f}s"
+            )
+            await self.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _stored_model(self, h: bytes, repair: str) -> tuple[dict[str, torch.Tensor] | None, str]:
+        """The stored model `h`, or None and why not. A corrupt file (quarantined by the store) is
+        reported as a problem, which `repair` names the cure of; whoever repairs it clears it."""
+        if not self.store.holds(h):
+            return None, f"no model {hash_hex(h)} on disk"
+        try:
+            return self.store.get(h), ""
+        except CorruptCheckpointError as exc:
+            self.state.problems.report(_model_key(h), ProblemKind.CORRUPT_CHECKPOINT, str(exc), repair)
+            return None, str(exc)
+
+    async def _rebuild_initial(self, h: bytes) -> tuple[dict[str, torch.Tensor] | None, str]:
+        from swarmd.codec import content_hash
         from swarmd.train import initial_weights
 
-        binding = await self.chain(self.ledger.binding)
-        if self.store.has(binding.initial_model_hash):
-            self.gossip.servable.add(binding.initial_model_hash)
-            return
         loop = asyncio.get_running_loop()
-        weights = await loop.run_in_executor(self._train_pool, initial_weights, self.task)
-        h = self.store.put(weights)
-        if h != binding.initial_model_hash:
-            from swarmd.errors import TaskError
-
-            raise TaskError(
-                f"this site's initial model hashes to {hash_hex(h)}, the ledger says "
-                f"{hash_hex(binding.initial_model_hash)}",
-                hint="sites must run the same task, bundle and library versions",
+        try:
+            weights = await loop.run_in_executor(self._train_pool, initial_weights, self.task)
+            got = content_hash(weights)
+        except SwarmError as exc:
+            return None, f"cannot rebuild the initial model from the task: {exc}"
+        if got != h:
+            return None, (
+                f"this site's initial model hashes to {hash_hex(got)}, the ledger says {hash_hex(h)} "
+                "(do all sites run the same task, bundle and library versions?)"
             )
-        self.gossip.servable.add(h)
+        return weights, ""
+
+    def _persist(self, h: bytes, model: dict[str, torch.Tensor]) -> None:
+        """Store a verified model; on a full disk serve it from memory and write it at a later call."""
+        try:
+            self.store.put(model, h)
+        except StoreError as exc:
+            log.error("cannot store model %s: %s", hash_hex(h), exc)
+            self.store.remember(h, model)
+
+    async def _fetch_initial(self, h: bytes) -> dict[str, torch.Tensor] | None:
+        await self.refresh_members()
+        peers = [self.peers.key(a) for a in self.peers.others()]
+        if peers and await self.gossip.fetch_from(peers, h, -1):
+            model, _ = self._stored_model(h, "fetching it again from a peer")
+            return model
+        return None
 
     async def ensure_model(self, h: bytes, r: int) -> dict[str, torch.Tensor]:
-        """The model with content hash `h` (verified on chain by the caller), from disk or from peers."""
-        if not self.store.has(h):
-            await self.gossip.wait_for(h, r)
+        """The model with content hash `h` (verified on chain by the caller), from disk or from peers.
+
+        A stored copy that fails its hash is quarantined by the store; it is then fetched again."""
+        while True:
+            if not self.store.has(h):
+                await self.gossip.wait_for(h, r)
+            model, _ = self._stored_model(h, "fetching it again from a peer")
+            if model is not None:
+                break
+        self.state.problems.clear(_model_key(h))
         self.gossip.servable.add(h)
         if r >= 0:
             rec = self.journal.get(r)
             if rec.merged_hash is None:
                 self.journal.update(r, merged_hash=Digest(h))
+            if rec.committed:  # a site resynced after losing its journal is back in the swarm
+                self.state.problems.clear(JOURNAL_PROBLEM)
             self.state.last_merged_round = max(self.state.last_merged_round, r)
             self.state.last_merged_hash = Digest(h)
-        return self.store.get(h)
+        return model
+
+    async def resync_journal(self) -> None:
+        """After the journal was lost: record from the chain what this site did in the current round,
+        so that an update it committed (and still holds) is delivered rather than stranded."""
+        r = await self.chain(self.ledger.current_round)
+        info = await self.chain(self.ledger.round, r)
+        mine = next((c for c in info.commits if c.site == self.me), None)
+        if mine is None or not self.store.has(mine.update_hash) or self.journal.get(r).committed:
+            return
+        self.journal.update(
+            r,
+            base_hash=Digest(info.base_hash),
+            update_hash=Digest(mine.update_hash),
+            n_samples=mine.n_samples,
+            committed=True,
+        )
+        log.info("round %d: resynced our commit %s from the chain", r, hash_hex(mine.update_hash))
 
     async def sit_out(self, r: int) -> None:
         """We missed round r's commits: wait for its model and resume from the next round."""

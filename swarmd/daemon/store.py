@@ -7,11 +7,17 @@ Layout under `state_dir`:
 
 The journal is small and rewritten atomically on each change, so a `kill -9` at any point leaves
 either the previous or the next version. Together with the chain it is enough to resume a round.
+A full disk leaves the previous version too: the change is kept in memory only once it is on disk.
+A journal that cannot be read is moved aside (`Journal.recover`) and the site resyncs from the chain.
+
+Writes that fail for lack of space are reported as a DISK_FULL problem and cleared by the next
+write that succeeds, so `swarm status` shows the daemon waiting for space rather than a crash.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,10 +29,31 @@ import torch
 
 from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import Digest
+from swarmd.daemon.state import ProblemKind, Problems
 from swarmd.errors import CodecError, JournalError
-from swarmd.fsutil import atomic_write_text
+from swarmd.fsutil import DiskFullError, atomic_write_text, quarantine
+
+log = logging.getLogger("swarmd.store")
 
 JOURNAL_VERSION = 1
+QUARANTINE = "quarantine"  # beside the journal: journals that could not be read
+JOURNAL_PROBLEM = "journal"
+
+
+class _DiskWatch:
+    """Reports writes that fail for lack of space, and clears the report at the next good write."""
+
+    def __init__(self, problems: Problems | None, what: str) -> None:
+        self.problems = problems
+        self.key = f"disk full: {what}"
+
+    def failed(self, exc: DiskFullError) -> None:
+        if self.problems is not None:
+            self.problems.report(self.key, ProblemKind.DISK_FULL, str(exc), "nothing changed; retrying")
+
+    def ok(self) -> None:
+        if self.problems is not None:
+            self.problems.clear(self.key)
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,7 @@ class Journal:
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)  # metrics of the initial model
     read_only: bool = field(default=False, repr=False)
+    problems: Problems | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -113,6 +141,24 @@ class Journal:
         return cls(path, rounds, baseline)
 
     @classmethod
+    def recover(cls, path: Path, problems: Problems) -> Journal:
+        """The daemon's journal: an unreadable one is moved into `quarantine/` beside it and an empty
+        one started, reported as a CORRUPT_JOURNAL problem (the daemon resyncs from the chain)."""
+        try:
+            journal = cls.open(path)
+        except JournalError as exc:
+            moved = quarantine(path, path.parent / QUARANTINE)
+            problems.report(
+                JOURNAL_PROBLEM,
+                ProblemKind.CORRUPT_JOURNAL,
+                f"{exc.args[0]}; moved it aside to {moved}",
+                "resyncing from the chain; rejoining at the current round",
+            )
+            journal = cls(path)
+        journal.problems = problems
+        return journal
+
+    @classmethod
     def read(cls, path: Path) -> Journal:
         """Another process's journal, read-only: JournalError when it is missing or unreadable."""
         if not path.exists():
@@ -128,26 +174,33 @@ class Journal:
         return self.rounds.get(r, RoundRecord(round=r))
 
     def update(self, r: int, **changes: Any) -> RoundRecord:
+        """Change round r's record; StoreError (DiskFullError) leaves file and memory as they were."""
         with self._lock:
             rec = replace(self.get(r), **changes)
+            self._save({**self.rounds, r: rec}, self.baseline)
             self.rounds[r] = rec
-            self._save()
             return rec
 
     def set_baseline(self, metrics: dict[str, float]) -> None:
         with self._lock:
+            self._save(self.rounds, dict(metrics))
             self.baseline = dict(metrics)
-            self._save()
 
-    def _save(self) -> None:
+    def _save(self, rounds: Mapping[int, RoundRecord], baseline: dict[str, float]) -> None:
         if self.read_only:
             raise JournalError(f"{self.path}: this journal was opened read-only")
         doc = {
             "v": JOURNAL_VERSION,
-            "rounds": {str(r): rec.to_json() for r, rec in sorted(self.rounds.items())},
-            "baseline": self.baseline,
+            "rounds": {str(r): rec.to_json() for r, rec in sorted(rounds.items())},
+            "baseline": baseline,
         }
-        atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True))
+        watch = _DiskWatch(self.problems, "journal")
+        try:
+            atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True))
+        except DiskFullError as exc:
+            watch.failed(exc)
+            raise
+        watch.ok()
 
     def latest_merged(self) -> RoundRecord | None:
         done = [rec for rec in self.rounds.values() if rec.merged_hash]
@@ -181,14 +234,20 @@ class ModelStore(CheckpointStore):
     are written with `keep=False`: keeping them would hold N models, not one accumulator.
     """
 
-    def __init__(self, root: Path, keep: int = 3) -> None:
+    def __init__(self, root: Path, keep: int = 3, problems: Problems | None = None) -> None:
         super().__init__(root)
         self.keep = keep
         self._recent: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
+        self._disk = _DiskWatch(problems, "checkpoints")
 
     def put(self, state: Mapping[str, torch.Tensor], h: bytes | None = None, *, keep: bool = True) -> Digest:
-        digest = Digest(super().put(state, h))
+        try:
+            digest = Digest(super().put(state, h))
+        except DiskFullError as exc:
+            self._disk.failed(exc)
+            raise
+        self._disk.ok()
         if keep:
             self._remember(digest, dict(state))
         return digest

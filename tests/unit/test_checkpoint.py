@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarmd.checkpoint import CheckpointStore, load_file, save_file
+from swarmd.checkpoint import QUARANTINE, CheckpointStore, CorruptCheckpointError, load_file, save_file
 from swarmd.codec import content_hash, hash_hex
 from swarmd.errors import CheckpointError
 
@@ -115,3 +115,37 @@ def test_save_file_where_the_directory_is_a_file_is_a_checkpoint_error(tmp_path,
     with pytest.raises(CheckpointError, match="cannot write"):
         save_file(state, tmp_path / "models" / "m.safetensors")
     assert (tmp_path / "models").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_bad_file_is_quarantined_once_so_the_next_look_finds_nothing(tmp_path, state, damage):
+    store = CheckpointStore(tmp_path)
+    h = store.put(state)
+    p = store.path(h)
+    data = bytearray(p.read_bytes())
+    if damage == "flip":
+        data[-1] ^= 0xFF
+    elif damage == "truncate":
+        data = data[:-10]
+    else:
+        data = bytearray(b"\x00" * len(data))
+    p.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="moved it aside") as err:
+        store.get(h)
+    assert err.value.hint == "fetch the model again from a peer"
+    # moved aside, bytes kept for inspection, and no longer a checkpoint of the store
+    assert not store.has(h) and h not in store.hashes()
+    (moved,) = (tmp_path / QUARANTINE).iterdir()
+    assert moved.name.startswith(p.name) and moved.read_bytes() == bytes(data)
+    with pytest.raises(CheckpointError, match="no checkpoint") as again:
+        store.get(h)
+    assert not isinstance(again.value, CorruptCheckpointError)
+    # the good bytes come back under the same name; quarantine is not in the way
+    assert store.put(state) == h and _same(store.get(h), state)
+
+
+def test_a_missing_file_is_not_quarantined(tmp_path, state):
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        store.get(content_hash(state))
+    assert not (tmp_path / QUARANTINE).exists()
