@@ -224,6 +224,10 @@ class Ledger:
         pending = str(self._call("pendingAdmin"))
         return None if int(pending, 16) == 0 else pending
 
+    def pending_member_count(self) -> int:
+        """How many join requests wait for a decision (the contract holds at most MAX_PENDING)."""
+        return int(self._call("pendingMemberCount"))
+
     def members(self) -> list[Member]:
         return [Member.from_chain(v) for v in self._call("getMembers")]
 
