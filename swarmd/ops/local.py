@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from swarmd.errors import DaemonError, DevnetError
+from swarmd.errors import DaemonError, DevnetError, StoreError
 from swarmd.ledger import Devnet, Ledger
 from swarmd.ops.consortium import LocalConsortium, local_consortium
 from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
@@ -134,7 +134,10 @@ def local_swarm(
     left running), and one recorded but down (stopped, or anvil killed) is started again from its
     saved chain. `chain_state`: anvil's state file, so the chain survives a restart."""
     root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the swarm directory {root}: {exc.strerror or exc}") from None
     if record and chain_state is None:
         chain_state = root / CHAIN_STATE
     reused = recorded_devnet(root) if record else None
@@ -143,6 +146,8 @@ def local_swarm(
     elif record and (root / "consortium.json").exists():
         dev, consortium = _restart(root, block_time, keep, chain_state or root / CHAIN_STATE)
     else:
+        if record and chain_state is not None:
+            chain_state.unlink(missing_ok=True)  # without a consortium it is a failed provisioning's chain
         dev, consortium = _provision(root, task, sites, block_time, data, keep, record, chain_state)
     daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
     swarm = LocalSwarm(

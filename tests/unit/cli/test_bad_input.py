@@ -108,3 +108,15 @@ def test_learning_bench_refuses_an_unknown_task_or_empty_run(
     args: list[str], why: str, tmp_path: Path
 ) -> None:
     _fails(["bench", "learning", "--out", str(tmp_path), *args], 2, "UsageError", why)
+
+
+def test_devnet_in_an_uncreatable_directory_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for command in ("up", "run"):
+        _fails(["devnet", command, "--dir", str(blocker / "dn"), "--block-time", "0"], 4, "StoreError")
+
+
+def test_watch_refuses_a_negative_start_block() -> None:
+    res = CliRunner().invoke(app, ["ledger", "watch", "--from-block", "-5", "--rpc", "http://127.0.0.1:9"])
+    assert res.exit_code == 2 and "--from-block" in res.output
