@@ -135,6 +135,12 @@ def test_unreachable_chain_is_one_line(tmp_path):
     assert len(res.stderr.strip().splitlines()) <= 2
 
 
+def test_a_malformed_rpc_url_is_one_line():
+    res = swarm("ledger", "members", "--rpc", "not a url", "--contract", "0x" + "00" * 19 + "01", ok=False)
+    assert res.returncode == 2 and "ConfigError: RPC URL is not a URL: 'not a url'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 2
+
+
 def test_wrong_format_is_a_usage_error():
     res = swarm(
         "ledger",
