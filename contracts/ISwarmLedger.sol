@@ -106,6 +106,10 @@ interface ISwarmLedger {
     /// @notice Another account registered this CURVE key first; a key belongs to one account forever.
     error SwarmLedgerCurveKeyTaken(bytes32 curveKey, address owner);
 
+    /// @notice `MAX_PENDING` join requests already wait for a decision; admit or remove some first.
+    /// @param maxPending how many may wait at once
+    error SwarmLedgerTooManyPending(uint256 maxPending);
+
     /// @notice The endpoint is empty or longer than 256 bytes.
     /// @param length its length in bytes
     error SwarmLedgerInvalidEndpoint(uint256 length);
@@ -258,7 +262,8 @@ interface ISwarmLedger {
     /// A removed site may ask again.
     /// @dev Requirements: the caller is not pending or active (`SwarmLedgerAlreadyMember`); `curveKey` is not
     /// zero (`SwarmLedgerInvalidCurveKey`) and no other account registered it (`SwarmLedgerCurveKeyTaken`);
-    /// `endpoint` is 1..256 bytes (`SwarmLedgerInvalidEndpoint`). Emits {JoinRequested}.
+    /// `endpoint` is 1..256 bytes (`SwarmLedgerInvalidEndpoint`); fewer than `MAX_PENDING` requests are
+    /// pending (`SwarmLedgerTooManyPending`). Emits {JoinRequested}.
     function requestJoin(bytes32 curveKey, string calldata endpoint) external;
 
     /// @notice Admit a pending site: directly by the admin, or as one vote in majority mode.
@@ -331,6 +336,9 @@ interface ISwarmLedger {
 
     /// @notice How many members are active.
     function activeMemberCount() external view returns (uint256);
+
+    /// @notice How many join requests are pending (at most `MAX_PENDING`).
+    function pendingMemberCount() external view returns (uint256);
 
     /// @notice How many accounts ever asked to join (each counted once).
     function memberCount() external view returns (uint256);

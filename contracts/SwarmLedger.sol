@@ -11,6 +11,9 @@ import {ISwarmLedger} from "./ISwarmLedger.sol";
 contract SwarmLedger is ISwarmLedger {
     /// @notice Committer bitmasks are uint256, so a round holds at most this many commits.
     uint256 public constant MAX_COMMITTERS = 256;
+    /// @notice Join requests that may wait at once. Without a bound anyone could grow the member list, and
+    /// with it getMembers() (which every daemon reads), past what a node answers within its call gas cap.
+    uint256 public constant MAX_PENDING = 256;
     uint256 private constant MAX_ENDPOINT_BYTES = 256;
 
     bytes32 private immutable _taskHash;
@@ -65,6 +68,7 @@ contract SwarmLedger is ISwarmLedger {
     bool private _bootstrapped;
 
     address private _admin;
+    uint32 private _pendingCount; // packed with _admin: requestJoin never touches commit()'s hot slot
     address private _pendingAdmin; // offered the admin role by transferAdmin(), until it accepts
 
     address[] private _memberList;
@@ -148,7 +152,10 @@ contract SwarmLedger is ISwarmLedger {
         address owner = _curveKeyOwner[curveKey];
         if (owner != address(0) && owner != msg.sender) revert SwarmLedgerCurveKeyTaken(curveKey, owner);
         _checkEndpoint(endpoint);
+        uint32 pending = _pendingCount;
+        if (pending >= MAX_PENDING) revert SwarmLedgerTooManyPending(MAX_PENDING);
 
+        _pendingCount = pending + 1;
         if (status == MemberStatus.None) {
             _memberList.push(msg.sender);
             m.joinedBlock = uint48(block.number);
@@ -223,6 +230,7 @@ contract SwarmLedger is ISwarmLedger {
     }
 
     function _admitNow(address account, Member storage m) private {
+        _pendingCount -= 1;
         _setStatus(m, MemberStatus.Active);
         uint32 active = _activeCount + 1;
         _activeCount = active;
@@ -234,7 +242,11 @@ contract SwarmLedger is ISwarmLedger {
     }
 
     function _removeNow(address account, Member storage m) private {
-        if (m.status == MemberStatus.Active) _activeCount -= 1;
+        if (m.status == MemberStatus.Active) {
+            _activeCount -= 1;
+        } else {
+            _pendingCount -= 1; // only pending and active sites are removable
+        }
         _setStatus(m, MemberStatus.Removed);
         emit MemberRemoved(account, msg.sender);
     }
@@ -449,6 +461,11 @@ contract SwarmLedger is ISwarmLedger {
     /// @inheritdoc ISwarmLedger
     function activeMemberCount() external view returns (uint256) {
         return _activeCount;
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function pendingMemberCount() external view returns (uint256) {
+        return _pendingCount;
     }
 
     /// @inheritdoc ISwarmLedger

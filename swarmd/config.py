@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from swarmd.errors import ConfigError
 from swarmd.fsutil import atomic_write_text
@@ -173,29 +174,54 @@ def parse_config(data: dict[str, Any], base: Path, env: dict[str, str] | None = 
             continue
         sections[name] = _build_section(name, raw, env, base)
     cfg = SiteConfig(**sections)
-    _validate(cfg)
+    validate_config(cfg)
     return cfg
 
 
-def _validate(cfg: SiteConfig) -> None:
+def validate_config(cfg: SiteConfig) -> None:
+    """Raise ConfigError when a value is out of its domain (what load_config checks after parsing)."""
     for label, url in (
         ("transport.bind", cfg.transport.bind),
         ("transport.endpoint", cfg.transport.endpoint),
     ):
         if not url.startswith(("tcp://", "ipc://")):
             raise ConfigError(f"{label} must be a tcp:// or ipc:// address, got {url!r}")
-    if not cfg.chain.rpc_url.startswith(("http://", "https://", "ws://", "wss://")):
-        raise ConfigError(f"chain.rpc_url must be an http(s):// or ws(s):// URL, got {cfg.chain.rpc_url!r}")
+    check_rpc_url(cfg.chain.rpc_url)
     if cfg.transport.bulk not in ("aead", "curve"):
         raise ConfigError(f"transport.bulk must be aead or curve, got {cfg.transport.bulk!r}")
     contract = cfg.chain.contract
-    if contract and not (contract.startswith("0x") and len(contract) == 42):
+    if contract and not (contract.startswith("0x") and len(contract) == 42 and _is_hex(contract[2:])):
         raise ConfigError(f"chain.contract must be a 0x-prefixed 20-byte address, got {contract!r}")
     dev = cfg.train.device
     if dev not in {"auto", "cpu", "cuda"} and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
     if cfg.train.threads < 0:
         raise ConfigError("train.threads must be >= 0")
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def check_rpc_url(url: str, label: str = "chain.rpc_url") -> str:
+    """Return `url` if it is an http(s) URL with a host (and a valid port); raise ConfigError if not.
+
+    Every way an RPC URL enters (site.toml, a SWARMD_ override, a CLI option) passes here, so a typo is
+    named before any request library sees it. Only http(s): the synchronous web3 client speaks no websocket.
+    """
+    hint = "give the chain node's JSON-RPC endpoint, e.g. http://127.0.0.1:8545"
+    if not isinstance(url, str) or any(c.isspace() for c in url):
+        raise ConfigError(f"{label} is not a URL: {url!r}", hint=hint)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parses it: a port that is not a number in 0..65535 raises ValueError
+    except ValueError as exc:
+        raise ConfigError(f"{label} is not a valid URL: {url!r} ({exc})", hint=hint) from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{label} must be an http:// or https:// URL, got {url!r}", hint=hint)
+    if not parts.hostname or port == 0:
+        raise ConfigError(f"{label} names no host and port: {url!r}", hint=hint)
+    return url
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SiteConfig:
@@ -214,7 +240,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     try:
         cfg = parse_config(data, p.resolve().parent, env)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}", hint=exc.hint) from None
+        raise ConfigError(f"{p}: {exc.args[0]}", hint=exc.hint) from None  # str(exc) holds the hint too
     return dataclasses.replace(cfg, path=p.resolve())
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from swarmd.bench.report import Goal, Report, Step, goal, mean_sd, pyplot, save_figure, table
+from swarmd.errors import UsageError
 from swarmd.merge import Update, apply_diff, rule_for
 from swarmd.task import Task, WeightKind, load_task
 from swarmd.train import BundleTrainer, example_task_file, generate_demo_data, initial_weights
@@ -131,7 +132,14 @@ def learning_steps(
     task: str = "",
 ) -> list[Step]:
     """One run per (task, alpha) case and seed; `quick`: one case, one seed. `task`: only that kind."""
-    cases = [("classification", 0.1)] if quick else [c for c in CASES if not task or c[0] == task]
+    if task and task not in BUNDLE_FOR:
+        raise UsageError(f"--task must be one of {', '.join(BUNDLE_FOR)}, got {task!r}")
+    for flag, value in (("seeds", seeds), ("rounds", rounds), ("local-steps", local_steps), ("sites", sites)):
+        if value < 1:
+            raise UsageError(f"--{flag} must be at least 1, got {value}")
+    cases = [c for c in CASES if not task or c[0] == task]
+    if quick:
+        cases = cases[:1]
     seed_list = [0] if quick else list(range(seeds))
     return [
         (

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console
+from swarmd.errors import StoreError
 
 if TYPE_CHECKING:
     from swarmd.train.demodata import DemoData
@@ -69,15 +70,18 @@ def demo_data(
 
     with cli_errors():
         per_site, test = DEFAULT_SIZES.get(task, (60, 80))
-        demo = generate_demo_data(
-            out,
-            sites=sites,
-            task=task,
-            alpha=alpha,
-            seed=seed,
-            n_per_site=n_per_site or per_site,
-            n_test=n_test or test,
-        )
+        try:
+            demo = generate_demo_data(
+                out,
+                sites=sites,
+                task=task,
+                alpha=alpha,
+                seed=seed,
+                n_per_site=n_per_site or per_site,
+                n_test=n_test or test,
+            )
+        except OSError as exc:  # the output folder: not creatable, not writable, disk full
+            raise StoreError(f"cannot write demo data under {out}: {exc.strerror or exc}") from None
         console.print(_summary(demo))
         console.print(f"site datalists: {out}/site-N/datalist.json   held-out test: {demo.test_datalist}")
         if png_preview:

@@ -61,7 +61,8 @@ def up(
     alpha: float = typer.Option(0.5, help="Dirichlet label skew of the generated data (small = skewed)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Start anvil in the background, deploy the task, provision, join and admit N sites."""
+    """Start anvil in the background, deploy the task, provision, join and admit N sites; or, when DIR
+    holds a devnet that is down (stopped or crashed), start its saved chain again."""
     from swarmd.errors import DevnetError
     from swarmd.ops import DemoData, recorded_devnet
 

@@ -217,7 +217,7 @@ def watch(
     rpc: str | None = RpcOpt,
     contract: str | None = ContractOpt,
     devnet: Path = DevnetOpt,
-    from_block: int = typer.Option(0, help="Replay events from this block."),
+    from_block: int = typer.Option(0, min=0, help="Replay events from this block."),
     seconds: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
 ) -> None:
     """Follow ledger events live (joins, admissions, commits, elections, finalizations)."""

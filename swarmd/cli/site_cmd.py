@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from swarmd.cli.common import cli_errors, console, print_json
-from swarmd.config import load_config, with_chain, write_config
+from swarmd.config import load_config, validate_config, with_chain, write_config
 from swarmd.errors import ConfigError, TaskError
 
 
@@ -107,6 +107,7 @@ def join(
         cfg = load_config(config)
         if contract:
             cfg = with_chain(cfg, contract=contract)
+            validate_config(cfg)  # never record an address the next load would refuse
             write_config(cfg, config)
         if not cfg.chain.contract:
             raise ConfigError("no contract address", hint="pass --contract 0x... (from `swarm deploy`)")

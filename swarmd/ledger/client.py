@@ -21,6 +21,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
+from urllib3.exceptions import LocationValueError
 from web3 import Web3
 from web3.exceptions import (
     BadFunctionCallOutput,
@@ -36,6 +37,7 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers import HTTPProvider
 from web3.types import TxParams, TxReceipt
 
+from swarmd.config import check_rpc_url
 from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
 from swarmd.ledger.artifact import load_artifact
 from swarmd.ledger.errors import (
@@ -121,6 +123,7 @@ def _rpc_message(exc: Web3RPCError) -> str:
 
 
 def make_web3(rpc_url: str, *, poa: bool = False, timeout: float = 10.0) -> Web3:
+    check_rpc_url(rpc_url, "RPC URL")
     # web3's own retry loop is switched off: the client retries (and reports) unreachability itself.
     provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
     w3 = Web3(provider)
@@ -223,6 +226,10 @@ class Ledger:
         """The account a pending admin transfer was offered to, or None."""
         pending = str(self._call("pendingAdmin"))
         return None if int(pending, 16) == 0 else pending
+
+    def pending_member_count(self) -> int:
+        """How many join requests wait for a decision (the contract holds at most MAX_PENDING)."""
+        return int(self._call("pendingMemberCount"))
 
     def members(self) -> list[Member]:
         return [Member.from_chain(v) for v in self._call("getMembers")]
@@ -336,6 +343,13 @@ class Ledger:
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
+            except (requests.RequestException, LocationValueError) as exc:
+                # The URL itself is unusable (InvalidURL, InvalidSchema, urllib3's LocationParseError for a
+                # host like "a..b", ...): retrying cannot help.
+                raise ChainUnavailable(
+                    f"JSON-RPC endpoint {self.rpc_url} cannot be used: {type(exc).__name__}: {exc}",
+                    hint="check chain.rpc_url in the site config (or --rpc), e.g. http://127.0.0.1:8545",
+                ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _revert(self, exc: ContractLogicError) -> ContractRevert:

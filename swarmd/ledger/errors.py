@@ -49,6 +49,7 @@ _HINTS: dict[str, str] = {
     "AlreadyMember": "this account already asked to join or is a member; see `swarm ledger members`",
     "InvalidCurveKey": "the CURVE public key is empty; regenerate the site identity with `swarm init`",
     "CurveKeyTaken": "another account registered this CURVE key; every site needs its own keypair",
+    "TooManyPending": "too many join requests wait; the admin or the members must admit or remove some first",
     "InvalidEndpoint": "the endpoint must be 1-256 bytes, e.g. tcp://host:port",
     "NotPending": "only pending sites can be admitted; see `swarm ledger members`",
     "NotRemovable": "only pending or active sites can be removed",
@@ -122,6 +123,7 @@ NotActiveMember = _make_class("NotActiveMember")
 AlreadyMember = _make_class("AlreadyMember")
 InvalidCurveKey = _make_class("InvalidCurveKey")
 CurveKeyTaken = _make_class("CurveKeyTaken")
+TooManyPending = _make_class("TooManyPending")
 InvalidEndpoint = _make_class("InvalidEndpoint")
 NotPending = _make_class("NotPending")
 NotRemovable = _make_class("NotRemovable")

@@ -13,11 +13,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from swarmd.errors import DaemonError
+from swarmd.errors import DaemonError, DevnetError, StoreError
 from swarmd.ledger import Devnet, Ledger
 from swarmd.ops.consortium import LocalConsortium, local_consortium
 from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
+
+# A recorded swarm's chain lives in this anvil state file in its root; anvil rewrites it every
+# STATE_INTERVAL_S seconds and on a clean stop, so `devnet down`/`up` and a killed anvil keep the ledger.
+CHAIN_STATE = "chain-state.json"
+STATE_INTERVAL_S = 1.0
 
 Status = dict[str, Any] | None  # a daemon's control-socket status; None while it is not answering
 
@@ -123,15 +129,25 @@ def local_swarm(
     Provisioning mines instantly whatever `block_time` the chain then runs at. `start=False` leaves
     the daemons to `LocalSwarm.start()`. `keep`: anvil runs detached, and it and the daemons outlive
     the `with` (a failed provisioning still stops anvil). `record`: the devnet and the daemons' pids
-    are recorded in `root` (devnet.json, daemons.json, anvil.log) for `swarm devnet down`, and a
-    devnet already recorded there and up is used with its consortium instead of a new one (and is
-    left running). `chain_state`: anvil's state file, so the chain survives a restart."""
+    are recorded in `root` (devnet.json, daemons.json, anvil.log, the chain in CHAIN_STATE) for
+    `swarm devnet down`; a devnet already recorded there and up is used with its consortium (and is
+    left running), and one recorded but down (stopped, or anvil killed) is started again from its
+    saved chain. `chain_state`: anvil's state file, so the chain survives a restart."""
     root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the swarm directory {root}: {exc.strerror or exc}") from None
+    if record and chain_state is None:
+        chain_state = root / CHAIN_STATE
     reused = recorded_devnet(root) if record else None
     if reused is not None:
         dev, consortium = reused, LocalConsortium.load(root)
+    elif record and (root / "consortium.json").exists():
+        dev, consortium = _restart(root, block_time, keep, chain_state or root / CHAIN_STATE)
     else:
+        if record and chain_state is not None:
+            chain_state.unlink(missing_ok=True)  # without a consortium it is a failed provisioning's chain
         dev, consortium = _provision(root, task, sites, block_time, data, keep, record, chain_state)
     daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
     swarm = LocalSwarm(
@@ -166,6 +182,7 @@ def _provision(
         block_time=block_time,
         accounts=max(10, sites + 4),
         state_file=chain_state,
+        state_interval=STATE_INTERVAL_S if chain_state is not None else None,
         detach=keep,
         log_file=root / "anvil.log" if record else None,
     )
@@ -190,4 +207,31 @@ def _provision(
     return dev, consortium
 
 
-__all__ = ["DemoData", "LocalSwarm", "local_swarm", "recorded_devnet", "task_file"]
+def _restart(root: Path, block_time: float | None, keep: bool, state: Path) -> tuple[Devnet, LocalConsortium]:
+    """anvil again, from the chain a recorded swarm saved, on the port its sites' configs name."""
+    if not state.exists():
+        raise DevnetError(
+            f"{root} holds a consortium but no saved chain ({state.name})",
+            hint=f"remove {root} (or use another --dir) to provision a new devnet",
+        )
+    consortium = LocalConsortium.load(root)
+    port = urlsplit(consortium.rpc_url).port
+    dev = Devnet.start(
+        port=port,
+        block_time=block_time,
+        accounts=max(10, len(consortium.sites) + 4),
+        state_file=state,
+        state_interval=STATE_INTERVAL_S,
+        detach=keep,
+        log_file=root / "anvil.log",
+    )
+    try:
+        dev.save(root / "devnet.json")
+        Ledger(dev.rpc_url, consortium.contract).check()  # UnknownContract: the saved chain lacks it
+    except BaseException:
+        dev.stop()
+        raise
+    return dev, consortium
+
+
+__all__ = ["CHAIN_STATE", "DemoData", "LocalSwarm", "local_swarm", "recorded_devnet", "task_file"]

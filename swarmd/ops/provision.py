@@ -16,6 +16,7 @@ from swarmd.config import (
     SiteConfig,
     SiteSection,
     TransportSection,
+    validate_config,
     write_config,
 )
 from swarmd.daemon.site import check_task_binding, site_identity, site_ledger
@@ -79,6 +80,7 @@ def create_site(
 
     Refuses an existing site.toml or key. A missing passphrase file gets a random passphrase (0600);
     `private_key` imports that account instead of generating one."""
+    validate_config(cfg)  # a bad --rpc or --endpoint fails here, not at the next load of the file
     load_task(cfg.site.task)  # fail early on a bad task file
     if path.exists():
         raise ConfigError(f"{path} already exists", hint="use another --dir, or remove it on purpose")

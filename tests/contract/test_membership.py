@@ -4,12 +4,14 @@ bootstrap phase (the admin role itself: test_admin.py). Reverts are asserted by 
 from __future__ import annotations
 
 import pytest
+import requests
 import zmq
 from chainkit import Consortium, curve_key, deploy_consortium, h32
 from eth_account.signers.local import LocalAccount
 
 from swarmd.ledger import Devnet, MemberStatus, errors
 from swarmd.ledger.errors import LedgerArgumentError
+from swarmd.ops import wait_until
 
 pytestmark = pytest.mark.chain
 
@@ -132,3 +134,64 @@ def test_majority_mode_bootstrap_then_votes(devnet: Devnet, accounts: list[Local
     assert c.admin.member(s2.sender).remove_votes == 0  # ballots reset with the status change
     votes = [ev for ev in c.admin.events().poll() if ev.name == "VoteCast"]
     assert [(v.args["votes"], v.args["needed"]) for v in votes[-2:]] == [(1, 2), (2, 2)]
+
+
+def _flood_join_requests(c: Consortium, count: int) -> None:
+    """`count` join requests from fresh accounts, sent as two JSON-RPC batches (impersonated senders)."""
+    url, contract = c.devnet.rpc_url, c.admin.contract
+    senders = [f"0x{0x5A000000 + i:040x}" for i in range(count)]
+
+    def batch(calls: list[tuple[str, list[object]]]) -> list[object]:
+        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+        answers = requests.post(url, json=body, timeout=30).json()
+        assert not [a["error"] for a in answers if "error" in a]
+        return [a["result"] for a in answers]
+
+    batch([("anvil_setBalance", [s, hex(10**18)]) for s in senders])
+    batch([("anvil_impersonateAccount", [s]) for s in senders])
+    try:
+        txs = []
+        for i, s in enumerate(senders):
+            data = contract.encode_abi("requestJoin", args=[h32(f"flood-{i}"), f"tcp://10.9.0.1:{1000 + i}"])
+            txs.append(
+                (
+                    "eth_sendTransaction",
+                    [{"from": s, "to": c.admin.address, "data": data, "gas": hex(300_000)}],
+                )
+            )
+        hashes = batch(txs)
+
+        # anvil answers a send before it mines it: wait for every receipt, and check none reverted.
+        def receipts() -> list[object]:
+            return batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+
+        wait_until(lambda: all(receipts()), 30, what="the flood's join requests to be mined")
+        assert {r["status"] for r in receipts()} == {"0x1"}  # type: ignore[index]
+    finally:
+        batch([("anvil_stopImpersonatingAccount", [s]) for s in senders])
+
+
+def test_pending_join_requests_are_capped(consortium: Consortium) -> None:
+    """Anyone can ask to join, so pending requests are bounded: past MAX_PENDING a join reverts by name
+    until the admin decides (here: rejects one by removing it, admits another)."""
+    c = consortium
+    cap = int(c.admin.contract.functions.MAX_PENDING().call())
+    assert c.admin.pending_member_count() == 0
+    _flood_join_requests(c, cap)
+    assert c.admin.pending_member_count() == cap
+    outsider = c.outsiders[0]
+    with pytest.raises(errors.TooManyPending) as exc:
+        outsider.request_join(curve_key(60), "tcp://10.0.0.9:5555")
+    assert exc.value.error_args == (cap,)
+    assert c.admin.member(outsider.sender).status is MemberStatus.NONE
+    flooders = [m.account for m in c.admin.members() if m.status is MemberStatus.PENDING]
+    c.admin.remove(flooders[0])  # the admin rejects a request: a slot frees up
+    assert c.admin.pending_member_count() == cap - 1
+    outsider.request_join(curve_key(60), "tcp://10.0.0.9:5555")
+    c.admin.admit(flooders[1])
+    c.admin.admit(outsider.sender)
+    assert c.admin.pending_member_count() == cap - 2
+    # Every daemon reads the member list each poll: at the cap it still fits well inside a call's gas.
+    members_gas = c.admin.contract.functions.getMembers().estimate_gas()
+    assert members_gas < 30_000_000, members_gas
+    print(f"getMembers() with {len(c.admin.members())} members: {members_gas:,} gas")

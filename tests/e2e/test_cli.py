@@ -4,14 +4,18 @@ one-line, non-zero, traceback-free answers to bad input."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
-from swarmd.ledger import Devnet
-from swarmd.ops import wait_until
+from swarmd.ledger import Devnet, Ledger
+from swarmd.ops import LocalConsortium, wait_until
+from swarmd.ops.local import CHAIN_STATE
 from swarmd.train import BUNDLES_DIR
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
@@ -131,6 +135,12 @@ def test_unreachable_chain_is_one_line(tmp_path):
     assert len(res.stderr.strip().splitlines()) <= 2
 
 
+def test_a_malformed_rpc_url_is_one_line():
+    res = swarm("ledger", "members", "--rpc", "not a url", "--contract", "0x" + "00" * 19 + "01", ok=False)
+    assert res.returncode == 2 and "ConfigError: RPC URL is not a URL: 'not a url'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 2
+
+
 def test_wrong_format_is_a_usage_error():
     res = swarm(
         "ledger",
@@ -171,6 +181,45 @@ def test_devnet_run_shows_the_swarm_then_up_members_down(tmp_path):
     gone = swarm("ledger", "members", "--devnet", str(root), ok=False)
     assert "ChainUnavailable" in gone.stderr
     wait_until(lambda: not any(_alive(p) for p in daemons), 30, what="the daemons to stop")
+    _chain_survives_down_up_and_a_killed_anvil(root)
+
+
+def _chain_survives_down_up_and_a_killed_anvil(root: Path) -> None:
+    """`devnet up` on a devnet that was stopped, then on one whose anvil was killed (SIGKILL, no clean
+    dump): the same ledger comes back, members, finalized round and a write made just before the kill."""
+    swarm("devnet", "up", "--dir", str(root), "--block-time", "0")
+    try:
+        dev, consortium = Devnet.load(root / "devnet.json"), LocalConsortium.load(root)
+        ledger = Ledger(dev.rpc_url, consortium.contract)
+        assert _ledger_view(ledger) == (["active", "active"], "finalized")
+        Ledger(dev.rpc_url, ledger.address, Account.from_key(dev.dev_keys[0])).transfer_admin(
+            consortium.sites[0].address
+        )
+        _wait_for_dumps(root / CHAIN_STATE, 2)  # the second dump began after the write
+        os.kill(int(dev.pid or 0), signal.SIGKILL)
+        wait_until(lambda: not _alive(int(dev.pid or 0)), 10, what="anvil to die")
+        assert not dev.is_running()
+        swarm("devnet", "up", "--dir", str(root), "--block-time", "0")
+        assert _ledger_view(ledger) == (["active", "active"], "finalized")
+        assert ledger.pending_admin() == consortium.sites[0].address
+    finally:
+        swarm("devnet", "down", "--dir", str(root))
+
+
+def _ledger_view(ledger: Ledger) -> tuple[list[str], str]:
+    return [m.status.name.lower() for m in ledger.members()], ledger.round(0).status.name.lower()
+
+
+def _wait_for_dumps(state: Path, count: int) -> None:
+    seen = [state.stat().st_mtime_ns]
+
+    def dumped() -> bool:
+        mtime = state.stat().st_mtime_ns
+        if mtime != seen[-1]:
+            seen.append(mtime)
+        return len(seen) > count
+
+    wait_until(dumped, 20, interval=0.05, what=f"anvil to dump its state {count} times")
 
 
 def _alive(pid: int) -> bool:

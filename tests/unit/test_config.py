@@ -43,6 +43,11 @@ def test_env_override_wins(tmp_path: Path) -> None:
         ({"schema": 9}, "schema 9"),
         ({"train": {"device": "tpu"}}, "train.device"),
         ({"train": {"threads": "many"}}, "expected an integer"),
+        ({"chain": {"rpc_url": "not a url"}}, "chain.rpc_url is not a URL"),
+        ({"chain": {"rpc_url": "http://host:port"}}, "chain.rpc_url is not a valid URL"),
+        ({"chain": {"rpc_url": "ws://127.0.0.1:8546"}}, "http:// or https://"),
+        ({"chain": {"rpc_url": "http://:8545"}}, "names no host"),
+        ({"chain": {"rpc_url": "http://x", "contract": "0x" + "g" * 40}}, "20-byte address"),
     ],
 )
 def test_bad_config_is_named(tmp_path: Path, patch: dict, message: str) -> None:
@@ -65,3 +70,9 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("[site\nname=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_a_bad_rpc_url_from_the_environment_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"chain\.rpc_url is not a URL") as info:
+        parse_config(GOOD, tmp_path, env={"SWARMD_CHAIN_RPC_URL": "not a url"})
+    assert info.value.hint and "http://127.0.0.1:8545" in info.value.hint

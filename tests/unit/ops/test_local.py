@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from swarmd.errors import TaskError
+from swarmd.errors import DevnetError, TaskError
 from swarmd.ledger import Devnet, RoundStatus
 from swarmd.ops import DemoData, local_swarm, recorded_devnet, task_file
+from swarmd.ops.local import CHAIN_STATE
 from swarmd.task import load_task
 from swarmd.train import BUNDLES_DIR
 
@@ -66,6 +67,18 @@ def test_kept_and_recorded_it_outlives_the_with_and_is_reused(tmp_path, task):
     finally:
         Devnet.load(root / "devnet.json").stop()
     assert recorded_devnet(root) is None
+    # Down, then up: anvil starts again from the chain it saved, on the port the sites' configs name.
+    with local_swarm(root, task, sites=2, start=False, record=True) as restarted:
+        assert restarted.consortium.contract == contract
+        assert restarted.devnet.rpc_url == swarm.devnet.rpc_url
+        assert len(restarted.ledger.active_members()) == 2
+    assert recorded_devnet(root) is None  # restarted for the `with` only: stopped again
+    (root / CHAIN_STATE).unlink()
+    with (
+        pytest.raises(DevnetError, match="no saved chain"),
+        local_swarm(root, task, start=False, record=True),
+    ):
+        pass
 
 
 @pytest.mark.slow
