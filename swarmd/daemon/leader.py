@@ -75,13 +75,15 @@ class LeaderSide(RoundPlumbing):
             is_diff=self.task.swarm.send == WeightKind.DIFF,
             norm_bound=self.task.swarm.norm_bound,
         )
-        self.exchange = exchange
         ceiling = self.node.limits.stall_timeout
         try:
             rec = self.journal.get(r)
             own = self.store.get(self.own_update(r))
             model_bytes = sum(t.numel() * t.element_size() for t in own.values())
+            # A stream takes the node's limits when it starts: shorten the stall timeout before
+            # the exchange takes its first offer.
             await self.limit_stalls(info, model_bytes, ceiling)
+            self.exchange = exchange
             with RssPeak() as rss:
                 self.offer_stored(exchange, self.me, own)
                 del own
