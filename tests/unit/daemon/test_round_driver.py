@@ -311,3 +311,19 @@ async def test_the_leader_shortens_the_stall_timeout_from_the_blocks_left_and_th
     seconds_left = deadline - 12
     want = stall_timeout(seconds_left, 1 << 20, 2, Limits(), ceiling=Limits().stall_timeout)
     assert node.limits.stall_timeout == pytest.approx(want) and want < Limits().stall_timeout
+
+
+async def test_the_exchange_takes_offers_only_once_the_shorter_stall_timeout_is_in_place(committer):
+    d, ledger, node = committer
+    seen: list[object] = []
+
+    async def limit_stalls(info: RoundInfo, update_bytes: int, ceiling: float) -> None:
+        seen.append(d.exchange)  # a stream admitted now would start with the node's old limits
+        node.set_limits(dataclasses.replace(node.limits, stall_timeout=2.0))
+        raise asyncio.CancelledError  # enough of the exchange: we only look at its opening
+
+    d.limit_stalls = limit_stalls  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await d.lead(2, dataclasses.replace(ledger.info, leader=ME), {"w": torch.zeros(3)})
+    assert seen == [None]
+    assert d.exchange is None and node.limits.stall_timeout == Limits().stall_timeout  # restored
