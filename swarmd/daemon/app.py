@@ -145,10 +145,12 @@ class Daemon:
             self.driver.close()
 
     async def _watchdog_loop(self) -> None:
-        """Keep systemd's watchdog fed and its STATUS line current; mirror transport counters."""
+        """Keep systemd's watchdog fed and its STATUS line current; mirror the transport's counters
+        (bytes, and what it refused: `swarmd_rejections_total{reason}`)."""
         interval = notify.watchdog_interval()
         period = min(interval / 2, 2.0) if interval else 2.0
         seen = {"in": 0, "out": 0}
+        rejected: dict[str, int] = {}
         while True:
             if interval:
                 notify.watchdog()
@@ -159,6 +161,7 @@ class Daemon:
                 for direction, total in (("in", stats.bytes_in), ("out", stats.bytes_out)):
                     self.driver.metrics.transport_hook(direction, total - seen[direction])
                     seen[direction] = total
+                rejected = self.driver.metrics.transport_rejections(stats.rejections, rejected)
             await asyncio.sleep(period)
 
 

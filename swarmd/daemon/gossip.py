@@ -6,6 +6,10 @@ that hears an announce checks the hash on chain, fetches the model (the transpor
 as the bytes arrive), keeps it in memory, passes the announce on and writes it to disk meanwhile.
 A site that sees a finalization but hears nothing pulls: first from the round's leader, then from
 any member. Gossip spreads the load; the pull guarantees delivery.
+
+An announce costs its receiver a chain read, so announces are deduplicated and bounded: at most
+MAX_LOOKUPS chain reads in flight, and an announce the chain did not confirm is remembered for
+NOT_ON_CHAIN_TTL seconds; announces beyond that are dropped and counted.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import asyncio
 import functools
 import logging
 import random
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,6 +35,9 @@ log = logging.getLogger("swarmd.gossip")
 # hop is one fetch; pulling early only shifts load onto the leader, pulling late delays training.
 GOSSIP_GRACE = 1.0
 SERVED_KEPT = 2  # encoded models kept alive while peers download them
+MAX_LOOKUPS = 4  # chain reads started by announces, in flight at once
+NOT_ON_CHAIN_KEPT = 256  # announces the chain did not confirm, remembered...
+NOT_ON_CHAIN_TTL = 10.0  # ...for this many seconds (a lagging RPC node may confirm one later)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class Gossip:
         sleep: Callable[[float], Awaitable[None]],
         poll: float,
         on_stored: Callable[[], None],
+        on_dropped: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.node = node
         self.store = store
@@ -76,9 +86,12 @@ class Gossip:
         self.sleep = sleep  # the driver's sleep: ends early on a stop or a nudge
         self.poll = poll
         self.on_stored = on_stored  # a model we waited for may now be on disk
+        self.on_dropped = on_dropped  # counts an announce dropped unread, by reason
         self.servable: set[bytes] = set()  # models verified against the chain, which we may serve
         self._fetching: set[bytes] = set()
         self._background: set[asyncio.Task[None]] = set()  # fetches started by announces
+        self._looking: set[tuple[int, bytes]] = set()  # announces whose chain read is in flight
+        self._not_on_chain: OrderedDict[tuple[int, bytes], float] = OrderedDict()  # -> expiry
         self._served: dict[bytes, tuple[Manifest, list[memoryview]]] = {}
 
     # --- transport handler side ---------------------------------------------------------------
@@ -93,24 +106,46 @@ class Gossip:
 
     def on_announce(self, peer: bytes, r: int, h: bytes) -> None:
         """A member says it holds model `h` of round `r`: fetch it in the background if it is new."""
-        if self.store.has(h) or h in self._fetching:
+        key = (r, h)
+        if self.store.has(h) or h in self._fetching or key in self._looking:
             return
+        expiry = self._not_on_chain.get(key)
+        if expiry is not None and expiry > time.monotonic():
+            self.on_dropped("announce_not_on_chain")
+            return
+        if len(self._looking) >= MAX_LOOKUPS:
+            self.on_dropped("announce_busy")
+            return
+        self._looking.add(key)
         task = asyncio.ensure_future(self._fetch_announced(peer, r, h))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _fetch_announced(self, peer: bytes, r: int, h: bytes) -> None:
         try:
-            info = await self.round_info(r)
-        except SwarmError:
-            return
-        if info.merged_hash != h:
-            log.warning("ignoring announce of 0x%s.. for round %d: not the model on chain", h.hex()[:12], r)
+            confirmed = await self._on_chain(r, h)
+        finally:
+            self._looking.discard((r, h))
+        if not confirmed:
+            self._not_on_chain[(r, h)] = time.monotonic() + NOT_ON_CHAIN_TTL
+            self._not_on_chain.move_to_end((r, h))
+            while len(self._not_on_chain) > NOT_ON_CHAIN_KEPT:
+                self._not_on_chain.popitem(last=False)
             return
         try:
             await self.fetch_from([peer], h, r)
         except SwarmError as exc:  # e.g. the disk is full: the round loop will pull again
             log.error("round %d: keeping model 0x%s.. failed: %s", r, h.hex()[:12], exc)
+
+    async def _on_chain(self, r: int, h: bytes) -> bool:
+        try:
+            info = await self.round_info(r)
+        except SwarmError:  # e.g. a round the chain has not reached
+            return False
+        if info.merged_hash != h:
+            log.info("ignoring announce of 0x%s.. for round %d: not the model on chain", h.hex()[:12], r)
+            return False
+        return True
 
     # --- spreading and getting --------------------------------------------------------------
     async def spread(self, r: int, h: bytes, exclude: set[str]) -> None:

@@ -2,15 +2,19 @@
 to its peers: the `transport.Handler` methods the node calls (through a `HandlerSlot`, which lets
 the node be built before the driver that uses it).
 
-A committer's update is admitted only for the round and term this site is collecting, checked
-against the hash the sender committed on chain, stored before it is acknowledged, and folded into
-the merge as it arrives. `RoundDriver` (rounds.py) decides when to lead.
+A committer's update is admitted only for the round and term this site is collecting, and only
+from a committer of that round offering the hash it committed on chain: anyone else is refused
+before a byte moves or a receive slot is taken. An admitted stream that stalls is dropped after a
+stall timeout derived from the exchange deadline (`stall_timeout`), so a committer that offers and
+then sends nothing cannot keep the honest updates out. Updates are stored before they are
+acknowledged and folded into the merge as they arrive. `RoundDriver` (rounds.py) decides when to lead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -28,9 +32,29 @@ from swarmd.errors import DaemonError, InvalidUpdate, UpdateRejected
 from swarmd.ledger import RoundInfo
 from swarmd.merge import rule_for
 from swarmd.task import WeightKind
-from swarmd.transport import AnnounceHeader, Handler, PeerId, Refusal, UpdateHeader, Verdict
+from swarmd.transport import AnnounceHeader, Handler, Limits, PeerId, Refusal, UpdateHeader, Verdict
 
 log = logging.getLogger("swarmd.rounds")
+
+# The slowest link an honest committer may be on (one stream, a thin WAN uplink): the stall timeout
+# lets a chunk through at this rate, and the deadline leaves every committer's update time at it.
+CONSERVATIVE_RATE = 8 << 20  # bytes per second
+MIN_STALL = 2.0  # seconds: a loaded sender's event loop may pause this long between two chunks
+
+
+def stall_timeout(
+    seconds_left: float, update_bytes: int, senders: int, limits: Limits, ceiling: float
+) -> float:
+    """How long an admitted inbound stream may go without a chunk during an exchange.
+
+    The receive slot serves one stream at a time, and a committer may hold `streams_per_peer` offers
+    that each stall until dropped: the time left before the deadline, less the honest transfers,
+    must cover those stalls twice over. Never below one chunk's time at CONSERVATIVE_RATE (twice,
+    for a slow start) or MIN_STALL; never above the node's own setting (`ceiling`)."""
+    transfers = senders * update_bytes / CONSERVATIVE_RATE
+    chunk = min(limits.chunk_size, update_bytes) / CONSERVATIVE_RATE
+    share = (seconds_left - transfers) / (2 * limits.streams_per_peer + 2)
+    return min(ceiling, max(MIN_STALL, 2 * chunk, share))
 
 
 class LeaderSide(RoundPlumbing):
@@ -51,11 +75,15 @@ class LeaderSide(RoundPlumbing):
             is_diff=self.task.swarm.send == WeightKind.DIFF,
             norm_bound=self.task.swarm.norm_bound,
         )
-        self.exchange = exchange
+        ceiling = self.node.limits.stall_timeout
         try:
             rec = self.journal.get(r)
             own = self.store.get(self.own_update(r))
             model_bytes = sum(t.numel() * t.element_size() for t in own.values())
+            # A stream takes the node's limits when it starts: shorten the stall timeout before
+            # the exchange takes its first offer.
+            await self.limit_stalls(info, model_bytes, ceiling)
+            self.exchange = exchange
             with RssPeak() as rss:
                 self.offer_stored(exchange, self.me, own)
                 del own
@@ -68,6 +96,8 @@ class LeaderSide(RoundPlumbing):
             self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
             self.exchange = None
+            # Our own sends, serves and fetches outside an exchange keep the node's patience.
+            self.node.set_limits(dataclasses.replace(self.node.limits, stall_timeout=ceiling))
         merged_hash = self.store.put(merged)
         self.gossip.servable.add(merged_hash)
         self.set_phase(Phase.FINALIZE, r)
@@ -81,6 +111,27 @@ class LeaderSide(RoundPlumbing):
         )
         await self.transact(self.ledger.finalize, r, merged_hash, included)
 
+    def deadline_block(self, info: RoundInfo) -> int:
+        # Leave a third of the timeout for the finalize transaction itself to be mined.
+        return (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout * 2 // 3)
+
+    async def limit_stalls(self, info: RoundInfo, update_bytes: int, ceiling: float) -> None:
+        """Shorten the node's stall timeout for this exchange (see `stall_timeout`)."""
+        blocks_left = self.deadline_block(info) - await self.block_number()
+        per_block = self.blocks.seconds_per_block()
+        if per_block is None:  # no pace seen yet: keep the node's own setting
+            return
+        senders = max(0, len(info.commits) - 1)
+        stall = stall_timeout(blocks_left * per_block, update_bytes, senders, self.node.limits, ceiling)
+        self.node.set_limits(dataclasses.replace(self.node.limits, stall_timeout=stall))
+        log.info(
+            "round %d: exchange open, %d blocks (%.1fs) to the deadline; streams stall out after %.1fs",
+            info.round,
+            blocks_left,
+            blocks_left * per_block,
+            stall,
+        )
+
     def offer_stored(self, exchange: Exchange, sender: str, state: Mapping[str, torch.Tensor]) -> None:
         try:
             exchange.offer(sender, state, content_hash(state))
@@ -89,13 +140,12 @@ class LeaderSide(RoundPlumbing):
 
     async def collect(self, exchange: Exchange, info: RoundInfo) -> None:
         """Wait for every committer, or until two thirds of the leader timeout have passed."""
-        # Leave a third of the timeout for the finalize transaction itself to be mined.
-        deadline_block = (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout * 2 // 3)
+        deadline_block = self.deadline_block(info)
         while not exchange.complete.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await wait_within(exchange.complete.wait(), self.poll)
             self.checkpoint()
-            if await self.chain(self.ledger.block_number) >= deadline_block:
+            if await self.block_number() >= deadline_block:
                 log.warning(
                     "round %d: exchange deadline; missing %s", exchange.round, sorted(exchange.pending)
                 )
@@ -103,14 +153,28 @@ class LeaderSide(RoundPlumbing):
 
     # --- transport handler (called by the node) ---------------------------------------------------
     def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
-        """Refuse an update for a round or term we are not collecting, before its bytes move."""
+        """Admit an offer before its bytes move or it takes a receive slot: only for the round and term
+        we are collecting, only from a committer of that round, only for the hash it committed."""
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
             self.nudge()  # a committer saw us elected: look at the chain now, not at the next poll
             return Verdict(False, Refusal.NOT_READY, "no exchange open for that round and term")
         sender = self.peers.members.get(peer)
+        if sender is None:
+            return Verdict(False, Refusal.NOT_MEMBER, "not an active member")
         if sender in ex.received:
             return Verdict(False, Refusal.DUPLICATE, f"already holds the update of {sender} for this term")
+        committed = ex.expected.get(sender)
+        if committed is None:
+            return Verdict(False, Refusal.NOT_COMMITTER, f"{sender} did not commit in round {ex.round}")
+        if header.digest != committed[0]:
+            return Verdict(
+                False,
+                Refusal.WRONG_DIGEST,
+                f"offered 0x{header.digest.hex()[:16]}.., committed 0x{committed[0].hex()[:16]}..",
+            )
+        if sender in ex.excluded:
+            return Verdict(False, Refusal.INVALID, f"already excluded: {ex.excluded[sender]}")
         return Verdict(True)
 
     async def on_update(

@@ -117,6 +117,14 @@ class Metrics:
     def rejection(self, reason: str) -> None:
         self.rejections.labels(reason=self._reason(reason)).inc()
 
+    def transport_rejections(self, totals: Mapping[str, int], seen: Mapping[str, int]) -> dict[str, int]:
+        """Count what the transport refused since `seen` (its counters as last mirrored); returns
+        the counters to pass as `seen` next time."""
+        for reason, total in totals.items():
+            if total > seen.get(reason, 0):
+                self.rejections.labels(reason=self._reason(reason)).inc(total - seen.get(reason, 0))
+        return dict(totals)
+
     def observe_training(self, n_samples: int, loss: float | None = None) -> None:
         self.training_samples.inc(max(0, n_samples))
         if loss is not None:

@@ -1,5 +1,6 @@
 """What every step of a round stands on: the chain thread, sleeps that a stop or a peer's message
-ends early, phase bookkeeping, and the member list. `RoundDriver` (rounds.py) builds on it.
+ends early, phase bookkeeping, the member list (followed live: a removed member is cut off within one
+chain poll) and the pace of the chain's blocks. `RoundDriver` (rounds.py) builds on it.
 
 Chain calls run on one dedicated thread (web3 clients and nonces are not shared across threads);
 training runs on another, so the event loop keeps serving peers throughout.
@@ -11,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +25,7 @@ from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.ports import Trainer, Transport
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
-from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert
+from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert, LedgerError
 from swarmd.ledger import Ledger
 from swarmd.ledger import errors as reverts
 from swarmd.task import Task
@@ -50,6 +52,26 @@ BENIGN_REVERTS: tuple[type[ContractRevert], ...] = (
 
 class StopRequested(Exception):
     """Raised at a safe point once a graceful stop was asked for."""
+
+
+class BlockClock:
+    """Seconds per block as this site watched the chain move: the contract counts its deadlines in
+    blocks, the transport its timeouts in seconds. A sliding window, so a chain outage ages out."""
+
+    def __init__(self, window: int = 64) -> None:
+        self._seen: deque[tuple[int, float]] = deque(maxlen=window)
+
+    def saw(self, block: int, at: float | None = None) -> None:
+        if self._seen and block <= self._seen[-1][0]:
+            return  # only a new block tells when blocks come
+        self._seen.append((block, time.monotonic() if at is None else at))
+
+    def seconds_per_block(self) -> float | None:
+        """None until two blocks were seen."""
+        if len(self._seen) < 2:
+            return None
+        (b0, t0), (b1, t1) = self._seen[0], self._seen[-1]
+        return (t1 - t0) / (b1 - b0)
 
 
 class RoundPlumbing:
@@ -94,7 +116,10 @@ class RoundPlumbing:
             sleep=self.sleep,
             poll=poll_interval,
             on_stored=self.nudge,
+            on_dropped=lambda reason: self.metrics.rejection(reason),
         )
+        self.blocks = BlockClock()
+        self._peers_set = False  # the node has been given the member list once
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
 
@@ -176,10 +201,37 @@ class RoundPlumbing:
             raise CheckpointError(f"round {r}: the journal names no update of ours")
         return h
 
+    async def block_number(self) -> int:
+        block = await self.chain(self.ledger.block_number)
+        self.blocks.saw(block)
+        return block
+
     async def refresh_members(self) -> None:
         members = await self.chain(self.ledger.active_members)
+        before = self.peers.endpoints
         self.peers.update(members)
+        if self.peers.endpoints == before and self._peers_set:
+            return
+        self._peers_set = True
+        if gone := set(before) - set(self.peers.endpoints):
+            log.warning("members removed: %s; closing their sessions", ", ".join(sorted(gone)))
+        # The node drops removed members' connections and fails their open streams: from here on
+        # they get no answer, no model and no slot.
         self.node.set_peers({m.curve_key: m.endpoint for m in members if m.account != self.me})
+
+    async def follow_members(self) -> None:
+        """Apply membership changes within one chain poll, whatever phase the round is in (a round
+        can last hours), and keep the block clock running. Runs beside the round loop until a stop."""
+        while not self.stopping.is_set():
+            try:
+                await self.refresh_members()
+                await self.block_number()
+            except StopRequested:
+                return
+            except LedgerError as exc:  # a chain error the round loop will also see: try next poll
+                log.info("following members: %s", exc)
+            # not self.sleep(): it would swallow nudges meant for the round loop
+            await asyncio.sleep(self.poll)
 
     def close(self) -> None:
         self._chain_pool.shutdown(wait=False, cancel_futures=True)

@@ -14,13 +14,18 @@ from typing import Protocol
 import torch
 
 from swarmd.train.trainer import TrainResult
-from swarmd.transport import PeerId, Verdict
+from swarmd.transport import Limits, PeerId, Verdict
 
 
 class Transport(Protocol):
     """The node calls the round driver and the gossip make."""
 
     def set_peers(self, peers: Mapping[PeerId, str]) -> None: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def set_limits(self, limits: Limits) -> None: ...
 
     async def send_update(
         self,

@@ -73,6 +73,15 @@ class RoundDriver(LeaderSide):
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
         await self.refresh_members()
+        follower = asyncio.ensure_future(self.follow_members())
+        try:
+            await self.rounds()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def rounds(self) -> None:
         await self.ensure_initial_model()
         while True:
             self.checkpoint()
@@ -188,12 +197,18 @@ class RoundDriver(LeaderSide):
             info = await self.chain(self.ledger.round, r)
             if info.status != RoundStatus.ELECTED or info.term != term:
                 return info
-            if await self.chain(self.ledger.can_reelect, r):
-                log.warning("round %d: leader %s timed out; calling reelect", r, info.leader)
-                if await self.transact(self.ledger.reelect, r) is not None:
-                    self.metrics.reelection()
+            if await self.reelect_if_due(r, info.leader):
                 continue
             await self.sleep(self.poll)
+
+    async def reelect_if_due(self, r: int, leader: str | None) -> bool:
+        """Call reelect as soon as the contract allows it; True when it did (or another site did)."""
+        if not await self.chain(self.ledger.can_reelect, r):
+            return False
+        log.warning("round %d: leader %s timed out; calling reelect", r, leader)
+        if await self.transact(self.ledger.reelect, r) is not None:
+            self.metrics.reelection()
+        return True
 
     # --- exchange: committer side --------------------------------------------------------------
     async def deliver(self, r: int, info: RoundInfo) -> None:
@@ -231,7 +246,7 @@ class RoundDriver(LeaderSide):
             now = await self.chain(self.ledger.round, r)
             if now.status != RoundStatus.ELECTED or now.term != info.term:
                 return
-            if await self.chain(self.ledger.can_reelect, r):
+            if await self.reelect_if_due(r, leader):
                 return
             await self.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -239,10 +254,11 @@ class RoundDriver(LeaderSide):
     async def send_while_term_lasts(
         self, r: int, term: int, leader: str, update: dict[str, torch.Tensor]
     ) -> Verdict | None:
-        """One delivery attempt, abandoned as soon as the chain shows a new term or the round's end.
+        """One delivery attempt, abandoned as soon as the chain shows a new term or the round's end,
+        or the leader's time is up: then this site calls reelect itself.
 
         A frozen or half-dead leader can hold a send for its whole timeout; the re-election that
-        replaces it must not wait for that."""
+        replaces it must not wait for that, nor for some other site to call it."""
         send = asyncio.ensure_future(
             self.node.send_update(
                 self.peers.key(leader), round=r, term=term, state=update, timeout=SEND_TIMEOUT
@@ -256,6 +272,8 @@ class RoundDriver(LeaderSide):
                 now = await self.chain(self.ledger.round, r)
                 if now.status != RoundStatus.ELECTED or now.term != term:
                     log.info("round %d: term %d ended while sending to %s", r, term, leader)
+                    return None
+                if await self.reelect_if_due(r, leader):
                     return None
             return send.result()
         except (TransportError, WireError, KeyError) as exc:

@@ -111,6 +111,8 @@ def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_f
         base = initial_weights(load_task(cfg.site.task))
         honest = {k: v.clone() for k, v in base.items()}
         forged = {k: v + 0.5 if v.is_floating_point() else v for k, v in base.items()}
+        # Commit last: committing first would start the commit window before the daemons are up.
+        wait_until(lambda: len(swarm.ledger.round(0).commits) == 3, 120, 0.2, "the honest commits")
         ledger.commit(0, content_hash(honest), 16)
 
         async def play() -> tuple[Verdict, Exception]:
@@ -162,9 +164,8 @@ def test_forged_update_is_excluded_and_non_member_is_refused(swarm_root, swarm_f
         assert forger_site.address not in info.included
         assert len(info.included) == 3
         if verdict is not None:
-            # the bytes match the digest the forger offered, but not the commitment on chain
-            assert not verdict.ok and verdict.reason == Refusal.INVALID
-            assert verdict.detail.startswith("hash_mismatch")
+            # the digest the forger offered is not its commitment on chain: refused before any byte
+            assert not verdict.ok and verdict.reason == Refusal.WRONG_DIGEST
 
 
 async def _send_until_ready(node, peer, r, term, state) -> Verdict:

@@ -1,15 +1,17 @@
 """Gossip over a fake transport boundary (the real one is in the e2e swarm tests): what is served,
-when an announce leads to a fetch, who is pulled from, and what a failed fetch leaves behind."""
+when an announce leads to a fetch, who is pulled from, what a failed fetch leaves behind, and how
+many chain reads a flood of announces of unknown hashes may cost."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import torch
 
 from swarmd.codec import content_hash
-from swarmd.daemon.gossip import Gossip, Peers
+from swarmd.daemon.gossip import MAX_LOOKUPS, NOT_ON_CHAIN_KEPT, NOT_ON_CHAIN_TTL, Gossip, Peers
 from swarmd.daemon.store import ModelStore
 from swarmd.errors import TransportError
 from swarmd.ledger import Member, MemberStatus, RoundInfo, RoundStatus
@@ -120,3 +122,58 @@ async def test_nobody_serving_keeps_pulling_with_backoff(tmp_path):
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(g.wait_for(h, 0), timeout=0.5)
     assert len(node.fetches) >= 3 and not g.store.has(h)
+
+
+async def test_announces_of_unknown_hashes_start_few_chain_reads_and_the_rest_are_dropped_and_counted(
+    tmp_path,
+):
+    reads: list[int] = []
+    release = asyncio.Event()
+    dropped: list[str] = []
+    g = _gossip(tmp_path, FakeNode({}), _finalized(b"\1" * 32))
+
+    async def slow_round_info(r: int) -> RoundInfo:  # a busy chain thread
+        reads.append(r)
+        await release.wait()
+        return _finalized(b"\1" * 32)
+
+    g.round_info, g.on_dropped = slow_round_info, dropped.append
+    junk = [bytes([i]) * 32 for i in range(2, 202)]  # 200 random-looking hashes
+    for h in junk:
+        g.on_announce(KEYS["b"], 0, h)
+        g.on_announce(KEYS["c"], 0, h)  # the same announce again, from someone else
+    await asyncio.sleep(0)
+    assert len(reads) == MAX_LOOKUPS  # bounded: the rest never reach the chain thread
+    assert len(dropped) == 2 * (len(junk) - MAX_LOOKUPS)  # a duplicate of a read in flight is free
+    assert set(dropped) == {"announce_busy"}
+    release.set()
+    await asyncio.gather(*g._background)
+    # an announce the chain did not confirm is remembered: repeating it costs no chain read
+    dropped.clear()
+    for h in junk[:MAX_LOOKUPS]:
+        g.on_announce(KEYS["b"], 0, h)
+    await asyncio.sleep(0)
+    assert len(reads) == MAX_LOOKUPS and dropped == ["announce_not_on_chain"] * MAX_LOOKUPS
+    assert len(g._not_on_chain) <= NOT_ON_CHAIN_KEPT and not g._looking
+
+
+async def test_a_refused_announce_is_looked_up_again_once_its_memory_expires(tmp_path, monkeypatch):
+    merged = _model(6)
+    h = content_hash(merged)
+    node = FakeNode({KEYS["b"]: {h: merged}})
+    info = [_finalized(b"\1" * 32)]  # our RPC node lags: not finalized there yet
+
+    g = _gossip(tmp_path, node, info[0])
+
+    async def round_info(r: int) -> RoundInfo:
+        return info[0]
+
+    g.round_info = round_info
+    g.on_announce(KEYS["b"], 0, h)
+    await asyncio.gather(*g._background)
+    info[0] = _finalized(h)
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + NOT_ON_CHAIN_TTL + 1)
+    g.on_announce(KEYS["b"], 0, h)
+    await asyncio.gather(*g._background)
+    assert g.store.has(h) and node.fetches == [KEYS["b"]]

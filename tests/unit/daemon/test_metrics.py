@@ -157,3 +157,14 @@ def test_parse_bind(bind, want):
 def test_parse_bind_rejects(bind):
     with pytest.raises(ConfigError):
         parse_bind(bind)
+
+
+def test_the_transports_rejections_are_mirrored_by_their_increase(served):
+    metrics, server = served
+    seen = metrics.transport_rejections({"rate": 3, "not_committer": 1}, {})
+    seen = metrics.transport_rejections({"rate": 5, "not_committer": 1, "stalled": 2}, seen)
+    metrics.rejection("hash_mismatch")  # the daemon's own refusals land in the same counter
+    got = scrape(server.url)
+    total = {reason: got[("swarmd_rejections_total", (("reason", reason),))] for reason in seen}
+    assert total == {"rate": 5.0, "not_committer": 1.0, "stalled": 2.0}
+    assert got[("swarmd_rejections_total", (("reason", "hash_mismatch"),))] == 1.0

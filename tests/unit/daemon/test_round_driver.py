@@ -1,29 +1,32 @@
-"""The round driver's answers to peers, before any byte of an update moves (the full round runs in
-tests/e2e): an offer for a term we are not collecting wakes our chain poll, an update we already
-hold is refused as held, and the sender side reads check_offer's refusals like the handler's."""
+"""The round driver against faked boundaries (the full round runs in tests/e2e and tests/fault):
+its answers to peers before any byte of an update moves (an offer for a term we are not collecting
+wakes our chain poll, one from a non-committer or for another hash than the commitment is refused,
+one we already hold is refused as held), the stall timeout it derives for an exchange, the member
+list it follows between rounds, and the reelect it calls itself while its leader does not answer."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 import torch
 
 from swarmd.codec import Manifest
 from swarmd.daemon.exchange import Exchange
-from swarmd.daemon.leader import HandlerSlot
+from swarmd.daemon.leader import MIN_STALL, HandlerSlot, stall_timeout
 from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import DaemonError
-from swarmd.ledger import Member, MemberStatus
+from swarmd.ledger import CommitInfo, Member, MemberStatus, RoundInfo, RoundStatus
 from swarmd.ledger import errors as reverts
 from swarmd.merge import rule_for
 from swarmd.task import load_task
 from swarmd.train import BUNDLES_DIR
-from swarmd.transport import Refusal, UpdateHeader
+from swarmd.transport import Limits, PeerId, Refusal, UpdateHeader, Verdict
 
 ME, PEER = "0xLeader", "0xPeer"
 PEER_KEY = b"\x07" * 32
@@ -48,8 +51,8 @@ async def driver(tmp_path) -> AsyncIterator[RoundDriver]:
     d.close()
 
 
-def _offer(r: int, term: int) -> UpdateHeader:
-    return UpdateHeader(round=r, term=term, digest=b"\2" * 32, manifest=Manifest(()))
+def _offer(r: int, term: int, digest: bytes = b"\2" * 32) -> UpdateHeader:
+    return UpdateHeader(round=r, term=term, digest=digest, manifest=Manifest(()))
 
 
 def _open_exchange(d: RoundDriver, r: int, term: int) -> Exchange:
@@ -131,3 +134,196 @@ async def test_phases_are_journaled_with_their_first_entry_and_time_spent(driver
     assert two.entered == {"sync": 100.0, "train": 101.0, "elect": 103.0}
     assert two.phases == {"sync": 1.0, "train": 3.5, "elect": 1.5}
     assert three.entered == {"sync": 106.0} and -1 not in driver.journal.rounds
+
+
+# --- admission before bytes -----------------------------------------------------------------------
+async def test_offers_from_non_committers_or_for_another_hash_are_refused_before_any_byte(driver):
+    stranger_key, late_key = b"\x08" * 32, b"\x09" * 32
+    driver.peers.update(
+        [
+            Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE),
+            Member("0xLate", late_key, "tcp://late", MemberStatus.ACTIVE),  # a member that did not commit
+        ]
+    )
+    _open_exchange(driver, r=2, term=1)
+    wrong = driver.check_offer(PEER_KEY, _offer(2, 1, digest=b"\3" * 32))
+    assert (wrong.ok, wrong.reason) == (False, Refusal.WRONG_DIGEST)
+    late = driver.check_offer(late_key, _offer(2, 1))
+    assert (late.ok, late.reason) == (False, Refusal.NOT_COMMITTER)
+    stranger = driver.check_offer(stranger_key, _offer(2, 1))
+    assert (stranger.ok, stranger.reason) == (False, Refusal.NOT_MEMBER)
+    assert driver.check_offer(PEER_KEY, _offer(2, 1)).ok  # the committer, with its commitment
+    # none of these is worth a retry to the sender
+    assert not {Refusal.WRONG_DIGEST, Refusal.NOT_COMMITTER, Refusal.NOT_MEMBER} & TRANSIENT_REFUSALS
+
+
+# --- fakes of the chain and transport boundaries ---------------------------------------------------
+def _round(term: int, leader: str, status: RoundStatus = RoundStatus.ELECTED) -> RoundInfo:
+    commits = tuple(CommitInfo(a, bytes([i + 1]) * 32, 4, 2) for i, a in enumerate((ME, PEER, "0xThird")))
+    return RoundInfo(
+        round=2, status=status, term=term, leader=leader, commits=commits, failed_leaders=(),
+        base_hash=b"\0" * 32, merged_hash=None, included=(), opened_block=1, first_commit_block=2,
+        elected_block=10, finalized_block=None,
+    )  # fmt: skip
+
+
+class FakeLedger:
+    """The chain as the driver reads it: a round whose leader times out at `timeout_block`."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+        self.block = 10
+        self.timeout_block = 10**9
+        self.info = _round(1, PEER)
+        self.reelected: list[int] = []
+
+    def active_members(self) -> list[Member]:
+        return list(self.members)
+
+    def block_number(self) -> int:
+        self.block += 1
+        return self.block
+
+    def round(self, r: int) -> RoundInfo:
+        self.block += 1  # every read is one block later: the chain moves while we wait
+        return self.info
+
+    def can_reelect(self, r: int) -> bool:
+        return self.block > self.timeout_block
+
+    def reelect(self, r: int) -> None:
+        self.reelected.append(r)
+        self.info = dataclasses.replace(self.info, term=self.info.term + 1, leader="0xThird")
+
+
+class FakeNode:
+    """The transport: a leader that never answers (frozen), and one that accepts."""
+
+    def __init__(self, frozen: set[bytes]) -> None:
+        self.frozen = frozen
+        self.sent: list[bytes] = []
+        self.cancelled = 0
+        self.peer_sets: list[set[bytes]] = []
+        self.limits = Limits()
+
+    def set_peers(self, peers: Mapping[PeerId, str]) -> None:
+        self.peer_sets.append(set(peers))
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limits = limits
+
+    async def send_update(self, peer: PeerId, **kw: object) -> Verdict:
+        self.sent.append(peer)
+        if peer in self.frozen:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return Verdict(True)
+
+
+THIRD_KEY = b"\x0a" * 32
+MEMBERS = [
+    Member(ME, b"\x06" * 32, "tcp://me", MemberStatus.ACTIVE),
+    Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE),
+    Member("0xThird", THIRD_KEY, "tcp://third", MemberStatus.ACTIVE),
+]
+
+
+@pytest.fixture
+async def committer(tmp_path) -> AsyncIterator[tuple[RoundDriver, FakeLedger, FakeNode]]:
+    """A committer of round 2 whose update is stored, with a poll short enough for a unit test."""
+    ledger, node = FakeLedger(list(MEMBERS)), FakeNode(frozen={PEER_KEY})
+    d = RoundDriver(
+        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
+        ledger=ledger,  # type: ignore[arg-type]
+        node=node,  # type: ignore[arg-type]
+        trainer=None,  # type: ignore[arg-type]
+        store=ModelStore(tmp_path / "ckpt"),
+        journal=Journal.open(tmp_path / "journal.json"),
+        state=DaemonState(site="a", address=ME),
+        metrics=Metrics(),
+        poll_interval=0.01,
+    )
+    d.journal.update(2, update_hash=d.store.put({"w": torch.ones(3)}))
+    await d.refresh_members()
+    yield d, ledger, node
+    d.close()
+
+
+# --- re-election without waiting ---------------------------------------------------------------------
+async def test_a_committer_stuck_sending_to_a_frozen_leader_calls_reelect_itself_then_delivers(committer):
+    d, ledger, node = committer
+    ledger.timeout_block = ledger.block + 2  # the leader's time runs out two polls into the send
+    await asyncio.wait_for(d.deliver(2, ledger.info), timeout=5)  # not the send's own 15 s timeout
+    assert ledger.reelected == [2] and node.sent == [PEER_KEY] and node.cancelled == 1
+    new = await asyncio.wait_for(d.until_settled(2, term=1), timeout=5)
+    assert (new.term, new.leader) == (2, "0xThird")
+    await asyncio.wait_for(d.deliver(2, new), timeout=5)
+    assert node.sent == [PEER_KEY, THIRD_KEY] and d.journal.get(2).delivered_term == 2
+    assert ledger.reelected == [2]  # once: the new term is not re-elected
+
+
+# --- membership is live -------------------------------------------------------------------------------
+async def test_a_removed_member_is_cut_off_within_a_chain_poll_mid_round(committer):
+    d, ledger, node = committer
+    follower = asyncio.ensure_future(d.follow_members())
+    try:
+        await asyncio.sleep(0.05)
+        calls = len(node.peer_sets)
+        assert calls == 1  # an unchanged member list is not pushed to the node again
+        ledger.members = [m for m in MEMBERS if m.account != PEER]  # the admin removes PEER
+        for _ in range(100):
+            if len(node.peer_sets) > calls:
+                break
+            await asyncio.sleep(0.01)
+        assert node.peer_sets[-1] == {THIRD_KEY}  # the node drops its sessions and streams
+        assert PEER_KEY not in d.peers.members and PEER not in d.peers.endpoints
+        _open_exchange(d, r=2, term=1)  # PEER had committed, but is no member any more
+        assert d.check_offer(PEER_KEY, _offer(2, 1)).reason == Refusal.NOT_MEMBER
+        assert d.blocks.seconds_per_block() is not None  # the follower also keeps the block clock
+    finally:
+        follower.cancel()
+
+
+# --- stalls dropped well before the deadline ------------------------------------------------------------
+def test_stall_timeout_fits_the_stalls_a_committer_can_cause_before_the_deadline():
+    lim = Limits()
+    # plenty of time: the node's own setting
+    assert stall_timeout(600.0, 1 << 20, 3, lim, ceiling=20.0) == 20.0
+    # 30 s left, 4 senders of 8 MiB at 8 MiB/s: 26 s shared by 2 * streams_per_peer + 2 stalls
+    assert stall_timeout(30.0, 8 << 20, 4, lim, ceiling=20.0) == pytest.approx(26.0 / 6)
+    # almost no time: never below one chunk's time (twice) or MIN_STALL
+    assert stall_timeout(1.0, 1 << 20, 3, lim, ceiling=20.0) == MIN_STALL
+    big_chunks = Limits(chunk_size=32 << 20)
+    assert stall_timeout(1.0, 1 << 30, 3, big_chunks, ceiling=60.0) == pytest.approx(2 * 32 / 8)
+
+
+async def test_the_leader_shortens_the_stall_timeout_from_the_blocks_left_and_their_pace(committer):
+    d, ledger, node = committer
+    now = asyncio.get_running_loop().time()
+    d.blocks.saw(100, now - 10.0)
+    d.blocks.saw(110, now)  # one block a second
+    ledger.block = 11  # read as 12: elected at 10, the deadline is 2/3 of leader_timeout later
+    deadline = d.deadline_block(ledger.info)
+    await d.limit_stalls(ledger.info, 1 << 20, ceiling=node.limits.stall_timeout)
+    seconds_left = deadline - 12
+    want = stall_timeout(seconds_left, 1 << 20, 2, Limits(), ceiling=Limits().stall_timeout)
+    assert node.limits.stall_timeout == pytest.approx(want) and want < Limits().stall_timeout
+
+
+async def test_the_exchange_takes_offers_only_once_the_shorter_stall_timeout_is_in_place(committer):
+    d, ledger, node = committer
+    seen: list[object] = []
+
+    async def limit_stalls(info: RoundInfo, update_bytes: int, ceiling: float) -> None:
+        seen.append(d.exchange)  # a stream admitted now would start with the node's old limits
+        node.set_limits(dataclasses.replace(node.limits, stall_timeout=2.0))
+        raise asyncio.CancelledError  # enough of the exchange: we only look at its opening
+
+    d.limit_stalls = limit_stalls  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await d.lead(2, dataclasses.replace(ledger.info, leader=ME), {"w": torch.zeros(3)})
+    assert seen == [None]
+    assert d.exchange is None and node.limits.stall_timeout == Limits().stall_timeout  # restored
