@@ -25,6 +25,7 @@ from swarmd.aio import wait_within
 from swarmd.codec import Manifest
 from swarmd.errors import HashMismatch, PeerRejected, TransportError
 from swarmd.transport import messages as m
+from swarmd.transport.bulk import BulkChunk, BulkGrant
 from swarmd.transport.context import Context
 from swarmd.transport.flow import Flows, SendFn
 from swarmd.transport.handler import PeerId, Verdict
@@ -134,7 +135,7 @@ class Client:
             return conn.bulk
         if conn.bulk is not None:
             conn.bulk.close(linger=0)
-        sock = self.ctx.socket(zmq.DEALER)
+        sock = self.ctx.socket(zmq.DEALER, bulk=True)
         sock.connect(f"{_host(conn.endpoint)}:{port}")
         conn.bulk, conn.bulk_port = sock, port
         self._listen(conn, sock, via_bulk=True)
@@ -145,7 +146,13 @@ class Client:
             self._on_answer(conn, r, via_bulk=via_bulk)
 
         loop = receive_loop(
-            self.ctx, sock, dispatch, where="peer connection", peer_of=lambda _: conn.key, routed=False
+            self.ctx,
+            sock,
+            dispatch,
+            where="peer connection",
+            peer_of=lambda _: conn.key,
+            routed=False,
+            bulk_channel=via_bulk,
         )
         conn.tasks.append(asyncio.ensure_future(loop))
 
@@ -178,8 +185,12 @@ class Client:
     def _on_answer(self, conn: _Conn, r: Received, *, via_bulk: bool) -> None:
         """Answers from one peer: chunks and grants of open streams, else by request id."""
         msg = r.msg
-        if isinstance(msg, m.Chunk):
-            self.flows.on_chunk(msg, r.data, via_bulk=via_bulk, peer=conn.key)
+        if isinstance(msg, BulkChunk):
+            self.flows.on_chunk(msg.sid, msg.seq, [msg.sealed], via_bulk=True, peer=conn.key)
+        elif isinstance(msg, BulkGrant):
+            self.flows.on_bulk_grant(msg)
+        elif isinstance(msg, m.Chunk):
+            self.flows.on_chunk(msg.sid, msg.seq, r.data, via_bulk=False, peer=conn.key)
         elif isinstance(msg, m.Grant) and self.flows.on_grant(msg, peer=conn.key):
             pass
         elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve) and not via_bulk:
@@ -372,7 +383,8 @@ class Client:
         stream = Inbound(serve.sid, conn.key, serve.manifest, ctx.limits.chunk_size, key)
 
         async def grant(n: int, first: bool) -> None:
-            await ctx.send(sock, [m.encode(m.Grant(serve.req, serve.sid, n))])
+            frame = stream.sealed_grant() if key is not None else m.encode(m.Grant(serve.req, serve.sid, n))
+            await ctx.send(sock, [frame])
 
         failure: str | None = "fetcher gave up"
         try:

@@ -6,11 +6,13 @@ is done by its two sides, which share one `Context` and one table of open stream
 - server.py, the serving side: the control ROUTER, bound on the site endpoint, CURVE server, whose
   ZAP handler admits only the CURVE keys of current members; and the bulk ROUTER, plain TCP, which
   carries only chunks sealed under a random per-stream key that travelled over CURVE, plus the
-  credit grants of those streams (see stream.py and docs/transport.md for why);
+  sealed credit grants of those streams, in a fixed layout parsed without msgpack (bulk.py; see
+  stream.py and docs/transport.md for why);
 - client.py, the client side: one CURVE control DEALER per peer (and a bulk DEALER, made on first
   use) for our requests and their answers. The daemon can send an update while receiving others.
 
-Every bad input is logged, counted in `stats.rejections[reason]` and dropped; it never ends the node.
+Every bad input is logged (rate-limited per peer), counted in `stats.rejections[reason]` and dropped;
+it never ends the node. A member's control traffic is held to per-peer budgets (budget.py, `rate`).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class Node:
         self.endpoint = _bind_socket(router, self._bind)
         bulk: zmq.asyncio.Socket | None = None
         if ctx.bulk_mode == "aead":
-            bulk = ctx.socket(zmq.ROUTER)
+            bulk = ctx.socket(zmq.ROUTER, bulk=True)
             ep = _bind_socket(bulk, self._bulk_bind or self._default_bulk_bind())
             ctx.bulk_port = int(ep.rsplit(":", 1)[1])
         self._router_mon = router.get_monitor_socket()
@@ -195,6 +197,7 @@ class Node:
         self._client.keep_only(new)
         self._flows.end_inbound_outside(new)
         self._ctx.members = new
+        self._ctx.forget_outside(new)
 
     def callback(self, domain: str, key: bytes) -> bool:
         """ZAP credentials provider: admit a CURVE key only if it belongs to a current member."""
