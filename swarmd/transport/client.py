@@ -56,6 +56,7 @@ class _Conn:
         self.mon = mon
         self.bulk: zmq.asyncio.Socket | None = None
         self.bulk_port: int | None = None
+        self.bulk_token: bytes | None = None
         self.pending: dict[int, Answers] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.refused: str | None = None  # set by the monitor when the peer refuses our handshake
@@ -130,14 +131,19 @@ class Client:
         self.conns[peer] = conn
         return conn
 
-    def _bulk(self, conn: _Conn, port: int) -> zmq.asyncio.Socket:
-        if conn.bulk is not None and conn.bulk_port == port:
+    def _bulk(self, conn: _Conn, port: int | None, token: bytes | None) -> zmq.asyncio.Socket:
+        """Our bulk DEALER to the peer's bulk port, logged in with the token it handed us over CURVE."""
+        if port is None or token is None:
+            raise TransportError("peer sent a session key without a bulk port and token")
+        if conn.bulk is not None and (conn.bulk_port, conn.bulk_token) == (port, token):
             return conn.bulk
         if conn.bulk is not None:
             conn.bulk.close(linger=0)
         sock = self.ctx.socket(zmq.DEALER, bulk=True)
+        sock.plain_username = self.ctx.public_id.hex().encode()
+        sock.plain_password = token.hex().encode()
         sock.connect(f"{_host(conn.endpoint)}:{port}")
-        conn.bulk, conn.bulk_port = sock, port
+        conn.bulk, conn.bulk_port, conn.bulk_token = sock, port, token
         self._listen(conn, sock, via_bulk=True)
         return sock
 
@@ -188,7 +194,7 @@ class Client:
         if isinstance(msg, BulkChunk):
             self.flows.on_chunk(msg.sid, msg.seq, [msg.sealed], via_bulk=True, peer=conn.key)
         elif isinstance(msg, BulkGrant):
-            self.flows.on_bulk_grant(msg)
+            self.flows.on_bulk_grant(msg, peer=conn.key)
         elif isinstance(msg, m.Chunk):
             self.flows.on_chunk(msg.sid, msg.seq, r.data, via_bulk=False, peer=conn.key)
         elif isinstance(msg, m.Grant) and self.flows.on_grant(msg, peer=conn.key):
@@ -315,9 +321,7 @@ class Client:
     def _update_sender(self, conn: _Conn, grant: m.Grant) -> SendFn:
         sock = conn.control
         if grant.key is not None:
-            if grant.bulk_port is None:
-                raise TransportError("peer sent a session key without a bulk port")
-            sock = self._bulk(conn, grant.bulk_port)
+            sock = self._bulk(conn, grant.bulk_port, grant.token)
         return lambda frames: self.ctx.send(sock, frames)
 
     async def _until_reply(
@@ -377,9 +381,7 @@ class Client:
             raise PeerRejected(f"model of {serve.manifest.total_nbytes} bytes exceeds {max_bytes}")
         sock = conn.control
         if key is not None:
-            if serve.bulk_port is None:
-                raise TransportError("peer serves without a bulk port")
-            sock = self._bulk(conn, serve.bulk_port)
+            sock = self._bulk(conn, serve.bulk_port, serve.token)
         stream = Inbound(serve.sid, conn.key, serve.manifest, ctx.limits.chunk_size, key)
 
         async def grant(n: int, first: bool) -> None:

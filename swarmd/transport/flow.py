@@ -116,10 +116,12 @@ class Flows:
         out.grant(msg.credits)
         return True
 
-    def on_bulk_grant(self, g: bulk.BulkGrant, route: bytes | None = None) -> None:
+    def on_bulk_grant(
+        self, g: bulk.BulkGrant, *, peer: PeerId | None = None, route: bytes | None = None
+    ) -> None:
         """A sealed grant from the bulk channel for one of our outbound streams."""
         out = self.outbound.get(g.sid)
-        if out is None:
+        if out is None or (peer is not None and peer != out.peer):
             raise m.BadMessage("unknown_stream", "grant for no open stream")
         out.grant_sealed(g)
         if route is not None:

@@ -4,7 +4,7 @@
 receive a message, count it, check its envelope, then
 - bulk sockets: parse the fixed-layout bulk header (bulk.py; no msgpack);
 - control sockets: check the sender is a member and within its budget (budget.py; else `rate`), then
-  decode the header: inline when small, on a worker thread when larger than 64 KiB (a manifest), so
+  decode the header: inline when small, on a worker thread when larger than 8 KiB (a manifest), so
   pings stay answered while it decodes; the decode time is charged to the sender's CPU budget;
 hand it to the side's dispatch, and count and drop whatever is bad, so a bad frame or a bug never
 ends the loop (a dead loop is a deaf socket). `monitor_loop` reads libzmq's events for one socket.
@@ -61,6 +61,9 @@ async def receive_loop(
     `bulk_channel`: frames in bulk.py's fixed layout, not msgpack."""
     off_loop: Counter[PeerId] = Counter()  # large headers of each peer decoding on a worker thread
     while True:
+        # A ready socket's recv completes without yielding: without this, a flood on one socket would
+        # starve every other task of the loop (streams' credit, handler calls, the ZAP handler).
+        await asyncio.sleep(0)
         frames = await sock.recv_multipart(copy=False)
         ctx.count_in(frames)
         peer = peer_of(frames)

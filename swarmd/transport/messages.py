@@ -4,7 +4,7 @@ Control channel only (the bulk channel speaks the fixed layout of bulk.py). Ever
 `[header, *data]`: frame 0 is a msgpack map `{"v": 3, "kind": ..., fields}` whose first two keys are
 "v" and "kind", the other frames (only for `chunk`) are raw payload bytes.
 
-Decoding is bounded before it starts: a frame over 64 KiB must be an `update` or a `serve` (the only
+Decoding is bounded before it starts: a frame over 8 KiB must be an `update` or a `serve` (the only
 kinds with a manifest; the first keys are read from its first bytes to tell) and within the size a
 manifest of `max_tensors` tensors can have; msgpack's per-container limits cap each array at the
 task's tensor count; and every array and map counts against a total budget proportional to the frame
@@ -22,10 +22,13 @@ Kinds (client = the side that sent the request over its DEALER; server = the ROU
                                                      offer to stream an update; answered by a grant
                                                      (stream opens) or a reply (refused)
     fetch    c->s  req, model_hash, max_bytes, key   ask for a model; answered by serve or a reply
-    serve    s->c  req, sid, manifest, bulk_port     the fetch's stream opens; the client grants credit
-    grant    r->s  req, sid, credits, key, bulk_port the receiver of a stream allows `credits` more chunks;
+    serve    s->c  req, sid, manifest, bulk_port, token
+                                                     the fetch's stream opens; the client grants credit
+    grant    r->s  req, sid, credits, key, bulk_port, token
+                                                     the receiver of a stream allows `credits` more chunks;
                                                      the first grant carries the session key (or none
-                                                     for chunks over the CURVE channel) and bulk port;
+                                                     for chunks over the CURVE channel), bulk port and
+                                                     the sender's bulk password (`token`);
                                                      later grants of a sealed stream are bulk.py's
     chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream over CURVE, in order (a
                                                      sealed stream's chunks are bulk.py's)
@@ -52,7 +55,9 @@ from swarmd.errors import CodecError, WireError
 # "v" and "kind" lead every control header
 PROTOCOL_VERSION = 3
 MAX_HEADER_BYTES = 16 << 20  # a manifest of MAX_TENSORS long names fits
-SMALL_FRAME = 64 << 10  # every kind fits; only manifests are larger, and those decode off the loop
+# Every kind without a manifest fits (a reply's detail is at most MAX_TEXT); larger frames are manifests,
+# decoded off the event loop. Small, so no frame decoded on the loop costs more than a fraction of a ms.
+SMALL_FRAME = 8 << 10
 MANIFEST_KINDS = frozenset({"update", "serve"})
 _SPEC_BYTES = MAX_NAME_LEN + 64 + 9 * MAX_NDIM  # the most one tensor's entry can take on the wire
 MAX_META_ITEMS = 32
@@ -262,7 +267,8 @@ class Serve(Message):
     sid: bytes
     manifest: Manifest
     bulk_port: int | None
-    SCHEMA = {"req": _uint, "sid": _b16, "manifest": _manifest, "bulk_port": _opt(_uint)}
+    token: bytes | None = None  # the fetcher's password on our bulk port (PLAIN, checked by ZAP)
+    SCHEMA = {"req": _uint, "sid": _b16, "manifest": _manifest, "bulk_port": _opt(_uint), "token": _opt(_b32)}
 
 
 @dataclass(frozen=True)
@@ -273,7 +279,15 @@ class Grant(Message):
     credits: int
     key: bytes | None = None
     bulk_port: int | None = None
-    SCHEMA = {"req": _uint, "sid": _b16, "credits": _uint, "key": _opt(_b32), "bulk_port": _opt(_uint)}
+    token: bytes | None = None  # the sender's password on our bulk port (PLAIN, checked by ZAP)
+    SCHEMA = {
+        "req": _uint,
+        "sid": _b16,
+        "credits": _uint,
+        "key": _opt(_b32),
+        "bulk_port": _opt(_uint),
+        "token": _opt(_b32),
+    }
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,14 @@ from swarmd.transport.stream import Inbound, Outbound, new_key, new_sid
 log = logging.getLogger("swarmd.transport")
 
 
+def _bulk_user(frames: list[zmq.Frame]) -> PeerId | None:
+    """The member id ZAP admitted on the bulk port (the PLAIN user name, hex)."""
+    try:
+        return bytes.fromhex(str(frames[1].get("User-Id")))
+    except (ValueError, IndexError, zmq.ZMQError):
+        return None
+
+
 def _user(frames: list[zmq.Frame]) -> PeerId | None:
     """The CURVE key ZAP authenticated for this message (its `User-Id`), if any."""
     try:
@@ -78,7 +86,7 @@ class Server:
                     self.bulk,
                     self._dispatch_bulk,
                     where="bulk socket",
-                    peer_of=lambda _: None,
+                    peer_of=_bulk_user,
                     routed=True,
                     bulk_channel=True,
                 )
@@ -131,9 +139,11 @@ class Server:
     # --- bulk ROUTER (sealed chunks and their grants only) ---------------------------------------------
     async def _dispatch_bulk(self, r: Received) -> None:
         if isinstance(r.msg, BulkChunk):
-            self.flows.on_chunk(r.msg.sid, r.msg.seq, [r.msg.sealed], via_bulk=True, route=r.route)
+            self.flows.on_chunk(
+                r.msg.sid, r.msg.seq, [r.msg.sealed], via_bulk=True, peer=r.peer, route=r.route
+            )
         elif isinstance(r.msg, BulkGrant):
-            self.flows.on_bulk_grant(r.msg, route=r.route)
+            self.flows.on_bulk_grant(r.msg, peer=r.peer, route=r.route)
         else:  # receive_loop parses bulk frames into these two only
             raise m.BadMessage("unexpected_kind", "not a bulk message")
 
@@ -198,7 +208,9 @@ class Server:
         stream = Inbound(new_sid(), peer, msg.manifest, ctx.limits.chunk_size, key)
 
         async def grant(n: int, first: bool) -> None:
-            g = m.Grant(msg.req, stream.sid, n, key if first else None, ctx.bulk_port if first else None)
+            g = m.Grant(msg.req, stream.sid, n)
+            if first and key is not None:
+                g = m.Grant(msg.req, stream.sid, n, key, ctx.bulk_port, ctx.bulk_token(peer))
             if first or key is None:
                 await self._reply(rid, g)
             else:
@@ -264,7 +276,8 @@ class Server:
         out = Outbound(new_sid(), peer, msg.key)
         self.flows.outbound[out.sid] = out
         try:
-            await self._reply(rid, m.Serve(msg.req, out.sid, manifest, ctx.bulk_port if msg.key else None))
+            bulk = (ctx.bulk_port, ctx.bulk_token(peer)) if msg.key else (None, None)
+            await self._reply(rid, m.Serve(msg.req, out.sid, manifest, *bulk))
 
             async def send(frames_: list[OutFrame]) -> None:
                 if msg.key is None:

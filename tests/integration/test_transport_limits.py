@@ -146,7 +146,7 @@ def test_stream_violations_end_the_stream_not_the_node(
     node, raw = _member(loop_node, raw_peer, limits=limits)
     grant = _open_stream(raw, 1)
     sid, key = grant["sid"], grant["key"]
-    bulk = raw_peer(f"tcp://127.0.0.1:{grant['bulk_port']}", None)
+    bulk = raw_peer(f"tcp://127.0.0.1:{grant['bulk_port']}", None, None, (raw.key, grant["token"]))
     chunk = bytes(4 << 20)
     if violation == "skip":
         bulk.send(chunk_head(sid, 1), _seal(key, sid, 1, chunk))
@@ -272,15 +272,20 @@ def test_fuzzed_frames_never_crash_the_node_while_an_honest_transfer_completes(
     loop_node, raw_peer, spawn_peer
 ) -> None:
     node, raw = _member(loop_node, raw_peer)
-    bulk = raw_peer(f"tcp://127.0.0.1:{node.node.bulk_port}", None)
     honest = spawn_peer()
+    other = raw_peer(
+        node.node.endpoint, node.public
+    )  # a member that does not fuzz (the fuzzer is over budget)
     members = {
         raw.key: "tcp://127.0.0.1:1",
+        other.key: "tcp://127.0.0.1:2",
         honest.key: honest.endpoint,
         node.node.peer_id: node.node.endpoint,
     }
     node.set_peers(members)
     honest.set_peers(members)
+    token = _open_stream(raw, 1)["token"]  # a member's login to the bulk port (the stream then stalls)
+    bulk = raw_peer(f"tcp://127.0.0.1:{node.node.bulk_port}", None, None, (raw.key, token))
     result: dict[str, Any] = {}
     t = threading.Thread(
         target=lambda: result.update(honest.call("update", peer=node.node.peer_id.hex(), n_params=7_000_000))
@@ -299,6 +304,6 @@ def test_fuzzed_frames_never_crash_the_node_while_an_honest_transfer_completes(
         t.join(0.01)
     t.join(60)
     assert result["verdict"]["ok"] and result["verdict"]["detail"] == result["sent"], result
-    assert _ping_ok(raw)
+    assert _ping_ok(other)
     assert sum(node.node.stats.rejections.values()) > 0
     assert node.handler.updates == 1

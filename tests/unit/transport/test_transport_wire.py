@@ -145,9 +145,10 @@ def _reason_of(frame: bytes, **kw: int) -> str:
 
 def test_nested_empty_arrays_are_cut_off_by_the_total_object_budget() -> None:
     # 60 000 empty arrays in one 60 kB frame: within every per-container limit, ~50x in memory
-    bomb = msgpack.packb({"v": V, "kind": "ping", "req": 1, "sent": [[]] * 60_000})
-    assert len(bomb) < m.SMALL_FRAME
-    assert _reason_of(bomb) == "over_budget"
+    assert _reason_of(_offer_header([[]] * 60_000)) == "over_budget"
+    small = msgpack.packb({"v": V, "kind": "ping", "req": 1, "sent": [[[[]]]] * 1_000})
+    assert len(small) < m.SMALL_FRAME
+    assert _reason_of(small) == "over_budget"
 
 
 def test_a_large_frame_of_a_kind_without_a_manifest_is_refused_before_it_is_decoded() -> None:
