@@ -15,8 +15,9 @@ reason is a `Refusal`.
 
 Layout, one file per role: node.py the front (lifecycle, ZAP, member set, stats, limits);
 server.py the serving side (ROUTERs); client.py the client side (a DEALER per peer, our requests);
-loop.py the shared receive and monitor loops; flow.py the open streams and their credit flow;
-context.py the state the sides share; stream.py one stream's ends; messages.py the wire format.
+loop.py the shared receive and monitor loops; flow.py the open streams, their credit flow and the
+admission of inbound ones; context.py the state the sides share; budget.py per-peer token buckets;
+stream.py one stream's ends; messages.py the control wire format; bulk.py the bulk one (fixed layout).
 """
 
 from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict

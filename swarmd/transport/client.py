@@ -25,6 +25,7 @@ from swarmd.aio import wait_within
 from swarmd.codec import Manifest
 from swarmd.errors import HashMismatch, PeerRejected, TransportError
 from swarmd.transport import messages as m
+from swarmd.transport.bulk import BulkChunk, BulkGrant
 from swarmd.transport.context import Context
 from swarmd.transport.flow import Flows, SendFn
 from swarmd.transport.handler import PeerId, Verdict
@@ -55,6 +56,7 @@ class _Conn:
         self.mon = mon
         self.bulk: zmq.asyncio.Socket | None = None
         self.bulk_port: int | None = None
+        self.bulk_token: bytes | None = None
         self.pending: dict[int, Answers] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.refused: str | None = None  # set by the monitor when the peer refuses our handshake
@@ -129,14 +131,19 @@ class Client:
         self.conns[peer] = conn
         return conn
 
-    def _bulk(self, conn: _Conn, port: int) -> zmq.asyncio.Socket:
-        if conn.bulk is not None and conn.bulk_port == port:
+    def _bulk(self, conn: _Conn, port: int | None, token: bytes | None) -> zmq.asyncio.Socket:
+        """Our bulk DEALER to the peer's bulk port, logged in with the token it handed us over CURVE."""
+        if port is None or token is None:
+            raise TransportError("peer sent a session key without a bulk port and token")
+        if conn.bulk is not None and (conn.bulk_port, conn.bulk_token) == (port, token):
             return conn.bulk
         if conn.bulk is not None:
             conn.bulk.close(linger=0)
-        sock = self.ctx.socket(zmq.DEALER)
+        sock = self.ctx.socket(zmq.DEALER, bulk=True)
+        sock.plain_username = self.ctx.public_id.hex().encode()
+        sock.plain_password = token.hex().encode()
         sock.connect(f"{_host(conn.endpoint)}:{port}")
-        conn.bulk, conn.bulk_port = sock, port
+        conn.bulk, conn.bulk_port, conn.bulk_token = sock, port, token
         self._listen(conn, sock, via_bulk=True)
         return sock
 
@@ -145,7 +152,13 @@ class Client:
             self._on_answer(conn, r, via_bulk=via_bulk)
 
         loop = receive_loop(
-            self.ctx, sock, dispatch, where="peer connection", peer_of=lambda _: conn.key, routed=False
+            self.ctx,
+            sock,
+            dispatch,
+            where="peer connection",
+            peer_of=lambda _: conn.key,
+            routed=False,
+            bulk_channel=via_bulk,
         )
         conn.tasks.append(asyncio.ensure_future(loop))
 
@@ -178,8 +191,12 @@ class Client:
     def _on_answer(self, conn: _Conn, r: Received, *, via_bulk: bool) -> None:
         """Answers from one peer: chunks and grants of open streams, else by request id."""
         msg = r.msg
-        if isinstance(msg, m.Chunk):
-            self.flows.on_chunk(msg, r.data, via_bulk=via_bulk, peer=conn.key)
+        if isinstance(msg, BulkChunk):
+            self.flows.on_chunk(msg.sid, msg.seq, [msg.sealed], via_bulk=True, peer=conn.key)
+        elif isinstance(msg, BulkGrant):
+            self.flows.on_bulk_grant(msg, peer=conn.key)
+        elif isinstance(msg, m.Chunk):
+            self.flows.on_chunk(msg.sid, msg.seq, r.data, via_bulk=False, peer=conn.key)
         elif isinstance(msg, m.Grant) and self.flows.on_grant(msg, peer=conn.key):
             pass
         elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve) and not via_bulk:
@@ -304,9 +321,7 @@ class Client:
     def _update_sender(self, conn: _Conn, grant: m.Grant) -> SendFn:
         sock = conn.control
         if grant.key is not None:
-            if grant.bulk_port is None:
-                raise TransportError("peer sent a session key without a bulk port")
-            sock = self._bulk(conn, grant.bulk_port)
+            sock = self._bulk(conn, grant.bulk_port, grant.token)
         return lambda frames: self.ctx.send(sock, frames)
 
     async def _until_reply(
@@ -366,13 +381,12 @@ class Client:
             raise PeerRejected(f"model of {serve.manifest.total_nbytes} bytes exceeds {max_bytes}")
         sock = conn.control
         if key is not None:
-            if serve.bulk_port is None:
-                raise TransportError("peer serves without a bulk port")
-            sock = self._bulk(conn, serve.bulk_port)
+            sock = self._bulk(conn, serve.bulk_port, serve.token)
         stream = Inbound(serve.sid, conn.key, serve.manifest, ctx.limits.chunk_size, key)
 
         async def grant(n: int, first: bool) -> None:
-            await ctx.send(sock, [m.encode(m.Grant(serve.req, serve.sid, n))])
+            frame = stream.sealed_grant() if key is not None else m.encode(m.Grant(serve.req, serve.sid, n))
+            await ctx.send(sock, [frame])
 
         failure: str | None = "fetcher gave up"
         try:

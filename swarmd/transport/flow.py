@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import zmq
 
 from swarmd.aio import wait_within
+from swarmd.transport import bulk
 from swarmd.transport import messages as m
 from swarmd.transport.context import Context, OutFrame
 from swarmd.transport.handler import PeerId
@@ -74,27 +75,29 @@ class Flows:
         """Send every chunk of a payload, each after taking one credit from the receiver."""
         for seq, pieces in enumerate(iter_chunks(frames, self.ctx.limits.chunk_size)):
             await out.take(self.ctx.limits.stall_timeout)
-            await send([m.encode(m.Chunk(out.sid, seq)), *out.seal(seq, pieces)])
+            await send(out.frames(seq, pieces))
 
     def on_chunk(
         self,
-        msg: m.Chunk,
+        sid: bytes,
+        seq: int,
         data: list[memoryview],
         *,
         via_bulk: bool,
         peer: PeerId | None = None,
         route: bytes | None = None,
     ) -> None:
-        """A chunk from the control channel (`peer` known) or the bulk channel (sealed, `route` known)."""
-        stream = self.inbound.get(msg.sid)
-        if (stream is not None and stream.failed is not None) or (stream is None and msg.sid in self.ended):
+        """A chunk from the control channel (`peer` known) or the bulk channel (sealed, `route` known).
+        An unknown stream id costs one dict lookup; a known one's chunk must pass the stream's seal."""
+        stream = self.inbound.get(sid)
+        if (stream is not None and stream.failed is not None) or (stream is None and sid in self.ended):
             return  # residue of a stream that already failed (and was counted once)
         if stream is None:
             raise m.BadMessage("unknown_stream", "chunk for no open stream")
         if via_bulk != (stream.key is not None) or (peer is not None and peer != stream.peer):
             raise m.BadMessage("unknown_stream", "chunk on the wrong channel or from the wrong peer")
         try:
-            stream.accept(msg.seq, data)
+            stream.accept(seq, data)
         except m.BadMessage as exc:
             stream.fail(exc.reason)
             raise
@@ -113,6 +116,17 @@ class Flows:
         out.grant(msg.credits)
         return True
 
+    def on_bulk_grant(
+        self, g: bulk.BulkGrant, *, peer: PeerId | None = None, route: bytes | None = None
+    ) -> None:
+        """A sealed grant from the bulk channel for one of our outbound streams."""
+        out = self.outbound.get(g.sid)
+        if out is None or (peer is not None and peer != out.peer):
+            raise m.BadMessage("unknown_stream", "grant for no open stream")
+        out.grant_sealed(g)
+        if route is not None:
+            out.route = route
+
     def on_cancel(self, peer: PeerId, msg: m.Cancel) -> None:
         """A sender withdrawing its update, or a fetcher abandoning a model we serve to it."""
         stream: Inbound | Outbound | None = self.inbound.get(msg.sid) or self.outbound.get(msg.sid)
@@ -129,3 +143,53 @@ class Flows:
                     "not_member", stream.peer, "an open stream's sender was removed from the members"
                 )
                 stream.fail("not_member")
+
+
+class Admission:
+    """Inbound update streams received at the same time, bounded by count (`max_streams`) and by the
+    sum of their manifests' sizes (`max_inflight_bytes`; one larger update is admitted when it would
+    be alone). Waiters are admitted in FIFO order, so a large update is not starved by small ones."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.active = 0
+        self.inflight = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _fits(self, nbytes: int) -> bool:
+        lim = self.ctx.limits
+        if self.active >= lim.max_streams:
+            return False
+        return self.active == 0 or self.inflight + nbytes <= lim.max_inflight_bytes
+
+    def _enter(self, nbytes: int) -> None:
+        self.active += 1
+        self.inflight += nbytes
+
+    async def acquire(self, nbytes: int) -> None:
+        if not self._waiting and self._fits(nbytes):
+            self._enter(nbytes)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (nbytes, fut)
+        self._waiting.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # admitted as it was cancelled: hand the place on
+                self.release(nbytes)
+            else:
+                self._waiting.remove(entry)
+                self._admit_next()
+            raise
+
+    def release(self, nbytes: int) -> None:
+        self.active -= 1
+        self.inflight -= nbytes
+        self._admit_next()
+
+    def _admit_next(self) -> None:
+        while self._waiting and self._fits(self._waiting[0][0]):
+            nbytes, fut = self._waiting.popleft()
+            self._enter(nbytes)
+            fut.set_result(None)

@@ -1,9 +1,17 @@
 """Wire messages of the swarmd transport: versioned frozen dataclasses with paired encode/decode.
 
-Every ZeroMQ message is `[header, *data]`: frame 0 is a msgpack map `{"v": 2, "kind": ..., fields}`,
-the other frames (only for `chunk`) are raw payload bytes. Decoding applies msgpack's size limits,
-then checks every field's type and range; anything off raises `WireError` with a `reason` label
-that the node counts in `stats.rejections`.
+Control channel only (the bulk channel speaks the fixed layout of bulk.py). Every ZeroMQ message is
+`[header, *data]`: frame 0 is a msgpack map `{"v": 3, "kind": ..., fields}` whose first two keys are
+"v" and "kind", the other frames (only for `chunk`) are raw payload bytes.
+
+Decoding is bounded before it starts: a frame over 8 KiB must be an `update` or a `serve` (the only
+kinds with a manifest; the first keys are read from its first bytes to tell) and within the size a
+manifest of `max_tensors` tensors can have; msgpack's per-container limits cap each array at the
+task's tensor count; and every array and map counts against a total budget proportional to the frame
+(msgpack's own limits do not bound the total: nested empty arrays expand about 50x). Then every
+field's type and range is checked, and a manifest longer than `max_tensors` is refused before it is
+validated. Anything off raises `BadMessage` with a `reason` label the node counts in
+`stats.rejections`.
 
 Kinds (client = the side that sent the request over its DEALER; server = the ROUTER side):
 
@@ -14,11 +22,16 @@ Kinds (client = the side that sent the request over its DEALER; server = the ROU
                                                      offer to stream an update; answered by a grant
                                                      (stream opens) or a reply (refused)
     fetch    c->s  req, model_hash, max_bytes, key   ask for a model; answered by serve or a reply
-    serve    s->c  req, sid, manifest, bulk_port     the fetch's stream opens; the client grants credit
-    grant    r->s  req, sid, credits, key, bulk_port the receiver of a stream allows `credits` more chunks;
+    serve    s->c  req, sid, manifest, bulk_port, token
+                                                     the fetch's stream opens; the client grants credit
+    grant    r->s  req, sid, credits, key, bulk_port, token
+                                                     the receiver of a stream allows `credits` more chunks;
                                                      the first grant carries the session key (or none
-                                                     for chunks over the CURVE channel) and bulk port
-    chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream, in order
+                                                     for chunks over the CURVE channel), bulk port and
+                                                     the sender's bulk password (`token`);
+                                                     later grants of a sealed stream are bulk.py's
+    chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream over CURVE, in order (a
+                                                     sealed stream's chunks are bulk.py's)
     cancel   c->s  sid, reason                       the update's sender gives up; the slot frees
     reply    s->c  req, ok, reason, detail           final answer to an announce, update or fetch;
                                                      `reason` is a `Refusal` value (nil when ok),
@@ -35,11 +48,18 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from swarmd.codec import MAX_TENSORS, Manifest
+from swarmd.codec import MAX_NAME_LEN, MAX_NDIM, MAX_TENSORS, Manifest
 from swarmd.errors import CodecError, WireError
 
-PROTOCOL_VERSION = 2  # 2: a reply's reason is a Refusal value, not free text
+# 2: a reply's reason is a Refusal value, not free text; 3: bulk frames have a fixed layout (bulk.py),
+# "v" and "kind" lead every control header
+PROTOCOL_VERSION = 3
 MAX_HEADER_BYTES = 16 << 20  # a manifest of MAX_TENSORS long names fits
+# Every kind without a manifest fits (a reply's detail is at most MAX_TEXT); larger frames are manifests,
+# decoded off the event loop. Small, so no frame decoded on the loop costs more than a fraction of a ms.
+SMALL_FRAME = 8 << 10
+MANIFEST_KINDS = frozenset({"update", "serve"})
+_SPEC_BYTES = MAX_NAME_LEN + 64 + 9 * MAX_NDIM  # the most one tensor's entry can take on the wire
 MAX_META_ITEMS = 32
 MAX_TEXT = 4096
 U63 = (1 << 63) - 1
@@ -247,7 +267,8 @@ class Serve(Message):
     sid: bytes
     manifest: Manifest
     bulk_port: int | None
-    SCHEMA = {"req": _uint, "sid": _b16, "manifest": _manifest, "bulk_port": _opt(_uint)}
+    token: bytes | None = None  # the fetcher's password on our bulk port (PLAIN, checked by ZAP)
+    SCHEMA = {"req": _uint, "sid": _b16, "manifest": _manifest, "bulk_port": _opt(_uint), "token": _opt(_b32)}
 
 
 @dataclass(frozen=True)
@@ -258,7 +279,15 @@ class Grant(Message):
     credits: int
     key: bytes | None = None
     bulk_port: int | None = None
-    SCHEMA = {"req": _uint, "sid": _b16, "credits": _uint, "key": _opt(_b32), "bulk_port": _opt(_uint)}
+    token: bytes | None = None  # the sender's password on our bulk port (PLAIN, checked by ZAP)
+    SCHEMA = {
+        "req": _uint,
+        "sid": _b16,
+        "credits": _uint,
+        "key": _opt(_b32),
+        "bulk_port": _opt(_uint),
+        "token": _opt(_b32),
+    }
 
 
 @dataclass(frozen=True)
@@ -300,9 +329,69 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb(msg.to_header(), use_bin_type=True)
 
 
-def _unpack(frame: bytes | memoryview) -> object:
+def max_header(kind: str, max_tensors: int) -> int:
+    """The largest header frame of `kind` this node decodes, for manifests of `max_tensors`."""
+    if kind not in MANIFEST_KINDS:
+        return SMALL_FRAME
+    return min(MAX_HEADER_BYTES, SMALL_FRAME + max_tensors * _SPEC_BYTES)
+
+
+def peek_kind(frame: bytes | memoryview) -> str:
+    """The kind of a header from its first bytes alone ("v" and "kind" lead every header)."""
+    u = msgpack.Unpacker(
+        raw=False,
+        max_buffer_size=64,
+        max_str_len=64,
+        max_bin_len=0,
+        max_array_len=0,
+        max_map_len=64,
+        max_ext_len=0,
+    )
+    try:
+        u.feed(bytes(frame[:64]))
+        u.read_map_header()
+        head = [u.unpack() for _ in range(4)]
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise BadMessage("bad_header", f"header does not start with v and kind: {exc}") from exc
+    if head[0] != "v" or head[2] != "kind":
+        raise BadMessage("bad_header", "header does not start with v and kind")
+    if head[1] != PROTOCOL_VERSION:
+        raise BadMessage("bad_version", f"protocol version {head[1]!r}, this node speaks {PROTOCOL_VERSION}")
+    if not isinstance(head[3], str):
+        raise BadMessage("unknown_kind", "kind is not a string")
+    return head[3]
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _Budget:
+    """Counts the arrays and maps an unpack builds; raises once there are more than `left`."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def count(self, obj: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise _OverBudget
+        return obj
+
+
+def object_budget(nbytes: int) -> int:
+    """How many arrays and maps a frame of `nbytes` may hold: an honest manifest has about one per
+    17 bytes (a tensor's map and its shape), so one per 8 bytes is generous, and a bomb of empty
+    arrays (one byte each) is cut off at an eighth of its claims."""
+    return 64 + nbytes // 8
+
+
+def _unpack(frame: bytes | memoryview, max_tensors: int = MAX_TENSORS) -> object:
     if len(frame) > MAX_HEADER_BYTES:
         raise BadMessage("bad_header", f"header of {len(frame)} bytes")
+    budget = _Budget(object_budget(len(frame)))
     try:
         return msgpack.unpackb(
             frame,
@@ -310,18 +399,27 @@ def _unpack(frame: bytes | memoryview) -> object:
             strict_map_key=True,
             max_str_len=MAX_TEXT,
             max_bin_len=64,
-            max_array_len=MAX_TENSORS,
+            max_array_len=max(max_tensors, 2 * MAX_NDIM),
             max_map_len=max(MAX_META_ITEMS, 16),
             max_ext_len=0,
             use_list=True,
+            list_hook=budget.count,
+            object_hook=budget.count,
         )
+    except _OverBudget:
+        raise BadMessage("over_budget", f"header of {len(frame)} bytes holds too many objects") from None
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise BadMessage("bad_header", f"undecodable header: {exc}") from exc
 
 
-def decode(frame: bytes | memoryview) -> Message:
-    """Parse and validate a header frame from a peer; raise BadMessage with a reason label."""
-    obj = _unpack(frame)
+def decode(frame: bytes | memoryview, max_tensors: int = MAX_TENSORS) -> Message:
+    """Parse and validate a header frame from a peer; raise BadMessage with a reason label.
+    `max_tensors`: the most tensors a manifest may list (the task's count)."""
+    if len(frame) > SMALL_FRAME:
+        peeked = peek_kind(frame)
+        if len(frame) > max_header(peeked, max_tensors):
+            raise BadMessage("oversize", f"{peeked[:40]!r} header of {len(frame)} bytes")
+    obj = _unpack(frame, max_tensors)
     if not isinstance(obj, dict):
         raise BadMessage("bad_header", "header is not a map")
     if obj.get("v") != PROTOCOL_VERSION:
@@ -335,4 +433,7 @@ def decode(frame: bytes | memoryview) -> Message:
     body = {k: v for k, v in obj.items() if k not in ("v", "kind")}
     if set(body) != set(cls.SCHEMA):
         raise BadMessage("bad_field", f"{cls.KIND}: fields {sorted(map(str, body))} != {sorted(cls.SCHEMA)}")
+    manifest = body.get("manifest")
+    if isinstance(manifest, list) and len(manifest) > max_tensors:
+        raise BadMessage("too_many_tensors", f"manifest of {len(manifest)} tensors, limit {max_tensors}")
     return cls(**{name: check(body[name]) for name, check in cls.SCHEMA.items()})

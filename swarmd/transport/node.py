@@ -5,12 +5,15 @@ ZAP authenticator, the member set (`set_peers`), the counters (`stats`) and the 
 is done by its two sides, which share one `Context` and one table of open streams (flow.py):
 - server.py, the serving side: the control ROUTER, bound on the site endpoint, CURVE server, whose
   ZAP handler admits only the CURVE keys of current members; and the bulk ROUTER, plain TCP, which
+  admits (ZAP, PLAIN) only members holding the token we handed them over CURVE, and
   carries only chunks sealed under a random per-stream key that travelled over CURVE, plus the
-  credit grants of those streams (see stream.py and docs/transport.md for why);
+  sealed credit grants of those streams, in a fixed layout parsed without msgpack (bulk.py; see
+  stream.py and docs/transport.md for why);
 - client.py, the client side: one CURVE control DEALER per peer (and a bulk DEALER, made on first
   use) for our requests and their answers. The daemon can send an update while receiving others.
 
-Every bad input is logged, counted in `stats.rejections[reason]` and dropped; it never ends the node.
+Every bad input is logged (rate-limited per peer), counted in `stats.rejections[reason]` and dropped;
+it never ends the node. A member's control traffic is held to per-peer budgets (budget.py, `rate`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,23 @@ __all__ = ["ZAP_DOMAIN", "BulkMode", "Limits", "Node", "NodeStats"]
 log = logging.getLogger("swarmd.transport")
 
 ZAP_DOMAIN = "swarmd"
+BULK_ZAP_DOMAIN = "swarmd-bulk"
+
+
+class _Zap(AsyncioAuthenticator):
+    """ZAP for both ROUTERs: CURVE keys of members (control), PLAIN member id + the token we handed
+    that member over CURVE (bulk), so a stranger's connection to the bulk port ends in its handshake
+    and libzmq never reads a frame of it."""
+
+    def __init__(self, zctx: zmq.asyncio.Context, ctx: Context) -> None:
+        super().__init__(zctx, log=logging.getLogger("swarmd.transport.zap"))
+        self._node_ctx = ctx
+
+    def _authenticate_plain(self, domain: str, username: str, password: str) -> tuple[bool, bytes]:
+        if domain == BULK_ZAP_DOMAIN and self._node_ctx.bulk_login_ok(username, password):
+            return True, b"OK"
+        self._node_ctx.stats.handshakes_denied += 1
+        return False, b"not a bulk session of a member"
 
 
 def _z85_bytes(key: str | bytes) -> bytes:
@@ -85,7 +105,7 @@ class Node:
         self._server: Server | None = None
         self._bind = bind
         self._bulk_bind = bulk_bind
-        self._auth: AsyncioAuthenticator | None = None
+        self._auth: _Zap | None = None
         self._router_mon: zmq.asyncio.Socket | None = None
         self.endpoint = ""
 
@@ -99,8 +119,13 @@ class Node:
 
     def set_limits(self, limits: Limits) -> None:
         """Change limits at run time, e.g. `dataclasses.replace(node.limits, stall_timeout=...)` with
-        the stall timeout a leader derives from its exchange deadline; new streams use them."""
+        the stall timeout a leader derives from its exchange deadline; new streams use them, and new
+        connections the frame limits (`max_tensors`, `chunk_size`)."""
         self._ctx.limits = limits
+        if self._server is not None:  # libzmq copies socket options into each new connection
+            self._server.router.maxmsgsize = self._ctx.max_frame
+            if self._server.bulk is not None:
+                self._server.bulk.maxmsgsize = self._ctx.max_bulk_frame
 
     @property
     def max_bytes(self) -> int:
@@ -143,7 +168,7 @@ class Node:
     def _open(self) -> None:
         ctx = self._ctx
         ctx.zmq_ctx = zmq.asyncio.Context()
-        self._auth = AsyncioAuthenticator(ctx.zmq_ctx, log=logging.getLogger("swarmd.transport.zap"))
+        self._auth = _Zap(ctx.zmq_ctx, ctx)
         self._auth.start()
         self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
         router = ctx.socket(zmq.ROUTER)
@@ -154,7 +179,9 @@ class Node:
         self.endpoint = _bind_socket(router, self._bind)
         bulk: zmq.asyncio.Socket | None = None
         if ctx.bulk_mode == "aead":
-            bulk = ctx.socket(zmq.ROUTER)
+            bulk = ctx.socket(zmq.ROUTER, bulk=True)
+            bulk.plain_server = True
+            bulk.zap_domain = BULK_ZAP_DOMAIN.encode()
             ep = _bind_socket(bulk, self._bulk_bind or self._default_bulk_bind())
             ctx.bulk_port = int(ep.rsplit(":", 1)[1])
         self._router_mon = router.get_monitor_socket()
@@ -195,6 +222,7 @@ class Node:
         self._client.keep_only(new)
         self._flows.end_inbound_outside(new)
         self._ctx.members = new
+        self._ctx.forget_outside(new)
 
     def callback(self, domain: str, key: bytes) -> bool:
         """ZAP credentials provider: admit a CURVE key only if it belongs to a current member."""

@@ -1,11 +1,11 @@
 """The serving side of a node: what arrives on our two ROUTERs (the zguide's ROUTER with explicit
 identities), and our answers to it.
 
-- control ROUTER: answers pings and announces; admits update offers into the receive slot (one
-  stream at a time, FIFO, so the receiver holds about one payload whatever the number of senders),
-  receives them and hands them to the handler; serves fetched models (`max_serves` at a time);
-  takes chunks, grants and cancels of streams that run over the CURVE channel.
-- bulk ROUTER: sealed chunks and credit grants only (see stream.py).
+- control ROUTER: answers pings and announces; admits update offers (FIFO, several streams at once,
+  bounded by `max_streams` and `max_inflight_bytes`, so a silent stream cannot shut others out and
+  memory stays bounded), receives them and hands them to the handler one at a time; serves fetched
+  models (`max_serves` at a time); takes chunks, grants and cancels of streams over CURVE.
+- bulk ROUTER: sealed chunks and sealed credit grants only, in bulk.py's fixed layout.
 """
 
 from __future__ import annotations
@@ -22,14 +22,23 @@ from zmq.utils import z85
 from swarmd import codec
 from swarmd.errors import TransportError
 from swarmd.transport import messages as m
+from swarmd.transport.bulk import BulkChunk, BulkGrant
 from swarmd.transport.context import Context, OutFrame
-from swarmd.transport.flow import Flows
+from swarmd.transport.flow import Admission, Flows
 from swarmd.transport.handler import AnnounceHeader, PeerId, UpdateHeader, Verdict
 from swarmd.transport.loop import Received, receive_loop
 from swarmd.transport.messages import Refusal
 from swarmd.transport.stream import Inbound, Outbound, new_key, new_sid
 
 log = logging.getLogger("swarmd.transport")
+
+
+def _bulk_user(frames: list[zmq.Frame]) -> PeerId | None:
+    """The member id ZAP admitted on the bulk port (the PLAIN user name, hex)."""
+    try:
+        return bytes.fromhex(str(frames[1].get("User-Id")))
+    except (ValueError, IndexError, zmq.ZMQError):
+        return None
 
 
 def _user(frames: list[zmq.Frame]) -> PeerId | None:
@@ -52,7 +61,8 @@ class Server:
         self.bulk = bulk
         self._streams_of: Counter[PeerId] = Counter()  # update offers each peer holds
         self._queued = 0
-        self._slot = asyncio.Lock()  # asyncio.Lock wakes waiters in FIFO order
+        self._admission = Admission(ctx)
+        self._handler_turn = asyncio.Lock()  # the handler sees one complete update at a time
         self._serves = asyncio.Semaphore(ctx.limits.max_serves)
 
     def start(self) -> None:
@@ -76,8 +86,9 @@ class Server:
                     self.bulk,
                     self._dispatch_bulk,
                     where="bulk socket",
-                    peer_of=lambda _: None,
+                    peer_of=_bulk_user,
                     routed=True,
+                    bulk_channel=True,
                 )
             )
 
@@ -91,7 +102,7 @@ class Server:
     # --- control ROUTER -----------------------------------------------------------------------------
     async def _dispatch(self, r: Received) -> None:
         rid, peer, msg = r.route, r.peer, r.msg
-        if rid is None or peer is None:  # receive_loop checked both: this only narrows the types
+        if rid is None or peer is None or not isinstance(msg, m.Message):  # narrows the types only
             raise m.BadMessage("not_member", "message without a sender")
         if r.data and not isinstance(msg, m.Chunk):
             raise m.BadMessage("bad_header", f"{msg.KIND} carries unexpected data frames")
@@ -104,7 +115,7 @@ class Server:
         elif isinstance(msg, m.Fetch):
             self.ctx.spawn(self._serve_fetch(rid, peer, msg))
         elif isinstance(msg, m.Chunk):
-            self.flows.on_chunk(msg, r.data, via_bulk=False, peer=peer)
+            self.flows.on_chunk(msg.sid, msg.seq, r.data, via_bulk=False, peer=peer)
         elif isinstance(msg, m.Grant):
             if not self.flows.on_grant(msg, peer=peer):
                 raise m.BadMessage("unknown_stream", "grant for no open stream")
@@ -127,13 +138,14 @@ class Server:
 
     # --- bulk ROUTER (sealed chunks and their grants only) ---------------------------------------------
     async def _dispatch_bulk(self, r: Received) -> None:
-        if isinstance(r.msg, m.Chunk):
-            self.flows.on_chunk(r.msg, r.data, via_bulk=True, route=r.route)
-        elif isinstance(r.msg, m.Grant) and not r.data:
-            if not self.flows.on_grant(r.msg, route=r.route):
-                raise m.BadMessage("unknown_stream", "grant for no open stream")
-        else:
-            raise m.BadMessage("unexpected_kind", f"{r.msg.KIND} on the bulk channel")
+        if isinstance(r.msg, BulkChunk):
+            self.flows.on_chunk(
+                r.msg.sid, r.msg.seq, [r.msg.sealed], via_bulk=True, peer=r.peer, route=r.route
+            )
+        elif isinstance(r.msg, BulkGrant):
+            self.flows.on_bulk_grant(r.msg, peer=r.peer, route=r.route)
+        else:  # receive_loop parses bulk frames into these two only
+            raise m.BadMessage("unexpected_kind", "not a bulk message")
 
     # --- inbound updates ------------------------------------------------------------------------------
     def _admit_update(self, rid: bytes, peer: PeerId, msg: m.UpdateOffer) -> None:
@@ -170,16 +182,21 @@ class Server:
         return verdict
 
     async def _receive_update(self, rid: bytes, peer: PeerId, msg: m.UpdateOffer) -> None:
+        nbytes = msg.manifest.total_nbytes
         try:
-            async with self._slot:
+            try:
+                await self._admission.acquire(nbytes)
+            finally:
                 self._queued -= 1
-                try:
-                    verdict = await self._stream_update(rid, peer, msg)
-                except Exception as exc:  # e.g. no memory for the buffer: refuse this one, keep serving
-                    log.exception("receiving an update failed")
-                    self.ctx.reject("internal_error", peer, repr(exc))
-                    verdict = Verdict(False, Refusal.INTERNAL_ERROR)
-                await self._reply_quietly(rid, m.Reply(msg.req, verdict.ok, verdict.reason, verdict.detail))
+            try:
+                verdict = await self._stream_update(rid, peer, msg)
+            except Exception as exc:  # e.g. no memory for the buffer: refuse this one, keep serving
+                log.exception("receiving an update failed")
+                self.ctx.reject("internal_error", peer, repr(exc))
+                verdict = Verdict(False, Refusal.INTERNAL_ERROR)
+            finally:
+                self._admission.release(nbytes)
+            await self._reply_quietly(rid, m.Reply(msg.req, verdict.ok, verdict.reason, verdict.detail))
         finally:
             self._streams_of[peer] -= 1
             if self._streams_of[peer] <= 0:
@@ -191,11 +208,13 @@ class Server:
         stream = Inbound(new_sid(), peer, msg.manifest, ctx.limits.chunk_size, key)
 
         async def grant(n: int, first: bool) -> None:
-            g = m.Grant(msg.req, stream.sid, n, key if first else None, ctx.bulk_port if first else None)
+            g = m.Grant(msg.req, stream.sid, n)
+            if first and key is not None:
+                g = m.Grant(msg.req, stream.sid, n, key, ctx.bulk_port, ctx.bulk_token(peer))
             if first or key is None:
                 await self._reply(rid, g)
             else:
-                await ctx.send(self._bulk_socket(), [m.encode(g)], stream.route)
+                await ctx.send(self._bulk_socket(), [stream.sealed_grant()], stream.route)
 
         failure = await self.flows.receive(stream, grant)
         if failure is not None:
@@ -210,7 +229,8 @@ class Server:
         ctx.stats.updates_received += 1
         header = UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta)
         try:
-            verdict = await ctx.handler.on_update(peer, header, state, digest)
+            async with self._handler_turn:
+                verdict = await ctx.handler.on_update(peer, header, state, digest)
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
             log.exception("update handler failed")
             ctx.reject("handler_error", peer, repr(exc))
@@ -256,7 +276,8 @@ class Server:
         out = Outbound(new_sid(), peer, msg.key)
         self.flows.outbound[out.sid] = out
         try:
-            await self._reply(rid, m.Serve(msg.req, out.sid, manifest, ctx.bulk_port if msg.key else None))
+            bulk = (ctx.bulk_port, ctx.bulk_token(peer)) if msg.key else (None, None)
+            await self._reply(rid, m.Serve(msg.req, out.sid, manifest, *bulk))
 
             async def send(frames_: list[OutFrame]) -> None:
                 if msg.key is None:

@@ -6,10 +6,12 @@ credits; the sender never has more chunks in flight than it was granted. The rec
 chunk straight into one preallocated buffer and hashes it as it lands, so its memory is one payload
 plus the chunks in flight, whatever the number of senders.
 
-Bulk encryption (see docs/transport.md): with a session key, each chunk is one ChaCha20-Poly1305
-ciphertext, nonce = seq, associated data = sid + seq, so a chunk cannot be replayed, reordered or
-moved to another stream. The key is random per stream and travels over the CURVE channel. Without
-a key the chunk's frames go over the CURVE channel itself.
+Bulk encryption (see docs/transport.md and bulk.py): with a session key, each chunk is one
+ChaCha20-Poly1305 ciphertext, nonce = seq, associated data = the chunk's fixed-layout bulk header (which
+holds sid and seq), so a chunk cannot be replayed, reordered or moved to another stream; the later
+credit grants are sealed under the same key and carry the cumulative credit, so a replayed grant
+grants nothing. The key is random per stream and travels over the CURVE channel. Without a key the
+chunk's frames and the grants go over the CURVE channel itself.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from swarmd.aio import wait_within
 from swarmd.codec import ContentHasher, Manifest
+from swarmd.transport import bulk
+from swarmd.transport import messages as m
+from swarmd.transport.bulk import SID_SIZE, TAG_SIZE
 from swarmd.transport.messages import BadMessage
 
-TAG_SIZE = 16
-SID_SIZE = 16
+__all__ = ["SID_SIZE", "TAG_SIZE", "Inbound", "Outbound", "chunk_count", "iter_chunks", "new_key", "new_sid"]
 
 # sha256 releases the GIL, so hashing on one worker thread overlaps with receiving and decrypting the
 # next chunk on the event loop. One worker keeps every stream's updates in order.
@@ -46,10 +50,6 @@ def new_key() -> bytes:
 
 def _nonce(seq: int) -> bytes:
     return seq.to_bytes(12, "little")
-
-
-def _aad(sid: bytes, seq: int) -> bytes:
-    return sid + seq.to_bytes(8, "little")
 
 
 def chunk_count(total: int, chunk_size: int) -> int:
@@ -81,14 +81,27 @@ class Outbound:
         self.sid = sid
         self.peer = peer
         self._aead = ChaCha20Poly1305(key) if key else None
-        self._credits = 0
+        self._allowed = 0  # chunks the receiver allows in all (cumulative credit)
+        self._taken = 0
         self._wake = asyncio.Event()
         self.failed: str | None = None  # set when the receiver gave up; stops the pump
         self.route: bytes | None = None  # bulk routing id of the receiver, when it sends grants there
 
     def grant(self, n: int) -> None:
-        self._credits += n
+        self._allowed += n
         self._wake.set()
+
+    def grant_sealed(self, g: bulk.BulkGrant) -> None:
+        """A sealed grant from the bulk channel: raise BadMessage unless our key sealed it."""
+        if self._aead is None:
+            raise BadMessage("unknown_stream", "a sealed grant for a stream over CURVE")
+        try:
+            self._aead.decrypt(bulk.grant_nonce(g.upto), g.tag, g.head)
+        except InvalidTag as exc:
+            raise BadMessage("auth_failed", "a bulk grant failed authentication") from exc
+        if g.upto > self._allowed:  # a replayed (older) grant grants nothing
+            self._allowed = g.upto
+            self._wake.set()
 
     def fail(self, reason: str) -> None:
         self.failed = reason
@@ -96,18 +109,24 @@ class Outbound:
 
     async def take(self, timeout: float) -> None:
         """Wait for one credit; raise TimeoutError if none comes, BadMessage if the receiver failed."""
-        while self._credits == 0 and self.failed is None:
+        while self._taken >= self._allowed and self.failed is None:
             self._wake.clear()
             await wait_within(self._wake.wait(), timeout)
         if self.failed is not None:
             raise BadMessage(self.failed, f"receiver ended the stream: {self.failed}")
-        self._credits -= 1
+        self._taken += 1
 
     def seal(self, seq: int, pieces: list[memoryview]) -> list[bytes | memoryview]:
+        """The payload frames of chunk `seq`: one ciphertext with a key, else the pieces themselves."""
         if self._aead is None:
             return list(pieces)
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        return [self._aead.encrypt(_nonce(seq), data, _aad(self.sid, seq))]
+        return [self._aead.encrypt(_nonce(seq), data, bulk.chunk_head(self.sid, seq))]
+
+    def frames(self, seq: int, pieces: list[memoryview]) -> list[bytes | memoryview]:
+        """The whole message of chunk `seq`: bulk layout when sealed, a control header when not."""
+        head = bulk.chunk_head(self.sid, seq) if self._aead else m.encode(m.Chunk(self.sid, seq))
+        return [head, *self.seal(seq, pieces)]
 
 
 class Inbound:
@@ -141,6 +160,13 @@ class Inbound:
     @property
     def n_chunks(self) -> int:
         return chunk_count(self.total, self.chunk_size)
+
+    def sealed_grant(self) -> bytes:
+        """The bulk grant of everything granted so far (`granted`), sealed under the stream key."""
+        if self._aead is None:
+            raise BadMessage("unknown_stream", "a sealed grant for a stream over CURVE")
+        head = bulk.head(bulk.KIND_GRANT, self.sid, self.granted)
+        return head + self._aead.encrypt(bulk.grant_nonce(self.granted), b"", head)
 
     def credits_to_grant(self, window: int) -> int:
         """How many more chunks the sender may have in flight, up to `window` and the end."""
@@ -178,7 +204,7 @@ class Inbound:
         if len(data) != 1 or len(data[0]) != len(dest) + TAG_SIZE:
             raise BadMessage("chunk_size", f"sealed chunk {seq} has the wrong size")
         try:
-            self._aead.decrypt_into(_nonce(seq), data[0], _aad(self.sid, seq), dest)  # type: ignore[union-attr]
+            self._aead.decrypt_into(_nonce(seq), data[0], bulk.chunk_head(self.sid, seq), dest)  # type: ignore[union-attr]
         except InvalidTag as exc:
             raise BadMessage("auth_failed", f"chunk {seq} failed authentication") from exc
 

@@ -1,6 +1,7 @@
 """A transport node in its own OS process, driven by JSON lines on stdin, for integration tests.
 
-    python tests/integration/peerproc.py [--bulk aead|curve] [--max-bytes N] [--stall S]
+    python tests/integration/peerproc.py [--bulk aead|curve] [--max-bytes N] [--stall S] [--max-streams N]
+        [--max-tensors N]
 
 On start it prints one JSON line: {"endpoint", "public" (hex raw key), "bulk_port"}. Then each
 stdin line is a command {"op": ..., ...} answered by one JSON line on stdout (see COMMANDS).
@@ -45,6 +46,7 @@ class Recorder:
     def __init__(self) -> None:
         self.models: dict[bytes, tuple[Manifest, list[memoryview]]] = {}
         self.updates = 0
+        self.max_streams_in = 0  # the most inbound streams seen open at once (sampled)
         self.announces: list[AnnounceHeader] = []
         self.corrupt_serving = False
 
@@ -100,8 +102,15 @@ async def _run(node: Node, rec: Recorder, op: str, cmd: dict[str, Any]) -> dict[
             "rejections": dict(s.rejections),
             "denied": s.handshakes_denied,
             "streams_out": len(node._flows.outbound),  # uploads and serves still pumping
+            "max_streams_in": rec.max_streams_in,
         }
     raise ValueError(f"unknown op {op}")
+
+
+async def _watch_streams(node: Node, rec: Recorder) -> None:
+    while True:
+        rec.max_streams_in = max(rec.max_streams_in, len(node._flows.inbound))
+        await asyncio.sleep(0.005)
 
 
 async def main() -> None:
@@ -109,6 +118,8 @@ async def main() -> None:
     ap.add_argument("--bulk", default="aead")
     ap.add_argument("--max-bytes", type=int, default=1 << 30)
     ap.add_argument("--stall", type=float, default=10.0)
+    ap.add_argument("--max-streams", type=int, default=Limits.max_streams)
+    ap.add_argument("--max-tensors", type=int, default=Limits.max_tensors)
     ap.add_argument("--bind", default="tcp://127.0.0.1:*")
     ap.add_argument("--bulk-bind", default=None)
     ap.add_argument("--keys", default=None, help="public,secret in z85, to restart with the same identity")
@@ -116,7 +127,12 @@ async def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     pub, sec = args.keys.encode().split(b",") if args.keys else zmq.curve_keypair()
     rec = Recorder()
-    limits = Limits(stall_timeout=args.stall, request_timeout=30)
+    limits = Limits(
+        stall_timeout=args.stall,
+        request_timeout=30,
+        max_streams=args.max_streams,
+        max_tensors=args.max_tensors,
+    )
     node = Node(
         rec,
         bind=args.bind,
@@ -133,6 +149,7 @@ async def main() -> None:
         flush=True,
     )
     loop = asyncio.get_running_loop()
+    watch = asyncio.ensure_future(_watch_streams(node, rec))
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         cmd = json.loads(line)
         op = cmd.pop("op")
@@ -143,6 +160,7 @@ async def main() -> None:
         except SwarmError as exc:
             out = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
         print(json.dumps(out), flush=True)
+    watch.cancel()
     await node.close()
 
 

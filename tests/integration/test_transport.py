@@ -165,7 +165,7 @@ def test_an_offer_granted_after_its_sender_gave_up_is_cancelled_not_stalled(spaw
     """The receiver's slot is busy, the second offer's sender times out and moves on; when the
     slot frees, the receiver grants that withdrawn offer. The sender cancels it at once, so the
     receiver does not hold its slot for the 60 s stall timeout."""
-    b = spawn_peer("--stall", "60")
+    b = spawn_peer("--stall", "60", "--max-streams", "1")
     local = loop_node(limits=FAST)
     introduce(b, local)
     first = asyncio.run_coroutine_threadsafe(

@@ -116,3 +116,61 @@ def test_decode_of_random_bytes_only_raises_bad_message(data: bytes) -> None:
         assert exc.reason in {"bad_header", "bad_version", "unknown_kind", "bad_field", "bad_manifest"}
     else:
         assert isinstance(msg, m.Message)
+
+
+# --- decode budgets -----------------------------------------------------------------------------------
+
+
+def _offer_header(manifest: object) -> bytes:
+    return msgpack.packb(
+        {
+            "v": V,
+            "kind": "update",
+            "req": 1,
+            "round": 1,
+            "term": 0,
+            "digest": bytes(32),
+            "manifest": manifest,
+            "meta": {},
+        },
+        use_bin_type=True,
+    )
+
+
+def _reason_of(frame: bytes, **kw: int) -> str:
+    with pytest.raises(m.BadMessage) as info:
+        m.decode(frame, **kw)
+    return info.value.reason
+
+
+def test_nested_empty_arrays_are_cut_off_by_the_total_object_budget() -> None:
+    # 60 000 empty arrays in one 60 kB frame: within every per-container limit, ~50x in memory
+    assert _reason_of(_offer_header([[]] * 60_000)) == "over_budget"
+    small = msgpack.packb({"v": V, "kind": "ping", "req": 1, "sent": [[[[]]]] * 1_000})
+    assert len(small) < m.SMALL_FRAME
+    assert _reason_of(small) == "over_budget"
+
+
+def test_a_large_frame_of_a_kind_without_a_manifest_is_refused_before_it_is_decoded() -> None:
+    big = msgpack.packb({"v": V, "kind": "ping", "req": 1, "sent": 0.0, "pad": "x" * 4000 * 20})
+    assert _reason_of(big) == "oversize"
+    assert _reason_of(b"\x91" + b"\x00" * (m.SMALL_FRAME + 1)) == "bad_header"  # no "v" and "kind" first
+
+
+def test_a_manifest_over_the_task_tensor_count_is_refused_before_validation() -> None:
+    manifest = [{"name": f"t{i:05d}", "dtype": "float32", "shape": [1], "nbytes": 4} for i in range(50)]
+    frame = _offer_header(manifest)
+    assert isinstance(m.decode(frame), m.UpdateOffer)
+    assert _reason_of(frame, max_tensors=10) == "too_many_tensors"
+    big = _offer_header(manifest * 2000)  # 100 000 entries (duplicates: validation would refuse too)
+    assert len(big) > m.SMALL_FRAME
+    assert _reason_of(big, max_tensors=1000) == "oversize"  # bigger than 1000 entries can be
+
+
+def test_an_honest_manifest_of_the_largest_size_fits_its_budgets() -> None:
+    names = sorted(f"features.denseblock{i // 100}.layer{i:06d}.conv.weight" for i in range(20_000))
+    manifest = [{"name": n, "dtype": "float32", "shape": [64, 32, 3, 3], "nbytes": 73728} for n in names]
+    frame = _offer_header(manifest)
+    assert len(frame) > m.SMALL_FRAME
+    offer = m.decode(frame, max_tensors=20_000)
+    assert isinstance(offer, m.UpdateOffer) and len(offer.manifest.tensors) == 20_000
