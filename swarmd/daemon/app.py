@@ -7,6 +7,7 @@ from peers, so that systemd never sees a crash loop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,9 @@ class Daemon:
         while True:
             try:
                 initial = await driver.ensure_initial_model()
+                # Every update has exactly the initial model's tensors: a manifest with more is refused
+                # before it is validated, and the control socket's frame limit shrinks to fit.
+                driver.node.set_limits(dataclasses.replace(driver.node.limits, max_tensors=len(initial)))
                 if JOURNAL_PROBLEM in driver.state.problems:
                     await driver.resync_journal()
                 await driver.evaluate_baseline(initial)
