@@ -9,7 +9,8 @@ One swarm, one round, both attacks:
   honest committer is included in the round;
 - the consortium admin removes that member: within a chain poll or two its pings and model fetches
   go unanswered, although the daemons have no round left to play (they refreshed their member list
-  only at round start before).
+  only at round start before);
+- a stranger with a fresh CURVE key is refused at the leader's handshake.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import urllib.request
 
 import pytest
 import torch
+import zmq
 from eth_account import Account
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -203,4 +205,16 @@ def test_a_stalling_committer_costs_honest_sites_nothing_and_a_removed_member_is
 
         took = asyncio.run(cut_off())
         print(f"removed member cut off {took:.2f}s after its removal was mined")
+
+        # --- a stranger with a fresh CURVE key is refused at the handshake -------------------------
+        async def stranger() -> None:
+            pub, sec = zmq.curve_keypair()
+            async with Node(
+                _Quiet(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=sec, max_bytes=1 << 30
+            ) as node:
+                node.set_peers({leader.curve_key: leader.endpoint})
+                with pytest.raises((PeerRejected, TransportError)):
+                    await node.send_update(leader.curve_key, round=0, term=info.term, state=update, timeout=5)
+
+        asyncio.run(stranger())
         assert all(d.alive() for d in swarm.daemons[:3])
