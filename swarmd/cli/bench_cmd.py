@@ -223,6 +223,34 @@ def run_round(
     return _write(out, round_report(result, out, name), quick=quick, started=t0)
 
 
+# --- fuzz -------------------------------------------------------------------------------------------
+@bench_app.command("fuzz")
+def fuzz_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    cases: int = typer.Option(0, "--cases", help="Cases per target (default 10,000; --quick: 300)."),
+    target: list[str] = typer.Option([], "--target", help="Only this target (repeatable)."),
+) -> None:
+    """Hypothesis inputs at every boundary (frames, configs, datalists, checkpoints); exits 1 on a finding."""
+    with cli_errors():
+        doc = run_fuzz(out, quick, cases=cases, targets=tuple(target))
+    if doc["result"]["findings"]:
+        raise typer.Exit(1)
+
+
+def run_fuzz(out: Path, quick: bool, *, cases: int = 0, targets: tuple[str, ...] = ()) -> dict[str, Any]:
+    from swarmd.bench.fuzz import FULL_CASES, QUICK_CASES, fuzz_report, fuzz_steps
+    from swarmd.bench.fuzz_targets import TARGETS
+
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise typer.BadParameter(f"unknown target(s) {unknown}; known: {list(TARGETS)}")
+    n = cases or (QUICK_CASES if quick else FULL_CASES)
+    t0 = time.perf_counter()
+    results = _steps("fuzz", fuzz_steps(n, targets or TARGETS))
+    return _write(out, fuzz_report(results, n), quick=quick, started=t0)
+
+
 # --- all --------------------------------------------------------------------------------------------
 @bench_app.command("all")
 def all_cmd(quick: bool = QUICK, out: Path = OUT) -> None:
