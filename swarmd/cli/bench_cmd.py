@@ -21,7 +21,7 @@ from swarmd.bench.report import Report, Step, write_report
 from swarmd.cli.common import cli_errors, console
 
 bench_app = typer.Typer(
-    help="Measure chain gas, transport, training, round overhead and learning quality.",
+    help="Measure chain gas, transport, training, round overhead and learning quality; fuzz every boundary.",
     no_args_is_help=True,
 )
 
@@ -254,7 +254,7 @@ def run_fuzz(out: Path, quick: bool, *, cases: int = 0, targets: tuple[str, ...]
 # --- all --------------------------------------------------------------------------------------------
 @bench_app.command("all")
 def all_cmd(quick: bool = QUICK, out: Path = OUT) -> None:
-    """Every bench in sequence: chain, transport, train, round, learning."""
+    """Every bench in sequence: chain, transport, train, round, learning, fuzz."""
     with cli_errors():
         docs = [
             run_chain(out, quick),
@@ -262,6 +262,7 @@ def all_cmd(quick: bool = QUICK, out: Path = OUT) -> None:
             run_train(out, quick),
             run_round(out, quick),
             run_learning(out, quick),
+            run_fuzz(out, quick),
         ]
         missed = [f"{d['bench']}: {g['goal']}" for d in docs for g in d["goals"] if not g["met"]]
         total = sum(d["seconds"] for d in docs)
