@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -350,7 +351,7 @@ def _datalist() -> Target:
     from swarmd.train.data import InputSpec, read_datalist, validate_datalist
 
     for name in ("nibabel", "nibabel.global"):
-        logging.getLogger(name).setLevel(logging.ERROR)  # it logs every header it repairs
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)  # it logs every header it repairs
     nii = _templates()[".nii"]
 
     def run(case: tuple[bytes, dict[str, bytes], str, int], scratch: Path) -> object:
@@ -360,8 +361,10 @@ def _datalist() -> Target:
         root.mkdir()
         for name, content in files.items():
             _write(root / name, content)
-        datalist = read_datalist(_write(root / "datalist.json", data))
-        validate_datalist(datalist, InputSpec(1, dims), label_kind=label_kind, n_classes=2, workers=1)
+        with warnings.catch_warnings():  # pydicom warns about every odd header it reads anyway
+            warnings.simplefilter("ignore")
+            datalist = read_datalist(_write(root / "datalist.json", data))
+            validate_datalist(datalist, InputSpec(1, dims), label_kind=label_kind, n_classes=2, workers=1)
         return datalist
 
     return Target(
