@@ -352,7 +352,8 @@ def _datalist() -> Target:
 
     for name in ("nibabel", "nibabel.global"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)  # it logs every header it repairs
-    nii = _templates()[".nii"]
+    templates = _templates()
+    nii, dcm = templates[".nii"], templates[".dcm"]
 
     def run(case: tuple[bytes, dict[str, bytes], str, int], scratch: Path) -> object:
         data, files, label_kind, dims = case
@@ -385,6 +386,18 @@ def _datalist() -> Target:
                 3,
             ),
             (to_json({"training": [{"image": "x" * 300 + ".png"}]}), {}, "none", 2),  # name too long
+            (
+                b'{"training": [{"image": "d.nii.gz"}]}',
+                {"d.nii.gz": _nifti_header_edit(nii, 108, "<f", math.inf, True)},
+                "none",
+                3,
+            ),
+            (
+                b'{"training": [{"image": "e.dcm"}]}',
+                {"e.dcm": dcm.replace(b"US\x02\x00\x08\x00", b"US\x03\x00\x08\x00\x00", 1)},
+                "none",
+                2,
+            ),
         ),
     )
 

@@ -123,6 +123,7 @@ def _inspect_nifti(path: Path) -> ImageInfo:
         EOFError,
         zlib.error,
         ValueError,
+        OverflowError,  # a header's float field (vox_offset) of inf, turned into an int
     ) as exc:
         raise DataError(f"{path}: corrupt or unreadable NIfTI ({exc})") from None
     if have < need:
@@ -136,7 +137,7 @@ def _inspect_nifti(path: Path) -> ImageInfo:
 
 def _inspect_dicom(path: Path) -> ImageInfo:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         ds = pydicom.dcmread(str(path))
@@ -146,8 +147,16 @@ def _inspect_dicom(path: Path) -> ImageInfo:
         pixel_bytes = len(ds.PixelData)
         bits = int(ds.BitsAllocated)
         compressed = bool(ds.file_meta.TransferSyntaxUID.is_compressed)
-    except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError, TypeError, EOFError) as exc:
-        # TypeError: an element present but empty (Rows or PixelData without a value)
+    except (
+        InvalidDicomError,
+        BytesLengthException,  # an element's length is not a multiple of its value size
+        AttributeError,
+        KeyError,
+        OSError,
+        ValueError,
+        TypeError,  # an element present but empty (Rows or PixelData without a value)
+        EOFError,
+    ) as exc:
         raise DataError(f"{path}: corrupt DICOM or no pixel data ({exc})") from None
     need = rows * cols * samples * frames * bits // 8
     if not compressed and pixel_bytes < need:
