@@ -217,6 +217,8 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError(f"{p}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
         cfg = parse_config(data, p.resolve().parent, env)
     except ConfigError as exc:

@@ -190,6 +190,8 @@ def load_task(path: str | os.PathLike[str]) -> Task:
         raise TaskError(f"{p}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise TaskError(f"{p}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
+        raise TaskError(f"{p}: not valid TOML: {exc}") from None
     try:
         return parse_task(data, p.resolve().parent)
     except TaskError as exc:

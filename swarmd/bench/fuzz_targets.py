@@ -149,6 +149,7 @@ def _site_toml() -> Target:
         examples=(
             b"\xff\xfe",  # not UTF-8
             b"a = " + b"[" * 5000,  # nesting deeper than the parser's recursion
+            b"a = " + b"1" * 5000,  # past Python's 4300-digit int conversion limit
             to_toml({**SITE_TOML, "train": {"threads": math.inf}}),
             to_toml({**SITE_TOML, "site": {**SITE_TOML["site"], "state_dir": "a\x00b"}}),
         ),
@@ -204,6 +205,7 @@ def _swarm_toml() -> Target:
         examples=(
             b"\xff\xfe",
             b"a = " + b"[" * 5000,
+            b"a = " + b"1" * 5000,
             to_toml({**SWARM_TOML, "task": {**SWARM_TOML["task"], "bundle": "a\x00b"}}),
             to_toml({**SWARM_TOML, "task": {**SWARM_TOML["task"], "train_config": "x" * 300}}),  # too long
         ),
@@ -376,6 +378,7 @@ def _datalist() -> Target:
         (DataError,),
         examples=(
             (b"[" * 100_000, {}, "none", 2),
+            (b"1" * 5000, {}, "none", 2),
             (b'{"training": [{"image": "a\\u0000b"}]}', {}, "none", 2),
             (to_json(DATALIST), {"a.png": b"", "e.dcm": _dicom({"Rows": None})}, "mask", 2),
             (to_json(DATALIST), {"a.png": _png(60_000, 60_000, 8, 0, b"")}, "class", 2),  # PIL's bomb

@@ -222,6 +222,8 @@ def read_datalist(path: Path, section: str = "training", base_dir: Path | None =
         raise DataError(f"datalist {path} is not valid JSON: {exc}") from None
     except RecursionError:  # json recurses once per nested array or object
         raise DataError(f"datalist {path} is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
+        raise DataError(f"datalist {path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise DataError(f"datalist {path} must be a JSON object with a {section!r} list")
     entries = doc.get(section)

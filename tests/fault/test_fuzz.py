@@ -14,7 +14,7 @@ import pytest
 from swarmd.bench.fuzz import run_target
 from swarmd.bench.fuzz_targets import TARGETS, target
 
-CASES = 200
+CASES = 300
 
 
 @pytest.mark.parametrize("name", TARGETS)
