@@ -11,6 +11,7 @@ exits non-zero when anything was found.
 
 from __future__ import annotations
 
+import gc
 import resource
 import signal
 import tempfile
@@ -128,6 +129,10 @@ def judge_case(t: Target, value: Any, scratch: Path, case_seconds: float, case_m
     allowed error."""
     peak, t0 = _peak_mib(), time.perf_counter()
     kind = error = message = where = ""
+    # No cyclic GC inside a case: a full collection of the fuzzer's own heap (hypothesis keeps every
+    # case's draws) would be billed to whichever case triggered it; a case's garbage goes after it.
+    gc_was_on = gc.isenabled()
+    gc.disable()
     try:
         with _time_bound(case_seconds):
             t.run(value, scratch)
@@ -137,6 +142,9 @@ def judge_case(t: Target, value: Any, scratch: Path, case_seconds: float, case_m
         kind, error, message, where = "timeout", "CaseTimeout", str(exc), _where(exc)
     except Exception as exc:  # noqa: BLE001 - anything outside the allowed errors is what we look for
         kind, error, message, where = "exception", type(exc).__name__, str(exc), _where(exc)
+    finally:
+        if gc_was_on:
+            gc.enable()
     elapsed = time.perf_counter() - t0
     grown = _peak_mib() - peak
     if not kind and elapsed > case_seconds:

@@ -321,7 +321,9 @@ def _file_contents(name: str, templates: dict[str, bytes]) -> st.SearchStrategy[
 
 def _dicom_or_template(changes: dict[str, Any]) -> bytes:
     try:
-        return _dicom(changes)
+        with warnings.catch_warnings():  # pydicom warns about the odd values we mean to write
+            warnings.simplefilter("ignore")
+            return _dicom(changes)
     except (ValueError, TypeError, OverflowError, OSError, AttributeError, struct.error):  # unwritable
         return b"DICM"
 

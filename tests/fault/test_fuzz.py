@@ -2,8 +2,8 @@
 
 `swarm bench fuzz` runs the same targets at 10,000 cases each. Each target's `examples` (inputs
 that once escaped its boundary: non-UTF-8 files, nesting past the parser's recursion, NUL bytes in
-paths, TOML's inf as an integer, DICOM elements without a value, PNG and NIfTI headers that
-libraries reject with their own exception types) run first on every run.
+paths, TOML's inf as an integer, integers past 4300 digits, DICOM elements without a value or of
+odd length, PNG and NIfTI headers that libraries reject with their own exception types) run first.
 Derandomized under HYPOTHESIS_PROFILE=ci (tests/conftest.py), so a red run is reproducible.
 """
 
