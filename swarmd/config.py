@@ -103,6 +103,8 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
     if value is None:
         return None
     if "Path" in annotation:
+        if "\x00" in str(value):  # the OS refuses such a path later with a bare ValueError
+            raise ConfigError(f"{where}: a path cannot contain a NUL character")
         return Path(os.path.expanduser(str(value)))
     if annotation.startswith("bool"):
         if isinstance(value, bool):
@@ -115,12 +117,12 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
     if annotation.startswith("int"):
         try:
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: TOML's inf
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
     if annotation.startswith("float"):
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past a double
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -233,9 +235,15 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         raise ConfigError(f"config file {p} does not exist", hint="run `swarm init` first") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{p}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
         cfg = parse_config(data, p.resolve().parent, env)

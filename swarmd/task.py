@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from swarmd.errors import TaskError
 
@@ -23,6 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+T = TypeVar("T")
 MERGE_RULES = ("fedavg", "median", "geomedian", "trimmed_mean")
 ADMISSION_MODES = ("admin", "majority")
 
@@ -127,6 +129,14 @@ def _typed(cls: type, raw: dict[str, Any], section: str) -> Any:
     return cls(**out)
 
 
+def _usable(look: Callable[[], T], path: object) -> T:
+    """`look()` at a path named in the file; a path the OS refuses (NUL, too long) is a TaskError."""
+    try:
+        return look()
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"path {str(path)[:200]!r} cannot be used: {str(exc)[:200]}") from None
+
+
 def parse_task(data: dict[str, Any], root: Path) -> Task:
     """Validate a parsed swarm.toml. `root` is the directory that relative paths start from."""
     task_raw = data.get("task")
@@ -143,13 +153,13 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     _check(
         isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "[task].seed must be an int >= 0"
     )
-    bundle = (root / task_raw["bundle"]).resolve()
-    _check(bundle.is_dir(), f"bundle directory {bundle} does not exist")
+    bundle = _usable(lambda: (root / task_raw["bundle"]).resolve(), task_raw["bundle"])
+    _check(_usable(bundle.is_dir, bundle), f"bundle directory {bundle} does not exist")
     train_config = task_raw.get("train_config", "configs/train.json")
     eval_config = task_raw.get("eval_config", "configs/evaluate.json")
     for cfg in (train_config, eval_config):
         _check(isinstance(cfg, str), "[task] config names must be strings")
-        _check((bundle / cfg).is_file(), f"bundle {bundle} has no {cfg}")
+        _check(_usable((bundle / cfg).is_file, cfg), f"bundle {bundle} has no {cfg}")
     swarm_raw = data.get("swarm", {})
     _check(isinstance(swarm_raw, dict), "[swarm] must be a table")
     swarm = _typed(SwarmSettings, swarm_raw, "swarm")
@@ -174,7 +184,13 @@ def load_task(path: str | os.PathLike[str]) -> Task:
         raise TaskError(f"task file {p} does not exist") from None
     except OSError as exc:
         raise TaskError(f"cannot read task file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TaskError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
+        raise TaskError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise TaskError(f"{p}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
         raise TaskError(f"{p}: not valid TOML: {exc}") from None
     try:
         return parse_task(data, p.resolve().parent)

@@ -21,7 +21,7 @@ from swarmd.bench.report import Report, Step, write_report
 from swarmd.cli.common import cli_errors, console
 
 bench_app = typer.Typer(
-    help="Measure chain gas, transport, training, round overhead and learning quality.",
+    help="Measure chain gas, transport, training, round overhead and learning quality; fuzz every boundary.",
     no_args_is_help=True,
 )
 
@@ -223,10 +223,38 @@ def run_round(
     return _write(out, round_report(result, out, name), quick=quick, started=t0)
 
 
+# --- fuzz -------------------------------------------------------------------------------------------
+@bench_app.command("fuzz")
+def fuzz_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    cases: int = typer.Option(0, "--cases", help="Cases per target (default 10,000; --quick: 300)."),
+    target: list[str] = typer.Option([], "--target", help="Only this target (repeatable)."),
+) -> None:
+    """Hypothesis inputs at every boundary (frames, configs, datalists, checkpoints); exits 1 on a finding."""
+    with cli_errors():
+        doc = run_fuzz(out, quick, cases=cases, targets=tuple(target))
+    if doc["result"]["findings"]:
+        raise typer.Exit(1)
+
+
+def run_fuzz(out: Path, quick: bool, *, cases: int = 0, targets: tuple[str, ...] = ()) -> dict[str, Any]:
+    from swarmd.bench.fuzz import FULL_CASES, QUICK_CASES, fuzz_report, fuzz_steps
+    from swarmd.bench.fuzz_targets import TARGETS
+
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise typer.BadParameter(f"unknown target(s) {unknown}; known: {list(TARGETS)}")
+    n = cases or (QUICK_CASES if quick else FULL_CASES)
+    t0 = time.perf_counter()
+    results = _steps("fuzz", fuzz_steps(n, targets or TARGETS))
+    return _write(out, fuzz_report(results, n), quick=quick, started=t0)
+
+
 # --- all --------------------------------------------------------------------------------------------
 @bench_app.command("all")
 def all_cmd(quick: bool = QUICK, out: Path = OUT) -> None:
-    """Every bench in sequence: chain, transport, train, round, learning."""
+    """Every bench in sequence: chain, transport, train, round, learning, fuzz."""
     with cli_errors():
         docs = [
             run_chain(out, quick),
@@ -234,6 +262,7 @@ def all_cmd(quick: bool = QUICK, out: Path = OUT) -> None:
             run_train(out, quick),
             run_round(out, quick),
             run_learning(out, quick),
+            run_fuzz(out, quick),
         ]
         missed = [f"{d['bench']}: {g['goal']}" for d in docs for g in d["goals"] if not g["met"]]
         total = sum(d["seconds"] for d in docs)

@@ -89,7 +89,7 @@ def _inspect_pil(path: Path) -> ImageInfo:
             img.load()  # decodes fully: a truncated or corrupt file fails here, not mid-training
             bands = len(img.getbands())
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
     # MONAI's PILReader puts width first.
     return ImageInfo(path, "pil", 1 if bands == 1 else bands, (width, height))
@@ -106,6 +106,7 @@ def _stream_length(path: Path) -> int:
 
 def _inspect_nifti(path: Path) -> ImageInfo:
     import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
 
     try:
         img = nib.load(str(path))
@@ -115,7 +116,15 @@ def _inspect_nifti(path: Path) -> ImageInfo:
         header = img.header
         need = int(header.get_data_offset()) + int(header.get_data_dtype().itemsize) * _prod(shape)
         have = _stream_length(path) if _suffix(path) == ".nii.gz" else path.stat().st_size
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as exc:
+    except (
+        nib.filebasedimages.ImageFileError,
+        HeaderDataError,
+        OSError,
+        EOFError,
+        zlib.error,
+        ValueError,
+        OverflowError,  # a header's float field (vox_offset) of inf, turned into an int
+    ) as exc:
         raise DataError(f"{path}: corrupt or unreadable NIfTI ({exc})") from None
     if have < need:
         raise DataError(f"{path}: truncated NIfTI ({have} bytes, header says at least {need})")
@@ -128,7 +137,7 @@ def _inspect_nifti(path: Path) -> ImageInfo:
 
 def _inspect_dicom(path: Path) -> ImageInfo:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         ds = pydicom.dcmread(str(path))
@@ -138,7 +147,16 @@ def _inspect_dicom(path: Path) -> ImageInfo:
         pixel_bytes = len(ds.PixelData)
         bits = int(ds.BitsAllocated)
         compressed = bool(ds.file_meta.TransferSyntaxUID.is_compressed)
-    except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError, EOFError) as exc:
+    except (
+        InvalidDicomError,
+        BytesLengthException,  # an element's length is not a multiple of its value size
+        AttributeError,
+        KeyError,
+        OSError,
+        ValueError,
+        TypeError,  # an element present but empty (Rows or PixelData without a value)
+        EOFError,
+    ) as exc:
         raise DataError(f"{path}: corrupt DICOM or no pixel data ({exc})") from None
     need = rows * cols * samples * frames * bits // 8
     if not compressed and pixel_bytes < need:
@@ -157,9 +175,13 @@ def _prod(shape: Iterable[int]) -> int:
 def inspect_image(path: Path) -> ImageInfo:
     """Channels and spatial shape of one image file; DataError naming the file if it is unusable."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, regular = path.exists(), path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise DataError(f"{str(path)[:200]}: cannot be read ({exc.strerror})") from None
+    if not exists:
         raise DataError(f"{path}: file does not exist")
-    if not path.is_file():
+    if not regular:
         raise DataError(f"{path}: not a regular file")
     suffix = _suffix(path)
     if suffix in PIL_SUFFIXES:
@@ -198,6 +220,10 @@ def read_datalist(path: Path, section: str = "training", base_dir: Path | None =
         raise DataError(f"cannot read datalist {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"datalist {path} is not valid JSON: {exc}") from None
+    except RecursionError:  # json recurses once per nested array or object
+        raise DataError(f"datalist {path} is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4300-digit conversion limit
+        raise DataError(f"datalist {path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise DataError(f"datalist {path} must be a JSON object with a {section!r} list")
     entries = doc.get(section)
@@ -210,7 +236,12 @@ def read_datalist(path: Path, section: str = "training", base_dir: Path | None =
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             raise DataError(f"datalist {path}: {section}[{i}] must be an object with an 'image' path")
-        items.append(_resolve(entry, base))
+        try:
+            items.append(_resolve(entry, base))
+        except (OSError, ValueError) as exc:  # a NUL in a path, or a name the OS refuses
+            raise DataError(
+                f"datalist {path}: {section}[{i}] names an unusable path ({str(exc)[:200]})"
+            ) from None
     return Datalist(path, base, section, tuple(items))
 
 
