@@ -87,8 +87,31 @@ class TargetResult:
         }
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _status_mib(field: str) -> float | None:
+    """A `VmRSS`/`VmHWM` line of /proc/self/status in MiB; None where there is no procfs."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> float:
+    """Start a case's memory measure: reset the process's peak RSS (Linux >= 4.0: clear_refs 5) and
+    return the RSS now. The lifetime peak (`ru_maxrss`) would hide a case that grows memory in a
+    process that once used more, as a test run always has."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _status_mib("VmRSS") or 0.0
+
+
+def _peak_since_reset() -> float:
+    peak = _status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextmanager
@@ -127,7 +150,7 @@ def _cut(text: str) -> str:
 def judge_case(t: Target, value: Any, scratch: Path, case_seconds: float, case_mib: float) -> Finding | None:
     """Run one input through the target; a Finding when it did anything but return or raise an
     allowed error."""
-    peak, t0 = _peak_mib(), time.perf_counter()
+    base, t0 = _reset_peak(), time.perf_counter()
     kind = error = message = where = ""
     # No cyclic GC inside a case: a full collection of the fuzzer's own heap (hypothesis keeps every
     # case's draws) would be billed to whichever case triggered it; a case's garbage goes after it.
@@ -146,7 +169,7 @@ def judge_case(t: Target, value: Any, scratch: Path, case_seconds: float, case_m
         if gc_was_on:
             gc.enable()
     elapsed = time.perf_counter() - t0
-    grown = _peak_mib() - peak
+    grown = _peak_since_reset() - base
     if not kind and elapsed > case_seconds:
         kind, error, message = "timeout", "slow", f"took {elapsed:.1f} s (bound {case_seconds} s)"
     if not kind and grown > case_mib:

@@ -121,8 +121,8 @@ def test_a_restarted_peer_is_reached_again_on_the_same_connection(spawn_peer, lo
             f"tcp://127.0.0.1:{free_port()}",
             "--bulk-bind",
             f"tcp://127.0.0.1:{free_port()}",
-            "--keys",
-            f"{pub.decode()},{sec.decode()}",  # z85 has no comma (it does have a colon)
+            # z85 has no comma; it does have '-', and a key starting with it must not read as an option
+            f"--keys={pub.decode()},{sec.decode()}",
         )
         with contextlib.suppress(RuntimeError):
             b = spawn_peer(*args)
