@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from swarmd.errors import DevnetError, TaskError
@@ -79,18 +77,3 @@ def test_kept_and_recorded_it_outlives_the_with_and_is_reused(tmp_path, task):
         local_swarm(root, task, start=False, record=True),
     ):
         pass
-
-
-@pytest.mark.slow
-@pytest.mark.multiproc
-def test_daemons_start_answer_and_stop_gracefully(tmp_path, task):
-    root = tmp_path / "sw"
-    # A generous stop timeout: this asserts a graceful exit, not its speed on a loaded box.
-    with local_swarm(root, task, sites=2, data=SMALL, record=True, stop_timeout=90) as swarm:
-        pids = json.loads((root / "daemons.json").read_text())["pids"]
-        assert pids == [d.pid for d in swarm.daemons]
-        swarm.wait_done(timeout=240)
-        assert all(st and st["phase"] == "done" for st in swarm.statuses())
-    assert [d.proc.returncode for d in swarm.daemons if d.proc] == [0, 0]
-    assert not (root / "daemons.json").exists()
-    assert not swarm.devnet.is_running()
