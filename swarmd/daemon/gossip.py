@@ -35,6 +35,10 @@ log = logging.getLogger("swarmd.gossip")
 # hop is one fetch; pulling early only shifts load onto the leader, pulling late delays training.
 GOSSIP_GRACE = 1.0
 SERVED_KEPT = 2  # encoded models kept alive while peers download them
+# An announce is one small message. A peer that does not answer it within this is skipped: the pull
+# guarantees it the model anyway, and the round waits on `spread` (a silent member cost every round
+# the transport's 30 s request timeout; `swarm bench attack` found it).
+ANNOUNCE_TIMEOUT = 2.0
 MAX_LOOKUPS = 4  # chain reads started by announces, in flight at once
 NOT_ON_CHAIN_KEPT = 256  # announces the chain did not confirm, remembered...
 NOT_ON_CHAIN_TTL = 10.0  # ...for this many seconds (a lagging RPC node may confirm one later)
@@ -156,7 +160,7 @@ class Gossip:
 
     async def _announce(self, account: str, r: int, h: bytes) -> None:
         try:
-            await self.node.announce(self.peers.key(account), round=r, model_hash=h)
+            await self.node.announce(self.peers.key(account), round=r, model_hash=h, timeout=ANNOUNCE_TIMEOUT)
         except (TransportError, WireError) as exc:
             log.info("announce to %s failed: %s", account, exc)
 

@@ -37,7 +37,9 @@ class Transport(Protocol):
         timeout: float | None = None,
     ) -> Verdict: ...
 
-    async def announce(self, peer: PeerId, *, round: int, model_hash: bytes) -> None: ...
+    async def announce(
+        self, peer: PeerId, *, round: int, model_hash: bytes, timeout: float | None = None
+    ) -> None: ...
 
     async def fetch_model(
         self, peer: PeerId, model_hash: bytes, *, max_bytes: int

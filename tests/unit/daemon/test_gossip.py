@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from swarmd.codec import content_hash
-from swarmd.daemon.gossip import MAX_LOOKUPS, NOT_ON_CHAIN_KEPT, NOT_ON_CHAIN_TTL, Gossip, Peers
+from swarmd.daemon.gossip import (
+    ANNOUNCE_TIMEOUT,
+    MAX_LOOKUPS,
+    NOT_ON_CHAIN_KEPT,
+    NOT_ON_CHAIN_TTL,
+    Gossip,
+    Peers,
+)
 from swarmd.daemon.store import ModelStore
 from swarmd.errors import TransportError
 from swarmd.ledger import Member, MemberStatus, RoundInfo, RoundStatus
@@ -30,6 +37,8 @@ class FakeNode:
         self.holders = holders  # peer key -> {hash: state}
         self.fetches: list[bytes] = []
         self.announces: list[bytes] = []
+        self.silent: set[bytes] = set()
+        self.announce_timeouts: list[float | None] = []
 
     async def fetch_model(self, peer: bytes, h: bytes, *, max_bytes: int) -> dict[str, torch.Tensor]:
         self.fetches.append(peer)
@@ -38,8 +47,13 @@ class FakeNode:
             raise TransportError("not served")
         return {k: v.clone() for k, v in held[h].items()}
 
-    async def announce(self, peer: bytes, *, round: int, model_hash: bytes) -> None:
+    async def announce(
+        self, peer: bytes, *, round: int, model_hash: bytes, timeout: float | None = None
+    ) -> None:
         self.announces.append(peer)
+        self.announce_timeouts.append(timeout)
+        if peer in self.silent:  # a member that never answers: the node gave up after `timeout`
+            raise TransportError("no answer")
 
 
 def _gossip(tmp_path, node: FakeNode, info: RoundInfo, fanout: int = 2) -> Gossip:
@@ -177,3 +191,13 @@ async def test_a_refused_announce_is_looked_up_again_once_its_memory_expires(tmp
     g.on_announce(KEYS["b"], 0, h)
     await asyncio.gather(*g._background)
     assert g.store.has(h) and node.fetches == [KEYS["b"]]
+
+
+async def test_a_member_that_never_answers_an_announce_holds_the_spread_only_briefly(tmp_path):
+    node = FakeNode({})
+    node.silent = {KEYS[n] for n in "bcd"}
+    g = _gossip(tmp_path, node, _finalized(b"\1" * 32), fanout=3)
+    await g.spread(0, b"\1" * 32, exclude=set())  # the silent peers are skipped, nothing raises
+    assert len(node.announces) == 3
+    # each announce waits ANNOUNCE_TIMEOUT, not the transport's 30 s request timeout
+    assert node.announce_timeouts == [ANNOUNCE_TIMEOUT] * 3 and ANNOUNCE_TIMEOUT <= 2.0
