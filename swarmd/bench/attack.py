@@ -63,6 +63,7 @@ STRANGER_FRAME = 16 * MIB
 RATIO_LIMIT = 1.5  # worst flooded round / mean clean round
 RSS_LIMIT_MIB = 32.0
 PING_DELAY_LIMIT_MS = 100.0
+PARALLEL = 8  # strangers at once in the vector beyond the goal
 PING_INTERVAL = 0.02
 PING_TIMEOUT = 1.0
 WATCH_INTERVAL = 0.02  # the attacker's chain polling, in every round alike
@@ -487,6 +488,49 @@ def _bulk_port(log: Path) -> int | None:
     return None
 
 
+def _vector(
+    daemon: DaemonProcess, sampler: RssSampler, what: str, send: Callable[[float], int], seconds: float
+) -> dict[str, Any]:
+    """Run one vector for `seconds`; the daemon's peak RSS growth during it and its time window."""
+    pid = daemon.pid or 0
+    start = time.time()
+    base = sampler.reset()
+    hwm_reset = _reset_peak(pid)
+    hwm0 = _proc_bytes(pid, "VmHWM")
+    count = send(seconds)
+    time.sleep(0.3)  # what the last frame costs, after it is sent
+    hwm = _proc_bytes(pid, "VmHWM")
+    if not daemon.alive():
+        raise BenchFailed(f"{daemon.name} died under a stranger's frames ({what})")
+    return {
+        "vector": what,
+        "sent": count,
+        "window": (start, time.time()),
+        "hwm_growth_mib": round((hwm - hwm0) / MIB, 2) if hwm_reset else None,
+        "sampled_growth_mib": round((sampler.peak - base) / MIB, 2),
+        "peak": sampler.peak,
+    }
+
+
+def _parallel(port: int, big: bytes) -> Callable[[float], int]:
+    """PARALLEL strangers at once, each a raw ZMTP CURVE greeting and a 16 MiB frame, again and again."""
+
+    def send(seconds: float) -> int:
+        counts = [0] * PARALLEL
+
+        def one(i: int) -> None:
+            counts[i] = _send_raw(port, _zmtp_greeting(b"CURVE", len(big)), big, seconds)
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(PARALLEL)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 5)
+        return sum(counts)
+
+    return send
+
+
 def stranger_attack(
     daemon: DaemonProcess, member: Member, metrics_bind: str, keys: tuple[bytes, bytes], seconds: float
 ) -> dict[str, Any]:
@@ -519,26 +563,19 @@ def stranger_attack(
         phase_base = sampler.reset()
         phase_hwm0 = _proc_bytes(pid, "VmHWM")
         for what, send in vectors:
-            start = time.time()
-            base = sampler.reset()
-            hwm_reset = _reset_peak(pid)
-            hwm0 = _proc_bytes(pid, "VmHWM")
-            count = send(seconds)
-            time.sleep(0.3)  # what the last frame costs, after it is sent
-            hwm = _proc_bytes(pid, "VmHWM")
-            rows.append(
-                {
-                    "vector": what,
-                    "sent": count,
-                    "window": (start, time.time()),
-                    "hwm_growth_mib": round((hwm - hwm0) / MIB, 2) if hwm_reset else None,
-                    "sampled_growth_mib": round((sampler.peak - base) / MIB, 2),
-                }
-            )
-            if not daemon.alive():
-                raise BenchFailed(f"{daemon.name} died under a stranger's frames ({what})")
+            rows.append(_vector(daemon, sampler, what, send, seconds))
         phase_end = time.time()
         phase_hwm = _proc_bytes(pid, "VmHWM")
+        phase_peak = max(row["peak"] for row in rows)
+        # Beyond the goal (one frame): several claimed 16 MiB frames on connections made at once.
+        cport = int(member.endpoint.rsplit(":", 1)[1])
+        extra = _vector(
+            daemon,
+            sampler,
+            f"control: raw ZMTP, {PARALLEL} connections at once",
+            _parallel(cport, big),
+            seconds,
+        )
     finally:
         sampler.stop()
         ours.send("stop")
@@ -546,8 +583,9 @@ def stranger_attack(
         child.join(5)
         if child.is_alive():
             child.kill()
-    for row in rows:
+    for row in [*rows, extra]:
         row.update(_pings(samples, *row.pop("window")))
+        del row["peak"]
     return {
         "site": daemon.name,
         "bulk_port_found": bulk_port is not None,
@@ -558,8 +596,9 @@ def stranger_attack(
         "baseline": _pings(samples, quiet_start, quiet_end),
         "attack": _pings(samples, quiet_end, phase_end),
         "vectors": rows,
+        "parallel": extra,
         "phase_hwm_growth_mib": round((phase_hwm - phase_hwm0) / MIB, 2) if reset_ok else None,
-        "phase_sampled_growth_mib": round((sampler.peak - phase_base) / MIB, 2),
+        "phase_sampled_growth_mib": round((phase_peak - phase_base) / MIB, 2),
         "rss_mib": round(phase_base / MIB, 1),
     }
 
@@ -910,8 +949,21 @@ def format_tables(result: dict[str, Any]) -> str:
             + ".",
             "",
             vectors,
+            *_parallel_line(st.get("parallel")),
         ]
     )
+
+
+def _parallel_line(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    hwm = "-" if p["hwm_growth_mib"] is None else f"{p['hwm_growth_mib']:.1f}"
+    return [
+        "",
+        f"Beyond the goal (one frame): {p['vector']}, {p['sent']} connections in all: peak RSS growth "
+        f"{hwm} MiB (sampled {p['sampled_growth_mib']:.1f}), pings max {p['max_ms']} ms, "
+        f"{p['missed']} missed.",
+    ]
 
 
 def _flood_cell(f: dict[str, Any] | None) -> str:
