@@ -21,7 +21,8 @@ from swarmd.bench.report import Report, Step, write_report
 from swarmd.cli.common import cli_errors, console
 
 bench_app = typer.Typer(
-    help="Measure chain gas, transport, training, round overhead and learning quality; fuzz every boundary.",
+    help="Measure chain gas, transport, training, round overhead, learning quality and attacks on real "
+    "daemons; fuzz every boundary.",
     no_args_is_help=True,
 )
 
@@ -249,6 +250,36 @@ def run_fuzz(out: Path, quick: bool, *, cases: int = 0, targets: tuple[str, ...]
     t0 = time.perf_counter()
     results = _steps("fuzz", fuzz_steps(n, targets or TARGETS))
     return _write(out, fuzz_report(results, n), quick=quick, started=t0)
+
+
+# --- attack -----------------------------------------------------------------------------------------
+@bench_app.command("attack")
+def attack_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    rounds: int = typer.Option(4, "--rounds", help="Clean rounds, and as many flooded ones (--quick: 2)."),
+) -> None:
+    """A member's flood of the leader during rounds, a stranger's 16 MiB frames to every port."""
+    with cli_errors():
+        run_attack(out, quick, rounds=rounds)
+
+
+def run_attack(out: Path, quick: bool, *, rounds: int = 4) -> dict[str, Any]:
+    from swarmd.bench.attack import attack_report, run_attack_bench
+
+    if rounds < 1:
+        raise typer.BadParameter(f"--rounds must be at least 1, got {rounds}")
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("attack", total=None)
+        result = run_attack_bench(
+            quick,
+            rounds_each=rounds,
+            on_step=lambda msg: progress.update(task, description=f"attack: {msg}"),
+            keep_logs=out / "attack-logs",
+        )
+        progress.update(task, description="attack: done", total=1, completed=1)
+    return _write(out, attack_report(result), quick=quick, started=t0)
 
 
 # --- all --------------------------------------------------------------------------------------------
