@@ -20,8 +20,8 @@ admission of inbound ones; context.py the state the sides share; budget.py per-p
 stream.py one stream's ends; messages.py the control wire format; bulk.py the bulk one (fixed layout).
 """
 
-from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, UpdateHeader, Verdict
-from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage, Refusal
+from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, SecAggHeader, UpdateHeader, Verdict
+from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage, Refusal, SecAggTopic
 from swarmd.transport.node import Limits, Node, NodeStats
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "NodeStats",
     "PeerId",
     "Refusal",
+    "SecAggHeader",
+    "SecAggTopic",
     "UpdateHeader",
     "Verdict",
 ]

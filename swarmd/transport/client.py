@@ -34,7 +34,7 @@ from swarmd.transport.messages import Refusal
 from swarmd.transport.stream import Inbound, Outbound, new_key
 
 T = TypeVar("T")
-Request = m.Ping | m.Announce | m.UpdateOffer | m.Fetch
+Request = m.Ping | m.Announce | m.UpdateOffer | m.Fetch | m.SecAgg
 Answers = asyncio.Queue[m.Message]  # a request's answers, and the local events that end its wait
 
 _HANDSHAKE_FAILED = {
@@ -199,7 +199,7 @@ class Client:
             self.flows.on_chunk(msg.sid, msg.seq, r.data, via_bulk=False, peer=conn.key)
         elif isinstance(msg, m.Grant) and self.flows.on_grant(msg, peer=conn.key):
             pass
-        elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve) and not via_bulk:
+        elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve | m.SecAggReply) and not via_bulk:
             q = conn.pending.get(msg.req)
             if q is None:
                 if isinstance(msg, m.Grant):
@@ -283,6 +283,16 @@ class Client:
         answer = await self._ask(peer, m.Announce(next(self._req), round, model_hash), timeout)
         if not isinstance(answer, m.Reply) or not answer.ok:
             raise PeerRejected(f"announce refused: {getattr(answer, 'reason', answer.KIND)}")
+
+    async def secagg(
+        self, peer: PeerId, round: int, topic: m.SecAggTopic, body: bytes, timeout: float | None
+    ) -> bytes:
+        answer = await self._ask(peer, m.SecAgg(next(self._req), round, topic, body), timeout)
+        if isinstance(answer, m.SecAggReply):
+            return answer.body
+        reason = answer.reason if isinstance(answer, m.Reply) else answer.KIND
+        detail = answer.detail if isinstance(answer, m.Reply) else ""
+        raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip())
 
     async def send_update(
         self, peer: PeerId, offer: m.UpdateOffer, frames: list[memoryview], timeout: float | None

@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 
 from swarmd.codec import Manifest
-from swarmd.transport.messages import MetaValue, Refusal
+from swarmd.transport.messages import MetaValue, Refusal, SecAggTopic
 
 PeerId = bytes  # a peer's raw 32-byte CURVE public key, exactly as stored on chain
 
@@ -27,6 +27,12 @@ class UpdateHeader:
 class AnnounceHeader:
     round: int
     model_hash: bytes
+
+
+@dataclass(frozen=True)
+class SecAggHeader:
+    round: int
+    topic: SecAggTopic
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class Handler(Protocol):
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
         """`peer` says it holds the model `header.model_hash` of round `header.round`."""
+        ...
+
+    async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        """A secure-aggregation message: the answer's body, or a refusing verdict."""
         ...
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:

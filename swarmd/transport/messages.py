@@ -33,9 +33,14 @@ Kinds (client = the side that sent the request over its DEALER; server = the ROU
     chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream over CURVE, in order (a
                                                      sealed stream's chunks are bulk.py's)
     cancel   c->s  sid, reason                       the update's sender gives up; the slot frees
-    reply    s->c  req, ok, reason, detail           final answer to an announce, update or fetch;
-                                                     `reason` is a `Refusal` value (nil when ok),
-                                                     `detail` free text for people, never parsed
+    reply    s->c  req, ok, reason, detail           final answer to an announce, update, fetch or
+                                                     secagg; `reason` is a `Refusal` value (nil when
+                                                     ok), `detail` free text for people, never parsed
+    secagg   c->s  req, round, topic, body           a secure-aggregation message (shares to a
+                                                     neighbour, an unmask request to a survivor):
+                                                     `body` is opaque bytes the privacy package reads;
+                                                     answered by secagg_reply or a refusing reply
+    secagg_reply s->c req, body                      the answer's opaque bytes
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ MAX_HEADER_BYTES = 16 << 20  # a manifest of MAX_TENSORS long names fits
 # decoded off the event loop. Small, so no frame decoded on the loop costs more than a fraction of a ms.
 SMALL_FRAME = 8 << 10
 MANIFEST_KINDS = frozenset({"update", "serve"})
+# Secure-aggregation bodies (encrypted shares, share requests and answers) are one msgpack bin: a single
+# allocation no larger than the frame, never an expansion, so a bigger bound is cheap to decode on the loop.
+SECAGG_KINDS = frozenset({"secagg", "secagg_reply"})
+MAX_SECAGG_BODY = 60 << 10
+SECAGG_FRAME = MAX_SECAGG_BODY + 256
 _SPEC_BYTES = MAX_NAME_LEN + 64 + 9 * MAX_NDIM  # the most one tensor's entry can take on the wire
 MAX_META_ITEMS = 32
 MAX_TEXT = 4096
@@ -99,6 +109,14 @@ class Refusal(str, enum.Enum):
     HANDLER_ERROR = "handler_error"
     NOT_FOUND = "not_found"  # a fetched model this site does not hold
     NO_BULK_CHANNEL = "no_bulk_channel"
+    PRIVACY_REFUSED = "privacy_refused"  # a secure-aggregation message was malformed or asked too much
+
+
+class SecAggTopic(str, enum.Enum):
+    """What a `secagg` message carries."""
+
+    SHARES = "shares"  # a site's encrypted shares for one neighbour (before it commits)
+    UNMASK = "unmask"  # the leader asks a survivor for the shares it needs to unmask the sum
 
 
 def as_refusal(label: str) -> Refusal:
@@ -164,6 +182,19 @@ def _bin(n: int) -> Callable[[object], bytes]:
 
 def _opt(inner: Callable[[object], Any]) -> Callable[[object], Any]:
     return lambda x: None if x is None else inner(x)
+
+
+def _topic(x: object) -> SecAggTopic:
+    try:
+        return SecAggTopic(_text(x))
+    except ValueError:
+        raise _fail(f"unknown secagg topic {str(x)[:40]!r}") from None
+
+
+def _body(x: object) -> bytes:
+    if not isinstance(x, bytes) or not 0 < len(x) <= MAX_SECAGG_BODY:
+        raise _fail(f"expected a body of 1 to {MAX_SECAGG_BODY} bytes")
+    return x
 
 
 def _manifest(x: object) -> Manifest:
@@ -320,8 +351,27 @@ class Reply(Message):
     SCHEMA = {"req": _uint, "ok": _flag, "reason": _opt(_refusal), "detail": _text}
 
 
+@dataclass(frozen=True)
+class SecAgg(Message):
+    KIND = "secagg"
+    req: int
+    round: int
+    topic: SecAggTopic
+    body: bytes
+    SCHEMA = {"req": _uint, "round": _uint, "topic": _topic, "body": _body}
+
+
+@dataclass(frozen=True)
+class SecAggReply(Message):
+    KIND = "secagg_reply"
+    req: int
+    body: bytes
+    SCHEMA = {"req": _uint, "body": _body}
+
+
 KINDS: dict[str, type[Message]] = {
-    m.KIND: m for m in (Ping, Pong, Announce, UpdateOffer, Fetch, Serve, Grant, Chunk, Cancel, Reply)
+    m.KIND: m
+    for m in (Ping, Pong, Announce, UpdateOffer, Fetch, Serve, Grant, Chunk, Cancel, Reply, SecAgg, SecAggReply)
 }
 
 
@@ -331,6 +381,8 @@ def encode(msg: Message) -> bytes:
 
 def max_header(kind: str, max_tensors: int) -> int:
     """The largest header frame of `kind` this node decodes, for manifests of `max_tensors`."""
+    if kind in SECAGG_KINDS:
+        return SECAGG_FRAME
     if kind not in MANIFEST_KINDS:
         return SMALL_FRAME
     return min(MAX_HEADER_BYTES, SMALL_FRAME + max_tensors * _SPEC_BYTES)
@@ -398,7 +450,7 @@ def _unpack(frame: bytes | memoryview, max_tensors: int = MAX_TENSORS) -> object
             raw=False,
             strict_map_key=True,
             max_str_len=MAX_TEXT,
-            max_bin_len=64,
+            max_bin_len=MAX_SECAGG_BODY,  # bounded by the frame; schemas check each bin's exact length
             max_array_len=max(max_tensors, 2 * MAX_NDIM),
             max_map_len=max(MAX_META_ITEMS, 16),
             max_ext_len=0,

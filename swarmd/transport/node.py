@@ -246,6 +246,12 @@ class Node:
         """Tell `peer` this site holds model `model_hash` of `round`; raise if it refused."""
         await self._client.announce(peer, round, model_hash, timeout)
 
+    async def secagg(
+        self, peer: PeerId, *, round: int, topic: m.SecAggTopic, body: bytes, timeout: float | None = None
+    ) -> bytes:
+        """Send a secure-aggregation message to `peer`; its answer's body. Raises PeerRejected on a refusal."""
+        return await self._client.secagg(peer, round, topic, body, timeout)
+
     async def send_update(
         self,
         peer: PeerId,

@@ -25,7 +25,7 @@ from swarmd.transport import messages as m
 from swarmd.transport.bulk import BulkChunk, BulkGrant
 from swarmd.transport.context import Context, OutFrame
 from swarmd.transport.flow import Admission, Flows
-from swarmd.transport.handler import AnnounceHeader, PeerId, UpdateHeader, Verdict
+from swarmd.transport.handler import AnnounceHeader, PeerId, SecAggHeader, UpdateHeader, Verdict
 from swarmd.transport.loop import Received, receive_loop
 from swarmd.transport.messages import Refusal
 from swarmd.transport.stream import Inbound, Outbound, new_key, new_sid
@@ -110,6 +110,8 @@ class Server:
             await self._reply(rid, m.Pong(msg.req, msg.sent))
         elif isinstance(msg, m.Announce):
             self.ctx.spawn(self._on_announce(rid, peer, msg))
+        elif isinstance(msg, m.SecAgg):
+            self.ctx.spawn(self._on_secagg(rid, peer, msg))
         elif isinstance(msg, m.UpdateOffer):
             self._admit_update(rid, peer, msg)
         elif isinstance(msg, m.Fetch):
@@ -135,6 +137,23 @@ class Server:
             self.ctx.reject("handler_error", peer, repr(exc))
             with contextlib.suppress(zmq.ZMQError):
                 await self._reply(rid, m.Reply(msg.req, False, Refusal.HANDLER_ERROR))
+
+    async def _on_secagg(self, rid: bytes, peer: PeerId, msg: m.SecAgg) -> None:
+        answer: m.Message
+        try:
+            out = await self.ctx.handler.on_secagg(peer, SecAggHeader(msg.round, msg.topic), msg.body)
+            if isinstance(out, Verdict):
+                answer = m.Reply(msg.req, False, out.reason or Refusal.PRIVACY_REFUSED, out.detail[: m.MAX_TEXT])
+            else:
+                answer = m.SecAggReply(msg.req, out)
+        except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
+            log.exception("secagg handler failed")
+            self.ctx.reject("handler_error", peer, repr(exc))
+            answer = m.Reply(msg.req, False, Refusal.HANDLER_ERROR)
+        try:
+            await self._reply(rid, answer)
+        except zmq.ZMQError as exc:
+            self.ctx.reject("unroutable", peer, str(exc))
 
     # --- bulk ROUTER (sealed chunks and their grants only) ---------------------------------------------
     async def _dispatch_bulk(self, r: Received) -> None:

@@ -25,7 +25,16 @@ import zmq
 from swarmd import codec
 from swarmd.codec import Manifest
 from swarmd.errors import SwarmError
-from swarmd.transport import AnnounceHeader, Limits, Node, PeerId, Refusal, UpdateHeader, Verdict
+from swarmd.transport import (
+    AnnounceHeader,
+    Limits,
+    Node,
+    PeerId,
+    Refusal,
+    SecAggHeader,
+    UpdateHeader,
+    Verdict,
+)
 
 
 def densenet_like_state(n_params: int, seed: int) -> dict[str, torch.Tensor]:
@@ -59,6 +68,12 @@ class Recorder:
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
         self.announces.append(header)
+
+    async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        # this test peer answers with the body reversed, and refuses a body that starts with b"no"
+        if body.startswith(b"no"):
+            return Verdict(False, Refusal.PRIVACY_REFUSED, "asked for too much")
+        return f"{header.round}:{header.topic.value}:".encode() + body[::-1]
 
     def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
         # the early check: this test peer refuses updates for round 0 as stale

@@ -15,7 +15,8 @@ from peerproc import Recorder, densenet_like_state
 
 from swarmd import codec
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
-from swarmd.transport import Node, Refusal, Verdict
+from swarmd.transport import Node, Refusal, SecAggTopic, Verdict
+from swarmd.transport.messages import MAX_SECAGG_BODY
 
 pytestmark = pytest.mark.multiproc
 
@@ -72,6 +73,18 @@ def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:
     assert local.node.stats.bytes_out - before < 4096 and time.monotonic() - t0 < 1
     got = local.run(local.node.fetch_model(b.key, codec.content_hash(state), max_bytes=1 << 30))
     assert codec.content_hash(got) == codec.content_hash(state)
+
+
+def test_secagg_messages_carry_opaque_bodies_and_refusals(spawn_peer, loop_node) -> None:
+    b = spawn_peer()
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    body = bytes(range(256)) * (MAX_SECAGG_BODY // 256 - 1)  # near the largest body (the echo adds a prefix)
+    answer = local.run(local.node.secagg(b.key, round=5, topic=SecAggTopic.UNMASK, body=body))
+    assert answer == b"5:unmask:" + body[::-1]
+    with pytest.raises(PeerRejected, match="privacy_refused asked for too much"):
+        local.run(local.node.secagg(b.key, round=5, topic=SecAggTopic.SHARES, body=b"no thanks"))
+    assert b.call("stats")["rejections"] == {}
 
 
 def test_non_member_is_refused_at_the_handshake(spawn_peer, loop_node) -> None:

@@ -38,6 +38,16 @@ def test_every_kind_round_trips(msg: m.Message) -> None:
     assert m.decode(m.encode(msg)) == msg
 
 
+def test_a_secagg_body_round_trips_up_to_its_bound_and_a_larger_frame_is_oversize() -> None:
+    body = bytes(m.MAX_SECAGG_BODY)
+    msg = m.decode(m.encode(m.SecAgg(3, 7, m.SecAggTopic.SHARES, body)))
+    assert msg == m.SecAgg(3, 7, m.SecAggTopic.SHARES, body)
+    frame = msgpack.packb({"v": V, "kind": "secagg_reply", "req": 1, "body": bytes(m.SECAGG_FRAME)})
+    with pytest.raises(m.BadMessage) as err:
+        m.decode(frame)
+    assert err.value.reason == "oversize"
+
+
 def test_a_refusal_decodes_as_its_enum_member_and_a_broken_stream_label_maps_to_one() -> None:
     reply = m.decode(m.encode(m.Reply(1, False, m.Refusal.NOT_READY)))
     assert isinstance(reply, m.Reply) and reply.reason is m.Refusal.NOT_READY
@@ -57,6 +67,11 @@ def test_a_refusal_decodes_as_its_enum_member_and_a_broken_stream_label_maps_to_
         ({"v": V, "kind": "reply", "req": 1, "ok": False, "reason": "lol", "detail": ""}, "bad_field"),
         ({"v": V, "kind": "reply", "req": 1, "ok": False, "reason": "", "detail": ""}, "bad_field"),
         ({"v": 1, "kind": "ping", "req": 1, "sent": 0.0}, "bad_version"),
+        # secure-aggregation messages: a topic outside the vocabulary, an empty body, a bin where none belongs
+        ({"v": V, "kind": "secagg", "req": 1, "round": 1, "topic": "gimme", "body": b"x"}, "bad_field"),
+        ({"v": V, "kind": "secagg", "req": 1, "round": 1, "topic": "unmask", "body": b""}, "bad_field"),
+        ({"v": V, "kind": "secagg_reply", "req": 1, "body": "text, not bytes"}, "bad_field"),
+        ({"v": V, "kind": "announce", "req": 1, "round": 1, "model_hash": bytes(1000)}, "bad_field"),
         (
             {
                 "v": V,
