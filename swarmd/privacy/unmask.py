@@ -115,11 +115,11 @@ class Unmasker:
             S, D, X = set(self.survivors), set(self.dropped), set(self.absent)
             self._requests = {}
             for j in self.survivors:
-                mine = set(self.view.holders(j))
+                mine, others = set(self.view.holders(j)), set(self.view.graph[j])
+                asks = (tuple(sorted(mine & S)), tuple(sorted(others & (D | X))), tuple(sorted(others & X)))
                 self._requests[j] = RevealRequest(
-                    self.round, term, leader, j, tuple(self.survivors), tuple(self.dropped),
-                    tuple(sorted(mine & S)), tuple(sorted((mine - {j}) & D)), tuple(sorted((mine - {j}) & X)),
-                )  # fmt: skip
+                    self.round, term, leader, j, tuple(self.survivors), tuple(self.dropped), *asks
+                )
         return {j: r.to_bytes() for j, r in self._requests.items() if r.leader == leader}
 
     def accept(self, site: str, response: bytes) -> None:
@@ -161,10 +161,17 @@ class Unmasker:
                 have, t = len(got.get(i, {})), self.view.threshold(i, self.params)
                 if have < t:
                     out.append(f"{kind} of {i}: {have}/{t} shares")
-        for j, req in self._requests.items():
-            if req.pair and j not in self._answered:
-                out.append(f"pair seeds of {j} with {len(req.pair)} absent sites")
+        for j, x in self._absent_edges():
+            if j not in self._answered and len(self._c.get(x, {})) < self.view.threshold(x, self.params):
+                out.append(
+                    f"pair seed of {j} with absent {x}: {j} is silent and {x}'s key has too few shares"
+                )
         return out
+
+    def _absent_edges(self) -> list[tuple[str, str]]:
+        """(survivor j, absent x) for every edge whose mask j added and no x ever cancels."""
+        absent = set(self.absent)
+        return [(j, x) for j in self.survivors for x in self.view.graph[j] if x in absent]
 
     @property
     def ready(self) -> bool:
@@ -178,19 +185,24 @@ class Unmasker:
         for i in self.survivors:
             masks.append((shamir.combine(self._b[i], self.view.threshold(i, self.params)), -1))
         for i in self.dropped:
-            c_sk = shamir.combine(self._c[i], self.view.threshold(i, self.params))
-            if public_of(c_sk) != self.view.keys[i].mask_pk:
-                raise InconsistentShares(
-                    "inconsistent", f"rebuilt mask key of {i} does not match its advertised key"
-                )
+            c_sk = self._mask_key(i)
             for j in self.view.graph[i]:
                 if j in self._added:  # j added +PRG(s_ji) if i > j: subtract what j added
-                    masks.append(
-                        (pair_seed(self.round, c_sk, i, j, self.view.keys[j].mask_pk), -1 if i > j else 1)
-                    )
-        for (j, x), seed in self._pairs.items():
-            masks.append((seed, -1 if x > j else 1))
+                    seed = pair_seed(self.round, c_sk, i, j, self.view.keys[j].mask_pk)
+                    masks.append((seed, -1 if i > j else 1))
+        for j, x in self._absent_edges():
+            pair = self._pairs.get((j, x))
+            if pair is None:  # j went silent: x never committed, so its rebuilt mask key gives the seed
+                pair = pair_seed(self.round, self._mask_key(x), x, j, self.view.keys[j].mask_pk)
+            masks.append((pair, -1 if x > j else 1))
         return masks
+
+    def _mask_key(self, site: str) -> bytes:
+        """c_sk of a dropped or absent site from its shares, checked against its advertised public key."""
+        c_sk = shamir.combine(self._c[site], self.view.threshold(site, self.params))
+        if public_of(c_sk) != self.view.keys[site].mask_pk:
+            raise InconsistentShares("inconsistent", f"rebuilt mask key of {site} does not match the chain's")
+        return c_sk
 
     def result(self) -> dict[str, np.ndarray]:
         """float32 FedAvg mean over the survivors: sum(n_i x_i) / sum(n_i). Consumes the sum."""

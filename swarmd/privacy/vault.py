@@ -263,7 +263,8 @@ class ShareVault:
             raise BadRequest("disconnected", "the survivors do not form one connected neighbourhood")
         mine = set(view.holders(me))
         absent = set(view.keys) - committers
-        want = (sorted(mine & survivors), sorted((mine - {me}) & dropped), sorted((mine - {me}) & absent))
+        others = mine - {me}
+        want = (sorted(mine & survivors), sorted(others & (dropped | absent)), sorted(others & absent))
         if (list(req.b), list(req.c), list(req.pair)) != want:
             raise BadRequest("scope", "request does not ask exactly what the survivors and dropped imply")
 

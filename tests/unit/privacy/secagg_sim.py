@@ -50,7 +50,9 @@ class Swarm:
         return self.vaults[site].directory
 
 
-def make_swarm(tmp: Path, n: int, k: int = 0, *, params: SecAggParams | None = None, key_seed: int = 0) -> Swarm:
+def make_swarm(
+    tmp: Path, n: int, k: int = 0, *, params: SecAggParams | None = None, key_seed: int = 0
+) -> Swarm:
     rng = np.random.default_rng(key_seed)
     secrets = {}
     for i in range(n):
@@ -86,7 +88,11 @@ def unmasker(swarm: Swarm, committed: Mapping[str, int]) -> Unmasker:
 
 
 def answer_all(
-    swarm: Swarm, um: Unmasker, requests: Mapping[str, bytes], committed: Collection[str], responders: Collection[str]
+    swarm: Swarm,
+    um: Unmasker,
+    requests: Mapping[str, bytes],
+    committed: Collection[str],
+    responders: Collection[str],
 ) -> list[SecAggError]:
     """Each responding survivor answers from its vault; refusals are returned, not raised."""
     refused = []
@@ -94,15 +100,20 @@ def answer_all(
         if j not in responders:
             continue
         try:
-            um.accept(j, swarm.vaults[j].answer(swarm.secrets[j], req, committed, swarm.advertised, swarm.graph))
+            um.accept(
+                j, swarm.vaults[j].answer(swarm.secrets[j], req, committed, swarm.advertised, swarm.graph)
+            )
         except SecAggError as exc:
             refused.append(exc)
     return refused
 
 
-def plain_mean(updates: Mapping[str, tuple[dict[str, np.ndarray], int]], clip: float) -> dict[str, np.ndarray]:
+def plain_mean(
+    updates: Mapping[str, tuple[dict[str, np.ndarray], int]], clip: float
+) -> dict[str, np.ndarray]:
     total = sum(n for _, n in updates.values())
     names = next(iter(updates.values()))[0]
     return {
-        k: sum(n * np.clip(x[k].astype(np.float64), -clip, clip) for x, n in updates.values()) / total for k in names
+        k: sum(n * np.clip(x[k].astype(np.float64), -clip, clip) for x, n in updates.values()) / total
+        for k in names
     }
