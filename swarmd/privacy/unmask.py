@@ -4,8 +4,9 @@ Memory is one model of uint32 (the running sum mod 2^32) plus shares: O(sites) s
 are the committers whose masked update was added, D (dropped) the other committers, X (absent) the
 advertised sites that never committed. The sum carries sum_{i in S} PRG(b_i), and for every edge between
 S and D or X the survivor's pair mask; edges inside S cancel. Unmasking rebuilds each b_i (i in S) and
-each c_sk_i (i in D) from t shares, takes the S-X pair seeds from the survivors themselves, subtracts,
-decodes and divides by the survivors' samples: the FedAvg mean of S.
+each c_sk_i (i in D) from t shares, takes the S-X pair seeds from the survivors themselves (or, for a
+silent survivor, from the absent site's rebuilt mask key), subtracts, decodes and divides by the
+survivors' samples: the FedAvg mean of S. Nothing touches the sum until every secret is in hand.
 """
 
 from __future__ import annotations

@@ -136,7 +136,8 @@ def unpack_shares(raw: bytes, err: ErrorType) -> tuple[int, bytes, bytes]:
 @dataclass(frozen=True)
 class RevealRequest:
     """Leader -> survivor: the round's survivors and dropped, and exactly what this survivor must reveal:
-    its shares of b for `b`, of c_sk for `c`, and its own pair seeds with the absent sites `pair`."""
+    its shares of b for `b` (survivors), of c_sk for `c` (dropped and absent neighbours), and its own pair
+    seeds with its absent neighbours for `pair`."""
 
     round: int
     term: int
