@@ -51,6 +51,7 @@ class Unmasker:
         self._added: set[str] = set()
         self._requests: dict[str, RevealRequest] = {}
         self._term: int | None = None
+        self._leader = ""
         self._b: dict[str, dict[int, int]] = {}  # survivor i -> {x: share of b_i}
         self._c: dict[str, dict[int, int]] = {}  # dropped i -> {x: share of c_sk_i}
         self._pairs: dict[tuple[str, str], bytes] = {}  # (survivor, absent) -> pair seed
@@ -106,12 +107,16 @@ class Unmasker:
         """survivor -> RevealRequest: exactly the shares and pair seeds the unmasking needs from it.
         A later call with a higher term starts over (fresh requests, responses of the old term dropped)."""
         leader = site_id(leader)
+        if type(term) is not int or term < 0:
+            raise SecAggError("term", f"term must be an int >= 0, got {term!r}")
         if self._term is not None and term < self._term:
             raise SecAggError("term", f"term {term} is older than term {self._term}")
+        if self._term == term and self._leader != leader:
+            raise SecAggError("term", f"term {term} belongs to {self._leader}, not {leader}")
         if not self._added:
             raise BelowThreshold(["no masked update arrived"])
         if self._term != term:
-            self._term = term
+            self._term, self._leader = term, leader
             self._b, self._c, self._pairs, self._answered = {}, {}, {}, set()
             S, D, X = set(self.survivors), set(self.dropped), set(self.absent)
             self._requests = {}
@@ -121,7 +126,7 @@ class Unmasker:
                 self._requests[j] = RevealRequest(
                     self.round, term, leader, j, tuple(self.survivors), tuple(self.dropped), *asks
                 )
-        return {j: r.to_bytes() for j, r in self._requests.items() if r.leader == leader}
+        return {j: r.to_bytes() for j, r in self._requests.items()}
 
     def accept(self, site: str, response: bytes) -> None:
         """Take one survivor's RevealResponse (site: the transport's authenticated peer)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from secagg_sim import Swarm, answer_all, make_swarm, masked_updates, plain_mean, random_update, unmasker
 
-from swarmd.privacy import BadResponse, BadUpdate, BelowThreshold, SecAggError, Unmasker
+from swarmd.privacy import BadResponse, BadUpdate, BelowThreshold, SecAggError, SecAggParams, Unmasker
 from swarmd.privacy.errors import InconsistentShares
 
 
@@ -152,3 +152,21 @@ def test_committed_samples_are_checked(swarm: Swarm) -> None:
     with pytest.raises(SecAggError) as err:
         Unmasker(7, swarm.params, swarm.advertised, swarm.graph, {"0x" + "33" * 20: 5})
     assert err.value.reason == "unknown_site"
+
+
+def test_terms_only_go_forward_and_samples_must_fit_the_bound(tmp_path: Path) -> None:
+    swarm = make_swarm(tmp_path, 3, params=SecAggParams(sample_bound=100))
+    rng = np.random.default_rng(3)
+    updates = {s: (random_update(rng, 4.0), 40) for s in swarm.sites}
+    um = unmasker(swarm, {s: 40 for s in swarm.sites})
+    for s, m in masked_updates(swarm, updates).items():
+        um.add(s, m)
+    assert um.requests(2, swarm.sites[0]) == um.requests(2, swarm.sites[0])
+    for term, leader in ((1, swarm.sites[0]), (2, swarm.sites[1])):
+        with pytest.raises(SecAggError) as err:
+            um.requests(term, leader)
+        assert err.value.reason == "term"
+    answer_all(swarm, um, um.requests(2, swarm.sites[0]), swarm.sites, swarm.sites)
+    with pytest.raises(SecAggError) as err:  # 120 samples: the fixed-point sum may have wrapped
+        um.result()
+    assert err.value.reason == "sample_bound"
