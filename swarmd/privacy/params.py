@@ -71,10 +71,14 @@ class SecAggParams:
 
 
 def threshold_for(params: SecAggParams, d: int) -> int:
-    """Shares needed to rebuild the secrets of a site with `d` neighbours: the setting (at most d), else
-    ceil(2d/3); at least 1. Its d neighbours alone can reach it: a dropped site's mask key is rebuilt
-    without its own share."""
-    t = params.threshold if params.threshold > 0 else -(-2 * d // 3)
+    """Shares needed to rebuild the secrets of a site with `d` neighbours (d + 1 holders: it keeps one).
+
+    The setting if given, else max(ceil(2d/3), d // 2 + 2); at most d (its neighbours alone must rebuild
+    a dropped site's mask key) and at least 1. The d // 2 + 2 term: a leader holds a share of each of
+    its neighbours' secrets and may tell different holders different survivor sets, collecting b-shares
+    from some and c_sk-shares from the others; from d + 1 holders, itself one of them, it can get t of
+    both only if 2t <= d + 2. So the default keeps 2t > d + 2 wherever t <= d allows (every d >= 3)."""
+    t = params.threshold if params.threshold > 0 else max(-(-2 * d // 3), d // 2 + 2)
     return max(1, min(t, d))
 
 

@@ -44,7 +44,7 @@ def test_graph_depends_on_the_seed() -> None:
 
 def test_threshold() -> None:
     p = SecAggParams()
-    assert [threshold_for(p, d) for d in (0, 1, 2, 3, 4, 7)] == [1, 1, 2, 2, 3, 5]
+    assert [threshold_for(p, d) for d in (0, 1, 2, 3, 4, 5, 6, 7, 12, 30)] == [1, 1, 2, 3, 4, 4, 5, 5, 8, 20]
     assert threshold_for(SecAggParams(threshold=4), 7) == 4
     assert threshold_for(SecAggParams(threshold=9), 7) == 7
 

@@ -61,12 +61,12 @@ def test_below_threshold_then_enough(swarm: Swarm) -> None:
     for s in swarm.sites:
         um.add(s, masked[s])
     requests = um.requests(1, swarm.sites[0])
-    answer_all(swarm, um, requests, committed, swarm.sites[:2])  # 2 of 5 answer; 3 shares needed
-    assert not um.ready and any("2/3 shares" in line for line in um.missing)
+    answer_all(swarm, um, requests, committed, swarm.sites[:2])  # 2 of 5 answer; 4 shares needed
+    assert not um.ready and any("2/4 shares" in line for line in um.missing)
     with pytest.raises(BelowThreshold) as err:
         um.result()
     assert err.value.reason == "below_threshold" and err.value.missing == um.missing
-    answer_all(swarm, um, requests, committed, swarm.sites[2:3])  # the sum was left intact
+    answer_all(swarm, um, requests, committed, swarm.sites[2:4])  # the sum was left intact
     assert um.ready and _close(um.result(), updates, swarm.sites)
     with pytest.raises(SecAggError) as err2:
         um.result()

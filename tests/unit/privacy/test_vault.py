@@ -10,6 +10,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from secagg_sim import ROUND, Swarm, make_swarm
 
 from swarmd.privacy import (
@@ -22,6 +24,7 @@ from swarmd.privacy import (
     RoundSecrets,
     ShareVault,
     make_shares,
+    threshold_for,
 )
 from swarmd.privacy.errors import BadResponse, SecAggError
 from swarmd.privacy.wire import RevealResponse
@@ -241,3 +244,40 @@ def test_secrets_of_another_round_are_refused_and_old_rounds_forgotten(swarm: Sw
     assert err.value.reason == "round"
     swarm.vaults[j].forget_before(ROUND + 1)
     assert not list(swarm.vault_dir(j).glob("round-*.msgpack"))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_no_sequence_of_requests_yields_both_secrets_of_a_site(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """A leader that tells each holder, term after term, any split of the committers into survivors and
+    dropped (holders restarting before every answer) never gets t shares of both b_i and c_sk_i of any
+    site i, counting the shares its own vault holds, wherever 2t > d + 2 (the default for d >= 3)."""
+    n, k = data.draw(st.sampled_from([(5, 0), (8, 0), (8, 3), (8, 4)]), label="sites, neighbours")
+    swarm = make_swarm(tmp_path_factory.mktemp("vaults"), n, k=k)
+    leader, t = swarm.sites[0], {s: threshold_for(swarm.params, len(swarm.graph[s])) for s in swarm.sites}
+    got: dict[tuple[str, str], set[str]] = {}  # (kind, owner) -> holders whose share the leader has
+    for s in swarm.graph[leader]:
+        got.setdefault(("b", s), set()).add(leader)
+        got.setdefault(("c", s), set()).add(leader)
+    for term in range(1, 4):
+        for j in swarm.sites[1:]:
+            others = [s for s in swarm.sites[1:] if s != j]
+            dropped = tuple(
+                sorted(data.draw(st.lists(st.sampled_from(others), max_size=n // 3, unique=True)))
+            )
+            req = request(swarm, j, term=term, dropped=dropped)
+            try:
+                raw = ShareVault(swarm.vault_dir(j)).answer(  # a restart before every answer
+                    swarm.secrets[j], req, swarm.sites, swarm.advertised, swarm.graph
+                )
+            except BadRequest:
+                continue
+            resp = RevealResponse.from_bytes(raw, BadResponse)
+            for kind, shares in (("b", resp.b), ("c", resp.c)):
+                for owner in shares:
+                    got.setdefault((kind, owner), set()).add(j)
+    for i in swarm.sites[1:]:
+        assert 2 * t[i] > len(swarm.graph[i]) + 2
+        assert not (len(got.get(("b", i), ())) >= t[i] and len(got.get(("c", i), ())) >= t[i]), i
