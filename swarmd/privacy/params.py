@@ -96,6 +96,7 @@ class Advertised:
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != KEY_SIZE:
                 raise SecAggError("key", f"{self.site}: {name} must be {KEY_SIZE} bytes")
+            object.__setattr__(self, name, bytes(value))  # plain bytes, whatever subclass the chain gave
 
 
 def by_site(advertised: Sequence[Advertised]) -> dict[str, Advertised]:

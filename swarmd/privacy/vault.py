@@ -57,7 +57,7 @@ class _Held:
 class _RoundState:
     owner: str
     shares: dict[str, _Held] = field(default_factory=dict)
-    reveals: dict[str, str] = field(default_factory=dict)  # peer -> "b" | "c" | "pair"
+    reveals: dict[str, str] = field(default_factory=dict)  # peer -> "b" | "c"
     terms: list[tuple[int, str, bytes]] = field(default_factory=list)  # (term, leader, request digest)
 
     def to_bytes(self, round_: int) -> bytes:
@@ -76,7 +76,7 @@ class _RoundState:
                 raise ValueError("bad share record")
             state.shares[site_id(s)] = _Held(x, b, c, view)
         for s, kind in o["reveals"].items():
-            if kind not in ("b", "c", "pair"):
+            if kind not in ("b", "c"):
                 raise ValueError("bad reveal record")
             state.reveals[site_id(s)] = kind
         for term, leader, digest in o["terms"]:
@@ -202,7 +202,7 @@ class ShareVault:
         digest = hashlib.sha256(request).digest()
         self._check_term(state, req, digest)
         self._check_scope(secrets.owner, view, req, committers, state)
-        for kind in ("b", "c", "pair"):
+        for kind in ("b", "c"):  # pair seeds need no record: the chain's commits are their guard
             for peer in getattr(req, kind):
                 state.reveals[peer] = kind
         if not any(t == req.term for t, _, _ in state.terms):

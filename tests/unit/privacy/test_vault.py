@@ -102,6 +102,11 @@ def test_a_pair_seed_with_an_absent_site_is_given(swarm: Swarm) -> None:
     raw = swarm.vaults[j].answer(swarm.secrets[j], req, committed, swarm.advertised, swarm.graph)
     resp = RevealResponse.from_bytes(raw, BadResponse)
     assert list(resp.pair) == [x] and list(resp.c) == [x] and len(resp.pair[x]) == 32
+    again = RevealRequest(ROUND, 2, j, j, tuple(committed), (), tuple(committed), (x,), (x,)).to_bytes()
+    vault = ShareVault(swarm.vault_dir(j))  # a new leader, after a restart, asks the same again
+    raw2 = vault.answer(swarm.secrets[j], again, committed, swarm.advertised, swarm.graph)
+    resp2 = RevealResponse.from_bytes(raw2, BadResponse)
+    assert (resp2.term, resp2.pair, resp2.c, resp2.b) == (2, resp.pair, resp.c, resp.b)
 
 
 def test_replayed_and_conflicting_requests_are_refused(swarm: Swarm) -> None:
