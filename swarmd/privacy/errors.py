@@ -7,7 +7,17 @@ a metric label. They are wire errors (exit 7): what goes wrong here comes from a
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
 from swarmd.errors import WireError
+
+log = logging.getLogger("swarmd.privacy")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class SecAggError(WireError):
@@ -65,3 +75,25 @@ class BelowThreshold(SecAggError):
 class BadVaultState(SecAggError):
     """A persisted vault file is unreadable. Fails closed: without its reveal record the round is never
     answered again (a fresh record could reveal the other secret of a peer)."""
+
+
+class _Counts(Protocol):
+    refusals: Counter[str]
+
+
+C = TypeVar("C", bound=_Counts)
+
+
+def counted(method: Callable[Concatenate[C, P], R]) -> Callable[Concatenate[C, P], R]:
+    """Count (in `self.refusals`, by reason) and log every SecAggError the method raises, then re-raise."""
+
+    @functools.wraps(method)
+    def wrapper(self: C, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except SecAggError as exc:
+            self.refusals[exc.reason] += 1
+            log.warning("secure aggregation refused: %s", exc)
+            raise
+
+    return wrapper

@@ -11,12 +11,20 @@ survivors' samples: the FedAvg mean of S. Nothing touches the sum until every se
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from swarmd.privacy import shamir
-from swarmd.privacy.errors import BadResponse, BadUpdate, BelowThreshold, InconsistentShares, SecAggError
+from swarmd.privacy.errors import (
+    BadResponse,
+    BadUpdate,
+    BelowThreshold,
+    InconsistentShares,
+    SecAggError,
+    counted,
+)
 from swarmd.privacy.keys import pair_seed, public_of
 from swarmd.privacy.masks import apply_masks, decode
 from swarmd.privacy.params import Advertised, SecAggParams, site_id
@@ -27,7 +35,8 @@ Masks = list[tuple[bytes, int]]
 
 
 class Unmasker:
-    """One leader term's unmasking of `round`. `committed`: site -> n_samples of the round's commits."""
+    """One leader term's unmasking of `round`. `committed`: site -> n_samples of the round's commits.
+    `refusals` counts the updates and responses it refused, by reason."""
 
     def __init__(
         self,
@@ -57,6 +66,7 @@ class Unmasker:
         self._pairs: dict[tuple[str, str], bytes] = {}  # (survivor, absent) -> pair seed
         self._answered: set[str] = set()
         self._done = False
+        self.refusals: Counter[str] = Counter()
 
     # --- sets -----------------------------------------------------------------------------------
     @property
@@ -72,6 +82,7 @@ class Unmasker:
         return sorted(set(self.view.keys) - set(self.committed))
 
     # --- masked updates -------------------------------------------------------------------------
+    @counted
     def add(self, site: str, tensors: Mapping[str, np.ndarray]) -> None:
         """Fold one committer's masked update into the sum (mod 2^32). Refused after `requests`."""
         site = site_id(site)
@@ -128,6 +139,7 @@ class Unmasker:
                 )
         return {j: r.to_bytes() for j, r in self._requests.items()}
 
+    @counted
     def accept(self, site: str, response: bytes) -> None:
         """Take one survivor's RevealResponse (site: the transport's authenticated peer)."""
         site = site_id(site)

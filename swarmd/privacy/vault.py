@@ -10,15 +10,13 @@ closed. Every refusal raises a named error, is logged and counted in `refusals` 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import msgpack
 from cryptography.exceptions import InvalidTag
@@ -31,7 +29,7 @@ from swarmd.privacy.errors import (
     BadVaultState,
     DoubleReveal,
     ReplayedRequest,
-    SecAggError,
+    counted,
 )
 from swarmd.privacy.keys import RoundSecrets, pair_seed, share_key
 from swarmd.privacy.params import Advertised, connected, site_id
@@ -39,9 +37,6 @@ from swarmd.privacy.site import own_view
 from swarmd.privacy.view import RoundView
 from swarmd.privacy.wire import RevealRequest, RevealResponse, ShareMsg, unpack_shares
 
-log = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 _MAX_FILE = 16 << 20
 
 
@@ -86,21 +81,6 @@ class _RoundState:
         return state
 
 
-def _counted(method: Callable[Concatenate[ShareVault, P], R]) -> Callable[Concatenate[ShareVault, P], R]:
-    """Count and log every SecAggError the method raises, by reason, then let it propagate."""
-
-    @functools.wraps(method)
-    def wrapper(self: ShareVault, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(self, *args, **kwargs)
-        except SecAggError as exc:
-            self.refusals[exc.reason] += 1
-            log.warning("secagg vault refused: %s", exc)
-            raise
-
-    return wrapper
-
-
 class ShareVault:
     """A site's store of its neighbours' shares, one file per round under `directory` (mode 0600)."""
 
@@ -138,7 +118,7 @@ class ShareVault:
         """Whose shares this vault holds for `round_` (sorted)."""
         return sorted(self._state(round_, site_id(owner)).shares)
 
-    @_counted
+    @counted
     def accept(
         self,
         secrets: RoundSecrets,
@@ -176,7 +156,7 @@ class ShareVault:
         state.shares[sender] = _Held(x, b, c, msg.view)
         self._persist(msg.round, state)
 
-    @_counted
+    @counted
     def answer(
         self,
         secrets: RoundSecrets,

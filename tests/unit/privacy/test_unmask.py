@@ -125,6 +125,7 @@ def test_responses_are_checked(swarm: Swarm) -> None:
     with pytest.raises(BadResponse) as err:
         um.accept(j, raw)
     assert err.value.reason == "duplicate"
+    assert um.refusals == {"unasked": 1, "binding": 2, "scope": 1, "malformed": 1, "duplicate": 1}
 
 
 def test_a_lying_survivor_is_caught(swarm: Swarm) -> None:
