@@ -22,7 +22,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from swarmd.fsutil import atomic_write
+from swarmd.fsutil import atomic_write, store_error
 from swarmd.privacy.errors import (
     BadRequest,
     BadShare,
@@ -86,7 +86,10 @@ class ShareVault:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise store_error(self.directory, exc) from exc
         self.refusals: Counter[str] = Counter()
         self._rounds: dict[int, _RoundState] = {}
 

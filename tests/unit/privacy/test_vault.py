@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from secagg_sim import ROUND, Swarm, make_swarm
 
+from swarmd.errors import StoreError
 from swarmd.privacy import (
     BadRequest,
     BadShare,
@@ -286,3 +287,9 @@ def test_no_sequence_of_requests_yields_both_secrets_of_a_site(
     for i in swarm.sites[1:]:
         assert 2 * t[i] > len(swarm.graph[i]) + 2
         assert not (len(got.get(("b", i), ())) >= t[i] and len(got.get(("c", i), ())) >= t[i]), i
+
+
+def test_a_vault_where_no_directory_can_be_made_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError):
+        ShareVault(tmp_path / "file" / "vault")
