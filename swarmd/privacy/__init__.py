@@ -1,0 +1,56 @@
+"""Privacy for the round: secure aggregation (SecAgg+ with the leader as a peer) and differential privacy.
+
+This package imports no other subsystem: it takes and returns bytes, numpy arrays and dataclasses; the
+daemon moves the bytes (transport) and reads the facts (ledger). The secure-aggregation protocol and its
+message flow are in docs/protocol.md ("Secure aggregation").
+"""
+
+from swarmd.privacy.errors import (
+    BadRequest,
+    BadResponse,
+    BadSecrets,
+    BadShare,
+    BadUpdate,
+    BadVaultState,
+    BelowThreshold,
+    DoubleReveal,
+    InconsistentShares,
+    ReplayedRequest,
+    SecAggError,
+)
+from swarmd.privacy.keys import RoundSecrets
+from swarmd.privacy.params import Advertised, SecAggParams, graph_seed, neighbourhood, threshold_for
+from swarmd.privacy.site import make_shares, mask_update
+from swarmd.privacy.unmask import Unmasker
+from swarmd.privacy.vault import ShareVault
+from swarmd.privacy.wire import RevealRequest, RevealResponse
+
+__all__ = [
+    "Advertised",
+    "BadRequest",
+    "BadResponse",
+    "BadSecrets",
+    "BadShare",
+    "BadUpdate",
+    "BadVaultState",
+    "BelowThreshold",
+    "DoubleReveal",
+    "InconsistentShares",
+    "ReplayedRequest",
+    "RevealRequest",
+    "RevealResponse",
+    "RoundSecrets",
+    "SecAggError",
+    "SecAggParams",
+    "ShareVault",
+    "Unmasker",
+    "graph_seed",
+    "make_shares",
+    "mask_update",
+    "neighbourhood",
+    "threshold_for",
+]
+
+# --- differential privacy (the dp helper's modules): import its names here and extend __all__ ---------
+# from swarmd.privacy.dp import ...
+# __all__ += [...]
