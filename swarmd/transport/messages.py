@@ -371,7 +371,20 @@ class SecAggReply(Message):
 
 KINDS: dict[str, type[Message]] = {
     m.KIND: m
-    for m in (Ping, Pong, Announce, UpdateOffer, Fetch, Serve, Grant, Chunk, Cancel, Reply, SecAgg, SecAggReply)
+    for m in (
+        Ping,
+        Pong,
+        Announce,
+        UpdateOffer,
+        Fetch,
+        Serve,
+        Grant,
+        Chunk,
+        Cancel,
+        Reply,
+        SecAgg,
+        SecAggReply,
+    )
 }
 
 

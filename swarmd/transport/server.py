@@ -143,7 +143,9 @@ class Server:
         try:
             out = await self.ctx.handler.on_secagg(peer, SecAggHeader(msg.round, msg.topic), msg.body)
             if isinstance(out, Verdict):
-                answer = m.Reply(msg.req, False, out.reason or Refusal.PRIVACY_REFUSED, out.detail[: m.MAX_TEXT])
+                answer = m.Reply(
+                    msg.req, False, out.reason or Refusal.PRIVACY_REFUSED, out.detail[: m.MAX_TEXT]
+                )
             else:
                 answer = m.SecAggReply(msg.req, out)
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
