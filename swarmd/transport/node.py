@@ -249,7 +249,7 @@ class Node:
     async def secagg(
         self, peer: PeerId, *, round: int, topic: m.SecAggTopic, body: bytes, timeout: float | None = None
     ) -> bytes:
-        """Send a secure-aggregation message to `peer`; its answer's body. Raises PeerRejected on a refusal."""
+        """Send a secure-aggregation message to `peer`; its answer's body. PeerRejected on a refusal."""
         return await self._client.secagg(peer, round, topic, body, timeout)
 
     async def send_update(
