@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import requests
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 from urllib3.exceptions import LocationValueError
 from web3 import Web3
@@ -39,15 +38,15 @@ from web3.types import TxParams, TxReceipt
 
 from swarmd.config import check_rpc_url
 from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
+from swarmd.ledger import args as arg
 from swarmd.ledger.artifact import load_artifact
 from swarmd.ledger.errors import (
-    LedgerArgumentError,
     NodeError,
     RevertDecoder,
     TransactionFailed,
     UnknownContract,
 )
-from swarmd.ledger.types import Binding, DeployParams, Member, MemberStatus, RoundInfo
+from swarmd.ledger.types import AdvertisedKeys, Binding, DeployParams, Member, MemberStatus, RoundInfo
 
 if TYPE_CHECKING:
     from swarmd.ledger.events import EventStream
@@ -67,7 +66,6 @@ _NODE_HINTS = {
     "chain id": "the RPC endpoint serves another chain than the one this site was set up for",
     "gas limit": "the block gas limit is too low for this call; raise it in the chain's genesis",
 }
-_UINT32_MAX = 2**32 - 1
 _MAX_BACKOFF_S = 4.0
 _NONCE_ATTEMPTS = 10
 _REBROADCAST_S = 3.0
@@ -75,44 +73,6 @@ _REBROADCAST_S = 3.0
 
 class _NonceTaken(Exception):
     """Internal: the nonce we signed with was used by another transaction; build and sign again."""
-
-
-def _bytes32(value: bytes | str, what: str) -> bytes:
-    if isinstance(value, str):
-        text = value[2:] if value.startswith("0x") else value
-        try:
-            value = bytes.fromhex(text)
-        except ValueError:
-            raise LedgerArgumentError(f"{what} is not hex: {text[:20]!r}") from None
-    if len(value) != 32:
-        raise LedgerArgumentError(f"{what} must be 32 bytes, got {len(value)}")
-    return bytes(value)
-
-
-def _curve_key_raw(key: bytes) -> bytes:
-    """A CURVE public key as 32 raw bytes; accepts the raw form or ZeroMQ's 40-character z85 text."""
-    if len(key) == 32:
-        return bytes(key)
-    if len(key) == 40:
-        import zmq.utils.z85 as z85
-
-        try:
-            return bytes(z85.decode(key))
-        except (ValueError, KeyError) as exc:
-            raise LedgerArgumentError(f"CURVE key is not valid z85: {exc}") from exc
-    raise LedgerArgumentError(f"CURVE public key must be 32 raw bytes or 40 z85 characters, got {len(key)}")
-
-
-def _address(value: str, what: str = "account") -> ChecksumAddress:
-    if not isinstance(value, str) or not is_address(value):
-        raise LedgerArgumentError(f"{what} is not an Ethereum address: {value!r}")
-    return to_checksum_address(value)
-
-
-def _uint(value: int, what: str, maximum: int = 2**256 - 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise LedgerArgumentError(f"{what} must be an integer in [0, {maximum}], got {value!r}")
-    return value
 
 
 def _rpc_message(exc: Web3RPCError) -> str:
@@ -150,7 +110,7 @@ class Ledger:
     ) -> None:
         artifact = load_artifact()
         self.rpc_url = rpc_url
-        self.address = _address(address, "contract address")
+        self.address = arg.address(address, "contract address")
         self.account = account
         self.retries = retries
         self.backoff = backoff
@@ -177,11 +137,11 @@ class Ledger:
         """Deploy a SwarmLedger bound to `params`; returns a client for it acting as `account`."""
         artifact = load_artifact()
         args = (
-            _bytes32(params.task_hash, "task hash"),
-            _bytes32(params.initial_model_hash, "initial model hash"),
-            _uint(params.min_peers, "min_peers", _UINT32_MAX),
-            _uint(params.commit_window, "commit_window", _UINT32_MAX),
-            _uint(params.leader_timeout, "leader_timeout", _UINT32_MAX),
+            arg.bytes32(params.task_hash, "task hash"),
+            arg.bytes32(params.initial_model_hash, "initial model hash"),
+            arg.uint(params.min_peers, "min_peers", arg.UINT32_MAX),
+            arg.uint(params.commit_window, "commit_window", arg.UINT32_MAX),
+            arg.uint(params.leader_timeout, "leader_timeout", arg.UINT32_MAX),
             bool(params.majority_admission),
         )
         # A throwaway client (zero address) gives deploy the same signing, retry and revert machinery.
@@ -235,39 +195,39 @@ class Ledger:
         return [Member.from_chain(v) for v in self._call("getMembers")]
 
     def member(self, account: str) -> Member:
-        return Member.from_chain(self._call("getMember", _address(account)))
+        return Member.from_chain(self._call("getMember", arg.address(account)))
 
     def active_members(self) -> list[Member]:
         return [m for m in self.members() if m.status is MemberStatus.ACTIVE]
 
     def has_voted(self, candidate: str, voter: str, admit: bool = True) -> bool:
-        return bool(self._call("hasVoted", _address(candidate), _address(voter, "voter"), admit))
+        return bool(self._call("hasVoted", arg.address(candidate), arg.address(voter, "voter"), admit))
 
     def current_round(self) -> int:
         return int(self._call("currentRound"))
 
     def round(self, r: int) -> RoundInfo:
-        return RoundInfo.from_chain(self._call("getRound", _uint(r, "round")))
+        return RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round")))
 
     def rounds(self) -> list[RoundInfo]:
         """Every round so far, oldest first, the current (open or elected) one last."""
         return [self.round(r) for r in range(self.current_round() + 1)]
 
     def base_hash(self, r: int) -> bytes:
-        return bytes(self._call("baseHash", _uint(r, "round")))
+        return bytes(self._call("baseHash", arg.uint(r, "round")))
 
     def has_committed(self, r: int, site: str) -> bool:
-        return bool(self._call("hasCommitted", _uint(r, "round"), _address(site, "site")))
+        return bool(self._call("hasCommitted", arg.uint(r, "round"), arg.address(site, "site")))
 
     def can_elect(self, r: int) -> bool:
         """True when elect(r) would succeed in the next block (a free view: call it before spending gas)."""
         # "pending": evaluated as the next block, where a transaction sent now lands (on nodes without a
         # pending block, e.g. Besu, this is the latest block and the answer is one block conservative).
-        return bool(self._call("canElect", _uint(r, "round"), block="pending"))
+        return bool(self._call("canElect", arg.uint(r, "round"), block="pending"))
 
     def can_reelect(self, r: int) -> bool:
         """True when reelect(r) would succeed in the next block."""
-        return bool(self._call("canReelect", _uint(r, "round"), block="pending"))
+        return bool(self._call("canReelect", arg.uint(r, "round"), block="pending"))
 
     def events(self, from_block: int = 0, *, confirmations: int = 0) -> EventStream:
         from swarmd.ledger.events import EventStream
@@ -276,20 +236,20 @@ class Ledger:
 
     # ------------------------------------------------------------------ transactions
     def request_join(self, curve_key: bytes, endpoint: str) -> TxReceipt:
-        return self._send("requestJoin", _curve_key_raw(curve_key), endpoint)
+        return self._send("requestJoin", arg.curve_key_raw(curve_key), endpoint)
 
     def admit(self, account: str) -> TxReceipt:
-        return self._send("admit", _address(account))
+        return self._send("admit", arg.address(account))
 
     def remove(self, account: str) -> TxReceipt:
-        return self._send("remove", _address(account))
+        return self._send("remove", arg.address(account))
 
     def update_endpoint(self, endpoint: str) -> TxReceipt:
         return self._send("updateEndpoint", endpoint)
 
     def transfer_admin(self, new_admin: str) -> TxReceipt:
         """Offer the admin role to `new_admin` (this account stays admin until it accepts)."""
-        return self._send("transferAdmin", _address(new_admin, "new admin"))
+        return self._send("transferAdmin", arg.address(new_admin, "new admin"))
 
     def accept_admin(self) -> TxReceipt:
         """Take the admin role offered to this account."""
@@ -299,19 +259,46 @@ class Ledger:
         """Withdraw the pending admin transfer (admin only)."""
         return self._send("cancelAdminTransfer")
 
-    def commit(self, r: int, update_hash: bytes, n_samples: int) -> TxReceipt:
-        n = _uint(n_samples, "n_samples", _UINT32_MAX)
-        return self._send("commit", _uint(r, "round"), _bytes32(update_hash, "update hash"), n)
+    def advertise_keys(self, r: int, mask_pk: bytes, enc_pk: bytes) -> TxReceipt:
+        """Publish this site's per-round secure-aggregation public keys (raw 32-byte X25519 keys)."""
+        mask = arg.bytes32(mask_pk, "mask public key")
+        enc = arg.bytes32(enc_pk, "encryption public key")
+        return self._send("advertise", arg.uint(r, "round"), mask, enc)
+
+    def advertised_keys(self, r: int) -> list[AdvertisedKeys]:
+        """Every key set advertised in round `r`, in event (chain) order; empty in a plain round."""
+        from swarmd.ledger.events import advertised_keys
+
+        # One block for the count and the logs: an advertise mined in between cannot make them disagree.
+        head = self.block_number()
+        info = RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round"), block=head))
+        return advertised_keys(self, info, head)
+
+    def commit(
+        self, r: int, update_hash: bytes, n_samples: int, *, milli_epsilon: int = 0, key_count: int = 0
+    ) -> TxReceipt:
+        """Commit to an update; `milli_epsilon` is this site's cumulative epsilon x1000 (0: no DP account),
+        `key_count` the number of advertised key sets the update was masked against (0: plain round)."""
+        n = arg.uint(n_samples, "n_samples", arg.UINT32_MAX)
+        eps = arg.uint(milli_epsilon, "milli_epsilon", arg.UINT32_MAX)
+        keys = arg.uint(key_count, "key_count", arg.UINT16_MAX)
+        h = arg.bytes32(update_hash, "update hash")
+        return self._send("commit", arg.uint(r, "round"), h, n, eps, keys)
 
     def elect(self, r: int) -> TxReceipt:
-        return self._send("elect", _uint(r, "round"))
+        return self._send("elect", arg.uint(r, "round"))
 
     def reelect(self, r: int) -> TxReceipt:
-        return self._send("reelect", _uint(r, "round"))
+        return self._send("reelect", arg.uint(r, "round"))
 
-    def finalize(self, r: int, merged_hash: bytes, included: Sequence[str]) -> TxReceipt:
-        sites = [_address(a, "included site") for a in included]
-        return self._send("finalize", _uint(r, "round"), _bytes32(merged_hash, "merged hash"), sites)
+    def finalize(
+        self, r: int, merged_hash: bytes, included: Sequence[str], recovered: Sequence[str] = ()
+    ) -> TxReceipt:
+        """Close round `r`; `recovered` are the committers whose masks were recovered from shares."""
+        sites = [arg.address(a, "included site") for a in included]
+        dropped = [arg.address(a, "recovered site") for a in recovered]
+        h = arg.bytes32(merged_hash, "merged hash")
+        return self._send("finalize", arg.uint(r, "round"), h, sites, dropped)
 
     # ------------------------------------------------------------------ machinery
     def _rpc(self, fn: Callable[[], T]) -> T:
@@ -359,7 +346,7 @@ class Ledger:
             return TransactionFailed("Panic", (str(exc),), hint="a contract invariant broke; report this bug")
         return TransactionFailed("Revert", (str(exc),))
 
-    def _call(self, name: str, *args: Any, block: str = "latest") -> Any:
+    def _call(self, name: str, *args: Any, block: str | int = "latest") -> Any:
         fn = getattr(self.contract.functions, name)(*args)
         try:
             return self._rpc(lambda: fn.call(block_identifier=block))
