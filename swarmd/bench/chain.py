@@ -6,8 +6,8 @@ included), secure-aggregation rounds (every site advertises its keys first, comm
 and the leader finalizes with one committer recovered as a dropout) and one failover round (the leader
 stalls, reelect after the timeout, the new leader finalizes). Every commit carries a non-zero epsilon
 (differential privacy's accounting), the costlier calldata. Latency is the wall time of the Ledger call
-as a daemon sees it: estimate, sign, send and wait for the receipt. Gas is the receipt's gasUsed. `chain_report` judges the goals and renders the
-per-call table and the gas plot.
+as a daemon sees it: estimate, sign, send and wait for the receipt. Gas is the receipt's gasUsed.
+`chain_report` judges the goals and renders the per-call table and the gas plot.
 """
 
 from __future__ import annotations
