@@ -37,6 +37,7 @@ interface ISwarmLedger {
         bool majorityAdmission;
         address admin;
         uint64 deployBlock;
+        bool secureAggregation;
     }
 
     /// @notice A member record; `admitVotes` / `removeVotes` count the ballots of the current status only.
@@ -207,6 +208,9 @@ interface ISwarmLedger {
     /// @notice A secure-aggregation public key is zero.
     error SwarmLedgerZeroKey();
 
+    /// @notice The task was deployed without secure aggregation, so there are no keys to advertise.
+    error SwarmLedgerSecureAggregationOff();
+
     /// @notice The commit was masked against another set of advertised keys than the round now holds.
     /// @param expected how many sites advertised keys in the round
     /// @param got the count the commit quoted
@@ -332,7 +336,8 @@ interface ISwarmLedger {
     // ------------------------------------------------------------------ rounds
     /// @notice Publish the caller's fresh secure-aggregation public keys for `round`, bound to its account by
     /// the transaction itself. Every peer masks against the set of keys advertised before the first commit.
-    /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); `round` is the current
+    /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); the task was deployed
+    /// with secure aggregation (`SwarmLedgerSecureAggregationOff`); `round` is the current
     /// round (`SwarmLedgerWrongRound`), open and without any commit yet (`SwarmLedgerKeysClosed`); neither key
     /// is zero (`SwarmLedgerZeroKey`); the caller has not advertised in this round
     /// (`SwarmLedgerAlreadyAdvertised`); fewer than `MAX_COMMITTERS` sites advertised (`SwarmLedgerRoundFull`).

@@ -25,6 +25,9 @@ contract SwarmLedger is ISwarmLedger {
     uint32 private immutable _commitWindow;
     uint32 private immutable _leaderTimeout;
     bool private immutable _majorityAdmission;
+    // Bound at deploy like the task: in a plain task nobody may advertise keys, or any member could make
+    // every plain commit (which quotes keyCount 0) revert StaleKeys.
+    bool private immutable _secureAggregation;
     uint64 private immutable _deployBlock;
 
     struct Member {
@@ -93,13 +96,15 @@ contract SwarmLedger is ISwarmLedger {
     /// @param commitWindow blocks after a round's first commit after which elect() no longer waits for everyone
     /// @param leaderTimeout blocks after an election after which reelect() may replace the leader
     /// @param majorityAdmission false: the admin admits and removes; true: a majority of active members does
+    /// @param secureAggregation whether rounds use secure aggregation (sites advertise keys before committing)
     constructor(
         bytes32 taskHash,
         bytes32 initialModelHash,
         uint32 minPeers,
         uint32 commitWindow,
         uint32 leaderTimeout,
-        bool majorityAdmission
+        bool majorityAdmission,
+        bool secureAggregation
     ) {
         if (taskHash == bytes32(0)) revert SwarmLedgerInvalidBinding("taskHash");
         if (initialModelHash == bytes32(0)) revert SwarmLedgerInvalidBinding("initialModelHash");
@@ -111,6 +116,7 @@ contract SwarmLedger is ISwarmLedger {
         _commitWindow = commitWindow;
         _leaderTimeout = leaderTimeout;
         _majorityAdmission = majorityAdmission;
+        _secureAggregation = secureAggregation;
         _deployBlock = uint64(block.number);
         _admin = msg.sender;
         _rounds[0].openedBlock = uint48(block.number);
@@ -281,6 +287,7 @@ contract SwarmLedger is ISwarmLedger {
     function advertise(uint256 roundId, bytes32 maskKey, bytes32 encKey) external {
         Member storage m = _members[msg.sender];
         if (m.status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
+        if (!_secureAggregation) revert SwarmLedgerSecureAggregationOff();
         _checkCurrent(roundId);
         if (_currentElected || _openCommits != 0) revert SwarmLedgerKeysClosed(roundId);
         if (maskKey == bytes32(0) || encKey == bytes32(0)) revert SwarmLedgerZeroKey();
@@ -499,7 +506,8 @@ contract SwarmLedger is ISwarmLedger {
             _leaderTimeout,
             _majorityAdmission,
             _admin,
-            _deployBlock
+            _deployBlock,
+            _secureAggregation
         );
     }
 

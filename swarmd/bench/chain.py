@@ -61,7 +61,9 @@ def _bench_size(members: int, rounds: int) -> dict[str, Any]:
     rec = _Recorder()
     with Devnet.start(accounts=members + 2) as dev:
         keys = [Account.from_key(k) for k in dev.dev_keys]
-        params = DeployParams(_h("bench-task"), _h("bench-init"), min(2, members), 2, _LEADER_TIMEOUT)
+        params = DeployParams(
+            _h("bench-task"), _h("bench-init"), min(2, members), 2, _LEADER_TIMEOUT, secure_aggregation=True
+        )
         t0 = time.perf_counter()
         admin = Ledger.deploy(dev.rpc_url, keys[0], params)
         deploy_ms = (time.perf_counter() - t0) * 1000

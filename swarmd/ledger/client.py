@@ -143,6 +143,7 @@ class Ledger:
             arg.uint(params.commit_window, "commit_window", arg.UINT32_MAX),
             arg.uint(params.leader_timeout, "leader_timeout", arg.UINT32_MAX),
             bool(params.majority_admission),
+            bool(params.secure_aggregation),
         )
         # A throwaway client (zero address) gives deploy the same signing, retry and revert machinery.
         bootstrap = cls(rpc_url, "0x" + "00" * 20, account, poa=poa, **kwargs)
@@ -173,9 +174,9 @@ class Ledger:
         return self.binding_info().params
 
     def binding_info(self) -> Binding:
-        task, model, min_peers, window, timeout, majority, admin, deploy_block = self._call("binding")
+        task, model, min_peers, window, timeout, majority, admin, deploy_block, secagg = self._call("binding")
         params = DeployParams(
-            bytes(task), bytes(model), int(min_peers), int(window), int(timeout), bool(majority)
+            bytes(task), bytes(model), int(min_peers), int(window), int(timeout), bool(majority), bool(secagg)
         )
         return Binding(params=params, admin=str(admin), deploy_block=int(deploy_block))
 

@@ -43,6 +43,7 @@ class DeployParams:
     commit_window: int
     leader_timeout: int
     majority_admission: bool = False
+    secure_aggregation: bool = False  # sites advertise keys and mask their updates (the task's [privacy])
 
 
 @dataclass(frozen=True)

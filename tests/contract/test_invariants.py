@@ -60,7 +60,7 @@ class Model:
 def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: list[LocalAccount]) -> None:
     c = deploy_consortium(
         devnet, accounts, sites=5, admitted=4, outsiders=1, min_peers=MIN_PEERS,
-        commit_window=WINDOW, leader_timeout=TIMEOUT,
+        commit_window=WINDOW, leader_timeout=TIMEOUT, secure_aggregation=True,
     )  # fmt: skip
     actors: list[Ledger] = [*c.sites, *c.outsiders, c.admin]
     start = {a.sender: c.admin.member(a.sender).status for a in actors}  # type: ignore[index]

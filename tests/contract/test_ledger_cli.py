@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from chainkit import Consortium, h32
+from chainkit import Consortium, deploy_consortium, h32
+from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 
 from swarmd.checkpoint import save_file
 from swarmd.cli.common import console
 from swarmd.cli.swarm import app
 from swarmd.codec import content_hash
+from swarmd.ledger import Devnet
 
 pytestmark = pytest.mark.chain
 
@@ -30,9 +32,11 @@ def _finalize(c: Consortium, r: int, merged: bytes, recover_one: bool = False) -
 
 
 @pytest.fixture
-def history(consortium: Consortium, tmp_path: Path) -> tuple[Consortium, Path, list[str]]:
+def history(
+    devnet: Devnet, accounts: list[LocalAccount], tmp_path: Path
+) -> tuple[Consortium, Path, list[str]]:
     """Three finalized rounds; the returned model file is round 1's merged model."""
-    c = consortium
+    c = deploy_consortium(devnet, accounts, secure_aggregation=True)
     model = save_file({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, tmp_path / "m1.safetensors")
     a, b, nodp = c.sites
     # Round 0, plain: two sites keep a DP account, the third does not (0 = no account).

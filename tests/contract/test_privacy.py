@@ -18,6 +18,12 @@ pytestmark = pytest.mark.chain
 COMMIT_GAS_LIMIT = 90_000
 
 
+@pytest.fixture
+def consortium(devnet: Devnet, accounts: list[LocalAccount]) -> Consortium:
+    """The usual 3 admitted sites, on a ledger deployed for a task with secure aggregation."""
+    return deploy_consortium(devnet, accounts, secure_aggregation=True)
+
+
 def _keys(r: int, i: int) -> tuple[bytes, bytes]:
     return h32(f"mask-{r}-{i}"), h32(f"enc-{r}-{i}")
 
@@ -107,8 +113,19 @@ def test_advertise_guards(consortium: Consortium) -> None:
         c.sites[2].advertise_keys(0, *_keys(0, 2))
 
 
+def test_a_plain_task_takes_no_keys(devnet: Devnet, accounts: list[LocalAccount]) -> None:
+    """Otherwise any member could advertise and make every plain commit (key count 0) revert StaleKeys."""
+    c = deploy_consortium(devnet, accounts)
+    assert not c.admin.binding().secure_aggregation
+    with pytest.raises(errors.SecureAggregationOff):
+        c.sites[0].advertise_keys(0, *_keys(0, 0))
+    c.sites[0].commit(0, h32("u"), 1)
+    assert c.admin.round(0).key_count == 0
+
+
 def test_plain_round_commit_quotes_no_keys(consortium: Consortium) -> None:
     c = consortium
+    assert c.admin.binding().secure_aggregation
     with pytest.raises(errors.StaleKeys) as exc:
         c.sites[0].commit(0, h32("u"), 1, key_count=1)
     assert exc.value.error_args == (0, 0, 1)
@@ -168,7 +185,7 @@ def test_abandoned_round_keeps_its_key_count(consortium: Consortium) -> None:
 
 def test_commit_gas_at_eight_members(devnet: Devnet, accounts: list[LocalAccount]) -> None:
     """Gas is deterministic: the costliest commit (keys advertised, a non-zero epsilon) stays in budget."""
-    c = deploy_consortium(devnet, accounts, sites=8, min_peers=2)
+    c = deploy_consortium(devnet, accounts, sites=8, min_peers=2, secure_aggregation=True)
     assert c.admin.contract.functions.MAX_COMMITTERS().call() == 128
     advertise = [int(s.advertise_keys(0, *_keys(0, i))["gasUsed"]) for i, s in enumerate(c.sites)]
     commits = [
