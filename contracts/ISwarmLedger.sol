@@ -37,6 +37,7 @@ interface ISwarmLedger {
         bool majorityAdmission;
         address admin;
         uint64 deployBlock;
+        bool secureAggregation;
     }
 
     /// @notice A member record; `admitVotes` / `removeVotes` count the ballots of the current status only.
@@ -52,14 +53,19 @@ interface ISwarmLedger {
     }
 
     /// @notice One commit of a round, in commit order.
+    /// @param milliEpsilon the site's cumulative differential-privacy epsilon after this round, in thousandths;
+    /// 0 when the site keeps no privacy account
     struct CommitView {
         address site;
         bytes32 updateHash;
         uint32 nSamples;
         uint64 blockNumber;
+        uint32 milliEpsilon;
     }
 
-    /// @notice Everything a round holds; blocks are 0 until the event they record happened.
+    /// @notice Everything a round holds; blocks are 0 until the event they record happened. `keyCount` is the
+    /// number of sites that advertised secure-aggregation keys (0: a plain round); `recovered` lists the
+    /// committers whose masked input did not arrive and whose masks the leader recovered from shares.
     struct RoundView {
         uint256 round;
         RoundStatus status;
@@ -70,9 +76,11 @@ interface ISwarmLedger {
         uint64 openedBlock;
         uint64 electedBlock;
         uint64 closedBlock;
+        uint16 keyCount;
         CommitView[] commits;
         address[] failedLeaders;
         address[] included;
+        address[] recovered;
     }
 
     // ------------------------------------------------------------------ errors: deploy and admin
@@ -183,6 +191,31 @@ interface ISwarmLedger {
     /// @notice An account is listed twice among the included sites.
     error SwarmLedgerDuplicateIncluded(uint256 round, address account);
 
+    /// @notice An account is listed twice among the recovered sites.
+    error SwarmLedgerDuplicateRecovered(uint256 round, address account);
+
+    /// @notice An account is listed both as included and as recovered: a committer's masked input either
+    /// arrived or it did not.
+    error SwarmLedgerRecoveredIncluded(uint256 round, address account);
+
+    // ------------------------------------------------------------------ errors: secure aggregation keys
+    /// @notice Keys can only be advertised while the current round is open and has no commit yet.
+    error SwarmLedgerKeysClosed(uint256 round);
+
+    /// @notice The member already advertised keys in this round.
+    error SwarmLedgerAlreadyAdvertised(uint256 round, address site);
+
+    /// @notice A secure-aggregation public key is zero.
+    error SwarmLedgerZeroKey();
+
+    /// @notice The task was deployed without secure aggregation, so there are no keys to advertise.
+    error SwarmLedgerSecureAggregationOff();
+
+    /// @notice The commit was masked against another set of advertised keys than the round now holds.
+    /// @param expected how many sites advertised keys in the round
+    /// @param got the count the commit quoted
+    error SwarmLedgerStaleKeys(uint256 round, uint256 expected, uint256 got);
+
     // ------------------------------------------------------------------ events
     /// @notice Emitted when `newAdmin` becomes the admin: at deploy (from the zero address) and when a pending
     /// admin accepts.
@@ -222,8 +255,15 @@ interface ISwarmLedger {
     /// @param baseHash the model the round starts from
     event RoundOpened(uint256 indexed round, bytes32 baseHash);
 
+    /// @notice Emitted when `site` advertises its per-round secure-aggregation public keys (X25519): `maskKey`
+    /// for pairwise mask agreement, `encKey` for encrypting shares. The event is where peers read them.
+    event KeysAdvertised(uint256 indexed round, address indexed site, bytes32 maskKey, bytes32 encKey);
+
     /// @notice Emitted when `site` commits to an update in the current round.
-    event Committed(uint256 indexed round, address indexed site, bytes32 updateHash, uint32 nSamples);
+    /// @param milliEpsilon the site's cumulative epsilon after the round, in thousandths (0: no DP account)
+    event Committed(
+        uint256 indexed round, address indexed site, bytes32 updateHash, uint32 nSamples, uint32 milliEpsilon
+    );
 
     /// @notice Emitted when a leader is drawn, by elect() (term 1) or reelect() (later terms).
     /// @param seedBlock the block whose hash seeded the draw
@@ -232,9 +272,15 @@ interface ISwarmLedger {
     /// @notice Emitted when reelect() excludes `leader` from the round for not finalizing in time.
     event LeaderFailed(uint256 indexed round, address indexed leader, uint32 term);
 
-    /// @notice Emitted when the leader closes the round with the merged model of the `included` commits.
+    /// @notice Emitted when the leader closes the round with the merged model of the `included` commits;
+    /// `recovered` are the committers whose masks were recovered from shares (secure aggregation dropouts).
     event RoundFinalized(
-        uint256 indexed round, address indexed leader, uint32 term, bytes32 mergedHash, address[] included
+        uint256 indexed round,
+        address indexed leader,
+        uint32 term,
+        bytes32 mergedHash,
+        address[] included,
+        address[] recovered
     );
 
     /// @notice Emitted when a draw finds no committer that is still active and has not failed this round.
@@ -288,13 +334,27 @@ interface ISwarmLedger {
     function updateEndpoint(string calldata endpoint) external;
 
     // ------------------------------------------------------------------ rounds
+    /// @notice Publish the caller's fresh secure-aggregation public keys for `round`, bound to its account by
+    /// the transaction itself. Every peer masks against the set of keys advertised before the first commit.
+    /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); the task was deployed
+    /// with secure aggregation (`SwarmLedgerSecureAggregationOff`); `round` is the current
+    /// round (`SwarmLedgerWrongRound`), open and without any commit yet (`SwarmLedgerKeysClosed`); neither key
+    /// is zero (`SwarmLedgerZeroKey`); the caller has not advertised in this round
+    /// (`SwarmLedgerAlreadyAdvertised`); fewer than `MAX_COMMITTERS` sites advertised (`SwarmLedgerRoundFull`).
+    /// Emits {KeysAdvertised}.
+    function advertise(uint256 round, bytes32 maskKey, bytes32 encKey) external;
+
     /// @notice Commit to update `updateHash` trained on `nSamples` samples, once per round, current round only.
+    /// `milliEpsilon` is the caller's cumulative epsilon after this round in thousandths (0: no DP account);
+    /// `keyCount` is the number of advertised key sets the update was masked against (0 in a plain round).
     /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); `round` is the current
     /// round (`SwarmLedgerWrongRound`) and still open (`SwarmLedgerRoundNotOpen`); the caller has not committed
     /// in it (`SwarmLedgerAlreadyCommitted`); `updateHash` is not zero (`SwarmLedgerZeroHash`); `nSamples` is
-    /// not zero (`SwarmLedgerZeroSamples`); the round holds fewer than 256 commits (`SwarmLedgerRoundFull`).
-    /// Emits {Committed}.
-    function commit(uint256 round, bytes32 updateHash, uint32 nSamples) external;
+    /// not zero (`SwarmLedgerZeroSamples`); `keyCount` equals the round's advertised count
+    /// (`SwarmLedgerStaleKeys`); the round holds fewer than `MAX_COMMITTERS` (128) commits
+    /// (`SwarmLedgerRoundFull`). Closes advertising for the round. Emits {Committed}.
+    function commit(uint256 round, bytes32 updateHash, uint32 nSamples, uint32 milliEpsilon, uint16 keyCount)
+        external;
 
     /// @notice Draw the round's merge leader among its committers once the round is electable. Anyone may call.
     /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and open
@@ -313,13 +373,22 @@ interface ISwarmLedger {
     /// or {RoundAbandoned} and {RoundOpened} for the next round.
     function reelect(uint256 round) external;
 
-    /// @notice Close the round with the merged model's hash and the committers whose updates it includes.
+    /// @notice Close the round with the merged model's hash and the committers whose updates it includes;
+    /// `recovered` names the committers whose masked input did not arrive and whose masks were recovered
+    /// from their neighbours' shares (empty in a plain round).
     /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and has a leader
     /// (`SwarmLedgerNotElected`); the caller is the current term's leader (`SwarmLedgerNotLeader`);
     /// `mergedHash` is not zero (`SwarmLedgerZeroHash`); `included` is not empty (`SwarmLedgerNothingIncluded`)
     /// and lists distinct (`SwarmLedgerDuplicateIncluded`) committers of this round
-    /// (`SwarmLedgerNotCommitter`). Emits {RoundFinalized} and {RoundOpened} for the next round.
-    function finalize(uint256 round, bytes32 mergedHash, address[] calldata included) external;
+    /// (`SwarmLedgerNotCommitter`); `recovered` lists distinct (`SwarmLedgerDuplicateRecovered`) committers
+    /// (`SwarmLedgerNotCommitter`) none of which is included (`SwarmLedgerRecoveredIncluded`).
+    /// Emits {RoundFinalized} and {RoundOpened} for the next round.
+    function finalize(
+        uint256 round,
+        bytes32 mergedHash,
+        address[] calldata included,
+        address[] calldata recovered
+    ) external;
 
     // ------------------------------------------------------------------ views
     /// @notice The deploy-time binding and the current admin.

@@ -7,10 +7,13 @@ import {ISwarmLedger} from "./ISwarmLedger.sol";
 /// @notice The source of truth of one swarm-learning task: who is a member, what each site committed
 /// in each round, who merges it, and which model came out.
 /// @dev Storage is packed so that a commit writes two fresh slots and a finalize three (gas goals:
-/// commit <= 80k, elect/finalize <= 150k at 8 members). Round phases are derived from stored blocks.
+/// commit <= 90k, elect/finalize <= 150k at 8 members). Round phases are derived from stored blocks.
+/// Secure-aggregation rounds add one advertise() per site before the first commit; its keys live only in
+/// the KeysAdvertised event, the contract keeps the count that every commit must quote.
 contract SwarmLedger is ISwarmLedger {
-    /// @notice Committer bitmasks are uint256, so a round holds at most this many commits.
-    uint256 public constant MAX_COMMITTERS = 256;
+    /// @notice Committer bitmasks are uint128 (the included and recovered masks share a slot), so a round holds
+    /// at most this many commits.
+    uint256 public constant MAX_COMMITTERS = 128;
     /// @notice Join requests that may wait at once. Without a bound anyone could grow the member list, and
     /// with it getMembers() (which every daemon reads), past what a node answers within its call gas cap.
     uint256 public constant MAX_PENDING = 256;
@@ -22,25 +25,32 @@ contract SwarmLedger is ISwarmLedger {
     uint32 private immutable _commitWindow;
     uint32 private immutable _leaderTimeout;
     bool private immutable _majorityAdmission;
+    // Bound at deploy like the task: in a plain task nobody may advertise keys, or any member could make
+    // every plain commit (which quotes keyCount 0) revert StaleKeys.
+    bool private immutable _secureAggregation;
     uint64 private immutable _deployBlock;
 
     struct Member {
         bytes32 curveKey;
         MemberStatus status;
-        uint48 joinedBlock;
-        uint48 statusBlock;
+        uint32 joinedBlock;
+        uint32 statusBlock;
         uint48 lastCommitRound; // round + 1 of the member's latest commit; 0 = never committed
         uint16 lastCommitIndex; // its position among that round's commits
         uint32 voteEpoch; // bumped on every status change, so old ballots never count again
         uint16 admitVotes;
         uint16 removeVotes;
+        uint48 lastAdvertRound; // round + 1 of the member's latest advertise(), in the slot it reads anyway
         string endpoint;
     }
 
+    // One slot for site, block, samples and epsilon (160 + 32 + 32 + 32 bits): a uint32 block number lasts
+    // 136 years at one block a second, and the epsilon rides in the slot the commit writes anyway.
     struct CommitEntry {
         address site;
-        uint48 blockNumber;
+        uint32 blockNumber;
         uint32 nSamples;
+        uint32 milliEpsilon;
         bytes32 updateHash;
     }
 
@@ -50,19 +60,22 @@ contract SwarmLedger is ISwarmLedger {
         uint48 closedBlock; // finalized or abandoned
         uint32 term;
         uint16 commitCount;
+        uint16 keyCount; // sites that advertised secure-aggregation keys (frozen at election; 0 = plain)
         bool abandoned;
         address leader;
         bytes32 mergedHash;
-        uint256 includedMask; // bit i: commit i is part of the merged model
+        uint128 includedMask; // bit i: commit i is part of the merged model
+        uint128 recoveredMask; // bit i: commit i's masked input did not arrive; its masks were recovered
         uint256 failedMask; // bit i: committer i failed as leader this round
         mapping(uint256 => CommitEntry) commits;
     }
 
     // The hot slot: a commit reads and writes only this, its member record and its own entry. While the
-    // current round is open its commit count lives here (copied into the round at election), which keeps
-    // commit() under 80k gas.
+    // current round is open its commit count and its advertised-key count live here (copied into the round
+    // at election), which keeps commit() under 90k gas.
     uint48 private _currentRound;
     uint16 private _openCommits;
+    uint16 private _openKeys;
     bool private _currentElected;
     uint32 private _activeCount;
     bool private _bootstrapped;
@@ -83,13 +96,15 @@ contract SwarmLedger is ISwarmLedger {
     /// @param commitWindow blocks after a round's first commit after which elect() no longer waits for everyone
     /// @param leaderTimeout blocks after an election after which reelect() may replace the leader
     /// @param majorityAdmission false: the admin admits and removes; true: a majority of active members does
+    /// @param secureAggregation whether rounds use secure aggregation (sites advertise keys before committing)
     constructor(
         bytes32 taskHash,
         bytes32 initialModelHash,
         uint32 minPeers,
         uint32 commitWindow,
         uint32 leaderTimeout,
-        bool majorityAdmission
+        bool majorityAdmission,
+        bool secureAggregation
     ) {
         if (taskHash == bytes32(0)) revert SwarmLedgerInvalidBinding("taskHash");
         if (initialModelHash == bytes32(0)) revert SwarmLedgerInvalidBinding("initialModelHash");
@@ -101,6 +116,7 @@ contract SwarmLedger is ISwarmLedger {
         _commitWindow = commitWindow;
         _leaderTimeout = leaderTimeout;
         _majorityAdmission = majorityAdmission;
+        _secureAggregation = secureAggregation;
         _deployBlock = uint64(block.number);
         _admin = msg.sender;
         _rounds[0].openedBlock = uint48(block.number);
@@ -158,7 +174,7 @@ contract SwarmLedger is ISwarmLedger {
         _pendingCount = pending + 1;
         if (status == MemberStatus.None) {
             _memberList.push(msg.sender);
-            m.joinedBlock = uint48(block.number);
+            m.joinedBlock = uint32(block.number);
         }
         if (owner == address(0)) _curveKeyOwner[curveKey] = msg.sender;
         m.curveKey = curveKey;
@@ -253,7 +269,7 @@ contract SwarmLedger is ISwarmLedger {
 
     function _setStatus(Member storage m, MemberStatus status) private {
         m.status = status;
-        m.statusBlock = uint48(block.number);
+        m.statusBlock = uint32(block.number);
         m.voteEpoch += 1;
         m.admitVotes = 0;
         m.removeVotes = 0;
@@ -267,7 +283,27 @@ contract SwarmLedger is ISwarmLedger {
     // ================================================================== rounds
 
     /// @inheritdoc ISwarmLedger
-    function commit(uint256 roundId, bytes32 updateHash, uint32 nSamples) external {
+    /// @dev The sender of the transaction is the binding of the keys to the member's on-chain identity.
+    function advertise(uint256 roundId, bytes32 maskKey, bytes32 encKey) external {
+        Member storage m = _members[msg.sender];
+        if (m.status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
+        if (!_secureAggregation) revert SwarmLedgerSecureAggregationOff();
+        _checkCurrent(roundId);
+        if (_currentElected || _openCommits != 0) revert SwarmLedgerKeysClosed(roundId);
+        if (maskKey == bytes32(0) || encKey == bytes32(0)) revert SwarmLedgerZeroKey();
+        if (m.lastAdvertRound == roundId + 1) revert SwarmLedgerAlreadyAdvertised(roundId, msg.sender);
+        uint256 count = _openKeys;
+        if (count >= MAX_COMMITTERS) revert SwarmLedgerRoundFull(roundId, MAX_COMMITTERS);
+
+        m.lastAdvertRound = uint48(roundId + 1);
+        _openKeys = uint16(count + 1);
+        emit KeysAdvertised(roundId, msg.sender, maskKey, encKey);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function commit(uint256 roundId, bytes32 updateHash, uint32 nSamples, uint32 milliEpsilon, uint16 keyCount)
+        external
+    {
         Member storage m = _members[msg.sender];
         if (m.status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
         _checkCurrent(roundId);
@@ -275,14 +311,17 @@ contract SwarmLedger is ISwarmLedger {
         if (m.lastCommitRound == roundId + 1) revert SwarmLedgerAlreadyCommitted(roundId, msg.sender);
         if (updateHash == bytes32(0)) revert SwarmLedgerZeroHash();
         if (nSamples == 0) revert SwarmLedgerZeroSamples();
+        uint256 keys = _openKeys;
+        if (keyCount != keys) revert SwarmLedgerStaleKeys(roundId, keys, keyCount);
         uint256 index = _openCommits;
         if (index >= MAX_COMMITTERS) revert SwarmLedgerRoundFull(roundId, MAX_COMMITTERS);
 
         m.lastCommitRound = uint48(roundId + 1);
         m.lastCommitIndex = uint16(index);
         _openCommits = uint16(index + 1);
-        _rounds[roundId].commits[index] = CommitEntry(msg.sender, uint48(block.number), nSamples, updateHash);
-        emit Committed(roundId, msg.sender, updateHash, nSamples);
+        _rounds[roundId].commits[index] =
+            CommitEntry(msg.sender, uint32(block.number), nSamples, milliEpsilon, updateHash);
+        emit Committed(roundId, msg.sender, updateHash, nSamples, milliEpsilon);
     }
 
     /// @inheritdoc ISwarmLedger
@@ -299,8 +338,9 @@ contract SwarmLedger is ISwarmLedger {
         RoundData storage rd = _current(roundId);
         if (_currentElected) revert SwarmLedgerRoundNotOpen(roundId, RoundStatus.Elected);
         uint256 seedBlock = _electableCheck(roundId, rd);
-        // Commits close here: the count moves from the hot slot into the round for good.
+        // Commits close here: the counts move from the hot slot into the round for good.
         rd.commitCount = _openCommits;
+        rd.keyCount = _openKeys;
         _currentElected = true;
         _draw(roundId, rd, 1, seedBlock);
     }
@@ -322,7 +362,12 @@ contract SwarmLedger is ISwarmLedger {
     }
 
     /// @inheritdoc ISwarmLedger
-    function finalize(uint256 roundId, bytes32 mergedHash, address[] calldata included) external {
+    function finalize(
+        uint256 roundId,
+        bytes32 mergedHash,
+        address[] calldata included,
+        address[] calldata recovered
+    ) external {
         RoundData storage rd = _current(roundId);
         if (rd.electedBlock == 0) revert SwarmLedgerNotElected(roundId, RoundStatus.Open);
         address leader = rd.leader;
@@ -334,19 +379,35 @@ contract SwarmLedger is ISwarmLedger {
         uint256 mask;
         for (uint256 i; i < n; ++i) {
             address site = included[i];
-            Member storage m = _members[site];
-            // lastCommitRound/Index identify the site's commit in the current round without a search.
-            if (m.lastCommitRound != roundId + 1) revert SwarmLedgerNotCommitter(roundId, site);
-            uint256 bit = uint256(1) << m.lastCommitIndex;
+            uint256 bit = _commitBit(roundId, site);
             if (mask & bit != 0) revert SwarmLedgerDuplicateIncluded(roundId, site);
             mask |= bit;
         }
+        uint256 recoveredMask;
+        for (uint256 i; i < recovered.length; ++i) {
+            address site = recovered[i];
+            uint256 bit = _commitBit(roundId, site);
+            if (mask & bit != 0) revert SwarmLedgerRecoveredIncluded(roundId, site);
+            if (recoveredMask & bit != 0) revert SwarmLedgerDuplicateRecovered(roundId, site);
+            recoveredMask |= bit;
+        }
 
         rd.mergedHash = mergedHash;
-        rd.includedMask = mask;
+        // One slot for both masks: a round with dropouts pays no fresh slot for recording them. Both fit in
+        // 128 bits because commit() caps a round at MAX_COMMITTERS.
+        rd.includedMask = uint128(mask);
+        rd.recoveredMask = uint128(recoveredMask);
         rd.closedBlock = uint48(block.number);
-        emit RoundFinalized(roundId, leader, rd.term, mergedHash, included);
+        emit RoundFinalized(roundId, leader, rd.term, mergedHash, included, recovered);
         _openNext(roundId, mergedHash);
+    }
+
+    /// @dev The bit of `site`'s commit in the current round; reverts unless it committed in `roundId`.
+    /// lastCommitRound/Index identify the commit without a search.
+    function _commitBit(uint256 roundId, address site) private view returns (uint256) {
+        Member storage m = _members[site];
+        if (m.lastCommitRound != roundId + 1) revert SwarmLedgerNotCommitter(roundId, site);
+        return uint256(1) << m.lastCommitIndex;
     }
 
     /// @dev Returns the current round's storage, reverting for any other round.
@@ -363,6 +424,11 @@ contract SwarmLedger is ISwarmLedger {
     /// @dev Commits of a round: the hot-slot count while the current round is open, the round's own after.
     function _commitCount(uint256 roundId, RoundData storage rd) private view returns (uint256) {
         return roundId == _currentRound && !_currentElected ? _openCommits : rd.commitCount;
+    }
+
+    /// @dev Advertised key sets of a round, read like _commitCount.
+    function _keyCount(uint256 roundId, RoundData storage rd) private view returns (uint256) {
+        return roundId == _currentRound && !_currentElected ? _openKeys : rd.keyCount;
     }
 
     /// @dev Reverts unless an open round may elect now; returns the seed block (the last commit's block).
@@ -416,6 +482,7 @@ contract SwarmLedger is ISwarmLedger {
         uint256 next = roundId + 1;
         _currentRound = uint48(next);
         _openCommits = 0;
+        _openKeys = 0;
         _currentElected = false;
         _rounds[next].openedBlock = uint48(block.number);
         emit RoundOpened(next, base);
@@ -439,7 +506,8 @@ contract SwarmLedger is ISwarmLedger {
             _leaderTimeout,
             _majorityAdmission,
             _admin,
-            _deployBlock
+            _deployBlock,
+            _secureAggregation
         );
     }
 
@@ -526,13 +594,15 @@ contract SwarmLedger is ISwarmLedger {
         v.openedBlock = rd.openedBlock;
         v.electedBlock = rd.electedBlock;
         v.closedBlock = rd.closedBlock;
+        v.keyCount = uint16(_keyCount(roundId, rd));
         v.commits = new CommitView[](count);
         for (uint256 i; i < count; ++i) {
             CommitEntry storage c = rd.commits[i];
-            v.commits[i] = CommitView(c.site, c.updateHash, c.nSamples, c.blockNumber);
+            v.commits[i] = CommitView(c.site, c.updateHash, c.nSamples, c.blockNumber, c.milliEpsilon);
         }
         v.failedLeaders = _sitesIn(rd, rd.failedMask);
         v.included = _sitesIn(rd, rd.includedMask);
+        v.recovered = _sitesIn(rd, rd.recoveredMask);
     }
 
     /// @inheritdoc ISwarmLedger

@@ -2,10 +2,12 @@
 
 Each size gets its own anvil (instant blocks) and a freshly deployed ledger. It measures join and
 admit per site, then full rounds (every site commits, one elect, the leader finalizes with everyone
-included) and one failover round (the leader stalls, reelect after the timeout, the new leader
-finalizes). Latency is the wall time of the Ledger call as a daemon sees it: estimate, sign, send and
-wait for the receipt. Gas is the receipt's gasUsed. `chain_report` judges the goals and renders the
-per-call table and the gas plot.
+included), secure-aggregation rounds (every site advertises its keys first, commits quoting the key count,
+and the leader finalizes with one committer recovered as a dropout) and one failover round (the leader
+stalls, reelect after the timeout, the new leader finalizes). Every commit carries a non-zero epsilon
+(differential privacy's accounting), the costlier calldata. Latency is the wall time of the Ledger call
+as a daemon sees it: estimate, sign, send and wait for the receipt. Gas is the receipt's gasUsed.
+`chain_report` judges the goals and renders the per-call table and the gas plot.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, t
 from swarmd.ledger import DeployParams, Devnet, Ledger
 from swarmd.ledger.artifact import load_artifact
 
-GOALS = {"commit": 80_000, "elect": 150_000, "finalize": 150_000}
+GOALS = {"commit": 90_000, "elect": 150_000, "finalize": 150_000, "finalize_secagg": 150_000}
 _LEADER_TIMEOUT = 3
 
 
@@ -36,9 +38,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.samples: dict[str, list[tuple[int, float]]] = {}
 
-    def __call__(self, name: str, call: Callable[..., Any], *args: Any) -> Any:
+    def __call__(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
-        receipt = call(*args)
+        receipt = call(*args, **kwargs)
         self.samples.setdefault(name, []).append((int(receipt["gasUsed"]), time.perf_counter() - t0))
         return receipt
 
@@ -59,7 +61,9 @@ def _bench_size(members: int, rounds: int) -> dict[str, Any]:
     rec = _Recorder()
     with Devnet.start(accounts=members + 2) as dev:
         keys = [Account.from_key(k) for k in dev.dev_keys]
-        params = DeployParams(_h("bench-task"), _h("bench-init"), min(2, members), 2, _LEADER_TIMEOUT)
+        params = DeployParams(
+            _h("bench-task"), _h("bench-init"), min(2, members), 2, _LEADER_TIMEOUT, secure_aggregation=True
+        )
         t0 = time.perf_counter()
         admin = Ledger.deploy(dev.rpc_url, keys[0], params)
         deploy_ms = (time.perf_counter() - t0) * 1000
@@ -70,24 +74,35 @@ def _bench_size(members: int, rounds: int) -> dict[str, Any]:
             rec("admit", admin.admit, site.sender)
 
         quorum_to_election: list[int] = []
-        for r in range(rounds + 1):
-            for i, site in enumerate(sites):
-                rec("commit", site.commit, r, _h(f"u-{r}-{i}"), 100 + i)
+        last = rounds + 1
+        for r in range(last + 1):
+            secagg = r % 2 == 1 and r != last  # odd rounds; the last one is the (plain) failover round
+            _commit_round(rec, sites, r, secagg)
             rec("elect", admin.elect, r)
             info = admin.round(r)
             quorum_to_election.append(int(info.elected_block) - info.commits[-1].block)  # type: ignore[arg-type]
-            if r == rounds:  # the last round is the failover round: the leader stalls
+            if r == last:  # the leader stalls
                 dev.mine(_LEADER_TIMEOUT)
                 rec("reelect", admin.reelect, r)
                 info = admin.round(r)
             leader = by_address[str(info.leader)]
-            rec("finalize", leader.finalize, r, _h(f"m-{r}"), info.committers)
+            if secagg:  # one committer's masked input "did not arrive": the leader recovered its masks
+                dropped = [a for a in info.committers if a != info.leader][-1:]
+                included = [a for a in info.committers if a not in dropped]
+                rec("finalize_secagg", leader.finalize, r, _h(f"m-{r}"), included, dropped)
+            else:
+                rec("finalize", leader.finalize, r, _h(f"m-{r}"), info.committers)
 
     calls = rec.summary()
     round_gas = (
         calls["commit"]["gas"]["median"] * members
         + calls["elect"]["gas"]["median"]
         + calls["finalize"]["gas"]["median"]
+    )
+    secagg_gas = (
+        (calls["advertise"]["gas"]["median"] + calls["commit"]["gas"]["median"]) * members
+        + calls["elect"]["gas"]["median"]
+        + calls["finalize_secagg"]["gas"]["median"]
     )
     return {
         "members": members,
@@ -99,7 +114,22 @@ def _bench_size(members: int, rounds: int) -> dict[str, Any]:
             "gas_per_site": round(round_gas / members),
             "blocks_quorum_to_election": max(quorum_to_election),
         },
+        "secagg_round": {
+            "transactions": 2 * members + 2,
+            "gas": secagg_gas,
+            "gas_per_site": round(secagg_gas / members),
+        },
     }
+
+
+def _commit_round(rec: _Recorder, sites: list[Ledger], r: int, secagg: bool) -> None:
+    if secagg:
+        for i, site in enumerate(sites):
+            rec("advertise", site.advertise_keys, r, _h(f"mask-{r}-{i}"), _h(f"enc-{r}-{i}"))
+    keys = len(sites) if secagg else 0
+    for i, site in enumerate(sites):
+        eps = 1000 * (r + 1) + 17 * i  # cumulative epsilon x1000, as a DP site reports it
+        rec("commit", site.commit, r, _h(f"u-{r}-{i}"), 100 + i, milli_epsilon=eps, key_count=keys)
 
 
 def run_chain_bench(members: int = 8, quick: bool = False) -> dict[str, Any]:
@@ -107,7 +137,7 @@ def run_chain_bench(members: int = 8, quick: bool = False) -> dict[str, Any]:
     if members < 2:
         raise ValueError("the chain bench needs at least 2 members")
     sizes = sorted({3, members})
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 3  # plus the failover round: 1 + 1 (quick) or 3 + 1 rounds, odd ones secagg
     results = {str(n): _bench_size(n, rounds) for n in sizes}
     largest = results[str(max(sizes))]["calls"]
     worst = {name: largest[name]["gas"]["max"] for name in GOALS}
@@ -117,7 +147,7 @@ def run_chain_bench(members: int = 8, quick: bool = False) -> dict[str, Any]:
         "bench": "chain",
         "mode": "anvil, instant blocks",
         "compiler": art.compiler_version,
-        "rounds_per_size": rounds + 1,
+        "rounds_per_size": rounds + 2,
         "sizes": results,
         "goals_at_members": max(sizes),
         "goals": goals,
@@ -143,6 +173,17 @@ def chain_goals(result: dict[str, Any]) -> list[Goal]:
             r["transactions"] <= at + 2,
         )
     )
+    sa = result["sizes"][str(at)].get("secagg_round")
+    if sa is not None:
+        limit = 2 * at + 2
+        goals.append(
+            goal(
+                "transactions per secure-aggregation round (two per site + two)",
+                sa["transactions"],
+                limit,
+                sa["transactions"] <= limit,
+            )
+        )
     return goals
 
 
@@ -170,10 +211,18 @@ def chain_tables(result: dict[str, Any]) -> str:
                     lat["max"],
                 )
             )
+        sa = r.get("secagg_round")
+        sa_text = (
+            f" A secure-aggregation round: {sa['transactions']} transactions, {sa['gas']:,} gas "
+            f"({sa['gas_per_site']:,} per site)."
+            if sa
+            else ""
+        )
         out += [
             f"**{size} members**, deploy {r['deploy_ms']} ms. Per round: {r['round']['transactions']} "
             f"transactions, {r['round']['gas']:,} gas ({r['round']['gas_per_site']:,} per site), "
-            f"{r['round']['blocks_quorum_to_election']} block(s) from the last commit to the election.",
+            f"{r['round']['blocks_quorum_to_election']} block(s) from the last commit to the election."
+            + sa_text,
             "",
             table(head, rows),
             "",

@@ -1,4 +1,5 @@
-"""`swarm ledger ...`: read the audit trail. Members, rounds, one round, export, watch, verify, plot.
+"""`swarm ledger ...`: read the audit trail. Members, rounds, one round, privacy (epsilon per site per
+round), export, watch, verify, plot.
 
 Read-only: needs an RPC URL and a contract address, from --config, from --rpc/--contract, or from
 the local devnet's consortium.json (the default, for a devnet on this machine).
@@ -75,19 +76,26 @@ def members(
     console.print(t)
 
 
+def _mode(info) -> str:
+    return f"secure aggregation ({info.key_count} keys)" if info.secure_aggregation else "plain"
+
+
 def rounds_table(infos) -> Table:
     t = Table(title="rounds")
-    for col in ("round", "status", "leader", "term", "commits", "samples", "included", "merged model"):
+    cols = ("round", "status", "mode", "leader", "term", "commits", "samples", "included", "recovered")
+    for col in (*cols, "merged model"):
         t.add_column(col)
     for i in infos:
         t.add_row(
             str(i.round),
             i.status.name.lower(),
+            _mode(i),
             (i.leader or "-")[:12],
             str(i.term),
             str(len(i.commits)),
             str(sum(c.n_samples for c in i.commits)),
             str(len(i.included)),
+            ", ".join(a[:10] for a in i.recovered) or "-",
             _short(i.merged_hash),
         )
     return t
@@ -101,7 +109,8 @@ def rounds(
     devnet: Path = DevnetOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Every round: status, leader, term, commits, samples, the merged model."""
+    """Every round: status, mode (plain or secure aggregation), leader, term, commits, samples, included and
+    recovered sites, the merged model."""
     with cli_errors():
         infos = _ledger(config, rpc, contract, devnet).rounds()
     if json_out:
@@ -130,13 +139,14 @@ def round_(
         return
     console.print(rounds_table([info]))
     t = Table(title=f"round {number} commits")
-    for col in ("site", "update hash", "samples", "block", "included"):
+    for col in ("site", "update hash", "samples", "epsilon", "block", "included"):
         t.add_column(col)
     for c in info.commits:
-        t.add_row(
-            c.site, "0x" + c.update_hash.hex(), str(c.n_samples), str(c.block), str(c.site in info.included)
-        )
+        where = "recovered" if c.site in info.recovered else str(c.site in info.included)
+        eps = "-" if c.epsilon is None else f"{c.epsilon:.3f}"
+        t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), eps, str(c.block), where)
     console.print(t)
+    console.print(f"mode: {_mode(info)}")
     console.print(f"base model: 0x{info.base_hash.hex()}")
     if info.failed_leaders:
         console.print(f"failed leaders: {', '.join(info.failed_leaders)}")
@@ -183,6 +193,9 @@ def export(
                     "block",
                     "included",
                     "merged_hash",
+                    "milli_epsilon",
+                    "recovered",
+                    "mode",
                 ]
             )
             for i in infos:
@@ -199,6 +212,9 @@ def export(
                             c.block,
                             c.site in i.included,
                             "0x" + i.merged_hash.hex() if i.merged_hash else "",
+                            c.milli_epsilon,
+                            c.site in i.recovered,
+                            i.mode,
                         ]
                     )
             text = buf.getvalue()
@@ -243,22 +259,30 @@ def verify(
     devnet: Path = DevnetOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Is this file the merged model of a round (or the initial model), by its content hash on chain?"""
+    """Is this file the merged model of a round (or the initial model), by its content hash on chain? For a
+    merged model, also the largest epsilon any site whose updates are in it had spent by that round."""
     from swarmd.checkpoint import load_file
     from swarmd.codec import content_hash
+    from swarmd.ops.epsilon import model_epsilon
 
     with cli_errors():
         h = content_hash(load_file(model_file))
         ledger = _ledger(config, rpc, contract, devnet)
-        infos = [ledger.round(round_number)] if round_number is not None else ledger.rounds()
+        if round_number is not None and not 0 <= round_number <= ledger.current_round():
+            raise UsageError(f"round {round_number} does not exist (current round: {ledger.current_round()})")
+        last = round_number if round_number is not None else ledger.current_round()
+        history = [ledger.round(r) for r in range(last + 1)]
+        infos = history[-1:] if round_number is not None else history
         matches = [i.round for i in infos if i.merged_hash == h]
         initial = ledger.binding().initial_model_hash == h
+        privacy = [model_epsilon(history, r) for r in matches]
     result = {
         "file": str(model_file),
         "hash": "0x" + h.hex(),
         "rounds": matches,
         "initial_model": initial,
         "verified": bool(matches) or (initial and round_number is None),
+        "privacy": [p.to_json() for p in privacy],
     }
     if json_out:
         print_json(result)
@@ -267,6 +291,8 @@ def verify(
             f"the merged model of round {', '.join(map(str, matches))}" if matches else "the initial model"
         )
         console.print(f"[green]VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is {where}")
+        for p in privacy:
+            console.print(_privacy_line(p), highlight=False)
     else:
         scope = f"round {round_number}" if round_number is not None else "any round"
         console.print(
@@ -274,6 +300,52 @@ def verify(
         )
     if not result["verified"]:
         raise typer.Exit(1)
+
+
+def _privacy_line(p) -> str:
+    if p.epsilon is None:
+        text = f"round {p.round}: no contributing site reported a differential-privacy epsilon"
+    else:
+        text = f"round {p.round}: largest epsilon spent by a contributing site: {p.epsilon:.3f} ({p.site})"
+    if p.without_dp and p.epsilon is not None:
+        text += f"; without DP (no guarantee): {', '.join(p.without_dp)}"
+    return text
+
+
+@ledger_app.command()
+def privacy(
+    plot_out: Path | None = typer.Option(None, "--plot", help="Also write epsilon vs round per site (PNG)."),
+    config: Path | None = ConfigOpt,
+    rpc: str | None = RpcOpt,
+    contract: str | None = ContractOpt,
+    devnet: Path = DevnetOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Each site's cumulative differential-privacy epsilon per round, as its commits recorded it on chain.
+    A site that stopped committing (budget spent) keeps its last value (shown in brackets)."""
+    from swarmd.ops.epsilon import epsilon_points, plot_epsilon
+
+    with cli_errors():
+        points = epsilon_points(_ledger(config, rpc, contract, devnet).rounds())
+        if plot_out is not None:
+            plot_epsilon(points, plot_out)
+    if json_out:
+        print_json([p.to_json() for p in points])
+    else:
+        sites = list(dict.fromkeys(p.site for p in points))
+        t = Table(title="epsilon per site per round" + ("" if sites else " (no site reported one)"))
+        t.add_column("round")
+        for site in sites:
+            t.add_column(site[:12], justify="right")
+        by_round: dict[int, dict[str, str]] = {}
+        for p in points:
+            cell = f"{p.epsilon:.3f}" if p.committed else f"({p.epsilon:.3f})"
+            by_round.setdefault(p.round, {})[p.site] = cell
+        for r, cells in by_round.items():
+            t.add_row(str(r), *(cells.get(s, "-") for s in sites))
+        console.print(t)
+    if plot_out is not None and not json_out:
+        console.print(f"wrote {plot_out}")
 
 
 @ledger_app.command()

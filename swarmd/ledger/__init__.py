@@ -8,6 +8,7 @@ from swarmd.ledger.client import Ledger
 from swarmd.ledger.devnet import Devnet, find_anvil
 from swarmd.ledger.events import EventStream
 from swarmd.ledger.types import (
+    AdvertisedKeys,
     Binding,
     CommitInfo,
     DeployParams,
@@ -19,6 +20,7 @@ from swarmd.ledger.types import (
 )
 
 __all__ = [
+    "AdvertisedKeys",
     "Artifact",
     "Binding",
     "CommitInfo",

@@ -72,6 +72,13 @@ _HINTS: dict[str, str] = {
     "NothingIncluded": "a merged model must include at least one committed update",
     "NotCommitter": "every included site must have committed in this round",
     "DuplicateIncluded": "list each included site once",
+    "DuplicateRecovered": "list each recovered site once",
+    "RecoveredIncluded": "a committer is either included (its masked update arrived) or recovered, not both",
+    "KeysClosed": "the round's first commit closed advertising; take part in the next round",
+    "AlreadyAdvertised": "this site already advertised keys in this round; reuse the keys it persisted",
+    "SecureAggregationOff": "this task was deployed without secure aggregation: no keys to advertise",
+    "ZeroKey": "a secure-aggregation public key of zero is not a key; generate a fresh X25519 pair",
+    "StaleKeys": "keys were advertised after the update was masked; re-read them, re-mask and commit again",
 }
 
 
@@ -146,6 +153,13 @@ NotLeader = _make_class("NotLeader")
 NothingIncluded = _make_class("NothingIncluded")
 NotCommitter = _make_class("NotCommitter")
 DuplicateIncluded = _make_class("DuplicateIncluded")
+DuplicateRecovered = _make_class("DuplicateRecovered")
+RecoveredIncluded = _make_class("RecoveredIncluded")
+KeysClosed = _make_class("KeysClosed")
+AlreadyAdvertised = _make_class("AlreadyAdvertised")
+ZeroKey = _make_class("ZeroKey")
+SecureAggregationOff = _make_class("SecureAggregationOff")
+StaleKeys = _make_class("StaleKeys")
 
 # Solidity (ABI) name -> class; a test checks that it covers every error in the artifact's ABI.
 REVERT_CLASSES: dict[str, type[NamedRevert]] = {

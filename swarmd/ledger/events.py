@@ -5,18 +5,23 @@ filtered by the contract address) and advances a block cursor only after a range
 and decoded. Nothing lives on the node (no filter ids), so a restarted node that kept its chain
 (anvil --load-state, a Besu restart) is simply asked again; while it is down, poll() raises
 ChainUnavailable and the cursor stays put.
+
+`advertised_keys` reads one round's KeysAdvertised events: the secure-aggregation key set every peer
+masks against.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic
 
+from swarmd.errors import LedgerError
 from swarmd.ledger.artifact import load_artifact
-from swarmd.ledger.types import LedgerEvent
+from swarmd.ledger.types import AdvertisedKeys, LedgerEvent, RoundInfo
 
 if TYPE_CHECKING:
     from swarmd.ledger.client import Ledger
@@ -77,6 +82,40 @@ class EventStream:
             tx_hash="0x" + bytes(data["transactionHash"]).hex(),
             log_index=int(data["logIndex"]),
         )
+
+
+def advertised_keys(ledger: Ledger, info: RoundInfo, head: int) -> list[AdvertisedKeys]:
+    """The key sets advertised in the round `info` (read at block `head`) describes, in (block, log index)
+    order. Advertising closes at the round's first commit, so the search stops there, else at `head`."""
+    event = ledger.contract.events.KeysAdvertised()
+    topic0 = bytes(event_abi_to_log_topic(cast(ABIEvent, event.abi)))
+    round_topic = info.round.to_bytes(32, "big")
+    end = info.first_commit_block if info.first_commit_block is not None else head
+    out: list[tuple[int, int, AdvertisedKeys]] = []
+    start = info.opened_block
+    while start <= end:
+        to = min(end, start + _MAX_RANGE - 1)
+        query: Any = {
+            "address": ledger.address,
+            "fromBlock": start,
+            "toBlock": to,
+            "topics": ["0x" + topic0.hex(), "0x" + round_topic.hex()],
+        }
+        logs = ledger._rpc(partial(ledger.w3.eth.get_logs, query))
+        for log in logs:
+            data = event.process_log(log)
+            a = data["args"]
+            keys = AdvertisedKeys(str(a["site"]), bytes(a["maskKey"]), bytes(a["encKey"]))
+            out.append((int(data["blockNumber"]), int(data["logIndex"]), keys))
+        start = to + 1
+    out.sort(key=lambda t: (t[0], t[1]))
+    if len(out) != info.key_count:
+        # The chain counts what its events say; a node that lost logs must not yield a different key set.
+        raise LedgerError(
+            f"round {info.round}: {len(out)} KeysAdvertised events, the contract counts {info.key_count}",
+            hint="the node's log index is incomplete; query an archive node or resync it",
+        )
+    return [k for _, _, k in out]
 
 
 def _plain(value: Any) -> Any:

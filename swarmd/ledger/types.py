@@ -43,6 +43,7 @@ class DeployParams:
     commit_window: int
     leader_timeout: int
     majority_admission: bool = False
+    secure_aggregation: bool = False  # sites advertise keys and mask their updates (the task's [privacy])
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ class CommitInfo:
     update_hash: bytes
     n_samples: int
     block: int
+    milli_epsilon: int = 0  # the site's cumulative DP epsilon after the round, x1000; 0 = no DP account
+
+    @property
+    def epsilon(self) -> float | None:
+        """The cumulative epsilon the commit records, or None when the site keeps no privacy account."""
+        return self.milli_epsilon / 1000 if self.milli_epsilon else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,7 +117,19 @@ class CommitInfo:
             "update_hash": hex32(self.update_hash),
             "n_samples": self.n_samples,
             "block": self.block,
+            "milli_epsilon": self.milli_epsilon,
+            "epsilon": self.epsilon,
         }
+
+
+@dataclass(frozen=True)
+class AdvertisedKeys:
+    """One site's per-round secure-aggregation public keys (X25519, 32 raw bytes each), from KeysAdvertised.
+    The transaction's sender is `site`, so the keys are bound to its on-chain identity."""
+
+    site: str
+    mask_pk: bytes
+    enc_pk: bytes
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,16 @@ class RoundInfo:
     elected_block: int | None
     finalized_block: int | None  # block the round closed as FINALIZED
     abandoned_block: int | None = None  # block the round closed as ABANDONED
+    key_count: int = 0  # sites that advertised secure-aggregation keys; 0 = a plain round
+    recovered: tuple[str, ...] = ()  # committers whose masks were recovered from shares (dropouts)
+
+    @property
+    def secure_aggregation(self) -> bool:
+        return self.key_count > 0
+
+    @property
+    def mode(self) -> str:
+        return "secure aggregation" if self.secure_aggregation else "plain"
 
     @property
     def committers(self) -> tuple[str, ...]:
@@ -141,9 +170,24 @@ class RoundInfo:
 
     @classmethod
     def from_chain(cls, view: Any) -> RoundInfo:
-        (rnd, status, term, leader, base, merged, opened, elected, closed, commits, failed, included) = view
+        (
+            rnd,
+            status,
+            term,
+            leader,
+            base,
+            merged,
+            opened,
+            elected,
+            closed,
+            keys,
+            commits,
+            failed,
+            included,
+            recovered,
+        ) = view
         status = RoundStatus(status)
-        infos = tuple(CommitInfo(str(s), bytes(h), int(n), int(b)) for s, h, n, b in commits)
+        infos = tuple(CommitInfo(str(s), bytes(h), int(n), int(b), int(e)) for s, h, n, b, e in commits)
         zero = b"\x00" * 32
         return cls(
             round=int(rnd),
@@ -160,6 +204,8 @@ class RoundInfo:
             elected_block=int(elected) or None,
             finalized_block=int(closed) if status is RoundStatus.FINALIZED else None,
             abandoned_block=int(closed) if status is RoundStatus.ABANDONED else None,
+            key_count=int(keys),
+            recovered=tuple(str(a) for a in recovered),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -173,6 +219,9 @@ class RoundInfo:
             "base_hash": hex32(self.base_hash),
             "merged_hash": hex32(self.merged_hash),
             "included": list(self.included),
+            "mode": self.mode,
+            "key_count": self.key_count,
+            "recovered": list(self.recovered),
             "total_samples": sum(c.n_samples for c in self.commits),
             "opened_block": self.opened_block,
             "first_commit_block": self.first_commit_block,

@@ -1,4 +1,5 @@
-"""Exporting a merged model as a MONAI bundle ready for inference, after checking it on chain."""
+"""Exporting a merged model as a MONAI bundle ready for inference, after checking it on chain; its
+provenance file names the round, the included sites and the largest epsilon behind the model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from swarmd.checkpoint import CheckpointStore, save_file
 from swarmd.config import SiteConfig
 from swarmd.errors import CheckpointError, StoreError, UsageError
 from swarmd.ledger import Ledger, RoundStatus
+from swarmd.ops.epsilon import model_epsilon
 from swarmd.task import load_task
 
 
@@ -30,6 +32,7 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
             hint="run the export on a site whose daemon took part in or caught up to that round",
         )
     state = store.get(info.merged_hash)  # verifies the content hash on load
+    spent = model_epsilon([ledger.round(r) for r in range(round_number + 1)], round_number)
     if out.exists():
         raise UsageError(f"{out} already exists; choose a new directory")
     tmp = out.with_name(f".{out.name}.partial")
@@ -43,6 +46,9 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
         (tmp / "SWARM_PROVENANCE.txt").write_text(
             f"task {task.hash_hex}\ncontract {ledger.address}\nround {round_number}\n"
             f"merged_model 0x{info.merged_hash.hex()}\nincluded {' '.join(info.included)}\n"
+            f"mode {info.mode.replace(' ', '_')}\nrecovered {' '.join(info.recovered)}\n"
+            f"max_epsilon {'none' if spent.epsilon is None else f'{spent.epsilon:.3f} {spent.site}'}\n"
+            f"sites_without_dp {' '.join(spent.without_dp)}\n"
         )
         tmp.rename(out)
     except OSError as exc:

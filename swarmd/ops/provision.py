@@ -126,6 +126,7 @@ def deploy_params(task: Task, *, majority: bool = False) -> DeployParams:
         commit_window=s.commit_window,
         leader_timeout=s.leader_timeout,
         majority_admission=majority or s.admission == "majority",
+        secure_aggregation=task.privacy.secure_aggregation,
     )
 
 

@@ -50,9 +50,12 @@ def deploy_consortium(
     commit_window: int = 5,
     leader_timeout: int = 5,
     majority: bool = False,
+    secure_aggregation: bool = False,
 ) -> Consortium:
     """Deploy (account 0 is the admin), let `sites` accounts join and admit the first `admitted` of them."""
-    params = DeployParams(h32("task"), h32("initial"), min_peers, commit_window, leader_timeout, majority)
+    params = DeployParams(
+        h32("task"), h32("initial"), min_peers, commit_window, leader_timeout, majority, secure_aggregation
+    )
     admin = Ledger.deploy(devnet.rpc_url, accounts[0], params, retries=2, backoff=0.05)
     clients = [Ledger(devnet.rpc_url, admin.address, a, retries=2, backoff=0.05) for a in accounts[1:]]
     members, others = clients[:sites], clients[sites : sites + outsiders]

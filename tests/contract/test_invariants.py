@@ -2,7 +2,9 @@
 outsider and the admin against a real anvil, and a small model predicts which calls must succeed.
 
 After every step the chain must agree with the model: only active members commit, nobody commits twice
-in a round, only the current leader finalizes, reelection happens only after the timeout and never
+in a round, keys are advertised once per member and only before the round's first commit, a commit must
+quote the advertised count, recovered sites are committers disjoint from the included ones, only the
+current leader finalizes, reelection happens only after the timeout and never
 draws a failed leader, a finalized round never changes, and there is exactly one admin at any time,
 changed only by the pending admin accepting (which clears the pending admin). evm_snapshot/evm_revert
 reset the chain between examples so each starts from the same deployed consortium in milliseconds.
@@ -37,6 +39,7 @@ class Model:
     status: dict[str, MemberStatus]
     round: int = 0
     commits: list[tuple[str, int]] = field(default_factory=list)  # (site, block) of the current round
+    advertised: list[str] = field(default_factory=list)  # sites that advertised keys in the current round
     leader: str | None = None
     elected_block: int = 0
     failed: set[str] = field(default_factory=set)
@@ -51,12 +54,13 @@ class Model:
     def next_round(self) -> None:
         self.round += 1
         self.commits, self.leader, self.elected_block, self.failed = [], None, 0, set()
+        self.advertised = []
 
 
 def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: list[LocalAccount]) -> None:
     c = deploy_consortium(
         devnet, accounts, sites=5, admitted=4, outsiders=1, min_peers=MIN_PEERS,
-        commit_window=WINDOW, leader_timeout=TIMEOUT,
+        commit_window=WINDOW, leader_timeout=TIMEOUT, secure_aggregation=True,
     )  # fmt: skip
     actors: list[Ledger] = [*c.sites, *c.outsiders, c.admin]
     start = {a.sender: c.admin.member(a.sender).status for a in actors}  # type: ignore[index]
@@ -81,23 +85,40 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
             return True
 
         # Weighted towards calls that can succeed, so that sequences reach elections and finalizations.
+        @rule(who=st.one_of(st.integers(0, 3), st.integers(0, len(actors) - 1)))
+        def advertise(self, who: int) -> None:
+            actor, m = actors[who], self.m
+            expect = (
+                m.status[actor.sender] is MemberStatus.ACTIVE  # type: ignore[index]
+                and not m.commits
+                and actor.sender not in m.advertised
+            )
+            ok = self.attempt(lambda: actor.advertise_keys(m.round, h32(f"c{who}"), h32(f"e{who}")))
+            assert ok == expect, f"advertise by {who}: ok={ok}, commits={len(m.commits)}"
+            if ok:
+                event("advertised")
+                m.advertised.append(actor.sender)  # type: ignore[arg-type]
+
         @rule(
             who=st.one_of(st.integers(0, 3), st.integers(0, len(actors) - 1)),
             wrong_round=st.integers(0, 7).map(lambda x: x == 0),
             n=st.one_of(st.integers(1, 1000), st.just(0)),
+            stale=st.integers(0, 7).map(lambda x: x == 0),
         )
-        def commit(self, who: int, wrong_round: bool, n: int) -> None:
+        def commit(self, who: int, wrong_round: bool, n: int, stale: bool = False) -> None:
             actor, m = actors[who], self.m
             block = self.next_block()
             r = m.round + 1 if wrong_round else m.round
+            keys = len(m.advertised) + (1 if stale else 0)
             expect = (
                 m.status[actor.sender] is MemberStatus.ACTIVE  # type: ignore[index]
                 and not wrong_round
                 and m.leader is None
                 and all(s != actor.sender for s, _ in m.commits)
                 and n > 0
+                and not stale
             )
-            ok = self.attempt(lambda: actor.commit(r, h32(f"{r}-{who}"), n))
+            ok = self.attempt(lambda: actor.commit(r, h32(f"{r}-{who}"), n, milli_epsilon=n, key_count=keys))
             assert ok == expect, f"commit by {who} (n={n}, wrong_round={wrong_round}): ok={ok}"
             if ok:
                 m.commits.append((actor.sender, block))  # type: ignore[arg-type]
@@ -148,14 +169,17 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
             who=st.one_of(st.just(-1), st.integers(0, len(actors) - 1)),
             mask=st.one_of(st.integers(1, 31), st.just(0)),
             stranger=st.integers(0, 5).map(lambda x: x == 0),
+            recover=st.one_of(st.just(0), st.integers(0, 31)),
         )
-        def finalize(self, who: int, mask: int, stranger: bool) -> None:
-            """`who` -1 is the current leader (when there is one), so finalizations actually happen."""
+        def finalize(self, who: int, mask: int, stranger: bool, recover: int = 0) -> None:
+            """`who` -1 is the current leader (when there is one), so finalizations actually happen.
+            `recover` picks recovered committers; it may overlap `mask`, which must then be refused."""
             if who == -1:
                 who = next((i for i, a in enumerate(actors) if a.sender == self.m.leader), 0)
             actor, m = actors[who], self.m
             committers = [s for s, _ in m.commits]
             included = [s for i, s in enumerate(committers) if mask >> i & 1]
+            recovered = [s for i, s in enumerate(committers) if recover >> i & 1]
             if stranger:
                 included.append(c.outsiders[0].sender)  # type: ignore[arg-type]
             expect = (
@@ -163,13 +187,16 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
                 and actor.sender == m.leader
                 and bool(included)
                 and all(s in committers for s in included)
+                and not set(included) & set(recovered)
             )
-            ok = self.attempt(lambda: actor.finalize(m.round, h32(f"merged-{m.round}"), included))
+            merged = h32(f"merged-{m.round}")
+            ok = self.attempt(lambda: actor.finalize(m.round, merged, included, recovered))
             assert ok == expect, f"finalize by {who}: ok={ok}, leader={m.leader}, included={included}"
             if ok:
                 event("finalized")
                 info = c.admin.round(m.round)
                 assert info.status is RoundStatus.FINALIZED and set(info.included) == set(included)
+                assert set(info.recovered) == set(recovered) and info.key_count == len(m.advertised)
                 m.finalized[m.round] = info
                 m.next_round()
 
@@ -215,18 +242,26 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
             if ok:
                 m.pending_admin = None
 
-        @rule(leader_stalls=st.booleans())
-        def advance(self, leader_stalls: bool) -> None:
-            """The next step of a round (everyone commits, then elect; then the leader finalizes or
-            stalls until a reelection), so random sequences also get through whole rounds."""
+        @rule(leader_stalls=st.booleans(), secagg=st.booleans())
+        def advance(self, leader_stalls: bool, secagg: bool) -> None:
+            """The next step of a round (everyone advertises keys (secagg) and commits, then elect; then the
+            leader finalizes, recovering the last other committer in a secagg round, or stalls until a
+            reelection), so random sequences also get through whole rounds."""
             m = self.m
             if m.leader is not None:
                 if leader_stalls:
                     c.mine(TIMEOUT)
                     self.reelect(len(actors) - 1)
                 else:
-                    self.finalize(-1, mask=(1 << len(m.commits)) - 1, stranger=False)
+                    everyone = (1 << len(m.commits)) - 1
+                    others = [i for i, (s, _) in enumerate(m.commits) if s != m.leader]
+                    dropped = 1 << others[-1] if m.advertised and others else 0
+                    self.finalize(-1, mask=everyone & ~dropped, stranger=False, recover=dropped)
                 return
+            for i, site in enumerate(c.sites):
+                active = m.status[site.sender] is MemberStatus.ACTIVE
+                if secagg and not m.commits and active and site.sender not in m.advertised:
+                    self.advertise(i)
             for i, site in enumerate(c.sites):
                 if m.status[site.sender] is MemberStatus.ACTIVE and site.sender not in dict(m.commits):
                     self.commit(i, wrong_round=False, n=7)
@@ -247,6 +282,8 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
             info = c.admin.round(m.round)
             committers = [x.site for x in info.commits]
             assert committers == [s for s, _ in m.commits], "only active members commit, once per round"
+            assert info.key_count == len(m.advertised)
+            assert [k.site for k in c.admin.advertised_keys(m.round)] == m.advertised
             assert len(set(committers)) == len(committers)
             assert info.leader == m.leader
             assert set(info.failed_leaders) == m.failed and set(info.failed_leaders) <= set(committers)

@@ -80,6 +80,18 @@ def test_client_rejects_bad_arguments_before_any_rpc() -> None:
         ledger.request_join(b"x" * 33, "tcp://a:1")
     with pytest.raises(LedgerArgumentError, match="hex"):
         ledger.finalize(0, "0xnothex", [SITE])
+    with pytest.raises(LedgerArgumentError, match="recovered site"):
+        ledger.finalize(0, b"\x01" * 32, [SITE], ["carol"])
+    with pytest.raises(LedgerArgumentError, match="milli_epsilon"):
+        ledger.commit(0, b"\x01" * 32, 1, milli_epsilon=2**32)
+    with pytest.raises(LedgerArgumentError, match="milli_epsilon"):
+        ledger.commit(0, b"\x01" * 32, 1, milli_epsilon=-1)
+    with pytest.raises(LedgerArgumentError, match="key_count"):
+        ledger.commit(0, b"\x01" * 32, 1, key_count=2**16)
+    with pytest.raises(LedgerArgumentError, match="mask public key must be 32 bytes"):
+        ledger.advertise_keys(0, b"\x01" * 31, b"\x02" * 32)
+    with pytest.raises(LedgerArgumentError, match="encryption public key must be 32 bytes"):
+        ledger.advertise_keys(0, b"\x01" * 32, b"\x02" * 33)
     with pytest.raises(LedgerArgumentError):
         Ledger("http://127.0.0.1:9", "not-an-address")
     assert issubclass(LedgerArgumentError, LedgerError)
@@ -87,16 +99,23 @@ def test_client_rejects_bad_arguments_before_any_rpc() -> None:
 
 def test_round_info_from_view_tuple() -> None:
     zero = b"\0" * 32
+    other = "0x" + "ab" * 20
     view = (
-        1, 2, 1, SITE, b"\x02" * 32, b"\x03" * 32, 10, 20, 30,
-        [(SITE, b"\x04" * 32, 7, 15)], [], [SITE],
+        1, 2, 1, SITE, b"\x02" * 32, b"\x03" * 32, 10, 20, 30, 2,
+        [(SITE, b"\x04" * 32, 7, 15, 2500), (other, b"\x05" * 32, 3, 16, 0)], [], [SITE], [other],
     )  # fmt: skip
     info = RoundInfo.from_chain(view)
     assert info.status is RoundStatus.FINALIZED
     assert info.finalized_block == 30 and info.abandoned_block is None
     assert info.first_commit_block == 15 and info.commit_of(SITE.lower()).n_samples == 7  # type: ignore[union-attr]
+    assert info.key_count == 2 and info.secure_aggregation and info.recovered == (other,)
+    assert [c.milli_epsilon for c in info.commits] == [2500, 0]
+    assert [c.epsilon for c in info.commits] == [2.5, None]  # 0 = the site keeps no privacy account
     doc = info.to_json()
-    assert doc["total_samples"] == 7 and doc["included"] == [SITE]
-    open_view = (2, 0, 0, "0x" + "00" * 20, b"\x02" * 32, zero, 31, 0, 0, [], [], [])
+    assert doc["total_samples"] == 10 and doc["included"] == [SITE] and doc["recovered"] == [other]
+    assert doc["mode"] == "secure aggregation" and doc["key_count"] == 2
+    assert doc["commits"][0]["milli_epsilon"] == 2500 and doc["commits"][0]["epsilon"] == 2.5
+    open_view = (2, 0, 0, "0x" + "00" * 20, b"\x02" * 32, zero, 31, 0, 0, 0, [], [], [], [])
     info = RoundInfo.from_chain(open_view)
     assert info.leader is None and info.merged_hash is None and info.elected_block is None
+    assert info.mode == "plain" and info.recovered == ()

@@ -1,0 +1,250 @@
+"""JSON-RPC machinery under the Ledger client: retries while the endpoint is unreachable, local signing
+with nonces from the node (recovering after "nonce too low"), rebroadcast of a transaction the node forgot,
+waiting for receipts, and naming every revert after its Solidity custom error.
+
+`ContractRpc` is the base of `Ledger`: it holds no API of its own, only `_call` (a view), `_send` (a
+transaction) and `_rpc` (any request), which the client's methods and the event readers use.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import requests
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
+from urllib3.exceptions import LocationValueError
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    ProviderConnectionError,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
+from web3.middleware import ExtraDataToPOAMiddleware
+from web3.providers import HTTPProvider
+from web3.types import TxParams, TxReceipt
+
+from swarmd.config import check_rpc_url
+from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
+from swarmd.ledger.errors import NodeError, RevertDecoder, TransactionFailed, UnknownContract
+
+T = TypeVar("T")
+
+# A proxy in front of the node answering 502/503 is as unreachable as a refused connection.
+_UNREACHABLE = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.HTTPError,
+    ProviderConnectionError,
+    ConnectionError,
+)
+_NODE_HINTS = {
+    "insufficient funds": "the site account has no ether for gas; fund it (on a devnet: Devnet.fund)",
+    "chain id": "the RPC endpoint serves another chain than the one this site was set up for",
+    "gas limit": "the block gas limit is too low for this call; raise it in the chain's genesis",
+}
+_MAX_BACKOFF_S = 4.0
+_NONCE_ATTEMPTS = 10
+_REBROADCAST_S = 3.0
+
+
+class _NonceTaken(Exception):
+    """Internal: the nonce we signed with was used by another transaction; build and sign again."""
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    error = (exc.rpc_response or {}).get("error")
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    return str(exc.message)
+
+
+def make_web3(rpc_url: str, *, poa: bool = False, timeout: float = 10.0) -> Web3:
+    check_rpc_url(rpc_url, "RPC URL")
+    # web3's own retry loop is switched off: the client retries (and reports) unreachability itself.
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    w3 = Web3(provider)
+    if poa:
+        w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
+
+
+class ContractRpc:
+    """Calls and transactions against one contract; `Ledger.__init__` sets the attributes declared here."""
+
+    rpc_url: str
+    address: ChecksumAddress
+    account: LocalAccount | None
+    retries: int
+    backoff: float
+    receipt_timeout: float
+    gas_margin: float
+    w3: Web3
+    contract: Contract
+    decoder: RevertDecoder
+    _lock: threading.RLock
+
+    def _rpc(self, fn: Callable[[], T]) -> T:
+        """Run one RPC, retrying with exponential backoff while the endpoint is unreachable."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except (ContractLogicError, BadFunctionCallOutput, TransactionNotFound):
+                raise  # each caller turns these into the right named error
+            except Web3RPCError as exc:
+                message = _rpc_message(exc)
+                hint = next((h for k, h in _NODE_HINTS.items() if k in message.lower()), None)
+                raise NodeError(f"{self.rpc_url} refused the request: {message}", hint=hint) from exc
+            except Web3Exception as exc:
+                raise LedgerError(
+                    f"unexpected answer from {self.rpc_url}: {type(exc).__name__}: {exc}"
+                ) from exc
+            except json.JSONDecodeError as exc:
+                raise LedgerError(
+                    f"{self.rpc_url} does not speak JSON-RPC", hint="check chain.rpc_url in the site config"
+                ) from exc
+            except _UNREACHABLE as exc:
+                if attempt == self.retries:
+                    raise ChainUnavailable(
+                        f"JSON-RPC endpoint {self.rpc_url} unreachable after {attempt + 1} attempts: "
+                        f"{type(exc).__name__}",
+                        hint="check that the chain node is running and chain.rpc_url in the site config",
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+            except (requests.RequestException, LocationValueError) as exc:
+                # The URL itself is unusable (InvalidURL, InvalidSchema, urllib3's LocationParseError for a
+                # host like "a..b", ...): retrying cannot help.
+                raise ChainUnavailable(
+                    f"JSON-RPC endpoint {self.rpc_url} cannot be used: {type(exc).__name__}: {exc}",
+                    hint="check chain.rpc_url in the site config (or --rpc), e.g. http://127.0.0.1:8545",
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _revert(self, exc: ContractLogicError) -> ContractRevert:
+        if isinstance(exc, ContractCustomError):
+            return self.decoder.decode(exc.data if isinstance(exc.data, str | bytes) else None)
+        if isinstance(exc, ContractPanicError):
+            return TransactionFailed("Panic", (str(exc),), hint="a contract invariant broke; report this bug")
+        return TransactionFailed("Revert", (str(exc),))
+
+    def _call(self, name: str, *args: Any, block: str | int = "latest") -> Any:
+        fn = getattr(self.contract.functions, name)(*args)
+        try:
+            return self._rpc(lambda: fn.call(block_identifier=block))
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+        except BadFunctionCallOutput as exc:
+            raise UnknownContract(
+                f"{self.address} on {self.rpc_url} does not answer {name}() like a SwarmLedger",
+                hint="check chain.contract in the site config and that the RPC points at the right chain",
+            ) from exc
+
+    def _send(self, name: str, *args: Any) -> TxReceipt:
+        return self._transact(getattr(self.contract.functions, name)(*args), name)
+
+    def _transact(self, fn: Any, label: str) -> TxReceipt:
+        if self.account is None:
+            raise LedgerError(f"cannot send {label}: this ledger client has no account (read-only)")
+        with self._lock:
+            for attempt in range(_NONCE_ATTEMPTS):
+                signed, tx = self._build_and_sign(fn)
+                try:
+                    tx_hash = self._broadcast(signed)
+                    receipt = self._await_receipt(signed, tx_hash)
+                except _NonceTaken:
+                    # Another sender with this key won the nonce; a random pause breaks the lockstep.
+                    time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+                    continue
+                if receipt["status"] != 1:
+                    raise self._explain_failure(tx, receipt)
+                return receipt
+        raise LedgerError(
+            f"{label}: the account's nonce kept being taken by other transactions",
+            hint="another process may be using the same account; give each site its own key",
+        )
+
+    def _build_and_sign(self, fn: Any) -> tuple[Any, dict[str, Any]]:
+        if self.account is None:  # _transact checked; this keeps the type narrow
+            raise LedgerError("this ledger client has no account (read-only)")
+        sender = self.account.address
+        # The node's pending count is the authority: a locally cached nonce goes stale when the chain
+        # rewinds (node restored from an older state) and a gapped transaction would never be mined.
+        # Sends are serialised by the lock, and a race with another holder of the key is "nonce too low".
+        nonce = int(self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending")))
+        try:
+            # Estimated against "pending" (the next block), where the transaction will land: elect() and
+            # reelect() depend on block.number, and a view of "latest" is one block behind them.
+            params = {"from": sender, "nonce": nonce}
+            gas = self._rpc(lambda: fn.estimate_gas(params, block_identifier="pending"))
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+        # Estimates can fall short (refunds; transactions mined first change its path): add a margin.
+        gas = int(int(gas) * self.gas_margin) + 10_000
+        tx = dict(self._rpc(lambda: fn.build_transaction({"from": sender, "nonce": nonce, "gas": gas})))
+        return self.account.sign_transaction(tx), tx
+
+    def _broadcast(self, signed: Any) -> bytes:
+        try:
+            return bytes(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
+        except NodeError as exc:
+            message = str(exc).lower()
+            if any(m in message for m in ("already known", "already imported", "known transaction")):
+                return bytes(signed.hash)  # an earlier attempt reached the node before the connection dropped
+            if any(m in message for m in ("nonce too low", "nonce is too low", "underpriced")):
+                # Our nonce is used (mined, or pending from another holder of the key): ours, or redo.
+                if self._receipt_or_none(bytes(signed.hash)) is not None:
+                    return bytes(signed.hash)
+                raise _NonceTaken from exc
+            raise
+
+    def _receipt_or_none(self, tx_hash: bytes) -> TxReceipt | None:
+        try:
+            return self._rpc(lambda: self.w3.eth.get_transaction_receipt(HexBytes(tx_hash)))
+        except TransactionNotFound:
+            return None
+
+    def _await_receipt(self, signed: Any, tx_hash: bytes) -> TxReceipt:
+        deadline = time.monotonic() + self.receipt_timeout
+        last_broadcast = time.monotonic()
+        pause = 0.005
+        while time.monotonic() < deadline:
+            receipt = self._receipt_or_none(tx_hash)
+            if receipt is not None:
+                return receipt
+            if time.monotonic() - last_broadcast > _REBROADCAST_S:
+                # A restarted node forgets its mempool: send the same signed bytes again (idempotent).
+                self._broadcast(signed)
+                last_broadcast = time.monotonic()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        raise LedgerError(
+            f"no receipt for transaction 0x{tx_hash.hex()} within {self.receipt_timeout:.0f} s",
+            hint="the chain may be stalled (no blocks); check the validators",
+        )
+
+    def _explain_failure(self, tx: dict[str, Any], receipt: TxReceipt) -> ContractRevert:
+        """Name a mined revert by replaying the call against the state of the block it was mined in."""
+        call = cast(TxParams, {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx})
+        try:
+            self._rpc(lambda: self.w3.eth.call(call, block_identifier=receipt["blockNumber"]))
+        except ContractLogicError as exc:
+            return self._revert(exc)
+        return TransactionFailed(
+            "Reverted",
+            ("0x" + bytes(receipt["transactionHash"]).hex(),),
+            hint="the transaction reverted when mined (out of gas or a race with another transaction)",
+        )
