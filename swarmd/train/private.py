@@ -9,7 +9,8 @@ SupervisedTrainer, leaving the bundle's files as they are:
   layers, so its state dict keeps the bundle's names and the network object stays the one MonaiAlgo holds);
 - the optimiser becomes a DPOptimizer (clip each sample's gradient to C, add N(0, (sigma*C)^2), average);
 - the data loader becomes a DPDataLoader: Poisson sampling at the plan's rate, which is what the
-  accountant assumes; a step whose sample is empty still adds noise.
+  accountant assumes. A step whose sample is empty runs no forward pass (normalisation layers fail on an
+  empty batch) but still steps with noise alone, as the mechanism the accountant counts does.
 
 Noise and sampling draw from generators seeded by the OS, never from the task seed: noise that a peer can
 replay protects nothing.
@@ -83,6 +84,32 @@ def _no_inplace(net: nn.Module) -> None:
             module.inplace = False  # type: ignore[assignment]
 
 
+def _batch_len(batch: Any) -> int:
+    image = (
+        batch.get("image")
+        if isinstance(batch, dict)
+        else batch[0]
+        if isinstance(batch, list | tuple)
+        else batch
+    )
+    return int(image.shape[0]) if isinstance(image, torch.Tensor) else -1
+
+
+def _with_noise_only_steps(process: Any, optimizer: Any) -> Any:
+    """The engine's iteration, except that an empty sample makes a step of noise alone."""
+
+    def iteration(engine: Any, batch: Any) -> Any:
+        if _batch_len(batch) != 0:
+            return process(engine, batch)
+        optimizer.zero_grad()
+        for p in optimizer.params:  # no sample: every per-sample gradient list is empty
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        optimizer.step()
+        return {"loss": torch.zeros(())}
+
+    return iteration
+
+
 def _os_seeded(device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.seed()  # from the OS's entropy source
@@ -130,4 +157,5 @@ def make_private(
     )
     trainer.optimizer = optimizer
     trainer.data_loader = dp_loader
+    trainer._process_function = _with_noise_only_steps(trainer._process_function, optimizer)
     return PrivateParts(grad_sample, optimizer, dp_loader)

@@ -328,8 +328,6 @@ class BundleTrainer(Trainer):
         # Runs in the training thread. Failures terminate the run here and are raised after it,
         # so the engine ends cleanly instead of unwinding through ignite's exception events.
         loss = _loss_of(engine.state.output)
-        if self._private is not None and _batch_size(engine.state.batch) == 0:
-            loss = 0.0  # an empty Poisson sample: the step was noise alone, its mean loss is 0/0
         if not math.isfinite(loss):
             self._failure = f"non-finite loss {loss} at iteration {len(self._losses) + 1}"
             engine.terminate()

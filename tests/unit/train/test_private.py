@@ -95,3 +95,18 @@ def test_one_real_dp_sgd_round(tmp_path: Path, demo_classification) -> None:  # 
     grads = torch.cat([p.grad.flatten() for p in trainer._private.optimizer.params])  # type: ignore[union-attr]
     assert 100.0 < float(grads.std()) < 150.0
     trainer.finalize()
+
+
+def test_an_empty_poisson_sample_is_a_step_of_noise_alone(tmp_path: Path, demo_classification) -> None:  # type: ignore[no-untyped-def]
+    """At q = 1e-9 every sample is empty: no forward pass, yet each step adds noise (as accounted)."""
+    task = _bundle(tmp_path, {**TINY_NET, "norm": "instance"}, local_steps=2)  # fails on empty batches
+    trainer = BundleTrainer(
+        task, demo_classification.site_datalists[0], device="cpu", threads=1, workdir=tmp_path / "work"
+    )
+    trainer.initialize()
+    trainer.make_private(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=1e-9)
+    start = initial_weights(task)
+    result = trainer.train(start, round=0)
+    assert result.steps == 2 and result.metrics["samples_seen"] == 0.0
+    assert any(not torch.equal(start[k], result.weights[k]) for k in start if start[k].is_floating_point())
+    trainer.finalize()
