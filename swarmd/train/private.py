@@ -18,6 +18,7 @@ replay protects nothing.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,15 @@ def _no_inplace(net: nn.Module) -> None:
             module.inplace = False  # type: ignore[assignment]
 
 
+def _is_3d(net: nn.Module) -> bool:
+    """Whether per-sample gradients are cheaper through functorch (vmap) than Opacus's hooks.
+
+    Opacus's Conv3d hook unfolds each input 27-fold (im2col); on the example 3D UNet vmap costs 1.9x a
+    plain step on one CPU thread against 3.1x for the hooks, while on the 2D DenseNet the hooks win
+    (2.6x against 3.4x)."""
+    return any(isinstance(m, nn.Conv3d | nn.ConvTranspose3d) for m in net.modules())
+
+
 def _batch_len(batch: Any) -> int:
     image = (
         batch.get("image")
@@ -134,6 +144,9 @@ def make_private(
     if bad:
         raise TrainingError(f"Opacus cannot train these layers privately: {', '.join(bad[:8])}")
     _no_inplace(network)
+    # The first layer's input needs no gradient, so torch notes at every step that its hook sees only
+    # the output's: that is all Opacus's hooks need.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
     device = next(network.parameters()).device
     dataset = loader.dataset
     dp_loader = DPDataLoader(
@@ -146,7 +159,9 @@ def make_private(
     # The empty-batch collator copies the batch layout from the first batch it sees; show it one
     # sample now, so that an empty first draw still yields a well-formed (empty) batch.
     dp_loader.collate_fn([dataset[0]])
-    grad_sample = GradSampleModule(network, batch_first=True, loss_reduction="mean")
+    grad_sample = GradSampleModule(
+        network, batch_first=True, loss_reduction="mean", force_functorch=_is_3d(network)
+    )
     optimizer = DPOptimizer(
         trainer.optimizer,
         noise_multiplier=noise_multiplier,

@@ -151,6 +151,8 @@ def plan_for(
         raise DPError(f"privacy.noise_multiplier must be >= 0, got {p.noise_multiplier}")
     if not 0.0 <= p.delta < 1.0:
         raise DPError(f"privacy.delta must be in [0, 1), got {p.delta}")
+    if not math.isfinite(p.target_epsilon) or not math.isfinite(p.epsilon_budget):
+        raise DPError("privacy.target_epsilon and privacy.epsilon_budget must be finite numbers")
     if p.noise_multiplier == 0.0 and p.target_epsilon <= 0.0:
         raise DPError("privacy: give noise_multiplier > 0 or target_epsilon > 0")
     delta = p.delta if p.delta > 0.0 else 1.0 / n_samples**1.1
