@@ -95,13 +95,12 @@ def _is_3d(net: nn.Module) -> bool:
 
 
 def _batch_len(batch: Any) -> int:
-    image = (
-        batch.get("image")
-        if isinstance(batch, dict)
-        else batch[0]
-        if isinstance(batch, list | tuple)
-        else batch
-    )
+    """Samples in a collated batch; 0 for the empty list Opacus yields when its first draw is empty."""
+    if isinstance(batch, list | tuple):
+        if not batch:
+            return 0
+        batch = batch[0]
+    image = batch.get("image") if isinstance(batch, dict) else batch
     return int(image.shape[0]) if isinstance(image, torch.Tensor) else -1
 
 
@@ -156,8 +155,8 @@ def make_private(
         generator=_os_seeded(torch.device("cpu")),
         num_workers=loader.num_workers,
     )
-    # The empty-batch collator copies the batch layout from the first batch it sees; show it one
-    # sample now, so that an empty first draw still yields a well-formed (empty) batch.
+    # Opacus builds an empty batch from the first batch it collated, or else from dataset[0] read as a
+    # tuple, which a MONAI dict sample is not; so collate one sample now, before any draw can be empty.
     dp_loader.collate_fn([dataset[0]])
     grad_sample = GradSampleModule(
         network, batch_first=True, loss_reduction="mean", force_functorch=_is_3d(network)
