@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +94,32 @@ def test_bad_round_numbers(tmp_path: Path) -> None:
     for bad in (-1, True, 1.5):
         with pytest.raises(DPError):
             acc.record(bad)  # type: ignore[arg-type]
+
+
+def test_kill_9_mid_write_leaves_a_whole_account(tmp_path: Path) -> None:
+    """A process recording round after round is SIGKILLed; the account it leaves loads, rounds 0..k."""
+    path = tmp_path / "privacy.json"
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from swarmd.privacy.dp import Accountant, DPPlan\n"
+        "from swarmd.task import DPMechanism\n"
+        "plan = DPPlan(DPMechanism.SITE, 1.0, 1.1, 1e-5, 1.0, 1, 1.1, 'rdp')\n"
+        "acc = Accountant(plan, Path(sys.argv[1]))\n"
+        "for r in range(100000):\n"
+        "    acc.rebuild(range(r + 1))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env={**os.environ})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if path.exists() and path.stat().st_size > 60:
+                time.sleep(0.2)  # let it get well into rewriting the file
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    plan = DPPlan(DPMechanism.SITE, 1.0, 1.1, 1e-5, 1.0, 1, 1.1, "rdp")
+    rounds = Accountant(plan, path).rounds
+    assert len(rounds) >= 2 and rounds == tuple(range(len(rounds)))
