@@ -189,9 +189,11 @@ class BundleTrainer(Trainer):
             self.phase = TrainPhase.IDLE
 
     def make_private(self, *, noise_multiplier: float, max_grad_norm: float, sample_rate: float) -> None:
-        """Train with DP-SGD (per-sample clip C, noise sigma, Poisson rate q) from now on."""
+        """Train with DP-SGD (per-sample clip C, noise sigma, Poisson rate q); call before the first round."""
         with self._busy:
             self._require_ready()
+            if self._algo.trainer.state.iteration:
+                raise TrainingError("DP-SGD must be on before the first round: the engine holds its loader")
             if self._private is None:
                 self._private = make_private(
                     self._algo.trainer,

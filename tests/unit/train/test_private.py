@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from swarmd.errors import TaskError
+from swarmd.errors import TaskError, TrainingError
 from swarmd.privacy.dp import plan_for
 from swarmd.task import DPMechanism, PrivacySettings, Task, load_task
 from swarmd.train import BUNDLES_DIR, BundleTrainer, initial_weights
@@ -94,6 +94,8 @@ def test_one_real_dp_sgd_round(tmp_path: Path, demo_classification) -> None:  # 
     # the last step's gradient is mostly noise: std sigma * C / batch = 1000 / 8 per coordinate
     grads = torch.cat([p.grad.flatten() for p in trainer._private.optimizer.params])  # type: ignore[union-attr]
     assert 100.0 < float(grads.std()) < 150.0
+    with pytest.raises(TrainingError, match="before the first round"):
+        trainer.make_private(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.5)
     trainer.finalize()
 
 
