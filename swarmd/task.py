@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -143,6 +144,10 @@ def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
         )
     if p.mechanism is DPMechanism.NONE:
         return
+    numbers = {"clip": p.clip, "noise_multiplier": p.noise_multiplier, "target_epsilon": p.target_epsilon}
+    numbers.update(delta=p.delta, epsilon_budget=p.epsilon_budget)
+    for key, value in numbers.items():  # TOML allows inf and nan, which no guarantee survives
+        _check(math.isfinite(value), f"privacy.{key} must be a finite number, got {value}")
     _check(p.clip > 0.0, "privacy.clip must be > 0")
     _check(p.noise_multiplier >= 0.0, f"privacy.noise_multiplier must be >= 0, got {p.noise_multiplier}")
     _check(p.target_epsilon >= 0.0, f"privacy.target_epsilon must be >= 0, got {p.target_epsilon}")

@@ -2,7 +2,9 @@
 datalist validation, example bundles, demo data and baselines.
 
 The daemon uses `BundleTrainer` (initialize / train / evaluate / abort / finalize) and
-`initial_weights`; `generate_demo_data` writes synthetic multi-site data for demos and tests.
+`initial_weights`; `check_private` is task validation for DP-SGD (Opacus-compatible layers) and
+`BundleTrainer.make_private` turns DP-SGD on; `generate_demo_data` writes synthetic multi-site data
+for demos and tests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from swarmd.train.data import (
 )
 from swarmd.train.demodata import DemoData, SiteData, generate_demo_data
 from swarmd.train.device import choose_device, configure_threads, thread_count
+from swarmd.train.private import check_private, unsupported_layers
 from swarmd.train.trainer import BundleTrainer, Trainer, TrainPhase, TrainResult
 from swarmd.train.weights import initial_weights
 
@@ -38,6 +41,7 @@ __all__ = [
     "TrainPhase",
     "TrainResult",
     "Trainer",
+    "check_private",
     "choose_device",
     "configure_threads",
     "example_task_file",
@@ -47,5 +51,6 @@ __all__ = [
     "load_image",
     "read_datalist",
     "thread_count",
+    "unsupported_layers",
     "validate_datalist",
 ]

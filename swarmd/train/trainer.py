@@ -37,6 +37,7 @@ from swarmd.task import Task, WeightKind
 from swarmd.train.bundle import BundleInfo, read_bundle_info
 from swarmd.train.data import quiet_monai, read_datalist, validate_datalist
 from swarmd.train.device import choose_device, configure_threads
+from swarmd.train.private import PrivateParts, make_private
 from swarmd.train.weights import Layout, check_finite, check_layout, detach_from, layout_of
 
 
@@ -148,11 +149,18 @@ class BundleTrainer(Trainer):
         self._losses: list[float] = []
         self._samples = 0
         self._failure: str | None = None
+        self._batch_size = 0
+        self._private: PrivateParts | None = None
 
     @property
     def n_train(self) -> int:
         """Entries in the site's training datalist (known after initialize())."""
         return self._n_train
+
+    @property
+    def batch_size(self) -> int:
+        """Batch size of the bundle's training loader (DP-SGD's expected batch); known after initialize()."""
+        return self._batch_size
 
     @property
     def progress(self) -> int:
@@ -175,9 +183,24 @@ class BundleTrainer(Trainer):
             # One MonaiAlgo "local epoch" becomes exactly local_steps iterations; ignite restarts
             # the data iterator by itself when a small site's data runs out mid-round.
             trainer.state.epoch_length = self.task.swarm.local_steps
+            self._batch_size = int(getattr(trainer.data_loader, "batch_size", 0) or 0)
             self._attach(trainer)
             self._layout = layout_of(self._network_state())
             self.phase = TrainPhase.IDLE
+
+    def make_private(self, *, noise_multiplier: float, max_grad_norm: float, sample_rate: float) -> None:
+        """Train with DP-SGD (per-sample clip C, noise sigma, Poisson rate q); call before the first round."""
+        with self._busy:
+            self._require_ready()
+            if self._algo.trainer.state.iteration:
+                raise TrainingError("DP-SGD must be on before the first round: the engine holds its loader")
+            if self._private is None:
+                self._private = make_private(
+                    self._algo.trainer,
+                    noise_multiplier=noise_multiplier,
+                    max_grad_norm=max_grad_norm,
+                    sample_rate=sample_rate,
+                )
 
     def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult:
         """Train `task.swarm.local_steps` iterations from `global_weights`; thread-safe, abortable."""
