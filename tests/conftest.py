@@ -58,6 +58,8 @@ def running_swarm(
     commit_window: int = 6,
     leader_timeout: int = 8,
     chain_state: Path | None = None,
+    privacy: dict[str, object] | None = None,
+    n_per_site: int = 16,
 ) -> Iterator[LocalSwarm]:
     """A devnet plus `sites` provisioned sites; their daemons started unless start=False. On a
     failure each daemon's last log lines are printed: pytest shows them with the test's report."""
@@ -76,8 +78,9 @@ def running_swarm(
             "fanout": 2,
             "eval_every": 0,
         },
+        privacy=privacy,
     )
-    data = DemoData(alpha=1.0, seed=3, n_per_site=16, n_test=16)
+    data = DemoData(alpha=1.0, seed=3, n_per_site=n_per_site, n_test=16)
     with local_swarm(
         root, task, sites=sites, block_time=block_time, data=data, start=start, chain_state=chain_state
     ) as swarm:

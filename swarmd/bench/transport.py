@@ -36,7 +36,7 @@ import zmq.asyncio
 
 from swarmd import codec
 from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
-from swarmd.transport import Limits, Node, Verdict
+from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
 from swarmd.transport.stream import iter_chunks
 
@@ -107,6 +107,9 @@ class _Discard:
         self, peer: bytes, header: Any, state: dict[str, torch.Tensor], digest: bytes
     ) -> Verdict:
         return Verdict(True)
+
+    async def on_secagg(self, peer: bytes, header: Any, body: bytes) -> Verdict:
+        return Verdict(False, Refusal.PRIVACY_REFUSED)
 
     async def on_announce(self, peer: bytes, header: Any) -> None:
         return None

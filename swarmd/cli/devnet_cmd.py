@@ -140,6 +140,12 @@ def run(
     timeout: float = typer.Option(900, help="Give up after this many seconds."),
     local_baseline: bool = typer.Option(True, help="Also train each site alone, for comparison."),
     keep: bool = typer.Option(False, help="Leave the chain and daemons running at the end."),
+    secure_aggregation: bool = typer.Option(
+        False, "--secure-aggregation", help="Mask every update: the leader learns only the sum."
+    ),
+    dp_epsilon: float = typer.Option(
+        0.0, "--dp-epsilon", min=0.0, help="Train with DP-SGD to this epsilon over the run (0: no DP)."
+    ),
 ) -> None:
     """Start a devnet (if none is up) and N daemons; show live progress until every round is done."""
     from swarmd.ops import DemoData
@@ -147,11 +153,26 @@ def run(
 
     with cli_errors(), contextlib.ExitStack() as stack:
         data = DemoData(alpha, seed)
+        task = _with_privacy(root, task, secure_aggregation, dp_epsilon)
         with console.status(f"provisioning {sites} sites (unless a devnet is up) and starting them..."):
             swarm = stack.enter_context(_swarm(root, sites, task, block_time, data, start=True, keep=keep))
         rounds_total = load_task(swarm.consortium.task).swarm.rounds
         _follow(swarm, rounds_total, timeout)
         print_summary(swarm.consortium, local_baseline=local_baseline)
+
+
+def _with_privacy(root: Path, task: Path | None, secure_aggregation: bool, dp_epsilon: float) -> Path | None:
+    """The task to run: as given, or with a [privacy] table for the demo's privacy flags."""
+    from swarmd.ops import private_task
+
+    privacy: dict[str, Any] = {}
+    if secure_aggregation:
+        privacy["secure_aggregation"] = True
+    if dp_epsilon > 0:
+        privacy.update(mechanism="sample", target_epsilon=dp_epsilon, delta=1e-5, epsilon_budget=dp_epsilon)
+    if not privacy:
+        return task
+    return private_task(task or default_task(), root.resolve() / "private-task" / "swarm.toml", privacy)
 
 
 def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float) -> None:

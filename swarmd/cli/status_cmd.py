@@ -41,7 +41,8 @@ def status(
     t.add_row("loss", "-" if st["last_loss"] is None else f"{st['last_loss']:.4f}")
     t.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in st["metrics"].items()) or "-")
     t.add_row("baseline", ", ".join(f"{k}={v:.4f}" for k, v in st["baseline"].items()) or "-")
-    t.add_row("epsilon", "-" if st["epsilon"] is None else f"{st['epsilon']:.3f}")
+    spent = " [yellow](budget spent: not committing, still serving)[/]" if st.get("budget_spent") else ""
+    t.add_row("epsilon", ("-" if st["epsilon"] is None else f"{st['epsilon']:.3f}") + spent)
     problems = st.get("problems", [])
     for p in problems:
         t.add_row(

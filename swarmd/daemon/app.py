@@ -17,7 +17,7 @@ from swarmd.daemon.control import ControlServer
 from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.rounds import RoundDriver, StopRequested
-from swarmd.daemon.site import check_task_binding, site_identity, site_ledger
+from swarmd.daemon.site import check_task_binding, site_budget, site_identity, site_ledger
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import JOURNAL_PROBLEM, Journal, ModelStore
 from swarmd.errors import ConfigError, StoreError
@@ -87,6 +87,8 @@ class Daemon:
             poll_interval=cfg.chain.poll_interval,
             eval_list=cfg.site.eval_list,
         )
+        self.driver.setup_secure(state_dir)
+        self.driver.budget = site_budget(task, trainer, state_dir)
         handler.bind(self.driver)
         await self.node.start()
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)

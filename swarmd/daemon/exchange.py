@@ -11,13 +11,39 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from swarmd.errors import InvalidUpdate
-from swarmd.merge import MergeRule, Update, validate
+from swarmd.merge import Update, validate
+
+
+class Merger(Protocol):
+    """What the exchange folds updates into: a merge rule, or secure aggregation's masked sum."""
+
+    def begin(self, template: Mapping[str, torch.Tensor]) -> None: ...
+
+    def add(self, update: Update) -> None: ...
+
+    def result(self) -> dict[str, torch.Tensor]: ...
+
 
 log = logging.getLogger("swarmd.exchange")
+
+
+def check_masked(state: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> None:
+    """A masked update carries every float tensor of the base, same shape, as int32 ring elements;
+    nothing else can be checked (its values are uniform by design)."""
+    floats = {k: v for k, v in base.items() if v.dtype.is_floating_point}
+    if set(state) != set(floats):
+        raise InvalidUpdate("structure", "masked update's tensors are not the model's float tensors")
+    for name, b in floats.items():
+        t = state[name]
+        if t.dtype != torch.int32 or t.shape != b.shape:
+            raise InvalidUpdate(
+                "structure", f"masked {name}: {t.dtype} {tuple(t.shape)}, want int32 {tuple(b.shape)}"
+            )
 
 
 @dataclass
@@ -26,9 +52,10 @@ class Exchange:
     term: int
     expected: dict[str, tuple[bytes, int]]  # committer address -> (committed hash, sample count)
     base: Mapping[str, torch.Tensor]
-    rule: MergeRule
+    rule: Merger
     is_diff: bool
     norm_bound: float = 0.0
+    masked: bool = False  # secure aggregation: updates are ring elements (int32), checked for shape only
     received: dict[str, bytes] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # address -> reason
     complete: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,13 +84,16 @@ class Exchange:
                 f"but 0x{committed.hex()[:16]}.. is on chain",
             )
         try:
-            validate(
-                state,
-                self.base,
-                norm_bound=self.norm_bound,
-                reference=None if self.is_diff else self.base,
-                is_diff=self.is_diff,
-            )
+            if self.masked:
+                check_masked(state, self.base)
+            else:
+                validate(
+                    state,
+                    self.base,
+                    norm_bound=self.norm_bound,
+                    reference=None if self.is_diff else self.base,
+                    is_diff=self.is_diff,
+                )
         except InvalidUpdate as exc:
             self._exclude(sender, exc.reason)
             raise

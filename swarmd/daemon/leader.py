@@ -25,14 +25,24 @@ import torch
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
 from swarmd.daemon.exchange import Exchange
-from swarmd.daemon.plumbing import RoundPlumbing
 from swarmd.daemon.rss import RssPeak
+from swarmd.daemon.secure import MaskedSum, SecureSide
 from swarmd.daemon.state import Phase
 from swarmd.errors import DaemonError, InvalidUpdate, UpdateRejected
 from swarmd.ledger import RoundInfo
 from swarmd.merge import rule_for
+from swarmd.privacy import BelowThreshold
 from swarmd.task import WeightKind
-from swarmd.transport import AnnounceHeader, Handler, Limits, PeerId, Refusal, UpdateHeader, Verdict
+from swarmd.transport import (
+    AnnounceHeader,
+    Handler,
+    Limits,
+    PeerId,
+    Refusal,
+    SecAggHeader,
+    UpdateHeader,
+    Verdict,
+)
 
 log = logging.getLogger("swarmd.rounds")
 
@@ -57,8 +67,9 @@ def stall_timeout(
     return min(ceiling, max(MIN_STALL, 2 * chunk, share))
 
 
-class LeaderSide(RoundPlumbing):
-    """Leading a term, and the transport handler (check_offer, on_update, on_announce, serve_model)."""
+class LeaderSide(SecureSide):
+    """Leading a term, and the transport handler (check_offer, on_update, on_announce, on_secagg,
+    serve_model)."""
 
     # --- exchange, merge, finalize ----------------------------------------------------------------
     async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
@@ -66,14 +77,16 @@ class LeaderSide(RoundPlumbing):
         self.journal.update(r, led=True)
         self.metrics.led()
         expected = {c.site: (c.update_hash, c.n_samples) for c in info.commits}
+        masked = await self.masked_sum(r, info, base) if self.secure else None
         exchange = Exchange(
             round=r,
             term=info.term,
             expected=expected,
             base=base,
-            rule=rule_for(self.task.swarm),
+            rule=masked or rule_for(self.task.swarm),
             is_diff=self.task.swarm.send == WeightKind.DIFF,
-            norm_bound=self.task.swarm.norm_bound,
+            norm_bound=0.0 if masked else self.task.swarm.norm_bound,  # under masks, each site bounds its own
+            masked=masked is not None,
         )
         ceiling = self.node.limits.stall_timeout
         try:
@@ -92,6 +105,8 @@ class LeaderSide(RoundPlumbing):
                     self.offer_stored(exchange, sender, self.store.get(h, keep=False))
                 await self.collect(exchange, info)
                 self.set_phase(Phase.MERGE, r)
+                if masked is not None and not await self.unmasked(r, info.term, masked):
+                    return  # no finalize: the term times out and the round goes on without this sum
                 merged, included = exchange.result()
             self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
@@ -109,7 +124,17 @@ class LeaderSide(RoundPlumbing):
             len(expected),
             exchange.excluded or "none",
         )
-        await self.transact(self.ledger.finalize, r, merged_hash, included)
+        recovered = masked.unmasker.dropped if masked is not None else []
+        await self.transact(self.ledger.finalize, r, merged_hash, included, recovered=recovered)
+
+    async def unmasked(self, r: int, term: int, masked: MaskedSum) -> bool:
+        try:
+            await self.unmask(r, term, masked)
+        except BelowThreshold as exc:
+            self.metrics.rejection("secagg_below_threshold")
+            log.error("round %d: cannot unmask the sum: %s; not finalizing this term", r, exc)
+            return False
+        return True
 
     def deadline_block(self, info: RoundInfo) -> int:
         # Leave a third of the timeout for the finalize transaction itself to be mined.
@@ -244,6 +269,9 @@ class HandlerSlot:
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
         await self.target.on_announce(peer, header)
+
+    async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        return await self.target.on_secagg(peer, header, body)
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         return self.target.serve_model(model_hash)

@@ -82,6 +82,16 @@ class Metrics:
             f"{PREFIX}_reelections", "Re-elections after a leader timed out.", registry=r
         )
         self.rounds_led = Counter(f"{PREFIX}_rounds_led", "Rounds this site merged as leader.", registry=r)
+        self.epsilon = Gauge(
+            f"{PREFIX}_privacy_epsilon",
+            "Differential privacy spent by this site so far (epsilon).",
+            registry=r,
+        )
+        self.budget_spent = Gauge(
+            f"{PREFIX}_privacy_budget_spent",
+            "1 once this site's epsilon budget stops it committing.",
+            registry=r,
+        )
         self.training_samples = Counter(
             f"{PREFIX}_training_samples", "Samples trained on locally.", registry=r
         )
@@ -129,6 +139,10 @@ class Metrics:
         self.training_samples.inc(max(0, n_samples))
         if loss is not None:
             self.training_loss.set(loss)
+
+    def privacy(self, epsilon: float, budget_spent: bool) -> None:
+        self.epsilon.set(epsilon)
+        self.budget_spent.set(1 if budget_spent else 0)
 
     def model_metrics(self, values: Mapping[str, float]) -> None:
         for name, value in values.items():

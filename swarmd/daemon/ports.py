@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from swarmd.train.trainer import TrainResult
-from swarmd.transport import Limits, PeerId, Verdict
+from swarmd.transport import Limits, PeerId, SecAggTopic, Verdict
 
 
 class Transport(Protocol):
@@ -40,6 +40,10 @@ class Transport(Protocol):
     async def announce(
         self, peer: PeerId, *, round: int, model_hash: bytes, timeout: float | None = None
     ) -> None: ...
+
+    async def secagg(
+        self, peer: PeerId, *, round: int, topic: SecAggTopic, body: bytes, timeout: float | None = None
+    ) -> bytes: ...
 
     async def fetch_model(
         self, peer: PeerId, model_hash: bytes, *, max_bytes: int

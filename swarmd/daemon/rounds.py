@@ -20,6 +20,7 @@ from swarmd.checkpoint import CorruptCheckpointError
 from swarmd.codec import Digest, hash_hex
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.plumbing import StopRequested
+from swarmd.daemon.secure import KEEP_ROUNDS
 from swarmd.daemon.state import Phase, ProblemKind
 from swarmd.daemon.store import JOURNAL_PROBLEM
 from swarmd.errors import (
@@ -32,6 +33,7 @@ from swarmd.errors import (
     WireError,
 )
 from swarmd.ledger import RoundInfo, RoundStatus
+from swarmd.ledger import errors as reverts
 from swarmd.merge import apply_diff, make_diff
 from swarmd.task import WeightKind
 from swarmd.train.trainer import TrainResult
@@ -43,6 +45,7 @@ log = logging.getLogger("swarmd.rounds")
 # StoreError: a checkpoint failed its hash (quarantined, fetched again) or the disk is full (a
 # reported problem; nothing was changed, and the round resumes when space returns).
 ROUND_ERRORS = (LedgerError, TransportError, WireError, StoreError, MergeError, TrainingError)
+STALE_KEY_RETRIES = 5  # masks redone because keys were advertised meanwhile, before sitting out
 SEND_TIMEOUT = 15.0  # seconds to wait for a leader's slot and verdict before re-checking the chain
 
 
@@ -73,6 +76,7 @@ class RoundDriver(LeaderSide):
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
         await self.refresh_members()
+        await self.rebuild_budget()
         follower = asyncio.ensure_future(self.follow_members())
         try:
             await self.rounds()
@@ -109,8 +113,10 @@ class RoundDriver(LeaderSide):
         self.set_phase(Phase.SYNC, r)
         base = await self.ensure_model(info.base_hash, r - 1)
         mine = next((c for c in info.commits if c.site == self.me), None)
-        if mine is None:
-            if info.status != RoundStatus.OPEN:
+        if mine is not None:
+            self.count_epsilon(r)  # a restart between our commit and its counting
+        else:
+            if info.status != RoundStatus.OPEN or self.budget_spent():
                 await self.sit_out(r)
                 return
             if not await self.train_and_commit(r, info, base):
@@ -128,40 +134,113 @@ class RoundDriver(LeaderSide):
 
     # --- train and commit ----------------------------------------------------------------------
     async def train_and_commit(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> bool:
-        update_hash = self.journal.get(r).update_hash
-        if update_hash is None or not self.store.has(update_hash):
-            self.set_phase(Phase.TRAIN, r)
-            result = await self.train(base, r)
-            update = result.weights
-            send = self.task.swarm.send
-            if send == WeightKind.DIFF and result.weight_type == WeightKind.WEIGHTS:
-                update = make_diff(update, base)
-            elif send == WeightKind.WEIGHTS and result.weight_type == WeightKind.DIFF:
-                update = apply_diff(base, update)
-            update_hash = self.store.put(update)
-            self.journal.update(
-                r,
-                base_hash=Digest(info.base_hash),
-                update_hash=update_hash,
-                n_samples=result.n_samples,
-                loss=result.loss,
-                train_seconds=result.seconds,
-            )
-            self.state.n_samples, self.state.last_loss = result.n_samples, result.loss
-            self.metrics.observe_training(result.n_samples, result.loss)
+        if self.secure and not await self.advertise(r):
+            return False
+        plain = await self.trained_update(r, info, base)
         self.checkpoint()
-        current = await self.chain(self.ledger.round, r)
-        if current.status != RoundStatus.OPEN:
-            log.info("round %d closed while we trained; skipping it", r)
+        for _ in range(STALE_KEY_RETRIES):
+            current = await self.chain(self.ledger.round, r)
+            if current.status != RoundStatus.OPEN:
+                log.info("round %d closed while we trained; skipping it", r)
+                return False
+            update_hash, key_count = await self.committable(r, info, plain)
+            self.set_phase(Phase.COMMIT, r)
+            n = self.journal.get(r).n_samples
+            eps = self.budget.committed_epsilon() if self.budget else 0
+            try:
+                await self.transact(
+                    self.ledger.commit, r, update_hash, n, milli_epsilon=eps, key_count=key_count
+                )
+            except reverts.StaleKeys as exc:
+                # A site advertised keys after we masked: mask again under the new key set.
+                log.info("round %d: %s; masking again", r, exc)
+                self.journal.update(r, update_hash=None)
+                continue
+            after = await self.chain(self.ledger.round, r)
+            if not any(c.site == self.me for c in after.commits):
+                return False
+            self.journal.update(r, committed=True)
+            self.count_epsilon(r)
+            return True
+        log.warning("round %d: the key set kept moving; sitting this round out", r)
+        return False
+
+    async def trained_update(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> Digest:
+        """Train round r (unless a stored result survived a restart): the plain update's hash."""
+        rec = self.journal.get(r)
+        if rec.plain_hash is not None and self.store.has(rec.plain_hash):
+            return rec.plain_hash
+        if not self.secure and rec.update_hash is not None and self.store.has(rec.update_hash):
+            return rec.update_hash  # a journal resynced from the chain, or written before plain_hash
+        self.set_phase(Phase.TRAIN, r)
+        result = await self.train(base, r)
+        update = result.weights
+        send = self.task.swarm.send
+        if send == WeightKind.DIFF and result.weight_type == WeightKind.WEIGHTS:
+            update = make_diff(update, base)
+        elif send == WeightKind.WEIGHTS and result.weight_type == WeightKind.DIFF:
+            update = apply_diff(base, update)
+        if self.budget is not None:
+            update = self.budget.privatize(update, base)
+        plain_hash = self.store.put(update)
+        self.journal.update(
+            r,
+            base_hash=Digest(info.base_hash),
+            plain_hash=plain_hash,
+            update_hash=None if self.secure else plain_hash,
+            n_samples=result.n_samples,
+            loss=result.loss,
+            train_seconds=result.seconds,
+        )
+        self.state.n_samples, self.state.last_loss = result.n_samples, result.loss
+        self.metrics.observe_training(result.n_samples, result.loss)
+        return plain_hash
+
+    async def committable(self, r: int, info: RoundInfo, plain: Digest) -> tuple[Digest, int]:
+        """What we commit: the plain update, or under secure aggregation its masked form (made once
+        per key set: a restart after masking commits the stored masked update and its key count)."""
+        rec = self.journal.get(r)
+        if not self.secure:
+            return plain, 0
+        if rec.update_hash is not None and self.store.has(rec.update_hash):
+            return rec.update_hash, rec.key_count
+        masked, key_count = await self.mask(r, info.base_hash, self.store.get(plain), rec.n_samples)
+        update_hash = self.store.put(masked)
+        self.journal.update(r, update_hash=update_hash, key_count=key_count)
+        return update_hash, key_count
+
+    # --- differential privacy ----------------------------------------------------------------------
+    def budget_spent(self) -> bool:
+        """One more round would pass this site's epsilon budget: it stops committing (and says so)."""
+        if self.budget is None or not self.budget.exhausted():
             return False
-        self.set_phase(Phase.COMMIT, r)
-        n = self.journal.get(r).n_samples
-        await self.transact(self.ledger.commit, r, update_hash, n)
-        after = await self.chain(self.ledger.round, r)
-        if not any(c.site == self.me for c in after.commits):
-            return False
-        self.journal.update(r, committed=True)
+        self.state.budget_spent = True
+        self.metrics.privacy(self.budget.epsilon, True)
         return True
+
+    def count_epsilon(self, r: int) -> None:
+        """Our commit of round r is on chain: its epsilon is spent (counted once per round)."""
+        if self.budget is None:
+            return
+        self.state.epsilon = self.budget.spent(r)
+        self.metrics.privacy(self.state.epsilon, self.state.budget_spent)
+
+    async def rebuild_budget(self) -> None:
+        """A fresh state dir: count every round this site committed in, from the chain."""
+        if self.budget is None:
+            return
+        if not self.budget.accountant.rounds:
+            current = await self.chain(self.ledger.current_round)
+            mine = []
+            for r in range(current + 1):
+                info = await self.chain(self.ledger.round, r)
+                if any(c.site == self.me for c in info.commits):
+                    mine.append(r)
+            if mine:
+                self.budget.accountant.rebuild(mine)
+                log.info("privacy accountant rebuilt from the chain: rounds %s", mine)
+        self.state.epsilon = self.budget.epsilon
+        self.metrics.privacy(self.state.epsilon, False)
 
     async def train(self, base: dict[str, torch.Tensor], r: int) -> TrainResult:
         loop = asyncio.get_running_loop()
@@ -296,6 +375,7 @@ class RoundDriver(LeaderSide):
             await self.gossip.spread(r, merged_hash, exclude=set())
         self.metrics.round_done(r)
         self.prune_updates(before=r)
+        self.forget_secrets(before=r - KEEP_ROUNDS)
         await self.evaluate(r, model)
 
     def prune_updates(self, before: int) -> None:
@@ -306,7 +386,7 @@ class RoundDriver(LeaderSide):
         for r, rec in self.journal.rounds.items():
             if r >= before:
                 continue
-            for h in [rec.update_hash, *rec.received.values()]:
+            for h in [rec.update_hash, rec.plain_hash, *rec.received.values()]:
                 if h is not None and h not in keep:
                     self.store.path(h).unlink(missing_ok=True)
 

@@ -1,13 +1,21 @@
 """This site's standing on its chain, as the running daemon needs it: its identity, a Ledger client
-that signs with it, and the check that the ledger is bound to this site's task."""
+that signs with it, the check that the ledger is bound to this site's task, and its privacy budget."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from swarmd.config import SiteConfig
+from swarmd.daemon.dp import SiteBudget
 from swarmd.errors import ConfigError, TaskError
 from swarmd.identity import SiteIdentity, load_identity
 from swarmd.ledger import Ledger
+from swarmd.privacy.dp import plan_for
 from swarmd.task import Task
+
+if TYPE_CHECKING:
+    from swarmd.train import BundleTrainer
 
 
 def site_identity(cfg: SiteConfig) -> SiteIdentity:
@@ -32,3 +40,18 @@ def check_task_binding(ledger: Ledger, task: Task) -> None:
             f"but this site's task hashes to {task.hash_hex}",
             hint="every site must use the identical swarm.toml and bundle",
         )
+
+
+def site_budget(task: Task, trainer: BundleTrainer, state_dir: Path) -> SiteBudget | None:
+    """This site's DP plan and accountant, or None when the task has no DP. Raises DPError (a TaskError)
+    when the settings cannot work for this site's data, e.g. its first round alone passes the budget."""
+    plan = plan_for(
+        task.privacy,
+        rounds=task.swarm.rounds,
+        local_steps=task.swarm.local_steps,
+        n_samples=trainer.n_train,
+        batch_size=trainer.batch_size,
+        n_sites=task.swarm.min_peers,
+        secure_aggregation=task.privacy.secure_aggregation,
+    )
+    return None if plan is None else SiteBudget(task, plan, state_dir)

@@ -110,7 +110,8 @@ class DaemonState:
     last_loss: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
-    epsilon: float | None = None  # differential privacy spent; None until privacy lands
+    epsilon: float | None = None  # differential privacy spent; None when the task has no DP
+    budget_spent: bool = False  # one more round would pass the task's epsilon budget: no more commits
     rounds_total: int = 0
     phase_since: float = field(default_factory=time.time)
     chain_ok: bool = True

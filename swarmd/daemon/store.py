@@ -65,6 +65,8 @@ class RoundRecord:
     round: int
     base_hash: Digest | None = None  # model the round started from
     update_hash: Digest | None = None  # our update's content hash (committed on chain)
+    plain_hash: Digest | None = None  # our trained update before masking (== update_hash without secagg)
+    key_count: int = 0  # secure aggregation: the size of the key set our masks were made under
     n_samples: int = 0
     loss: float | None = None
     train_seconds: float | None = None
@@ -98,7 +100,7 @@ class RoundRecord:
         return cls(**fields)
 
 
-_HASH_FIELDS = ("base_hash", "update_hash", "merged_hash")
+_HASH_FIELDS = ("base_hash", "update_hash", "plain_hash", "merged_hash")
 
 
 def _hex(h: Digest | None) -> str:

@@ -10,7 +10,7 @@ export.py      a merged model as a MONAI bundle, checked against the chain
 
 from swarmd.ops.consortium import LocalConsortium, LocalSite, local_consortium
 from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
-from swarmd.ops.local import DemoData, LocalSwarm, local_swarm, recorded_devnet, task_file
+from swarmd.ops.local import DemoData, LocalSwarm, local_swarm, private_task, recorded_devnet, task_file
 from swarmd.ops.provision import NewSite, create_site, deploy_task, join_swarm, site_config
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "join_swarm",
     "local_consortium",
     "local_swarm",
+    "private_task",
     "recorded_devnet",
     "site_config",
     "stop_all",

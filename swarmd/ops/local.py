@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from swarmd.errors import DaemonError, DevnetError, StoreError
 from swarmd.ledger import Devnet, Ledger
 from swarmd.ops.consortium import LocalConsortium, local_consortium
 from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
+from swarmd.task import load_task
 
 # A recorded swarm's chain lives in this anvil state file in its root; anvil rewrites it every
 # STATE_INTERVAL_S seconds and on a clean stop, so `devnet down`/`up` and a killed anvil keep the ledger.
@@ -101,13 +103,30 @@ def recorded_devnet(root: Path) -> Devnet | None:
     return dev if dev.is_running() else None
 
 
-def task_file(path: Path, *, name: str, bundle: Path, seed: int, swarm: Mapping[str, Any]) -> Path:
-    """Write a swarm.toml: the task's [task] table and the given [swarm] settings."""
+def task_file(
+    path: Path,
+    *,
+    name: str,
+    bundle: Path,
+    seed: int,
+    swarm: Mapping[str, Any],
+    privacy: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a swarm.toml: the task's [task] table and the given [swarm] (and [privacy]) settings."""
     lines = ["[task]", f"name = {json.dumps(name)}", f"bundle = {json.dumps(str(bundle))}", f"seed = {seed}"]
     lines += ["", "[swarm]", *(f"{k} = {json.dumps(v)}" for k, v in swarm.items())]
+    if privacy:
+        lines += ["", "[privacy]", *(f"{k} = {json.dumps(v)}" for k, v in privacy.items())]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def private_task(src: Path, out: Path, privacy: Mapping[str, Any]) -> Path:
+    """The task `src` with a [privacy] table added (what `swarm devnet run --secure-aggregation` runs)."""
+    t = load_task(src)
+    swarm = {k: v.value if isinstance(v, Enum) else v for k, v in asdict(t.swarm).items()}
+    return task_file(out, name=t.name, bundle=t.bundle, seed=t.seed, swarm=swarm, privacy=privacy)
 
 
 @contextlib.contextmanager

@@ -25,10 +25,17 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class _PrivacyLike(Protocol):
-    threshold: int
-    neighbours: int
-    clip_range: float
-    sample_bound: int
+    @property
+    def threshold(self) -> int: ...
+
+    @property
+    def neighbours(self) -> int: ...
+
+    @property
+    def clip_range(self) -> float: ...
+
+    @property
+    def sample_bound(self) -> int: ...
 
 
 def site_id(address: object) -> str:

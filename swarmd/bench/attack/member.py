@@ -86,6 +86,9 @@ class QuietMember(threading.Thread):
             async def on_update(self, peer: Any, header: Any, state: Any, digest: Any) -> Verdict:
                 return Verdict(False, Refusal.NOT_READY, "not a leader")
 
+            async def on_secagg(self, peer: Any, header: Any, body: bytes) -> Verdict:
+                return Verdict(False, Refusal.PRIVACY_REFUSED)
+
             async def on_announce(self, peer: Any, header: Any) -> None:
                 return None
 

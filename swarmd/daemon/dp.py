@@ -1,0 +1,73 @@
+"""The daemon's side of differential privacy: this site's plan, its accountant and its budget.
+
+`swarmd.privacy.dp` holds the mechanisms and the Opacus accountant; this module decides, for the round
+driver, whether the site may take part in a round (the budget), what epsilon it commits, and when a
+round counts as spent (once its commit is on chain, never twice). The accountant's file lives in the
+state dir; on a fresh one it is rebuilt from the site's commits on chain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from swarmd.privacy.dp import Accountant, DPPlan, milli_epsilon, privatize_update
+from swarmd.task import DPMechanism, Task, WeightKind
+
+log = logging.getLogger("swarmd.privacy")
+
+
+class SiteBudget:
+    """One site's differential privacy across rounds."""
+
+    def __init__(self, task: Task, plan: DPPlan, state_dir: Path) -> None:
+        self.plan = plan
+        self.budget = task.privacy.epsilon_budget
+        self.is_diff = task.swarm.send == WeightKind.DIFF
+        self.accountant = Accountant(plan, state_dir / "privacy" / "accountant.json")
+        self._rng = np.random.default_rng()  # fresh OS entropy: the noise must not be reproducible
+        self._told = False
+
+    @property
+    def epsilon(self) -> float:
+        return self.accountant.epsilon
+
+    def exhausted(self) -> bool:
+        """True when one more round would pass the budget; logs the reason once."""
+        if not self.accountant.would_exceed(self.budget):
+            return False
+        if not self._told:
+            log.warning(
+                "privacy budget spent: epsilon %.3f now, %.3f after one more round, budget %.3f; this site "
+                "stops committing and keeps serving models",
+                self.epsilon,
+                self.accountant.epsilon_after_next(),
+                self.budget,
+            )
+            self._told = True
+        return True
+
+    def committed_epsilon(self) -> int:
+        """The cumulative epsilon (milli) after the round about to be committed: what the chain records."""
+        return milli_epsilon(self.accountant.epsilon_after_next())
+
+    def spent(self, r: int) -> float:
+        """Round r's commit is on chain: count it (once, however often this is called)."""
+        return self.accountant.record(r)
+
+    def privatize(
+        self, update: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Site-level DP: clip the update's difference to the base and add this site's noise share.
+        DP-SGD adds its noise inside training, so its updates pass unchanged."""
+        if self.plan.mechanism is not DPMechanism.SITE:
+            return dict(update)
+        arrays = {k: v.detach().numpy() for k, v in update.items()}
+        base_arrays = None if self.is_diff else {k: v.detach().numpy() for k, v in base.items()}
+        noised, norm = privatize_update(arrays, base_arrays, self.plan, self._rng)
+        log.info("update clipped from norm %.4g to %.4g and noised", norm, min(norm, self.plan.clip))
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in noised.items()}
