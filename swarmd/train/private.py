@@ -18,6 +18,7 @@ replay protects nothing.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,25 @@ def _with_noise_only_steps(process: Any, optimizer: Any) -> Any:
     return iteration
 
 
+@functools.cache  # one class; built on first use, as opacus takes a second to import
+def _dp_optimizer_class() -> type:
+    from opacus.optimizers import DPOptimizer
+
+    class HoistedScaleDPOptimizer(DPOptimizer):
+        """Opacus's DPOptimizer, with `scale_grad` reading `accumulated_iterations` once per step.
+
+        Opacus reads that property (a loop over every parameter) once per parameter: quadratic in the
+        parameter count, 10% of a DenseNet121 step on the CPU. Same division, same result."""
+
+        def scale_grad(self) -> None:
+            if self.loss_reduction == "mean":
+                denominator = self.expected_batch_size * self.accumulated_iterations
+                for p in self.params:
+                    p.grad /= denominator
+
+    return HoistedScaleDPOptimizer
+
+
 def _os_seeded(device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.seed()  # from the OS's entropy source
@@ -131,7 +151,6 @@ def make_private(
     """Turn the bundle's ignite SupervisedTrainer `trainer` into DP-SGD, in place."""
     from opacus import GradSampleModule
     from opacus.data_loader import DPDataLoader
-    from opacus.optimizers import DPOptimizer
 
     if not (noise_multiplier >= 0.0 and max_grad_norm > 0.0 and 0.0 < sample_rate <= 1.0):
         raise TrainingError(
@@ -161,7 +180,7 @@ def make_private(
     grad_sample = GradSampleModule(
         network, batch_first=True, loss_reduction="mean", force_functorch=_is_3d(network)
     )
-    optimizer = DPOptimizer(
+    optimizer = _dp_optimizer_class()(
         trainer.optimizer,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
