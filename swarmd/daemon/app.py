@@ -88,7 +88,7 @@ class Daemon:
             eval_list=cfg.site.eval_list,
         )
         self.driver.setup_secure(state_dir)
-        self.driver.budget = site_budget(task, trainer, state_dir)
+        self.driver.budget = await asyncio.to_thread(site_budget, task, trainer, state_dir)
         handler.bind(self.driver)
         await self.node.start()
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)

@@ -12,7 +12,7 @@ from swarmd.errors import ConfigError, TaskError
 from swarmd.identity import SiteIdentity, load_identity
 from swarmd.ledger import Ledger
 from swarmd.privacy.dp import plan_for
-from swarmd.task import Task
+from swarmd.task import DPMechanism, Task
 
 if TYPE_CHECKING:
     from swarmd.train import BundleTrainer
@@ -43,8 +43,12 @@ def check_task_binding(ledger: Ledger, task: Task) -> None:
 
 
 def site_budget(task: Task, trainer: BundleTrainer, state_dir: Path) -> SiteBudget | None:
-    """This site's DP plan and accountant, or None when the task has no DP. Raises DPError (a TaskError)
-    when the settings cannot work for this site's data, e.g. its first round alone passes the budget."""
+    """This site's DP plan and accountant, or None when the task has no DP; DP-SGD is switched on in the
+    trainer. Raises TaskError when the settings cannot work for this site's data (its first round alone
+    passes the budget) or the network has layers Opacus cannot train."""
+    from swarmd.train import check_private
+
+    check_private(task)
     plan = plan_for(
         task.privacy,
         rounds=task.swarm.rounds,
@@ -54,4 +58,10 @@ def site_budget(task: Task, trainer: BundleTrainer, state_dir: Path) -> SiteBudg
         n_sites=task.swarm.min_peers,
         secure_aggregation=task.privacy.secure_aggregation,
     )
-    return None if plan is None else SiteBudget(task, plan, state_dir)
+    if plan is None:
+        return None
+    if plan.mechanism is DPMechanism.SAMPLE:
+        trainer.make_private(
+            noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.clip, sample_rate=plan.sample_rate
+        )
+    return SiteBudget(task, plan, state_dir)

@@ -118,6 +118,10 @@ def initial_model_hash(task: Task) -> bytes:
 
 
 def deploy_params(task: Task, *, majority: bool = False) -> DeployParams:
+    """What the ledger is deployed with; first, a task no site could train privately is refused."""
+    from swarmd.train import check_private
+
+    check_private(task)
     s = task.swarm
     return DeployParams(
         task_hash=task.hash,

@@ -74,9 +74,11 @@ def _hold_one_sender(swarm, rounds: range) -> tuple[int, object, object]:
     and pick another non-leader committer as the victim. Returns (round, holdout, victim)."""
     for r in rounds:
         info = wait_until(
-            lambda r=r: swarm.ledger.current_round() >= r
-            and (i := swarm.ledger.round(r)).status != RoundStatus.OPEN
-            and i,
+            lambda r=r: (
+                swarm.ledger.current_round() >= r
+                and (i := swarm.ledger.round(r)).status != RoundStatus.OPEN
+                and i
+            ),
             120,
             interval=0.05,
             what=f"round {r} election",
