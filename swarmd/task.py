@@ -132,7 +132,11 @@ def _validate_swarm(s: SwarmSettings) -> None:
 
 def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
     _check(p.threshold >= 0, "privacy.threshold must be >= 0 (0: two thirds of the neighbourhood)")
-    _check(p.neighbours >= 0, "privacy.neighbours must be >= 0 (0: every other site)")
+    _check(
+        p.neighbours == 0 or p.neighbours >= 2,
+        "privacy.neighbours must be 0 (every other site) or >= 2 (with one neighbour, a pair's masks "
+        "would cancel in a sum of two and leak it)",
+    )
     _check(p.clip_range > 0.0, "privacy.clip_range must be > 0")
     _check(1 <= p.sample_bound <= 1 << 24, "privacy.sample_bound must be in [1, 2**24]")
     if p.secure_aggregation:

@@ -14,6 +14,7 @@ from rich.table import Table
 from swarmd.cli.common import cli_errors, console
 
 if TYPE_CHECKING:
+    from swarmd.ledger import RoundInfo
     from swarmd.ops import DemoData, LocalConsortium, LocalSwarm
 
 devnet_app = typer.Typer(help="A local anvil chain with N provisioned sites.", no_args_is_help=True)
@@ -196,6 +197,14 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
 
 
+def _spent_epsilon(rounds: list[RoundInfo], sites: list[str]) -> list[str]:
+    """Each site's epsilon on chain after its last commit ("-": it keeps no privacy account)."""
+    from swarmd.ops.epsilon import epsilon_points
+
+    last = {p.site.lower(): p.epsilon for p in epsilon_points(rounds)}
+    return [f"{last[a.lower()]:.2f}" if a.lower() in last else "-" for a in sites]
+
+
 def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
     """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone."""
     from swarmd.cli.ledger_cmd import rounds_table
@@ -203,18 +212,27 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
     from swarmd.ops.report import plot_rounds, site_outcomes
 
     ledger = Ledger(consortium.rpc_url, consortium.contract)
-    console.print(rounds_table(ledger.rounds()))
+    rounds = ledger.rounds()
+    console.print(rounds_table(rounds))
     if local_baseline:
         console.print("training each site alone for the same number of steps, for comparison...")
     outcomes = site_outcomes(consortium, local_baseline=local_baseline, workdir=consortium.root / "baselines")
+    spent = _spent_epsilon(rounds, [s.address for s in consortium.sites])
     t = Table(title="held-out test set (never trained on)")
-    for col in ("site", "train labels (neg/pos)", "initial model", "swarm model", "site alone"):
+    for col in (
+        "site",
+        "train labels (neg/pos)",
+        "initial model",
+        "swarm model",
+        "epsilon spent",
+        "site alone",
+    ):
         t.add_column(col)
-    for o in outcomes:
-        t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", _fmt(o.local_only))
+    for o, eps in zip(outcomes, spent, strict=True):
+        t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", eps, _fmt(o.local_only))
     console.print(t)
     journals = [s.journal for s in consortium.sites]
-    png = plot_rounds(ledger.rounds(), ledger.members(), journals, consortium.root / "swarm.png")
+    png = plot_rounds(rounds, ledger.members(), journals, consortium.root / "swarm.png")
     console.print(f"plot: {png}")
 
 

@@ -32,3 +32,32 @@ def test_bad_dp_settings(privacy: dict[str, object], match: str) -> None:
 def test_good_dp_settings() -> None:
     _parse(mechanism="site", noise_multiplier=1.0, epsilon_budget=8.0, accountant="prv")
     _parse(mechanism="none", noise_multiplier=float("inf"))  # unused when DP is off
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"swarm": {"merge": "median"}, "privacy": {"secure_aggregation": True}}, 'needs merge = "fedavg"'),
+        ({"privacy": {"secure_aggregation": True, "neighbours": 1}}, "neighbours must be 0"),
+        ({"privacy": {"clip_range": 0}}, "clip_range must be > 0"),
+        ({"privacy": {"sample_bound": 1 << 25}}, "sample_bound must be in"),
+        ({"privacy": {"secure_aggregation": "yes"}}, "secure_aggregation must be bool"),
+        ({"privacy": {"mask": True}}, r"unknown key\(s\) mask"),
+    ],
+)
+def test_bad_secure_aggregation_settings(settings: dict[str, dict[str, object]], match: str) -> None:
+    with pytest.raises(TaskError, match=match):
+        parse_task({"task": {"name": "t", "bundle": "cxr_densenet"}, **settings}, BUNDLES_DIR)
+
+
+def test_privacy_settings_are_part_of_the_task_hash() -> None:
+    def task_hash(**privacy: object) -> bytes:
+        return parse_task(
+            {"task": {"name": "t", "bundle": "cxr_densenet"}, "privacy": privacy}, BUNDLES_DIR
+        ).hash
+
+    plain = task_hash()
+    assert task_hash(secure_aggregation=True) != plain
+    assert task_hash(mechanism="site", noise_multiplier=1.0, delta=1e-5) != task_hash(
+        mechanism="site", noise_multiplier=1.0, delta=1e-6
+    )
