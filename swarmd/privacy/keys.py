@@ -117,6 +117,17 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
+def polynomial(enc_sk: bytes, view_digest: bytes, which: bytes, degree: int, prime: int) -> list[int]:
+    """The higher coefficients of a site's sharing polynomial for one secret under one view: uniform
+    in [0, prime) (80 bytes per coefficient, bias < 2^-110) for anyone without enc_sk, and the same
+    every time, so shares re-sent after a restart lie on the polynomial the first ones did."""
+    if degree == 0:
+        return []
+    info = b"swarmd-secagg-poly" + which
+    stream = HKDF(algorithm=hashes.SHA512(), length=80 * degree, salt=view_digest, info=info).derive(enc_sk)
+    return [int.from_bytes(stream[80 * i : 80 * (i + 1)], "big") % prime for i in range(degree)]
+
+
 def pair_seed(round_: int, mask_sk: bytes, me: str, peer: str, peer_mask_pk: bytes) -> bytes:
     """s_ij = HKDF(X25519(c_sk_i, c_pk_j), info = domain | round | min(i, j) | max(i, j))."""
     lo, hi = sorted((me, peer))

@@ -18,13 +18,21 @@ SHARE_SIZE = 66  # bytes of a field element, big-endian
 SECRET_SIZE = 32
 
 
-def split(secret: bytes, t: int, xs: Sequence[int]) -> dict[int, int]:
-    """Shares of `secret` (32 bytes) for the holders `xs` (distinct, >= 1), t of them needed to rebuild."""
+def split(
+    secret: bytes, t: int, xs: Sequence[int], coefficients: Sequence[int] | None = None
+) -> dict[int, int]:
+    """Shares of `secret` (32 bytes) for the holders `xs` (distinct, >= 1), t of them needed to rebuild.
+
+    `coefficients`: the polynomial's t - 1 higher coefficients (uniform in [0, p)); random when None."""
     if len(secret) != SECRET_SIZE:
         raise ValueError(f"secret must be {SECRET_SIZE} bytes")
     if not 1 <= t <= len(xs) or len(set(xs)) != len(xs) or min(xs) < 1 or max(xs) >= PRIME:
         raise ValueError(f"need 1 <= t <= {len(xs)} distinct holders x in [1, p)")
-    coeffs = [int.from_bytes(secret, "big")] + [secrets.randbelow(PRIME) for _ in range(t - 1)]
+    if coefficients is None:
+        coefficients = [secrets.randbelow(PRIME) for _ in range(t - 1)]
+    if len(coefficients) != t - 1 or not all(0 <= a < PRIME for a in coefficients):
+        raise ValueError(f"need {t - 1} coefficients in [0, p)")
+    coeffs = [int.from_bytes(secret, "big"), *coefficients]
     out: dict[int, int] = {}
     for x in xs:
         y = 0

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from swarmd.privacy import shamir
 from swarmd.privacy.errors import SecAggError
-from swarmd.privacy.keys import RoundSecrets, pair_seed, share_key
+from swarmd.privacy.keys import RoundSecrets, pair_seed, polynomial, share_key
 from swarmd.privacy.masks import apply_masks, quantise
 from swarmd.privacy.params import Advertised, SecAggParams
 from swarmd.privacy.view import RoundView
@@ -46,8 +46,12 @@ def make_shares(
     holders = view.holders(me)
     t = view.threshold(me, params)
     xs = [view.x(h) for h in holders]
-    b_shares = shamir.split(secrets.b, t, xs)
-    c_shares = shamir.split(secrets.mask_sk, t, xs)
+    # enc_sk is never revealed: it keys polynomials that are random to everyone else, and stay the same
+    # when the daemon shares again after a restart (a holder keeping an earlier share must agree).
+    b_poly = polynomial(secrets.enc_sk, view.digest, b"b", t - 1, shamir.PRIME)
+    c_poly = polynomial(secrets.enc_sk, view.digest, b"c", t - 1, shamir.PRIME)
+    b_shares = shamir.split(secrets.b, t, xs, b_poly)
+    c_shares = shamir.split(secrets.mask_sk, t, xs, c_poly)
     out: dict[str, bytes] = {}
     for holder in holders:
         x = view.x(holder)

@@ -54,3 +54,20 @@ def test_share_bytes_round_trip_and_bounds() -> None:
         shamir.split(bytes(32), 3, [1, 2])
     with pytest.raises(ValueError):
         shamir.split(bytes(32), 1, [0])
+
+
+def test_shares_sent_again_after_a_restart_lie_on_the_first_polynomial() -> None:
+    from swarmd.privacy.keys import polynomial
+
+    enc_sk, view = bytes(range(32)), b"v" * 32
+    prime = shamir.PRIME
+    first = polynomial(enc_sk, view, b"b", 4, prime)
+    assert first == polynomial(enc_sk, view, b"b", 4, prime)  # the same after a restart
+    assert first != polynomial(enc_sk, view, b"c", 4, prime)  # another secret, another polynomial
+    assert first != polynomial(enc_sk, b"w" * 32, b"b", 4, prime)  # another view, fresh coefficients
+    assert polynomial(enc_sk, view, b"b", 0, prime) == []
+    secret = bytes(32)
+    xs = [1, 2, 3, 4, 5]
+    shares = shamir.split(secret, 5, xs, first)
+    assert shares == shamir.split(secret, 5, xs, first) != shamir.split(secret, 5, xs)
+    assert shamir.combine(shares, 5) == secret
