@@ -24,14 +24,13 @@ import asyncio
 import hashlib
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 from eth_account import Account
-from prometheus_client.parser import text_string_to_metric_families
 
+from swarmd.bench.attack.member import _rejections as metrics_rejections
 from swarmd.config import load_config
 from swarmd.daemon.site import site_identity
 from swarmd.daemon.store import Journal, ModelStore
@@ -84,15 +83,8 @@ class _Attacker:
 
 
 def _rejections(site) -> dict[str, float]:
-    bind = load_config(site.config).metrics.bind
-    with urllib.request.urlopen(f"http://{bind}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        s.labels["reason"]: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "swarmd_rejections_total"
-    }
+    """The site's `swarmd_rejections_total` by reason (the attack bench's scraper)."""
+    return metrics_rejections(load_config(site.config).metrics.bind)
 
 
 async def _refused(node: Node, peer: bytes, r: int, topic: SecAggTopic, body: bytes) -> str:

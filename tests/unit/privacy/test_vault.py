@@ -291,10 +291,12 @@ def test_no_sequence_of_requests_yields_both_secrets_of_a_site(
 ) -> None:
     """A leader that tells each holder, term after term, any split of the committers into survivors and
     dropped (holders restarting before every answer) never gets t shares of both b_i and c_sk_i of any
-    site i, counting the shares its own vault holds, wherever 2t > d + 2 (the default for d >= 3)."""
+    site i, counting the shares its own vault holds, wherever 2t > d + 2 (the default for d >= 3); also
+    when the daemon binds the leader, whose own secrets then go unrecorded."""
     n, k = data.draw(st.sampled_from([(5, 0), (8, 0), (8, 3), (8, 4)]), label="sites, neighbours")
     swarm = make_swarm(tmp_path_factory.mktemp("vaults"), n, k=k)
     leader, t = swarm.sites[0], {s: threshold_for(swarm.params, len(swarm.graph[s])) for s in swarm.sites}
+    bound = data.draw(st.booleans(), label="leader bound")
     got: dict[tuple[str, str], set[str]] = {}  # (kind, owner) -> holders whose share the leader has
     for s in swarm.graph[leader]:
         got.setdefault(("b", s), set()).add(leader)
@@ -308,8 +310,9 @@ def test_no_sequence_of_requests_yields_both_secrets_of_a_site(
             req = request(swarm, j, term=term, dropped=dropped)
             try:
                 raw = ShareVault(swarm.vault_dir(j)).answer(  # a restart before every answer
-                    swarm.secrets[j], req, swarm.sites, swarm.advertised, swarm.graph
-                )
+                    swarm.secrets[j], req, swarm.sites, swarm.advertised, swarm.graph,
+                    leader=leader if bound else None, term=term if bound else None,
+                )  # fmt: skip
             except BadRequest:
                 continue
             resp = RevealResponse.from_bytes(raw, BadResponse)
