@@ -282,9 +282,10 @@ class SecureSide(RoundPlumbing):
         )
 
     async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        """Every refusal is counted (`swarmd_rejections_total{reason="secagg_..."}`) and logged."""
         sender = self.peers.members.get(peer)
         if sender is None:
-            return Verdict(False, Refusal.NOT_MEMBER, "not an active member")
+            return self.refuse_secagg("not_member", Refusal.NOT_MEMBER, header, peer.hex()[:16], "")
         if self.vault is None:
             return Verdict(False, Refusal.PRIVACY_REFUSED, "secure aggregation is off in this task")
         r = header.round
@@ -296,15 +297,26 @@ class SecureSide(RoundPlumbing):
                 return b"ok"
             if info.status != RoundStatus.ELECTED or not same_site(info.leader or "", sender):
                 # Only the term's leader may ask, and only once the committer set is final.
-                return Verdict(False, Refusal.PRIVACY_REFUSED, f"{sender} does not lead round {r} now")
+                why = f"{sender} does not lead round {r} now"
+                return self.refuse_secagg("not_leader", Refusal.PRIVACY_REFUSED, header, sender, why)
             self._committed[r] = {c.site for c in info.commits}
             return self.answer_unmask(r, body, sender, info.term)
         except SecAggError as exc:
-            self.metrics.rejection(f"secagg_{exc.reason}")
-            log.warning("round %d: refused a secagg %s from %s: %s", r, header.topic.value, sender, exc)
-            return Verdict(False, Refusal.PRIVACY_REFUSED, f"{type(exc).__name__}: {exc}")
+            why = f"{type(exc).__name__}: {exc}"
+            return self.refuse_secagg(exc.reason, Refusal.PRIVACY_REFUSED, header, sender, why)
         except (LedgerError, KeyError) as exc:
-            return Verdict(False, Refusal.NOT_READY, f"round {r} not known here yet: {exc}")
+            # A round the chain does not know (yet), or whose keys this site never read: transient for
+            # an honest peer a block ahead of us, so NOT_READY; counted all the same.
+            why = f"round {r} not known here yet: {exc}"
+            return self.refuse_secagg("unknown_round", Refusal.NOT_READY, header, sender, why)
+
+    def refuse_secagg(
+        self, reason: str, refusal: Refusal, header: SecAggHeader, sender: str, why: str
+    ) -> Verdict:
+        self.metrics.rejection(f"secagg_{reason}")
+        topic = header.topic.value
+        log.warning("round %d: refused a secagg %s from %s: %s", header.round, topic, sender, why)
+        return Verdict(False, refusal, why)
 
     def _known(self, r: int) -> set[str]:
         keys = self._keys.get(r)

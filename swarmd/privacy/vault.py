@@ -2,10 +2,11 @@
 
 `accept` decrypts and checks a neighbour's share message and stores it. `answer` serves a leader's reveal
 request under the one rule that keeps every update secret: for one peer in one round, reveal the share of
-its self-mask seed b OR of its mask key c_sk, never both (whatever the term or leader); and reveal a pair
-seed only with a site that never committed. The record of what was revealed is written to disk (atomic,
-fsync) BEFORE the answer leaves, so a restart cannot forget it. A round's file that cannot be read fails
-closed. Every refusal raises a named error, is logged and counted in `refusals` by reason.
+its self-mask seed b OR of its mask key c_sk, never both (whatever the term or leader; a bound leader's
+own secrets excepted: it holds them anyway); and reveal a pair seed only with a site that never committed.
+The record of what was revealed is written to disk (atomic, fsync) BEFORE the answer leaves, so a restart
+cannot forget it. A round's file that cannot be read fails closed. Every refusal raises a named error, is
+logged and counted in `refusals` by reason.
 """
 
 from __future__ import annotations
@@ -184,10 +185,15 @@ class ShareVault:
         state = self._state(req.round, secrets.owner)
         digest = hashlib.sha256(request).digest()
         self._check_term(state, req, digest)
-        self._check_scope(secrets.owner, view, req, committers, state)
+        # A leader bound by the caller (the chain's leader, the transport's peer) may get its own b and
+        # c_sk: they tell it nothing it does not know, so they need no record. Recording them would stop
+        # the next term recovering this leader as a dropout when it dies mid-unmask.
+        own = req.leader if leader is not None else None
+        self._check_scope(secrets.owner, view, req, committers, state, own)
         for kind in ("b", "c"):  # pair seeds need no record: the chain's commits are their guard
             for peer in getattr(req, kind):
-                state.reveals[peer] = kind
+                if peer != own:
+                    state.reveals[peer] = kind
         if not any(t == req.term for t, _, _ in state.terms):
             state.terms.append((req.term, req.leader, digest))
         self._persist(req.round, state)  # the record is durable before anything is revealed
@@ -223,13 +229,18 @@ class ShareVault:
 
     @staticmethod
     def _check_scope(
-        me: str, view: RoundView, req: RevealRequest, committers: set[str], state: _RoundState
+        me: str,
+        view: RoundView,
+        req: RevealRequest,
+        committers: set[str],
+        state: _RoundState,
+        own: str | None,
     ) -> None:
         both = set(req.b) & set(req.c)
         if both:
             raise DoubleReveal("double_reveal", f"asks both shares of {sorted(both)} in one request")
-        twice = [p for p in req.b if state.reveals.get(p, "b") != "b"]
-        twice += [p for p in req.c if state.reveals.get(p, "c") != "c"]
+        twice = [p for p in req.b if p != own and state.reveals.get(p, "b") != "b"]
+        twice += [p for p in req.c if p != own and state.reveals.get(p, "c") != "c"]
         if twice:
             raise DoubleReveal("double_reveal", f"the other share of {sorted(twice)} was revealed this round")
         if set(req.pair) & committers:

@@ -1,15 +1,21 @@
 """Secure aggregation with real daemons on a real chain: the leader only ever holds masked updates,
 their unmasked sum is the plain FedAvg of the sites' updates, and a site killed with SIGKILL after its
-masked update reached the leader is recovered from its neighbours' shares."""
+masked update reached the leader is recovered from its neighbours' shares. A round two of whose three
+share holders are silent cannot be unmasked: it is abandoned once every committer's term ran out and the
+next round finalizes; a leader SIGKILLed mid-unmask is recovered as a dropout by the next term's leader."""
 
 from __future__ import annotations
 
 import signal
+import time
 
+import msgpack
 import numpy as np
 import pytest
 import torch
 
+from swarmd.bench.attack.member import _rejections as metrics_rejections
+from swarmd.config import load_config
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import RoundStatus
 from swarmd.ops import wait_until
@@ -69,9 +75,10 @@ def _check_round(swarm, r: int) -> None:
     assert _chi_square_uniform_bytes(plain[info.leader]) > 10 * CHI2_LIMIT  # the test can see structure
 
 
-def _hold_one_sender(swarm, rounds: range) -> tuple[int, object, object]:
-    """Catch an elected round in which one committer has not delivered yet: SIGSTOP it (the holdout)
-    and pick another non-leader committer as the victim. Returns (round, holdout, victim)."""
+def _hold_one_sender(swarm, rounds: range, commits: int = 0) -> tuple[int, object, object]:
+    """Catch an elected round (of at least `commits` commits) in which one committer has not delivered
+    yet: SIGSTOP it (the holdout) and pick another non-leader committer as the victim. Returns (round,
+    holdout, victim)."""
     for r in rounds:
         info = wait_until(
             lambda r=r: (
@@ -84,7 +91,7 @@ def _hold_one_sender(swarm, rounds: range) -> tuple[int, object, object]:
             what=f"round {r} election",
         )
         others = [s for s in swarm.consortium.sites if s.address != info.leader]
-        if info.status != RoundStatus.ELECTED or len(others) != 2:
+        if info.status != RoundStatus.ELECTED or len(others) != 2 or len(info.commits) < commits:
             continue
         holdout, victim = others
         swarm.daemon(holdout.address).proc.send_signal(signal.SIGSTOP)
@@ -124,3 +131,111 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
         )
         assert set(last.included) == {s.address for s in swarm.consortium.sites} - {victim.address}
         _check_round(swarm, 3)
+
+
+def _answered_terms(site, r: int) -> list:
+    """The (term, leader, digest) records of the unmask requests `site`'s vault answered in round r."""
+    path = site.config.parent / "state" / "secagg" / "vault" / f"round-{r:012d}.msgpack"
+    return msgpack.unpackb(path.read_bytes(), raw=False)["terms"] if path.exists() else []
+
+
+def _rejections(site) -> dict[str, float]:
+    """The site's `swarmd_rejections_total` by reason (the attack bench's scraper)."""
+    return metrics_rejections(load_config(site.config).metrics.bind)
+
+
+def _signal(swarm, site, sig: signal.Signals) -> None:
+    swarm.daemon(site.address).proc.send_signal(sig)
+
+
+def _delivered(site, r: int) -> bool:
+    rec = _records(site).get(r)
+    return rec is not None and rec.delivered_term >= 0
+
+
+def _kill_the_leader_mid_unmask(swarm, rounds: range) -> tuple[int, object, float]:
+    """Hold one committer (A) before it delivers, let the other (B) deliver and then SIGSTOP it, let A
+    deliver: the leader unmasks, A answers, B cannot. SIGKILL the leader while it waits for B (A's vault
+    has answered its request), then SIGCONT B. Returns (round, leader, monotonic time of the kill)."""
+    r, a, b = _hold_one_sender(swarm, rounds, commits=3)
+    info = swarm.ledger.round(r)
+    leader = next(s for s in swarm.consortium.sites if s.address == info.leader)
+    wait_until(lambda: _delivered(b, r), 60, interval=0.05, what="B's masked update at the leader")
+    _signal(swarm, b, signal.SIGSTOP)
+    _signal(swarm, a, signal.SIGCONT)
+    wait_until(lambda: _answered_terms(a, r), 30, interval=0.02, what="the leader's unmask request at A")
+    swarm.daemon(leader.address).kill()
+    killed = time.monotonic()
+    _signal(swarm, b, signal.SIGCONT)
+    assert swarm.ledger.round(r).status == RoundStatus.ELECTED, "the leader finalized before its kill"
+    return r, leader, killed
+
+
+def _starve_the_unmasking(swarm, rounds: range) -> tuple[object, object, object, float]:
+    """A round with three committers: hold one (H) before it delivers, SIGSTOP the other (V) once its
+    masked update reached the leader. The leader holds its own shares only: below the threshold of 2.
+    H goes on once the first term is over, V once the round closed. Returns (the round's first term,
+    its leader, the victim, the monotonic time V stopped)."""
+    r, holdout, victim = _hold_one_sender(swarm, rounds, commits=3)
+    info = swarm.ledger.round(r)
+    wait_until(lambda: _delivered(victim, r), 60, interval=0.05, what="the victim's update at the leader")
+    _signal(swarm, victim, signal.SIGSTOP)
+    stopped = time.monotonic()
+    wait_until(lambda: swarm.ledger.round(r).term > info.term, 60, interval=0.2, what="the first term to end")
+    _signal(swarm, holdout, signal.SIGCONT)
+    leader = next(s for s in swarm.consortium.sites if s.address == info.leader)
+    return info, leader, victim, stopped
+
+
+def test_a_round_below_threshold_is_excluded_and_a_leader_killed_mid_unmask_is_recovered(
+    swarm_root, swarm_factory
+):
+    t0 = time.monotonic()
+    with swarm_factory(
+        swarm_root, rounds=7, block_time=1, commit_window=3, leader_timeout=8, privacy=SECURE
+    ) as swarm:
+        # --- below the threshold: every term fails, the round is abandoned, the next one finalizes ------
+        # The victim hangs (SIGSTOP) rather than dies, so the same swarm can then lose its leader.
+        first, leader, victim, stopped = _starve_the_unmasking(swarm, range(0, 3))
+        r = first.round
+        out = wait_until(
+            lambda: (i := swarm.ledger.round(r)).status != RoundStatus.ELECTED and i,
+            120,
+            what=f"round {r} to close",
+        )
+        took = time.monotonic() - stopped
+        _signal(swarm, victim, signal.SIGCONT)
+        assert out.status == RoundStatus.ABANDONED and out.merged_hash is None
+        assert len(out.failed_leaders) == 3
+        blocks = out.abandoned_block - first.elected_block
+        print(
+            f"[{time.monotonic() - t0:.0f}s] below threshold: round {r} abandoned after "
+            f"{len(out.failed_leaders)} failed terms, {blocks} blocks after the first election, "
+            f"{took:.1f}s after the victim stopped"
+        )
+        counted = _rejections(leader)
+        print("rejections at the first leader of that round:", counted)
+        assert counted.get("secagg_below_threshold", 0) >= 1
+        excluded = r
+
+        # --- failover: the new leader asks afresh, recovers the dead leader as a dropout ---------------
+        # (in the round after the excluded one when the resumed victim made it in time, else the next)
+        r, leader, killed = _kill_the_leader_mid_unmask(swarm, range(r + 1, r + 4))
+        info = wait_until(
+            lambda: (i := swarm.ledger.round(r)).status == RoundStatus.FINALIZED and i,
+            90,
+            what=f"round {r} to finalize under a new leader",
+        )
+        took = time.monotonic() - killed
+        live = {s.address for s in swarm.consortium.sites} - {leader.address}
+        assert info.term > 1 and info.leader != leader.address
+        assert set(info.included) == live and list(info.recovered) == [leader.address]
+        _check_round(swarm, r)
+        print(
+            f"[{time.monotonic() - t0:.0f}s] failover: leader killed mid-unmask in round {r}, "
+            f"finalized in term {info.term} {took:.1f}s later"
+        )
+        # The round after the excluded one finalized on the model the excluded round started from.
+        nxt = swarm.ledger.round(excluded + 1)
+        assert nxt.status == RoundStatus.FINALIZED and nxt.base_hash == out.base_hash
+        _check_round(swarm, excluded + 1)

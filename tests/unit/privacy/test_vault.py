@@ -37,7 +37,13 @@ def swarm(tmp_path: Path) -> Swarm:
 
 
 def request(
-    swarm: Swarm, j: str, *, term: int = 1, dropped: tuple[str, ...] = (), **asks: list[str]
+    swarm: Swarm,
+    j: str,
+    *,
+    term: int = 1,
+    dropped: tuple[str, ...] = (),
+    leader: str | None = None,
+    **asks: list[str],
 ) -> bytes:
     """A request to j as an honest leader would send it for `dropped`, with `asks` overriding b/c/pair."""
     survivors = tuple(s for s in swarm.sites if s not in dropped)
@@ -48,7 +54,7 @@ def request(
     return RevealRequest(
         ROUND,
         term,
-        swarm.sites[0],
+        leader or swarm.sites[0],
         j,
         survivors,
         tuple(dropped),
@@ -87,6 +93,32 @@ def test_the_other_share_is_refused_under_a_later_term_and_after_a_restart(
     with pytest.raises(DoubleReveal) as err:  # term 2: a new leader says i dropped and asks for c_sk_i
         answer(swarm, j, request(swarm, j, term=2, dropped=(i,)), vault)
     assert err.value.reason == "double_reveal" and vault.refusals["double_reveal"] == 1
+
+
+@pytest.mark.parametrize("bound", [True, False])
+def test_a_leader_that_died_mid_unmask_is_recovered_by_the_next_term(swarm: Swarm, bound: bool) -> None:
+    """Term 1's leader got its own b share from j, then died: term 2's leader asks j for its c_sk share.
+    Its own secrets told the dead leader nothing, so j gives it, when the daemon bound the leader; a
+    request whose leader nobody vouched for gets no such exception."""
+    j, first, second = swarm.sites[1], swarm.sites[2], swarm.sites[3]
+
+    def ask(term: int, leader: str, dropped: tuple[str, ...] = ()) -> RevealResponse:
+        req = request(swarm, j, term=term, leader=leader, dropped=dropped)
+        raw = swarm.vaults[j].answer(
+            swarm.secrets[j], req, swarm.sites, swarm.advertised, swarm.graph,
+            leader=leader if bound else None, term=term if bound else None,
+        )  # fmt: skip
+        return RevealResponse.from_bytes(raw, BadResponse)
+
+    assert first in ask(1, first).b
+    if not bound:
+        with pytest.raises(DoubleReveal):
+            ask(2, second, dropped=(first,))
+        return
+    assert list(ask(2, second, dropped=(first,)).c) == [first]
+    other = swarm.sites[4]  # a peer that is not the leader keeps its guard: b given in term 1, c refused
+    with pytest.raises(DoubleReveal):
+        ask(3, swarm.sites[0], dropped=tuple(sorted((first, other))))
 
 
 def test_a_pair_seed_with_a_committer_is_refused(swarm: Swarm) -> None:
@@ -259,10 +291,12 @@ def test_no_sequence_of_requests_yields_both_secrets_of_a_site(
 ) -> None:
     """A leader that tells each holder, term after term, any split of the committers into survivors and
     dropped (holders restarting before every answer) never gets t shares of both b_i and c_sk_i of any
-    site i, counting the shares its own vault holds, wherever 2t > d + 2 (the default for d >= 3)."""
+    site i, counting the shares its own vault holds, wherever 2t > d + 2 (the default for d >= 3); also
+    when the daemon binds the leader, whose own secrets then go unrecorded."""
     n, k = data.draw(st.sampled_from([(5, 0), (8, 0), (8, 3), (8, 4)]), label="sites, neighbours")
     swarm = make_swarm(tmp_path_factory.mktemp("vaults"), n, k=k)
     leader, t = swarm.sites[0], {s: threshold_for(swarm.params, len(swarm.graph[s])) for s in swarm.sites}
+    bound = data.draw(st.booleans(), label="leader bound")
     got: dict[tuple[str, str], set[str]] = {}  # (kind, owner) -> holders whose share the leader has
     for s in swarm.graph[leader]:
         got.setdefault(("b", s), set()).add(leader)
@@ -276,8 +310,9 @@ def test_no_sequence_of_requests_yields_both_secrets_of_a_site(
             req = request(swarm, j, term=term, dropped=dropped)
             try:
                 raw = ShareVault(swarm.vault_dir(j)).answer(  # a restart before every answer
-                    swarm.secrets[j], req, swarm.sites, swarm.advertised, swarm.graph
-                )
+                    swarm.secrets[j], req, swarm.sites, swarm.advertised, swarm.graph,
+                    leader=leader if bound else None, term=term if bound else None,
+                )  # fmt: skip
             except BadRequest:
                 continue
             resp = RevealResponse.from_bytes(raw, BadResponse)
