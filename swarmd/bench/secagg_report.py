@@ -64,7 +64,7 @@ def secagg_goals(result: dict[str, Any]) -> list[Goal]:
         goals.append(
             goal(
                 f"dropout: N={d['sites']}, {d['kill']} SIGKILLed after delivering: finalized, "
-                "|merged - FedAvg| / fixed-point step",
+                "max abs(merged - FedAvg) / fixed-point step",
                 d["error_over_step"],
                 1.0,
                 ok,
