@@ -32,7 +32,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ SWARM = {
     "fanout": 2,
     "eval_every": 0,
 }
+
+
+DATA = DemoData(alpha=1.0, seed=5, n_per_site=16, n_test=8)
 
 
 class BenchFailed(DaemonError):
@@ -141,6 +144,9 @@ def _cycle(r: int, sites: dict[str, dict[int, RoundRecord]]) -> dict[str, Any]:
         "last_committer": last,
         "cycle_s": round(cycle, 3),
         "train_s": round(parts["train"], 3),
+        # The trainer's own seconds for that site's training (the rest of `train_s` is persisting,
+        # and under secure aggregation masking): `swarm bench secagg` moves the rest into overhead.
+        "trainer_s": round(sites[last][r].train_seconds or parts["train"], 3),
         "overhead_s": round(cycle - parts["train"], 3),
         "categories": {k: round(v, 3) for k, v in categories.items()},
         "parts": {k: round(v, 3) for k, v in parts.items()},
@@ -155,33 +161,50 @@ def _run_size(
     block_time: float | None,
     note: Callable[[str], None],
     keep_logs: Path | None,
+    privacy: Mapping[str, Any] | None = None,
+    probe: Callable[[LocalSwarm], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One size's row (`_summarize`). `privacy`: the task's [privacy] table; `probe` reads the running
+    swarm once every site is done, just before it stops, and its keys are added to the row."""
     root = Path(tempfile.mkdtemp(prefix="swb-", dir="/tmp"))  # unix socket paths must stay short
+    tag = "-secagg" if privacy and privacy.get("secure_aggregation") else ""
     try:
-        task = task_file(
-            root / "swarm.toml",
-            name=f"bench-round-{model}",
-            bundle=_bundle(model, root),
-            seed=11,
-            swarm={"rounds": rounds, **SWARM},
-        )
-        note(f"N={n} {model}: devnet and {n} sites")
-        data = DemoData(alpha=1.0, seed=5, n_per_site=16, n_test=8)
-        with local_swarm(root, task, sites=n, block_time=block_time, data=data, start=False) as swarm:
+        task = bench_task(root, model, rounds, privacy)
+        note(f"N={n} {model}{tag}: devnet and {n} sites")
+        with local_swarm(root, task, sites=n, block_time=block_time, data=DATA, start=False) as swarm:
             t0 = time.perf_counter()
             swarm.start()
             _wait_done(swarm, n, rounds, t0, note)
             wall = time.perf_counter() - t0
+            probed = probe(swarm) if probe is not None else {}
         journals = {s.name: Journal.read(s.journal).rounds for s in swarm.consortium.sites}
         if keep_logs is not None:
-            dest = keep_logs / (f"{model}-n{n}" + ("" if block_time is None else f"-block{block_time:g}"))
-            for s in swarm.consortium.sites:
-                (dest / s.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(s.config.parent / "swarmd.log", dest / s.name / "swarmd.log")
-                shutil.copy2(s.journal, dest / s.name / "journal.json")
+            name = f"{model}-n{n}{tag}" + ("" if block_time is None else f"-block{block_time:g}")
+            copy_logs(swarm, keep_logs / name)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return _summarize(n, model, rounds, wall, journals, note)
+    return {**_summarize(n, model, rounds, wall, journals, note), **probed}
+
+
+def bench_task(root: Path, model: str, rounds: int, privacy: Mapping[str, Any] | None = None) -> Path:
+    """The round bench's swarm.toml in `root`: `model`'s bundle, SWARM, `rounds` rounds, `privacy`."""
+    return task_file(
+        root / "swarm.toml",
+        name=f"bench-round-{model}",
+        bundle=_bundle(model, root),
+        seed=11,
+        swarm={"rounds": rounds, **SWARM},
+        privacy=privacy,
+    )
+
+
+def copy_logs(swarm: LocalSwarm, dest: Path) -> None:
+    """Every site's log and journal into dest/<site>/."""
+    for s in swarm.consortium.sites:
+        (dest / s.name).mkdir(parents=True, exist_ok=True)
+        for src in (s.config.parent / "swarmd.log", s.journal):
+            if src.exists():
+                shutil.copy2(src, dest / s.name / ("journal.json" if src == s.journal else src.name))
 
 
 def _summarize(

@@ -224,6 +224,51 @@ def run_round(
     return _write(out, round_report(result, out, name), quick=quick, started=t0)
 
 
+# --- secagg -----------------------------------------------------------------------------------------
+@bench_app.command("secagg")
+def secagg_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    sizes: str = typer.Option("3,5,8", "--sizes", help="Comma-separated site counts."),
+    rounds: int = typer.Option(4, "--rounds", help="Rounds per run (the first is a warm-up)."),
+    repeats: int = typer.Option(2, "--repeats", help="Runs of each mode per N, in ABBA order."),
+    dropout: bool = typer.Option(True, "--dropout/--no-dropout", help="The N=8 run with 2 sites killed."),
+) -> None:
+    """Secure aggregation against plain rounds: bytes on the wire, overhead, leader memory, dropouts."""
+    with cli_errors():
+        run_secagg(out, quick, sizes=_ints(sizes), rounds=rounds, repeats=repeats, dropout=dropout)
+
+
+def run_secagg(
+    out: Path,
+    quick: bool,
+    *,
+    sizes: tuple[int, ...] = (3, 5, 8),
+    rounds: int = 4,
+    repeats: int = 2,
+    dropout: bool = True,
+) -> dict[str, Any]:
+    from swarmd.bench.secagg import run_secagg_bench
+    from swarmd.bench.secagg_report import secagg_report
+
+    if rounds < 2 or repeats < 1:
+        raise typer.BadParameter("need --rounds >= 2 (the first is a warm-up) and --repeats >= 1")
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("secagg", total=None)
+        result = run_secagg_bench(
+            sizes,
+            quick=quick,
+            rounds=rounds,
+            repeats=repeats,
+            dropout=(8, 2) if dropout else None,
+            on_step=lambda msg: progress.update(task, description=f"secagg: {msg}"),
+            keep_logs=out / "secagg-logs",
+        )
+        progress.update(task, description="secagg: done", total=1, completed=1)
+    return _write(out, secagg_report(result, out), quick=quick, started=t0)
+
+
 # --- fuzz -------------------------------------------------------------------------------------------
 @bench_app.command("fuzz")
 def fuzz_cmd(
