@@ -88,7 +88,8 @@ class LeaderSide(SecureSide):
             norm_bound=0.0 if masked else self.task.swarm.norm_bound,  # under masks, each site bounds its own
             masked=masked is not None,
         )
-        ceiling = self.node.limits.stall_timeout
+        outside = self.node.limits
+        ceiling = outside.stall_timeout
         try:
             rec = self.journal.get(r)
             own = self.store.get(self.own_update(r))
@@ -111,8 +112,14 @@ class LeaderSide(SecureSide):
             self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
             self.exchange = None
-            # Our own sends, serves and fetches outside an exchange keep the node's patience.
-            self.node.set_limits(dataclasses.replace(self.node.limits, stall_timeout=ceiling))
+            # Our own sends, serves and fetches outside an exchange keep the node's patience and room.
+            self.node.set_limits(
+                dataclasses.replace(
+                    self.node.limits,
+                    stall_timeout=ceiling,
+                    max_inflight_bytes=outside.max_inflight_bytes,
+                )
+            )
         merged_hash = self.store.put(merged)
         self.gossip.servable.add(merged_hash)
         self.set_phase(Phase.FINALIZE, r)
@@ -141,7 +148,11 @@ class LeaderSide(SecureSide):
         return (info.elected_block or 0) + max(1, self.task.swarm.leader_timeout * 2 // 3)
 
     async def limit_stalls(self, info: RoundInfo, update_bytes: int, ceiling: float) -> None:
-        """Shorten the node's stall timeout for this exchange (see `stall_timeout`)."""
+        """Shorten the node's stall timeout for this exchange (see `stall_timeout`), and receive at most two
+        updates at a time: one stalled stream cannot shut the others out, and the leader holds about three
+        models (the merge's accumulator and two payloads), not one per stream."""
+        two = min(self.node.limits.max_inflight_bytes, 2 * update_bytes)
+        self.node.set_limits(dataclasses.replace(self.node.limits, max_inflight_bytes=two))
         blocks_left = self.deadline_block(info) - await self.block_number()
         per_block = self.blocks.seconds_per_block()
         if per_block is None:  # no pace seen yet: keep the node's own setting

@@ -190,10 +190,16 @@ class SecureSide(RoundPlumbing):
         own = next(blob for to, blob in blobs.items() if same_site(to, self.me))  # we hold a share of ours
         self.vault_or_fail().accept(secrets, self.me, own, keys.advertised, keys.graph)
         others = {to: blob for to, blob in blobs.items() if not same_site(to, self.me)}
+        floats = {k: v.detach().numpy() for k, v in update.items() if is_float(v)}
+        # The keystreams take a fraction of a second of CPU: off the loop, while the shares travel.
+        masking = asyncio.ensure_future(
+            asyncio.to_thread(
+                mask_update, secrets, keys.advertised, keys.graph, floats, n_samples, self.params
+            )
+        )
         sent = await asyncio.gather(*(self.send_shares(r, to, blob) for to, blob in others.items()))
         log.info("round %d: shares delivered to %d of %d neighbours", r, sum(sent), len(others))
-        floats = {k: v.detach().numpy() for k, v in update.items() if is_float(v)}
-        masked = mask_update(secrets, keys.advertised, keys.graph, floats, n_samples, self.params)
+        masked = await masking
         out = {k: torch.from_numpy(v.view(np.int32)) for k, v in masked.items()}
         return out, len(keys.advertised)
 
@@ -247,7 +253,7 @@ class SecureSide(RoundPlumbing):
             except SecAggError as exc:
                 self.metrics.rejection(f"secagg_{exc.reason}")
                 log.warning("round %d: unusable unmask answer from %s: %s", r, site, exc)
-        mean = unmasker.result()
+        mean = await asyncio.to_thread(unmasker.result)
         total.mean = {k: torch.from_numpy(v) for k, v in mean.items()}
         log.info(
             "round %d: unmasked the sum of %d updates (%d recovered as dropouts, %d never committed)",
@@ -290,11 +296,11 @@ class SecureSide(RoundPlumbing):
             return Verdict(False, Refusal.PRIVACY_REFUSED, "secure aggregation is off in this task")
         r = header.round
         try:
-            info = await self.chain(self.ledger.round, r)
-            keys = await self.round_keys(r, info.base_hash, fresh=sender not in self._known(r))
             if header.topic == SecAggTopic.SHARES:
-                self.vault.accept(self.secrets(r), sender, body, keys.advertised, keys.graph)
+                await self.accept_shares(r, sender, body)
                 return b"ok"
+            info = await self.chain(self.ledger.round, r)
+            await self.round_keys(r, info.base_hash, fresh=sender.lower() not in self._known(r))
             if info.status != RoundStatus.ELECTED or not same_site(info.leader or "", sender):
                 # Only the term's leader may ask, and only once the committer set is final.
                 why = f"{sender} does not lead round {r} now"
@@ -310,6 +316,22 @@ class SecureSide(RoundPlumbing):
             why = f"round {r} not known here yet: {exc}"
             return self.refuse_secagg("unknown_round", Refusal.NOT_READY, header, sender, why)
 
+    async def accept_shares(self, r: int, sender: str, body: bytes) -> None:
+        """Store a neighbour's shares. The round's keys are read from the chain only when this site has
+        none cached, or they show another view than the sender's (someone advertised since)."""
+        vault = self.vault_or_fail()
+        keys = self._keys.get(r)
+        if keys is not None and sender.lower() in self._known(r):
+            try:
+                vault.accept(self.secrets(r), sender, body, keys.advertised, keys.graph)
+                return
+            except SecAggError as exc:
+                if exc.reason != "view":
+                    raise
+        info = await self.chain(self.ledger.round, r)
+        keys = await self.round_keys(r, info.base_hash, fresh=True)
+        vault.accept(self.secrets(r), sender, body, keys.advertised, keys.graph)
+
     def refuse_secagg(
         self, reason: str, refusal: Refusal, header: SecAggHeader, sender: str, why: str
     ) -> Verdict:
@@ -320,4 +342,4 @@ class SecureSide(RoundPlumbing):
 
     def _known(self, r: int) -> set[str]:
         keys = self._keys.get(r)
-        return {a.site for a in keys.advertised} if keys else set()
+        return {a.site.lower() for a in keys.advertised} if keys else set()

@@ -11,6 +11,7 @@ for all of that is `ContractRpc` (ledger/rpc.py); this module is the contract's 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ from swarmd.ledger.types import AdvertisedKeys, Binding, DeployParams, Member, M
 
 if TYPE_CHECKING:
     from swarmd.ledger.events import EventStream
+
+
+_LOG_ATTEMPTS = 5  # reads of a round's KeysAdvertised logs before the node is called incomplete
 
 
 class Ledger(ContractRpc):
@@ -208,9 +212,18 @@ class Ledger(ContractRpc):
         from swarmd.ledger.events import advertised_keys
 
         # One block for the count and the logs: an advertise mined in between cannot make them disagree.
+        # A node may index the newest block's logs a moment after it serves the block (seen with anvil
+        # under load): ask again briefly before calling the node's log index incomplete.
         head = self.block_number()
         info = RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round"), block=head))
-        return advertised_keys(self, info, head)
+        for attempt in range(_LOG_ATTEMPTS):
+            try:
+                return advertised_keys(self, info, head)
+            except LedgerError:
+                if attempt == _LOG_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def commit(
         self, r: int, update_hash: bytes, n_samples: int, *, milli_epsilon: int = 0, key_count: int = 0
