@@ -2,7 +2,8 @@
 
 This package imports no other subsystem: it takes and returns bytes, numpy arrays and dataclasses; the
 daemon moves the bytes (transport) and reads the facts (ledger). The secure-aggregation protocol and its
-message flow are in docs/protocol.md ("Secure aggregation").
+message flow are in docs/protocol.md ("Secure aggregation"). Differential privacy (the plan, the Opacus
+accountant, site-level noise) is the subpackage `swarmd.privacy.dp`.
 """
 
 from swarmd.privacy.errors import (
@@ -50,7 +51,3 @@ __all__ = [
     "neighbourhood",
     "threshold_for",
 ]
-
-# --- differential privacy (the dp helper's modules): import its names here and extend __all__ ---------
-# from swarmd.privacy.dp import ...
-# __all__ += [...]
