@@ -134,8 +134,16 @@ class RoundDriver(LeaderSide):
 
     # --- train and commit ----------------------------------------------------------------------
     async def train_and_commit(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> bool:
-        if self.secure and not await self.advertise(r):
-            return False
+        if self.secure:
+            if not await self.advertise(r):
+                return False
+            self.start_sharing(r, info.base_hash)
+        try:
+            return await self.commit_trained(r, info, base)
+        finally:
+            self.stop_sharing(r)
+
+    async def commit_trained(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> bool:
         plain = await self.trained_update(r, info, base)
         self.checkpoint()
         for _ in range(STALE_KEY_RETRIES):

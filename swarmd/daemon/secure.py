@@ -112,6 +112,7 @@ class SecureSide(RoundPlumbing):
         self._keys: dict[int, RoundKeys] = {}
         self._secrets: dict[int, RoundSecrets] = {}
         self._committed: dict[int, set[str]] = {}
+        self._sharing: dict[int, asyncio.Future[RoundKeys]] = {}
 
     # --- a committer's side ----------------------------------------------------------------------
     def secrets(self, r: int, *, create: bool = False) -> RoundSecrets:
@@ -178,11 +179,20 @@ class SecureSide(RoundPlumbing):
         self._keys[r] = keys
         return keys
 
-    async def mask(
-        self, r: int, base_hash: bytes, update: Mapping[str, torch.Tensor], n_samples: int
-    ) -> tuple[dict[str, torch.Tensor], int]:
-        """Share this round's secrets with our neighbours, then mask `update`. Returns the masked update
-        (int32 views of the ring elements) and the key count it was masked under (committed with it)."""
+    def start_sharing(self, r: int, base_hash: bytes) -> None:
+        """Share this round's secrets while the site trains: they depend on the keys, not on the update."""
+        if r not in self._sharing:
+            self._sharing[r] = asyncio.ensure_future(self.share(r, base_hash))
+
+    def stop_sharing(self, r: int) -> None:
+        if not self.secure:
+            return
+        task = self._sharing.pop(r, None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def share(self, r: int, base_hash: bytes) -> RoundKeys:
+        """Wait for the round's keys, then give every neighbour (and ourselves) our shares under them."""
         await self.await_keys(r)
         keys = await self.round_keys(r, base_hash, fresh=True)
         secrets = self.secrets(r)
@@ -190,16 +200,33 @@ class SecureSide(RoundPlumbing):
         own = next(blob for to, blob in blobs.items() if same_site(to, self.me))  # we hold a share of ours
         self.vault_or_fail().accept(secrets, self.me, own, keys.advertised, keys.graph)
         others = {to: blob for to, blob in blobs.items() if not same_site(to, self.me)}
-        floats = {k: v.detach().numpy() for k, v in update.items() if is_float(v)}
-        # The keystreams take a fraction of a second of CPU: off the loop, while the shares travel.
-        masking = asyncio.ensure_future(
-            asyncio.to_thread(
-                mask_update, secrets, keys.advertised, keys.graph, floats, n_samples, self.params
-            )
-        )
         sent = await asyncio.gather(*(self.send_shares(r, to, blob) for to, blob in others.items()))
         log.info("round %d: shares delivered to %d of %d neighbours", r, sum(sent), len(others))
-        masked = await masking
+        return keys
+
+    async def shared_keys(self, r: int, base_hash: bytes) -> RoundKeys:
+        """The keys our shares went out under; shared again when the chain's key set moved since."""
+        task = self._sharing.pop(r, None)
+        try:
+            keys = await task if task is not None else await self.share(r, base_hash)
+        except (LedgerError, SecAggError) as exc:  # the early attempt failed: do it now, in the open
+            log.warning("round %d: sharing during training failed (%s); sharing again", r, exc)
+            keys = await self.share(r, base_hash)
+        now = [a.site.lower() for a in await self.chain(self.ledger.advertised_keys, r)]
+        if now != [a.site for a in keys.advertised]:
+            keys = await self.share(r, base_hash)
+        return keys
+
+    async def mask(
+        self, r: int, base_hash: bytes, update: Mapping[str, torch.Tensor], n_samples: int
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Mask `update` under the keys our shares went out under. Returns the masked update (int32 views
+        of the ring elements) and the key count it was masked under (committed with it)."""
+        keys = await self.shared_keys(r, base_hash)
+        floats = {k: v.detach().numpy() for k, v in update.items() if is_float(v)}
+        masked = await asyncio.to_thread(  # a fraction of a second of keystreams: off the event loop
+            mask_update, self.secrets(r), keys.advertised, keys.graph, floats, n_samples, self.params
+        )
         out = {k: torch.from_numpy(v.view(np.int32)) for k, v in masked.items()}
         return out, len(keys.advertised)
 
