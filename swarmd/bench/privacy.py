@@ -281,6 +281,7 @@ def plot_metric_vs_epsilon(cases: list[dict[str, Any]], path: Path) -> Path:
                 label="DP-SGD",
             )
             ax.set_xscale("log")
+            ax.minorticks_off()
             ax.set_xticks(xs, [f"{e:g}" for e in xs])
         for name, color, style in ((PLAIN, "tab:green", "solid"), (SECAGG, "tab:blue", "dashed")):
             a = c["arms"].get(name)
@@ -295,5 +296,5 @@ def plot_metric_vs_epsilon(cases: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(
             f"{c['task']} alpha={c['alpha']}, {c['rounds']}x{c['local_steps']} ({seeds} seeds)", fontsize=9
         )
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
