@@ -160,3 +160,17 @@ def test_secure_merge_is_fedavg_of_the_same_updates(tmp_path: Path) -> None:
         assert int(merged["steps"]) == 4  # not masked: stays the base's
     assert len(privacy.unmask_error) == 2 and max(privacy.unmask_error) < 1e-4
     assert privacy.spent(1, [0, 1, 2]) == {"epsilon": dict.fromkeys(names, 0.0), "committed": 3}
+
+
+def test_cli_refuses_bad_epsilons_and_tasks_before_running(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from swarmd.cli.swarm import app
+
+    for args, says in (
+        (["--epsilons", "1,x"], "comma-separated numbers"),
+        (["--task", "x"], "--task must be"),
+    ):
+        res = CliRunner().invoke(app, ["bench", "privacy", *args, "--out", str(tmp_path / "out")])
+        assert res.exit_code != 0 and says in res.output
+    assert not (tmp_path / "out").exists()
