@@ -16,16 +16,19 @@ import time
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from swarmd.bench.report import Goal, Report, Step, goal, mean_sd, pyplot, save_figure, table
 from swarmd.errors import UsageError
 from swarmd.merge import Update, apply_diff, rule_for
-from swarmd.task import Task, WeightKind, load_task
+from swarmd.task import PrivacySettings, Task, WeightKind, load_task
 from swarmd.train import BundleTrainer, example_task_file, generate_demo_data, initial_weights
 from swarmd.train.baseline import centralized, local_only
+
+if TYPE_CHECKING:
+    from swarmd.bench.private_swarm import SwarmPrivacy
 
 BUNDLE_FOR = {"classification": "cxr_densenet", "segmentation": "tumor_unet"}
 CASES = [(kind, alpha) for kind in ("classification", "segmentation") for alpha in (0.1, 1.0)]
@@ -47,33 +50,107 @@ QUICK_NOTE = (
 
 def _swarm(
     task: Task, datalists: list[Path], test: Path, *, workdir: Path, threads: int
-) -> tuple[dict[str, float], list[dict[str, Any]], float]:
+) -> tuple[dict[str, float], list[dict[str, Any]], float, dict[str, Any]]:
+    """The swarm arm; with the task's `[privacy]` on, through the daemon's privacy steps (`private_swarm`)."""
+    from swarmd.bench.private_swarm import SwarmPrivacy, has_privacy  # the daemon's code: imported on use
+
     start = time.perf_counter()
+    names = [f"site-{i + 1}" for i in range(len(datalists))]
     trainers = [
-        BundleTrainer(
-            task, dl, device="cpu", threads=threads, workdir=workdir / f"swarm-{i + 1}", name=f"site-{i + 1}"
-        )
-        for i, dl in enumerate(datalists)
+        BundleTrainer(task, dl, device="cpu", threads=threads, workdir=workdir / f"swarm-{i + 1}", name=n)
+        for i, (n, dl) in enumerate(zip(names, datalists, strict=True))
     ]
     for t in trainers:
         t.initialize()
+    privacy = SwarmPrivacy(task, trainers, names, workdir / "privacy") if has_privacy(task) else None
     rule = rule_for(task.swarm)
     model: dict[str, torch.Tensor] = initial_weights(task)
-    curve = []
+    curve: list[dict[str, Any]] = []
+    merged: dict[str, torch.Tensor] | None
     try:
         for r in range(task.swarm.rounds):
-            rule.begin(model)
-            for i, t in enumerate(trainers):
-                result = t.train(model, round=r)
-                rule.add(Update(f"site-{i + 1}", result.weights, result.n_samples))
-            merged = rule.result()
-            model = apply_diff(model, merged) if task.swarm.send == WeightKind.DIFF else merged
+            if privacy is None:
+                rule.begin(model)
+                for i, t in enumerate(trainers):
+                    result = t.train(model, round=r)
+                    rule.add(Update(names[i], result.weights, result.n_samples))
+                merged = rule.result()
+            else:
+                merged, point = _private_round(privacy, trainers, model, r)
+            if merged is not None:
+                model = apply_diff(model, merged) if task.swarm.send == WeightKind.DIFF else merged
             curve.append({"round": r + 1, **trainers[0].evaluate(model, test)})
+            if privacy is not None:
+                curve[-1]["privacy"] = point
     finally:
         for t in trainers:
             t.finalize()
-    final = {k: v for k, v in curve[-1].items() if k != "round"}
-    return final, curve, time.perf_counter() - start
+    final = {k: v for k, v in curve[-1].items() if k not in ("round", "privacy")}
+    extra = {} if privacy is None else {"plans": privacy.plans(), "unmask_error": privacy.unmask_error}
+    return final, curve, time.perf_counter() - start, extra
+
+
+def _private_round(
+    privacy: SwarmPrivacy, trainers: list[BundleTrainer], model: dict[str, torch.Tensor], r: int
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """One round of the sites within their budget; None when none is (the model stays as it is)."""
+    active = privacy.active()
+    updates = []
+    for i in active:
+        result = trainers[i].train(model, round=r)
+        update = privacy.privatize(i, result.weights, model)
+        updates.append(Update(privacy.names[i], update, result.n_samples))
+    merged = privacy.merge(r, model, updates) if updates else None
+    return merged, privacy.spent(r, active)
+
+
+def bench_task(task_kind: str, rounds: int, local_steps: int, privacy: PrivacySettings | None = None) -> Task:
+    """The example task of `task_kind` for the bench: its rounds and steps, weights sent, `privacy`."""
+    base = load_task(example_task_file(BUNDLE_FOR[task_kind]))
+    swarm = replace(base.swarm, rounds=rounds, local_steps=local_steps, send=WeightKind.WEIGHTS)
+    return replace(base, swarm=swarm, privacy=privacy or base.privacy)
+
+
+def run_swarm_arm(
+    task_kind: str,
+    privacy: PrivacySettings,
+    *,
+    sites: int = 3,
+    rounds: int = 5,
+    local_steps: int = 10,
+    alpha: float = 1.0,
+    seed: int = 0,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Only the swarm arm, with `privacy` as the task's `[privacy]` table (`swarm bench privacy`'s unit).
+
+    torch's global generator (which shuffles the bundle's loaders) is seeded from `seed` for the arm, so
+    two arms of one seed train on the same batches from the same start: what differs is the privacy."""
+    task = bench_task(task_kind, rounds, local_steps, privacy)
+    with (
+        tempfile.TemporaryDirectory(prefix="swarmd-bench-private-") as tmp,
+        torch.random.fork_rng(devices=[]),
+    ):
+        torch.manual_seed(seed)
+        root = Path(tmp)
+        demo = generate_demo_data(root / "data", sites=sites, task=task_kind, alpha=alpha, seed=seed)
+        final, curve, seconds, extra = _swarm(
+            task, demo.site_datalists, demo.test_datalist, workdir=root, threads=threads
+        )
+    return {
+        "task": task_kind,
+        "bundle": BUNDLE_FOR[task_kind],
+        "sites": sites,
+        "alpha": alpha,
+        "seed": seed,
+        "rounds": rounds,
+        "local_steps": local_steps,
+        "privacy": asdict(privacy),
+        "metrics": final,
+        "curve": curve,
+        "seconds": seconds,
+        **extra,
+    }
 
 
 def run_learning_bench(
@@ -90,16 +167,13 @@ def run_learning_bench(
     """Swarm, centralized and local-only training of the example bundle for `task_kind`."""
     if quick:
         rounds, local_steps = min(rounds, 2), min(local_steps, 3)
-    base = load_task(example_task_file(BUNDLE_FOR[task_kind]))
-    task = replace(
-        base, swarm=replace(base.swarm, rounds=rounds, local_steps=local_steps, send=WeightKind.WEIGHTS)
-    )
+    task = bench_task(task_kind, rounds, local_steps)
     steps = rounds * local_steps
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-learning-") as tmp:
         root = Path(tmp)
         demo = generate_demo_data(root / "data", sites=sites, task=task_kind, alpha=alpha, seed=seed)
         dls, test = demo.site_datalists, demo.test_datalist
-        swarm_final, curve, swarm_s = _swarm(task, dls, test, workdir=root, threads=threads)
+        swarm_final, curve, swarm_s, _ = _swarm(task, dls, test, workdir=root, threads=threads)
         central = centralized(task, dls, test, steps=steps, workdir=root / "central", threads=threads)
         alone = local_only(task, dls, test, steps=steps, workdir=root / "local", threads=threads)
     return {

@@ -159,6 +159,46 @@ def run_learning(
     return _write(out, learning_report(runs, out, quick), quick=quick, started=t0)
 
 
+# --- privacy ----------------------------------------------------------------------------------------
+@bench_app.command("privacy")
+def privacy_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per task kind (full run)."),
+    rounds: int = typer.Option(5, "--rounds"),
+    local_steps: int = typer.Option(10, "--local-steps"),
+    alpha: float = typer.Option(1.0, "--alpha", help="Dirichlet alpha of the sites' class mix."),
+    epsilons: str = typer.Option("1,3,8", "--epsilons", help="Comma-separated target epsilons (DP-SGD)."),
+    task: str = typer.Option("", "--task", help="Only this task kind (classification|segmentation)."),
+    timing: bool = typer.Option(True, "--timing/--no-timing", help="Also time DP-SGD vs plain steps."),
+) -> None:
+    """What privacy costs: learning at several epsilons and with secure aggregation; DP-SGD step time."""
+    with cli_errors():
+        try:
+            eps = tuple(float(e) for e in epsilons.split(",") if e.strip())
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated numbers, got {epsilons!r}") from None
+        run_privacy(
+            out,
+            quick,
+            seeds=seeds,
+            rounds=rounds,
+            local_steps=local_steps,
+            alpha=alpha,
+            epsilons=eps,
+            task=task,
+            timing=timing,
+        )
+
+
+def run_privacy(out: Path, quick: bool, **kw: Any) -> dict[str, Any]:
+    from swarmd.bench.privacy import privacy_report, privacy_steps
+
+    t0 = time.perf_counter()
+    results = _steps("privacy", privacy_steps(quick, log=out / "privacy_runs.jsonl", **kw))
+    return _write(out, privacy_report(results, out, quick), quick=quick, started=t0)
+
+
 # --- round ------------------------------------------------------------------------------------------
 @bench_app.command("round")
 def round_cmd(
