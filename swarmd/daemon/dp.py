@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from swarmd.daemon.plumbing import RoundPlumbing
 from swarmd.privacy.dp import Accountant, DPPlan, milli_epsilon, privatize_update
 from swarmd.task import DPMechanism, Task, WeightKind
 
@@ -71,3 +72,41 @@ class SiteBudget:
         noised, norm = privatize_update(arrays, base_arrays, self.plan, self._rng)
         log.info("update clipped from norm %.4g to %.4g and noised", norm, min(norm, self.plan.clip))
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in noised.items()}
+
+
+class BudgetSide(RoundPlumbing):
+    """The round driver's differential-privacy steps; inert when the task has no DP (`budget` None)."""
+
+    budget: SiteBudget | None = None
+
+    def budget_spent(self) -> bool:
+        """One more round would pass this site's epsilon budget: it stops committing (and says so)."""
+        if self.budget is None or not self.budget.exhausted():
+            return False
+        self.state.budget_spent = True
+        self.metrics.privacy(self.budget.epsilon, True)
+        return True
+
+    def count_epsilon(self, r: int) -> None:
+        """Our commit of round r is on chain: its epsilon is spent (counted once per round)."""
+        if self.budget is None:
+            return
+        self.state.epsilon = self.budget.spent(r)
+        self.metrics.privacy(self.state.epsilon, self.state.budget_spent)
+
+    async def rebuild_budget(self) -> None:
+        """A fresh state dir: count every round this site committed in, from the chain."""
+        if self.budget is None:
+            return
+        if not self.budget.accountant.rounds:
+            current = await self.chain(self.ledger.current_round)
+            mine = []
+            for r in range(current + 1):
+                info = await self.chain(self.ledger.round, r)
+                if any(c.site == self.me for c in info.commits):
+                    mine.append(r)
+            if mine:
+                self.budget.accountant.rebuild(mine)
+                log.info("privacy accountant rebuilt from the chain: rounds %s", mine)
+        self.state.epsilon = self.budget.epsilon
+        self.metrics.privacy(self.state.epsilon, False)

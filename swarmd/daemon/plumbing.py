@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from swarmd.codec import Digest
-from swarmd.daemon.dp import SiteBudget
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.gossip import Gossip, Peers
 from swarmd.daemon.metrics import Metrics
@@ -106,7 +105,6 @@ class RoundPlumbing:
         self.stopping = asyncio.Event()
         self._nudged = asyncio.Event()  # a peer's message suggests the chain moved: poll now
         self.exchange: Exchange | None = None  # open while this site leads a term
-        self.budget: SiteBudget | None = None  # differential privacy, when the task has it
         self.peers = Peers(self.me)
         self.gossip = Gossip(
             node=node,

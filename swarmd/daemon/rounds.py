@@ -18,6 +18,7 @@ import torch
 
 from swarmd.checkpoint import CorruptCheckpointError
 from swarmd.codec import Digest, hash_hex
+from swarmd.daemon.dp import BudgetSide
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.secure import KEEP_ROUNDS
@@ -70,7 +71,7 @@ def _model_key(h: bytes) -> str:
     return f"model {hash_hex(h)}"
 
 
-class RoundDriver(LeaderSide):
+class RoundDriver(LeaderSide, BudgetSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
 
     # --- the loop ----------------------------------------------------------------------------
@@ -216,39 +217,6 @@ class RoundDriver(LeaderSide):
         update_hash = self.store.put(masked)
         self.journal.update(r, update_hash=update_hash, key_count=key_count)
         return update_hash, key_count
-
-    # --- differential privacy ----------------------------------------------------------------------
-    def budget_spent(self) -> bool:
-        """One more round would pass this site's epsilon budget: it stops committing (and says so)."""
-        if self.budget is None or not self.budget.exhausted():
-            return False
-        self.state.budget_spent = True
-        self.metrics.privacy(self.budget.epsilon, True)
-        return True
-
-    def count_epsilon(self, r: int) -> None:
-        """Our commit of round r is on chain: its epsilon is spent (counted once per round)."""
-        if self.budget is None:
-            return
-        self.state.epsilon = self.budget.spent(r)
-        self.metrics.privacy(self.state.epsilon, self.state.budget_spent)
-
-    async def rebuild_budget(self) -> None:
-        """A fresh state dir: count every round this site committed in, from the chain."""
-        if self.budget is None:
-            return
-        if not self.budget.accountant.rounds:
-            current = await self.chain(self.ledger.current_round)
-            mine = []
-            for r in range(current + 1):
-                info = await self.chain(self.ledger.round, r)
-                if any(c.site == self.me for c in info.commits):
-                    mine.append(r)
-            if mine:
-                self.budget.accountant.rebuild(mine)
-                log.info("privacy accountant rebuilt from the chain: rounds %s", mine)
-        self.state.epsilon = self.budget.epsilon
-        self.metrics.privacy(self.state.epsilon, False)
 
     async def train(self, base: dict[str, torch.Tensor], r: int) -> TrainResult:
         loop = asyncio.get_running_loop()

@@ -304,7 +304,7 @@ def test_random_call_sequences_keep_the_invariants(devnet: Devnet, accounts: lis
     run_state_machine_as_test(
         SwarmLedgerMachine,
         settings=settings(
-            max_examples=20,
+            max_examples=14,
             stateful_step_count=30,
             deadline=None,
             database=None,

@@ -14,7 +14,6 @@ from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 
 from swarmd.checkpoint import save_file
-from swarmd.cli.common import console
 from swarmd.cli.swarm import app
 from swarmd.codec import content_hash
 from swarmd.ledger import Devnet
@@ -58,14 +57,12 @@ def history(
     return c, model, recovered
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A terminal as wide as an operator's (the runner's default of 80 columns folds the tables)."""
-    monkeypatch.setattr(console, "width", 200)
-
-
 def _swarm(c: Consortium, *args: str) -> str:
-    res = CliRunner().invoke(app, [*args, "--rpc", c.devnet.rpc_url, "--contract", c.admin.address])
+    # A terminal as wide as an operator's (80 columns fold the tables). Through COLUMNS, which rich reads
+    # on every print: setting `console.width` would pin the shared console's width for every later test.
+    res = CliRunner().invoke(
+        app, [*args, "--rpc", c.devnet.rpc_url, "--contract", c.admin.address], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     return res.output
 

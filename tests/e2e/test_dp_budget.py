@@ -16,9 +16,9 @@ from swarmd.task import load_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
-ROUNDS = 4
+ROUNDS = 3
 BATCH = 8  # the example bundle's training batch size (configs/train.json)
-# sigma 1.5, q = 1 (8 samples) spends 4.4, 6.6, 8.4 after 1, 2, 3 rounds; q = 8/13 stays under 7 for 4.
+# sigma 1.5, q = 1 (8 samples) spends 4.4, 6.6, 8.4 after 1, 2, 3 rounds; q = 8/13 stays under 7 for 3.
 PRIVACY = {
     "mechanism": "sample",
     "noise_multiplier": 1.5,
@@ -92,5 +92,4 @@ def test_a_spent_budget_stops_one_site_and_every_commit_carries_its_exact_epsilo
                 assert status["last_merged_round"] == ROUNDS - 1
             else:
                 assert not status["budget_spent"] and account.epsilon <= PRIVACY["epsilon_budget"]
-        assert {small.address} & set(rounds[2].committers) == set()
-        assert {steady.address} <= set(rounds[3].committers)
+        assert small.address not in rounds[2].committers and steady.address in rounds[2].committers

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from swarmd.bench.attack.member import _rejections as metrics_rejections
-from swarmd.config import load_config
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import RoundStatus
 from swarmd.ops import wait_until
@@ -139,11 +137,6 @@ def _answered_terms(site, r: int) -> list:
     return msgpack.unpackb(path.read_bytes(), raw=False)["terms"] if path.exists() else []
 
 
-def _rejections(site) -> dict[str, float]:
-    """The site's `swarmd_rejections_total` by reason (the attack bench's scraper)."""
-    return metrics_rejections(load_config(site.config).metrics.bind)
-
-
 def _signal(swarm, site, sig: signal.Signals) -> None:
     swarm.daemon(site.address).proc.send_signal(sig)
 
@@ -171,56 +164,13 @@ def _kill_the_leader_mid_unmask(swarm, rounds: range) -> tuple[int, object, floa
     return r, leader, killed
 
 
-def _starve_the_unmasking(swarm, rounds: range) -> tuple[object, object, object, float]:
-    """A round with three committers: hold one (H) before it delivers, SIGSTOP the other (V) once its
-    masked update reached the leader. The leader holds its own shares only: below the threshold of 2.
-    H goes on once the first term is over, V once the round closed. Returns (the round's first term,
-    its leader, the victim, the monotonic time V stopped)."""
-    r, holdout, victim = _hold_one_sender(swarm, rounds, commits=3)
-    info = swarm.ledger.round(r)
-    wait_until(lambda: _delivered(victim, r), 60, interval=0.05, what="the victim's update at the leader")
-    _signal(swarm, victim, signal.SIGSTOP)
-    stopped = time.monotonic()
-    wait_until(lambda: swarm.ledger.round(r).term > info.term, 60, interval=0.2, what="the first term to end")
-    _signal(swarm, holdout, signal.SIGCONT)
-    leader = next(s for s in swarm.consortium.sites if s.address == info.leader)
-    return info, leader, victim, stopped
-
-
-def test_a_round_below_threshold_is_excluded_and_a_leader_killed_mid_unmask_is_recovered(
-    swarm_root, swarm_factory
-):
-    t0 = time.monotonic()
+def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(swarm_root, swarm_factory):
+    # A round below the threshold (every term fails, the round is abandoned, the next finalizes) is shown
+    # by tests/fault/test_secagg_attacks.py, where a committer withholds its shares and its update.
     with swarm_factory(
-        swarm_root, rounds=7, block_time=1, commit_window=3, leader_timeout=8, privacy=SECURE
+        swarm_root, rounds=4, block_time=1, commit_window=3, leader_timeout=8, privacy=SECURE
     ) as swarm:
-        # --- below the threshold: every term fails, the round is abandoned, the next one finalizes ------
-        # The victim hangs (SIGSTOP) rather than dies, so the same swarm can then lose its leader.
-        first, leader, victim, stopped = _starve_the_unmasking(swarm, range(0, 3))
-        r = first.round
-        out = wait_until(
-            lambda: (i := swarm.ledger.round(r)).status != RoundStatus.ELECTED and i,
-            120,
-            what=f"round {r} to close",
-        )
-        took = time.monotonic() - stopped
-        _signal(swarm, victim, signal.SIGCONT)
-        assert out.status == RoundStatus.ABANDONED and out.merged_hash is None
-        assert len(out.failed_leaders) == 3
-        blocks = out.abandoned_block - first.elected_block
-        print(
-            f"[{time.monotonic() - t0:.0f}s] below threshold: round {r} abandoned after "
-            f"{len(out.failed_leaders)} failed terms, {blocks} blocks after the first election, "
-            f"{took:.1f}s after the victim stopped"
-        )
-        counted = _rejections(leader)
-        print("rejections at the first leader of that round:", counted)
-        assert counted.get("secagg_below_threshold", 0) >= 1
-        excluded = r
-
-        # --- failover: the new leader asks afresh, recovers the dead leader as a dropout ---------------
-        # (in the round after the excluded one when the resumed victim made it in time, else the next)
-        r, leader, killed = _kill_the_leader_mid_unmask(swarm, range(r + 1, r + 4))
+        r, leader, killed = _kill_the_leader_mid_unmask(swarm, range(0, 3))
         info = wait_until(
             lambda: (i := swarm.ledger.round(r)).status == RoundStatus.FINALIZED and i,
             90,
@@ -232,10 +182,5 @@ def test_a_round_below_threshold_is_excluded_and_a_leader_killed_mid_unmask_is_r
         assert set(info.included) == live and list(info.recovered) == [leader.address]
         _check_round(swarm, r)
         print(
-            f"[{time.monotonic() - t0:.0f}s] failover: leader killed mid-unmask in round {r}, "
-            f"finalized in term {info.term} {took:.1f}s later"
+            f"failover: leader killed mid-unmask in round {r}, finalized in term {info.term}, {took:.1f}s on"
         )
-        # The round after the excluded one finalized on the model the excluded round started from.
-        nxt = swarm.ledger.round(excluded + 1)
-        assert nxt.status == RoundStatus.FINALIZED and nxt.base_hash == out.base_hash
-        _check_round(swarm, excluded + 1)
