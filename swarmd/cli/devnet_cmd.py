@@ -76,9 +76,17 @@ def _plan(
 ) -> tuple[Path, DemoData | OwnData]:
     """The task file and data of a new devnet (a derived task when settings are overridden); for a
     devnet already provisioned in `root`, its own (the options then have nothing to say)."""
-    from swarmd.ops import DemoData, derived_task, devnet_data
+    from swarmd.errors import DevnetError
+    from swarmd.ops import DemoData, derived_task, devnet_data, recorded_devnet
 
+    if not (root / "consortium.json").exists() and recorded_devnet(root.resolve()) is not None:
+        raise DevnetError(
+            f"{root.resolve()} holds a chain-only devnet, which is up",
+            hint="`swarm devnet down` it first, or use another --dir",
+        )
     if (root / "consortium.json").exists():
+        if any(v is not None for v in vars(choice).values()):
+            console.print(f"[dim]{root} holds a provisioned devnet: its own task and data are used[/]")
         return default_task(), DemoData()  # unused: local_swarm takes the recorded consortium
     task, data = devnet_data(
         choice.task,
@@ -145,7 +153,7 @@ def up(
     holds a devnet that is down (stopped or crashed), start its saved chain again. `--sites 0`: anvil
     alone, for a consortium set up by hand (`swarm deploy`, `swarm join`) and `swarm devnet fund`."""
     from swarmd.errors import DevnetError
-    from swarmd.ops import recorded_devnet
+    from swarmd.ops import OwnData, recorded_devnet
 
     choice = DataChoice(task, data, test_data, data_kind, n_per_site, n_test, rounds, local_steps)
     with cli_errors():
@@ -155,7 +163,7 @@ def up(
         if recorded_devnet(root.resolve()) is not None:
             raise DevnetError(f"a devnet is already up in {root.resolve()}", hint="`swarm devnet down` first")
         path, demo = _plan(root, sites, choice, alpha, seed, {})
-        n = sites or getattr(demo, "sites", 3)
+        n = demo.sites if isinstance(demo, OwnData) else sites or 3
         with (
             console.status(f"deploying the task and provisioning {n} sites..."),
             _swarm(root, path, block_time, demo, sites, start=False, keep=True) as swarm,

@@ -51,6 +51,8 @@ def test_chain_only_devnet_fund_and_down(tmp_path):
 
         again = swarm("devnet", "up", "--sites", "0", "--dir", root, code=6)
         assert "already up" in again
+        busy = swarm("devnet", "run", "--dir", root, code=6)
+        assert "holds a chain-only devnet" in busy
         swarm("devnet", "down", "--dir", root)
         assert not dev.is_running()
         down = swarm("devnet", "fund", fresh, "--dir", root, code=6)
