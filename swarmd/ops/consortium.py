@@ -96,17 +96,15 @@ def local_consortium(
     The sites train on `datalists` (one site per list, named by its key; `test_list` is the shared
     held-out set, if any) or, without them, on `sites` sites' generated `data_task` data.
     dev_keys[0] deploys and admits; dev_keys[1:] become the sites' accounts."""
-    if datalists is None:
-        datalists, test_list = _generate(
-            root.resolve() / "data", sites, data_task, alpha, seed, n_per_site, n_test
-        )
-    if len(dev_keys) < len(datalists) + 1:
-        raise ConfigError(f"need {len(datalists) + 1} funded dev keys, have {len(dev_keys)}")
+    n = len(datalists) if datalists is not None else sites
+    if len(dev_keys) < n + 1:
+        raise ConfigError(f"need {n + 1} funded dev keys, have {len(dev_keys)}")
     root = root.resolve()
     task = load_task(task_path)
     admin = Account.from_key(dev_keys[0])
     ledger = Ledger.deploy(rpc_url, admin, deploy_params(task))
-    n = len(datalists)
+    if datalists is None:
+        datalists, test_list = _generate(root / "data", sites, data_task, alpha, seed, n_per_site, n_test)
     ports = _free_ports(n) if base_port == 0 else [base_port + 3 * i for i in range(n)]
     out: list[LocalSite] = []
     for i, (name, data_list) in enumerate(datalists.items()):
