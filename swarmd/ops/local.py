@@ -1,8 +1,9 @@
 """`local_swarm()`: anvil, a provisioned local consortium and its daemons, started and stopped as one.
 
 `swarm devnet up | run`, the end-to-end tests and the round benchmark all run a swarm this way; what
-differs between them is a parameter (sites, block time, generated data, whether daemons start, whether
-the swarm outlives the `with`, whether it is recorded in its directory for `swarm devnet down`).
+differs between them is a parameter (sites, block time, generated data (`DemoData`) or each site's own
+datalist (`OwnData`), whether daemons start, whether the swarm outlives the `with`, whether it is
+recorded in its directory for `swarm devnet down`).
 """
 
 from __future__ import annotations
