@@ -1,9 +1,11 @@
-"""`swarm devnet up | down | run`: a whole consortium on this machine, on a local anvil chain."""
+"""`swarm devnet up | down | run | fund`: a whole consortium on this machine, on a local anvil chain,
+training an example task on generated data or your own task on your own datalists; or the chain alone."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,7 @@ from swarmd.cli.common import cli_errors, console
 
 if TYPE_CHECKING:
     from swarmd.ledger import RoundInfo
-    from swarmd.ops import DemoData, LocalConsortium, LocalSwarm
+    from swarmd.ops import DemoData, LocalConsortium, LocalSwarm, OwnData
 
 devnet_app = typer.Typer(help="A local anvil chain with N provisioned sites.", no_args_is_help=True)
 
@@ -28,12 +30,88 @@ def default_task() -> Path:
     return example_task_file("cxr_densenet")
 
 
+TaskOpt = typer.Option(
+    None,
+    "--task",
+    help="classification or segmentation (a shipped example task with generated data), or a swarm.toml "
+    "(default: classification).",
+)
+DataOpt = typer.Option(
+    None,
+    "--data",
+    metavar="SITE=DATALIST",
+    help="A site and its Decathlon datalist; once per site (the sites are the --data given). "
+    "Without it, every site gets generated data.",
+)
+TestDataOpt = typer.Option(
+    None, "--test-data", help="With --data: a held-out datalist ('validation' section) every site scores on."
+)
+DataKindOpt = typer.Option(
+    None,
+    "--data-kind",
+    help="Generated data for a swarm.toml without --data: classification or segmentation.",
+)
+PerSiteOpt = typer.Option(None, "--n-per-site", min=2, help="Generated images per site.")
+NTestOpt = typer.Option(None, "--n-test", min=2, help="Generated images in the shared test set.")
+RoundsOpt = typer.Option(None, "--rounds", min=1, help="Override the task's [swarm] rounds.")
+StepsOpt = typer.Option(None, "--local-steps", min=1, help="Override the task's [swarm] local_steps.")
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """`up` and `run`'s task and data options, as given."""
+
+    task: str | None
+    data: list[str] | None
+    test_data: Path | None
+    data_kind: str | None
+    n_per_site: int | None
+    n_test: int | None
+    rounds: int | None
+    local_steps: int | None
+
+
+def _plan(
+    root: Path, sites: int | None, choice: DataChoice, alpha: float, seed: int, privacy: dict[str, Any]
+) -> tuple[Path, DemoData | OwnData]:
+    """The task file and data of a new devnet (a derived task when settings are overridden); for a
+    devnet already provisioned in `root`, its own (the options then have nothing to say)."""
+    from swarmd.errors import DevnetError
+    from swarmd.ops import DemoData, derived_task, devnet_data, recorded_devnet
+
+    if not (root / "consortium.json").exists() and recorded_devnet(root.resolve()) is not None:
+        raise DevnetError(
+            f"{root.resolve()} holds a chain-only devnet, which is up",
+            hint="`swarm devnet down` it first, or use another --dir",
+        )
+    if (root / "consortium.json").exists():
+        if any(v is not None for v in vars(choice).values()):
+            console.print(f"[dim]{root} holds a provisioned devnet: its own task and data are used[/]")
+        return default_task(), DemoData()  # unused: local_swarm takes the recorded consortium
+    task, data = devnet_data(
+        choice.task,
+        data=choice.data or (),
+        test_data=choice.test_data,
+        data_kind=choice.data_kind,
+        sites=sites,
+        alpha=alpha,
+        seed=seed,
+        n_per_site=choice.n_per_site,
+        n_test=choice.n_test,
+    )
+    swarm = {k: v for k, v in (("rounds", choice.rounds), ("local_steps", choice.local_steps)) if v}
+    if swarm or privacy:
+        out = root.resolve() / "task" / "swarm.toml"
+        task = derived_task(task, out, swarm=swarm, privacy=privacy or None)
+    return task, data
+
+
 def _swarm(
     root: Path,
-    sites: int,
-    task: Path | None,
+    task: Path,
     block_time: float | None,
-    data: DemoData,
+    data: DemoData | OwnData,
+    sites: int | None,
     *,
     start: bool,
     keep: bool,
@@ -43,8 +121,8 @@ def _swarm(
 
     return local_swarm(
         root,
-        task or default_task(),
-        sites=sites,
+        task,
+        sites=sites or 3,
         block_time=block_time or None,
         data=data,
         start=start,
@@ -56,30 +134,83 @@ def _swarm(
 @devnet_app.command()
 def up(
     root: Path = DirOpt,
-    sites: int = typer.Option(3, min=1, max=16, help="Number of sites."),
-    task: Path | None = typer.Option(None, help="swarm.toml (default: the example classification task)."),
+    sites: int | None = typer.Option(
+        None, min=0, max=16, help="Number of sites with generated data (default 3); 0: just the chain."
+    ),
+    task: str | None = TaskOpt,
+    data: list[str] | None = DataOpt,
+    test_data: Path | None = TestDataOpt,
+    data_kind: str | None = DataKindOpt,
+    n_per_site: int | None = PerSiteOpt,
+    n_test: int | None = NTestOpt,
+    rounds: int | None = RoundsOpt,
+    local_steps: int | None = StepsOpt,
     block_time: float | None = typer.Option(1.0, help="Seconds per block (0: instant mining)."),
     alpha: float = typer.Option(0.5, help="Dirichlet label skew of the generated data (small = skewed)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Start anvil in the background, deploy the task, provision, join and admit N sites; or, when DIR
-    holds a devnet that is down (stopped or crashed), start its saved chain again."""
+    """Start anvil in the background, deploy the task, provision, join and admit the sites; or, when DIR
+    holds a devnet that is down (stopped or crashed), start its saved chain again. `--sites 0`: anvil
+    alone, for a consortium set up by hand (`swarm deploy`, `swarm join`) and `swarm devnet fund`."""
     from swarmd.errors import DevnetError
-    from swarmd.ops import DemoData, recorded_devnet
+    from swarmd.ops import OwnData, recorded_devnet
 
+    choice = DataChoice(task, data, test_data, data_kind, n_per_site, n_test, rounds, local_steps)
     with cli_errors():
+        if sites == 0:
+            _chain_only(root, block_time, choice)
+            return
         if recorded_devnet(root.resolve()) is not None:
             raise DevnetError(f"a devnet is already up in {root.resolve()}", hint="`swarm devnet down` first")
+        path, demo = _plan(root, sites, choice, alpha, seed, {})
+        n = demo.sites if isinstance(demo, OwnData) else sites or 3
         with (
-            console.status(f"deploying the task and provisioning {sites} sites..."),
-            _swarm(root, sites, task, block_time, DemoData(alpha, seed), start=False, keep=True) as swarm,
+            console.status(f"deploying the task and provisioning {n} sites..."),
+            _swarm(root, path, block_time, demo, sites, start=False, keep=True) as swarm,
         ):
             dev, c = swarm.devnet, swarm.consortium
     console.print(f"devnet up at {dev.rpc_url} (pid {dev.pid}); SwarmLedger at {c.contract}")
     for s in c.sites:
-        console.print(f"  {s.name}: {s.address}  config {s.config}")
+        console.print(f"  {s.name}: {s.address}  config {s.config}  data {s.data_list}")
     console.print(f"run a site: swarmd run --config {c.sites[0].config}")
     console.print(f"read the ledger: swarm ledger members --devnet {root}")
+
+
+def _chain_only(root: Path, block_time: float | None, choice: DataChoice) -> None:
+    from eth_account import Account
+
+    from swarmd.errors import UsageError
+    from swarmd.ledger import find_anvil
+    from swarmd.ops.chain import local_chain
+
+    if any(v is not None for v in vars(choice).values()):
+        raise UsageError("--sites 0 runs just the chain: it takes no task or data options")
+    dev = local_chain(root, block_time=block_time or None)
+    console.print(
+        f"chain up: RPC {dev.rpc_url}, chain id {dev.chain_id}, anvil pid {dev.pid} ({find_anvil()})"
+    )
+    console.print(f"funded dev accounts (anvil's public test keys, in {root / 'devnet.json'}):")
+    for i, key in enumerate(dev.dev_keys):
+        console.print(f"  {i}: {Account.from_key(key).address}")
+    console.print(f"fund another account: swarm devnet fund ACCOUNT --eth 10 --dir {root}")
+    console.print(f"stop it: swarm devnet down --dir {root} (the chain is saved in {root})")
+
+
+@devnet_app.command()
+def fund(
+    account: str = typer.Argument(..., help="The account (0x address) to send ether to."),
+    eth: str = typer.Option("10", "--eth", help="How much ether to send."),
+    root: Path = DirOpt,
+) -> None:
+    """Send ether to ACCOUNT from a funded dev account of the devnet in DIR (a mined transaction)."""
+    from swarmd.ops.chain import fund_account, parse_ether
+
+    with cli_errors():
+        done = fund_account(root, account, parse_ether(eth))
+    console.print(
+        f"sent {eth} ETH to {done.to} from {done.sender} (tx {done.tx_hash}); "
+        f"balance now {done.balance_wei / 10**18:g} ETH"
+    )
 
 
 @devnet_app.command()
@@ -133,8 +264,15 @@ def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_tot
 @devnet_app.command()
 def run(
     root: Path = DirOpt,
-    sites: int = typer.Option(3, min=1, max=16),
-    task: Path | None = typer.Option(None, help="swarm.toml (default: the example classification task)."),
+    sites: int | None = typer.Option(None, min=1, max=16, help="Number of sites with generated data (3)."),
+    task: str | None = TaskOpt,
+    data: list[str] | None = DataOpt,
+    test_data: Path | None = TestDataOpt,
+    data_kind: str | None = DataKindOpt,
+    n_per_site: int | None = PerSiteOpt,
+    n_test: int | None = NTestOpt,
+    rounds: int | None = RoundsOpt,
+    local_steps: int | None = StepsOpt,
     block_time: float | None = typer.Option(1.0, help="Seconds per block (0: instant mining)."),
     alpha: float = typer.Option(0.3, help="Dirichlet label skew of the generated data."),
     seed: int = typer.Option(0),
@@ -148,32 +286,27 @@ def run(
         0.0, "--dp-epsilon", min=0.0, help="Train with DP-SGD to this epsilon over the run (0: no DP)."
     ),
 ) -> None:
-    """Start a devnet (if none is up) and N daemons; show live progress until every round is done."""
-    from swarmd.ops import DemoData
+    """Start a devnet (if none is up) and its daemons; show live progress until every round is done."""
     from swarmd.task import load_task
 
+    choice = DataChoice(task, data, test_data, data_kind, n_per_site, n_test, rounds, local_steps)
     with cli_errors(), contextlib.ExitStack() as stack:
-        data = DemoData(alpha, seed)
-        task = _with_privacy(root, task, secure_aggregation, dp_epsilon)
-        with console.status(f"provisioning {sites} sites (unless a devnet is up) and starting them..."):
-            swarm = stack.enter_context(_swarm(root, sites, task, block_time, data, start=True, keep=keep))
+        path, demo = _plan(root, sites, choice, alpha, seed, _privacy(secure_aggregation, dp_epsilon))
+        with console.status("provisioning the sites (unless a devnet is up) and starting them..."):
+            swarm = stack.enter_context(_swarm(root, path, block_time, demo, sites, start=True, keep=keep))
         rounds_total = load_task(swarm.consortium.task).swarm.rounds
         _follow(swarm, rounds_total, timeout)
         print_summary(swarm.consortium, local_baseline=local_baseline)
 
 
-def _with_privacy(root: Path, task: Path | None, secure_aggregation: bool, dp_epsilon: float) -> Path | None:
-    """The task to run: as given, or with a [privacy] table for the demo's privacy flags."""
-    from swarmd.ops import private_task
-
+def _privacy(secure_aggregation: bool, dp_epsilon: float) -> dict[str, Any]:
+    """The [privacy] table for the demo's privacy flags (empty: the task's own)."""
     privacy: dict[str, Any] = {}
     if secure_aggregation:
         privacy["secure_aggregation"] = True
     if dp_epsilon > 0:
         privacy.update(mechanism="sample", target_epsilon=dp_epsilon, delta=1e-5, epsilon_budget=dp_epsilon)
-    if not privacy:
-        return task
-    return private_task(task or default_task(), root.resolve() / "private-task" / "swarm.toml", privacy)
+    return privacy
 
 
 def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float) -> None:

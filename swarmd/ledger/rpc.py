@@ -51,7 +51,7 @@ _UNREACHABLE = (
     ConnectionError,
 )
 _NODE_HINTS = {
-    "insufficient funds": "the site account has no ether for gas; fund it (on a devnet: Devnet.fund)",
+    "insufficient funds": "the site account has no ether for gas; fund it (on a devnet: `swarm devnet fund`)",
     "chain id": "the RPC endpoint serves another chain than the one this site was set up for",
     "gas limit": "the block gas limit is too low for this call; raise it in the chain's genesis",
 }

@@ -4,14 +4,27 @@ provision.py   one site: create its identity and site.toml, deploy a task's ledg
 consortium.py  a whole consortium on one machine: ledger, N sites, generated data, admitted
 launcher.py    site daemons as local subprocesses: start, status, stop in parallel
 local.py       `local_swarm()`: anvil + consortium + daemons as one context manager
+sitedata.py    what a devnet's sites train on: `--data SITE=DATALIST` checked, or generated data that fits
+taskedit.py    a task file derived from another (settings overridden, every other table kept)
+chain.py       a chain-only devnet, and funding an account on a devnet
 report.py      a swarm's results read back: journals and chain as a plot, per-site scores
 export.py      a merged model as a MONAI bundle, checked against the chain
 """
 
 from swarmd.ops.consortium import LocalConsortium, LocalSite, local_consortium
 from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
-from swarmd.ops.local import DemoData, LocalSwarm, local_swarm, private_task, recorded_devnet, task_file
+from swarmd.ops.local import (
+    DemoData,
+    LocalSwarm,
+    OwnData,
+    local_swarm,
+    private_task,
+    recorded_devnet,
+    task_file,
+)
 from swarmd.ops.provision import NewSite, create_site, deploy_task, join_swarm, site_config
+from swarmd.ops.sitedata import devnet_data, own_data
+from swarmd.ops.taskedit import derived_task
 
 __all__ = [
     "DaemonProcess",
@@ -20,11 +33,15 @@ __all__ = [
     "LocalSite",
     "LocalSwarm",
     "NewSite",
+    "OwnData",
     "create_site",
     "deploy_task",
+    "derived_task",
+    "devnet_data",
     "join_swarm",
     "local_consortium",
     "local_swarm",
+    "own_data",
     "private_task",
     "recorded_devnet",
     "site_config",

@@ -1,11 +1,13 @@
 """A whole consortium on one machine: a deployed ledger and N sites with identities, configs and
-generated non-IID data, joined and admitted. `local_swarm()` (ops/local.py) runs their daemons."""
+data (generated non-IID data, or each site's own datalist), joined and admitted. `local_swarm()`
+(ops/local.py) runs their daemons."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +45,7 @@ class LocalConsortium:
     rpc_url: str
     contract: str
     task: Path
-    test_list: Path
+    test_list: Path | None  # the shared held-out datalist; None: each site scores on its own validation
     sites: tuple[LocalSite, ...]
 
     def save(self) -> Path:
@@ -64,7 +66,7 @@ class LocalConsortium:
                 doc["rpc_url"],
                 doc["contract"],
                 Path(doc["task"]),
-                Path(doc["test_list"]),
+                Path(doc["test_list"]) if doc["test_list"] else None,
                 sites,
             )
         except FileNotFoundError:
@@ -86,31 +88,26 @@ def local_consortium(
     n_test: int = 64,
     base_port: int = 0,
     data_task: str = "classification",
+    datalists: Mapping[str, Path] | None = None,
+    test_list: Path | None = None,
 ) -> LocalConsortium:
-    """Deploy, provision and admit `sites` sites under `root`.
+    """Deploy, provision and admit sites under `root`.
 
+    The sites train on `datalists` (one site per list, named by its key; `test_list` is the shared
+    held-out set, if any) or, without them, on `sites` sites' generated `data_task` data.
     dev_keys[0] deploys and admits; dev_keys[1:] become the sites' accounts."""
-    from swarmd.train.demodata import generate_demo_data
-
-    if len(dev_keys) < sites + 1:
-        raise ConfigError(f"need {sites + 1} funded dev keys, have {len(dev_keys)}")
+    n = len(datalists) if datalists is not None else sites
+    if len(dev_keys) < n + 1:
+        raise ConfigError(f"need {n + 1} funded dev keys, have {len(dev_keys)}")
     root = root.resolve()
     task = load_task(task_path)
     admin = Account.from_key(dev_keys[0])
     ledger = Ledger.deploy(rpc_url, admin, deploy_params(task))
-    data = generate_demo_data(
-        root / "data",
-        sites=sites,
-        task=data_task,
-        alpha=alpha,
-        seed=seed,
-        n_per_site=n_per_site,
-        n_test=n_test,
-    )
-    ports = _free_ports(sites) if base_port == 0 else [base_port + 3 * i for i in range(sites)]
+    if datalists is None:
+        datalists, test_list = _generate(root / "data", sites, data_task, alpha, seed, n_per_site, n_test)
+    ports = _free_ports(n) if base_port == 0 else [base_port + 3 * i for i in range(n)]
     out: list[LocalSite] = []
-    for i in range(sites):
-        name = f"site-{chr(ord('a') + i)}"
+    for i, (name, data_list) in enumerate(datalists.items()):
         endpoint = f"tcp://127.0.0.1:{ports[i]}"
         cfg = site_config(
             root / name,
@@ -119,8 +116,8 @@ def local_consortium(
             rpc_url=rpc_url,
             bind=endpoint,
             endpoint=endpoint,
-            data_list=data.site_datalists[i],
-            eval_list=data.test_datalist,
+            data_list=data_list,
+            eval_list=test_list,
         )
         cfg = dataclasses.replace(
             with_chain(cfg, contract=ledger.address, poll_interval=0.25),
@@ -134,12 +131,24 @@ def local_consortium(
         ledger.admit(new.identity.address)
         if ledger.member(new.identity.address).status != MemberStatus.ACTIVE:
             raise LedgerError(f"{name} was not admitted")
-        out.append(LocalSite(name, new.path, new.identity.address, data.site_datalists[i]))
-    consortium = LocalConsortium(
-        root, rpc_url, ledger.address, task_path.resolve(), data.test_datalist, tuple(out)
-    )
+        out.append(LocalSite(name, new.path, new.identity.address, cfg.site.data_list or data_list))
+    test = test_list.resolve() if test_list is not None else None
+    consortium = LocalConsortium(root, rpc_url, ledger.address, task_path.resolve(), test, tuple(out))
     consortium.save()
     return consortium
+
+
+def _generate(
+    out: Path, sites: int, task: str, alpha: float, seed: int, n_per_site: int, n_test: int
+) -> tuple[dict[str, Path], Path]:
+    """`sites` sites' generated datalists, named site-a, site-b, ..., and the shared test datalist."""
+    from swarmd.train.demodata import generate_demo_data
+
+    data = generate_demo_data(
+        out, sites=sites, task=task, alpha=alpha, seed=seed, n_per_site=n_per_site, n_test=n_test
+    )
+    names = [f"site-{chr(ord('a') + i)}" for i in range(sites)]
+    return dict(zip(names, data.site_datalists, strict=True)), data.test_datalist
 
 
 def _free_ports(n: int) -> list[int]:

@@ -1,8 +1,9 @@
 """`local_swarm()`: anvil, a provisioned local consortium and its daemons, started and stopped as one.
 
 `swarm devnet up | run`, the end-to-end tests and the round benchmark all run a swarm this way; what
-differs between them is a parameter (sites, block time, generated data, whether daemons start, whether
-the swarm outlives the `with`, whether it is recorded in its directory for `swarm devnet down`).
+differs between them is a parameter (sites, block time, generated data (`DemoData`) or each site's own
+datalist (`OwnData`), whether daemons start, whether the swarm outlives the `with`, whether it is
+recorded in its directory for `swarm devnet down`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +20,7 @@ from swarmd.errors import DaemonError, DevnetError, StoreError
 from swarmd.ledger import Devnet, Ledger
 from swarmd.ops.consortium import LocalConsortium, local_consortium
 from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
-from swarmd.task import load_task
+from swarmd.ops.taskedit import derived_task
 
 # A recorded swarm's chain lives in this anvil state file in its root; anvil rewrites it every
 # STATE_INTERVAL_S seconds and on a clean stop, so `devnet down`/`up` and a killed anvil keep the ledger.
@@ -38,6 +38,22 @@ class DemoData:
     seed: int = 0
     n_per_site: int = 48
     n_test: int = 64
+    task: str = "classification"
+
+
+@dataclass(frozen=True)
+class OwnData:
+    """Each site's own training datalist, by site name, and an optional shared held-out test datalist.
+
+    Without `test`, a site scores the merged models on the 'validation' section of its own list.
+    Build one with `own_data()` (ops/sitedata.py), which validates every list first."""
+
+    datalists: Mapping[str, Path]
+    test: Path | None = None
+
+    @property
+    def sites(self) -> int:
+        return len(self.datalists)
 
 
 @dataclass
@@ -123,10 +139,9 @@ def task_file(
 
 
 def private_task(src: Path, out: Path, privacy: Mapping[str, Any]) -> Path:
-    """The task `src` with a [privacy] table added (what `swarm devnet run --secure-aggregation` runs)."""
-    t = load_task(src)
-    swarm = {k: v.value if isinstance(v, Enum) else v for k, v in asdict(t.swarm).items()}
-    return task_file(out, name=t.name, bundle=t.bundle, seed=t.seed, swarm=swarm, privacy=privacy)
+    """The task `src` with its [privacy] table replaced (what `swarm devnet run --secure-aggregation`
+    runs); every other table of `src` is kept as written (see ops/taskedit.py)."""
+    return derived_task(src, out, privacy=privacy)
 
 
 @contextlib.contextmanager
@@ -136,7 +151,7 @@ def local_swarm(
     *,
     sites: int = 3,
     block_time: float | None = None,
-    data: DemoData = DemoData(),
+    data: DemoData | OwnData = DemoData(),
     start: bool = True,
     keep: bool = False,
     record: bool = False,
@@ -144,6 +159,9 @@ def local_swarm(
     stop_timeout: float = 20.0,
 ) -> Iterator[LocalSwarm]:
     """Anvil, `sites` sites provisioned under `root` for `task`, and their daemons; all stopped on exit.
+
+    `data`: generated data for `sites` sites (DemoData), or each site's own datalist (OwnData: one
+    site per list, named by its key; `sites` is then ignored).
 
     Provisioning mines instantly whatever `block_time` the chain then runs at. `start=False` leaves
     the daemons to `LocalSwarm.start()`. `keep`: anvil runs detached, and it and the daemons outlive
@@ -192,11 +210,13 @@ def _provision(
     task: Path,
     sites: int,
     block_time: float | None,
-    data: DemoData,
+    data: DemoData | OwnData,
     keep: bool,
     record: bool,
     chain_state: Path | None,
 ) -> tuple[Devnet, LocalConsortium]:
+    if isinstance(data, OwnData):
+        sites = data.sites
     dev = Devnet.start(
         block_time=block_time,
         accounts=max(10, sites + 4),
@@ -209,17 +229,28 @@ def _provision(
         if record:
             dev.save(root / "devnet.json")
         with dev.mining_instantly():
-            consortium = local_consortium(
-                root,
-                rpc_url=dev.rpc_url,
-                dev_keys=list(dev.dev_keys),
-                task_path=task,
-                sites=sites,
-                alpha=data.alpha,
-                seed=data.seed,
-                n_per_site=data.n_per_site,
-                n_test=data.n_test,
-            )
+            if isinstance(data, OwnData):
+                consortium = local_consortium(
+                    root,
+                    rpc_url=dev.rpc_url,
+                    dev_keys=list(dev.dev_keys),
+                    task_path=task,
+                    datalists=data.datalists,
+                    test_list=data.test,
+                )
+            else:
+                consortium = local_consortium(
+                    root,
+                    rpc_url=dev.rpc_url,
+                    dev_keys=list(dev.dev_keys),
+                    task_path=task,
+                    sites=sites,
+                    alpha=data.alpha,
+                    seed=data.seed,
+                    n_per_site=data.n_per_site,
+                    n_test=data.n_test,
+                    data_task=data.task,
+                )
     except BaseException:
         dev.stop()
         raise
@@ -253,4 +284,13 @@ def _restart(root: Path, block_time: float | None, keep: bool, state: Path) -> t
     return dev, consortium
 
 
-__all__ = ["CHAIN_STATE", "DemoData", "LocalSwarm", "local_swarm", "recorded_devnet", "task_file"]
+__all__ = [
+    "CHAIN_STATE",
+    "DemoData",
+    "LocalSwarm",
+    "OwnData",
+    "local_swarm",
+    "private_task",
+    "recorded_devnet",
+    "task_file",
+]

@@ -94,7 +94,7 @@ def site_outcomes(consortium: LocalConsortium, *, local_baseline: bool, workdir:
             alone = train_alone(
                 task,
                 site.data_list,
-                consortium.test_list,
+                consortium.test_list or site.data_list,  # no shared test set: the site's validation
                 steps=steps,
                 workdir=workdir / site.name,
                 name=site.name,
