@@ -120,8 +120,9 @@ class BundleTrainer(Trainer):
     """Runs `task.bundle` through MonaiAlgo on the datalist `data_list` (Decathlon JSON).
 
     The bundle exposes `datalist` and `dataset_dir` (and `val_datalist`, `val_dataset_dir`) as
-    config variables; swarmd points them at the site's files. Relative image paths in a datalist
-    start at the datalist's directory.
+    config variables, or the names the task's `[bundle.inputs]` maps them to; swarmd points them at
+    the site's files, and refuses a bundle that does not read them (`train.contract`). Relative
+    image paths in a datalist start at the datalist's directory.
     """
 
     def __init__(

@@ -11,16 +11,12 @@ import pytest
 
 from swarmd.ledger import RoundStatus
 from swarmd.ops import DemoData, local_swarm, wait_until
+from swarmd.task import load_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 ZOO = Path(__file__).parents[1] / "bundles" / "zoo_style"
-MAPPED = {
-    "datalist": "data_list_file_path",
-    "dataset_dir": "data_root",
-    "val_datalist": "data_list_file_path",
-    "val_dataset_dir": "data_root",
-}
+MAPPED = load_task(ZOO.parent / "zoo_style.swarm.toml").inputs.renamed()  # the documented example's mapping
 SWARM = {
     "rounds": 2,
     "local_steps": 2,

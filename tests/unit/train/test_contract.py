@@ -17,12 +17,7 @@ from swarmd.train.check import check_task
 from swarmd.train.contract import BundleMismatch, check_names, reached, reads
 
 ZOO = Path(__file__).parents[2] / "bundles" / "zoo_style"
-MAPPED = {
-    "datalist": "data_list_file_path",
-    "dataset_dir": "data_root",
-    "val_datalist": "data_list_file_path",
-    "val_dataset_dir": "data_root",
-}
+MAPPED = load_task(ZOO.parent / "zoo_style.swarm.toml").inputs.renamed()  # the documented example's mapping
 TRAIN_DATA = "'training', base_dir=@data_root)"
 VAL_DATA = "'validation', base_dir=@data_root)"
 
