@@ -34,7 +34,7 @@ def check(
     import logging
 
     from swarmd.task import load_task
-    from swarmd.train.check import check_task
+    from swarmd.train import check_task
 
     # The findings' warnings are printed below; the daemon's logger would print them a second time.
     logging.getLogger("swarmd.train.contract").setLevel(logging.ERROR)
