@@ -180,7 +180,8 @@ def check_names(task: Task, overrides: Mapping[str, Any], datalists: Sequence[Pa
         (EVAL_ROOT, [task.train_config, task.eval_config], ("val_datalist", "val_dataset_dir")),
     ):
         parser, failed = _parser(task, configs, overrides)
-        problems += [f"`{v}` cannot be set: the bundle has no item to hold it" for v in failed]
+        unset = [f"`{v}` cannot be set: the bundle has no item to hold it" for v in failed]
+        problems += [p for p in unset if p not in problems]  # the same in both engines' configs
         if parser.get(root) is None:
             if root == TRAIN_ROOT:
                 problems.append(f"the bundle's {task.train_config} has no train#trainer")

@@ -164,3 +164,12 @@ def test_relative_paths_need_the_dataset_dir_and_absolute_ones_do_not(demo_class
     trainer = initialized(zoo_task(tmp_path, lists_only), absolute, tmp_path)
     assert trainer.n_train == site.n_train
     trainer.finalize()
+
+
+def test_a_nested_mapping_is_read_and_one_onto_a_missing_item_is_named(tmp_path: Path) -> None:
+    task = zoo_task(tmp_path, {**MAPPED, "device": "train#trainer#device", "amp": "nothere#amp"})
+    found = check_names(task, {var: "set by swarmd" for _, var in task.inputs.items()}, [])
+    assert found.problems == ("`nothere#amp` cannot be set: the bundle has no item to hold it",)
+    assert found.warnings == (
+        "the bundle never reads `nothere#amp` (mixed precision on CUDA): it chooses its own",
+    )
