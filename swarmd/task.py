@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -86,6 +87,35 @@ class PrivacySettings:
     accountant: str = "rdp"  # rdp or prv (Opacus accountants)
 
 
+INPUT_NAMES = ("datalist", "dataset_dir", "val_datalist", "val_dataset_dir", "device", "amp")
+# A MONAI config id: a variable, or a nested one with `#` (or `::`) between levels (list items by index).
+_CONFIG_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:#|::)[A-Za-z0-9_]+)*")
+_SET_BY_MONAI_ALGO = ("bundle_root",)  # overwritten after swarmd's overrides: mapping onto it is lost
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """`[bundle.inputs]`: the bundle variable each of swarmd's inputs sets (default: the same name).
+
+    Model-zoo bundles name their data `data_list_file_path` or `dataset_dir`; mapping swarmd's
+    inputs onto them runs such a bundle with no edit to its files."""
+
+    datalist: str = "datalist"
+    dataset_dir: str = "dataset_dir"
+    val_datalist: str = "val_datalist"
+    val_dataset_dir: str = "val_dataset_dir"
+    device: str = "device"
+    amp: str = "amp"
+
+    def items(self) -> list[tuple[str, str]]:
+        """(swarmd input, bundle variable) in INPUT_NAMES order: validation inputs after training ones."""
+        return [(name, getattr(self, name)) for name in INPUT_NAMES]
+
+    def renamed(self) -> dict[str, str]:
+        """The inputs mapped onto another name (what the task hash covers)."""
+        return {name: var for name, var in self.items() if var != name}
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -96,6 +126,7 @@ class Task:
     seed: int
     swarm: SwarmSettings
     privacy: PrivacySettings = PrivacySettings()
+    inputs: BundleInputs = BundleInputs()
 
     @property
     def hash(self) -> bytes:
@@ -168,6 +199,41 @@ def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
     _check(p.accountant in ACCOUNTANTS, f"privacy.accountant must be one of {', '.join(ACCOUNTANTS)}")
 
 
+def _parse_inputs(raw: object) -> BundleInputs:
+    """`[bundle]` (only `inputs` so far): each known input mapped to a MONAI config id."""
+    if not isinstance(raw, dict):
+        raise TaskError("[bundle] must be a table")
+    unknown = set(raw) - {"inputs"}
+    _check(not unknown, f"[bundle]: unknown key(s) {', '.join(sorted(unknown))}")
+    inputs = raw.get("inputs", {})
+    _check(isinstance(inputs, dict), "[bundle.inputs] must be a table")
+    bad = set(inputs) - set(INPUT_NAMES)
+    _check(
+        not bad,
+        f"[bundle.inputs]: unknown input(s) {', '.join(sorted(bad))}; swarmd sets {', '.join(INPUT_NAMES)}",
+    )
+    for key, var in inputs.items():
+        _check(
+            isinstance(var, str) and _CONFIG_ID.fullmatch(var) is not None,
+            f'[bundle.inputs].{key} must name a bundle config variable (e.g. "data_list_file_path" '
+            f'or "train#dataset#data"), got {var!r}',
+        )
+        _check(
+            var not in _SET_BY_MONAI_ALGO, f"[bundle.inputs].{key}: {var!r} is set by MONAI's runner itself"
+        )
+    mapped = BundleInputs(**inputs)
+    owners: dict[str, str] = {}
+    for key, var in mapped.items():
+        other = owners.setdefault(var, key)
+        # One variable may serve an input and its validation twin: the training workflow sets both
+        # to the same file, the evaluation workflow sets the validation one last.
+        _check(
+            other == key or other == key.removeprefix("val_"),
+            f"[bundle.inputs]: {other} and {key} both set {var!r}",
+        )
+    return mapped
+
+
 def _member(kind: type[Enum], value: object, name: str) -> Enum:
     """The member of `kind` whose value is `value` (a TOML string)."""
     choices = [str(m.value) for m in kind]
@@ -211,7 +277,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     task_raw = data.get("task")
     if not isinstance(task_raw, dict):
         raise TaskError("missing [task] table")
-    unknown = set(data) - {"task", "swarm", "privacy"}
+    unknown = set(data) - {"task", "swarm", "privacy", "bundle"}
     _check(not unknown, f"unknown section(s) {', '.join(sorted(unknown))}")
     allowed = {"name", "bundle", "train_config", "eval_config", "seed"}
     bad = set(task_raw) - allowed
@@ -237,6 +303,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     _check(isinstance(privacy_raw, dict), "[privacy] must be a table")
     privacy = _typed(PrivacySettings, privacy_raw, "privacy")
     _validate_privacy(privacy, swarm)
+    inputs = _parse_inputs(data.get("bundle", {}))
     return Task(
         name=task_raw["name"],
         root=root,
@@ -246,6 +313,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
         seed=seed,
         swarm=swarm,
         privacy=privacy,
+        inputs=inputs,
     )
 
 
@@ -295,6 +363,9 @@ def canonical_task(task: Task) -> bytes:
         "privacy": asdict(task.privacy),  # delta, the noise and the masking rules are part of the agreement
         "bundle": _bundle_digest(task.bundle),
     }
+    renamed = task.inputs.renamed()
+    if renamed:  # left out when empty, so tasks that map nothing keep the hash they had
+        doc["bundle_inputs"] = renamed
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 

@@ -41,6 +41,7 @@ def _register() -> None:
         "devnet_cmd",
         "data_cmd",
         "model_cmd",
+        "task_cmd",
         "status_cmd",
         "bench_cmd",
     ):

@@ -4,13 +4,16 @@ datalist validation, example bundles, demo data and baselines.
 The daemon uses `BundleTrainer` (initialize / train / evaluate / abort / finalize) and
 `initial_weights`; `check_private` is task validation for DP-SGD (Opacus-compatible layers) and
 `BundleTrainer.make_private` turns DP-SGD on; `generate_demo_data` writes synthetic multi-site data
-for demos and tests.
+for demos and tests. `check_task` is `swarm task check`: a bundle run once on a site's data, with the
+bundle contract (`BundleMismatch`: it does not read the data swarmd gives it) checked.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from swarmd.train.check import CheckReport, check_task
+from swarmd.train.contract import BundleMismatch
 from swarmd.train.data import (
     ImageInfo,
     inspect_image,
@@ -34,7 +37,9 @@ def example_task_file(name: str) -> Path:
 
 __all__ = [
     "BUNDLES_DIR",
+    "BundleMismatch",
     "BundleTrainer",
+    "CheckReport",
     "DemoData",
     "ImageInfo",
     "SiteData",
@@ -42,6 +47,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "check_private",
+    "check_task",
     "choose_device",
     "configure_threads",
     "example_task_file",

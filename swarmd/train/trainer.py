@@ -35,7 +35,8 @@ import torch
 from swarmd.errors import DataError, TrainingAborted, TrainingError
 from swarmd.task import Task, WeightKind
 from swarmd.train.bundle import BundleInfo, read_bundle_info
-from swarmd.train.data import quiet_monai, read_datalist, validate_datalist
+from swarmd.train.contract import Findings, check_count, check_names, refuse
+from swarmd.train.data import Datalist, quiet_monai, read_datalist, validate_datalist
 from swarmd.train.device import choose_device, configure_threads
 from swarmd.train.private import PrivateParts, make_private
 from swarmd.train.weights import Layout, check_finite, check_layout, detach_from, layout_of
@@ -89,11 +90,16 @@ def _loss_of(output: Any) -> float:
     """The loss of one iteration, whether the trainer decollates its output or not."""
     from monai.handlers import from_engine
 
-    (loss,) = from_engine(["loss"], first=True)(output)
+    loss = from_engine(["loss"], first=True)(
+        output
+    )  # a 1-tuple from a dict, the value from a decollated list
+    loss = loss[0] if isinstance(loss, tuple) else loss
     return float(loss.item() if isinstance(loss, torch.Tensor) else loss)
 
 
 def _batch_size(batch: Any) -> int:
+    if isinstance(batch, list):  # decollated (the engine's default): one dict per sample
+        return len(batch)
     image = batch.get("image") if isinstance(batch, dict) else None
     return int(image.shape[0]) if isinstance(image, torch.Tensor) else 0
 
@@ -114,8 +120,9 @@ class BundleTrainer(Trainer):
     """Runs `task.bundle` through MonaiAlgo on the datalist `data_list` (Decathlon JSON).
 
     The bundle exposes `datalist` and `dataset_dir` (and `val_datalist`, `val_dataset_dir`) as
-    config variables; swarmd points them at the site's files. Relative image paths in a datalist
-    start at the datalist's directory.
+    config variables, or the names the task's `[bundle.inputs]` maps them to; swarmd points them at
+    the site's files, and refuses a bundle that does not read them (`train.contract`). Relative
+    image paths in a datalist start at the datalist's directory.
     """
 
     def __init__(
@@ -151,10 +158,11 @@ class BundleTrainer(Trainer):
         self._failure: str | None = None
         self._batch_size = 0
         self._private: PrivateParts | None = None
+        self.contract = Findings()  # the bundle contract's warnings (known after initialize())
 
     @property
     def n_train(self) -> int:
-        """Entries in the site's training datalist (known after initialize())."""
+        """Training items the bundle loads, equal to the site's datalist's (known after initialize())."""
         return self._n_train
 
     @property
@@ -177,9 +185,15 @@ class BundleTrainer(Trainer):
             self.device = choose_device(self.device_pref)
             self.info = read_bundle_info(self.task.bundle)
             datalist = self._validate(self.data_list, "training")
-            self._n_train = len(datalist.items)
-            self._algo = self._build_algo(train=True, val_datalist=self.data_list)
+            self.contract = check_names(self.task, self._overrides(self.data_list), [self.data_list])
+            try:
+                self._algo = self._build_algo(train=True, val_datalist=self.data_list)
+            except TrainingError as exc:
+                refuse(self.task, self.contract, cause=exc)  # a bundle reading other data often fails so
+                raise
             trainer = self._algo.trainer
+            # The fedavg weight is what the bundle loads, checked to be the site's datalist.
+            self._n_train = check_count(self.task, trainer, datalist, self.contract)
             # One MonaiAlgo "local epoch" becomes exactly local_steps iterations; ignite restarts
             # the data iterator by itself when a small site's data runs out mid-round.
             trainer.state.epoch_length = self.task.swarm.local_steps
@@ -235,9 +249,9 @@ class BundleTrainer(Trainer):
                 target = Path(data_list).resolve() if data_list is not None else self.data_list
                 check_layout(weights, self._layout, "weights to evaluate")
                 check_finite(weights, "weights to evaluate")
-                self._validate(target, "validation")
+                datalist = self._validate(target, "validation")
                 self.phase = TrainPhase.EVALUATE
-                return self._run_eval(weights, target)
+                return self._run_eval(weights, datalist)
             finally:
                 self._done()
 
@@ -278,15 +292,17 @@ class BundleTrainer(Trainer):
         return datalist
 
     def _overrides(self, val_datalist: Path) -> dict[str, Any]:
+        """swarmd's inputs, set on the bundle variables `[bundle.inputs]` names (validation ones last)."""
         dev = self.device or torch.device("cpu")
-        return {
-            "device": f"$torch.device('{dev}')",
-            "amp": bool(self.amp and dev.type == "cuda"),
+        values = {
             "datalist": str(self.data_list),
             "dataset_dir": str(self.data_list.parent),
             "val_datalist": str(val_datalist),
             "val_dataset_dir": str(val_datalist.parent),
+            "device": f"$torch.device('{dev}')",
+            "amp": bool(self.amp and dev.type == "cuda"),
         }
+        return {var: values[name] for name, var in self.task.inputs.items()}
 
     def _build_algo(self, *, train: bool, val_datalist: Path) -> Any:
         from monai.fl.client import MonaiAlgo
@@ -394,10 +410,12 @@ class BundleTrainer(Trainer):
         metrics["samples_seen"] = float(self._samples)
         return metrics
 
-    def _evaluator_for(self, target: Path) -> Any:
+    def _evaluator_for(self, datalist: Datalist) -> Any:
+        target = datalist.path
         algo = self._evaluators.get(target)
         if algo is None:
             algo = self._build_algo(train=False, val_datalist=target)
+            check_count(self.task, algo.evaluator, datalist)  # evaluates the list it is given, all of it
             self._attach_eval(algo.evaluator)
             self._evaluators[target] = algo
         return algo
@@ -407,13 +425,14 @@ class BundleTrainer(Trainer):
 
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_eval_iteration)
 
-    def _run_eval(self, weights: dict[str, torch.Tensor], target: Path) -> dict[str, float]:
+    def _run_eval(self, weights: dict[str, torch.Tensor], datalist: Datalist) -> dict[str, float]:
         from monai.fl.utils.constants import WeightType
         from monai.fl.utils.exchange_object import ExchangeObject
 
         if self._abort.is_set():
             raise TrainingAborted("aborted before evaluation started")
-        algo = self._evaluator_for(target)
+        target = datalist.path
+        algo = self._evaluator_for(datalist)
         try:
             result = algo.evaluate(ExchangeObject(weights=weights, weight_type=WeightType.WEIGHTS))
         except Exception as exc:  # a bundle is arbitrary code; whatever it raises becomes one error

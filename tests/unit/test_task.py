@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from swarmd.errors import TaskError
-from swarmd.task import SwarmSettings, Task, WeightKind, canonical_task, load_task, parse_task
+from swarmd.task import BundleInputs, SwarmSettings, Task, WeightKind, canonical_task, load_task, parse_task
 
 TASK = {"name": "demo", "bundle": "bundle"}
 
@@ -203,3 +203,78 @@ def test_caches_and_hidden_files_do_not_change_the_hash(root: Path) -> None:
     (root / "bundle" / "__pycache__" / "x.pyc").write_bytes(b"\1")
     (root / "bundle" / ".DS_Store").write_bytes(b"\2")
     assert _parse(root).hash == base
+
+
+# --- [bundle.inputs]: swarmd's inputs mapped onto a bundle's own variable names ----------------------
+
+
+def _inputs(root: Path, inputs: object) -> Task:
+    return parse_task({"task": TASK, "bundle": {"inputs": inputs}}, root)
+
+
+def _inputs_error(root: Path, bundle: object) -> str:
+    with pytest.raises(TaskError) as exc:
+        parse_task({"task": TASK, "bundle": bundle}, root)
+    return str(exc.value)
+
+
+def test_bundle_inputs_default_to_swarmds_own_names_and_map_onto_the_bundles(root: Path) -> None:
+    assert _parse(root).inputs == BundleInputs()
+    assert BundleInputs().items()[0] == ("datalist", "datalist") and not BundleInputs().renamed()
+    zoo = _inputs(
+        root, {"datalist": "data_list_file_path", "dataset_dir": "data_root", "device": "train#device"}
+    )
+    assert zoo.inputs.datalist == "data_list_file_path" and zoo.inputs.dataset_dir == "data_root"
+    assert zoo.inputs.val_datalist == "val_datalist"  # what is not mapped keeps its name
+    assert zoo.inputs.renamed() == {
+        "datalist": "data_list_file_path",
+        "dataset_dir": "data_root",
+        "device": "train#device",
+    }
+    # One list serving both sections: an input and its validation twin may share a variable.
+    twins = _inputs(root, {"datalist": "data_list_file_path", "val_datalist": "data_list_file_path"})
+    assert twins.inputs.val_datalist == twins.inputs.datalist
+    # The shipped example parses as documented.
+    example = load_task(Path(__file__).parents[1] / "bundles" / "zoo_style.swarm.toml")
+    assert example.inputs.datalist == "data_list_file_path" and example.inputs.val_dataset_dir == "data_root"
+
+
+@pytest.mark.parametrize(
+    ("bundle", "message"),
+    [
+        (3, "[bundle] must be a table"),
+        ({"input": {}}, "[bundle]: unknown key(s) input"),
+        ({"inputs": "datalist"}, "[bundle.inputs] must be a table"),
+        (
+            {"inputs": {"data_list": "x"}},
+            "[bundle.inputs]: unknown input(s) data_list; swarmd sets datalist,",
+        ),
+        ({"inputs": {"datalist": 3}}, "[bundle.inputs].datalist must name a bundle config variable"),
+        ({"inputs": {"datalist": ""}}, "got ''"),
+        ({"inputs": {"datalist": "@data_list"}}, "got '@data_list'"),
+        ({"inputs": {"datalist": "data list"}}, "got 'data list'"),
+        ({"inputs": {"datalist": "$@x"}}, "got '$@x'"),
+        ({"inputs": {"datalist": "train#"}}, "got 'train#'"),
+        ({"inputs": {"datalist": {"id": "x"}}}, "must name a bundle config variable"),
+        ({"inputs": {"dataset_dir": "bundle_root"}}, "'bundle_root' is set by MONAI's runner itself"),
+        ({"inputs": {"datalist": "x", "dataset_dir": "x"}}, "datalist and dataset_dir both set 'x'"),
+        ({"inputs": {"device": "x", "amp": "x"}}, "device and amp both set 'x'"),
+        ({"inputs": {"datalist": "x", "val_dataset_dir": "x"}}, "datalist and val_dataset_dir both set 'x'"),
+    ],
+)
+def test_bad_bundle_inputs_are_named(root: Path, bundle: object, message: str) -> None:
+    assert message in _inputs_error(root, bundle)
+
+
+def test_bundle_inputs_change_the_hash_and_the_identity_mapping_does_not(root: Path) -> None:
+    base = _parse(root).hash
+    assert _inputs(root, {}).hash == base
+    assert _inputs(root, {"datalist": "datalist", "amp": "amp"}).hash == base  # written out = left out
+    mapped = _inputs(root, {"datalist": "data_list_file_path"})
+    assert mapped.hash != base
+    assert _inputs(root, {"datalist": "data_list"}).hash not in (base, mapped.hash)
+    assert b'"bundle_inputs":{"datalist":"data_list_file_path"}' in canonical_task(mapped)
+    toml = _write(
+        root, '[task]\nname = "demo"\nbundle = "bundle"\n[bundle.inputs]\ndatalist = "data_list_file_path"\n'
+    )
+    assert load_task(toml).hash == mapped.hash
