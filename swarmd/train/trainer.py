@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from swarmd.errors import DataError, TrainingAborted, TrainingError
+from swarmd.scores import Scores, label_classes, scores_of
 from swarmd.task import Task, WeightKind
 from swarmd.train.bundle import BundleInfo, read_bundle_info
 from swarmd.train.data import quiet_monai, read_datalist, validate_datalist
@@ -74,9 +75,7 @@ class Trainer(ABC):
     def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult: ...
 
     @abstractmethod
-    def evaluate(
-        self, weights: dict[str, torch.Tensor], data_list: Path | None = None
-    ) -> dict[str, float]: ...
+    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores: ...
 
     @abstractmethod
     def abort(self) -> None: ...
@@ -227,17 +226,18 @@ class BundleTrainer(Trainer):
             finally:
                 self._done()
 
-    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> dict[str, float]:
-        """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own)."""
+    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores:
+        """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own); a
+        metric the split cannot define (AUC on one class) is reported as its reason, not dropped."""
         with self._busy:
             try:
                 self._require_ready()
                 target = Path(data_list).resolve() if data_list is not None else self.data_list
                 check_layout(weights, self._layout, "weights to evaluate")
                 check_finite(weights, "weights to evaluate")
-                self._validate(target, "validation")
+                classes = label_classes(self._validate(target, "validation").items)
                 self.phase = TrainPhase.EVALUATE
-                return self._run_eval(weights, target)
+                return scores_of(self._run_eval(weights, target), n_classes=classes)
             finally:
                 self._done()
 
@@ -407,7 +407,7 @@ class BundleTrainer(Trainer):
 
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_eval_iteration)
 
-    def _run_eval(self, weights: dict[str, torch.Tensor], target: Path) -> dict[str, float]:
+    def _run_eval(self, weights: dict[str, torch.Tensor], target: Path) -> dict[str, Any]:
         from monai.fl.utils.constants import WeightType
         from monai.fl.utils.exchange_object import ExchangeObject
 
@@ -420,4 +420,4 @@ class BundleTrainer(Trainer):
             raise TrainingError(f"evaluation on {target} failed: {type(exc).__name__}: {exc}") from exc
         if self._abort.is_set():
             raise TrainingAborted("aborted")
-        return _finite_floats(dict(result.metrics or {}))
+        return dict(result.metrics or {})
