@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console
+from swarmd.scores import Scores, fmt_score
 
 if TYPE_CHECKING:
     from swarmd.ledger import RoundInfo
@@ -115,8 +116,8 @@ def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_tot
         if st is None:
             t.add_row(name, "-", "[dim]starting[/]", "", "", "", "", "")
             continue
-        metric = ", ".join(f"{k}={v:.3f}" for k, v in st["metrics"].items())
-        base = ", ".join(f"{v:.3f}" for v in st["baseline"].values())
+        metric = ", ".join(f"{k}={fmt_score(v)}" for k, v in st["metrics"].items())
+        base = ", ".join(fmt_score(v) for v in st["baseline"].values())
         t.add_row(
             name,
             str(st["round"]),
@@ -193,8 +194,8 @@ def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float) -> None:
             console.line()
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
+def _fmt(metrics: Scores) -> str:
+    return ", ".join(f"{k} {fmt_score(v)}" for k, v in metrics.items()) or "-"
 
 
 def _spent_epsilon(rounds: list[RoundInfo], sites: list[str]) -> list[str]:
@@ -207,13 +208,15 @@ def _spent_epsilon(rounds: list[RoundInfo], sites: list[str]) -> list[str]:
 
 def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
     """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone."""
-    from swarmd.cli.ledger_cmd import rounds_table
+    from swarmd.cli.rounds_view import rounds_summary, rounds_table
     from swarmd.ledger import Ledger
     from swarmd.ops.report import plot_rounds, site_outcomes
+    from swarmd.task import load_task
 
     ledger = Ledger(consortium.rpc_url, consortium.contract)
     rounds = ledger.rounds()
     console.print(rounds_table(rounds))
+    console.print(rounds_summary(rounds, load_task(consortium.task).swarm.rounds), highlight=False)
     if local_baseline:
         console.print("training each site alone for the same number of steps, for comparison...")
     outcomes = site_outcomes(consortium, local_baseline=local_baseline, workdir=consortium.root / "baselines")
@@ -232,7 +235,11 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
         t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", eps, _fmt(o.local_only))
     console.print(t)
     journals = [s.journal for s in consortium.sites]
-    png = plot_rounds(rounds, ledger.members(), journals, consortium.root / "swarm.png")
+    names = {s.address: s.name for s in consortium.sites}
+    alone = {o.name: o.alone_curve for o in outcomes if o.alone_curve}
+    png = plot_rounds(
+        rounds, ledger.members(), journals, consortium.root / "swarm.png", names=names, alone=alone
+    )
     console.print(f"plot: {png}")
 
 
