@@ -43,6 +43,7 @@ def _register() -> None:
         "model_cmd",
         "status_cmd",
         "bench_cmd",
+        "chain_cmd",
     ):
         try:
             module = importlib.import_module(f"swarmd.cli.{name}")
