@@ -22,7 +22,7 @@ def besu_kit_cmd(
         [], "--host", help="Each node's host as the others reach it, once per node (default: 127.0.0.1)."
     ),
     chain_id: int = typer.Option(
-        1337, "--chain-id", min=1, help="The chain id (site.toml's chain needs it)."
+        1337, "--chain-id", min=1, help="The chain id (unique to this network; wallets sign for it)."
     ),
     block_period: int = typer.Option(2, "--block-period", help="Seconds per block."),
     fund: list[str] = typer.Option([], "--fund", help="An account genesis gives ether to (repeat per site)."),
