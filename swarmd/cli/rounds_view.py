@@ -19,6 +19,10 @@ def _span(numbers: list[int]) -> str:
     return ", ".join(map(str, numbers))
 
 
+def _rounds(n: int) -> str:
+    return f"{n} round" + ("" if n == 1 else "s")
+
+
 def rounds_summary(infos: list[RoundInfo], rounds_total: int | None = None) -> str:
     """Round numbering in words: rounds count from 0, so a task of 10 rounds ends with round 9's model
     and leaves round 10 open on chain, untrained. E.g. "10 rounds finalized (0-9); final model: round 9;
@@ -27,9 +31,7 @@ def rounds_summary(infos: list[RoundInfo], rounds_total: int | None = None) -> s
 
     done = [i.round for i in infos if i.status is RoundStatus.FINALIZED]
     dropped = [i.round for i in infos if i.status is RoundStatus.ABANDONED]
-    parts = [
-        f"{len(done)} round{'' if len(done) == 1 else 's'} finalized" + (f" ({_span(done)})" if done else "")
-    ]
+    parts = [f"{_rounds(len(done))} finalized" + (f" ({_span(done)})" if done else "")]
     if dropped:
         parts.append(f"{len(dropped)} abandoned ({_span(dropped)})")
     if done:
@@ -41,7 +43,8 @@ def rounds_summary(infos: list[RoundInfo], rounds_total: int | None = None) -> s
     if last is not None and last.status in (RoundStatus.OPEN, RoundStatus.ELECTED):
         text = f"round {last.round} {last.status.name.lower()}"
         if rounds_total is not None and last.round >= rounds_total:
-            text += f" (the task has {rounds_total} rounds, 0-{rounds_total - 1}: no site trains it)"
+            task_rounds = _span(list(range(rounds_total)))
+            text += f" (the task has {_rounds(rounds_total)}, {task_rounds}: no site trains it)"
         parts.append(text)
     return "; ".join(parts)
 

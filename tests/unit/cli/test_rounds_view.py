@@ -32,3 +32,11 @@ def test_before_any_round_finalizes() -> None:
     assert rounds_summary([_round(0, RoundStatus.OPEN)], 5) == (
         "0 rounds finalized; no merged model yet (initial model only); round 0 open"
     )
+
+
+def test_one_round_reads_in_the_singular() -> None:
+    infos = [_round(0, RoundStatus.FINALIZED), _round(1, RoundStatus.OPEN)]
+    assert rounds_summary(infos, 1) == (
+        "1 round finalized (0); final model: round 0; "
+        "round 1 open (the task has 1 round, 0: no site trains it)"
+    )
