@@ -50,3 +50,6 @@ def test_the_summary_as_json(devnet, tmp_path, capsys) -> None:
         ("site-b", {"auc": "one class"}, "-"),
     ]
     assert Path(doc["plot"]).stat().st_size > 0
+    print_summary(consortium, local_baseline=False)  # the tables, as the demo prints them
+    text = " ".join(capsys.readouterr().out.split())
+    assert "round 0 open" in text and "auc n/a (one class)" in text and "plot:" in text
