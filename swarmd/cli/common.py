@@ -9,13 +9,36 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from swarmd.errors import SwarmError, exit_code
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide enough for any table swarm prints; a table is as wide as its content, never this wide.
+UNBOUNDED_WIDTH = 1000
+
+
+class WideConsole(Console):
+    """A console that never cuts a table to fit 80 columns when it writes to a log or a pipe.
+
+    On a terminal it fits the terminal, as rich does; elsewhere the width is COLUMNS when that is set,
+    else unbounded: CI logs and `swarm ... | grep` keep every column whole ("finalized", not "finaliz…").
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is not None or self.is_terminal or "COLUMNS" in self._environ:
+            return size
+        return ConsoleDimensions(UNBOUNDED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = WideConsole()
+err_console = WideConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from swarmd.cli.common import cli_errors, console
+from swarmd.cli.common import cli_errors, console, print_json
 from swarmd.errors import StoreError
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def demo_data(
     png_preview: bool = typer.Option(
         False, "--png-preview", help="Also write preview.png with examples per site."
     ),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write non-IID synthetic sites: images, one Decathlon datalist per site, a held-out test set."""
     from swarmd.train.demodata import DEFAULT_SIZES, generate_demo_data, preview_images
@@ -82,11 +84,14 @@ def demo_data(
             )
         except OSError as exc:  # the output folder: not creatable, not writable, disk full
             raise StoreError(f"cannot write demo data under {out}: {exc.strerror or exc}") from None
-        console.print(_summary(demo))
-        console.print(f"site datalists: {out}/site-N/datalist.json   held-out test: {demo.test_datalist}")
-        if png_preview:
-            path = preview_images(demo, out / "preview.png")
-            console.print(f"preview: {path}")
+        preview = preview_images(demo, out / "preview.png") if png_preview else None
+    if json_out:
+        print_json({**asdict(demo), "preview": preview})
+        return
+    console.print(_summary(demo))
+    console.print(f"site datalists: {out}/site-N/datalist.json   held-out test: {demo.test_datalist}")
+    if preview is not None:
+        console.print(f"preview: {preview}")
 
 
 def register(app: typer.Typer) -> None:

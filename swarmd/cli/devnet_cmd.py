@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from swarmd.cli.common import cli_errors, console
+from swarmd.cli.common import cli_errors, console, err_console, print_json
+from swarmd.scores import Scores, fmt_score
 
 if TYPE_CHECKING:
-    from swarmd.ledger import RoundInfo
+    from swarmd.ledger import Ledger, RoundInfo
     from swarmd.ops import DemoData, LocalConsortium, LocalSwarm, OwnData
+    from swarmd.ops.report import SiteOutcome
 
 devnet_app = typer.Typer(help="A local anvil chain with N provisioned sites.", no_args_is_help=True)
 
@@ -246,8 +249,8 @@ def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_tot
         if st is None:
             t.add_row(name, "-", "[dim]starting[/]", "", "", "", "", "")
             continue
-        metric = ", ".join(f"{k}={v:.3f}" for k, v in st["metrics"].items())
-        base = ", ".join(f"{v:.3f}" for v in st["baseline"].values())
+        metric = ", ".join(f"{k}={fmt_score(v)}" for k, v in st["metrics"].items())
+        base = ", ".join(fmt_score(v) for v in st["baseline"].values())
         t.add_row(
             name,
             str(st["round"]),
@@ -285,6 +288,7 @@ def run(
     dp_epsilon: float = typer.Option(
         0.0, "--dp-epsilon", min=0.0, help="Train with DP-SGD to this epsilon over the run (0: no DP)."
     ),
+    json_out: bool = typer.Option(False, "--json", help="Progress on stderr; the summary as JSON on stdout."),
 ) -> None:
     """Start a devnet (if none is up) and its daemons; show live progress until every round is done."""
     from swarmd.task import load_task
@@ -295,8 +299,8 @@ def run(
         with console.status("provisioning the sites (unless a devnet is up) and starting them..."):
             swarm = stack.enter_context(_swarm(root, path, block_time, demo, sites, start=True, keep=keep))
         rounds_total = load_task(swarm.consortium.task).swarm.rounds
-        _follow(swarm, rounds_total, timeout)
-        print_summary(swarm.consortium, local_baseline=local_baseline)
+        _follow(swarm, rounds_total, timeout, err_console if json_out else console)
+        print_summary(swarm.consortium, local_baseline=local_baseline, json_out=json_out)
 
 
 def _privacy(secure_aggregation: bool, dp_epsilon: float) -> dict[str, Any]:
@@ -309,11 +313,11 @@ def _privacy(secure_aggregation: bool, dp_epsilon: float) -> dict[str, Any]:
     return privacy
 
 
-def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float) -> None:
+def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float, out: Console) -> None:
     """Live progress until every site is done; DaemonError when a daemon exits or on `timeout`."""
     names = [d.name for d in swarm.daemons]
     try:
-        with Live(progress_table([], rounds_total), console=console, refresh_per_second=2) as live:
+        with Live(progress_table([], rounds_total), console=out, refresh_per_second=2) as live:
             swarm.wait_done(
                 timeout,
                 interval=1.0,
@@ -322,12 +326,12 @@ def _follow(swarm: LocalSwarm, rounds_total: int, timeout: float) -> None:
                 ),
             )
     finally:
-        if not console.is_terminal:  # rich's Live leaves its last frame without a newline in a log
-            console.line()
+        if not out.is_terminal:  # rich's Live leaves its last frame without a newline in a log
+            out.line()
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "-"
+def _fmt(metrics: Scores) -> str:
+    return ", ".join(f"{k} {fmt_score(v)}" for k, v in metrics.items()) or "-"
 
 
 def _spent_epsilon(rounds: list[RoundInfo], sites: list[str]) -> list[str]:
@@ -338,19 +342,31 @@ def _spent_epsilon(rounds: list[RoundInfo], sites: list[str]) -> list[str]:
     return [f"{last[a.lower()]:.2f}" if a.lower() in last else "-" for a in sites]
 
 
-def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
-    """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone."""
-    from swarmd.cli.ledger_cmd import rounds_table
+def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out: bool = False) -> None:
+    """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone (as JSON on
+    stdout with `json_out`)."""
+    from swarmd.cli.rounds_view import rounds_summary, rounds_table
     from swarmd.ledger import Ledger
-    from swarmd.ops.report import plot_rounds, site_outcomes
+    from swarmd.ops.report import site_outcomes
+    from swarmd.task import load_task
 
     ledger = Ledger(consortium.rpc_url, consortium.contract)
     rounds = ledger.rounds()
-    console.print(rounds_table(rounds))
+    numbering = rounds_summary(rounds, load_task(consortium.task).swarm.rounds)
+    if not json_out:
+        console.print(rounds_table(rounds))
+        console.print(numbering, highlight=False)
     if local_baseline:
-        console.print("training each site alone for the same number of steps, for comparison...")
+        (err_console if json_out else console).print("training each site alone for comparison...")
     outcomes = site_outcomes(consortium, local_baseline=local_baseline, workdir=consortium.root / "baselines")
     spent = _spent_epsilon(rounds, [s.address for s in consortium.sites])
+    if json_out:
+        png = _plot(consortium, ledger, rounds, outcomes)
+        sites = [{**asdict(o), "epsilon_spent": eps} for o, eps in zip(outcomes, spent, strict=True)]
+        print_json(
+            {"rounds": [i.to_json() for i in rounds], "numbering": numbering, "sites": sites, "plot": png}
+        )
+        return
     t = Table(title="held-out test set (never trained on)")
     for col in (
         "site",
@@ -364,9 +380,21 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool) -> None:
     for o, eps in zip(outcomes, spent, strict=True):
         t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", eps, _fmt(o.local_only))
     console.print(t)
+    console.print(f"plot: {_plot(consortium, ledger, rounds, outcomes)}")
+
+
+def _plot(
+    consortium: LocalConsortium, ledger: Ledger, rounds: list[RoundInfo], outcomes: list[SiteOutcome]
+) -> Path:
+    """The demo's plot: the swarm's and each site's local-only curves, leaders by site name."""
+    from swarmd.ops.report import plot_rounds
+
+    names = {s.address: s.name for s in consortium.sites}
+    alone = {o.name: o.alone_curve for o in outcomes if o.alone_curve}
     journals = [s.journal for s in consortium.sites]
-    png = plot_rounds(rounds, ledger.members(), journals, consortium.root / "swarm.png")
-    console.print(f"plot: {png}")
+    return plot_rounds(
+        rounds, ledger.members(), journals, consortium.root / "swarm.png", names=names, alone=alone
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console, print_json
+from swarmd.cli.rounds_view import mode_text, rounds_summary, rounds_table
 from swarmd.errors import ConfigError, UsageError
 
 ledger_app = typer.Typer(
@@ -50,8 +51,23 @@ def _ledger(config: Path | None, rpc: str | None, contract: str | None, devnet: 
     return Ledger(c.rpc_url, c.contract)
 
 
-def _short(h: bytes | None) -> str:
-    return "-" if not h else "0x" + h.hex()[:12] + ".."
+def _task_rounds(config: Path | None, rpc: str | None, devnet: Path) -> int | None:
+    """The task's number of rounds, where the task file is at hand (the chain does not record it)."""
+    from swarmd.errors import SwarmError
+    from swarmd.task import load_task
+
+    try:
+        if config is not None:
+            from swarmd.config import load_config
+
+            return load_task(load_config(config).site.task).swarm.rounds
+        if rpc is None:
+            from swarmd.ops import LocalConsortium
+
+            return load_task(LocalConsortium.load(devnet).task).swarm.rounds
+    except SwarmError:
+        pass  # the summary then speaks of the latest model, not the final one
+    return None
 
 
 @ledger_app.command()
@@ -76,31 +92,6 @@ def members(
     console.print(t)
 
 
-def _mode(info) -> str:
-    return f"secure aggregation ({info.key_count} keys)" if info.secure_aggregation else "plain"
-
-
-def rounds_table(infos) -> Table:
-    t = Table(title="rounds")
-    cols = ("round", "status", "mode", "leader", "term", "commits", "samples", "included", "recovered")
-    for col in (*cols, "merged model"):
-        t.add_column(col)
-    for i in infos:
-        t.add_row(
-            str(i.round),
-            i.status.name.lower(),
-            _mode(i),
-            (i.leader or "-")[:12],
-            str(i.term),
-            str(len(i.commits)),
-            str(sum(c.n_samples for c in i.commits)),
-            str(len(i.included)),
-            ", ".join(a[:10] for a in i.recovered) or "-",
-            _short(i.merged_hash),
-        )
-    return t
-
-
 @ledger_app.command()
 def rounds(
     config: Path | None = ConfigOpt,
@@ -113,10 +104,12 @@ def rounds(
     recovered sites, the merged model."""
     with cli_errors():
         infos = _ledger(config, rpc, contract, devnet).rounds()
+        total = _task_rounds(config, rpc, devnet)
     if json_out:
         print_json([i.to_json() for i in infos])
     else:
         console.print(rounds_table(infos))
+        console.print(rounds_summary(infos, total), highlight=False)
 
 
 @ledger_app.command("round")
@@ -146,7 +139,7 @@ def round_(
         eps = "-" if c.epsilon is None else f"{c.epsilon:.3f}"
         t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), eps, str(c.block), where)
     console.print(t)
-    console.print(f"mode: {_mode(info)}")
+    console.print(f"mode: {mode_text(info)}")
     console.print(f"base model: 0x{info.base_hash.hex()}")
     if info.failed_leaders:
         console.print(f"failed leaders: {', '.join(info.failed_leaders)}")
@@ -364,12 +357,14 @@ def plot(
 
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
+        names: dict[str, str] = {}
         if not journals:
             from swarmd.ops import LocalConsortium
 
             c = LocalConsortium.load(devnet)
             journals = [s.journal for s in c.sites]
-        path = plot_rounds(ledger.rounds(), ledger.members(), journals, out)
+            names = {s.address: s.name for s in c.sites}  # leaders by site name, not account
+        path = plot_rounds(ledger.rounds(), ledger.members(), journals, out, names=names)
     console.print(f"wrote {path}")
 
 

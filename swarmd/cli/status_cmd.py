@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console, print_json
+from swarmd.scores import fmt_score
 
 
 def status(
@@ -39,8 +40,8 @@ def status(
     t.add_row("last merged", f"round {st['last_merged_round']} {st['last_merged_hash'][:18]}")
     t.add_row("samples", str(st["n_samples"]))
     t.add_row("loss", "-" if st["last_loss"] is None else f"{st['last_loss']:.4f}")
-    t.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in st["metrics"].items()) or "-")
-    t.add_row("baseline", ", ".join(f"{k}={v:.4f}" for k, v in st["baseline"].items()) or "-")
+    t.add_row("metrics", ", ".join(f"{k}={fmt_score(v, 4)}" for k, v in st["metrics"].items()) or "-")
+    t.add_row("baseline", ", ".join(f"{k}={fmt_score(v, 4)}" for k, v in st["baseline"].items()) or "-")
     spent = " [yellow](budget spent: not committing, still serving)[/]" if st.get("budget_spent") else ""
     t.add_row("epsilon", ("-" if st["epsilon"] is None else f"{st['epsilon']:.3f}") + spent)
     problems = st.get("problems", [])

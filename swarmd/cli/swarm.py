@@ -44,6 +44,7 @@ def _register() -> None:
         "task_cmd",
         "status_cmd",
         "bench_cmd",
+        "chain_cmd",
     ):
         try:
             module = importlib.import_module(f"swarmd.cli.{name}")

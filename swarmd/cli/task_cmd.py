@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from swarmd.cli.common import cli_errors, console, err_console, print_json
+from swarmd.scores import fmt_score
 
 task_app = typer.Typer(
     help="Check a task (swarm.toml and its bundle) against a site's data.", no_args_is_help=True
@@ -45,7 +46,7 @@ def check(
     if as_json:
         print_json(asdict(report))
         return
-    metrics = ", ".join(f"{k} = {v:.4g}" for k, v in report.metrics.items()) or (
+    metrics = ", ".join(f"{k} = {fmt_score(v)}" for k, v in report.metrics.items()) or (
         "none finite (e.g. an AUC on one class)"
     )
     rows = [

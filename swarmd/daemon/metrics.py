@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from swarmd.errors import ConfigError, DaemonError
+from swarmd.scores import Score, as_number
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,10 @@ class Metrics:
         self.epsilon.set(epsilon)
         self.budget_spent.set(1 if budget_spent else 0)
 
-    def model_metrics(self, values: Mapping[str, float]) -> None:
+    def model_metrics(self, values: Mapping[str, Score]) -> None:
+        # An undefined metric (AUC on one class) is NaN, so the series stays visible instead of vanishing.
         for name, value in values.items():
-            self.model_metric.labels(name=self._metric_name(name)).set(value)
+            self.model_metric.labels(name=self._metric_name(name)).set(as_number(value))
 
     def transport_hook(self, direction: str, nbytes: int) -> None:
         """Count bytes moved by the transport; `direction` is "in" or "out"."""

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from swarmd.scores import Scores
 from swarmd.train.trainer import TrainResult
 from swarmd.transport import Limits, PeerId, SecAggTopic, Verdict
 
@@ -55,8 +56,6 @@ class Trainer(Protocol):
 
     def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult: ...
 
-    def evaluate(
-        self, weights: dict[str, torch.Tensor], data_list: Path | None = None
-    ) -> dict[str, float]: ...
+    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores: ...
 
     def abort(self) -> None: ...

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from swarmd.codec import Digest
+from swarmd.scores import Scores
 
 log = logging.getLogger("swarmd.state")
 REPAIRED_KEPT = 16  # repaired problems `swarm status` still lists, newest last
@@ -108,8 +109,8 @@ class DaemonState:
     last_merged_hash: Digest | None = None
     n_samples: int = 0
     last_loss: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
+    metrics: Scores = field(default_factory=dict)  # an undefined metric holds its reason ("one class")
+    baseline: Scores = field(default_factory=dict)
     epsilon: float | None = None  # differential privacy spent; None when the task has no DP
     budget_spent: bool = False  # one more round would pass the task's epsilon budget: no more commits
     rounds_total: int = 0

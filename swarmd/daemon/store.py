@@ -32,6 +32,7 @@ from swarmd.codec import Digest
 from swarmd.daemon.state import ProblemKind, Problems
 from swarmd.errors import CodecError, JournalError
 from swarmd.fsutil import DiskFullError, atomic_write_text, quarantine
+from swarmd.scores import Score, Scores, parse_scores
 
 log = logging.getLogger("swarmd.store")
 
@@ -74,7 +75,7 @@ class RoundRecord:
     delivered_term: int = -1  # last term whose leader accepted our update
     led: bool = False
     merged_hash: Digest | None = None  # the round's finalized model, once we hold it
-    metrics: dict[str, float] = field(default_factory=dict)  # evaluation of merged_hash on our held-out data
+    metrics: Scores = field(default_factory=dict)  # evaluation of merged_hash on our held-out data
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of this round
     # Unix time this site first entered each phase of this round: `swarm bench round` lines sites up
     # against each other with it to split a round along its critical path.
@@ -97,6 +98,7 @@ class RoundRecord:
         for key in _HASH_FIELDS:
             fields[key] = _digest(fields.get(key, ""))
         fields["received"] = {str(s): _digest(h) for s, h in fields.get("received", {}).items()}
+        fields["metrics"] = parse_scores(fields.get("metrics", {}))
         return cls(**fields)
 
 
@@ -122,7 +124,7 @@ class Journal:
 
     path: Path
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)  # metrics of the initial model
+    baseline: Scores = field(default_factory=dict)  # metrics of the initial model
     read_only: bool = field(default=False, repr=False)
     problems: Problems | None = field(default=None, repr=False, compare=False)
 
@@ -135,7 +137,7 @@ class Journal:
             if doc.get("v") != JOURNAL_VERSION:
                 raise JournalError(f"{path}: journal version {doc.get('v')!r} is not supported")
             rounds = {int(k): RoundRecord.from_json(v) for k, v in doc.get("rounds", {}).items()}
-            baseline = {str(k): float(v) for k, v in doc.get("baseline", {}).items()}
+            baseline = parse_scores(doc.get("baseline", {}))
         except (OSError, ValueError, TypeError, AttributeError, CodecError) as exc:
             raise JournalError(
                 f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain"
@@ -183,12 +185,12 @@ class Journal:
             self.rounds[r] = rec
             return rec
 
-    def set_baseline(self, metrics: dict[str, float]) -> None:
+    def set_baseline(self, metrics: Scores) -> None:
         with self._lock:
             self._save(self.rounds, dict(metrics))
             self.baseline = dict(metrics)
 
-    def _save(self, rounds: Mapping[int, RoundRecord], baseline: dict[str, float]) -> None:
+    def _save(self, rounds: Mapping[int, RoundRecord], baseline: Scores) -> None:
         if self.read_only:
             raise JournalError(f"{self.path}: this journal was opened read-only")
         doc = {
@@ -212,17 +214,18 @@ class Journal:
         """Every round this site journaled, in round order."""
         return [self.rounds[r] for r in sorted(self.rounds)]
 
-    def metric_series(self) -> dict[str, list[tuple[int, float]]]:
-        """metric name -> [(round, value)], with the initial model's score as round -1."""
-        out: dict[str, list[tuple[int, float]]] = {}
+    def metric_series(self) -> dict[str, list[tuple[int, Score]]]:
+        """metric name -> [(round, value)], with the initial model's score as round -1; an undefined
+        value is its reason."""
+        out: dict[str, list[tuple[int, Score]]] = {}
         for name, value in self.baseline.items():
             out.setdefault(name, []).append((-1, value))
         for rec in self.records():
             for name, value in rec.metrics.items():
-                out.setdefault(name, []).append((rec.round, float(value)))
+                out.setdefault(name, []).append((rec.round, value))
         return out
 
-    def final_metrics(self) -> dict[str, float]:
+    def final_metrics(self) -> Scores:
         """The scores of the last evaluated merged model ({} when none was evaluated)."""
         return next((dict(rec.metrics) for rec in reversed(self.records()) if rec.metrics), {})
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from swarmd.checkpoint import CheckpointStore, save_file
 from swarmd.config import SiteConfig
 from swarmd.errors import CheckpointError, StoreError, UsageError
@@ -33,23 +35,30 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
         )
     state = store.get(info.merged_hash)  # verifies the content hash on load
     spent = model_epsilon([ledger.round(r) for r in range(round_number + 1)], round_number)
+    provenance = (
+        f"task {task.hash_hex}\ncontract {ledger.address}\nround {round_number}\n"
+        f"merged_model 0x{info.merged_hash.hex()}\nincluded {' '.join(info.included)}\n"
+        f"mode {info.mode.replace(' ', '_')}\nrecovered {' '.join(info.recovered)}\n"
+        f"max_epsilon {'none' if spent.epsilon is None else f'{spent.epsilon:.3f} {spent.site}'}\n"
+        f"sites_without_dp {' '.join(spent.without_dp)}\n"
+    )
+    return write_bundle(task.bundle, state, out, provenance)
+
+
+def write_bundle(bundle: Path, state: dict[str, torch.Tensor], out: Path, provenance: str) -> Path:
+    """A copy of `bundle` at `out` holding `state` as models/model.safetensors (what its
+    configs/inference.json loads) and SWARM_PROVENANCE.txt; written whole or not at all."""
     if out.exists():
         raise UsageError(f"{out} already exists; choose a new directory")
     tmp = out.with_name(f".{out.name}.partial")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(task.bundle, tmp, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        shutil.copytree(bundle, tmp, ignore=shutil.ignore_patterns("__pycache__", ".*"))
         models = tmp / "models"
         models.mkdir(exist_ok=True)
         # safetensors only: the bundles' inference.json loads it, and nobody is handed a pickle.
         save_file(state, models / "model.safetensors")
-        (tmp / "SWARM_PROVENANCE.txt").write_text(
-            f"task {task.hash_hex}\ncontract {ledger.address}\nround {round_number}\n"
-            f"merged_model 0x{info.merged_hash.hex()}\nincluded {' '.join(info.included)}\n"
-            f"mode {info.mode.replace(' ', '_')}\nrecovered {' '.join(info.recovered)}\n"
-            f"max_epsilon {'none' if spent.epsilon is None else f'{spent.epsilon:.3f} {spent.site}'}\n"
-            f"sites_without_dp {' '.join(spent.without_dp)}\n"
-        )
+        (tmp / "SWARM_PROVENANCE.txt").write_text(provenance)
         tmp.rename(out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

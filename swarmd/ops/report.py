@@ -4,47 +4,127 @@ chain's rounds, as a plot and as each site's held-out scores."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from swarmd.daemon.store import Journal
 from swarmd.ledger import Member, RoundInfo
 from swarmd.ops.consortium import LocalConsortium
+from swarmd.scores import Score, Scores, fmt_score, is_defined
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
-def plot_rounds(
-    rounds: Sequence[RoundInfo], members: Sequence[Member], journals: Sequence[Path], out: Path
-) -> Path:
-    """Each site's held-out metric per round (from its journal) over who led each round (from the chain)."""
+Curve = Sequence[tuple[int, Scores]]  # (round, scores) of one model line
+
+
+def _series(curve: Curve) -> dict[str, list[tuple[int, Score]]]:
+    out: dict[str, list[tuple[int, Score]]] = {}
+    for r, scores in curve:
+        for name, value in scores.items():
+            out.setdefault(name, []).append((r, value))
+    return out
+
+
+def _draw_line(ax: Axes, points: list[tuple[int, Score]], label: str, **style: Any) -> None:
+    """One metric's line; rounds where it is undefined are crosses at the foot of the axis, labelled
+    with the reason ("n/a (one class)"), so a site never silently drops out of the plot."""
+    defined = [(r, float(v)) for r, v in points if is_defined(v)]
+    line = None
+    if defined:
+        xs, ys = zip(*defined, strict=True)
+        (line,) = ax.plot(xs, ys, label=label, **style)
+    missing = [(r, v) for r, v in points if not is_defined(v)]
+    if missing:
+        reasons = sorted({fmt_score(v) for _, v in missing})
+        ax.scatter(
+            [r for r, _ in missing],
+            [0.02] * len(missing),
+            marker="x",
+            color=line.get_color() if line is not None else style.get("color"),
+            transform=ax.get_xaxis_transform(),  # x in rounds, y in axis fraction: visible at any scale
+            label=f"{label}: {', '.join(reasons)}",
+            clip_on=False,
+        )
+
+
+def draw_rounds(
+    rounds: Sequence[RoundInfo],
+    members: Sequence[Member],
+    journals: Sequence[Path],
+    *,
+    names: Mapping[str, str] | None = None,
+    alone: Mapping[str, Curve] | None = None,
+) -> Figure:
+    """The figure of `plot_rounds`: the swarm's held-out metric per round (from each site's journal; sites
+    whose lines coincide, as on a shared test set, are drawn once), each site's local-only curve beside
+    it (`alone`: site name -> curve), and each round's leader by site name (`names`: account -> name)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_metric, ax_lead) = plt.subplots(2, 1, figsize=(8, 6), height_ratios=[3, 1], sharex=True)
+    fig, (ax_metric, ax_lead) = plt.subplots(2, 1, figsize=(9, 6), height_ratios=[3, 1], sharex=True)
+    swarm_lines: dict[str, list[str]] = {}  # the series, as text -> the sites that drew it
+    series_of: dict[str, dict[str, list[tuple[int, Score]]]] = {}
     for path in journals:
         series = Journal.read(path).metric_series()
-        site = path.parent.parent.name
-        for name, points in series.items():
-            xs, ys = zip(*points, strict=True)
-            ax_metric.plot(xs, ys, marker="o", label=f"{site} {name}")
-    ax_metric.set_ylabel("held-out metric of the merged model")
-    ax_metric.set_title("swarm learning progress (round -1: initial model)")
+        key = repr(sorted(series.items()))
+        swarm_lines.setdefault(key, []).append(path.parent.parent.name)
+        series_of[key] = series
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (key, sites) in enumerate(swarm_lines.items()):
+        who = ", ".join(sites) if len(sites) < len(journals) or len(journals) == 1 else "every site"
+        for name, points in series_of[key].items():
+            _draw_line(ax_metric, points, f"swarm {name} ({who})", marker="o", color=colors[i % len(colors)])
+    for j, (site, curve) in enumerate((alone or {}).items()):
+        color = colors[(len(swarm_lines) + j) % len(colors)]
+        for name, points in _series(curve).items():
+            _draw_line(ax_metric, points, f"{site} alone {name}", linestyle="--", marker=".", color=color)
+    ax_metric.set_ylabel("held-out metric")
+    ax_metric.set_title("swarm vs each site alone (round -1: initial model)")
     ax_metric.grid(alpha=0.3)
-    if journals:
+    if ax_metric.get_legend_handles_labels()[0]:
         ax_metric.legend(fontsize="small")
-    accounts = [m.account for m in members]
+    _draw_leaders(ax_lead, rounds, members, names or {})
+    fig.tight_layout()
+    return fig
+
+
+def _draw_leaders(
+    ax: Axes, rounds: Sequence[RoundInfo], members: Sequence[Member], names: Mapping[str, str]
+) -> None:
+    """One square per round on the row of its leader (red: a leader failed and was replaced)."""
+    accounts = [m.account.lower() for m in members]
+    known = {a.lower(): n for a, n in names.items()}
     for info in rounds:
         if info.leader:
-            y = accounts.index(info.leader) if info.leader in accounts else -1
-            ax_lead.scatter(
+            y = accounts.index(info.leader.lower()) if info.leader.lower() in accounts else -1
+            ax.scatter(
                 [info.round], [y], marker="s", s=80, color="tab:red" if info.failed_leaders else "tab:blue"
             )
-    ax_lead.set_yticks(range(len(accounts)), [a[:10] for a in accounts], fontsize="small")
-    ax_lead.set_xlabel("round")
-    ax_lead.set_ylabel("leader")
-    fig.tight_layout()
+    ax.set_yticks(range(len(accounts)), [known.get(a, a[:10]) for a in accounts], fontsize="small")
+    ax.set_xlabel("round")
+    ax.set_ylabel("leader")
+
+
+def plot_rounds(
+    rounds: Sequence[RoundInfo],
+    members: Sequence[Member],
+    journals: Sequence[Path],
+    out: Path,
+    *,
+    names: Mapping[str, str] | None = None,
+    alone: Mapping[str, Curve] | None = None,
+) -> Path:
+    """Write `draw_rounds` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_rounds(rounds, members, journals, names=names, alone=alone)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -56,10 +136,11 @@ class SiteOutcome:
     """One site's held-out scores: the initial model, the swarm's final model, and training alone."""
 
     name: str
-    initial: dict[str, float]
-    swarm: dict[str, float]
-    local_only: dict[str, float]
+    initial: Scores
+    swarm: Scores
+    local_only: Scores
     labels: str  # the site's training label histogram, e.g. "41/7"
+    alone_curve: tuple[tuple[int, Scores], ...] = ()  # training alone, (round, scores) at each evaluation
 
 
 def _label_histogram(datalist: Path) -> str:
@@ -85,21 +166,28 @@ def site_outcomes(consortium: LocalConsortium, *, local_baseline: bool, workdir:
     from swarmd.train.baseline import train_alone
 
     task = load_task(consortium.task)
-    steps = task.swarm.rounds * task.swarm.local_steps
+    local_steps = task.swarm.local_steps
+    steps = task.swarm.rounds * local_steps
     out: list[SiteOutcome] = []
     for site in consortium.sites:
         journal = Journal.read(site.journal)
-        alone: dict[str, float] = {}
+        alone: Scores = {}
+        curve: tuple[tuple[int, Scores], ...] = ()
         if local_baseline:
-            alone = train_alone(
+            result = train_alone(
                 task,
                 site.data_list,
                 consortium.test_list or site.data_list,  # no shared test set: the site's validation
                 steps=steps,
                 workdir=workdir / site.name,
                 name=site.name,
+                eval_every=local_steps * task.swarm.eval_every,  # the swarm's evaluation rounds
                 threads=1,
-            ).metrics
+            )
+            alone = result.metrics
+            # From the same initial model as the swarm's line, then the round whose steps it has run.
+            points = [(done // local_steps - 1, scores) for done, scores in result.curve]
+            curve = ((-1, dict(journal.baseline)), *points) if journal.baseline else tuple(points)
         out.append(
             SiteOutcome(
                 site.name,
@@ -107,6 +195,7 @@ def site_outcomes(consortium: LocalConsortium, *, local_baseline: bool, workdir:
                 journal.final_metrics(),
                 alone,
                 _label_histogram(site.data_list),
+                curve,
             )
         )
     return out

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from swarmd.errors import DataError, UsageError
+from swarmd.scores import Scores
 from swarmd.task import Task, WeightKind
 from swarmd.train.data import read_datalist
 from swarmd.train.trainer import BundleTrainer
@@ -26,11 +27,11 @@ from swarmd.train.weights import initial_weights
 @dataclass(frozen=True)
 class BaselineResult:
     name: str  # "centralized" or the site's name
-    metrics: dict[str, float]  # on the held-out test set
+    metrics: Scores  # on the held-out test set
     steps: int
     n_train: int
     seconds: float
-    curve: tuple[tuple[int, dict[str, float]], ...] = ()  # (steps so far, metrics) at each evaluation
+    curve: tuple[tuple[int, Scores], ...] = ()  # (steps so far, metrics) at each evaluation
 
 
 def pooled_datalist(datalists: Sequence[Path], out: Path) -> Path:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from swarmd.scores import Scores
 from swarmd.task import Task
 from swarmd.train.bundle import build_network
 from swarmd.train.data import read_datalist
@@ -33,7 +34,7 @@ class CheckReport:
     n_val: int  # items evaluated
     steps: int
     loss: float  # mean training loss over the steps
-    metrics: dict[str, float]  # the evaluator's (finite) metrics after the steps
+    metrics: Scores  # the evaluator's metrics after the steps (an undefined one as its reason)
     warnings: tuple[str, ...]
     seconds: float
 

@@ -275,10 +275,16 @@ def _make_test(
         entry, _ = _CASES[task](rng, i % k, scanners[i % len(scanners)], folder, f"test_{i:04d}")
         entries.append(entry)
     datalist = folder / "datalist.json"
-    # Held out: only a "validation" section, so nothing ever trains on it by accident.
+    # Held out: no training entries, so nothing ever trains on it by accident. "validation" is what the
+    # sites score models on; "test" (images only) is what an exported bundle's inference.json reads.
     _write_datalist(
         datalist,
-        {"name": f"swarmd demo {task}, shared held-out test set", "training": [], "validation": entries},
+        {
+            "name": f"swarmd demo {task}, shared held-out test set",
+            "training": [],
+            "validation": entries,
+            "test": [{"image": e["image"]} for e in entries],
+        },
     )
     return datalist, tuple(n // k + (1 if c < n % k else 0) for c in range(k))
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from swarmd.errors import DataError, TrainingAborted, TrainingError
+from swarmd.scores import Scores, label_classes, scores_of
 from swarmd.task import Task, WeightKind
 from swarmd.train.bundle import BundleInfo, read_bundle_info
 from swarmd.train.contract import Findings, check_count, check_names, refuse
@@ -75,9 +76,7 @@ class Trainer(ABC):
     def train(self, global_weights: dict[str, torch.Tensor], round: int) -> TrainResult: ...
 
     @abstractmethod
-    def evaluate(
-        self, weights: dict[str, torch.Tensor], data_list: Path | None = None
-    ) -> dict[str, float]: ...
+    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores: ...
 
     @abstractmethod
     def abort(self) -> None: ...
@@ -241,8 +240,9 @@ class BundleTrainer(Trainer):
             finally:
                 self._done()
 
-    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> dict[str, float]:
-        """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own)."""
+    def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores:
+        """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own); a
+        metric the split cannot define (AUC on one class) is reported as its reason, not dropped."""
         with self._busy:
             try:
                 self._require_ready()
@@ -251,7 +251,7 @@ class BundleTrainer(Trainer):
                 check_finite(weights, "weights to evaluate")
                 datalist = self._validate(target, "validation")
                 self.phase = TrainPhase.EVALUATE
-                return self._run_eval(weights, datalist)
+                return scores_of(self._run_eval(weights, datalist), n_classes=label_classes(datalist.items))
             finally:
                 self._done()
 
@@ -425,7 +425,7 @@ class BundleTrainer(Trainer):
 
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_eval_iteration)
 
-    def _run_eval(self, weights: dict[str, torch.Tensor], datalist: Datalist) -> dict[str, float]:
+    def _run_eval(self, weights: dict[str, torch.Tensor], datalist: Datalist) -> dict[str, Any]:
         from monai.fl.utils.constants import WeightType
         from monai.fl.utils.exchange_object import ExchangeObject
 
@@ -439,4 +439,4 @@ class BundleTrainer(Trainer):
             raise TrainingError(f"evaluation on {target} failed: {type(exc).__name__}: {exc}") from exc
         if self._abort.is_set():
             raise TrainingAborted("aborted")
-        return _finite_floats(dict(result.metrics or {}))
+        return dict(result.metrics or {})

@@ -17,6 +17,7 @@ from swarmd.checkpoint import save_file
 from swarmd.cli.swarm import app
 from swarmd.codec import content_hash
 from swarmd.ledger import Devnet
+from swarmd.train import BUNDLES_DIR
 
 pytestmark = pytest.mark.chain
 
@@ -120,3 +121,22 @@ def test_verify_reports_the_largest_epsilon_behind_the_model(history) -> None:
     assert p["sites_without_dp"] == [nodp]  # included in round 0 at least
     text = _swarm(c, "ledger", "verify", str(model))
     assert "VERIFIED" in text and f"{spent[top]:.3f}" in text and "without DP" in text
+
+
+def test_rounds_explain_the_numbering_from_the_devnet_task(history, tmp_path: Path) -> None:
+    """`swarm ledger rounds --devnet DIR` reads the task's round count from the devnet's consortium file:
+    with 3 rounds, round 2's model is the final one and the open round 3 is never trained."""
+    c, _, _ = history
+    bundle = BUNDLES_DIR / "cxr_densenet"
+    (tmp_path / "swarm.toml").write_text(f'[task]\nname = "t"\nbundle = "{bundle}"\n\n[swarm]\nrounds = 3\n')
+    doc = {"root": str(tmp_path), "rpc_url": c.devnet.rpc_url, "contract": c.admin.address}
+    doc |= {"task": str(tmp_path / "swarm.toml"), "test_list": str(tmp_path / "t.json"), "sites": []}
+    (tmp_path / "consortium.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["ledger", "rounds", "--devnet", str(tmp_path)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert (
+        "3 rounds finalized (0-2); final model: round 2; round 3 open (the task has 3 rounds, 0-2: "
+        "no site trains it)" in " ".join(res.output.split())
+    )
+    # Without the task (--rpc/--contract), the chain alone cannot say which model is final.
+    assert "latest model: round 2; round 3 open" in " ".join(_swarm(c, "ledger", "rounds").split())

@@ -167,6 +167,7 @@ def test_devnet_run_shows_the_swarm_then_up_members_down(tmp_path):
         lines = [ln.strip() for ln in run.stdout.splitlines()]
         assert "rounds" in lines, run.stdout  # the ledger's table, its title on a line of its own
         assert "held-out test set (never trained on)" in lines
+        assert "1 round finalized (0); final model: round 0; round 1 open" in " ".join(run.stdout.split())
         assert (root / "swarm.png").stat().st_size > 0
         members = json.loads(swarm("ledger", "members", "--devnet", str(root), "--json").stdout)
         assert [m["status"] for m in members] == ["active", "active"]

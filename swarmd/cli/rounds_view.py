@@ -1,0 +1,78 @@
+"""How rounds read to a person: the rounds table, and round numbering in words. Shared by `swarm ledger`
+and the devnet demo's closing summary, so both say the same thing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from swarmd.ledger import RoundInfo
+
+
+def _span(numbers: list[int]) -> str:
+    if not numbers:
+        return ""
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{numbers[0]}" if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
+    return ", ".join(map(str, numbers))
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round" + ("" if n == 1 else "s")
+
+
+def rounds_summary(infos: list[RoundInfo], rounds_total: int | None = None) -> str:
+    """Round numbering in words: rounds count from 0, so a task of 10 rounds ends with round 9's model
+    and leaves round 10 open on chain, untrained. E.g. "10 rounds finalized (0-9); final model: round 9;
+    round 10 open (the task has 10 rounds, 0-9: no site trains it)"."""
+    from swarmd.ledger import RoundStatus
+
+    done = [i.round for i in infos if i.status is RoundStatus.FINALIZED]
+    dropped = [i.round for i in infos if i.status is RoundStatus.ABANDONED]
+    parts = [f"{_rounds(len(done))} finalized" + (f" ({_span(done)})" if done else "")]
+    if dropped:
+        parts.append(f"{len(dropped)} abandoned ({_span(dropped)})")
+    if done:
+        final = rounds_total is not None and done[-1] >= rounds_total - 1
+        parts.append(f"{'final' if final else 'latest'} model: round {done[-1]}")
+    else:
+        parts.append("no merged model yet (initial model only)")
+    last = infos[-1] if infos else None
+    if last is not None and last.status in (RoundStatus.OPEN, RoundStatus.ELECTED):
+        text = f"round {last.round} {last.status.name.lower()}"
+        if rounds_total is not None and last.round >= rounds_total:
+            task_rounds = _span(list(range(rounds_total)))
+            text += f" (the task has {_rounds(rounds_total)}, {task_rounds}: no site trains it)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def short_hash(h: bytes | None) -> str:
+    return "-" if not h else "0x" + h.hex()[:12] + ".."
+
+
+def mode_text(info: RoundInfo) -> str:
+    return f"secure aggregation ({info.key_count} keys)" if info.secure_aggregation else "plain"
+
+
+def rounds_table(infos: list[RoundInfo]) -> Table:
+    t = Table(title="rounds")
+    cols = ("round", "status", "mode", "leader", "term", "commits", "samples", "included", "recovered")
+    for col in (*cols, "merged model"):
+        t.add_column(col)
+    for i in infos:
+        t.add_row(
+            str(i.round),
+            i.status.name.lower(),
+            mode_text(i),
+            (i.leader or "-")[:12],
+            str(i.term),
+            str(len(i.commits)),
+            str(sum(c.n_samples for c in i.commits)),
+            str(len(i.included)),
+            ", ".join(a[:10] for a in i.recovered) or "-",
+            short_hash(i.merged_hash),
+        )
+    return t
