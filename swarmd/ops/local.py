@@ -38,6 +38,7 @@ class DemoData:
     seed: int = 0
     n_per_site: int = 48
     n_test: int = 64
+    task: str = "classification"
 
 
 @dataclass
@@ -219,6 +220,7 @@ def _provision(
                 seed=data.seed,
                 n_per_site=data.n_per_site,
                 n_test=data.n_test,
+                data_task=data.task,
             )
     except BaseException:
         dev.stop()

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swarmd.train.data import (
-    ImageInfo,
-    inspect_image,
-    load_image,
-    read_datalist,
-    validate_datalist,
-)
+from swarmd.train.data import LabelKind, load_image, read_datalist, validate_datalist
 from swarmd.train.demodata import DemoData, SiteData, generate_demo_data
 from swarmd.train.device import choose_device, configure_threads, thread_count
+from swarmd.train.headers import ImageInfo, inspect_file, inspect_image
 from swarmd.train.private import check_private, unsupported_layers
 from swarmd.train.trainer import BundleTrainer, Trainer, TrainPhase, TrainResult
 from swarmd.train.weights import initial_weights
@@ -28,7 +23,7 @@ BUNDLES_DIR = Path(__file__).parent / "bundles"
 
 
 def example_task_file(name: str) -> Path:
-    """Path of an example task file shipped with swarmd: `cxr_densenet` or `tumor_unet`."""
+    """Path of an example task file shipped with swarmd: `cxr_densenet`, `tumor_unet` or `ecg_resnet`."""
     return BUNDLES_DIR / f"{name}.swarm.toml"
 
 
@@ -37,6 +32,7 @@ __all__ = [
     "BundleTrainer",
     "DemoData",
     "ImageInfo",
+    "LabelKind",
     "SiteData",
     "TrainPhase",
     "TrainResult",
@@ -47,6 +43,7 @@ __all__ = [
     "example_task_file",
     "generate_demo_data",
     "initial_weights",
+    "inspect_file",
     "inspect_image",
     "load_image",
     "read_datalist",
