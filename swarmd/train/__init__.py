@@ -23,7 +23,7 @@ BUNDLES_DIR = Path(__file__).parent / "bundles"
 
 
 def example_task_file(name: str) -> Path:
-    """Path of an example task file shipped with swarmd: `cxr_densenet`, `tumor_unet` or `ecg_resnet`."""
+    """Path of an example task file shipped with swarmd: `cxr_densenet`, `tumor_unet` or `ecg_densenet`."""
     return BUNDLES_DIR / f"{name}.swarm.toml"
 
 

@@ -255,7 +255,7 @@ def _check_targets(items: tuple[dict[str, Any], ...], n_classes: int) -> tuple[i
         first: dict[str, dict[str, Any]] = {}
         for entry in items:
             first.setdefault(_label_form(entry.get("label")), entry)
-        kinds = ", ".join(f"{n} {form} (e.g. {_name(first[form])})" for form, n in forms.most_common())
+        kinds = "; ".join(f"{form}: {n} (e.g. {_name(first[form])})" for form, n in forms.most_common())
         return 0, [f"labels must all be of one kind (numbers, lists of one length, or text); found {kinds}"]
     # A classifier with 2+ outputs and integer labels is a CrossEntropy head: a label must index a class.
     # A one-output head (BCE, regression) and float or multi-label targets are the loss's to judge.

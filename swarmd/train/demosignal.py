@@ -28,7 +28,7 @@ def _wave(t: np.ndarray, at: float, width: float, height: float) -> np.ndarray:
 def _beat(t: np.ndarray, at: float, premature: bool) -> np.ndarray:
     """One heartbeat whose R peak is at time `at` (seconds): P, QRS and T as Gaussian waves."""
     if premature:  # ventricular: no P wave, a wide tall complex, a T wave of opposite sign
-        return _wave(t, at, 0.035, 0.55) + _wave(t, at + 0.06, 0.04, -0.2) + _wave(t, at + 0.3, 0.07, -0.12)
+        return _wave(t, at, 0.04, 0.7) + _wave(t, at + 0.07, 0.04, -0.2) + _wave(t, at + 0.3, 0.07, -0.12)
     return (
         _wave(t, at - 0.16, 0.025, 0.06)  # P
         + _wave(t, at - 0.025, 0.008, -0.06)  # Q
@@ -45,9 +45,8 @@ def _ecg(rng: np.random.Generator, label: int) -> np.ndarray:
     wander = 0.04 * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.28))
     signal = 0.3 + wander
     at = rng.uniform(0.05, rr)
-    premature = (
-        set(rng.choice(np.arange(1, 5), size=int(rng.integers(1, 3)), replace=False)) if label else set()
-    )
+    # one or two premature beats, early enough to fall inside the record whatever the heart rate
+    premature = set(range(1, 1 + int(rng.integers(1, 3)))) if label else set()
     k = 0
     while at < t[-1] + 0.3:
         is_pvc = k in premature
