@@ -225,7 +225,7 @@ def _swarm_toml() -> Target:
 
 
 # --- datalists and the image files they name ------------------------------------------------------
-IMAGE_NAMES = ("a.png", "b.jpg", "c.nii", "d.nii.gz", "e.dcm", "f.txt", "g.png")
+IMAGE_NAMES = ("a.png", "b.jpg", "c.nii", "d.nii.gz", "e.dcm", "f.txt", "g.png", "h.npy")
 
 
 def _png(width: int, height: int, depth: int, colour: int, body: bytes) -> bytes:
@@ -256,6 +256,9 @@ def _templates() -> dict[str, bytes]:
     out[".nii"], out[".nii.gz"] = nii, gzip.compress(nii, mtime=0)
     out[".dcm"] = _dicom({})
     out[".txt"] = b"not an image\n"
+    npy = io.BytesIO()
+    np.save(npy, np.zeros(16, dtype=np.float32))
+    out[".npy"] = npy.getvalue()
     return out
 
 

@@ -10,10 +10,12 @@ Every other format is the bundle's business: its transforms decode it.
 from __future__ import annotations
 
 import gzip
+import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 
 from swarmd.errors import DataError
 
@@ -114,6 +116,7 @@ def _inspect_dicom(path: Path) -> ImageInfo:
         ValueError,
         TypeError,  # an element present but empty (Rows or PixelData without a value)
         EOFError,
+        struct.error,  # a header field too short for its value representation
     ) as exc:
         raise DataError(f"{path}: corrupt DICOM or no pixel data ({exc})") from None
     need = rows * cols * samples * frames * bits // 8
@@ -141,7 +144,16 @@ def _check_npy(path: Path) -> None:
             shape, _, dtype = read(fh)
             offset = fh.tell()
         have = path.stat().st_size
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        SyntaxError,  # numpy parses the header as a Python literal
+        TokenError,  # ... after tokenizing it
+        RecursionError,
+        MemoryError,
+        TypeError,
+    ) as exc:
         raise DataError(f"{path}: corrupt or unreadable .npy ({exc})") from None
     if dtype.hasobject:
         return  # pickled objects: no fixed length to check; the bundle's loader decides
