@@ -225,7 +225,7 @@ def _swarm_toml() -> Target:
 
 
 # --- datalists and the image files they name ------------------------------------------------------
-IMAGE_NAMES = ("a.png", "b.jpg", "c.nii", "d.nii.gz", "e.dcm", "f.txt", "g.png")
+IMAGE_NAMES = ("a.png", "b.jpg", "c.nii", "d.nii.gz", "e.dcm", "f.txt", "g.png", "h.npy")
 
 
 def _png(width: int, height: int, depth: int, colour: int, body: bytes) -> bytes:
@@ -256,6 +256,9 @@ def _templates() -> dict[str, bytes]:
     out[".nii"], out[".nii.gz"] = nii, gzip.compress(nii, mtime=0)
     out[".dcm"] = _dicom({})
     out[".txt"] = b"not an image\n"
+    npy = io.BytesIO()
+    np.save(npy, np.zeros(16, dtype=np.float32))
+    out[".npy"] = npy.getvalue()
     return out
 
 
@@ -357,7 +360,7 @@ def _datalist_cases() -> st.SearchStrategy[tuple[bytes, dict[str, bytes], str, i
         text = to_json(draw(docs))
         how = draw(st.sampled_from(("as is", "bytes", "deep")))
         data = text if how == "as is" else draw(bytes_mutated(text)) if how == "bytes" else b"[" * 100_000
-        return data, files, draw(st.sampled_from(("none", "class", "mask"))), draw(st.sampled_from((2, 3)))
+        return data, files, draw(st.sampled_from(("none", "target", "mask"))), draw(st.sampled_from((2, 3)))
 
     return case()
 
@@ -394,7 +397,7 @@ def _datalist() -> Target:
             (b"1" * 5000, {}, "none", 2),
             (b'{"training": [{"image": "a\\u0000b"}]}', {}, "none", 2),
             (to_json(DATALIST), {"a.png": b"", "e.dcm": _dicom({"Rows": None})}, "mask", 2),
-            (to_json(DATALIST), {"a.png": _png(60_000, 60_000, 8, 0, b"")}, "class", 2),  # PIL's bomb
+            (to_json(DATALIST), {"a.png": _png(60_000, 60_000, 8, 0, b"")}, "target", 2),  # PIL's bomb
             (
                 b'{"training": [{"image": "c.nii"}]}',
                 {"c.nii": _nifti_header_edit(nii, 70, "<h", 108, False)},

@@ -53,7 +53,7 @@ def _summary(demo: DemoData) -> Table:
 def demo_data(
     sites: int = typer.Option(3, "--sites", min=1, help="Number of sites."),
     task: str = typer.Option(
-        "classification", "--task", help="classification (PNG) or segmentation (NIfTI)."
+        "classification", "--task", help="classification (PNG), segmentation (NIfTI) or signal (1-D .npy)."
     ),
     alpha: float = typer.Option(
         0.5, "--non-iid", help="Dirichlet alpha of the label skew: 0.1 skewed, 100 IID."

@@ -36,8 +36,8 @@ def default_task() -> Path:
 TaskOpt = typer.Option(
     None,
     "--task",
-    help="classification or segmentation (a shipped example task with generated data), or a swarm.toml "
-    "(default: classification).",
+    help="classification, segmentation or signal (a shipped example task with generated data), "
+    "or a swarm.toml (default: classification).",
 )
 DataOpt = typer.Option(
     None,
@@ -52,7 +52,7 @@ TestDataOpt = typer.Option(
 DataKindOpt = typer.Option(
     None,
     "--data-kind",
-    help="Generated data for a swarm.toml without --data: classification or segmentation.",
+    help="Generated data for a swarm.toml without --data: classification, segmentation or signal.",
 )
 PerSiteOpt = typer.Option(None, "--n-per-site", min=2, help="Generated images per site.")
 NTestOpt = typer.Option(None, "--n-test", min=2, help="Generated images in the shared test set.")

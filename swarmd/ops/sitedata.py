@@ -15,9 +15,9 @@ from swarmd.ops.local import DemoData, OwnData
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 MAX_LISTED = 5
 # What generated demo data is, for the bundles that can take it: (spatial dims, label kind).
-DEMO_KINDS = {"classification": (2, "class"), "segmentation": (3, "mask")}
+DEMO_KINDS = {"classification": (2, "target"), "segmentation": (3, "mask"), "signal": (1, "target")}
 # `--task NAME`: the example task shipped for each kind of generated data.
-EXAMPLE_TASKS = {"classification": "cxr_densenet", "segmentation": "tumor_unet"}
+EXAMPLE_TASKS = {"classification": "cxr_densenet", "segmentation": "tumor_unet", "signal": "ecg_densenet"}
 
 
 def parse_data_specs(specs: Sequence[str]) -> dict[str, Path]:
@@ -99,7 +99,7 @@ def check_demo_fits(task_path: Path, kind: str) -> None:
         raise UsageError(f"--data-kind must be one of {', '.join(DEMO_KINDS)}, got {kind!r}")
     info = read_bundle_info(load_task(task_path).bundle)
     dims, labels = DEMO_KINDS[kind]
-    takes = (info.input.channels, info.input.spatial_dims, info.label_kind)
+    takes = (info.input.channels, info.input.spatial_dims, info.label_kind.value)
     if takes == (1, dims, labels):
         return
     fits = [k for k, (d, lab) in DEMO_KINDS.items() if (1, d, lab) == takes]

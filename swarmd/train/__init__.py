@@ -14,15 +14,10 @@ from pathlib import Path
 
 from swarmd.train.check import CheckReport, check_task
 from swarmd.train.contract import BundleMismatch
-from swarmd.train.data import (
-    ImageInfo,
-    inspect_image,
-    load_image,
-    read_datalist,
-    validate_datalist,
-)
+from swarmd.train.data import LabelKind, load_image, read_datalist, validate_datalist
 from swarmd.train.demodata import DemoData, SiteData, generate_demo_data
 from swarmd.train.device import choose_device, configure_threads, thread_count
+from swarmd.train.headers import ImageInfo, inspect_file, inspect_image
 from swarmd.train.private import check_private, unsupported_layers
 from swarmd.train.trainer import BundleTrainer, Trainer, TrainPhase, TrainResult
 from swarmd.train.weights import initial_weights
@@ -31,7 +26,7 @@ BUNDLES_DIR = Path(__file__).parent / "bundles"
 
 
 def example_task_file(name: str) -> Path:
-    """Path of an example task file shipped with swarmd: `cxr_densenet` or `tumor_unet`."""
+    """Path of an example task file shipped with swarmd: `cxr_densenet`, `tumor_unet` or `ecg_densenet`."""
     return BUNDLES_DIR / f"{name}.swarm.toml"
 
 
@@ -42,6 +37,7 @@ __all__ = [
     "CheckReport",
     "DemoData",
     "ImageInfo",
+    "LabelKind",
     "SiteData",
     "TrainPhase",
     "TrainResult",
@@ -53,6 +49,7 @@ __all__ = [
     "example_task_file",
     "generate_demo_data",
     "initial_weights",
+    "inspect_file",
     "inspect_image",
     "load_image",
     "read_datalist",

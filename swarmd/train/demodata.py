@@ -1,4 +1,4 @@
-"""Synthetic demo data: real PNG / NIfTI files, one Decathlon datalist per site, a shared test set.
+"""Synthetic demo data: real PNG / NIfTI / .npy files, one Decathlon datalist per site, a shared test set.
 
 Nothing is downloaded. The images are drawn so that the task is learnable in a few dozen steps and
 so that sites differ the way hospitals do:
@@ -11,6 +11,8 @@ so that sites differ the way hospitals do:
 classification: 64x64 chest-X-ray-like PNGs; class 1 carries a bright opacity in a lung field.
 segmentation:   32^3 NIfTI volumes of an organ with tumour-like lesions and their masks; the
                 skewed "class" is the lesion size (small or large).
+signal:         1-D ECG-like records, one `.npy` file each; class 1 has irregular and premature
+                beats (`train.demosignal`).
 
 Everything is a pure function of (seed, site index), so two runs write the same files.
 """
@@ -29,9 +31,13 @@ import torch.nn.functional as F
 
 from swarmd.errors import UsageError
 
-TASKS = ("classification", "segmentation")
-CLASS_NAMES = {"classification": ("normal", "opacity"), "segmentation": ("small lesion", "large lesion")}
-DEFAULT_SIZES = {"classification": (60, 80), "segmentation": (24, 16)}  # (per site, test set)
+TASKS = ("classification", "segmentation", "signal")
+CLASS_NAMES = {
+    "classification": ("normal", "opacity"),
+    "segmentation": ("small lesion", "large lesion"),
+    "signal": ("normal", "arrhythmia"),
+}
+DEFAULT_SIZES = {"classification": (60, 80), "segmentation": (24, 16), "signal": (60, 80)}  # (site, test)
 IMAGE_SIZE_2D = 64
 VOLUME_SIZE = 32
 
@@ -109,7 +115,7 @@ def _lower_resolution(img: np.ndarray, factor: int, axes: tuple[int, ...]) -> np
     return out
 
 
-def _acquire(
+def acquire(
     clean: np.ndarray, scanner: Scanner, rng: np.random.Generator, axes: tuple[int, ...]
 ) -> np.ndarray:
     img = np.clip(clean, 0.0, 1.0) ** scanner.gamma
@@ -167,7 +173,7 @@ def _write_png(path: Path, img: np.ndarray) -> None:
 def _classification_case(
     rng: np.random.Generator, label: int, scanner: Scanner, folder: Path, stem: str
 ) -> tuple[dict[str, object], np.ndarray]:
-    img = _acquire(_chest(rng, label), scanner, rng, axes=(0, 1))
+    img = acquire(_chest(rng, label), scanner, rng, axes=(0, 1))
     rel = f"images/{stem}.png"
     _write_png(folder / rel, img)
     return {"image": rel, "label": int(label)}, np.clip(img, 0.0, 1.0)
@@ -212,7 +218,7 @@ def _segmentation_case(
 ) -> tuple[dict[str, object], np.ndarray]:
     clean, mask = _volume(rng, kind)
     # CT-like units; the scanner's coarse resolution is thick slices along the last axis
-    img = _acquire(clean, scanner, rng, axes=(2,)) * 1000.0 - 200.0
+    img = acquire(clean, scanner, rng, axes=(2,)) * 1000.0 - 200.0
     spacing = (1.0, 1.0, float(scanner.downsample))
     _write_nifti(folder / f"images/{stem}.nii.gz", img, spacing)
     _write_nifti(folder / f"labels/{stem}.nii.gz", mask, spacing)
@@ -223,6 +229,14 @@ def _segmentation_case(
 
 CaseFn = Callable[[np.random.Generator, int, Scanner, Path, str], tuple[dict[str, object], np.ndarray]]
 _CASES: dict[str, CaseFn] = {"classification": _classification_case, "segmentation": _segmentation_case}
+
+
+def _case(task: str) -> CaseFn:
+    if task == "signal":  # its own module, which uses this one's scanner maths
+        from swarmd.train.demosignal import signal_case
+
+        return signal_case
+    return _CASES[task]
 
 
 def _write_datalist(path: Path, doc: dict[str, object]) -> None:
@@ -241,7 +255,7 @@ def _make_site(
     folder = out / name
     entries, images = [], []
     for i, label in enumerate(labels):
-        entry, img = _CASES[task](rng, int(label), scanner, folder, f"{name}_{i:04d}")
+        entry, img = _case(task)(rng, int(label), scanner, folder, f"{name}_{i:04d}")
         entries.append(entry)
         images.append(img)
     n_val = max(1, n // 5)
@@ -272,7 +286,7 @@ def _make_test(
     folder = out / "test"
     entries = []
     for i in range(n):
-        entry, _ = _CASES[task](rng, i % k, scanners[i % len(scanners)], folder, f"test_{i:04d}")
+        entry, _ = _case(task)(rng, i % k, scanners[i % len(scanners)], folder, f"test_{i:04d}")
         entries.append(entry)
     datalist = folder / "datalist.json"
     # Held out: no training entries, so nothing ever trains on it by accident. "validation" is what the
@@ -349,6 +363,11 @@ def preview_images(demo: DemoData, path: Path, per_site: int = 6) -> Path:
 
 
 def _show(ax: object, item: dict[str, object], task: str, load: Callable[[Path], object]) -> None:
+    if task == "signal":
+        ax.plot(np.load(str(item["image"])), linewidth=0.6)  # type: ignore[attr-defined]
+        where = {"transform": ax.transAxes, "color": "red", "fontsize": 7}  # type: ignore[attr-defined]
+        ax.text(0.02, 0.85, str(item["label"]), **where)  # type: ignore[attr-defined]
+        return
     img = np.asarray(load(Path(str(item["image"]))))[0]
     if task == "segmentation":
         mid = img.shape[2] // 2

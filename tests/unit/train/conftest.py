@@ -34,6 +34,12 @@ def demo_segmentation(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
 
 
 @pytest.fixture(scope="session")
+def demo_signal(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    out = tmp_path_factory.mktemp("demo-sig")
+    return generate_demo_data(out, sites=2, task="signal", alpha=100.0, seed=3, n_per_site=24, n_test=16)
+
+
+@pytest.fixture(scope="session")
 def cls_task() -> Task:
     return _task("cxr_densenet", local_steps=2)
 

@@ -74,7 +74,7 @@ def test_every_bad_entry_is_reported_by_name_and_none_is_dropped(tmp_path):
     ]
     datalist = read_datalist(_datalist(tmp_path, entries))
     with pytest.raises(DataError) as err:
-        validate_datalist(datalist, SPEC_2D, label_kind="class", n_classes=2)
+        validate_datalist(datalist, SPEC_2D, label_kind="target", n_classes=2)
     message = str(err.value)
     assert "6 problem(s) in 7 entries" in message
     assert f"{tmp_path / 'img/missing.png'}: file does not exist" in message
@@ -128,7 +128,7 @@ def test_empty_or_malformed_datalists(tmp_path):
 def test_bundle_metadata_drives_validation(cls_task, seg_task):
     cls = read_bundle_info(cls_task.bundle)
     seg = read_bundle_info(seg_task.bundle)
-    assert (cls.input, cls.label_kind, cls.n_classes) == (InputSpec(1, 2), "class", 2)
+    assert (cls.input, cls.label_kind, cls.n_classes) == (InputSpec(1, 2), "target", 2)
     assert (seg.input, seg.label_kind, seg.n_classes) == (InputSpec(1, 3), "mask", 2)
 
 

@@ -23,7 +23,7 @@ def _digest(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("task", ["classification", "segmentation"])
+@pytest.mark.parametrize("task", ["classification", "segmentation", "signal"])
 def test_same_seed_same_bytes(tmp_path, task):
     kw = {"sites": 2, "task": task, "alpha": 0.5, "seed": 11, "n_per_site": 4, "n_test": 2}
     generate_demo_data(tmp_path / "a", **kw)
