@@ -1,7 +1,7 @@
 """`swarm devnet run` beyond the demo: the shipped 3D segmentation task on generated NIfTI volumes,
-and a task file of one's own on datalists of one's own (`--data SITE=DATALIST`, `--test-data`): the
-sites are the lists given, each site's config names its list, and every commit on chain carries the
-size of its site's list."""
+and a task file of one's own (the 1-D, one-output BCE example) on datalists of one's own (`--data
+SITE=DATALIST`, `--test-data`): the sites are the lists given, each site's config names its list, and
+every commit on chain carries the size of its site's list."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from swarmd.config import load_config
+from swarmd.daemon.store import Journal
 from swarmd.ledger import Devnet, Ledger, RoundStatus
 from swarmd.ops import LocalConsortium
 from swarmd.task import load_task
@@ -64,18 +65,22 @@ def _own_datalist(demo_list: Path, out: Path, keep: int) -> Path:
     return out
 
 
-def test_own_task_on_own_datalists(tmp_path):
+def test_a_1d_bce_task_of_ones_own_on_datalists_of_ones_own(tmp_path):
+    """The 1-D `ecg_densenet` example (.npy records, one output, BCEWithLogitsLoss, ROC AUC) as one's own
+    task on three lists of one's own: the sites are the lists given, every commit carries its list's
+    size, and every site reports the merged model's AUC on the shared test list each round."""
     demo = generate_demo_data(
-        tmp_path / "gen", sites=2, task="classification", alpha=1.0, seed=2, n_per_site=10, n_test=6
+        tmp_path / "gen", sites=3, task="signal", alpha=1.0, seed=4, n_per_site=10, n_test=16
     )
+    sizes = {"st-marys": 7, "kings": 5, "guys": 6}
     lists = {
-        "st-marys": _own_datalist(demo.site_datalists[0], tmp_path / "mine" / "st-marys.json", 7),
-        "kings": _own_datalist(demo.site_datalists[1], tmp_path / "mine" / "kings.json", 5),
+        site: _own_datalist(demo.site_datalists[i], tmp_path / "mine" / f"{site}.json", n)
+        for i, (site, n) in enumerate(sizes.items())
     }
     task = tmp_path / "swarm.toml"
     task.write_text(
-        f'[task]\nname = "own"\nbundle = "{BUNDLES_DIR / "cxr_densenet"}"\n\n'
-        "[swarm]\nrounds = 2\nlocal_steps = 2\nmin_peers = 2\n"
+        f'[task]\nname = "own-ecg"\nbundle = "{BUNDLES_DIR / "ecg_densenet"}"\nseed = 5\n\n'
+        "[swarm]\nrounds = 2\nlocal_steps = 5\nmin_peers = 2\n"
     )
     root = tmp_path / "dn"
     data = [a for site, path in lists.items() for a in ("--data", f"{site}={path}")]
@@ -86,14 +91,18 @@ def test_own_task_on_own_datalists(tmp_path):
     )  # fmt: skip
     try:
         consortium = LocalConsortium.load(root)
-        assert [s.name for s in consortium.sites] == ["st-marys", "kings"]
+        assert [s.name for s in consortium.sites] == list(sizes)
         assert not (root / "data").exists()  # nothing generated
         for site in consortium.sites:
             cfg = load_config(site.config)
             assert cfg.site.name == site.name and cfg.site.data_list == lists[site.name]
             assert cfg.site.eval_list == demo.test_datalist.resolve()
+            journal = Journal.read(site.config.parent / "state" / "journal.json")
+            aucs = [value for _, value in journal.metric_series()["auc"]]
+            assert len(aucs) == 3, (site.name, aucs)  # the initial model, then rounds 0 and 1
+            assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in aucs), (site.name, aucs)
         ledger = Ledger(Devnet.load(root / "devnet.json").rpc_url, consortium.contract)
-        samples = {s.address: n for s, n in zip(consortium.sites, (7, 5), strict=True)}
+        samples = {s.address: sizes[s.name] for s in consortium.sites}
         for r in (0, 1):
             info = ledger.round(r)
             assert info.status == RoundStatus.FINALIZED
