@@ -171,14 +171,18 @@ class FakeLedger:
     """The chain as the driver reads it: a round whose leader times out at `timeout_block`."""
 
     def __init__(self, members: list[Member]) -> None:
-        self.members = members
+        self.member_list = members
+        self.names = {ME: "site-me", PEER: "site-peer"}
         self.block = 10
         self.timeout_block = 10**9
         self.info = _round(1, PEER)
         self.reelected: list[int] = []
 
-    def active_members(self) -> list[Member]:
-        return list(self.members)
+    def members(self) -> list[Member]:
+        return list(self.member_list)
+
+    def site_names(self) -> dict[str, str]:
+        return dict(self.names)
 
     def block_number(self) -> int:
         self.block += 1
@@ -206,8 +210,9 @@ class FakeNode:
         self.peer_sets: list[set[bytes]] = []
         self.limits = Limits()
 
-    def set_peers(self, peers: Mapping[PeerId, str]) -> None:
+    def set_peers(self, peers: Mapping[PeerId, str], labels: Mapping[PeerId, str] | None = None) -> None:
         self.peer_sets.append(set(peers))
+        self.labels = dict(labels or {})
 
     def set_limits(self, limits: Limits) -> None:
         self.limits = limits
@@ -273,7 +278,7 @@ async def test_a_removed_member_is_cut_off_within_a_chain_poll_mid_round(committ
         await asyncio.sleep(0.05)
         calls = len(node.peer_sets)
         assert calls == 1  # an unchanged member list is not pushed to the node again
-        ledger.members = [m for m in MEMBERS if m.account != PEER]  # the admin removes PEER
+        ledger.member_list = [m for m in MEMBERS if m.account != PEER]  # the admin removes PEER
         for _ in range(100):
             if len(node.peer_sets) > calls:
                 break
