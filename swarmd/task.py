@@ -142,7 +142,7 @@ def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
     if p.secure_aggregation:
         _check(
             swarm.merge == "fedavg",
-            f'privacy.secure_aggregation needs merge = "fedavg": the leader only learns the sum, and '
+            f"privacy.secure_aggregation needs merge = \"fedavg\": the leader only learns the sum, and "
             f"{swarm.merge!r} needs each update in the clear (swarm.norm_bound, applied by each site before "
             "masking, still bounds an update)",
         )
