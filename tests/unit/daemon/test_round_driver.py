@@ -292,6 +292,33 @@ async def test_a_removed_member_is_cut_off_within_a_chain_poll_mid_round(committ
         follower.cancel()
 
 
+# --- this site's own standing ---------------------------------------------------------------------------
+async def test_a_pending_site_waits_reports_it_and_starts_once_admitted(committer):
+    d, ledger, node = committer
+    assert d.state.membership == "active" and d.state.peer_names[PEER] == "site-peer"
+    assert node.labels[PEER_KEY] == "site-peer"  # the transport's log lines name the peer too
+    ledger.member_list = [
+        dataclasses.replace(m, status=MemberStatus.PENDING) if m.account == ME else m for m in MEMBERS
+    ]
+    waiting = asyncio.ensure_future(d.until_active())
+    for _ in range(100):
+        if d.state.membership == "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert d.state.phase == Phase.WAITING and not waiting.done()
+    assert 'swarmd_membership{swarmd_membership="pending"} 1.0' in _scrape(d)
+    ledger.member_list = list(MEMBERS)  # `swarm admit`
+    await asyncio.wait_for(waiting, timeout=5)
+    assert d.state.membership == "active"
+    assert 'swarmd_membership{swarmd_membership="active"} 1.0' in _scrape(d)
+
+
+def _scrape(d: RoundDriver) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(d.metrics.registry).decode()
+
+
 # --- stalls dropped well before the deadline ------------------------------------------------------------
 def test_stall_timeout_fits_the_stalls_a_committer_can_cause_before_the_deadline():
     lim = Limits()
