@@ -180,8 +180,8 @@ class Gossip:
         while not self.store.has(h):
             info = await self.round_info(r) if r >= 0 else None
             leader = info.leader if info else None
-            lead_peer = leader in self.peers.endpoints and leader != self.peers.me  # we may have led it
-            first = [self.peers.key(leader)] if lead_peer else []
+            # the leader first, unless we led the round (a restarted leader lost the model it merged)
+            first = [self.peers.key(leader)] if leader in self.peers.others() else []
             others = [self.peers.key(a) for a in self.peers.others() if self.peers.key(a) not in first]
             random.shuffle(others)
             if await self.fetch_from(first + others, h, r):

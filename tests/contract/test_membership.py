@@ -171,7 +171,8 @@ def _flood_join_requests(c: Consortium, count: int) -> None:
     try:
         txs = []
         for i, s in enumerate(senders):
-            data = contract.encode_abi("requestJoin", args=[h32(f"flood-{i}"), f"tcp://10.9.0.1:{1000 + i}", ""])
+            join_args = [h32(f"flood-{i}"), f"tcp://10.9.0.1:{1000 + i}", f"flood-{i}"]
+            data = contract.encode_abi("requestJoin", args=join_args)
             txs.append(
                 (
                     "eth_sendTransaction",
