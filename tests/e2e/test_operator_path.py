@@ -179,10 +179,13 @@ def _sigterm_while_catching_up(daemons: list[DaemonProcess]) -> None:
     shutil.move(state / "checkpoints" / f"{final}.safetensors", state.parent / "aside.safetensors")
     for d in (lead, b):
         os.kill(d.pid or 0, signal.SIGSTOP)
+    pulls = c.log.read_text().count("pulling it from peers")  # the log file outlives the restart
     c.start(DAEMON_ENV)
-    wait_until(lambda: (s := c.status()) and s["membership"] == "active", 60, what="site-c restarted")
     wait_until(
-        lambda: "pulling it from peers" in c.tail(10), 60, interval=0.25, what="site-c to pull the model"
+        lambda: c.log.read_text().count("pulling it from peers") > pulls,
+        90,
+        interval=0.25,
+        what="the restarted site-c to pull the model from its frozen peers",
     )
     c.terminate()
     assert c.proc is not None
