@@ -92,19 +92,20 @@ def test_an_unreadable_key_file_is_an_identity_error(tmp_path):
 
 
 # --- the deploy's admission rule is the task's ----------------------------------------------------------
-def _task(tmp_path, admission: str):
+def _task_file(tmp_path, admission: str):
     from swarmd.ops import task_file
-    from swarmd.task import load_task
     from swarmd.train import BUNDLES_DIR
 
-    path = task_file(
-        tmp_path / f"{admission}.toml",
-        name="adm",
-        bundle=BUNDLES_DIR / "cxr_densenet",
-        seed=1,
-        swarm={"admission": admission},
+    swarm = {"admission": admission, "min_peers": 2}
+    return task_file(
+        tmp_path / f"{admission}.toml", name="adm", bundle=BUNDLES_DIR / "cxr_densenet", seed=1, swarm=swarm
     )
-    return load_task(path)
+
+
+def _task(tmp_path, admission: str):
+    from swarmd.task import load_task
+
+    return load_task(_task_file(tmp_path, admission))
 
 
 @pytest.mark.parametrize(
@@ -141,3 +142,34 @@ def test_the_daemon_refuses_a_ledger_whose_admission_disagrees_with_its_task(tmp
 
     with pytest.raises(TaskError, match="admits members by majority, but the task says admission = 'admin'"):
         check_task_binding(Bound(), task)  # type: ignore[arg-type]
+
+
+# --- deploy makes the lead a member (a real anvil) ------------------------------------------------------
+@pytest.mark.chain
+@pytest.mark.parametrize(("admission", "join"), [("majority", True), ("admin", False)])
+def test_deploy_makes_the_lead_an_active_member_unless_admin_only(tmp_path, devnet, admission, join):
+    from swarmd.ledger import MemberStatus
+    from swarmd.ops import deploy_task
+
+    task = _task_file(tmp_path, admission)
+    cfg = site_config(
+        tmp_path / "lead",
+        "lead",
+        task,
+        rpc_url=devnet.rpc_url,
+        bind="tcp://127.0.0.1:7700",
+        endpoint="tcp://lead:7700",
+    )
+    key = devnet.dev_keys[15 if join else 16]
+    new = create_site(
+        cfg, tmp_path / "lead" / "site.toml", private_key=key, kdf_iterations=DEV_KDF_ITERATIONS
+    )
+    deployed = deploy_task(cfg, join=join)
+    assert deployed.ledger.binding().majority_admission is (admission == "majority")
+    me = deployed.ledger.member(new.identity.address)
+    if join:
+        assert deployed.member == me and me.status is MemberStatus.ACTIVE and me.endpoint == "tcp://lead:7700"
+        assert deployed.ledger.site_names() == {new.identity.address: "lead"}
+    else:
+        assert deployed.member is None and me.status is MemberStatus.NONE
+    assert deployed.ledger.admin() == new.identity.address
