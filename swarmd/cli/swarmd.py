@@ -51,7 +51,7 @@ def _exit_now_if_threads_linger(code: int) -> None:
         t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
     ]
     if busy:
-        logging.getLogger("swarmd").info("exiting with %d worker thread(s) still busy", len(busy))
+        logging.getLogger("swarmd").info("exiting without joining %d worker thread(s)", len(busy))
         logging.shutdown()
         os._exit(code)
 

@@ -264,10 +264,11 @@ class RoundPlumbing:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-            if not work.done():
+            abandoned = not work.done()
+            if abandoned:
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
-        if work.cancelled():
+        if abandoned:
             raise StopRequested
         return work.result()
 

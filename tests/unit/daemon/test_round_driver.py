@@ -17,6 +17,7 @@ from swarmd.codec import Manifest
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.leader import MIN_STALL, HandlerSlot, stall_timeout
 from swarmd.daemon.metrics import Metrics
+from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
@@ -311,6 +312,19 @@ async def test_a_pending_site_waits_reports_it_and_starts_once_admitted(committe
     await asyncio.wait_for(waiting, timeout=5)
     assert d.state.membership == "active"
     assert 'swarmd_membership{swarmd_membership="active"} 1.0' in _scrape(d)
+
+
+async def test_a_stop_abandons_a_wait_that_cannot_end(committer):
+    """A model fetch from a peer that never answers must not hold a SIGTERM for its timeouts."""
+    d, _, _ = committer
+    assert await d.interruptible(asyncio.sleep(0, result=7)) == 7
+    hung = asyncio.ensure_future(asyncio.Event().wait())
+    waiting = asyncio.ensure_future(d.interruptible(hung))
+    await asyncio.sleep(0.01)
+    d.stopping.set()
+    with pytest.raises(StopRequested):
+        await asyncio.wait_for(waiting, timeout=5)
+    assert hung.cancelled()
 
 
 def _scrape(d: RoundDriver) -> str:
