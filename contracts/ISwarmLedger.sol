@@ -122,6 +122,10 @@ interface ISwarmLedger {
     /// @param length its length in bytes
     error SwarmLedgerInvalidEndpoint(uint256 length);
 
+    /// @notice The site name is longer than 32 bytes.
+    /// @param length its length in bytes
+    error SwarmLedgerInvalidName(uint256 length);
+
     /// @notice Only a pending site can be admitted.
     error SwarmLedgerNotPending(address account, MemberStatus status);
 
@@ -228,7 +232,9 @@ interface ISwarmLedger {
     event AdminTransferCancelled(address indexed admin, address indexed pendingAdmin);
 
     /// @notice Emitted when `account` asks to join (or to rejoin after removal) and becomes pending.
-    event JoinRequested(address indexed account, bytes32 curveKey, string endpoint);
+    /// @param name the site's human-readable name as the site gave it (0..32 bytes, unchecked otherwise:
+    /// readers validate it and never take it for an address). It lives only in this event, not in storage.
+    event JoinRequested(address indexed account, bytes32 curveKey, string endpoint, string name);
 
     /// @notice Emitted when an active member votes in majority mode.
     /// @param admit true for an admission vote, false for a removal vote
@@ -304,13 +310,14 @@ interface ISwarmLedger {
     function cancelAdminTransfer() external;
 
     // ------------------------------------------------------------------ membership
-    /// @notice Ask to join with a CURVE public key (32 raw bytes) and a ZeroMQ endpoint such as tcp://host:port.
-    /// A removed site may ask again.
+    /// @notice Ask to join with a CURVE public key (32 raw bytes), a ZeroMQ endpoint such as tcp://host:port
+    /// and the site's name (shown in logs and tables beside its account). A removed site may ask again.
     /// @dev Requirements: the caller is not pending or active (`SwarmLedgerAlreadyMember`); `curveKey` is not
     /// zero (`SwarmLedgerInvalidCurveKey`) and no other account registered it (`SwarmLedgerCurveKeyTaken`);
-    /// `endpoint` is 1..256 bytes (`SwarmLedgerInvalidEndpoint`); fewer than `MAX_PENDING` requests are
-    /// pending (`SwarmLedgerTooManyPending`). Emits {JoinRequested}.
-    function requestJoin(bytes32 curveKey, string calldata endpoint) external;
+    /// `endpoint` is 1..256 bytes (`SwarmLedgerInvalidEndpoint`); `name` is at most 32 bytes
+    /// (`SwarmLedgerInvalidName`); fewer than `MAX_PENDING` requests are pending (`SwarmLedgerTooManyPending`).
+    /// Emits {JoinRequested}.
+    function requestJoin(bytes32 curveKey, string calldata endpoint, string calldata name) external;
 
     /// @notice Admit a pending site: directly by the admin, or as one vote in majority mode.
     /// @dev Requirements: `account` is pending (`SwarmLedgerNotPending`). In admin mode the caller is the admin

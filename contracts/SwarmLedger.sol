@@ -18,6 +18,7 @@ contract SwarmLedger is ISwarmLedger {
     /// with it getMembers() (which every daemon reads), past what a node answers within its call gas cap.
     uint256 public constant MAX_PENDING = 256;
     uint256 private constant MAX_ENDPOINT_BYTES = 256;
+    uint256 private constant MAX_NAME_BYTES = 32;
 
     bytes32 private immutable _taskHash;
     bytes32 private immutable _initialModelHash;
@@ -160,7 +161,8 @@ contract SwarmLedger is ISwarmLedger {
     // ================================================================== membership
 
     /// @inheritdoc ISwarmLedger
-    function requestJoin(bytes32 curveKey, string calldata endpoint) external {
+    /// @dev The name is emitted, not stored: a join pays its calldata and log bytes only.
+    function requestJoin(bytes32 curveKey, string calldata endpoint, string calldata name) external {
         Member storage m = _members[msg.sender];
         MemberStatus status = m.status;
         if (status == MemberStatus.Pending || status == MemberStatus.Active) revert SwarmLedgerAlreadyMember(msg.sender, status);
@@ -168,6 +170,7 @@ contract SwarmLedger is ISwarmLedger {
         address owner = _curveKeyOwner[curveKey];
         if (owner != address(0) && owner != msg.sender) revert SwarmLedgerCurveKeyTaken(curveKey, owner);
         _checkEndpoint(endpoint);
+        if (bytes(name).length > MAX_NAME_BYTES) revert SwarmLedgerInvalidName(bytes(name).length);
         uint32 pending = _pendingCount;
         if (pending >= MAX_PENDING) revert SwarmLedgerTooManyPending(MAX_PENDING);
 
@@ -180,7 +183,7 @@ contract SwarmLedger is ISwarmLedger {
         m.curveKey = curveKey;
         m.endpoint = endpoint;
         _setStatus(m, MemberStatus.Pending);
-        emit JoinRequested(msg.sender, curveKey, endpoint);
+        emit JoinRequested(msg.sender, curveKey, endpoint, name);
     }
 
     /// @inheritdoc ISwarmLedger

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ else:  # pragma: no cover
 
 SCHEMA_VERSION = 1
 ENV_PREFIX = "SWARMD_"
+# A site's name is published on chain at join and shown in every peer's logs and tables, so it is
+# untrusted input there: short, plain ASCII (no look-alike letters), and never mistakable for an account.
+SITE_NAME_MAX = 32
+_SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -180,8 +185,30 @@ def parse_config(data: dict[str, Any], base: Path, env: dict[str, str] | None = 
     return cfg
 
 
+def site_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a site, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "a site name must be a non-empty string"
+    if len(name) > SITE_NAME_MAX:
+        return f"a site name is at most {SITE_NAME_MAX} characters, got {len(name)}"
+    if not _SITE_NAME.fullmatch(name):
+        return "a site name is ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
+    if name[:2].lower() == "0x":
+        return "a site name must not start with 0x (it would read as an account)"
+    return None
+
+
+def check_site_name(name: str, label: str = "site.name") -> str:
+    """Return `name` if it can name a site; raise ConfigError saying why not."""
+    problem = site_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"{label} {name!r}: {problem}", hint="e.g. 'charite' or 'site-a'")
+    return name
+
+
 def validate_config(cfg: SiteConfig) -> None:
     """Raise ConfigError when a value is out of its domain (what load_config checks after parsing)."""
+    check_site_name(cfg.site.name)
     for label, url in (
         ("transport.bind", cfg.transport.bind),
         ("transport.endpoint", cfg.transport.endpoint),

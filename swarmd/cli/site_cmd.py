@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from swarmd.cli.common import cli_errors, console, print_json
 from swarmd.config import load_config, validate_config, with_chain, write_config
 from swarmd.errors import ConfigError, TaskError
+
+if TYPE_CHECKING:  # web3 loads only when a command runs
+    from swarmd.ledger import VoteTally
 
 
 def init(
@@ -62,31 +66,60 @@ def init(
             f"site [bold]{name}[/] account {new.identity.address}, "
             f"curve key {new.identity.curve.public.decode()}"
         )
+        console.print(_ports_note(cfg.transport.bind, cfg.transport.endpoint, cfg.transport.bulk))
         console.print(
-            f"wrote {new.path}; next: fund the account, then `swarm join --config {new.path} --contract ...`"
+            f"wrote {new.path}; next: fund the account, then `swarm join --config {new.path} --contract ...` "
+            "(or, for the lead, `swarm deploy`, which makes this site a member)"
         )
+
+
+def _ports_note(bind: str, endpoint: str, bulk: str) -> str:
+    """Which ports peers must reach: the endpoint's, and (bulk "aead") the next one, where model bytes go."""
+    if bulk == "curve" or not bind.startswith("tcp://"):
+        return f"peers reach this site at {endpoint}"
+    port = bind.rsplit(":", 1)[-1]
+    nxt = str(int(port) + 1) if port.isdigit() and int(port) > 0 else "next"
+    return (
+        f"peers reach this site at {endpoint} and, for model transfers, on port {nxt} of the same host "
+        f"(the bind port + 1; set transport.bulk_bind to move it): open both to the other sites"
+    )
 
 
 def deploy(
     config: Path = typer.Option(..., help="The deploying (admin) site's site.toml."),
-    majority: bool = typer.Option(
-        False, help="Admit and remove by majority vote of members instead of an admin."
+    majority: bool | None = typer.Option(
+        None,
+        "--majority/--admin",
+        help="Check the task's swarm.admission is majority (or admin); the task decides, a flag that "
+        "disagrees is refused.",
+        show_default="the task's swarm.admission",
+    ),
+    join: bool = typer.Option(
+        True,
+        "--join/--no-join",
+        help="Make this site a member (it asks to join and admits itself). --no-join: an admin-only "
+        "account that never trains.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Deploy SwarmLedger bound to the task's hash and initial model; record it in the config."""
+    """Deploy SwarmLedger bound to the task's hash and initial model; record it in the config. The
+    deploying site becomes an active member unless --no-join."""
     from swarmd.ops.provision import deploy_task
 
     with cli_errors():
         cfg = load_config(config)
-        ledger = deploy_task(cfg, majority=majority)
+        deployed = deploy_task(cfg, majority=majority, join=join)
+        ledger = deployed.ledger
         write_config(with_chain(cfg, contract=ledger.address), config)
         b = ledger.binding()
+        member = deployed.member
         result = {
             "contract": ledger.address,
             "task_hash": "0x" + b.task_hash.hex(),
             "initial_model_hash": "0x" + b.initial_model_hash.hex(),
             "admission": "majority" if b.majority_admission else "admin",
+            "admin": ledger.admin(),
+            "member": member.status.name.lower() if member else "none (admin-only, --no-join)",
         }
         if json_out:
             print_json(result)
@@ -94,6 +127,13 @@ def deploy(
             console.print(f"deployed SwarmLedger at [bold]{ledger.address}[/] (recorded in {config})")
             for k, v in result.items():
                 console.print(f"  {k}: {v}")
+            if member is not None:
+                console.print(
+                    f"this site ({cfg.site.name}) is an {member.status.name.lower()} member: "
+                    "it trains once its daemon runs; no `swarm join` needed here"
+                )
+            else:
+                console.print("this account only administers: it is not a member and will not train")
 
 
 def join(
@@ -123,12 +163,19 @@ def _vote(config: Path, account: str, admit_: bool) -> None:
     with cli_errors():
         cfg = load_config(config)
         ledger = site_ledger(cfg)
-        if admit_:
-            ledger.admit(account)
-        else:
-            ledger.remove(account)
+        receipt = ledger.admit(account) if admit_ else ledger.remove(account)
+        tally = ledger.vote_tally(receipt)
         m = ledger.member(account)
-        console.print(f"{account}: {m.status.name.lower()}")
+        console.print(vote_line(account, m.status.name.lower(), tally))
+
+
+def vote_line(account: str, status: str, tally: VoteTally | None) -> str:
+    """What `swarm admit | remove` prints: the account's status, and in majority mode the ballot count."""
+    if tally is None:
+        return f"{account}: {status}"
+    kind = "admission" if tally.admit else "removal"
+    verdict = "passed" if tally.passed else f"pending: {tally.needed - tally.votes} more needed"
+    return f"{account}: {status} ({kind} votes {tally.votes} of {tally.needed} needed, {verdict})"
 
 
 def admit(

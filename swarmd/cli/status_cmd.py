@@ -31,11 +31,15 @@ def status(
     t.add_column(style="bold")
     t.add_column()
     now = time.time()
+    names: dict[str, str] = st.get("peer_names", {})
+    t.add_row("membership", _membership(st.get("membership", "unknown")))
     t.add_row("round", f"{st['round']} of {st['rounds_total']}")
     t.add_row("phase", f"{st['phase']} for {now - st['phase_since']:.0f}s")
-    t.add_row("leader", f"{st['leader'] or '-'} (term {st['term']})")
+    leader = st["leader"]
+    t.add_row("leader", f"{escape(names.get(leader, leader)) if leader else '-'} (term {st['term']})")
     t.add_row("chain", "reachable" if st["chain_ok"] else "[red]unreachable, retrying[/]")
-    peers = ", ".join(f"{a[:10]}.. {now - ts:.0f}s ago" for a, ts in sorted(st["peers_seen"].items()))
+    seen = sorted(st["peers_seen"].items())
+    peers = ", ".join(f"{escape(names.get(a, a[:10] + '..'))} {now - ts:.0f}s ago" for a, ts in seen)
     t.add_row("peers seen", peers or "-")
     t.add_row("last merged", f"round {st['last_merged_round']} {st['last_merged_hash'][:18]}")
     t.add_row("samples", str(st["n_samples"]))
@@ -59,6 +63,19 @@ def status(
             "repaired", escape(f"{len(repaired)}, last {last['kind']} {now - last['repaired']:.0f}s ago")
         )
     console.print(t)
+
+
+def _membership(standing: str) -> str:
+    """The daemon's standing (daemon.membership.Standing) as the status table says it."""
+    from swarmd.daemon.membership import Standing
+
+    try:
+        st = Standing(standing)
+    except ValueError:
+        return escape(standing)
+    if st is Standing.ACTIVE:
+        return st.words
+    return f"[yellow]{st.words}[/]: {escape(st.advice)}"
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -36,7 +37,23 @@ def run(
         from swarmd.daemon.app import run as run_daemon
 
         code = run_daemon(cfg)
+    _exit_now_if_threads_linger(code)
     raise typer.Exit(code)
+
+
+def _exit_now_if_threads_linger(code: int) -> None:
+    """The daemon is shut down; a worker thread still inside a chain call or a training step would hold
+    the interpreter's exit (it joins them) past the stop budget. Every write is atomic (tmp, fsync,
+    rename), so leaving them is safe: flush the log and exit at once."""
+    import threading
+
+    busy = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if busy:
+        logging.getLogger("swarmd").info("exiting without joining %d worker thread(s)", len(busy))
+        logging.shutdown()
+        os._exit(code)
 
 
 @app.callback()

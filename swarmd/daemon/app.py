@@ -103,6 +103,7 @@ class Daemon:
         if driver is None:
             return
         try:
+            await driver.refresh_members()  # this site's standing is known, and logged, from the start
             await self._prepare(driver)
             await driver.run()
         except StopRequested:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +59,7 @@ class Exchange:
     received: dict[str, bytes] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # address -> reason
     complete: asyncio.Event = field(default_factory=asyncio.Event)
+    label: Callable[[str], str] = str  # an account as log lines name it (its site name)
 
     def __post_init__(self) -> None:
         self.rule.begin(self.base)
@@ -102,7 +103,7 @@ class Exchange:
         log.info(
             "round %d: merged update from %s (%d/%d)",
             self.round,
-            sender,
+            self.label(sender),
             len(self.received),
             len(self.expected),
         )
@@ -110,7 +111,7 @@ class Exchange:
 
     def _exclude(self, sender: str, reason: str) -> None:
         self.excluded[sender] = reason
-        log.warning("round %d: excluded %s (%s)", self.round, sender, reason)
+        log.warning("round %d: excluded %s (%s)", self.round, self.label(sender), reason)
         self._check_complete()
 
     def _check_complete(self) -> None:

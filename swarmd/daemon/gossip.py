@@ -171,10 +171,17 @@ class Gossip:
                 return
             await self.sleep(self.poll)
         delay = self.poll
+        if not self.store.has(h):
+            log.info(
+                "round %d: model 0x%s.. not here after the gossip's grace; pulling it from peers",
+                r,
+                h.hex()[:12],
+            )
         while not self.store.has(h):
             info = await self.round_info(r) if r >= 0 else None
             leader = info.leader if info else None
-            first = [self.peers.key(leader)] if leader in self.peers.endpoints else []
+            # the leader first, unless we led the round (a restarted leader lost the model it merged)
+            first = [self.peers.key(leader)] if leader in self.peers.others() else []
             others = [self.peers.key(a) for a in self.peers.others() if self.peers.key(a) not in first]
             random.shuffle(others)
             if await self.fetch_from(first + others, h, r):

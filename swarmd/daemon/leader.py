@@ -87,6 +87,7 @@ class LeaderSide(SecureSide):
             is_diff=self.task.swarm.send == WeightKind.DIFF,
             norm_bound=0.0 if masked else self.task.swarm.norm_bound,  # under masks, each site bounds its own
             masked=masked is not None,
+            label=self.names.label,
         )
         outside = self.node.limits
         ceiling = outside.stall_timeout
@@ -182,9 +183,8 @@ class LeaderSide(SecureSide):
                 await wait_within(exchange.complete.wait(), self.poll)
             self.checkpoint()
             if await self.block_number() >= deadline_block:
-                log.warning(
-                    "round %d: exchange deadline; missing %s", exchange.round, sorted(exchange.pending)
-                )
+                missing = sorted(self.names.label(a) for a in exchange.pending)
+                log.warning("round %d: exchange deadline; missing %s", exchange.round, missing)
                 return
 
     # --- transport handler (called by the node) ---------------------------------------------------
@@ -231,7 +231,7 @@ class LeaderSide(SecureSide):
         except UpdateRejected as exc:
             reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
             self.metrics.rejection(reason)
-            log.warning("round %d: rejected update from %s: %s", ex.round, sender, exc)
+            log.warning("round %d: rejected update from %s: %s", ex.round, self.names.label(sender), exc)
             return Verdict(False, Refusal.INVALID, f"{reason}: {exc}")
         # Persist before acknowledging: the sender will not resend to this term's leader.
         put = functools.partial(self.store.put, state, digest, keep=False)

@@ -18,6 +18,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import Enum as EnumMetric
 
 from swarmd.errors import ConfigError, DaemonError
 from swarmd.scores import Score, as_number
@@ -25,6 +26,7 @@ from swarmd.scores import Score, as_number
 log = logging.getLogger(__name__)
 
 PREFIX = "swarmd"
+MEMBERSHIP_STATES = ("unknown", "not_member", "pending", "active", "removed")  # membership.Standing
 # Phases last from milliseconds (elect on a dev chain) to an hour (training a real bundle).
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # Label values come from peers' failures and model metric names: keep the series count bounded.
@@ -102,8 +104,17 @@ class Metrics:
         self.model_metric = Gauge(
             f"{PREFIX}_model_metric", "Latest held-out metric of the merged model.", ["name"], registry=r
         )
+        self.membership_state = EnumMetric(
+            f"{PREFIX}_membership",
+            "This site's standing on chain: pending (admission), not_member, active or removed.",
+            states=list(MEMBERSHIP_STATES),
+            registry=r,
+        )
         self._reason = _BoundedLabels()
         self._metric_name = _BoundedLabels()
+
+    def membership(self, standing: str) -> None:
+        self.membership_state.state(standing)
 
     def set_round(self, r: int) -> None:
         self.current_round.set(r)

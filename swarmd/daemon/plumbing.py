@@ -1,6 +1,7 @@
 """What every step of a round stands on: the chain thread, sleeps that a stop or a peer's message
-ends early, phase bookkeeping, the member list (followed live: a removed member is cut off within one
-chain poll) and the pace of the chain's blocks. `RoundDriver` (rounds.py) builds on it.
+ends early, waits that a stop abandons, phase bookkeeping, the member list (followed live: a removed
+member is cut off within one chain poll), this site's own standing and its peers' names, and the pace
+of the chain's blocks. `RoundDriver` (rounds.py) builds on it.
 
 Chain calls run on one dedicated thread (web3 clients and nonces are not shared across threads);
 training runs on another, so the event loop keeps serving peers throughout.
@@ -13,7 +14,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -21,12 +22,13 @@ from typing import ParamSpec, TypeVar
 from swarmd.codec import Digest
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.gossip import Gossip, Peers
+from swarmd.daemon.membership import MembershipWatch, PeerNames
 from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.ports import Trainer, Transport
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert, LedgerError
-from swarmd.ledger import Ledger
+from swarmd.ledger import Ledger, Member, MemberStatus
 from swarmd.ledger import errors as reverts
 from swarmd.task import Task
 
@@ -34,7 +36,7 @@ log = logging.getLogger("swarmd.rounds")
 P = ParamSpec("P")
 T = TypeVar("T")
 # Phases that belong to no round: neither timed per round nor recorded as a round's phase entry.
-OUTSIDE_ROUNDS = frozenset({Phase.STARTING, Phase.DONE, Phase.STOPPING})
+OUTSIDE_ROUNDS = frozenset({Phase.STARTING, Phase.WAITING, Phase.DONE, Phase.STOPPING})
 
 # Reverts that mean another honest site got there first, or the round moved on meanwhile.
 BENIGN_REVERTS: tuple[type[ContractRevert], ...] = (
@@ -106,6 +108,9 @@ class RoundPlumbing:
         self._nudged = asyncio.Event()  # a peer's message suggests the chain moved: poll now
         self.exchange: Exchange | None = None  # open while this site leads a term
         self.peers = Peers(self.me)
+        self.membership = MembershipWatch(state.site)
+        self.names = PeerNames()
+        self._named: set[str] = set()  # the active accounts when names were last read from the chain
         self.gossip = Gossip(
             node=node,
             store=store,
@@ -207,17 +212,65 @@ class RoundPlumbing:
         return block
 
     async def refresh_members(self) -> None:
-        members = await self.chain(self.ledger.active_members)
+        """Re-read the member list: the peers the transport accepts, this site's own standing, and the
+        names of members not seen before."""
+        members = await self.chain(self.ledger.members)
+        active = [m for m in members if m.status is MemberStatus.ACTIVE]
+        me = next((m.status for m in members if m.account == self.me), MemberStatus.NONE)
+        if self.membership.update(me):
+            self.state.membership = self.membership.standing.value
+            self.metrics.membership(self.membership.standing.value)
+        await self._refresh_names(active)
         before = self.peers.endpoints
-        self.peers.update(members)
+        self.peers.update(active)
         if self.peers.endpoints == before and self._peers_set:
             return
         self._peers_set = True
         if gone := set(before) - set(self.peers.endpoints):
-            log.warning("members removed: %s; closing their sessions", ", ".join(sorted(gone)))
+            gone_names = ", ".join(sorted(self.names.label(a) for a in gone))
+            log.warning("members removed: %s; closing their sessions", gone_names)
         # The node drops removed members' connections and fails their open streams: from here on
         # they get no answer, no model and no slot.
-        self.node.set_peers({m.curve_key: m.endpoint for m in members if m.account != self.me})
+        others = [m for m in active if m.account != self.me]
+        self.node.set_peers(
+            {m.curve_key: m.endpoint for m in others},
+            {m.curve_key: self.names.label(m.account) for m in others},
+        )
+
+    async def _refresh_names(self, active: list[Member]) -> None:
+        """Read the site names from the chain's join events when an active member is new to us."""
+        accounts = {m.account for m in active}
+        if accounts <= self._named:
+            return
+        self.names.update(await self.chain(self.ledger.site_names))
+        self._named |= accounts
+        self.state.peer_names = self.names.as_dict()
+
+    async def until_active(self) -> None:
+        """Return once this site is an active member; until then (pending admission, never joined,
+        removed) wait in phase `waiting`, re-reading the chain every poll. Training needs no restart."""
+        await self.refresh_members()
+        while not self.membership.active:
+            self.set_phase(Phase.WAITING)
+            await self.sleep(self.poll)
+            await self.refresh_members()
+
+    async def interruptible(self, aw: Awaitable[T]) -> T:
+        """Await `aw`, abandoning (cancelling) it and raising StopRequested as soon as a stop is asked
+        for: a fetch from an unresponsive peer must not hold a SIGTERM for the transport's timeouts."""
+        work = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            abandoned = not work.done()
+            if abandoned:
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if abandoned:
+            raise StopRequested
+        return work.result()
 
     async def follow_members(self) -> None:
         """Apply membership changes within one chain poll, whatever phase the round is in (a round

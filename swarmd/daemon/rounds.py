@@ -90,6 +90,7 @@ class RoundDriver(LeaderSide, BudgetSide):
         await self.ensure_initial_model()
         while True:
             self.checkpoint()
+            await self.until_active()
             r = await self.chain(self.ledger.current_round)
             self.state.rounds_total = self.task.swarm.rounds
             try:
@@ -260,7 +261,7 @@ class RoundDriver(LeaderSide, BudgetSide):
         """Call reelect as soon as the contract allows it; True when it did (or another site did)."""
         if not await self.chain(self.ledger.can_reelect, r):
             return False
-        log.warning("round %d: leader %s timed out; calling reelect", r, leader)
+        log.warning("round %d: leader %s timed out; calling reelect", r, self.names.label(leader))
         if await self.transact(self.ledger.reelect, r) is not None:
             self.metrics.reelection()
         return True
@@ -285,19 +286,20 @@ class RoundDriver(LeaderSide, BudgetSide):
             if verdict is not None and (verdict.ok or verdict.reason == Refusal.DUPLICATE):
                 self.journal.update(r, delivered_term=info.term)
                 how = "accepted" if verdict.ok else "already holds"
-                log.info("round %d: leader %s %s our update", r, leader, how)
+                log.info("round %d: leader %s %s our update", r, self.names.label(leader), how)
                 return
             if verdict is not None and verdict.reason not in TRANSIENT_REFUSALS:
                 log.error(
                     "round %d: leader %s rejected our update: %s %s",
                     r,
-                    leader,
+                    self.names.label(leader),
                     verdict.reason,
                     verdict.detail,
                 )
                 return
             if verdict is not None and verdict.reason != Refusal.NOT_READY:
-                log.info("round %d: leader %s refused for now (%s); retrying", r, leader, verdict.reason)
+                who = self.names.label(leader)
+                log.info("round %d: leader %s refused for now (%s); retrying", r, who, verdict.reason)
             now = await self.chain(self.ledger.round, r)
             if now.status != RoundStatus.ELECTED or now.term != info.term:
                 return
@@ -324,15 +326,16 @@ class RoundDriver(LeaderSide, BudgetSide):
                 await asyncio.wait({send}, timeout=max(self.poll, 0.5))
                 if send.done():
                     break
+                self.checkpoint()  # a stop does not wait out the send's timeout
                 now = await self.chain(self.ledger.round, r)
                 if now.status != RoundStatus.ELECTED or now.term != term:
-                    log.info("round %d: term %d ended while sending to %s", r, term, leader)
+                    log.info("round %d: term %d ended while sending to %s", r, term, self.names.label(leader))
                     return None
                 if await self.reelect_if_due(r, leader):
                     return None
             return send.result()
         except (TransportError, WireError, KeyError) as exc:
-            log.warning("round %d: cannot deliver to leader %s: %s", r, leader, exc)
+            log.warning("round %d: cannot deliver to leader %s: %s", r, self.names.label(leader), exc)
             return None
         finally:
             if not send.done():
@@ -434,7 +437,8 @@ class RoundDriver(LeaderSide, BudgetSide):
     async def _fetch_initial(self, h: bytes) -> dict[str, torch.Tensor] | None:
         await self.refresh_members()
         peers = [self.peers.key(a) for a in self.peers.others()]
-        if peers and await self.gossip.fetch_from(peers, h, -1):
+        fetched = bool(peers) and await self.interruptible(self.gossip.fetch_from(peers, h, -1))
+        if fetched:
             model, _ = self._stored_model(h, "fetching it again from a peer")
             return model
         return None
@@ -445,7 +449,7 @@ class RoundDriver(LeaderSide, BudgetSide):
         A stored copy that fails its hash is quarantined by the store; it is then fetched again."""
         while True:
             if not self.store.has(h):
-                await self.gossip.wait_for(h, r)
+                await self.interruptible(self.gossip.wait_for(h, r))
             model, _ = self._stored_model(h, "fetching it again from a peer")
             if model is not None:
                 break

@@ -32,13 +32,22 @@ def site_ledger(cfg: SiteConfig, identity: SiteIdentity | None = None) -> Ledger
 
 
 def check_task_binding(ledger: Ledger, task: Task) -> None:
-    """Refuse to work for a ledger bound to another task (or another version of this one)."""
-    bound = ledger.binding().task_hash
+    """Refuse to work for a ledger bound to another task (or another version of this one), or one that
+    admits members by another rule than the task's `swarm.admission` says."""
+    binding = ledger.binding()
+    bound = binding.task_hash
     if bound != task.hash:
         raise TaskError(
             f"the ledger at {ledger.address} is bound to task 0x{bound.hex()}, "
             f"but this site's task hashes to {task.hash_hex}",
             hint="every site must use the identical swarm.toml and bundle",
+        )
+    chain_rule = "majority" if binding.majority_admission else "admin"
+    if chain_rule != task.swarm.admission:
+        raise TaskError(
+            f"the ledger at {ledger.address} admits members by {chain_rule}, "
+            f"but the task says admission = {task.swarm.admission!r}",
+            hint="the ledger was deployed against the task's rule; redeploy it without the override",
         )
 
 

@@ -30,6 +30,7 @@ class Phase(str, Enum):
     FINALIZE = "finalize"
     DISSEMINATE = "disseminate"
     SKIPPED = "skipped"  # missed this round's commit window; waiting for its model
+    WAITING = "waiting"  # not an active member (pending admission, never joined, removed): not training
     DONE = "done"  # all task rounds finished; still serving the final model
     STOPPING = "stopping"
 
@@ -105,6 +106,8 @@ class DaemonState:
     leader: str | None = None
     term: int = 0
     peers_seen: dict[str, float] = field(default_factory=dict)  # address -> unix time last heard
+    peer_names: dict[str, str] = field(default_factory=dict)  # address -> site name (from the chain)
+    membership: str = "unknown"  # this site's standing: membership.Standing's value
     last_merged_round: int = -1
     last_merged_hash: Digest | None = None
     n_samples: int = 0

@@ -17,6 +17,7 @@ from swarmd.ledger.types import (
     MemberStatus,
     RoundInfo,
     RoundStatus,
+    VoteTally,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MemberStatus",
     "RoundInfo",
     "RoundStatus",
+    "VoteTally",
     "errors",
     "find_anvil",
     "load_artifact",

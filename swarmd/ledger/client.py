@@ -24,7 +24,15 @@ from swarmd.ledger import args as arg
 from swarmd.ledger.artifact import load_artifact
 from swarmd.ledger.errors import RevertDecoder, UnknownContract
 from swarmd.ledger.rpc import ContractRpc, make_web3
-from swarmd.ledger.types import AdvertisedKeys, Binding, DeployParams, Member, MemberStatus, RoundInfo
+from swarmd.ledger.types import (
+    AdvertisedKeys,
+    Binding,
+    DeployParams,
+    Member,
+    MemberStatus,
+    RoundInfo,
+    VoteTally,
+)
 
 if TYPE_CHECKING:
     from swarmd.ledger.events import EventStream
@@ -171,14 +179,29 @@ class Ledger(ContractRpc):
         """True when reelect(r) would succeed in the next block."""
         return bool(self._call("canReelect", arg.uint(r, "round"), block="pending"))
 
+    def site_names(self, from_block: int | None = None, to_block: int | None = None) -> dict[str, str]:
+        """account -> the site name it joined under (from JoinRequested events; valid names only).
+        From the deploy block unless `from_block` is given, to the head unless `to_block` is."""
+        from swarmd.ledger.events import join_names
+
+        start = self.binding_info().deploy_block if from_block is None else from_block
+        return join_names(self, start, self.block_number() if to_block is None else to_block)
+
+    def vote_tally(self, receipt: TxReceipt) -> VoteTally | None:
+        """The majority-mode ballot `receipt`'s admit or remove cast; None for a direct decision."""
+        from swarmd.ledger.events import vote_tally
+
+        return vote_tally(self, receipt)
+
     def events(self, from_block: int = 0, *, confirmations: int = 0) -> EventStream:
         from swarmd.ledger.events import EventStream
 
         return EventStream(self, from_block, confirmations=confirmations)
 
     # ------------------------------------------------------------------ transactions
-    def request_join(self, curve_key: bytes, endpoint: str) -> TxReceipt:
-        return self._send("requestJoin", arg.curve_key_raw(curve_key), endpoint)
+    def request_join(self, curve_key: bytes, endpoint: str, name: str = "") -> TxReceipt:
+        """Ask to join; `name` (at most 32 bytes, see config.check_site_name) is published in the event."""
+        return self._send("requestJoin", arg.curve_key_raw(curve_key), endpoint, name)
 
     def admit(self, account: str) -> TxReceipt:
         return self._send("admit", arg.address(account))

@@ -51,6 +51,7 @@ _HINTS: dict[str, str] = {
     "CurveKeyTaken": "another account registered this CURVE key; every site needs its own keypair",
     "TooManyPending": "too many join requests wait; the admin or the members must admit or remove some first",
     "InvalidEndpoint": "the endpoint must be 1-256 bytes, e.g. tcp://host:port",
+    "InvalidName": "the site name must be at most 32 bytes; see `swarm init --name`",
     "NotPending": "only pending sites can be admitted; see `swarm ledger members`",
     "NotRemovable": "only pending or active sites can be removed",
     "NotMember": "this account has not joined; run `swarm join` first",
@@ -132,6 +133,7 @@ InvalidCurveKey = _make_class("InvalidCurveKey")
 CurveKeyTaken = _make_class("CurveKeyTaken")
 TooManyPending = _make_class("TooManyPending")
 InvalidEndpoint = _make_class("InvalidEndpoint")
+InvalidName = _make_class("InvalidName")
 NotPending = _make_class("NotPending")
 NotRemovable = _make_class("NotRemovable")
 NotMember = _make_class("NotMember")

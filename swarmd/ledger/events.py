@@ -7,7 +7,8 @@ and decoded. Nothing lives on the node (no filter ids), so a restarted node that
 ChainUnavailable and the cursor stays put.
 
 `advertised_keys` reads one round's KeysAdvertised events: the secure-aggregation key set every peer
-masks against.
+masks against. `join_names` reads the site names JoinRequested carries (they live in no storage slot),
+`vote_tally` the VoteCast of one transaction.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic
+from web3.logs import DISCARD
+from web3.types import TxReceipt
 
+from swarmd.config import site_name_problem
 from swarmd.errors import LedgerError
 from swarmd.ledger.artifact import load_artifact
-from swarmd.ledger.types import AdvertisedKeys, LedgerEvent, RoundInfo
+from swarmd.ledger.types import AdvertisedKeys, LedgerEvent, RoundInfo, VoteTally
 
 if TYPE_CHECKING:
     from swarmd.ledger.client import Ledger
@@ -116,6 +120,44 @@ def advertised_keys(ledger: Ledger, info: RoundInfo, head: int) -> list[Advertis
             hint="the node's log index is incomplete; query an archive node or resync it",
         )
     return [k for _, _, k in out]
+
+
+def join_names(ledger: Ledger, from_block: int, to_block: int) -> dict[str, str]:
+    """account -> the name of its latest join request in blocks [from_block, to_block]. Names are the
+    joining site's own words: one that is not a valid site name (config.site_name_problem) is dropped,
+    so a reader falls back to the account rather than show what a site chose to look like."""
+    event = ledger.contract.events.JoinRequested()
+    topic0 = "0x" + bytes(event_abi_to_log_topic(cast(ABIEvent, event.abi))).hex()
+    found: list[tuple[int, int, str, str]] = []
+    start = max(0, from_block)
+    while start <= to_block:
+        to = min(to_block, start + _MAX_RANGE - 1)
+        query: Any = {"address": ledger.address, "fromBlock": start, "toBlock": to, "topics": [topic0]}
+        for log in ledger._rpc(partial(ledger.w3.eth.get_logs, query)):
+            data = event.process_log(log)
+            args = data["args"]
+            found.append(
+                (int(data["blockNumber"]), int(data["logIndex"]), str(args["account"]), args["name"])
+            )
+        start = to + 1
+    names: dict[str, str] = {}
+    for _, _, account, name in sorted(found):
+        if site_name_problem(name) is None:
+            names[account] = name
+        else:
+            names.pop(account, None)  # a rejoin under an invalid name withdraws the old one
+    return names
+
+
+def vote_tally(ledger: Ledger, receipt: TxReceipt) -> VoteTally | None:
+    """The ballot a transaction cast (its VoteCast event), or None: in admin mode, or during a majority
+    consortium's bootstrap, the admin admits and removes directly and no ballot is cast."""
+    for data in ledger.contract.events.VoteCast().process_receipt(receipt, errors=DISCARD):
+        a = data["args"]
+        return VoteTally(
+            str(a["candidate"]), str(a["voter"]), bool(a["admit"]), int(a["votes"]), int(a["needed"])
+        )
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -99,6 +99,21 @@ class Member:
 
 
 @dataclass(frozen=True)
+class VoteTally:
+    """One majority-mode ballot as its VoteCast event told it: `votes` of `needed` after this one."""
+
+    candidate: str
+    voter: str
+    admit: bool  # an admission ballot; False: a removal ballot
+    votes: int
+    needed: int
+
+    @property
+    def passed(self) -> bool:
+        return self.votes >= self.needed
+
+
+@dataclass(frozen=True)
 class CommitInfo:
     site: str
     update_hash: bytes

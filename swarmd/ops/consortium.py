@@ -127,7 +127,7 @@ def local_consortium(
         new = create_site(
             cfg, root / name / "site.toml", private_key=dev_keys[i + 1], kdf_iterations=DEV_KDF_ITERATIONS
         )
-        site_ledger(cfg, new.identity).request_join(new.identity.curve.public_raw, endpoint)
+        site_ledger(cfg, new.identity).request_join(new.identity.curve.public_raw, endpoint, name)
         ledger.admit(new.identity.address)
         if ledger.member(new.identity.address).status != MemberStatus.ACTIVE:
             raise LedgerError(f"{name} was not admitted")

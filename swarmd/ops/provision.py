@@ -1,7 +1,8 @@
 """Bringing one site onto a chain: create its identity and site.toml, deploy a task's ledger, join.
 
 `create_site` is the one place a site comes into being: `swarm init` and every site of a local
-consortium go through it.
+consortium go through it. `deploy_task` makes the deploying site a member too (it asks to join and
+admits itself), unless it is an admin-only account.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from swarmd.config import (
     write_config,
 )
 from swarmd.daemon.site import check_task_binding, site_identity, site_ledger
-from swarmd.errors import ConfigError, IdentityError
+from swarmd.errors import ConfigError, IdentityError, TaskError
 from swarmd.fsutil import atomic_write_text
 from swarmd.identity import SiteIdentity, create_identity
 from swarmd.ledger import DeployParams, Ledger, Member
@@ -117,10 +118,29 @@ def initial_model_hash(task: Task) -> bytes:
     return content_hash(initial_weights(task))
 
 
-def deploy_params(task: Task, *, majority: bool = False) -> DeployParams:
-    """What the ledger is deployed with; first, a task no site could train privately is refused."""
+class AdmissionMismatch(TaskError):
+    """The deploy asked for another admission rule than the task's `swarm.admission`: the task hash would
+    record one rule while the chain runs the other."""
+
+
+def admission_majority(task: Task, majority: bool | None) -> bool:
+    """Whether the ledger admits by majority: the task's rule; `majority` (a deploy flag) may only agree."""
+    wanted = task.swarm.admission == "majority"
+    if majority is not None and majority != wanted:
+        flag = "--majority" if majority else "--admin"
+        raise AdmissionMismatch(
+            f"deploy {flag} disagrees with the task's admission = {task.swarm.admission!r}",
+            hint=f"drop {flag} (the task decides), or set swarm.admission in the task and deploy that",
+        )
+    return wanted
+
+
+def deploy_params(task: Task, *, majority: bool | None = None) -> DeployParams:
+    """What the ledger is deployed with; first, a task no site could train privately is refused, and a
+    `majority` flag that disagrees with the task's admission rule (AdmissionMismatch)."""
     from swarmd.train import check_private
 
+    majority_admission = admission_majority(task, majority)
     check_private(task)
     s = task.swarm
     return DeployParams(
@@ -129,25 +149,41 @@ def deploy_params(task: Task, *, majority: bool = False) -> DeployParams:
         min_peers=s.min_peers,
         commit_window=s.commit_window,
         leader_timeout=s.leader_timeout,
-        majority_admission=majority or s.admission == "majority",
+        majority_admission=majority_admission,
         secure_aggregation=task.privacy.secure_aggregation,
     )
 
 
-def deploy_task(cfg: SiteConfig, *, majority: bool = False) -> Ledger:
-    """Deploy a ledger bound to this site's task, with this site's account as admin."""
+@dataclass(frozen=True)
+class Deployed:
+    """What `deploy_task` did: the ledger, and the deploying site's own record (None: admin-only)."""
+
+    ledger: Ledger
+    member: Member | None
+
+
+def deploy_task(cfg: SiteConfig, *, majority: bool | None = None, join: bool = True) -> Deployed:
+    """Deploy a ledger bound to this site's task, with this site's account as admin; unless `join` is
+    False (an admin-only account), the site then asks to join and admits itself, so the lead trains too.
+
+    Self-admission works in both modes: in majority mode the admin decides alone until `min_peers`
+    members are active (the contract's bootstrap), and the deployer is the first of them."""
     task = load_task(cfg.site.task)
     ident = site_identity(cfg)
-    return Ledger.deploy(
-        cfg.chain.rpc_url, ident.account, deploy_params(task, majority=majority), poa=cfg.chain.poa
-    )
+    params = deploy_params(task, majority=majority)
+    ledger = Ledger.deploy(cfg.chain.rpc_url, ident.account, params, poa=cfg.chain.poa)
+    if not join:
+        return Deployed(ledger, None)
+    ledger.request_join(ident.curve.public_raw, cfg.transport.endpoint, cfg.site.name)
+    ledger.admit(ident.address)
+    return Deployed(ledger, ledger.member(ident.address))
 
 
 def join_swarm(cfg: SiteConfig) -> Member:
-    """Ask to join the site's ledger: publish its CURVE key and endpoint."""
+    """Ask to join the site's ledger: publish its CURVE key, endpoint and name."""
     task = load_task(cfg.site.task)
     ident = site_identity(cfg)
     ledger = site_ledger(cfg, ident)
     check_task_binding(ledger, task)
-    ledger.request_join(ident.curve.public_raw, cfg.transport.endpoint)
+    ledger.request_join(ident.curve.public_raw, cfg.transport.endpoint, cfg.site.name)
     return ledger.member(ident.address)

@@ -88,6 +88,7 @@ class Context:
     secret: bytes
     stats: NodeStats = field(default_factory=NodeStats)
     members: dict[PeerId, str] = field(default_factory=dict)  # raw CURVE key -> endpoint
+    labels: dict[PeerId, str] = field(default_factory=dict)  # member key -> name for log lines
     zmq_ctx: zmq.asyncio.Context | None = None  # while the node is started
     bulk_port: int | None = None  # of our bulk ROUTER, advertised in grants and serves
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -154,7 +155,7 @@ class Context:
             self._log_suppressed[key] += 1
             return
         quiet = self._log_suppressed.pop(key, 0)
-        who = z85.encode(peer).decode()[:12] if peer else "?"
+        who = (self.labels.get(peer) or z85.encode(peer).decode()[:12]) if peer else "?"
         more = f"; {quiet} more from this peer not logged" if quiet else ""
         log.warning("rejected from %s: %s #%d (%s)%s", who, reason, n, detail[:200], more)
 

@@ -215,13 +215,15 @@ class Node:
         return f"{host}:{int(port) + 1}" if port.isdigit() and int(port) > 0 else f"{host}:*"
 
     # --- membership -------------------------------------------------------------------------------
-    def set_peers(self, peers: Mapping[PeerId, str]) -> None:
+    def set_peers(self, peers: Mapping[PeerId, str], labels: Mapping[PeerId, str] | None = None) -> None:
         """Replace the member set: {raw CURVE public key: endpoint}. Takes effect for new handshakes
-        at once, for messages on open connections at once, and drops connections to removed peers."""
+        at once, for messages on open connections at once, and drops connections to removed peers.
+        `labels` names members in log lines (their site names); unlabelled ones show a key prefix."""
         new = {bytes(k): v for k, v in peers.items()}
         self._client.keep_only(new)
         self._flows.end_inbound_outside(new)
         self._ctx.members = new
+        self._ctx.labels = {bytes(k): v for k, v in (labels or {}).items() if bytes(k) in new}
         self._ctx.forget_outside(new)
 
     def callback(self, domain: str, key: bytes) -> bool:

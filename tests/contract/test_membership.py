@@ -9,7 +9,7 @@ import zmq
 from chainkit import Consortium, curve_key, deploy_consortium, h32
 from eth_account.signers.local import LocalAccount
 
-from swarmd.ledger import Devnet, MemberStatus, errors
+from swarmd.ledger import Devnet, MemberStatus, VoteTally, errors
 from swarmd.ledger.errors import LedgerArgumentError
 from swarmd.ops import wait_until
 
@@ -55,6 +55,24 @@ def test_join_guards(consortium: Consortium) -> None:
     public, _ = zmq.curve_keypair()
     outsider.request_join(public, "tcp://10.0.0.9:5555")
     assert c.admin.member(outsider.sender).curve_key_z85 == public
+
+
+def test_site_names_live_in_the_join_event_and_only_valid_ones_are_read(consortium: Consortium) -> None:
+    c = consortium
+    outsider = c.outsiders[0]
+    with pytest.raises(errors.InvalidName) as exc:
+        outsider.request_join(curve_key(70), "tcp://o:1", "x" * 33)
+    assert exc.value.error_args == (33,)
+    outsider.request_join(curve_key(70), "tcp://o:1", "charite")
+    assert c.admin.site_names() == {outsider.sender: "charite"}  # the consortium's sites joined unnamed
+    assert c.admin.vote_tally(c.admin.admit(outsider.sender)) is None  # admin mode: no ballot
+    c.admin.remove(outsider.sender)
+    # A rejoin renames; a name that could pass for an account (or is not plain ASCII) is never read.
+    outsider.request_join(curve_key(70), "tcp://o:2", "0x" + "ab" * 4)
+    assert c.admin.site_names() == {}
+    c.admin.remove(outsider.sender)
+    outsider.request_join(curve_key(70), "tcp://o:3", "st-mary")
+    assert c.admin.site_names() == {outsider.sender: "st-mary"}
 
 
 def test_admin_only_and_state_guards(consortium: Consortium) -> None:
@@ -114,14 +132,15 @@ def test_majority_mode_bootstrap_then_votes(devnet: Devnet, accounts: list[Local
     with pytest.raises(errors.NotActiveMember):
         e.admit(d.sender)  # pending sites do not vote
 
-    a.admit(d.sender)  # 1 of 3: needs 2
+    tally = a.vote_tally(a.admit(d.sender))  # 1 of 3: needs 2
+    assert tally == VoteTally(d.sender, a.sender, True, 1, 2) and not tally.passed
     assert c.admin.member(d.sender).status is MemberStatus.PENDING
     assert c.admin.member(d.sender).admit_votes == 1
     assert c.admin.has_voted(d.sender, a.sender, True)
     with pytest.raises(errors.AlreadyVoted) as exc:
         a.admit(d.sender)
     assert exc.value.error_args == (d.sender, a.sender)
-    b.admit(d.sender)  # 2 of 3: admitted
+    assert b.vote_tally(b.admit(d.sender)) == VoteTally(d.sender, b.sender, True, 2, 2)  # admitted
     assert c.admin.member(d.sender).status is MemberStatus.ACTIVE
 
     # Removal: the target does not vote; a majority of the other 3 active members is 2.
@@ -152,7 +171,8 @@ def _flood_join_requests(c: Consortium, count: int) -> None:
     try:
         txs = []
         for i, s in enumerate(senders):
-            data = contract.encode_abi("requestJoin", args=[h32(f"flood-{i}"), f"tcp://10.9.0.1:{1000 + i}"])
+            join_args = [h32(f"flood-{i}"), f"tcp://10.9.0.1:{1000 + i}", f"flood-{i}"]
+            data = contract.encode_abi("requestJoin", args=join_args)
             txs.append(
                 (
                     "eth_sendTransaction",

@@ -79,6 +79,7 @@ def test_operator_path_init_deploy_join_admit_and_ledger(tmp_path, devnet):
     deployed = json.loads(swarm("deploy", "--config", str(admin), "--json").stdout)
     contract = deployed["contract"]
     assert deployed["admission"] == "admin" and deployed["task_hash"].startswith("0x")
+    assert deployed["member"] == "active"  # the lead is a member: it trains too
     accounts = []
     for cfg in sites:
         swarm("join", "--config", str(cfg), "--contract", contract)
@@ -86,15 +87,16 @@ def test_operator_path_init_deploy_join_admit_and_ledger(tmp_path, devnet):
             json.loads(swarm("ledger", "members", "--config", str(cfg), "--json").stdout)[-1]["account"]
         )
     pending = json.loads(swarm("ledger", "members", "--config", str(admin), "--json").stdout)
-    assert [m["status"] for m in pending] == ["pending", "pending"]
+    assert [m["status"] for m in pending] == ["active", "pending", "pending"]
     for account in accounts:
         swarm("admit", account, "--config", str(admin))
     members = json.loads(
         swarm("ledger", "members", "--rpc", devnet.rpc_url, "--contract", contract, "--json").stdout
     )
-    assert sorted(m["account"] for m in members if m["status"] == "active") == sorted(accounts)
+    lead = members[0]["account"]
+    assert sorted(m["account"] for m in members if m["status"] == "active") == sorted([lead, *accounts])
     table = swarm("ledger", "members", "--config", str(admin)).stdout
-    assert "2 active" in table and accounts[0] in table
+    assert "3 active" in table and accounts[0] in table
     rounds = json.loads(swarm("ledger", "rounds", "--config", str(admin), "--json").stdout)
     assert rounds[0]["round"] == 0 and rounds[0]["status"] == "open"
     csv_text = swarm("ledger", "export", "--format", "csv", "--config", str(admin)).stdout

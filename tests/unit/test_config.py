@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from swarmd.config import dump_config, load_config, parse_config, write_config
+from swarmd.config import (
+    SITE_NAME_MAX,
+    dump_config,
+    load_config,
+    parse_config,
+    site_name_problem,
+    write_config,
+)
 from swarmd.errors import ConfigError
 
 GOOD = {
@@ -48,6 +55,8 @@ def test_env_override_wins(tmp_path: Path) -> None:
         ({"chain": {"rpc_url": "ws://127.0.0.1:8546"}}, "http:// or https://"),
         ({"chain": {"rpc_url": "http://:8545"}}, "names no host"),
         ({"chain": {"rpc_url": "http://x", "contract": "0x" + "g" * 40}}, "20-byte address"),
+        ({"site": {**GOOD["site"], "name": "St Mary"}}, "site.name 'St Mary': a site name is ASCII letters"),
+        ({"site": {**GOOD["site"], "name": "0xC0ffee"}}, "must not start with 0x"),
     ],
 )
 def test_bad_config_is_named(tmp_path: Path, patch: dict, message: str) -> None:
@@ -76,3 +85,27 @@ def test_a_bad_rpc_url_from_the_environment_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"chain\.rpc_url is not a URL") as info:
         parse_config(GOOD, tmp_path, env={"SWARMD_CHAIN_RPC_URL": "not a url"})
     assert info.value.hint and "http://127.0.0.1:8545" in info.value.hint
+
+
+@pytest.mark.parametrize("name", ["charite", "site-a", "St.Marys_2", "a", "x" * SITE_NAME_MAX])
+def test_plain_short_site_names_are_valid(name: str) -> None:
+    assert site_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "non-empty"),
+        ("x" * (SITE_NAME_MAX + 1), "at most 32 characters, got 33"),
+        ("Charit\u00e9", "ASCII letters"),  # look-alike letters are refused outright
+        ("site a", "ASCII letters"),
+        ("-lead", "starting with a letter or digit"),
+        ("a\nb", "ASCII letters"),  # a name cannot forge a second log line
+        ("0x70997970", "must not start with 0x"),
+        ("0Xabc", "must not start with 0x"),
+        (None, "non-empty string"),
+    ],
+)
+def test_site_names_that_could_mislead_a_reader_are_refused(name: object, why: str) -> None:
+    problem = site_name_problem(name)
+    assert problem is not None and why in problem

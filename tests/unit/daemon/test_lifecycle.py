@@ -120,3 +120,21 @@ def test_log_lines_are_one_json_object_with_extra_fields() -> None:
     except ValueError:
         record.exc_info = sys.exc_info()
     assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exc"]
+
+
+async def test_a_main_loop_that_never_reaches_a_safe_point_is_cancelled_within_the_budget(
+    monkeypatch, caplog
+) -> None:
+    """One SIGTERM is enough: what a second signal forces happens by itself after SAFE_POINT_TIMEOUT."""
+    monkeypatch.setattr(lifecycle, "SAFE_POINT_TIMEOUT", 0.2)
+    daemon = FakeDaemon(heeds_stop=False)
+    task = await _running(daemon)
+    with caplog.at_level(logging.WARNING, logger="swarmd"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, timeout=5.0) == 130
+    assert daemon.calls == ["startup", "main_loop", "request_stop", "shutdown", "shutdown done"]
+    assert "no safe point within 0s of SIGTERM: forcing shutdown" in caplog.text
+
+
+def test_the_stop_budget_holds_both_bounds() -> None:
+    assert lifecycle.SAFE_POINT_TIMEOUT + lifecycle.SHUTDOWN_TIMEOUT < lifecycle.STOP_BUDGET <= 10.0

@@ -17,6 +17,7 @@ from swarmd.codec import Manifest
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.leader import MIN_STALL, HandlerSlot, stall_timeout
 from swarmd.daemon.metrics import Metrics
+from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
@@ -171,14 +172,18 @@ class FakeLedger:
     """The chain as the driver reads it: a round whose leader times out at `timeout_block`."""
 
     def __init__(self, members: list[Member]) -> None:
-        self.members = members
+        self.member_list = members
+        self.names = {ME: "site-me", PEER: "site-peer"}
         self.block = 10
         self.timeout_block = 10**9
         self.info = _round(1, PEER)
         self.reelected: list[int] = []
 
-    def active_members(self) -> list[Member]:
-        return list(self.members)
+    def members(self) -> list[Member]:
+        return list(self.member_list)
+
+    def site_names(self) -> dict[str, str]:
+        return dict(self.names)
 
     def block_number(self) -> int:
         self.block += 1
@@ -206,8 +211,9 @@ class FakeNode:
         self.peer_sets: list[set[bytes]] = []
         self.limits = Limits()
 
-    def set_peers(self, peers: Mapping[PeerId, str]) -> None:
+    def set_peers(self, peers: Mapping[PeerId, str], labels: Mapping[PeerId, str] | None = None) -> None:
         self.peer_sets.append(set(peers))
+        self.labels = dict(labels or {})
 
     def set_limits(self, limits: Limits) -> None:
         self.limits = limits
@@ -273,7 +279,7 @@ async def test_a_removed_member_is_cut_off_within_a_chain_poll_mid_round(committ
         await asyncio.sleep(0.05)
         calls = len(node.peer_sets)
         assert calls == 1  # an unchanged member list is not pushed to the node again
-        ledger.members = [m for m in MEMBERS if m.account != PEER]  # the admin removes PEER
+        ledger.member_list = [m for m in MEMBERS if m.account != PEER]  # the admin removes PEER
         for _ in range(100):
             if len(node.peer_sets) > calls:
                 break
@@ -285,6 +291,46 @@ async def test_a_removed_member_is_cut_off_within_a_chain_poll_mid_round(committ
         assert d.blocks.seconds_per_block() is not None  # the follower also keeps the block clock
     finally:
         follower.cancel()
+
+
+# --- this site's own standing ---------------------------------------------------------------------------
+async def test_a_pending_site_waits_reports_it_and_starts_once_admitted(committer):
+    d, ledger, node = committer
+    assert d.state.membership == "active" and d.state.peer_names[PEER] == "site-peer"
+    assert node.labels[PEER_KEY] == "site-peer"  # the transport's log lines name the peer too
+    ledger.member_list = [
+        dataclasses.replace(m, status=MemberStatus.PENDING) if m.account == ME else m for m in MEMBERS
+    ]
+    waiting = asyncio.ensure_future(d.until_active())
+    for _ in range(100):
+        if d.state.membership == "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert d.state.phase == Phase.WAITING and not waiting.done()
+    assert 'swarmd_membership{swarmd_membership="pending"} 1.0' in _scrape(d)
+    ledger.member_list = list(MEMBERS)  # `swarm admit`
+    await asyncio.wait_for(waiting, timeout=5)
+    assert d.state.membership == "active"
+    assert 'swarmd_membership{swarmd_membership="active"} 1.0' in _scrape(d)
+
+
+async def test_a_stop_abandons_a_wait_that_cannot_end(committer):
+    """A model fetch from a peer that never answers must not hold a SIGTERM for its timeouts."""
+    d, _, _ = committer
+    assert await d.interruptible(asyncio.sleep(0, result=7)) == 7
+    hung = asyncio.ensure_future(asyncio.Event().wait())
+    waiting = asyncio.ensure_future(d.interruptible(hung))
+    await asyncio.sleep(0.01)
+    d.stopping.set()
+    with pytest.raises(StopRequested):
+        await asyncio.wait_for(waiting, timeout=5)
+    assert hung.cancelled()
+
+
+def _scrape(d: RoundDriver) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(d.metrics.registry).decode()
 
 
 # --- stalls dropped well before the deadline ------------------------------------------------------------

@@ -36,8 +36,11 @@ class FakeLedger:
     def binding(self) -> DeployParams:
         return DeployParams(b"\1" * 32, self.initial, 2, 4, 8)
 
-    def active_members(self) -> list[Member]:
+    def members(self) -> list[Member]:
         return [Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)]
+
+    def site_names(self) -> dict[str, str]:
+        return {PEER: "peer"}
 
     def round(self, r: int) -> RoundInfo:
         return RoundInfo(r, RoundStatus.FINALIZED, 1, PEER, (), (), b"", self.merged, (PEER,), 0, 1, 2, 3)
@@ -51,7 +54,7 @@ class FakePeers:
     fail: int = 0
     asked: int = 0
 
-    def set_peers(self, peers: object) -> None:
+    def set_peers(self, peers: object, labels: object = None) -> None:
         pass
 
     async def announce(self, peer: bytes, *, round: int, model_hash: bytes) -> None:
@@ -135,7 +138,7 @@ async def test_a_corrupt_merged_model_is_quarantined_and_fetched_again_from_a_pe
     node = FakePeers({h: merged})
     d = _driver(tmp_path, FakeLedger(b"\2" * 32, merged=h), node)
     closing.append(d)
-    d.peers.update(d.ledger.active_members())
+    d.peers.update(d.ledger.members())
     ModelStore(tmp_path / "ckpt").put(merged)
     _flip(d.store.path(h))
     model = await d.ensure_model(h, 3)
