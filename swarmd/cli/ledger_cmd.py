@@ -78,17 +78,20 @@ def members(
     devnet: Path = DevnetOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Every site that ever asked to join: account, status, endpoint, CURVE key."""
+    """Every site that ever asked to join: site name, account, status, endpoint, CURVE key."""
     with cli_errors():
-        rows = _ledger(config, rpc, contract, devnet).members()
+        ledger = _ledger(config, rpc, contract, devnet)
+        rows = ledger.members()
+        names = {a.lower(): n for a, n in ledger.site_names().items()}
     if json_out:
-        print_json([m.to_json() for m in rows])
+        print_json([{"name": names.get(m.account.lower()), **m.to_json()} for m in rows])
         return
     t = Table(title=f"members ({sum(m.status.name == 'ACTIVE' for m in rows)} active)")
-    for col in ("account", "status", "endpoint", "curve key"):
+    for col in ("site", "account", "status", "endpoint", "curve key"):
         t.add_column(col)
     for m in rows:
-        t.add_row(m.account, m.status.name.lower(), m.endpoint, "0x" + m.curve_key.hex()[:16] + "..")
+        name = names.get(m.account.lower(), "-")
+        t.add_row(name, m.account, m.status.name.lower(), m.endpoint, "0x" + m.curve_key.hex()[:16] + "..")
     console.print(t)
 
 

@@ -95,8 +95,9 @@ def test_operator_path_init_deploy_join_admit_and_ledger(tmp_path, devnet):
     )
     lead = members[0]["account"]
     assert sorted(m["account"] for m in members if m["status"] == "active") == sorted([lead, *accounts])
+    assert [m["name"] for m in members] == ["lead", "site0", "site1"]  # published at join
     table = swarm("ledger", "members", "--config", str(admin)).stdout
-    assert "3 active" in table and accounts[0] in table
+    assert "3 active" in table and accounts[0] in table and "site1" in table
     rounds = json.loads(swarm("ledger", "rounds", "--config", str(admin), "--json").stdout)
     assert rounds[0]["round"] == 0 and rounds[0]["status"] == "open"
     csv_text = swarm("ledger", "export", "--format", "csv", "--config", str(admin)).stdout
