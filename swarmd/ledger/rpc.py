@@ -34,7 +34,7 @@ from web3.exceptions import (
 )
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers import HTTPProvider
-from web3.types import TxParams, TxReceipt
+from web3.types import RPCEndpoint, TxParams, TxReceipt
 
 from swarmd.config import check_rpc_url
 from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
@@ -74,7 +74,15 @@ def _rpc_message(exc: Web3RPCError) -> str:
 def make_web3(rpc_url: str, *, poa: bool = False, timeout: float = 10.0) -> Web3:
     check_rpc_url(rpc_url, "RPC URL")
     # web3's own retry loop is switched off: the client retries (and reports) unreachability itself.
-    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    # eth_chainId is cached: web3's validation middleware asks for it before every call, estimate and
+    # send (one extra round trip each), and a node's chain id does not change under a client.
+    provider = HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": timeout},
+        exception_retry_configuration=None,
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
     w3 = Web3(provider)
     if poa:
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
