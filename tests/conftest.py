@@ -24,6 +24,10 @@ from swarmd.train import BUNDLES_DIR
 
 # Tests must behave the same on a 2-core CI box and a GPU workstation.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# pytest-xdist's workers run with COLUMNS=80 and LINES=24; a CLI test's console would be built with
+# that width and fold its tables. Tests that care about width set COLUMNS themselves.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 # CI draws the same examples on every run (seeded from each test), so a red CI is reproducible and
 # a green one is not luck; a developer's run keeps exploring new examples. Loaded before any test
@@ -32,6 +36,18 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 N_DEV_ACCOUNTS = 20
+
+# Whole swarms (3-4 daemons each) run one at a time, on one pytest-xdist worker, while the other
+# worker takes the unit, contract and integration tests: two swarms at once on 2 cores would push
+# training past commit windows and leader timeouts, changing who is included in a round.
+SWARM_DIRS = ("e2e", "fault")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(root).parts[0] in SWARM_DIRS:
+            item.add_marker(pytest.mark.xdist_group("swarms"))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ from swarmd.errors import DaemonError
 
 log = logging.getLogger("swarmd.control")
 MAX_REQUEST = 4096
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH = 107
 
 
 class ControlServer:
@@ -30,8 +32,12 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        if len(str(self.path)) > 100:
-            raise DaemonError(f"control socket path {self.path} is too long for a unix socket")
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            raise DaemonError(
+                f"control socket path {self.path} is too long for a unix socket "
+                f"({len(os.fsencode(self.path))} bytes, at most {MAX_SOCKET_PATH})",
+                hint="give the site a shorter state directory ([site] state_dir in site.toml)",
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

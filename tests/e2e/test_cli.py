@@ -159,10 +159,10 @@ def test_wrong_format_is_a_usage_error():
     assert res.returncode == 2 and "json or csv" in res.stderr
 
 
-def test_devnet_run_shows_the_swarm_then_up_members_down(tmp_path):
+def test_devnet_run_shows_the_swarm_then_up_members_down(swarm_root):
     """`swarm devnet run` (the demo's command) on 2 sites for 1 round, kept up with --keep: the
     ledger shows the finalized round, a second `up` refuses, and `down` stops daemons and chain."""
-    root, task = tmp_path / "dn", tmp_path / "swarm.toml"
+    root, task = swarm_root / "dn", swarm_root / "swarm.toml"
     task.write_text(TASK.replace("rounds = 2", "rounds = 1\nlocal_steps = 2"))
     args = ("--sites", "2", "--task", str(task), "--block-time", "0", "--no-local-baseline", "--keep")
     run = swarm("devnet", "run", "--dir", str(root), *args, "--timeout", "240", timeout=300)

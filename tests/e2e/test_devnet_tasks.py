@@ -35,9 +35,9 @@ def swarm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return res
 
 
-def test_segmentation_example_runs_on_a_devnet(tmp_path):
+def test_segmentation_example_runs_on_a_devnet(swarm_root):
     """`--task segmentation`: the shipped 3D UNet on generated volumes, 2 sites, 2 rounds of 2 steps."""
-    root = tmp_path / "seg"
+    root = swarm_root / "seg"
     run = swarm(
         "devnet", "run", "--dir", str(root), "--task", "segmentation", "--sites", "2",
         "--rounds", "2", "--local-steps", "2", "--n-per-site", "4", "--n-test", "2",
@@ -65,7 +65,7 @@ def _own_datalist(demo_list: Path, out: Path, keep: int) -> Path:
     return out
 
 
-def test_a_1d_bce_task_of_ones_own_on_datalists_of_ones_own(tmp_path):
+def test_a_1d_bce_task_of_ones_own_on_datalists_of_ones_own(tmp_path, swarm_root):
     """The 1-D `ecg_densenet` example (.npy records, one output, BCEWithLogitsLoss, ROC AUC) as one's own
     task on three lists of one's own: the sites are the lists given, every commit carries its list's
     size, and every site reports the merged model's AUC on the shared test list each round."""
@@ -82,7 +82,7 @@ def test_a_1d_bce_task_of_ones_own_on_datalists_of_ones_own(tmp_path):
         f'[task]\nname = "own-ecg"\nbundle = "{BUNDLES_DIR / "ecg_densenet"}"\nseed = 5\n\n'
         "[swarm]\nrounds = 2\nlocal_steps = 5\nmin_peers = 2\n"
     )
-    root = tmp_path / "dn"
+    root = swarm_root / "dn"  # unix socket paths stay short
     data = [a for site, path in lists.items() for a in ("--data", f"{site}={path}")]
     swarm(
         "devnet", "run", "--dir", str(root), "--task", str(task), *data,
