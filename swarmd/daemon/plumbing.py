@@ -37,6 +37,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 # Phases that belong to no round: neither timed per round nor recorded as a round's phase entry.
 OUTSIDE_ROUNDS = frozenset({Phase.STARTING, Phase.WAITING, Phase.DONE, Phase.STOPPING})
+NEXT_BLOCK_LIMIT_S = 10.0  # how long `next_block` waits for a block before going on anyway
 
 # Reverts that mean another honest site got there first, or the round moved on meanwhile.
 BENIGN_REVERTS: tuple[type[ContractRevert], ...] = (
@@ -210,6 +211,14 @@ class RoundPlumbing:
         block = await self.chain(self.ledger.block_number)
         self.blocks.saw(block)
         return block
+
+    async def next_block(self, limit_s: float = NEXT_BLOCK_LIMIT_S) -> None:
+        """Until the chain mines a block after the current one, or `limit_s`: a transaction that was
+        still pending when we read (and that a revert already counted) is readable only then."""
+        start = await self.block_number()
+        give_up = time.monotonic() + limit_s
+        while time.monotonic() < give_up and await self.block_number() == start:
+            await self.sleep(self.poll)
 
     async def refresh_members(self) -> None:
         """Re-read the member list: the peers the transport accepts, this site's own standing, and the
