@@ -299,7 +299,12 @@ def run(
         with console.status("provisioning the sites (unless a devnet is up) and starting them..."):
             swarm = stack.enter_context(_swarm(root, path, block_time, demo, sites, start=True, keep=keep))
         rounds_total = load_task(swarm.consortium.task).swarm.rounds
-        _follow(swarm, rounds_total, timeout, err_console if json_out else console)
+        try:
+            _follow(swarm, rounds_total, timeout, err_console if json_out else console)
+        except BaseException:
+            if keep:  # --keep keeps a swarm that ran, not the daemons of one that failed
+                swarm.stop()
+            raise
         print_summary(swarm.consortium, local_baseline=local_baseline, json_out=json_out)
 
 
