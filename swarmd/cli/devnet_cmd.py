@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console, err_console, print_json
@@ -241,6 +242,14 @@ def _stop_recorded_daemons(root: Path) -> None:
     path.unlink()
 
 
+def _site_label(st: dict[str, Any], account: str | None) -> str:
+    """A site's name as the daemon knows it from the chain (itself included), else the account's prefix."""
+    if not account:
+        return "-"
+    names = {**st.get("peer_names", {}), st.get("address", ""): st.get("site", "")}
+    return escape(names.get(account) or account[:10])
+
+
 def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_total: int) -> Table:
     t = Table(title=f"swarm progress ({rounds_total} rounds)")
     for col in ("site", "round", "phase", "leader", "samples", "loss", "merged", "held-out metric"):
@@ -255,7 +264,7 @@ def progress_table(statuses: list[tuple[str, dict[str, Any] | None]], rounds_tot
             name,
             str(st["round"]),
             st["phase"],
-            (st["leader"] or "-")[:10],
+            _site_label(st, st["leader"]),
             str(st["n_samples"]),
             "-" if st["last_loss"] is None else f"{st['last_loss']:.3f}",
             str(st["last_merged_round"]),

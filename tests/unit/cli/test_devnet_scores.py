@@ -28,6 +28,18 @@ def test_progress_and_summary_print_the_reason() -> None:
     assert _fmt({"auc": "one class", "acc": 0.25}) == "auc n/a (one class), acc 0.250"
 
 
+def test_progress_names_the_leader_by_site() -> None:
+    a, b, c = ("0x" + ch * 40 for ch in "abc")
+    base = {"round": 1, "phase": "train", "n_samples": 5, "last_loss": None, "last_merged_round": 0}
+    base |= {"metrics": {}, "baseline": {}, "site": "site-a", "address": a, "peer_names": {b: "kings"}}
+    rows = [(name, {**base, "leader": who}) for name, who in (("site-a", b), ("site-b", a), ("x", c))]
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(progress_table(rows, 3))
+    cells = [ln.split("│") for ln in buf.getvalue().splitlines() if ln.startswith("│")]
+    leaders = {row[1].strip(): row[4].strip() for row in cells}
+    assert leaders == {"site-a": "kings", "site-b": "site-a", "x": c[:10]}  # a peer; itself; unknown
+
+
 @pytest.mark.chain
 def test_the_summary_as_json(devnet, tmp_path, capsys) -> None:
     """`swarm devnet run --json`'s closing summary, against a real ledger: the rounds, the numbering line,
