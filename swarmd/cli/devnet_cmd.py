@@ -368,7 +368,7 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out
     rounds = ledger.rounds()
     numbering = rounds_summary(rounds, load_task(consortium.task).swarm.rounds)
     if not json_out:
-        console.print(rounds_table(rounds))
+        console.print(rounds_table(rounds, {a.lower(): n for a, n in ledger.site_names().items()}))
         console.print(numbering, highlight=False)
     if local_baseline:
         (err_console if json_out else console).print("training each site alone for comparison...")

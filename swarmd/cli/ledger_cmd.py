@@ -12,6 +12,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -19,6 +20,9 @@ from rich.table import Table
 from swarmd.cli.common import cli_errors, console, print_json
 from swarmd.cli.rounds_view import mode_text, rounds_summary, rounds_table
 from swarmd.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from swarmd.ledger import Ledger
 
 ledger_app = typer.Typer(
     help="Inspect the on-chain ledger: who contributed what, in which round.", no_args_is_help=True
@@ -70,6 +74,11 @@ def _task_rounds(config: Path | None, rpc: str | None, devnet: Path) -> int | No
     return None
 
 
+def _names(ledger: Ledger) -> dict[str, str]:
+    """lowercase account -> the site name it joined under."""
+    return {a.lower(): n for a, n in ledger.site_names().items()}
+
+
 @ledger_app.command()
 def members(
     config: Path | None = ConfigOpt,
@@ -82,7 +91,7 @@ def members(
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
         rows = ledger.members()
-        names = {a.lower(): n for a, n in ledger.site_names().items()}
+        names = _names(ledger)
     if json_out:
         print_json([{"name": names.get(m.account.lower()), **m.to_json()} for m in rows])
         return
@@ -106,12 +115,14 @@ def rounds(
     """Every round: status, mode (plain or secure aggregation), leader, term, commits, samples, included and
     recovered sites, the merged model."""
     with cli_errors():
-        infos = _ledger(config, rpc, contract, devnet).rounds()
+        ledger = _ledger(config, rpc, contract, devnet)
+        infos = ledger.rounds()
         total = _task_rounds(config, rpc, devnet)
+        names = {} if json_out else _names(ledger)
     if json_out:
         print_json([i.to_json() for i in infos])
     else:
-        console.print(rounds_table(infos))
+        console.print(rounds_table(infos, names))
         console.print(rounds_summary(infos, total), highlight=False)
 
 
@@ -130,10 +141,11 @@ def round_(
         if number < 0 or number > ledger.current_round():
             raise UsageError(f"round {number} does not exist (current round: {ledger.current_round()})")
         info = ledger.round(number)
+        names = {} if json_out else _names(ledger)
     if json_out:
         print_json(info.to_json())
         return
-    console.print(rounds_table([info]))
+    console.print(rounds_table([info], names))
     t = Table(title=f"round {number} commits")
     for col in ("site", "update hash", "samples", "epsilon", "block", "included"):
         t.add_column(col)

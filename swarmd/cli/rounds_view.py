@@ -3,6 +3,7 @@ and the devnet demo's closing summary, so both say the same thing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -57,7 +58,17 @@ def mode_text(info: RoundInfo) -> str:
     return f"secure aggregation ({info.key_count} keys)" if info.secure_aggregation else "plain"
 
 
-def rounds_table(infos: list[RoundInfo]) -> Table:
+def site_label(names: Mapping[str, str], account: str | None, width: int = 12) -> str:
+    """The site name an account joined under (`Ledger.site_names()`), else the account's prefix."""
+    if not account:
+        return "-"
+    return names.get(account.lower()) or account[:width]
+
+
+def rounds_table(infos: list[RoundInfo], names: Mapping[str, str] | None = None) -> Table:
+    """The rounds; leaders and recovered sites by site name where `names` (lowercase account -> name)
+    knows them."""
+    names = names or {}
     t = Table(title="rounds")
     cols = ("round", "status", "mode", "leader", "term", "commits", "samples", "included", "recovered")
     for col in (*cols, "merged model"):
@@ -67,12 +78,12 @@ def rounds_table(infos: list[RoundInfo]) -> Table:
             str(i.round),
             i.status.name.lower(),
             mode_text(i),
-            (i.leader or "-")[:12],
+            site_label(names, i.leader),
             str(i.term),
             str(len(i.commits)),
             str(sum(c.n_samples for c in i.commits)),
             str(len(i.included)),
-            ", ".join(a[:10] for a in i.recovered) or "-",
+            ", ".join(site_label(names, a, 10) for a in i.recovered) or "-",
             short_hash(i.merged_hash),
         )
     return t

@@ -3,7 +3,12 @@ leaves round N open on chain, untrained; the summary says so."""
 
 from __future__ import annotations
 
-from swarmd.cli.rounds_view import rounds_summary
+import dataclasses
+import io
+
+from rich.console import Console
+
+from swarmd.cli.rounds_view import rounds_summary, rounds_table
 from swarmd.ledger import RoundInfo, RoundStatus
 
 
@@ -40,3 +45,15 @@ def test_one_round_reads_in_the_singular() -> None:
         "1 round finalized (0); final model: round 0; "
         "round 1 open (the task has 1 round, 0: no site trains it)"
     )
+
+
+def test_the_table_names_leaders_and_recovered_sites_by_site_where_known() -> None:
+    lead, gone, stranger = "0x" + "Ab" * 20, "0x" + "cd" * 20, "0x" + "ef" * 20
+    infos = [
+        dataclasses.replace(_round(0, RoundStatus.FINALIZED), leader=lead, recovered=(gone,)),
+        dataclasses.replace(_round(1, RoundStatus.FINALIZED), leader=stranger),
+    ]
+    buf = io.StringIO()
+    Console(file=buf, width=250).print(rounds_table(infos, {lead.lower(): "charite", gone: "kings"}))
+    rows = [[c.strip() for c in ln.split("│")] for ln in buf.getvalue().splitlines() if ln.startswith("│")]
+    assert [(r[4], r[9]) for r in rows] == [("charite", "kings"), (stranger[:12], "-")]
