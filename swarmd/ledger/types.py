@@ -29,6 +29,29 @@ class RoundStatus(IntEnum):
     ABANDONED = 3
 
 
+class Outcome(IntEnum):
+    """What a round's finalize says about each committer (ISwarmLedger.Outcome, one byte per commit).
+
+    The leader must account for every commit: a finalize whose outcome list is not exactly one code per
+    commit reverts. NOT_REVEALED is the contract's own verdict (the committer's election secret was not
+    revealed in time) and the leader may not use it for anyone else; the others are the leader's claim,
+    which `swarm ledger audit` recomputes and `swarm ledger dispute` can contest (a signed receipt
+    contradicts NOT_DELIVERED, HASH_MISMATCH and RECOVERED)."""
+
+    INCLUDED = 0
+    NOT_DELIVERED = 1  # no update arrived before the exchange deadline
+    HASH_MISMATCH = 2  # what arrived does not hash to the commitment
+    FAILED_VALIDATION = 3  # non-finite values, wrong structure, over the norm bound
+    REJECTED_BY_RULE = 4  # a robust rule (median, trimmed mean, Krum...) left it out
+    NOT_REVEALED = 5  # did not reveal its election secret: excluded by the contract
+    RECOVERED = 6  # secure aggregation: its masked input did not arrive; its masks were recovered
+
+    @property
+    def delivery_claim(self) -> bool:
+        """Outcomes that say the update never reached the leader intact: a receipt disproves them."""
+        return self in (Outcome.NOT_DELIVERED, Outcome.HASH_MISMATCH, Outcome.RECOVERED)
+
+
 def hex32(value: bytes | None) -> str | None:
     return None if value is None else "0x" + value.hex()
 
