@@ -11,7 +11,7 @@ outside the suite refuses to start rather than ignore it silently.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
+from enum import Enum
 
 from swarmd.errors import ConfigError
 
@@ -19,7 +19,7 @@ ENV = "SWARMD_TEST_FAULTS"
 GUARD = "SWARMD_TESTING"
 
 
-class Fault(StrEnum):
+class Fault(str, Enum):
     FORGE_MERGE = "forge-merge"  # the leader finalizes a model that is not the merge of the included updates
     DROP_UPDATE = "drop-update"  # the leader accepts (and receipts) an update, then reports it not delivered
 
