@@ -82,6 +82,7 @@ def _frame_docs() -> list[dict[str, Any]]:
         m.Chunk(sid, 0),
         m.Cancel(sid, "stalled"),
         m.Reply(7, False, m.Refusal.BUSY, "try later"),
+        m.Reply(8, True, None, "", bytes(range(m.RECEIPT_BYTES))),  # an acceptance with its receipt
     ]
     return [msg.to_header() for msg in msgs]
 

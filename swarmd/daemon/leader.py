@@ -25,11 +25,15 @@ import torch
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
 from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.faults import Fault
+from swarmd.daemon.reasons import NOT_DELIVERED
+from swarmd.daemon.receipts import ReceiptSide
 from swarmd.daemon.rss import RssPeak
 from swarmd.daemon.secure import MaskedSum, SecureSide
 from swarmd.daemon.state import Phase
 from swarmd.errors import DaemonError, InvalidUpdate, UpdateRejected
 from swarmd.ledger import RoundInfo
+from swarmd.ledger.receipt import Receipt
 from swarmd.merge import rule_for
 from swarmd.privacy import BelowThreshold
 from swarmd.task import WeightKind
@@ -67,9 +71,11 @@ def stall_timeout(
     return min(ceiling, max(MIN_STALL, 2 * chunk, share))
 
 
-class LeaderSide(SecureSide):
+class LeaderSide(SecureSide, ReceiptSide):
     """Leading a term, and the transport handler (check_offer, on_update, on_announce, on_secagg,
     serve_model)."""
+
+    faults: frozenset[Fault] = frozenset()  # test-only misbehaviour (faults.py); set by the daemon's start
 
     # --- exchange, merge, finalize ----------------------------------------------------------------
     async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
@@ -226,6 +232,8 @@ class LeaderSide(SecureSide):
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
             return Verdict(False, Refusal.NOT_READY, "no exchange open for that round and term")
+        if self.drops(ex, sender, digest):
+            return await self.drop_update(ex, sender, digest)
         try:
             ex.offer(sender, state, digest)
         except UpdateRejected as exc:
@@ -238,7 +246,24 @@ class LeaderSide(SecureSide):
         stored = await asyncio.get_running_loop().run_in_executor(None, put)
         received = {**self.journal.get(ex.round).received, sender: stored}
         self.journal.update(ex.round, received=received)
-        return Verdict(True)
+        signature = await self.sign_delivery(Receipt(ex.round, ex.term, sender, digest))
+        return Verdict(True, receipt=signature)
+
+    def drops(self, ex: Exchange, sender: str, digest: bytes) -> bool:
+        """Test fault DROP_UPDATE: its victim is the first committer but this leader, by address, and
+        only an update that hashes to its commitment is dropped (anything else is refused as usual)."""
+        if Fault.DROP_UPDATE not in self.faults:
+            return False
+        victim = min((a for a in ex.expected if a != self.me), key=str.lower, default=None)
+        return sender == victim and digest == ex.expected[sender][0]
+
+    async def drop_update(self, ex: Exchange, sender: str, digest: bytes) -> Verdict:
+        """Test fault DROP_UPDATE: acknowledge and receipt an intact update, then report it not delivered."""
+        log.warning("round %d: test fault: dropping the update of %s", ex.round, self.names.label(sender))
+        ex.excluded[sender] = NOT_DELIVERED
+        if not ex.pending:
+            ex.complete.set()
+        return Verdict(True, receipt=await self.sign_delivery(Receipt(ex.round, ex.term, sender, digest)))
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
         sender = self.peers.members.get(peer)

@@ -80,6 +80,12 @@ class Metrics:
         self.rejections = Counter(
             f"{PREFIX}_rejections", "Updates or messages refused, by reason.", ["reason"], registry=r
         )
+        self.receipts = Counter(
+            f"{PREFIX}_receipts",
+            "Delivery receipts: kept or missing/invalid/unsaved (as a committer), unsigned (as a leader).",
+            ["outcome"],
+            registry=r,
+        )
         self.elections = Counter(f"{PREFIX}_elections", "Leader elections this site saw.", registry=r)
         self.reelections = Counter(
             f"{PREFIX}_reelections", "Re-elections after a leader timed out.", registry=r
@@ -138,6 +144,9 @@ class Metrics:
 
     def rejection(self, reason: str) -> None:
         self.rejections.labels(reason=self._reason(reason)).inc()
+
+    def receipt(self, outcome: str) -> None:
+        self.receipts.labels(outcome=outcome).inc()
 
     def transport_rejections(self, totals: Mapping[str, int], seen: Mapping[str, int]) -> dict[str, int]:
         """Count what the transport refused since `seen` (its counters as last mirrored); returns

@@ -289,6 +289,8 @@ class RoundDriver(LeaderSide, BudgetSide):
                 self.journal.update(r, delivered_term=info.term)
                 how = "accepted" if verdict.ok else "already holds"
                 log.info("round %d: leader %s %s our update", r, self.names.label(leader), how)
+                if verdict.ok:
+                    await self.keep_receipt(r, info, verdict.receipt)
                 return
             if verdict is not None and verdict.reason not in TRANSIENT_REFUSALS:
                 log.error(

@@ -315,7 +315,7 @@ class Client:
             finished = True
             if not isinstance(answer, m.Reply):
                 raise TransportError(f"peer answered an update with {answer.KIND}")
-            return Verdict(answer.ok, answer.reason, answer.detail)
+            return Verdict(answer.ok, answer.reason, answer.detail, answer.receipt)
         finally:
             conn.pending.pop(offer.req, None)
             if out is not None:

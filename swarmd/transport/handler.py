@@ -37,11 +37,13 @@ class SecAggHeader:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The receiver's answer to an update: accepted, or refused for a named reason."""
+    """The receiver's answer to an update: accepted, or refused for a named reason. `receipt`: what
+    the receiver signed to prove it took the update (65 bytes on the wire; None: it gave none)."""
 
     ok: bool
     reason: Refusal | None = None
     detail: str = ""  # for people (logs); code decides on `reason` alone
+    receipt: bytes | None = None
 
 
 class Handler(Protocol):

@@ -33,9 +33,11 @@ Kinds (client = the side that sent the request over its DEALER; server = the ROU
     chunk    s->r  sid, seq  + payload frame(s)       one chunk of a stream over CURVE, in order (a
                                                      sealed stream's chunks are bulk.py's)
     cancel   c->s  sid, reason                       the update's sender gives up; the slot frees
-    reply    s->c  req, ok, reason, detail           final answer to an announce, update, fetch or
+    reply    s->c  req, ok, reason, detail[, receipt] final answer to an announce, update, fetch or
                                                      secagg; `reason` is a `Refusal` value (nil when
-                                                     ok), `detail` free text for people, never parsed
+                                                     ok), `detail` free text for people, never parsed;
+                                                     `receipt` (optional, only on an accepted update):
+                                                     the leader's 65-byte signature over what it took
     secagg   c->s  req, round, topic, body           a secure-aggregation message (shares to a
                                                      neighbour, an unmask request to a survivor):
                                                      `body` is opaque bytes the privacy package reads;
@@ -71,6 +73,7 @@ MAX_SECAGG_BODY = 60 << 10
 SECAGG_FRAME = MAX_SECAGG_BODY + 256
 _SPEC_BYTES = MAX_NAME_LEN + 64 + 9 * MAX_NDIM  # the most one tensor's entry can take on the wire
 MAX_META_ITEMS = 32
+RECEIPT_BYTES = 65  # an ECDSA signature (r, s, v): the leader's delivery receipt (ledger/receipt.py)
 MAX_TEXT = 4096
 U63 = (1 << 63) - 1
 
@@ -224,15 +227,22 @@ _b16 = _bin(16)
 
 @dataclass(frozen=True)
 class Message:
-    """Base of all messages. Subclasses set KIND and list their validators in SCHEMA."""
+    """Base of all messages. Subclasses set KIND and list their validators in SCHEMA.
+
+    A field in OPTIONAL was added after its kind first shipped: it is left off the wire while it is
+    None (its default), so such a header is byte for byte what an older node sends, and a header
+    without it decodes to the default."""
 
     KIND: ClassVar[str] = ""
     SCHEMA: ClassVar[dict[str, Callable[[object], Any]]] = {}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
 
     def to_header(self) -> dict[str, Any]:
         out: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": self.KIND}
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name in self.OPTIONAL:
+                continue
             out[f.name] = value.to_wire() if isinstance(value, Manifest) else value
         return out
 
@@ -341,14 +351,23 @@ class Cancel(Message):
 
 @dataclass(frozen=True)
 class Reply(Message):
-    """Final answer to an announce, update or fetch; `reason` says why when not ok."""
+    """Final answer to an announce, update or fetch; `reason` says why when not ok. `receipt`: the
+    receiver's signed receipt for an update it accepted (opaque here; the daemon checks the signer)."""
 
     KIND = "reply"
     req: int
     ok: bool
     reason: Refusal | None = None
     detail: str = ""
-    SCHEMA = {"req": _uint, "ok": _flag, "reason": _opt(_refusal), "detail": _text}
+    receipt: bytes | None = None
+    SCHEMA = {
+        "req": _uint,
+        "ok": _flag,
+        "reason": _opt(_refusal),
+        "detail": _text,
+        "receipt": _opt(_bin(RECEIPT_BYTES)),
+    }
+    OPTIONAL = frozenset({"receipt"})
 
 
 @dataclass(frozen=True)
@@ -496,9 +515,9 @@ def decode(frame: bytes | memoryview, max_tensors: int = MAX_TENSORS) -> Message
     if cls is None:
         raise BadMessage("unknown_kind", f"unknown message kind {str(obj.get('kind'))[:40]!r}")
     body = {k: v for k, v in obj.items() if k not in ("v", "kind")}
-    if set(body) != set(cls.SCHEMA):
+    if not set(cls.SCHEMA) - cls.OPTIONAL <= set(body) <= set(cls.SCHEMA):
         raise BadMessage("bad_field", f"{cls.KIND}: fields {sorted(map(str, body))} != {sorted(cls.SCHEMA)}")
     manifest = body.get("manifest")
     if isinstance(manifest, list) and len(manifest) > max_tensors:
         raise BadMessage("too_many_tensors", f"manifest of {len(manifest)} tensors, limit {max_tensors}")
-    return cls(**{name: check(body[name]) for name, check in cls.SCHEMA.items()})
+    return cls(**{name: check(body[name]) for name, check in cls.SCHEMA.items() if name in body})

@@ -49,6 +49,17 @@ def _user(frames: list[zmq.Frame]) -> PeerId | None:
         return None
 
 
+def _update_reply(req: int, verdict: Verdict) -> m.Reply:
+    """The reply to an update: the handler's receipt rides along only on an acceptance, and only when it
+    has the wire's shape (else the sender would refuse the whole reply, and with it the acceptance)."""
+    receipt = verdict.receipt if verdict.ok else None
+    if receipt is not None and (not isinstance(receipt, bytes) or len(receipt) != m.RECEIPT_BYTES):
+        size = len(receipt) if isinstance(receipt, bytes) else type(receipt).__name__
+        log.error("update handler gave a receipt of %s, not %d bytes: sent without it", size, m.RECEIPT_BYTES)
+        receipt = None
+    return m.Reply(req, verdict.ok, verdict.reason, verdict.detail, receipt)
+
+
 class Server:
     """Serves on a bound control ROUTER and, with bulk mode `aead`, a bound bulk ROUTER."""
 
@@ -217,7 +228,7 @@ class Server:
                 verdict = Verdict(False, Refusal.INTERNAL_ERROR)
             finally:
                 self._admission.release(nbytes)
-            await self._reply_quietly(rid, m.Reply(msg.req, verdict.ok, verdict.reason, verdict.detail))
+            await self._reply_quietly(rid, _update_reply(msg.req, verdict))
         finally:
             self._streams_of[peer] -= 1
             if self._streams_of[peer] <= 0:

@@ -11,7 +11,9 @@ import pytest
 
 from swarmd.codec import hash_hex
 from swarmd.config import load_config
+from swarmd.daemon.receipts import ReceiptBook
 from swarmd.ledger import RoundStatus
+from swarmd.ledger.receipt import receipt_signer
 from swarmd.ops import stop_all, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
@@ -27,6 +29,20 @@ def rpc_args(swarm) -> list[str]:
     return ["--rpc", swarm.devnet.rpc_url, "--contract", swarm.consortium.contract]
 
 
+def assert_receipts(swarm, finalized) -> None:
+    """Every included committer but the leader holds the leader's receipt for the hash it committed."""
+    chain_id, contract = swarm.ledger.chain_id(), swarm.consortium.contract
+    for i in finalized:
+        for site in swarm.consortium.sites:
+            if site.address == i.leader or site.address not in i.included:
+                continue
+            kept = ReceiptBook(site.journal.parent).get(i.round)
+            assert kept is not None, f"{site.name} holds no receipt for round {i.round}"
+            receipt, signature = kept
+            assert (receipt.term, receipt.update_hash) == (i.term, i.commit_of(site.address).update_hash)
+            assert receipt_signer(contract, chain_id, receipt, signature) == i.leader
+
+
 def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swarm_factory):
     with swarm_factory(swarm_root, rounds=3) as swarm:
         swarm.wait_done(timeout=300)
@@ -35,6 +51,7 @@ def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swa
         assert [i.round for i in finalized] == [0, 1, 2]
         for i in finalized:
             assert len(i.included) >= 2 and i.leader in {c.site for c in i.commits}
+        assert_receipts(swarm, finalized)
         final = hash_hex(finalized[-1].merged_hash)
         for st in swarm.statuses():
             assert st["last_merged_hash"] == final and st["last_merged_round"] == 2

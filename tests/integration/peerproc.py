@@ -58,13 +58,14 @@ class Recorder:
         self.max_streams_in = 0  # the most inbound streams seen open at once (sampled)
         self.announces: list[AnnounceHeader] = []
         self.corrupt_serving = False
+        self.receipt: bytes | None = None  # what on_update hands back with its acceptance
 
     async def on_update(
         self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
     ) -> Verdict:
         self.updates += 1
         self.models[digest] = codec.encode(state)
-        return Verdict(True, detail=codec.hash_hex(codec.content_hash(state)))
+        return Verdict(True, detail=codec.hash_hex(codec.content_hash(state)), receipt=self.receipt)
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
         self.announces.append(header)

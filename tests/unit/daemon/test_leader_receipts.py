@@ -1,0 +1,172 @@
+"""Receipts through the round driver, against a faked ledger boundary (address, account, chain id):
+the leader signs each update it accepts and hands the signature back in its verdict; the committer
+keeps a receipt only when the round's leader signed exactly its commitment, and counts the rest
+without failing; the DROP_UPDATE fault receipts its victim's update and leaves it out of the merge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import torch
+from eth_account import Account
+
+from swarmd.codec import Manifest, content_hash
+from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.faults import Fault
+from swarmd.daemon.metrics import Metrics
+from swarmd.daemon.reasons import exclusion_reasons
+from swarmd.daemon.rounds import RoundDriver
+from swarmd.daemon.state import DaemonState
+from swarmd.daemon.store import Journal, ModelStore
+from swarmd.ledger import CommitInfo, Member, MemberStatus, Outcome, RoundInfo, RoundStatus
+from swarmd.ledger.receipt import Receipt, receipt_signer, sign_receipt
+from swarmd.merge import rule_for
+from swarmd.task import load_task
+from swarmd.train import BUNDLES_DIR
+from swarmd.transport import UpdateHeader
+
+CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+CHAIN_ID = 31337
+LEADER = Account.from_key(b"\x01" * 32)
+PEER = Account.from_key(b"\x02" * 32).address
+OTHER = Account.from_key(b"\x03" * 32)
+PEER_KEY = b"\x07" * 32
+UPDATE = {"w": torch.ones(3)}
+DIGEST = content_hash(UPDATE)
+
+
+class FakeLedger:
+    """The three things receipts need from a Ledger client."""
+
+    address = CONTRACT
+
+    def __init__(self, account: object) -> None:
+        self.account = account
+
+    def chain_id(self) -> int:
+        return CHAIN_ID
+
+
+def _driver(tmp_path, me: str, account: object) -> RoundDriver:
+    d = RoundDriver(
+        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
+        ledger=FakeLedger(account),  # type: ignore[arg-type]
+        node=None,  # type: ignore[arg-type]  # these steps never reach the transport or the trainer
+        trainer=None,  # type: ignore[arg-type]
+        store=ModelStore(tmp_path / "ckpt"),
+        journal=Journal.open(tmp_path / "journal.json"),
+        state=DaemonState(site="a", address=me),
+        metrics=Metrics(),
+        poll_interval=30.0,
+    )
+    d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
+    return d
+
+
+@pytest.fixture
+async def leader(tmp_path) -> AsyncIterator[RoundDriver]:
+    d = _driver(tmp_path, LEADER.address, LEADER)
+    d.exchange = Exchange(
+        round=2,
+        term=1,
+        expected={LEADER.address: (b"\1" * 32, 4), PEER: (DIGEST, 4)},
+        base={"w": torch.zeros(3)},
+        rule=rule_for(d.task.swarm),
+        is_diff=False,
+    )
+    yield d
+    d.close()
+
+
+@pytest.fixture
+async def committer(tmp_path) -> AsyncIterator[RoundDriver]:
+    d = _driver(tmp_path, PEER, None)
+    yield d
+    d.close()
+
+
+def _info(term: int = 1, leader: str = LEADER.address) -> RoundInfo:
+    return RoundInfo(
+        round=2,
+        status=RoundStatus.ELECTED,
+        term=term,
+        leader=leader,
+        commits=(CommitInfo(PEER, DIGEST, 4, 10), CommitInfo(LEADER.address, b"\1" * 32, 4, 10)),
+        failed_leaders=(),
+        base_hash=b"\0" * 32,
+        merged_hash=None,
+        included=(),
+        opened_block=1,
+        first_commit_block=10,
+        elected_block=12,
+        finalized_block=None,
+    )
+
+
+def _count(d: RoundDriver, outcome: str) -> float:
+    value = d.metrics.registry.get_sample_value("swarmd_receipts_total", {"outcome": outcome})
+    return value or 0.0
+
+
+async def _deliver(d: RoundDriver):
+    header = UpdateHeader(round=2, term=1, digest=DIGEST, manifest=Manifest(()))
+    return await d.on_update(PEER_KEY, header, {k: v.clone() for k, v in UPDATE.items()}, DIGEST)
+
+
+async def test_the_leader_receipts_an_accepted_update_for_its_term_and_merges_it(leader) -> None:
+    verdict = await _deliver(leader)
+    assert verdict.ok and verdict.receipt is not None
+    receipt = Receipt(round=2, term=1, site=PEER, update_hash=DIGEST)
+    assert receipt_signer(CONTRACT, CHAIN_ID, receipt, verdict.receipt) == LEADER.address
+    assert PEER in leader.exchange.received and leader.journal.get(2).received  # type: ignore[union-attr]
+
+
+async def test_a_rejected_update_gets_no_receipt(leader) -> None:
+    header = UpdateHeader(round=2, term=1, digest=DIGEST, manifest=Manifest(()))
+    verdict = await leader.on_update(PEER_KEY, header, {"w": torch.full((3,), float("nan"))}, DIGEST)
+    assert not verdict.ok and verdict.receipt is None
+    assert exclusion_reasons(leader.exchange) == {PEER: Outcome.FAILED_VALIDATION}  # type: ignore[arg-type]
+
+
+async def test_drop_update_receipts_the_victim_then_reports_it_not_delivered(leader) -> None:
+    leader.faults = frozenset({Fault.DROP_UPDATE})
+    verdict = await _deliver(leader)
+    assert verdict.ok and verdict.receipt is not None  # the committer believes it was taken
+    ex = leader.exchange
+    assert ex is not None and PEER not in ex.received and ex.pending == {LEADER.address}
+    assert exclusion_reasons(ex) == {PEER: Outcome.NOT_DELIVERED}
+    receipt = Receipt(round=2, term=1, site=PEER, update_hash=DIGEST)
+    assert receipt_signer(CONTRACT, CHAIN_ID, receipt, verdict.receipt) == LEADER.address
+
+
+async def test_the_committer_keeps_the_leaders_receipt(committer) -> None:
+    sig = sign_receipt(LEADER, CONTRACT, CHAIN_ID, Receipt(2, 1, PEER, DIGEST))
+    assert await committer.keep_receipt(2, _info(), sig)
+    assert committer.receipts.get(2) == (Receipt(2, 1, PEER, DIGEST), sig)
+    assert _count(committer, "kept") == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "outcome"),
+    [
+        ("none", "missing"),
+        ("someone_else", "invalid"),  # signed, but not by this term's leader
+        ("other_term", "invalid"),  # the leader's receipt of another term
+        ("other_hash", "invalid"),  # not what we committed
+        ("garbage", "invalid"),
+    ],
+)
+async def test_a_missing_or_wrong_receipt_is_counted_not_kept_and_not_raised(
+    committer, case, outcome
+) -> None:
+    sig = {
+        "none": None,
+        "someone_else": sign_receipt(OTHER, CONTRACT, CHAIN_ID, Receipt(2, 1, PEER, DIGEST)),
+        "other_term": sign_receipt(LEADER, CONTRACT, CHAIN_ID, Receipt(2, 0, PEER, DIGEST)),
+        "other_hash": sign_receipt(LEADER, CONTRACT, CHAIN_ID, Receipt(2, 1, PEER, b"\5" * 32)),
+        "garbage": b"\x00" * 65,
+    }[case]
+    assert not await committer.keep_receipt(2, _info(), sig)
+    assert committer.receipts.get(2) is None
+    assert _count(committer, outcome) == 1 and _count(committer, "kept") == 0
