@@ -271,7 +271,7 @@ def summarize(
         end = start + c["cycle_s"]  # the first finalize of round r
         floor = wire_floor_s(topology, sites, model_bytes, rate_bps, disseminate=r > 0)
         per_site = {s: window_bytes(samples, s, start, end) for s in journals}
-        leader_floor = wire_floor_bytes(topology, sites, model_bytes, disseminate=False)
+        busiest = max(max(b["in"], b["out"]) for b in per_site.values())
         cycles.append(
             {
                 **c,
@@ -280,7 +280,9 @@ def summarize(
                 "overhead_vs_floor": round(c["overhead_s"] / floor, 2),
                 "bytes": per_site,
                 "chain_bytes": window_bytes(samples, "chain", start, end),
-                "leader_in_vs_floor": round(per_site[c["leader"]]["in"] / leader_floor, 3),
+                "busiest_link_vs_floor": round(
+                    busiest / wire_floor_bytes(topology, sites, model_bytes, disseminate=r > 0), 3
+                ),
             }
         )
     steady = cycles[1:] or cycles
