@@ -18,12 +18,14 @@ retransmissions and chain RPC included), sampled every SAMPLE_S and interpolated
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +39,19 @@ from swarmd.errors import DaemonError
 from swarmd.ledger import Devnet
 from swarmd.ledger.devnet import find_anvil
 from swarmd.ops import DaemonProcess, LocalConsortium, local_consortium, stop_all
-from swarmd.ops.netns import Node, WanNet, format_rate, link_counters, parse_rate, wan_net
+from swarmd.ops.netns import (
+    NetnsError,
+    Node,
+    WanNet,
+    format_rate,
+    link_counters,
+    parse_rate,
+    parse_tbf_stats,
+    wan_net,
+)
 
-SAMPLE_S = 0.5
+SAMPLE_S = 0.05  # link counters: well under one model's time at 1 Gbit/s (0.22 s for DenseNet121)
+POLL_S = 0.5  # the daemons' status
 CHAIN_PORT = 8545
 SITE_PORT = 7700  # every site is alone in its namespace: the same ports for all would do too
 TOPOLOGIES = ("leader", "sharded")
@@ -106,12 +118,13 @@ class _Run:
     anvil: subprocess.Popen[bytes] | None = None
 
     def sample(self) -> Sample:
+        pids = {d.name: d.pid for d in self.daemons if d.pid is not None}
+        if self.anvil is not None:
+            pids["chain"] = self.anvil.pid
         counters = {}
-        for d in self.daemons:
-            if d.pid is not None and d.alive():
-                counters[d.name] = link_counters(d.pid)
-        if self.anvil is not None and self.anvil.poll() is None:
-            counters["chain"] = link_counters(self.anvil.pid)
+        for name, pid in pids.items():
+            with contextlib.suppress(NetnsError):  # the process has just exited: no sample for it
+                counters[name] = link_counters(pid)
         return time.time(), counters
 
 
@@ -151,9 +164,28 @@ def _start_chain(run: _Run, state: Path, log: Path) -> None:
 
 
 def _wait(run: _Run, timeout: float, samples: list[Sample], note: Callable[[str], None]) -> None:
+    """Until every daemon is done, sampling the links every SAMPLE_S (a thread) and the daemons every
+    POLL_S; BenchFailed when one dies or at `timeout`."""
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(SAMPLE_S):
+            samples.append(run.sample())
+
+    sampler = threading.Thread(target=sample, name="wan-counters", daemon=True)
+    samples.append(run.sample())
+    sampler.start()
+    try:
+        _poll(run, timeout, note)
+    finally:
+        stop.set()
+        sampler.join()
+    samples.append(run.sample())
+
+
+def _poll(run: _Run, timeout: float, note: Callable[[str], None]) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        samples.append(run.sample())
         dead = [d for d in run.daemons if not d.alive()]
         if dead:
             raise BenchFailed(f"daemon {dead[0].name} exited; its log ends:\n{dead[0].tail(40)}")
@@ -162,9 +194,8 @@ def _wait(run: _Run, timeout: float, samples: list[Sample], note: Callable[[str]
         rnd = min((st["round"] for st in sts if st), default=0)
         note(f"round {rnd}, {phases.count('done')}/{len(sts)} done, {time.monotonic() - t0:.0f} s")
         if all(p == "done" for p in phases):
-            samples.append(run.sample())
             return
-        time.sleep(SAMPLE_S)
+        time.sleep(POLL_S)
     tails = "\n".join(f"==== {d.name}\n{d.tail(15)}" for d in run.daemons)
     raise BenchFailed(f"timed out after {timeout:.0f} s waiting for every site to finish\n{tails}")
 
@@ -198,46 +229,25 @@ def run_wan_bench(
 
     NetnsUnavailable (with the reason) where this machine cannot make namespaces."""
     rate_bps = parse_rate(rate)
+    label = f"N={sites} at {format_rate(rate_bps)}"
     note = on_step or (lambda msg: None)
+    load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="swn-", dir="/tmp"))  # unix socket paths must stay short
-    samples: list[Sample] = []
     try:
         with wan_net() as net:
             chain = net.add("chain", None)
             nodes = [net.add(f"s{i}", rate_bps) for i in range(sites)]
-            qdiscs = net.qdiscs(nodes[0].name)
-            note(f"N={sites} at {format_rate(rate_bps)}: provisioning the chain")
+            note(f"{label}: provisioning the chain")
             consortium = _provision(root, bench_task(root, model, rounds), nodes, chain)
-            daemons = [
-                DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log", wrap=tuple(n.argv([])))
-                for s, n in zip(consortium.sites, nodes, strict=True)
-            ]
-            run = _Run(net, chain, nodes, consortium, daemons)
-            try:
-                _start_chain(run, root / "chain-state.json", root / "anvil.log")
-                t0 = time.perf_counter()
-                for d in daemons:
-                    d.start()
-                _wait(
-                    run,
-                    _budget(sites, rounds, rate_bps),
-                    samples,
-                    lambda m: note(f"N={sites} at {format_rate(rate_bps)}: {m}"),
-                )
-                wall = time.perf_counter() - t0
-            finally:
-                stop_all(daemons, timeout=20)
-                if run.anvil is not None:
-                    run.anvil.terminate()
-                    run.anvil.wait(10)
-            journals = {s.name: Journal.read(s.journal).rounds for s in consortium.sites}
+            run = _Run(net, chain, nodes, consortium, _daemons(consortium, nodes))
+            measured = _measure(run, root, _budget(sites, rounds, rate_bps), lambda m: note(f"{label}: {m}"))
             if keep_logs is not None:
                 _keep(consortium, root, keep_logs / f"n{sites}-{format_rate(rate_bps)}")
     except DaemonError as exc:
         raise BenchFailed(str(exc)) from None
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    rows = summarize(journals, samples, sites=sites, rounds=rounds, rate_bps=rate_bps)
+    rows = summarize(measured.journals, measured.samples, sites=sites, rounds=rounds, rate_bps=rate_bps)
     return {
         "bench": "wan",
         "sites": sites,
@@ -247,10 +257,50 @@ def run_wan_bench(
         "rounds": rounds,
         "topology": "leader",
         "cores": os.cpu_count(),
-        "wall_s": round(wall, 1),
-        "shaping": qdiscs,
+        "load_at_start": round(load, 2),
+        "wall_s": round(measured.wall, 1),
+        "tbf": measured.tbf,
         **rows,
     }
+
+
+def _daemons(consortium: LocalConsortium, nodes: list[Node]) -> list[DaemonProcess]:
+    """Each site's daemon, to run inside its node's namespace."""
+    return [
+        DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log", wrap=tuple(n.argv([])))
+        for s, n in zip(consortium.sites, nodes, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class _Measured:
+    journals: dict[str, dict[int, RoundRecord]]
+    samples: list[Sample]
+    tbf: dict[str, dict[str, dict[str, int]]]  # site -> up/down -> what its qdisc sent and dropped
+    wall: float
+
+
+def _measure(run: _Run, root: Path, budget: float, note: Callable[[str], None]) -> _Measured:
+    """Start the chain and the daemons, sample every link until all are done, stop them, read it all."""
+    samples: list[Sample] = []
+    try:
+        _start_chain(run, root / "chain-state.json", root / "anvil.log")
+        t0 = time.perf_counter()
+        for d in run.daemons:
+            d.start()
+        _wait(run, budget, samples, note)
+        wall = time.perf_counter() - t0
+    finally:
+        stop_all(run.daemons, timeout=20)
+        if run.anvil is not None:
+            run.anvil.terminate()
+            run.anvil.wait(10)
+    tbf = {
+        s.name: {k: parse_tbf_stats(v) for k, v in run.net.qdiscs(n.name).items()}
+        for s, n in zip(run.consortium.sites, run.sites, strict=True)
+    }
+    journals = {s.name: Journal.read(s.journal).rounds for s in run.consortium.sites}
+    return _Measured(journals, samples, tbf, wall)
 
 
 def summarize(

@@ -81,11 +81,20 @@ def format_tables(result: dict[str, Any]) -> str:
         (c["round"], *(f"{c['bytes'][s]['in'] / MB:.1f} / {c['bytes'][s]['out'] / MB:.1f}" for s in sites))
         for c in result["cycles"]
     ]
+    tbf = result["tbf"]
+    tbf_rows = [
+        (
+            site,
+            *(f"{tbf[site][k]['sent_bytes'] / MB:.1f} / {tbf[site][k]['dropped']}" for k in ("up", "down")),
+        )
+        for site in sorted(tbf)
+    ]
     return "\n".join(
         [
             f"N={result['sites']}, {result['model']} ({result['params_m']}M parameters, "
             f"{result['model_bytes'] / MB:.1f} MB), {result['rate']} per site, "
-            f"{result['rounds']} round(s) of 1 local step, {result['cores']} cores; "
+            f"{result['rounds']} round(s) of 1 local step, {result['cores']} cores "
+            f"(load {result['load_at_start']} at start); "
             f"steady-state means over rounds {result['steady_rounds']}: "
             f"overhead {result['overhead_s']:.2f} s, floor {result['floor_s']:.2f} s, "
             f"ratio {result['overhead_vs_floor']:.2f}.",
@@ -95,5 +104,9 @@ def format_tables(result: dict[str, Any]) -> str:
             "Wire bytes per site and round, MB in / out (eth0 counters in each site's namespace):",
             "",
             table(("round", *sites), byte_rows),
+            "",
+            "Each site's token buckets over the whole run, MB sent / packets dropped (TCP resends drops):",
+            "",
+            table(("site", "uplink", "downlink"), tbf_rows),
         ]
     )

@@ -44,6 +44,7 @@ MIN_BURST = 32 * 1024
 QUEUE_S = 0.05  # bytes queued behind the bucket before tail drop: 50 ms of the rate
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?\s*$", re.IGNORECASE)
 _UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+_SENT = re.compile(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+)")
 _STALE = re.compile(rf"^{PREFIX}(\d+)x[0-9a-f]{{4}}-")
 
 
@@ -115,6 +116,14 @@ def parse_net_dev(text: str) -> dict[str, tuple[int, int]]:
         if sep and len(fields) >= 9:
             out[name.strip()] = (int(fields[0]), int(fields[8]))
     return out
+
+
+def parse_tbf_stats(text: str) -> dict[str, int]:
+    """`tc -s qdisc show dev D` -> what the root qdisc sent (bytes, packets) and dropped (packets)."""
+    m = _SENT.search(text)
+    if m is None:
+        raise NetnsError(f"no qdisc statistics in {text[:200]!r}")
+    return {"sent_bytes": int(m.group(1)), "sent_packets": int(m.group(2)), "dropped": int(m.group(3))}
 
 
 def link_counters(pid: int, dev: str = NODE_DEV) -> tuple[int, int]:
@@ -250,12 +259,12 @@ class WanNet:
         self.nodes[name] = node
         return node
 
-    def qdiscs(self, name: str) -> str:
-        """`tc -s qdisc` of both ends of `name`'s link: what the report shows was applied."""
+    def qdiscs(self, name: str) -> dict[str, str]:
+        """`tc -s qdisc` of both ends of `name`'s link ('up': the node's egress, 'down': the hub's)."""
         node = self.nodes[name]
         up = _run(["tc", "-n", node.ns, "-s", "qdisc", "show", "dev", NODE_DEV], "reading qdiscs")
         down = _run(["tc", "-n", self.hub, "-s", "qdisc", "show", "dev", node.hub_dev], "reading qdiscs")
-        return f"uplink:\n{up}downlink:\n{down}"
+        return {"up": up, "down": down}
 
     def wait_tcp(self, name: str, host: str, port: int, timeout: float) -> None:
         """Until something in `name`'s namespace can connect to host:port; NetnsError after `timeout`."""

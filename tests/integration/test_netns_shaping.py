@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from harness import PeerProc
 
-from swarmd.ops.netns import NetnsUnavailable, WanNet, burst_bytes, link_counters, list_namespaces
+from swarmd.ops.netns import (
+    NetnsUnavailable,
+    WanNet,
+    burst_bytes,
+    link_counters,
+    list_namespaces,
+    parse_tbf_stats,
+)
 
 pytestmark = pytest.mark.multiproc
 
@@ -93,4 +100,6 @@ def test_a_peer_in_one_namespace_reaches_another_over_a_link_shaped_both_ways(ne
     finally:
         for p in peers:
             p.close()
-    assert "rate 10Mbit" in net.qdiscs("slow")
+    qdiscs = net.qdiscs("slow")
+    assert "rate 10Mbit" in qdiscs["up"] and "rate 10Mbit" in qdiscs["down"]
+    assert parse_tbf_stats(qdiscs["down"])["sent_bytes"] >= N_PARAMS * 4

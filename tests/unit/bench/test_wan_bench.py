@@ -69,8 +69,12 @@ def test_a_round_row_holds_overhead_floor_and_each_sites_wire_bytes() -> None:
     assert c["busiest_link_vs_floor"] == pytest.approx((M + 10**6) / M, abs=1e-3)
     assert out["model_bytes"] == M and out["steady_rounds"] == [0]
     result = {"sites": 2, "rate": "100mbit", "model": "densenet121", "rounds": 1, "topology": "leader"}
-    report = wan_report({**result, "cores": 2, **out})
+    tbf = {
+        s: {key: {"sent_bytes": 10**6, "dropped": 3} for key in ("up", "down")} for s in ("site-a", "site-b")
+    }
+    report = wan_report({**result, "cores": 2, "load_at_start": 1.5, "tbf": tbf, **out})
     assert report.name == wan_name(2, "100mbit", "densenet121") == "wan_n2_100mbit"
     assert "| 0 | 29.0 / 0.1 | 0.1 / 29.0 |" in report.tables
+    assert "| site-a | 1.0 / 3 | 1.0 / 3 |" in report.tables and "(load 1.5 at start)" in report.tables
     (g,) = wan_goals({**result, **out})
     assert g["limit"] == 1.3 and not g["met"]

@@ -8,6 +8,7 @@ import pytest
 from swarmd.errors import UsageError
 from swarmd.ops.netns import (
     MIN_BURST,
+    NetnsError,
     Node,
     burst_bytes,
     format_rate,
@@ -15,6 +16,7 @@ from swarmd.ops.netns import (
     ns_name,
     parse_net_dev,
     parse_rate,
+    parse_tbf_stats,
     stale_namespaces,
     tbf_argv,
 )
@@ -89,3 +91,14 @@ def test_net_dev_gives_rx_and_tx_bytes_per_interface() -> None:
         "    0       0          0\n"
     )
     assert parse_net_dev(text) == {"lo": (120, 120), "eth0": (29_123_456, 6_100_000)}
+
+
+def test_tbf_statistics_give_what_was_sent_and_dropped() -> None:
+    text = (
+        "qdisc tbf 8003: root refcnt 3 rate 100Mbit burst 125000b lat 50ms \n"
+        " Sent 58123456 bytes 40100 pkt (dropped 12, overlimits 900 requeues 0) \n"
+        " backlog 0b 0p requeues 0\n"
+    )
+    assert parse_tbf_stats(text) == {"sent_bytes": 58_123_456, "sent_packets": 40_100, "dropped": 12}
+    with pytest.raises(NetnsError, match="no qdisc statistics"):
+        parse_tbf_stats("qdisc noqueue 0: root refcnt 2")
