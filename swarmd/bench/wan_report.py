@@ -42,7 +42,8 @@ def wan_notes(result: dict[str, Any]) -> list[str]:
         "this kernel); the chain's link is unshaped.",
         f"Wire floor ({result['topology']}): (N-1) models into the leader over its one link, plus the merged "
         "model out of it once (round 0 has no dissemination); bytes are L2 counters (headers included); "
-        "the busiest link's bytes (in or out, whichever is larger) are set against the floor's bytes.",
+        "the busiest link's bytes (in or out, whichever is larger) are set against the floor's bytes. "
+        "The overhead splits as in the round bench (round 0's dissemination column is start-up).",
     ]
     if result["sites"] > (result["cores"] or 1):
         notes.append(
@@ -60,6 +61,10 @@ def format_tables(result: dict[str, Any]) -> str:
         "train s",
         "overhead s",
         "overhead (trainer cut) s",
+        "exchange s",
+        "dissemination s",
+        "merge s",
+        "chain + waiting s",
         "floor s",
         "overhead / floor",
         "busiest link MB / floor MB",
@@ -69,7 +74,10 @@ def format_tables(result: dict[str, Any]) -> str:
         (
             c["round"],
             c["leader"],
-            *(f"{c[k]:.2f}" for k in ("cycle_s", "train_s", "overhead_s", "overhead_trainer_s", "floor_s")),
+            *(f"{c[k]:.2f}" for k in ("cycle_s", "train_s", "overhead_s", "overhead_trainer_s")),
+            *(f"{c['categories'][k]:.2f}" for k in ("exchange", "dissemination", "merge")),
+            f"{c['categories']['chain'] + c['categories']['waiting']:.2f}",
+            f"{c['floor_s']:.2f}",
             f"{c['overhead_vs_floor']:.2f}",
             f"{c['busiest_link_vs_floor']:.3f}",
             f"{(c['chain_bytes']['in'] + c['chain_bytes']['out']) / MB:.2f}",
