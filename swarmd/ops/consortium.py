@@ -101,6 +101,8 @@ def local_consortium(
     n = len(datalists) if datalists is not None else sites
     if len(dev_keys) < n + 1:
         raise ConfigError(f"need {n + 1} funded dev keys, have {len(dev_keys)}")
+    if hosts and len(hosts) != n:
+        raise ConfigError(f"{len(hosts)} hosts for {n} sites", hint="give one host per site, or none")
     root = root.resolve()
     task = load_task(task_path)
     admin = Account.from_key(dev_keys[0])
@@ -108,8 +110,6 @@ def local_consortium(
     if datalists is None:
         datalists, test_list = _generate(root / "data", sites, data_task, alpha, seed, n_per_site, n_test)
     ports = _free_ports(n) if base_port == 0 else [base_port + 3 * i for i in range(n)]
-    if hosts and len(hosts) != n:
-        raise ConfigError(f"{len(hosts)} hosts for {n} sites")
     out: list[LocalSite] = []
     for i, (name, data_list) in enumerate(datalists.items()):
         endpoint = f"tcp://{hosts[i] if hosts else '127.0.0.1'}:{ports[i]}"
