@@ -54,7 +54,6 @@ SAMPLE_S = 0.05  # link counters: well under one model's time at 1 Gbit/s (0.22 
 POLL_S = 0.5  # the daemons' status
 CHAIN_PORT = 8545
 SITE_PORT = 7700  # every site is alone in its namespace: the same ports for all would do too
-TOPOLOGIES = ("leader", "sharded")
 
 Sample = tuple[float, dict[str, tuple[int, int]]]  # (unix time, {node: (rx, tx) bytes})
 
