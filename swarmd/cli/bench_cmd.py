@@ -264,6 +264,37 @@ def run_round(
     return _write(out, round_report(result, out, name), quick=quick, started=t0)
 
 
+# --- wan --------------------------------------------------------------------------------------------
+@bench_app.command("wan")
+def wan_cmd(
+    out: Path = OUT,
+    sites: int = typer.Option(3, "--sites", help="Sites, each in its own network namespace."),
+    rate: str = typer.Option("100mbit", "--rate", help="Each site's link rate, both ways (tc units: 1gbit)."),
+    rounds: int = typer.Option(2, "--rounds", help="Rounds (the first includes start-up)."),
+    model: str = typer.Option("densenet121", "--model", help="densenet121 (~7M) or densenet264 (~30.6M)."),
+) -> None:
+    """Rounds over shaped links: sites and chain in network namespaces (needs root), against the floor."""
+    from swarmd.bench.round import MODELS
+    from swarmd.bench.wan import run_wan_bench
+    from swarmd.bench.wan_report import wan_report
+
+    if model not in MODELS or sites < 2 or rounds < 1:
+        raise typer.BadParameter(f"need --sites >= 2, --rounds >= 1 and --model in {sorted(MODELS)}")
+    with cli_errors(), _progress() as progress:
+        t0 = time.perf_counter()
+        task = progress.add_task("wan", total=None)
+        result = run_wan_bench(
+            sites,
+            rate,
+            rounds=rounds,
+            model=model,
+            on_step=lambda msg: progress.update(task, description=f"wan: {msg}"),
+            keep_logs=out / "wan-logs",
+        )
+        progress.update(task, description="wan: done", total=1, completed=1)
+        _write(out, wan_report(result), quick=False, started=t0)
+
+
 # --- secagg -----------------------------------------------------------------------------------------
 @bench_app.command("secagg")
 def secagg_cmd(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,15 +90,19 @@ def local_consortium(
     data_task: str = "classification",
     datalists: Mapping[str, Path] | None = None,
     test_list: Path | None = None,
+    hosts: Sequence[str] = (),
 ) -> LocalConsortium:
     """Deploy, provision and admit sites under `root`.
 
     The sites train on `datalists` (one site per list, named by its key; `test_list` is the shared
     held-out set, if any) or, without them, on `sites` sites' generated `data_task` data.
-    dev_keys[0] deploys and admits; dev_keys[1:] become the sites' accounts."""
+    dev_keys[0] deploys and admits; dev_keys[1:] become the sites' accounts. `hosts`: the address site i
+    binds and advertises (default 127.0.0.1 for all; the WAN bench gives each its namespace's address)."""
     n = len(datalists) if datalists is not None else sites
     if len(dev_keys) < n + 1:
         raise ConfigError(f"need {n + 1} funded dev keys, have {len(dev_keys)}")
+    if hosts and len(hosts) != n:
+        raise ConfigError(f"{len(hosts)} hosts for {n} sites", hint="give one host per site, or none")
     root = root.resolve()
     task = load_task(task_path)
     admin = Account.from_key(dev_keys[0])
@@ -108,7 +112,7 @@ def local_consortium(
     ports = _free_ports(n) if base_port == 0 else [base_port + 3 * i for i in range(n)]
     out: list[LocalSite] = []
     for i, (name, data_list) in enumerate(datalists.items()):
-        endpoint = f"tcp://127.0.0.1:{ports[i]}"
+        endpoint = f"tcp://{hosts[i] if hosts else '127.0.0.1'}:{ports[i]}"
         cfg = site_config(
             root / name,
             name,

@@ -27,6 +27,8 @@ class DaemonProcess:
     name: str
     config: Path
     log: Path
+    # A command prefix the daemon runs under, e.g. `ip netns exec NS` (it execs: the pid stays the daemon's).
+    wrap: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _terminating: bool = field(default=False, repr=False)
 
@@ -36,7 +38,7 @@ class DaemonProcess:
 
     def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "swarmd.cli.swarmd", "run", "--config", str(self.config)]
+        cmd = [*self.wrap, sys.executable, "-m", "swarmd.cli.swarmd", "run", "--config", str(self.config)]
         # Without the mmap threshold glibc keeps freed multi-MB payloads resident (docs/transport.md).
         full_env = {
             **os.environ,

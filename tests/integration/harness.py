@@ -9,6 +9,7 @@ import os
 import selectors
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ PEERPROC = Path(__file__).with_name("peerproc.py")
 class PeerProc:
     """A transport node in a child process (tests/integration/peerproc.py), driven over pipes."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, wrap: Sequence[str] = ()) -> None:
+        """`wrap`: a command prefix, e.g. `ip netns exec NS` to run the peer in a network namespace."""
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEERPROC), *args],
+            [*wrap, sys.executable, str(PEERPROC), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -55,3 +55,36 @@ def test_too_few_dev_keys_is_refused_before_anything_is_deployed(devnet, tmp_pat
             sites=2,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sites_bind_and_advertise_the_hosts_they_are_given(devnet, tmp_path):
+    # what `swarm bench wan` gives: each site its network namespace's address, nothing on 127.0.0.1
+    hosts = ["10.203.0.3", "10.203.0.4"]
+    lc = local_consortium(
+        tmp_path,
+        rpc_url=devnet.rpc_url,
+        dev_keys=list(devnet.dev_keys),
+        task_path=example_task_file("cxr_densenet"),
+        sites=2,
+        n_per_site=8,
+        n_test=8,
+        base_port=7700,
+        hosts=hosts,
+    )
+    for site, host, port in zip(lc.sites, hosts, (7700, 7703), strict=True):
+        cfg = load_config(site.config)
+        assert cfg.transport.bind == cfg.transport.endpoint == f"tcp://{host}:{port}"
+        assert site_ledger(cfg, site_identity(cfg)).member(site.address).endpoint == f"tcp://{host}:{port}"
+
+
+def test_one_host_per_site_or_none(devnet, tmp_path):
+    with pytest.raises(ConfigError, match="1 hosts for 2 sites"):
+        local_consortium(
+            tmp_path,
+            rpc_url=devnet.rpc_url,
+            dev_keys=list(devnet.dev_keys),
+            task_path=example_task_file("cxr_densenet"),
+            sites=2,
+            hosts=["10.203.0.3"],
+        )
+    assert list(tmp_path.iterdir()) == []

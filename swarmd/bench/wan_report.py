@@ -1,0 +1,120 @@
+"""`swarm bench wan`'s goal, tables and notes, from `swarmd.bench.wan.run_wan_bench`'s result.
+
+The file name carries the run's shape: wan_n3_100mbit, wan_n8_1gbit_densenet264, ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swarmd.bench.report import Goal, Report, goal, table
+
+FLOOR_LIMIT = 1.3  # issue 15: round overhead <= 1.3 x the wire floor (set there for the sharded topology)
+MB = 1e6
+
+
+def wan_name(sites: int, rate: str, model: str) -> str:
+    return f"wan_n{sites}_{rate}" + ("" if model == "densenet121" else f"_{model}")
+
+
+def wan_report(result: dict[str, Any]) -> Report:
+    name = wan_name(result["sites"], result["rate"], result["model"])
+    return Report(name, result, wan_goals(result), format_tables(result), [], wan_notes(result))
+
+
+def wan_goals(result: dict[str, Any]) -> list[Goal]:
+    ratio = result["overhead_vs_floor"]
+    return [
+        goal(
+            f"N={result['sites']} at {result['rate']}, {result['topology']} topology: "
+            f"round overhead / wire floor (steady rounds)",
+            ratio,
+            FLOOR_LIMIT,
+            ratio <= FLOOR_LIMIT,
+            note="issue 15 sets this goal for the sharded topology; the leader topology is the baseline",
+        )
+    ]
+
+
+def wan_notes(result: dict[str, Any]) -> list[str]:
+    notes = [
+        f"Links: {result['rate']} each way per site (tbf on both veth ends), no added latency (no netem in "
+        "this kernel); the chain's link is unshaped.",
+        f"Wire floor ({result['topology']}): (N-1) models into the leader over its one link, plus the merged "
+        "model out of it once (round 0 has no dissemination); bytes are L2 counters (headers included); "
+        "the busiest link's bytes (in or out, whichever is larger) are set against the floor's bytes. "
+        "The overhead splits as in the round bench (round 0's dissemination column is start-up).",
+    ]
+    if result["sites"] > (result["cores"] or 1):
+        notes.append(
+            f"{result['cores']} cores for {result['sites']} daemons: CPU-bound parts (sealing, hashing, "
+            "training) contend here as they would not on one machine per site."
+        )
+    return notes
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    head = (
+        "round",
+        "leader",
+        "cycle s",
+        "train s",
+        "overhead s",
+        "overhead (trainer cut) s",
+        "exchange s",
+        "dissemination s",
+        "merge s",
+        "chain + waiting s",
+        "floor s",
+        "overhead / floor",
+        "busiest link MB / floor MB",
+        "chain in+out MB",
+    )
+    rows = [
+        (
+            c["round"],
+            c["leader"],
+            *(f"{c[k]:.2f}" for k in ("cycle_s", "train_s", "overhead_s", "overhead_trainer_s")),
+            *(f"{c['categories'][k]:.2f}" for k in ("exchange", "dissemination", "merge")),
+            f"{c['categories']['chain'] + c['categories']['waiting']:.2f}",
+            f"{c['floor_s']:.2f}",
+            f"{c['overhead_vs_floor']:.2f}",
+            f"{c['busiest_link_vs_floor']:.3f}",
+            f"{(c['chain_bytes']['in'] + c['chain_bytes']['out']) / MB:.2f}",
+        )
+        for c in result["cycles"]
+    ]
+    sites = sorted(result["cycles"][0]["bytes"])
+    byte_rows = [
+        (c["round"], *(f"{c['bytes'][s]['in'] / MB:.1f} / {c['bytes'][s]['out'] / MB:.1f}" for s in sites))
+        for c in result["cycles"]
+    ]
+    tbf = result["tbf"]
+    tbf_rows = [
+        (
+            site,
+            *(f"{tbf[site][k]['sent_bytes'] / MB:.1f} / {tbf[site][k]['dropped']}" for k in ("up", "down")),
+        )
+        for site in sorted(tbf)
+    ]
+    return "\n".join(
+        [
+            f"N={result['sites']}, {result['model']} ({result['params_m']}M parameters, "
+            f"{result['model_bytes'] / MB:.1f} MB), {result['rate']} per site, "
+            f"{result['rounds']} round(s) of 1 local step, {result['cores']} cores "
+            f"(load {result['load_at_start']} at start); "
+            f"steady-state means over rounds {result['steady_rounds']}: "
+            f"overhead {result['overhead_s']:.2f} s, floor {result['floor_s']:.2f} s, "
+            f"ratio {result['overhead_vs_floor']:.2f}.",
+            "",
+            table(head, rows),
+            "",
+            "Wire bytes per site and round, MB in / out (eth0 counters in each site's namespace):",
+            "",
+            table(("round", *sites), byte_rows),
+            "",
+            "Each site's token buckets over the whole run, MB sent / packets dropped (TCP resends drops):",
+            "",
+            table(("site", "uplink", "downlink"), tbf_rows),
+        ]
+    )

@@ -1,0 +1,80 @@
+"""`swarmd.bench.wan` and `wan_report`: the wire floors, byte counters read at a cycle's bounds, a
+round's row from journals and counter samples, and the report built from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarmd.bench.wan import Sample, at, summarize, window_bytes, wire_floor_bytes, wire_floor_s
+from swarmd.bench.wan_report import wan_goals, wan_name, wan_report
+from swarmd.daemon.store import RoundRecord
+
+M = 28_000_000
+
+
+def test_the_leader_floor_is_n_minus_1_models_in_plus_one_out() -> None:
+    assert wire_floor_bytes("leader", 3, M) == 3 * M
+    assert wire_floor_bytes("leader", 3, M, disseminate=False) == 2 * M
+    assert wire_floor_bytes("leader", 8, M) == 8 * M
+    # N=8 at 100 Mbit/s: the issue's "about 16 s of exchange before dissemination".
+    assert wire_floor_s("leader", 8, M, 10**8, disseminate=False) == pytest.approx(15.68)
+
+
+def test_the_sharded_floor_is_two_n_minus_1_over_n_models() -> None:
+    assert wire_floor_bytes("sharded", 8, M) == pytest.approx(2 * 7 / 8 * M)
+    assert wire_floor_s("sharded", 3, M, 10**9) == pytest.approx(4 / 3 * M * 8 / 1e9)
+    with pytest.raises(ValueError, match="unknown topology"):
+        wire_floor_bytes("ring", 3, M)
+
+
+SAMPLES: list[Sample] = [
+    (10.0, {"site-a": (0, 0)}),
+    (11.0, {"site-a": (1000, 100), "chain": (5, 5)}),
+    (13.0, {"site-a": (3000, 300), "chain": (9, 9)}),
+]
+
+
+def test_counters_are_interpolated_between_samples_and_clamped_at_the_ends() -> None:
+    assert at(SAMPLES, "site-a", 12.0) == (2000.0, 200.0)
+    assert at(SAMPLES, "site-a", 9.0) == (0.0, 0.0)
+    assert at(SAMPLES, "site-a", 99.0) == (3000.0, 300.0)
+    assert window_bytes(SAMPLES, "site-a", 10.5, 12.0) == {"in": 1500, "out": 150}
+    assert window_bytes(SAMPLES, "chain", 0.0, 99.0) == {"in": 4, "out": 4}
+
+
+def _journals() -> dict[str, dict[int, RoundRecord]]:
+    """Two sites, one round: site-a leads (receives site-b's update), finalizes at t=20."""
+    a = {"sync": 10.0, "train": 10.5, "commit": 12.0, "elect": 12.2, "exchange": 12.3, "merge": 15.0}
+    a |= {"finalize": 15.2, "disseminate": 20.0}
+    b = {"sync": 10.0, "train": 10.5, "commit": 11.5, "elect": 11.6, "exchange": 12.4, "disseminate": 20.5}
+    return {
+        "site-a": {0: RoundRecord(0, entered=a, led=True, model_bytes=M, train_seconds=1.2)},
+        "site-b": {0: RoundRecord(0, entered=b, model_bytes=M, train_seconds=0.9)},
+    }
+
+
+def test_a_round_row_holds_overhead_floor_and_each_sites_wire_bytes() -> None:
+    samples: list[Sample] = [
+        (10.0, {"site-a": (0, 0), "site-b": (0, 0), "chain": (0, 0)}),
+        (20.0, {"site-a": (M + 10**6, 10**5), "site-b": (10**5, M + 10**6), "chain": (10**4, 10**4)}),
+    ]
+    out = summarize(_journals(), samples, sites=2, rounds=1, rate_bps=10**8)
+    (c,) = out["cycles"]
+    assert c["leader"] == "site-a" and c["cycle_s"] == pytest.approx(10.0)
+    assert c["overhead_s"] == pytest.approx(10.0 - 1.5)  # cycle - the last committer's TRAIN phase
+    assert c["overhead_trainer_s"] == pytest.approx(10.0 - 1.2)
+    assert c["floor_s"] == pytest.approx(M * 8 / 1e8, abs=1e-3)  # round 0: no dissemination
+    assert c["overhead_vs_floor"] == pytest.approx(8.5 / (M * 8 / 1e8), abs=0.01)
+    assert c["bytes"]["site-a"] == {"in": M + 10**6, "out": 10**5}
+    assert c["busiest_link_vs_floor"] == pytest.approx((M + 10**6) / M, abs=1e-3)
+    assert out["model_bytes"] == M and out["steady_rounds"] == [0]
+    result = {"sites": 2, "rate": "100mbit", "model": "densenet121", "rounds": 1, "topology": "leader"}
+    tbf = {
+        s: {key: {"sent_bytes": 10**6, "dropped": 3} for key in ("up", "down")} for s in ("site-a", "site-b")
+    }
+    report = wan_report({**result, "cores": 2, "load_at_start": 1.5, "tbf": tbf, **out})
+    assert report.name == wan_name(2, "100mbit", "densenet121") == "wan_n2_100mbit"
+    assert "| 0 | 29.0 / 0.1 | 0.1 / 29.0 |" in report.tables
+    assert "| site-a | 1.0 / 3 | 1.0 / 3 |" in report.tables and "(load 1.5 at start)" in report.tables
+    (g,) = wan_goals({**result, **out})
+    assert g["limit"] == 1.3 and not g["met"]
