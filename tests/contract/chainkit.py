@@ -56,7 +56,7 @@ def deploy_consortium(
     leader_timeout: int = 5,
     majority: bool = False,
     secure_aggregation: bool = False,
-    reveal_window: int = 4,
+    reveal_window: int = 10,
 ) -> Consortium:
     """Deploy (account 0 is the admin), let `sites` accounts join and admit the first `admitted` of them."""
     params = DeployParams(

@@ -85,13 +85,13 @@ def test_reveal_guards(consortium: Consortium) -> None:
     with pytest.raises(errors.AlreadyRevealed) as exc:
         a.reveal(0, secret(str(a.sender), 0))
     assert exc.value.error_args == (0, a.sender)
-    # b has not revealed: elect waits for the reveal window (4 blocks from the commit window's end).
+    # b has not revealed: elect waits for the reveal window (10 blocks from the commit window's end).
     assert not c.admin.can_elect(0)
     with pytest.raises(errors.RevealWindowOpen) as exc:
         c.admin.elect(0)
     first = c.admin.round(0).first_commit_block
-    assert exc.value.error_args == (0, first + 5 + 4)  # type: ignore[operator]
-    c.mine(4)
+    assert exc.value.error_args == (0, first + 5 + 10)  # type: ignore[operator]
+    c.mine(10)
     with pytest.raises(errors.RevealClosed):  # the window ended: too late to reveal
         b.reveal(0, secret(str(b.sender), 0))
     assert c.admin.can_elect(0)
@@ -153,7 +153,7 @@ def test_fewer_than_min_peers_reveals_abandon_the_round(devnet: Devnet, accounts
     c = deploy_consortium(devnet, accounts, sites=3, min_peers=2)
     _commit_all(c, 0)
     c.sites[0].reveal(0, secret(str(c.sites[0].sender), 0))
-    c.mine(4)
+    c.mine(10)
     assert c.admin.can_elect(0)
     c.admin.elect(0)
     info = c.admin.round(0)
@@ -162,7 +162,7 @@ def test_fewer_than_min_peers_reveals_abandon_the_round(devnet: Devnet, accounts
     assert c.admin.current_round() == 1 and c.admin.round(1).base_hash == c.params.initial_model_hash
     # Nobody reveals at all: abandoned too, never stalled.
     _commit_all(c, 1)
-    c.mine(4)
+    c.mine(10)
     c.admin.elect(1)
     assert c.admin.round(1).status is RoundStatus.ABANDONED
 
