@@ -140,3 +140,22 @@ def test_rounds_explain_the_numbering_from_the_devnet_task(history, tmp_path: Pa
     )
     # Without the task (--rpc/--contract), the chain alone cannot say which model is final.
     assert "latest model: round 2; round 3 open" in " ".join(_swarm(c, "ledger", "rounds").split())
+
+
+def test_outcomes_and_attestations_are_shown(history) -> None:
+    """Each commit's finalize outcome and the round's attestations (by site name) in `round` and `rounds`;
+    `verify` reports a failed attestation in the model's history (and still verifies the hash)."""
+    c, model, _ = history
+    a, b, _ = c.sites
+    a.attest(1, True)
+    b.attest(0, False)
+    one = " ".join(_swarm(c, "ledger", "round", "1").split())
+    assert "outcome" in one and "included" in one and "recovered" in one and "revealed" in one
+    assert f"attestations: ok: {a.sender[:12]}" in one
+    doc = json.loads(_swarm(c, "ledger", "round", "0", "--json"))
+    assert doc["outcomes"] == ["included"] * 3 and [x["ok"] for x in doc["attestations"]] == [False]
+    rounds = _swarm(c, "ledger", "rounds")
+    assert f"round 0 attestations: failed: {b.sender[:12]}" in " ".join(rounds.split())
+    verdict = json.loads(_swarm(c, "ledger", "verify", str(model), "--json"))
+    assert verdict["verified"] and verdict["failed_attestations"] == {"0": [b.sender]}
+    assert "FAILED ATTESTATION" in _swarm(c, "ledger", "verify", str(model))
