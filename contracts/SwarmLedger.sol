@@ -13,8 +13,8 @@ import {ISwarmLedger} from "./ISwarmLedger.sol";
 /// Secure-aggregation rounds add one advertise() per site before the first commit; its keys live only in
 /// the KeysAdvertised event, the contract keeps the count that every commit must quote.
 contract SwarmLedger is ISwarmLedger {
-    /// @notice Committer bitmasks are uint128 (the included and recovered masks share a slot), so a round holds
-    /// at most this many commits.
+    /// @notice Committer bitmasks are uint128 (the reveal mask shares the hot slot, the failed and revealed
+    /// masks share a round slot), so a round holds at most this many commits.
     uint256 public constant MAX_COMMITTERS = 128;
     /// @notice Join requests that may wait at once. Without a bound anyone could grow the member list, and
     /// with it getMembers() (which every daemon reads), past what a node answers within its call gas cap.

@@ -133,6 +133,8 @@ class RoundDriver(LeaderSide, BudgetSide):
                 await self.lead(r, info, base)
             elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round
                 await self.deliver(r, info)
+            else:
+                log.warning("round %d: we did not reveal our election secret in time; sitting it out", r)
             info = await self.until_settled(r, info.term)
         await self.conclude(r, info)
 

@@ -77,7 +77,7 @@ _HINTS: dict[str, str] = {
     "LeaderTimeoutNotReached": "the leader still has time to finalize; retry after the timeout",
     "NotLeader": "only the round's current leader may finalize",
     "NothingIncluded": "a merged model must include at least one committed update",
-    "NotCommitter": "every included site must have committed in this round",
+    "NotCommitter": "this account did not commit in that round (only committers reveal or dispute)",
     "OutcomeCount": "finalize gives exactly one outcome per commit, in commit order",
     "UnknownOutcome": "an outcome byte must be one of swarmd.ledger.Outcome",
     "RevealOutcome": "NOT_REVEALED is required for exactly the committers that did not reveal",
