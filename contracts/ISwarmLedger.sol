@@ -27,6 +27,20 @@ interface ISwarmLedger {
         Abandoned
     }
 
+    /// @notice What finalize() says about one commit (one byte per commit, in commit order). `NotRevealed` is
+    /// the contract's verdict (the committer did not reveal its election secret) and is required exactly for
+    /// those committers; the others are the leader's claim. `NotDelivered`, `HashMismatch` and `Recovered`
+    /// claim the update never reached the leader intact: a receipt signed by the leader disputes them.
+    enum Outcome {
+        Included,
+        NotDelivered,
+        HashMismatch,
+        FailedValidation,
+        RejectedByRule,
+        NotRevealed,
+        Recovered
+    }
+
     /// @notice What the consortium agreed on at deploy time, plus the current admin.
     struct Binding {
         bytes32 taskHash;
@@ -34,6 +48,7 @@ interface ISwarmLedger {
         uint32 minPeers;
         uint32 commitWindow;
         uint32 leaderTimeout;
+        uint32 revealWindow;
         bool majorityAdmission;
         address admin;
         uint64 deployBlock;
@@ -65,7 +80,9 @@ interface ISwarmLedger {
 
     /// @notice Everything a round holds; blocks are 0 until the event they record happened. `keyCount` is the
     /// number of sites that advertised secure-aggregation keys (0: a plain round); `recovered` lists the
-    /// committers whose masked input did not arrive and whose masks the leader recovered from shares.
+    /// committers whose masked input did not arrive and whose masks the leader recovered from shares;
+    /// `revealed` the committers that revealed their election secret (commit order); `outcomes` one
+    /// {Outcome} byte per commit once the round is finalized (empty before).
     struct RoundView {
         uint256 round;
         RoundStatus status;
@@ -81,11 +98,14 @@ interface ISwarmLedger {
         address[] failedLeaders;
         address[] included;
         address[] recovered;
+        address[] revealed;
+        bytes outcomes;
     }
 
     // ------------------------------------------------------------------ errors: deploy and admin
     /// @notice A constructor argument is out of range.
-    /// @param field the argument's name: `taskHash`, `initialModelHash`, `minPeers` or `leaderTimeout`
+    /// @param field the argument's name: `taskHash`, `initialModelHash`, `minPeers`, `leaderTimeout` or
+    /// `revealWindow`
     error SwarmLedgerInvalidBinding(string field);
 
     /// @notice Only the admin may do this (admin-mode membership, or starting or cancelling an admin transfer).
@@ -175,9 +195,28 @@ interface ISwarmLedger {
     /// @param electableAtBlock the first block in which the window no longer holds the election back
     error SwarmLedgerCommitWindowOpen(uint256 round, uint256 electableAtBlock);
 
-    /// @notice The block holding the last commit (the seed block) must be mined before the election.
-    /// @param electableAtBlock the first block in which elect() may run
-    error SwarmLedgerElectionTooEarly(uint256 round, uint256 electableAtBlock);
+    /// @notice Commits are closed: a secret may already be revealed (at least `minPeers` committed and the
+    /// commit window ended, or a committer revealed).
+    error SwarmLedgerCommitsClosed(uint256 round);
+
+    /// @notice A commit's election seal is zero.
+    error SwarmLedgerZeroSeal();
+
+    /// @notice Secrets cannot be revealed yet: commits are still open.
+    error SwarmLedgerRevealNotOpen(uint256 round);
+
+    /// @notice Secrets can no longer be revealed: the reveal window ended or the round has a leader.
+    error SwarmLedgerRevealClosed(uint256 round);
+
+    /// @notice The secret does not open the caller's seal (keccak256(abi.encode(secret, caller, round))).
+    error SwarmLedgerBadReveal(uint256 round, address site);
+
+    /// @notice The caller already revealed its secret in this round.
+    error SwarmLedgerAlreadyRevealed(uint256 round, address site);
+
+    /// @notice Not every committer revealed and the reveal window is still open.
+    /// @param electableAtBlock the first block in which elect() no longer waits for the missing secrets
+    error SwarmLedgerRevealWindowOpen(uint256 round, uint256 electableAtBlock);
 
     /// @notice The current leader still has time to finalize.
     /// @param reelectableAtBlock the first block in which reelect() may run
@@ -189,18 +228,33 @@ interface ISwarmLedger {
     /// @notice A merged model must include at least one committed update.
     error SwarmLedgerNothingIncluded(uint256 round);
 
-    /// @notice An included account did not commit in this round.
+    /// @notice The account did not commit in this round.
     error SwarmLedgerNotCommitter(uint256 round, address account);
 
-    /// @notice An account is listed twice among the included sites.
-    error SwarmLedgerDuplicateIncluded(uint256 round, address account);
+    /// @notice finalize() must give exactly one outcome byte per commit.
+    error SwarmLedgerOutcomeCount(uint256 round, uint256 commits, uint256 outcomes);
 
-    /// @notice An account is listed twice among the recovered sites.
-    error SwarmLedgerDuplicateRecovered(uint256 round, address account);
+    /// @notice An outcome byte is not an {Outcome}.
+    /// @param index the commit it was given for
+    error SwarmLedgerUnknownOutcome(uint256 round, uint256 index, uint256 code);
 
-    /// @notice An account is listed both as included and as recovered: a committer's masked input either
-    /// arrived or it did not.
-    error SwarmLedgerRecoveredIncluded(uint256 round, address account);
+    /// @notice `NotRevealed` must be given exactly for the committers that did not reveal.
+    error SwarmLedgerRevealOutcome(uint256 round, address site, uint256 code);
+
+    /// @notice The round is not finalized (attestations and disputes are about finalized rounds).
+    error SwarmLedgerNotFinalized(uint256 round, RoundStatus status);
+
+    /// @notice The caller's outcome does not claim its update failed to arrive, so there is nothing to dispute.
+    error SwarmLedgerNoDeliveryClaim(uint256 round, address site, uint256 outcome);
+
+    /// @notice The caller already disputed this round.
+    error SwarmLedgerAlreadyDisputed(uint256 round, address site);
+
+    /// @notice The receipt signature is not 65 bytes, or no signer can be recovered from it.
+    error SwarmLedgerBadSignature();
+
+    /// @notice The receipt was not signed by the round's leader (for this round, term, caller and hash).
+    error SwarmLedgerReceiptNotLeader(uint256 round, address signer, address leader);
 
     // ------------------------------------------------------------------ errors: secure aggregation keys
     /// @notice Keys can only be advertised while the current round is open and has no commit yet.
@@ -271,23 +325,28 @@ interface ISwarmLedger {
         uint256 indexed round, address indexed site, bytes32 updateHash, uint32 nSamples, uint32 milliEpsilon
     );
 
+    /// @notice Emitted when `site` opens its election seal; anyone can recompute the draw from these.
+    event Revealed(uint256 indexed round, address indexed site, bytes32 secret);
+
     /// @notice Emitted when a leader is drawn, by elect() (term 1) or reelect() (later terms).
-    /// @param seedBlock the block whose hash seeded the draw
-    event LeaderElected(uint256 indexed round, address indexed leader, uint32 term, uint256 seedBlock);
+    /// @param entropy the XOR of keccak256(abi.encode(secret, site)) over the round's revealers; the draw is
+    /// keccak256(abi.encode(entropy, this contract, round, term)) modulo the candidates
+    event LeaderElected(uint256 indexed round, address indexed leader, uint32 term, bytes32 entropy);
 
     /// @notice Emitted when reelect() excludes `leader` from the round for not finalizing in time.
     event LeaderFailed(uint256 indexed round, address indexed leader, uint32 term);
 
-    /// @notice Emitted when the leader closes the round with the merged model of the `included` commits;
-    /// `recovered` are the committers whose masks were recovered from shares (secure aggregation dropouts).
+    /// @notice Emitted when the leader closes the round with the merged model; `outcomes` holds one {Outcome}
+    /// byte per commit, in commit order.
     event RoundFinalized(
-        uint256 indexed round,
-        address indexed leader,
-        uint32 term,
-        bytes32 mergedHash,
-        address[] included,
-        address[] recovered
+        uint256 indexed round, address indexed leader, uint32 term, bytes32 mergedHash, bytes outcomes
     );
+
+    /// @notice Emitted when a member publishes whether its audit of a finalized round agreed (`ok`).
+    event Attested(uint256 indexed round, address indexed auditor, bool ok);
+
+    /// @notice Emitted when `site` proves with a receipt signed by `leader` that its update was delivered.
+    event Disputed(uint256 indexed round, address indexed site, address indexed leader);
 
     /// @notice Emitted when a draw finds no committer that is still active and has not failed this round.
     event RoundAbandoned(uint256 indexed round, uint32 term);
@@ -353,49 +412,80 @@ interface ISwarmLedger {
 
     /// @notice Commit to update `updateHash` trained on `nSamples` samples, once per round, current round only.
     /// `milliEpsilon` is the caller's cumulative epsilon after this round in thousandths (0: no DP account);
-    /// `keyCount` is the number of advertised key sets the update was masked against (0 in a plain round).
+    /// `keyCount` is the number of advertised key sets the update was masked against (0 in a plain round);
+    /// `seal` is keccak256(abi.encode(secret, caller, round)) for a fresh 32-byte election secret.
     /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); `round` is the current
-    /// round (`SwarmLedgerWrongRound`) and still open (`SwarmLedgerRoundNotOpen`); the caller has not committed
-    /// in it (`SwarmLedgerAlreadyCommitted`); `updateHash` is not zero (`SwarmLedgerZeroHash`); `nSamples` is
-    /// not zero (`SwarmLedgerZeroSamples`); `keyCount` equals the round's advertised count
+    /// round (`SwarmLedgerWrongRound`), not elected (`SwarmLedgerRoundNotOpen`) and its commits are not closed:
+    /// nobody revealed yet and not (at least `minPeers` commits and `commitWindow` blocks since the first)
+    /// (`SwarmLedgerCommitsClosed`); the caller has not committed in it (`SwarmLedgerAlreadyCommitted`);
+    /// `updateHash` is not zero (`SwarmLedgerZeroHash`); `nSamples` is not zero (`SwarmLedgerZeroSamples`);
+    /// `seal` is not zero (`SwarmLedgerZeroSeal`); `keyCount` equals the round's advertised count
     /// (`SwarmLedgerStaleKeys`); the round holds fewer than `MAX_COMMITTERS` (128) commits
     /// (`SwarmLedgerRoundFull`). Closes advertising for the round. Emits {Committed}.
-    function commit(uint256 round, bytes32 updateHash, uint32 nSamples, uint32 milliEpsilon, uint16 keyCount)
-        external;
+    function commit(
+        uint256 round,
+        bytes32 updateHash,
+        uint32 nSamples,
+        uint32 milliEpsilon,
+        uint16 keyCount,
+        bytes32 seal
+    ) external;
 
-    /// @notice Draw the round's merge leader among its committers once the round is electable. Anyone may call.
+    /// @notice Open the caller's election seal. Allowed once commits have closed (at least `minPeers`
+    /// commits, and every active member committed or `commitWindow` blocks passed since the first commit),
+    /// for `revealWindow` blocks from that close. A committer that does not reveal cannot lead the round and
+    /// is `NotRevealed` in its finalize.
+    /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`), not elected
+    /// (`SwarmLedgerRevealClosed`); commits have closed (`SwarmLedgerRevealNotOpen`); the reveal window has not
+    /// ended (`SwarmLedgerRevealClosed`); the caller committed in it (`SwarmLedgerNotCommitter`) and has not
+    /// revealed (`SwarmLedgerAlreadyRevealed`); `secret` opens its seal (`SwarmLedgerBadReveal`).
+    /// Emits {Revealed}.
+    function reveal(uint256 round, bytes32 secret) external;
+
+    /// @notice Draw the round's merge leader among the committers that revealed, once every committer revealed
+    /// or the reveal window ended. Anyone may call. With fewer than `minPeers` revealers the round is abandoned.
     /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and open
     /// (`SwarmLedgerRoundNotOpen`); at least `minPeers` sites committed (`SwarmLedgerNotEnoughCommits`); every
     /// active member committed or `commitWindow` blocks passed since the first commit
-    /// (`SwarmLedgerCommitWindowOpen`); the block holding the last commit is mined
-    /// (`SwarmLedgerElectionTooEarly`). Closes the commits. Emits {LeaderElected}; or, when no committer is
-    /// still active, {RoundAbandoned} and {RoundOpened} for the next round.
+    /// (`SwarmLedgerCommitWindowOpen`); every committer revealed or `revealWindow` blocks passed since commits
+    /// closed (`SwarmLedgerRevealWindowOpen`). Closes commits and reveals. Emits {LeaderElected}; or, when
+    /// fewer than `minPeers` revealed or no revealer is still active, {RoundAbandoned} and {RoundOpened}.
     function elect(uint256 round) external;
 
     /// @notice Replace a leader that did not finalize within `leaderTimeout` blocks; abandons the round
-    /// when no committer is left to draw. Anyone may call.
+    /// when no revealer is left to draw. Anyone may call. The draw uses the same revealed secrets, next term.
     /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and has a leader
     /// (`SwarmLedgerNotElected`); more than `leaderTimeout` blocks passed since the latest election
     /// (`SwarmLedgerLeaderTimeoutNotReached`). Emits {LeaderFailed}, then {LeaderElected} with the next term;
     /// or {RoundAbandoned} and {RoundOpened} for the next round.
     function reelect(uint256 round) external;
 
-    /// @notice Close the round with the merged model's hash and the committers whose updates it includes;
-    /// `recovered` names the committers whose masked input did not arrive and whose masks were recovered
-    /// from their neighbours' shares (empty in a plain round).
+    /// @notice Close the round with the merged model's hash, accounting for every commit: `outcomes` holds one
+    /// {Outcome} byte per commit, in commit order.
     /// @dev Requirements: `round` is the current round (`SwarmLedgerWrongRound`) and has a leader
     /// (`SwarmLedgerNotElected`); the caller is the current term's leader (`SwarmLedgerNotLeader`);
-    /// `mergedHash` is not zero (`SwarmLedgerZeroHash`); `included` is not empty (`SwarmLedgerNothingIncluded`)
-    /// and lists distinct (`SwarmLedgerDuplicateIncluded`) committers of this round
-    /// (`SwarmLedgerNotCommitter`); `recovered` lists distinct (`SwarmLedgerDuplicateRecovered`) committers
-    /// (`SwarmLedgerNotCommitter`) none of which is included (`SwarmLedgerRecoveredIncluded`).
-    /// Emits {RoundFinalized} and {RoundOpened} for the next round.
-    function finalize(
-        uint256 round,
-        bytes32 mergedHash,
-        address[] calldata included,
-        address[] calldata recovered
-    ) external;
+    /// `mergedHash` is not zero (`SwarmLedgerZeroHash`); `outcomes` has one byte per commit
+    /// (`SwarmLedgerOutcomeCount`), each an {Outcome} (`SwarmLedgerUnknownOutcome`), `NotRevealed` exactly for
+    /// the committers that did not reveal (`SwarmLedgerRevealOutcome`), at least one `Included`
+    /// (`SwarmLedgerNothingIncluded`). Emits {RoundFinalized} and {RoundOpened} for the next round.
+    function finalize(uint256 round, bytes32 mergedHash, bytes calldata outcomes) external;
+
+    /// @notice Publish whether the caller's audit of a finalized round agreed with its merged model. Nothing
+    /// is stored: the event is the record.
+    /// @dev Requirements: the caller is an active member (`SwarmLedgerNotActiveMember`); `round` is known
+    /// (`SwarmLedgerUnknownRound`) and finalized (`SwarmLedgerNotFinalized`). Emits {Attested}.
+    function attest(uint256 round, bool ok) external;
+
+    /// @notice Contest a delivery claim of the caller's finalize outcome with the leader's receipt: an
+    /// EIP-712 signature (domain "SwarmLedger", "1", this chain, this contract) over
+    /// Receipt(uint256 round, uint32 term, address site, bytes32 updateHash) for the finalized term, the
+    /// caller and its committed hash. Counts one dispute against the leader.
+    /// @dev Requirements: `round` is known (`SwarmLedgerUnknownRound`) and finalized
+    /// (`SwarmLedgerNotFinalized`); the caller committed in it (`SwarmLedgerNotCommitter`); its outcome is
+    /// `NotDelivered`, `HashMismatch` or `Recovered` (`SwarmLedgerNoDeliveryClaim`); it has not disputed the
+    /// round (`SwarmLedgerAlreadyDisputed`); the signature has 65 bytes and a signer
+    /// (`SwarmLedgerBadSignature`), the round's leader (`SwarmLedgerReceiptNotLeader`). Emits {Disputed}.
+    function dispute(uint256 round, bytes calldata signature) external;
 
     // ------------------------------------------------------------------ views
     /// @notice The deploy-time binding and the current admin.
@@ -449,4 +539,10 @@ interface ISwarmLedger {
 
     /// @notice Whether reelect(round) would succeed in this block; false (never a revert) otherwise.
     function canReelect(uint256 round) external view returns (bool);
+
+    /// @notice Whether a committer of `round` that has not revealed could reveal in this block.
+    function canReveal(uint256 round) external view returns (bool);
+
+    /// @notice How many disputes were recorded against `leader` (receipts that contradicted its finalize).
+    function disputesAgainst(address leader) external view returns (uint256);
 }

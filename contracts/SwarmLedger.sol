@@ -6,13 +6,15 @@ import {ISwarmLedger} from "./ISwarmLedger.sol";
 /// @title SwarmLedger
 /// @notice The source of truth of one swarm-learning task: who is a member, what each site committed
 /// in each round, who merges it, and which model came out.
-/// @dev Storage is packed so that a commit writes two fresh slots and a finalize three (gas goals:
-/// commit <= 90k, elect/finalize <= 150k at 8 members). Round phases are derived from stored blocks.
+/// @dev Storage is packed so that a commit writes two fresh slots and a reveal none (gas goals: commit <= 90k,
+/// reveal <= 50k, elect/finalize <= 150k at 8 members). Round phases are derived from stored blocks and the
+/// hot slot. The leader is drawn by commit-reveal: each commit carries a seal of a fresh secret, the secrets
+/// are revealed once commits have closed, and the draw hashes all revealed secrets (see elect()).
 /// Secure-aggregation rounds add one advertise() per site before the first commit; its keys live only in
 /// the KeysAdvertised event, the contract keeps the count that every commit must quote.
 contract SwarmLedger is ISwarmLedger {
-    /// @notice Committer bitmasks are uint128 (the included and recovered masks share a slot), so a round holds
-    /// at most this many commits.
+    /// @notice Committer bitmasks are uint128 (the reveal mask shares the hot slot, the failed and revealed
+    /// masks share a round slot), so a round holds at most this many commits.
     uint256 public constant MAX_COMMITTERS = 128;
     /// @notice Join requests that may wait at once. Without a bound anyone could grow the member list, and
     /// with it getMembers() (which every daemon reads), past what a node answers within its call gas cap.
@@ -25,6 +27,7 @@ contract SwarmLedger is ISwarmLedger {
     uint32 private immutable _minPeers;
     uint32 private immutable _commitWindow;
     uint32 private immutable _leaderTimeout;
+    uint32 private immutable _revealWindow;
     bool private immutable _majorityAdmission;
     // Bound at deploy like the task: in a plain task nobody may advertise keys, or any member could make
     // every plain commit (which quotes keyCount 0) revert StaleKeys.
@@ -42,6 +45,9 @@ contract SwarmLedger is ISwarmLedger {
         uint16 admitVotes;
         uint16 removeVotes;
         uint48 lastAdvertRound; // round + 1 of the member's latest advertise(), in the slot it reads anyway
+        // The election seal of the member's latest commit. requestJoin leaves it non-zero, so a commit
+        // rewrites a live slot (5k gas) instead of filling a fresh one (22k).
+        bytes32 seal;
         string endpoint;
     }
 
@@ -65,9 +71,11 @@ contract SwarmLedger is ISwarmLedger {
         bool abandoned;
         address leader;
         bytes32 mergedHash;
-        uint128 includedMask; // bit i: commit i is part of the merged model
-        uint128 recoveredMask; // bit i: commit i's masked input did not arrive; its masks were recovered
-        uint256 failedMask; // bit i: committer i failed as leader this round
+        // Outcome of commit i in nibble i (commits 0-63 in [0], 64-127 in [1]). Included is 0, so a round that
+        // included everyone writes neither slot.
+        uint256[2] outcomes;
+        uint128 failedMask; // bit i: committer i failed as leader this round
+        uint128 revealedMask; // bit i: committer i revealed its election secret (frozen at election)
         mapping(uint256 => CommitEntry) commits;
     }
 
@@ -80,6 +88,20 @@ contract SwarmLedger is ISwarmLedger {
     bool private _currentElected;
     uint32 private _activeCount;
     bool private _bootstrapped;
+    uint128 private _revealMask; // bit i: the current round's committer i revealed (until the election)
+
+    // XOR of keccak256(abi.encode(secret, site)) over the current round's reveals, on top of a non-zero
+    // start value (so the first reveal rewrites a live slot); reset when the next round opens.
+    bytes32 private _entropy = ENTROPY_START;
+    bytes32 private constant ENTROPY_START = bytes32(uint256(1));
+    bytes32 private constant SEAL_PLACEHOLDER = bytes32(uint256(1));
+    uint8 private constant OUTCOME_COUNT = 7; // Outcome.Included .. Outcome.Recovered
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant RECEIPT_TYPEHASH =
+        keccak256("Receipt(uint256 round,uint32 term,address site,bytes32 updateHash)");
+    // Upper bound of a canonical ECDSA `s` (EIP-2): the other half would let one receipt have two encodings.
+    uint256 private constant HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     address private _admin;
     uint32 private _pendingCount; // packed with _admin: requestJoin never touches commit()'s hot slot
@@ -90,12 +112,15 @@ contract SwarmLedger is ISwarmLedger {
     mapping(bytes32 => address) private _curveKeyOwner;
     mapping(bytes32 => bool) private _ballots; // keccak(candidate, epoch, admit?, voter)
     mapping(uint256 => RoundData) private _rounds;
+    mapping(uint256 => uint128) private _disputed; // round -> bit i: committer i disputed its outcome
+    mapping(address => uint256) private _disputes; // leader -> disputes recorded against it
 
     /// @param taskHash canonical hash of the task (bundle + swarm settings) every site trains
     /// @param initialModelHash hash of the weights round 0 starts from
     /// @param minPeers commits needed before a leader can be elected
     /// @param commitWindow blocks after a round's first commit after which elect() no longer waits for everyone
     /// @param leaderTimeout blocks after an election after which reelect() may replace the leader
+    /// @param revealWindow blocks after commits close during which committers reveal their election secrets
     /// @param majorityAdmission false: the admin admits and removes; true: a majority of active members does
     /// @param secureAggregation whether rounds use secure aggregation (sites advertise keys before committing)
     constructor(
@@ -104,6 +129,7 @@ contract SwarmLedger is ISwarmLedger {
         uint32 minPeers,
         uint32 commitWindow,
         uint32 leaderTimeout,
+        uint32 revealWindow,
         bool majorityAdmission,
         bool secureAggregation
     ) {
@@ -111,11 +137,13 @@ contract SwarmLedger is ISwarmLedger {
         if (initialModelHash == bytes32(0)) revert SwarmLedgerInvalidBinding("initialModelHash");
         if (minPeers == 0 || minPeers > MAX_COMMITTERS) revert SwarmLedgerInvalidBinding("minPeers");
         if (leaderTimeout == 0) revert SwarmLedgerInvalidBinding("leaderTimeout");
+        if (revealWindow == 0) revert SwarmLedgerInvalidBinding("revealWindow");
         _taskHash = taskHash;
         _initialModelHash = initialModelHash;
         _minPeers = minPeers;
         _commitWindow = commitWindow;
         _leaderTimeout = leaderTimeout;
+        _revealWindow = revealWindow;
         _majorityAdmission = majorityAdmission;
         _secureAggregation = secureAggregation;
         _deployBlock = uint64(block.number);
@@ -178,6 +206,7 @@ contract SwarmLedger is ISwarmLedger {
         if (status == MemberStatus.None) {
             _memberList.push(msg.sender);
             m.joinedBlock = uint32(block.number);
+            m.seal = SEAL_PLACEHOLDER;
         }
         if (owner == address(0)) _curveKeyOwner[curveKey] = msg.sender;
         m.curveKey = curveKey;
@@ -304,53 +333,100 @@ contract SwarmLedger is ISwarmLedger {
     }
 
     /// @inheritdoc ISwarmLedger
-    function commit(uint256 roundId, bytes32 updateHash, uint32 nSamples, uint32 milliEpsilon, uint16 keyCount)
-        external
-    {
+    function commit(
+        uint256 roundId,
+        bytes32 updateHash,
+        uint32 nSamples,
+        uint32 milliEpsilon,
+        uint16 keyCount,
+        bytes32 seal
+    ) external {
         Member storage m = _members[msg.sender];
         if (m.status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
         _checkCurrent(roundId);
         if (_currentElected) revert SwarmLedgerRoundNotOpen(roundId, RoundStatus.Elected);
+        uint256 index = _openCommits;
+        RoundData storage rd = _rounds[roundId];
+        // Once a secret may be revealed nobody may commit: a late committer that saw revealed secrets could
+        // pick its own to steer the draw. The window test reads the first commit only when it can matter.
+        if (_revealMask != 0 || (index >= _minPeers && block.number >= _commitWindowEnd(rd))) {
+            revert SwarmLedgerCommitsClosed(roundId);
+        }
         if (m.lastCommitRound == roundId + 1) revert SwarmLedgerAlreadyCommitted(roundId, msg.sender);
         if (updateHash == bytes32(0)) revert SwarmLedgerZeroHash();
         if (nSamples == 0) revert SwarmLedgerZeroSamples();
+        if (seal == bytes32(0)) revert SwarmLedgerZeroSeal();
         uint256 keys = _openKeys;
         if (keyCount != keys) revert SwarmLedgerStaleKeys(roundId, keys, keyCount);
-        uint256 index = _openCommits;
         if (index >= MAX_COMMITTERS) revert SwarmLedgerRoundFull(roundId, MAX_COMMITTERS);
 
         m.lastCommitRound = uint48(roundId + 1);
         m.lastCommitIndex = uint16(index);
+        m.seal = seal;
         _openCommits = uint16(index + 1);
-        _rounds[roundId].commits[index] =
-            CommitEntry(msg.sender, uint32(block.number), nSamples, milliEpsilon, updateHash);
+        rd.commits[index] = CommitEntry(msg.sender, uint32(block.number), nSamples, milliEpsilon, updateHash);
         emit Committed(roundId, msg.sender, updateHash, nSamples, milliEpsilon);
     }
 
     /// @inheritdoc ISwarmLedger
-    /// @dev Randomness: the seed is the hash of the block that holds the round's LAST commit, mixed with the
-    /// contract, round and term. A committer signs its commit before that block exists, so it cannot know the
-    /// seed, and grinding its update hash changes nothing it can predict. Because the seed block is fixed by the
-    /// commits, the caller of elect() cannot pick a favourable block either (while it is among the last 256).
-    /// Residual bias: (1) the producer of the seed block (on QBFT: a validator, i.e. a member hospital) can try
-    /// several block variants (timestamp, transaction order) and keep one that elects it; (2) in the
-    /// commit-window case a member that has not committed yet sees the would-be leader and may commit, which
-    /// moves the seed block and redraws once; (3) after 256 blocks the seed falls back to the previous block's
-    /// hash, which the caller of elect() can time. docs/protocol.md discusses each.
-    function elect(uint256 roundId) external {
-        RoundData storage rd = _current(roundId);
-        if (_currentElected) revert SwarmLedgerRoundNotOpen(roundId, RoundStatus.Elected);
-        uint256 seedBlock = _electableCheck(roundId, rd);
-        // Commits close here: the counts move from the hot slot into the round for good.
-        rd.commitCount = _openCommits;
-        rd.keyCount = _openKeys;
-        _currentElected = true;
-        _draw(roundId, rd, 1, seedBlock);
+    /// @dev The seal binds the secret to the caller and the round, so nobody can copy another's seal and
+    /// reveal its secret once that secret is public.
+    function reveal(uint256 roundId, bytes32 secret) external {
+        _checkCurrent(roundId);
+        if (_currentElected) revert SwarmLedgerRevealClosed(roundId);
+        RoundData storage rd = _rounds[roundId];
+        uint256 count = _openCommits;
+        if (!_commitsClosed(rd, count)) revert SwarmLedgerRevealNotOpen(roundId);
+        if (block.number >= _revealEnd(rd, count)) revert SwarmLedgerRevealClosed(roundId);
+        Member storage m = _members[msg.sender];
+        if (m.lastCommitRound != roundId + 1) revert SwarmLedgerNotCommitter(roundId, msg.sender);
+        uint128 bit = uint128(1) << m.lastCommitIndex;
+        uint128 mask = _revealMask;
+        if (mask & bit != 0) revert SwarmLedgerAlreadyRevealed(roundId, msg.sender);
+        if (keccak256(abi.encode(secret, msg.sender, roundId)) != m.seal) {
+            revert SwarmLedgerBadReveal(roundId, msg.sender);
+        }
+        _revealMask = mask | bit;
+        _entropy ^= keccak256(abi.encode(secret, msg.sender));
+        emit Revealed(roundId, msg.sender, secret);
     }
 
     /// @inheritdoc ISwarmLedger
-    /// @dev The seed is the hash of the block at which the timeout expired, so it is fixed before anyone may
-    /// call reelect() and does not depend on who calls it or when (within 256 blocks).
+    /// @dev Randomness: the draw hashes the XOR of keccak256(secret, site) over every revealed secret, so it
+    /// does not depend on the order of reveals, and no block producer or caller of elect() can influence it.
+    /// A committer's secret is fixed by its seal before any secret is public (commits close before the first
+    /// reveal may happen). Residual bias: the last revealer sees the others' secrets and may withhold its
+    /// own, choosing between two draws at the price of being left out of the round (NotRevealed); a coalition
+    /// of k revealers chooses among at most 2^k draws at that price. docs/protocol.md discusses the bound.
+    function elect(uint256 roundId) external {
+        RoundData storage rd = _current(roundId);
+        if (_currentElected) revert SwarmLedgerRoundNotOpen(roundId, RoundStatus.Elected);
+        uint256 count = _openCommits;
+        if (count < _minPeers) revert SwarmLedgerNotEnoughCommits(roundId, count, _minPeers);
+        if (!_commitsClosed(rd, count)) revert SwarmLedgerCommitWindowOpen(roundId, _commitWindowEnd(rd));
+        uint128 mask = _revealMask;
+        uint256 revealed = _popcount(mask);
+        if (revealed < count) {
+            uint256 end = _revealEnd(rd, count);
+            if (block.number < end) revert SwarmLedgerRevealWindowOpen(roundId, end);
+        }
+        // Commits and reveals close here: the counts move from the hot slot into the round for good.
+        rd.commitCount = uint16(count);
+        rd.keyCount = _openKeys;
+        rd.revealedMask = mask;
+        _currentElected = true;
+        _revealMask = 0;
+        if (revealed < _minPeers) {
+            // Too few secrets to trust the draw: a deterministic fallback, never a stall.
+            _abandon(roundId, rd, 1);
+            return;
+        }
+        _draw(roundId, rd, 1);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    /// @dev The draw reuses the round's revealed secrets with the next term, so it is fixed before anyone
+    /// may call reelect() and does not depend on who calls it or when.
     function reelect(uint256 roundId) external {
         RoundData storage rd = _current(roundId);
         if (rd.electedBlock == 0) revert SwarmLedgerNotElected(roundId, RoundStatus.Open);
@@ -359,58 +435,110 @@ contract SwarmLedger is ISwarmLedger {
 
         address failed = rd.leader;
         uint32 term = rd.term;
-        rd.failedMask |= uint256(1) << _members[failed].lastCommitIndex;
+        rd.failedMask |= uint128(1) << _members[failed].lastCommitIndex;
         emit LeaderFailed(roundId, failed, term);
-        _draw(roundId, rd, term + 1, deadline);
+        _draw(roundId, rd, term + 1);
     }
 
     /// @inheritdoc ISwarmLedger
-    function finalize(
-        uint256 roundId,
-        bytes32 mergedHash,
-        address[] calldata included,
-        address[] calldata recovered
-    ) external {
+    function finalize(uint256 roundId, bytes32 mergedHash, bytes calldata outcomes) external {
         RoundData storage rd = _current(roundId);
         if (rd.electedBlock == 0) revert SwarmLedgerNotElected(roundId, RoundStatus.Open);
         address leader = rd.leader;
         if (msg.sender != leader) revert SwarmLedgerNotLeader(roundId, msg.sender, leader);
         if (mergedHash == bytes32(0)) revert SwarmLedgerZeroHash();
-        uint256 n = included.length;
-        if (n == 0) revert SwarmLedgerNothingIncluded(roundId);
+        uint256 count = rd.commitCount;
+        if (outcomes.length != count) revert SwarmLedgerOutcomeCount(roundId, count, outcomes.length);
 
-        uint256 mask;
-        for (uint256 i; i < n; ++i) {
-            address site = included[i];
-            uint256 bit = _commitBit(roundId, site);
-            if (mask & bit != 0) revert SwarmLedgerDuplicateIncluded(roundId, site);
-            mask |= bit;
+        uint256 revealed = rd.revealedMask;
+        uint256[2] memory packed;
+        bool anyIncluded;
+        for (uint256 i; i < count; ++i) {
+            uint256 code = uint8(outcomes[i]);
+            if (code >= OUTCOME_COUNT) revert SwarmLedgerUnknownOutcome(roundId, i, code);
+            // NotRevealed is the contract's verdict: required for every non-revealer, refused for anyone else.
+            bool notRevealed = (revealed >> i) & 1 == 0;
+            if ((code == uint256(Outcome.NotRevealed)) != notRevealed) {
+                revert SwarmLedgerRevealOutcome(roundId, rd.commits[i].site, code);
+            }
+            if (code == uint256(Outcome.Included)) anyIncluded = true;
+            else packed[i >> 6] |= code << ((i & 63) << 2);
         }
-        uint256 recoveredMask;
-        for (uint256 i; i < recovered.length; ++i) {
-            address site = recovered[i];
-            uint256 bit = _commitBit(roundId, site);
-            if (mask & bit != 0) revert SwarmLedgerRecoveredIncluded(roundId, site);
-            if (recoveredMask & bit != 0) revert SwarmLedgerDuplicateRecovered(roundId, site);
-            recoveredMask |= bit;
-        }
+        if (!anyIncluded) revert SwarmLedgerNothingIncluded(roundId);
 
         rd.mergedHash = mergedHash;
-        // One slot for both masks: a round with dropouts pays no fresh slot for recording them. Both fit in
-        // 128 bits because commit() caps a round at MAX_COMMITTERS.
-        rd.includedMask = uint128(mask);
-        rd.recoveredMask = uint128(recoveredMask);
+        if (packed[0] != 0) rd.outcomes[0] = packed[0];
+        if (packed[1] != 0) rd.outcomes[1] = packed[1];
         rd.closedBlock = uint48(block.number);
-        emit RoundFinalized(roundId, leader, rd.term, mergedHash, included, recovered);
+        emit RoundFinalized(roundId, leader, rd.term, mergedHash, outcomes);
         _openNext(roundId, mergedHash);
     }
 
-    /// @dev The bit of `site`'s commit in the current round; reverts unless it committed in `roundId`.
-    /// lastCommitRound/Index identify the commit without a search.
-    function _commitBit(uint256 roundId, address site) private view returns (uint256) {
+    /// @inheritdoc ISwarmLedger
+    function attest(uint256 roundId, bool ok) external {
+        if (_members[msg.sender].status != MemberStatus.Active) revert SwarmLedgerNotActiveMember(msg.sender);
+        RoundStatus status = _status(_known(roundId));
+        if (status != RoundStatus.Finalized) revert SwarmLedgerNotFinalized(roundId, status);
+        emit Attested(roundId, msg.sender, ok);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function dispute(uint256 roundId, bytes calldata signature) external {
+        RoundData storage rd = _known(roundId);
+        RoundStatus status = _status(rd);
+        if (status != RoundStatus.Finalized) revert SwarmLedgerNotFinalized(roundId, status);
+        uint256 index = _commitIndex(roundId, rd, msg.sender);
+        uint256 code = _outcome(rd, index);
+        if (
+            code != uint256(Outcome.NotDelivered) && code != uint256(Outcome.HashMismatch)
+                && code != uint256(Outcome.Recovered)
+        ) revert SwarmLedgerNoDeliveryClaim(roundId, msg.sender, code);
+        uint128 bit = uint128(1 << index);
+        uint128 disputed = _disputed[roundId];
+        if (disputed & bit != 0) revert SwarmLedgerAlreadyDisputed(roundId, msg.sender);
+
+        address leader = rd.leader;
+        bytes32 structHash =
+            keccak256(abi.encode(RECEIPT_TYPEHASH, roundId, rd.term, msg.sender, rd.commits[index].updateHash));
+        address signer = _recover(keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash)), signature);
+        if (signer != leader) revert SwarmLedgerReceiptNotLeader(roundId, signer, leader);
+        _disputed[roundId] = disputed | bit;
+        _disputes[leader] += 1;
+        emit Disputed(roundId, msg.sender, leader);
+    }
+
+    function _domainSeparator() private view returns (bytes32) {
+        return keccak256(
+            abi.encode(DOMAIN_TYPEHASH, keccak256("SwarmLedger"), keccak256("1"), block.chainid, address(this))
+        );
+    }
+
+    /// @dev The signer of a 65-byte (r, s, v) signature of `digest`; reverts unless there is one.
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
+        if (signature.length != 65) revert SwarmLedgerBadSignature();
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if (v < 27) v += 27;
+        if (uint256(s) > HALF_ORDER || (v != 27 && v != 28)) revert SwarmLedgerBadSignature();
+        signer = ecrecover(digest, v, r, s);
+        if (signer == address(0)) revert SwarmLedgerBadSignature();
+    }
+
+    /// @dev The index of `site`'s commit in `roundId`; reverts unless it committed there. The member record
+    /// answers for its latest round without a search.
+    function _commitIndex(uint256 roundId, RoundData storage rd, address site) private view returns (uint256) {
         Member storage m = _members[site];
-        if (m.lastCommitRound != roundId + 1) revert SwarmLedgerNotCommitter(roundId, site);
-        return uint256(1) << m.lastCommitIndex;
+        if (m.lastCommitRound == roundId + 1) return m.lastCommitIndex;
+        uint256 count = _commitCount(roundId, rd);
+        for (uint256 i; i < count; ++i) {
+            if (rd.commits[i].site == site) return i;
+        }
+        revert SwarmLedgerNotCommitter(roundId, site);
+    }
+
+    function _outcome(RoundData storage rd, uint256 index) private view returns (uint256) {
+        return (rd.outcomes[index >> 6] >> ((index & 63) << 2)) & 0xf;
     }
 
     /// @dev Returns the current round's storage, reverting for any other round.
@@ -434,51 +562,72 @@ contract SwarmLedger is ISwarmLedger {
         return roundId == _currentRound && !_currentElected ? _openKeys : rd.keyCount;
     }
 
-    /// @dev Reverts unless an open round may elect now; returns the seed block (the last commit's block).
-    function _electableCheck(uint256 roundId, RoundData storage rd) private view returns (uint256) {
-        uint256 count = _openCommits;
-        if (count < _minPeers) revert SwarmLedgerNotEnoughCommits(roundId, count, _minPeers);
-        if (count < _activeCount) {
-            uint256 windowEnd = uint256(rd.commits[0].blockNumber) + _commitWindow;
-            if (block.number < windowEnd) revert SwarmLedgerCommitWindowOpen(roundId, windowEnd);
-        }
-        uint256 seedBlock = rd.commits[count - 1].blockNumber;
-        if (block.number <= seedBlock) revert SwarmLedgerElectionTooEarly(roundId, seedBlock + 1);
-        return seedBlock;
+    /// @dev Revealers of a round, read like _commitCount.
+    function _revealedMask(uint256 roundId, RoundData storage rd) private view returns (uint256) {
+        return roundId == _currentRound && !_currentElected ? _revealMask : rd.revealedMask;
     }
 
-    /// @dev Draws a leader among committers that are still active and have not failed this round; abandons
+    /// @dev The first block in which the commit window no longer holds the open round back.
+    function _commitWindowEnd(RoundData storage rd) private view returns (uint256) {
+        return uint256(rd.commits[0].blockNumber) + _commitWindow;
+    }
+
+    /// @dev Whether the open round's commits have closed: at least `minPeers` commits, and every active member
+    /// committed or the commit window ended, or someone revealed already (which only a close allowed).
+    function _commitsClosed(RoundData storage rd, uint256 count) private view returns (bool) {
+        if (count < _minPeers) return false;
+        if (count >= _activeCount || _revealMask != 0) return true;
+        return block.number >= _commitWindowEnd(rd);
+    }
+
+    /// @dev The first block in which the open round's reveal window is over. It runs from the block commits
+    /// closed: the last commit's when every active member committed, else the commit window's end (or the
+    /// last commit's, when the minPeers-th commit came after the window).
+    function _revealEnd(RoundData storage rd, uint256 count) private view returns (uint256) {
+        uint256 closed = rd.commits[count - 1].blockNumber;
+        if (count < _activeCount) {
+            uint256 windowEnd = _commitWindowEnd(rd);
+            if (windowEnd > closed) closed = windowEnd;
+        }
+        return closed + _revealWindow;
+    }
+
+    function _popcount(uint256 mask) private pure returns (uint256 n) {
+        for (; mask != 0; mask &= mask - 1) ++n;
+    }
+
+    /// @dev Draws a leader among the revealers that are still active and have not failed this round; abandons
     /// the round when there is none.
-    function _draw(uint256 roundId, RoundData storage rd, uint32 term, uint256 seedBlock) private {
-        rd.term = term;
+    function _draw(uint256 roundId, RoundData storage rd, uint32 term) private {
         uint256 count = rd.commitCount;
-        uint256 failedMask = rd.failedMask;
+        uint256 eligible = uint256(rd.revealedMask) & ~uint256(rd.failedMask);
         address[] memory candidates = new address[](count);
         uint256 k;
         for (uint256 i; i < count; ++i) {
-            if (failedMask & (uint256(1) << i) != 0) continue;
+            if ((eligible >> i) & 1 == 0) continue;
             address site = rd.commits[i].site;
             if (_members[site].status == MemberStatus.Active) candidates[k++] = site;
         }
         if (k == 0) {
-            rd.leader = address(0);
-            rd.abandoned = true;
-            rd.closedBlock = uint48(block.number);
-            emit RoundAbandoned(roundId, term);
-            _openNext(roundId, baseHash(roundId));
+            _abandon(roundId, rd, term);
             return;
         }
-        bytes32 entropy = blockhash(seedBlock);
-        if (entropy == bytes32(0)) {
-            // Older than 256 blocks: fall back to the newest hash there is (see the bias note on elect()).
-            seedBlock = block.number - 1;
-            entropy = blockhash(seedBlock);
-        }
+        bytes32 entropy = _entropy;
         uint256 seed = uint256(keccak256(abi.encode(entropy, address(this), roundId, term)));
         address leader = candidates[seed % k];
+        rd.term = term;
         rd.leader = leader;
         rd.electedBlock = uint48(block.number);
-        emit LeaderElected(roundId, leader, term, seedBlock);
+        emit LeaderElected(roundId, leader, term, entropy);
+    }
+
+    function _abandon(uint256 roundId, RoundData storage rd, uint32 term) private {
+        rd.term = term;
+        rd.leader = address(0);
+        rd.abandoned = true;
+        rd.closedBlock = uint48(block.number);
+        emit RoundAbandoned(roundId, term);
+        _openNext(roundId, baseHash(roundId));
     }
 
     function _openNext(uint256 roundId, bytes32 base) private {
@@ -487,6 +636,8 @@ contract SwarmLedger is ISwarmLedger {
         _openCommits = 0;
         _openKeys = 0;
         _currentElected = false;
+        _revealMask = 0;
+        _entropy = ENTROPY_START;
         _rounds[next].openedBlock = uint48(block.number);
         emit RoundOpened(next, base);
     }
@@ -507,6 +658,7 @@ contract SwarmLedger is ISwarmLedger {
             _minPeers,
             _commitWindow,
             _leaderTimeout,
+            _revealWindow,
             _majorityAdmission,
             _admin,
             _deployBlock,
@@ -604,8 +756,20 @@ contract SwarmLedger is ISwarmLedger {
             v.commits[i] = CommitView(c.site, c.updateHash, c.nSamples, c.blockNumber, c.milliEpsilon);
         }
         v.failedLeaders = _sitesIn(rd, rd.failedMask);
-        v.included = _sitesIn(rd, rd.includedMask);
-        v.recovered = _sitesIn(rd, rd.recoveredMask);
+        v.revealed = _sitesIn(rd, _revealedMask(roundId, rd));
+        if (v.status == RoundStatus.Finalized) {
+            v.outcomes = new bytes(count);
+            uint256 included;
+            uint256 recovered;
+            for (uint256 i; i < count; ++i) {
+                uint256 code = _outcome(rd, i);
+                v.outcomes[i] = bytes1(uint8(code));
+                if (code == uint256(Outcome.Included)) included |= uint256(1) << i;
+                else if (code == uint256(Outcome.Recovered)) recovered |= uint256(1) << i;
+            }
+            v.included = _sitesIn(rd, included);
+            v.recovered = _sitesIn(rd, recovered);
+        }
     }
 
     /// @inheritdoc ISwarmLedger
@@ -625,11 +789,21 @@ contract SwarmLedger is ISwarmLedger {
         if (roundId != _currentRound || _currentElected) return false;
         RoundData storage rd = _rounds[roundId];
         uint256 count = _openCommits;
-        if (count < _minPeers) return false;
-        if (count < _activeCount && block.number < uint256(rd.commits[0].blockNumber) + _commitWindow) {
-            return false;
-        }
-        return block.number > rd.commits[count - 1].blockNumber;
+        if (!_commitsClosed(rd, count)) return false;
+        return _popcount(_revealMask) >= count || block.number >= _revealEnd(rd, count);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function canReveal(uint256 roundId) external view returns (bool) {
+        if (roundId != _currentRound || _currentElected) return false;
+        RoundData storage rd = _rounds[roundId];
+        uint256 count = _openCommits;
+        return _commitsClosed(rd, count) && block.number < _revealEnd(rd, count);
+    }
+
+    /// @inheritdoc ISwarmLedger
+    function disputesAgainst(address leader) external view returns (uint256) {
+        return _disputes[leader];
     }
 
     /// @inheritdoc ISwarmLedger

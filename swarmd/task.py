@@ -41,6 +41,10 @@ class WeightKind(str, Enum):
     DIFF = "diff"
 
 
+REVEAL_WINDOW = 10  # the default `[swarm] reveal_window` (on an instant-block devnet, up to 9 sites reveal
+# one block each); a task that keeps it keeps the hash it had before the setting existed
+
+
 @dataclass(frozen=True)
 class SwarmSettings:
     rounds: int = 5
@@ -50,6 +54,7 @@ class SwarmSettings:
     send: WeightKind = WeightKind.WEIGHTS  # whole weights, or the difference to the previous merged model
     commit_window: int = 20  # blocks after the first commit before elect() may proceed without everyone
     leader_timeout: int = 30  # blocks after an election before reelect() is allowed
+    reveal_window: int = REVEAL_WINDOW  # blocks after commits close in which committers reveal their secrets
     fanout: int = 2  # peers the leader pushes the merged model to
     admission: str = "admin"  # who admits and removes members: an admin, or a majority of members
     trim_ratio: float = 0.1  # for trimmed_mean: fraction cut from each end
@@ -154,6 +159,7 @@ def _validate_swarm(s: SwarmSettings) -> None:
     )
     _check(s.commit_window >= 1, "swarm.commit_window must be >= 1 block")
     _check(s.leader_timeout >= 1, "swarm.leader_timeout must be >= 1 block")
+    _check(s.reveal_window >= 1, "swarm.reveal_window must be >= 1 block")
     _check(s.fanout >= 1, "swarm.fanout must be >= 1")
     _check(0.0 <= s.trim_ratio < 0.5, "swarm.trim_ratio must be in [0, 0.5)")
     _check(s.norm_bound >= 0.0, "swarm.norm_bound must be >= 0 (0 disables it)")
@@ -359,7 +365,7 @@ def canonical_task(task: Task) -> bytes:
         "seed": task.seed,
         "train_config": task.train_config,
         "eval_config": task.eval_config,
-        "swarm": asdict(task.swarm),
+        "swarm": _hashed_swarm(task.swarm),
         "privacy": asdict(task.privacy),  # delta, the noise and the masking rules are part of the agreement
         "bundle": _bundle_digest(task.bundle),
     }
@@ -367,6 +373,13 @@ def canonical_task(task: Task) -> bytes:
     if renamed:  # left out when empty, so tasks that map nothing keep the hash they had
         doc["bundle_inputs"] = renamed
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _hashed_swarm(s: SwarmSettings) -> dict[str, Any]:
+    doc = asdict(s)
+    if s.reveal_window == REVEAL_WINDOW:  # left out at its default, so older tasks keep the hash they had
+        del doc["reveal_window"]
+    return doc
 
 
 def task_hash(task: Task) -> bytes:

@@ -113,16 +113,23 @@ def rounds(
     json_out: bool = JsonOpt,
 ) -> None:
     """Every round: status, mode (plain or secure aggregation), leader, term, commits, samples, included and
-    recovered sites, the merged model."""
+    recovered sites, the merged model, and what auditors attested about it."""
+    from swarmd.ops.attestations import attestation_text, attestations_by_round
+
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
         infos = ledger.rounds()
+        audits = attestations_by_round(ledger)
         total = _task_rounds(config, rpc, devnet)
         names = {} if json_out else _names(ledger)
     if json_out:
-        print_json([i.to_json() for i in infos])
+        print_json(
+            [{**i.to_json(), "attestations": [a.to_json() for a in audits.get(i.round, [])]} for i in infos]
+        )
     else:
         console.print(rounds_table(infos, names))
+        for r in sorted(audits):
+            console.print(f"round {r} attestations: {attestation_text(audits[r], names)}", highlight=False)
         console.print(rounds_summary(infos, total), highlight=False)
 
 
@@ -135,25 +142,32 @@ def round_(
     devnet: Path = DevnetOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """One round in full: every commit, the leader, failed leaders, included sites, hashes."""
+    """One round in full: every commit (revealed or not, and its finalize outcome), the leader, failed
+    leaders, hashes, and what auditors attested about it."""
+    from swarmd.ops.attestations import attestation_text, attestations_by_round
+
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
         if number < 0 or number > ledger.current_round():
             raise UsageError(f"round {number} does not exist (current round: {ledger.current_round()})")
         info = ledger.round(number)
+        audits = attestations_by_round(ledger).get(number, [])
         names = {} if json_out else _names(ledger)
     if json_out:
-        print_json(info.to_json())
+        print_json({**info.to_json(), "attestations": [a.to_json() for a in audits]})
         return
     console.print(rounds_table([info], names))
     t = Table(title=f"round {number} commits")
-    for col in ("site", "update hash", "samples", "epsilon", "block", "included"):
+    for col in ("site", "update hash", "samples", "epsilon", "block", "revealed", "outcome"):
         t.add_column(col)
     for c in info.commits:
-        where = "recovered" if c.site in info.recovered else str(c.site in info.included)
+        outcome = info.outcome_of(c.site)
         eps = "-" if c.epsilon is None else f"{c.epsilon:.3f}"
-        t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), eps, str(c.block), where)
+        shown = "-" if outcome is None else outcome.name.lower().replace("_", " ")
+        revealed = "yes" if info.has_revealed(c.site) else "no"
+        t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), eps, str(c.block), revealed, shown)
     console.print(t)
+    console.print(f"attestations: {attestation_text(audits, names)}", highlight=False)
     console.print(f"mode: {mode_text(info)}")
     console.print(f"base model: 0x{info.base_hash.hex()}")
     if info.failed_leaders:
@@ -271,6 +285,7 @@ def verify(
     merged model, also the largest epsilon any site whose updates are in it had spent by that round."""
     from swarmd.checkpoint import load_file
     from swarmd.codec import content_hash
+    from swarmd.ops.attestations import attestations_by_round, failed_audits
     from swarmd.ops.epsilon import model_epsilon
 
     with cli_errors():
@@ -284,6 +299,7 @@ def verify(
         matches = [i.round for i in infos if i.merged_hash == h]
         initial = ledger.binding().initial_model_hash == h
         privacy = [model_epsilon(history, r) for r in matches]
+        failed = failed_audits(attestations_by_round(ledger), range(max(matches) + 1) if matches else ())
     result = {
         "file": str(model_file),
         "hash": "0x" + h.hex(),
@@ -291,6 +307,7 @@ def verify(
         "initial_model": initial,
         "verified": bool(matches) or (initial and round_number is None),
         "privacy": [p.to_json() for p in privacy],
+        "failed_attestations": {str(r): auditors for r, auditors in failed.items()},
     }
     if json_out:
         print_json(result)
@@ -301,6 +318,10 @@ def verify(
         console.print(f"[green]VERIFIED[/]: {model_file} (0x{h.hex()[:16]}..) is {where}")
         for p in privacy:
             console.print(_privacy_line(p), highlight=False)
+        for r, auditors in failed.items():
+            console.print(
+                f"[red]FAILED ATTESTATION[/]: round {r} (in this model's history) by {', '.join(auditors)}"
+            )
     else:
         scope = f"round {round_number}" if round_number is not None else "any round"
         console.print(

@@ -24,9 +24,9 @@ import torch
 
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
+from swarmd.daemon.accounting import NOT_DELIVERED, exclusion_reasons, finalize_outcomes
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.faults import Fault
-from swarmd.daemon.reasons import NOT_DELIVERED
 from swarmd.daemon.receipts import ReceiptSide
 from swarmd.daemon.rss import RssPeak
 from swarmd.daemon.secure import MaskedSum, SecureSide
@@ -82,7 +82,8 @@ class LeaderSide(SecureSide, ReceiptSide):
         self.set_phase(Phase.EXCHANGE, r)
         self.journal.update(r, led=True)
         self.metrics.led()
-        expected = {c.site: (c.update_hash, c.n_samples) for c in info.commits}
+        # A committer that did not reveal is out of the round (the contract's NOT_REVEALED): never merged.
+        expected = {c.site: (c.update_hash, c.n_samples) for c in info.commits if info.has_revealed(c.site)}
         masked = await self.masked_sum(r, info, base) if self.secure else None
         exchange = Exchange(
             round=r,
@@ -139,7 +140,9 @@ class LeaderSide(SecureSide, ReceiptSide):
             exchange.excluded or "none",
         )
         recovered = masked.unmasker.dropped if masked is not None else []
-        await self.transact(self.ledger.finalize, r, merged_hash, included, recovered=recovered)
+        reasons = exclusion_reasons(exchange)
+        outcomes = finalize_outcomes(info, included, recovered, reasons)
+        await self.transact(self.ledger.finalize, r, merged_hash, outcomes)
 
     async def unmasked(self, r: int, term: int, masked: MaskedSum) -> bool:
         try:

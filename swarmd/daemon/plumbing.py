@@ -47,7 +47,10 @@ BENIGN_REVERTS: tuple[type[ContractRevert], ...] = (
     reverts.NotElected,
     reverts.NotEnoughCommits,
     reverts.CommitWindowOpen,
-    reverts.ElectionTooEarly,
+    reverts.CommitsClosed,
+    reverts.RevealWindowOpen,
+    reverts.RevealClosed,
+    reverts.AlreadyRevealed,
     reverts.LeaderTimeoutNotReached,
     reverts.NotLeader,
 )

@@ -1,4 +1,4 @@
-"""The round state machine: train, commit, elect, exchange, merge, finalize, disseminate.
+"""The round state machine: train, commit, reveal, elect, exchange, merge, finalize, disseminate.
 
 This is the only module that knows the order of a round (`RoundDriver.play_round`). The chain is
 the source of truth: each step re-reads the round from the ledger, and the journal only records
@@ -18,6 +18,7 @@ import torch
 
 from swarmd.checkpoint import CorruptCheckpointError
 from swarmd.codec import Digest, hash_hex
+from swarmd.daemon.accounting import kept_secret, round_secret
 from swarmd.daemon.dp import BudgetSide
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.plumbing import StopRequested
@@ -35,6 +36,7 @@ from swarmd.errors import (
 )
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.ledger import errors as reverts
+from swarmd.ledger.receipt import election_seal
 from swarmd.merge import apply_diff, make_diff
 from swarmd.task import WeightKind
 from swarmd.train.trainer import TrainResult
@@ -129,8 +131,10 @@ class RoundDriver(LeaderSide, BudgetSide):
             self.state.leader, self.state.term = info.leader, info.term
             if info.leader == self.me:
                 await self.lead(r, info, base)
-            else:
+            elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round
                 await self.deliver(r, info)
+            else:
+                log.warning("round %d: we did not reveal our election secret in time; sitting it out", r)
             info = await self.until_settled(r, info.term)
         await self.conclude(r, info)
 
@@ -157,9 +161,10 @@ class RoundDriver(LeaderSide, BudgetSide):
             self.set_phase(Phase.COMMIT, r)
             n = self.journal.get(r).n_samples
             eps = self.budget.committed_epsilon() if self.budget else 0
+            seal = election_seal(round_secret(self.journal, r), self.me, r)  # journaled before it is sent
             try:
                 await self.transact(
-                    self.ledger.commit, r, update_hash, n, milli_epsilon=eps, key_count=key_count
+                    self.ledger.commit, r, update_hash, n, seal=seal, milli_epsilon=eps, key_count=key_count
                 )
             except reverts.StaleKeys as exc:
                 # A site advertised keys after we masked: mask again under the new key set, once it is
@@ -244,10 +249,22 @@ class RoundDriver(LeaderSide, BudgetSide):
                 if info.status == RoundStatus.ELECTED:
                     self.metrics.election()
                 return info
+            if await self.reveal_if_due(r, info):
+                continue
             if await self.chain(self.ledger.can_elect, r):
                 await self.transact(self.ledger.elect, r)
                 continue
             await self.sleep(self.poll)
+
+    async def reveal_if_due(self, r: int, info: RoundInfo) -> bool:
+        """Reveal our election secret as soon as the contract allows; True when a reveal was sent."""
+        if info.commit_of(self.me) is None or info.has_revealed(self.me):
+            return False
+        secret = kept_secret(self.journal, r)
+        if secret is None or not await self.chain(self.ledger.can_reveal, r):
+            return False  # a lost journal lost the secret: the round goes on without us (NOT_REVEALED)
+        await self.transact(self.ledger.reveal, r, secret)
+        return True
 
     async def until_settled(self, r: int, term: int) -> RoundInfo:
         """Wait for finalize; call reelect when the leader timed out. Returns on a new term or the end."""

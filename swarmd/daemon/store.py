@@ -83,6 +83,9 @@ class RoundRecord:
     received: dict[str, Digest] = field(default_factory=dict)  # as leader: sender -> the accepted update
     leader_rss_growth: int = 0  # as leader: peak RSS during exchange+merge minus RSS before it, bytes
     model_bytes: int = 0  # size of one update, bytes
+    # Our election secret (0x hex), written before the commit that carries its seal so a restarted site can
+    # still reveal it. Kept out of repr: it must never reach a log before it is revealed.
+    election_secret: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, object]:
         doc = asdict(self)

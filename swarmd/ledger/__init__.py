@@ -9,9 +9,11 @@ from swarmd.ledger.devnet import Devnet, find_anvil
 from swarmd.ledger.events import EventStream
 from swarmd.ledger.types import (
     AdvertisedKeys,
+    Attestation,
     Binding,
     CommitInfo,
     DeployParams,
+    Dispute,
     LedgerEvent,
     Member,
     MemberStatus,
@@ -24,10 +26,12 @@ from swarmd.ledger.types import (
 __all__ = [
     "AdvertisedKeys",
     "Artifact",
+    "Attestation",
     "Binding",
     "CommitInfo",
     "DeployParams",
     "Devnet",
+    "Dispute",
     "EventStream",
     "Ledger",
     "LedgerEvent",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
@@ -22,14 +22,17 @@ from web3.types import TxReceipt
 from swarmd.errors import LedgerError
 from swarmd.ledger import args as arg
 from swarmd.ledger.artifact import load_artifact
-from swarmd.ledger.errors import RevertDecoder, UnknownContract
+from swarmd.ledger.errors import LedgerArgumentError, RevertDecoder, UnknownContract
 from swarmd.ledger.rpc import ContractRpc, make_web3
 from swarmd.ledger.types import (
     AdvertisedKeys,
+    Attestation,
     Binding,
     DeployParams,
+    Dispute,
     Member,
     MemberStatus,
+    Outcome,
     RoundInfo,
     VoteTally,
 )
@@ -91,6 +94,7 @@ class Ledger(ContractRpc):
             arg.uint(params.min_peers, "min_peers", arg.UINT32_MAX),
             arg.uint(params.commit_window, "commit_window", arg.UINT32_MAX),
             arg.uint(params.leader_timeout, "leader_timeout", arg.UINT32_MAX),
+            arg.uint(params.reveal_window, "reveal_window", arg.UINT32_MAX),
             bool(params.majority_admission),
             bool(params.secure_aggregation),
         )
@@ -123,9 +127,18 @@ class Ledger(ContractRpc):
         return self.binding_info().params
 
     def binding_info(self) -> Binding:
-        task, model, min_peers, window, timeout, majority, admin, deploy_block, secagg = self._call("binding")
+        task, model, min_peers, window, timeout, reveal, majority, admin, deploy_block, secagg = self._call(
+            "binding"
+        )
         params = DeployParams(
-            bytes(task), bytes(model), int(min_peers), int(window), int(timeout), bool(majority), bool(secagg)
+            bytes(task),
+            bytes(model),
+            int(min_peers),
+            int(window),
+            int(timeout),
+            bool(majority),
+            bool(secagg),
+            reveal_window=int(reveal),
         )
         return Binding(params=params, admin=str(admin), deploy_block=int(deploy_block))
 
@@ -169,8 +182,29 @@ class Ledger(ContractRpc):
     def has_committed(self, r: int, site: str) -> bool:
         return bool(self._call("hasCommitted", arg.uint(r, "round"), arg.address(site, "site")))
 
+    def can_reveal(self, r: int) -> bool:
+        """True when a committer of round `r` that has not revealed could reveal in the next block."""
+        return bool(self._call("canReveal", arg.uint(r, "round"), block="pending"))
+
+    def disputes_against(self, account: str) -> int:
+        """How many disputes (receipts contradicting its finalize) were recorded against `account`."""
+        return int(self._call("disputesAgainst", arg.address(account)))
+
+    def attestations(self, from_block: int = 0) -> list[Attestation]:
+        """Every Attested event from `from_block` to the head, in chain order."""
+        from swarmd.ledger.events import attestations
+
+        return attestations(self, from_block, self.block_number())
+
+    def disputes(self, from_block: int = 0) -> list[Dispute]:
+        """Every Disputed event from `from_block` to the head, in chain order."""
+        from swarmd.ledger.events import disputes
+
+        return disputes(self, from_block, self.block_number())
+
     def can_elect(self, r: int) -> bool:
-        """True when elect(r) would succeed in the next block (a free view: call it before spending gas)."""
+        """True when elect(r) would succeed in the next block (a free view: call it before spending gas):
+        commits have closed and every committer revealed or the reveal window ended."""
         # "pending": evaluated as the next block, where a transaction sent now lands (on nodes without a
         # pending block, e.g. Besu, this is the latest block and the answer is one block conservative).
         return bool(self._call("canElect", arg.uint(r, "round"), block="pending"))
@@ -249,15 +283,28 @@ class Ledger(ContractRpc):
         raise AssertionError("unreachable")
 
     def commit(
-        self, r: int, update_hash: bytes, n_samples: int, *, milli_epsilon: int = 0, key_count: int = 0
+        self,
+        r: int,
+        update_hash: bytes,
+        n_samples: int,
+        *,
+        seal: bytes,
+        milli_epsilon: int = 0,
+        key_count: int = 0,
     ) -> TxReceipt:
-        """Commit to an update; `milli_epsilon` is this site's cumulative epsilon x1000 (0: no DP account),
-        `key_count` the number of advertised key sets the update was masked against (0: plain round)."""
+        """Commit to an update with the election `seal` (receipt.election_seal of a fresh secret);
+        `milli_epsilon` is this site's cumulative epsilon x1000 (0: no DP account), `key_count` the number
+        of advertised key sets the update was masked against (0: plain round)."""
         n = arg.uint(n_samples, "n_samples", arg.UINT32_MAX)
         eps = arg.uint(milli_epsilon, "milli_epsilon", arg.UINT32_MAX)
         keys = arg.uint(key_count, "key_count", arg.UINT16_MAX)
         h = arg.bytes32(update_hash, "update hash")
-        return self._send("commit", arg.uint(r, "round"), h, n, eps, keys)
+        sealed = arg.bytes32(seal, "election seal")
+        return self._send("commit", arg.uint(r, "round"), h, n, eps, keys, sealed)
+
+    def reveal(self, r: int, secret: bytes) -> TxReceipt:
+        """Open this site's election seal of round `r` with its 32-byte secret."""
+        return self._send("reveal", arg.uint(r, "round"), arg.bytes32(secret, "election secret"))
 
     def elect(self, r: int) -> TxReceipt:
         return self._send("elect", arg.uint(r, "round"))
@@ -265,11 +312,35 @@ class Ledger(ContractRpc):
     def reelect(self, r: int) -> TxReceipt:
         return self._send("reelect", arg.uint(r, "round"))
 
-    def finalize(
-        self, r: int, merged_hash: bytes, included: Sequence[str], recovered: Sequence[str] = ()
-    ) -> TxReceipt:
-        """Close round `r`; `recovered` are the committers whose masks were recovered from shares."""
-        sites = [arg.address(a, "included site") for a in included]
-        dropped = [arg.address(a, "recovered site") for a in recovered]
+    def finalize(self, r: int, merged_hash: bytes, outcomes: Mapping[str, Outcome]) -> TxReceipt:
+        """Close round `r`, accounting for every committer: `outcomes` maps each committer's account to its
+        Outcome. Refused before sending (LedgerArgumentError) when a committer is missing or an account
+        did not commit; the contract checks the rest (NOT_REVEALED exactly for non-revealers, >= 1 INCLUDED)
+        """
         h = arg.bytes32(merged_hash, "merged hash")
-        return self._send("finalize", arg.uint(r, "round"), h, sites, dropped)
+        try:
+            given = {arg.address(a, "finalized site"): Outcome(o) for a, o in outcomes.items()}
+        except ValueError as exc:
+            raise LedgerArgumentError(f"round {r}: not an outcome: {exc}") from None
+        info = self.round(r)
+        order = [arg.address(c.site, "committer") for c in info.commits]
+        unknown = sorted(set(given) - set(order))
+        missing = [a for a in order if a not in given]
+        if unknown or missing:
+            raise LedgerArgumentError(
+                f"round {r}: finalize must give one outcome per committer"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; not committers {', '.join(unknown)}" if unknown else "")
+            )
+        codes = bytes(int(given[a]) for a in order)
+        return self._send("finalize", arg.uint(r, "round"), h, codes)
+
+    def attest(self, r: int, ok: bool) -> TxReceipt:
+        """Publish whether this member's audit of finalized round `r` agreed with its merged model."""
+        return self._send("attest", arg.uint(r, "round"), bool(ok))
+
+    def dispute(self, r: int, signature: bytes) -> TxReceipt:
+        """Contest this site's delivery-claim outcome in round `r` with the leader's receipt signature."""
+        if not isinstance(signature, bytes | bytearray):
+            raise LedgerArgumentError(f"a receipt signature is bytes, got {type(signature).__name__}")
+        return self._send("dispute", arg.uint(r, "round"), bytes(signature))

@@ -67,14 +67,25 @@ _HINTS: dict[str, str] = {
     "RoundFull": "the round holds the maximum number of commits; wait for the next round",
     "NotEnoughCommits": "wait until at least minPeers sites have committed",
     "CommitWindowOpen": "not every member has committed; wait until the commit window closes",
-    "ElectionTooEarly": "the seed block is not mined yet; retry after the next block",
+    "CommitsClosed": "commits closed (secrets may be revealed); take part in the next round",
+    "ZeroSeal": "a commit needs the seal of a fresh election secret (receipt.election_seal)",
+    "RevealNotOpen": "commits are still open; reveal once they close (Ledger.can_reveal)",
+    "RevealClosed": "the reveal window ended or the round has a leader; this site sits the round out",
+    "BadReveal": "the secret does not open this site's seal; reveal the secret kept in the journal",
+    "AlreadyRevealed": "this site already revealed its secret in this round",
+    "RevealWindowOpen": "not every committer revealed; wait until the reveal window ends",
     "LeaderTimeoutNotReached": "the leader still has time to finalize; retry after the timeout",
     "NotLeader": "only the round's current leader may finalize",
     "NothingIncluded": "a merged model must include at least one committed update",
-    "NotCommitter": "every included site must have committed in this round",
-    "DuplicateIncluded": "list each included site once",
-    "DuplicateRecovered": "list each recovered site once",
-    "RecoveredIncluded": "a committer is either included (its masked update arrived) or recovered, not both",
+    "NotCommitter": "this account did not commit in that round (only committers reveal or dispute)",
+    "OutcomeCount": "finalize gives exactly one outcome per commit, in commit order",
+    "UnknownOutcome": "an outcome byte must be one of swarmd.ledger.Outcome",
+    "RevealOutcome": "NOT_REVEALED is required for exactly the committers that did not reveal",
+    "NotFinalized": "only a finalized round can be attested or disputed; see `swarm ledger rounds`",
+    "NoDeliveryClaim": "the finalize did not say this site's update failed to arrive; nothing to dispute",
+    "AlreadyDisputed": "this site already disputed this round",
+    "BadSignature": "the receipt signature is malformed; use the one the leader returned with its ack",
+    "ReceiptNotLeader": "the receipt was not signed by this round's leader for this site, term and hash",
     "KeysClosed": "the round's first commit closed advertising; take part in the next round",
     "AlreadyAdvertised": "this site already advertised keys in this round; reuse the keys it persisted",
     "SecureAggregationOff": "this task was deployed without secure aggregation: no keys to advertise",
@@ -149,14 +160,25 @@ ZeroSamples = _make_class("ZeroSamples")
 RoundFull = _make_class("RoundFull")
 NotEnoughCommits = _make_class("NotEnoughCommits")
 CommitWindowOpen = _make_class("CommitWindowOpen")
-ElectionTooEarly = _make_class("ElectionTooEarly")
+CommitsClosed = _make_class("CommitsClosed")
+ZeroSeal = _make_class("ZeroSeal")
+RevealNotOpen = _make_class("RevealNotOpen")
+RevealClosed = _make_class("RevealClosed")
+BadReveal = _make_class("BadReveal")
+AlreadyRevealed = _make_class("AlreadyRevealed")
+RevealWindowOpen = _make_class("RevealWindowOpen")
 LeaderTimeoutNotReached = _make_class("LeaderTimeoutNotReached")
 NotLeader = _make_class("NotLeader")
 NothingIncluded = _make_class("NothingIncluded")
 NotCommitter = _make_class("NotCommitter")
-DuplicateIncluded = _make_class("DuplicateIncluded")
-DuplicateRecovered = _make_class("DuplicateRecovered")
-RecoveredIncluded = _make_class("RecoveredIncluded")
+OutcomeCount = _make_class("OutcomeCount")
+UnknownOutcome = _make_class("UnknownOutcome")
+RevealOutcome = _make_class("RevealOutcome")
+NotFinalized = _make_class("NotFinalized")
+NoDeliveryClaim = _make_class("NoDeliveryClaim")
+AlreadyDisputed = _make_class("AlreadyDisputed")
+BadSignature = _make_class("BadSignature")
+ReceiptNotLeader = _make_class("ReceiptNotLeader")
 KeysClosed = _make_class("KeysClosed")
 AlreadyAdvertised = _make_class("AlreadyAdvertised")
 ZeroKey = _make_class("ZeroKey")

@@ -8,7 +8,8 @@ ChainUnavailable and the cursor stays put.
 
 `advertised_keys` reads one round's KeysAdvertised events: the secure-aggregation key set every peer
 masks against. `join_names` reads the site names JoinRequested carries (they live in no storage slot),
-`vote_tally` the VoteCast of one transaction.
+`vote_tally` the VoteCast of one transaction. `attestations` and `disputes` read the Attested and Disputed
+events (auditors' verdicts and upheld receipts live in no storage slot either).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from web3.types import TxReceipt
 from swarmd.config import site_name_problem
 from swarmd.errors import LedgerError
 from swarmd.ledger.artifact import load_artifact
-from swarmd.ledger.types import AdvertisedKeys, LedgerEvent, RoundInfo, VoteTally
+from swarmd.ledger.types import AdvertisedKeys, Attestation, Dispute, LedgerEvent, RoundInfo, VoteTally
 
 if TYPE_CHECKING:
     from swarmd.ledger.client import Ledger
@@ -147,6 +148,40 @@ def join_names(ledger: Ledger, from_block: int, to_block: int) -> dict[str, str]
         else:
             names.pop(account, None)  # a rejoin under an invalid name withdraws the old one
     return names
+
+
+def _logs(ledger: Ledger, name: str, from_block: int, to_block: int) -> list[Any]:
+    """The decoded `name` events of [from_block, to_block], in (block, log index) order."""
+    event = ledger.contract.events[name]()
+    topic0 = "0x" + bytes(event_abi_to_log_topic(cast(ABIEvent, event.abi))).hex()
+    found: list[Any] = []
+    start = max(0, from_block)
+    while start <= to_block:
+        to = min(to_block, start + _MAX_RANGE - 1)
+        query: Any = {"address": ledger.address, "fromBlock": start, "toBlock": to, "topics": [topic0]}
+        found.extend(event.process_log(log) for log in ledger._rpc(partial(ledger.w3.eth.get_logs, query)))
+        start = to + 1
+    return sorted(found, key=lambda d: (int(d["blockNumber"]), int(d["logIndex"])))
+
+
+def attestations(ledger: Ledger, from_block: int, to_block: int) -> list[Attestation]:
+    """The Attested events of [from_block, to_block]: who audited which round, and whether it agreed."""
+    return [
+        Attestation(
+            int(d["args"]["round"]), str(d["args"]["auditor"]), bool(d["args"]["ok"]), int(d["blockNumber"])
+        )
+        for d in _logs(ledger, "Attested", from_block, to_block)
+    ]
+
+
+def disputes(ledger: Ledger, from_block: int, to_block: int) -> list[Dispute]:
+    """The Disputed events of [from_block, to_block]: receipts the contract upheld against a leader."""
+    return [
+        Dispute(
+            int(d["args"]["round"]), str(d["args"]["site"]), str(d["args"]["leader"]), int(d["blockNumber"])
+        )
+        for d in _logs(ledger, "Disputed", from_block, to_block)
+    ]
 
 
 def vote_tally(ledger: Ledger, receipt: TxReceipt) -> VoteTally | None:

@@ -67,6 +67,7 @@ class DeployParams:
     leader_timeout: int
     majority_admission: bool = False
     secure_aggregation: bool = False  # sites advertise keys and mask their updates (the task's [privacy])
+    reveal_window: int = 10  # blocks after commits close in which committers reveal their election secrets
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,8 @@ class RoundInfo:
     abandoned_block: int | None = None  # block the round closed as ABANDONED
     key_count: int = 0  # sites that advertised secure-aggregation keys; 0 = a plain round
     recovered: tuple[str, ...] = ()  # committers whose masks were recovered from shares (dropouts)
+    revealed: tuple[str, ...] = ()  # committers that revealed their election secret, in commit order
+    outcomes: tuple[Outcome, ...] = ()  # one per commit, in commit order; () until finalized
 
     @property
     def secure_aggregation(self) -> bool:
@@ -200,6 +203,16 @@ class RoundInfo:
     @property
     def committers(self) -> tuple[str, ...]:
         return tuple(c.site for c in self.commits)
+
+    def outcome_of(self, site: str) -> Outcome | None:
+        """The finalize outcome of `site`'s commit; None before finalize or for a non-committer."""
+        low = site.lower()
+        by_site = {c.site.lower(): o for c, o in zip(self.commits, self.outcomes, strict=False)}
+        return by_site.get(low)
+
+    def has_revealed(self, site: str) -> bool:
+        low = site.lower()
+        return any(a.lower() == low for a in self.revealed)
 
     def commit_of(self, site: str) -> CommitInfo | None:
         """This round's commit by `site` (addresses compare case-insensitively), or None."""
@@ -223,6 +236,8 @@ class RoundInfo:
             failed,
             included,
             recovered,
+            revealed,
+            outcomes,
         ) = view
         status = RoundStatus(status)
         infos = tuple(CommitInfo(str(s), bytes(h), int(n), int(b), int(e)) for s, h, n, b, e in commits)
@@ -244,6 +259,8 @@ class RoundInfo:
             abandoned_block=int(closed) if status is RoundStatus.ABANDONED else None,
             key_count=int(keys),
             recovered=tuple(str(a) for a in recovered),
+            revealed=tuple(str(a) for a in revealed),
+            outcomes=tuple(Outcome(b) for b in bytes(outcomes)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -260,6 +277,8 @@ class RoundInfo:
             "mode": self.mode,
             "key_count": self.key_count,
             "recovered": list(self.recovered),
+            "revealed": list(self.revealed),
+            "outcomes": [o.name.lower() for o in self.outcomes],
             "total_samples": sum(c.n_samples for c in self.commits),
             "opened_block": self.opened_block,
             "first_commit_block": self.first_commit_block,
@@ -267,6 +286,32 @@ class RoundInfo:
             "finalized_block": self.finalized_block,
             "abandoned_block": self.abandoned_block,
         }
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """One Attested event: `auditor` published whether its audit of `round` agreed (`ok`)."""
+
+    round: int
+    auditor: str
+    ok: bool
+    block: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "auditor": self.auditor, "ok": self.ok, "block": self.block}
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """One Disputed event: `site` showed a receipt from `leader` that contradicts its finalize outcome."""
+
+    round: int
+    site: str
+    leader: str
+    block: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "site": self.site, "leader": self.leader, "block": self.block}
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ def deploy_params(task: Task, *, majority: bool | None = None) -> DeployParams:
         min_peers=s.min_peers,
         commit_window=s.commit_window,
         leader_timeout=s.leader_timeout,
+        reveal_window=s.reveal_window,
         majority_admission=majority_admission,
         secure_aggregation=task.privacy.secure_aggregation,
     )

@@ -13,10 +13,10 @@ def test_gas_goals_at_eight_members() -> None:
     report = run_chain_bench(members=8, quick=True)
     assert set(report["sizes"]) == {"3", "8"}
     eight = report["sizes"]["8"]
-    assert {"join", "admit", "commit", "elect", "finalize", "reelect"} <= set(eight["calls"])
+    assert {"join", "admit", "commit", "reveal", "elect", "finalize", "reelect"} <= set(eight["calls"])
     for name, limit in GOALS.items():
         assert eight["calls"][name]["gas"]["max"] <= limit, (name, eight["calls"][name]["gas"])
     assert all(goal["met"] for goal in report["goals"].values())
-    # One transaction per site per round plus elect and finalize.
-    assert eight["round"]["transactions"] == 10
+    # Two transactions per site per round (commit, reveal) plus elect and finalize.
+    assert eight["round"]["transactions"] == 18
     assert eight["calls"]["commit"]["n"] == 8 * report["rounds_per_size"]

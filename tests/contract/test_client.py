@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chainkit import N_ACCOUNTS, curve_key, deploy_consortium, h32
+from chainkit import N_ACCOUNTS, commit, curve_key, deploy_consortium, h32
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
@@ -34,7 +34,7 @@ def test_event_stream_survives_rpc_restart(tmp_path: Path) -> None:
         before = stream.poll()
         assert [e.name for e in before][:2] == ["AdminTransferred", "RoundOpened"]
         assert [e.name for e in before].count("MemberAdmitted") == 3
-        c.sites[0].commit(0, h32("u0"), 3)
+        commit(c.sites[0], 0, h32("u0"), 3)
         first = stream.poll()
         assert [e.name for e in first] == ["Committed"] and first[0].args["site"] == c.sites[0].sender
         assert stream.poll() == []
@@ -47,7 +47,7 @@ def test_event_stream_survives_rpc_restart(tmp_path: Path) -> None:
 
         dev = Devnet.start(port=port, state_file=state, accounts=N_ACCOUNTS)
         assert stream.next_block == cursor
-        c.sites[1].commit(0, h32("u1"), 4)
+        commit(c.sites[1], 0, h32("u1"), 4)
         after = stream.poll()
         assert [(e.name, e.args["site"]) for e in after] == [("Committed", c.sites[1].sender)]
         # A fresh stream replays the whole history, in order, each event once.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from chainkit import Consortium, deploy_consortium, h32
+from chainkit import Consortium, commit, deploy_consortium, elect, finalize, h32
 from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.chain
 
 
 def _finalize(c: Consortium, r: int, merged: bytes, recover_one: bool = False) -> tuple[list[str], list[str]]:
-    c.admin.elect(r)
+    elect(c, r)
     info = c.admin.round(r)
     recovered = [s for s in info.committers if s != info.leader][:1] if recover_one else []
     included = [s for s in info.committers if s not in recovered]
-    c.site(info.leader).finalize(r, merged, included, recovered)  # type: ignore[arg-type]
+    finalize(c, r, merged, included, recovered)
     return included, recovered
 
 
@@ -41,18 +41,18 @@ def history(
     a, b, nodp = c.sites
     # Round 0, plain: two sites keep a DP account, the third does not (0 = no account).
     for site, eps in ((a, 1000), (b, 1100), (nodp, 0)):
-        site.commit(0, h32(f"u0-{eps}"), 10, milli_epsilon=eps)
+        commit(site, 0, h32(f"u0-{eps}"), 10, milli_epsilon=eps)
     _finalize(c, 0, h32("m0"))
     # Round 1, secure aggregation: everyone advertises, one committer is recovered as a dropout.
     for i, site in enumerate(c.sites):
         site.advertise_keys(1, h32(f"mask{i}"), h32(f"enc{i}"))
     for site, eps in ((a, 2000), (b, 2500), (nodp, 0)):
-        site.commit(1, h32(f"u1-{eps}"), 10, milli_epsilon=eps, key_count=3)
+        commit(site, 1, h32(f"u1-{eps}"), 10, milli_epsilon=eps, key_count=3)
     merged1 = content_hash({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)})
     _, recovered = _finalize(c, 1, merged1, recover_one=True)
     # Round 2: a's budget is spent, it stops committing.
     for site, eps in ((b, 3000), (nodp, 0)):
-        site.commit(2, h32(f"u2-{eps}"), 10, milli_epsilon=eps)
+        commit(site, 2, h32(f"u2-{eps}"), 10, milli_epsilon=eps)
     c.mine(5)  # the commit window passes without a
     _finalize(c, 2, h32("m2"))
     return c, model, recovered
@@ -140,3 +140,22 @@ def test_rounds_explain_the_numbering_from_the_devnet_task(history, tmp_path: Pa
     )
     # Without the task (--rpc/--contract), the chain alone cannot say which model is final.
     assert "latest model: round 2; round 3 open" in " ".join(_swarm(c, "ledger", "rounds").split())
+
+
+def test_outcomes_and_attestations_are_shown(history) -> None:
+    """Each commit's finalize outcome and the round's attestations (by site name) in `round` and `rounds`;
+    `verify` reports a failed attestation in the model's history (and still verifies the hash)."""
+    c, model, _ = history
+    a, b, _ = c.sites
+    a.attest(1, True)
+    b.attest(0, False)
+    one = " ".join(_swarm(c, "ledger", "round", "1").split())
+    assert "outcome" in one and "included" in one and "recovered" in one and "revealed" in one
+    assert f"attestations: ok: {a.sender[:12]}" in one
+    doc = json.loads(_swarm(c, "ledger", "round", "0", "--json"))
+    assert doc["outcomes"] == ["included"] * 3 and [x["ok"] for x in doc["attestations"]] == [False]
+    rounds = _swarm(c, "ledger", "rounds")
+    assert f"round 0 attestations: failed: {b.sender[:12]}" in " ".join(rounds.split())
+    verdict = json.loads(_swarm(c, "ledger", "verify", str(model), "--json"))
+    assert verdict["verified"] and verdict["failed_attestations"] == {"0": [b.sender]}
+    assert "FAILED ATTESTATION" in _swarm(c, "ledger", "verify", str(model))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 import zmq
-from chainkit import Consortium, curve_key, deploy_consortium, h32
+from chainkit import Consortium, commit, curve_key, deploy_consortium, h32
 from eth_account.signers.local import LocalAccount
 
 from swarmd.ledger import Devnet, MemberStatus, VoteTally, errors
@@ -102,11 +102,11 @@ def test_remove_active_member_stops_its_commits(consortium: Consortium) -> None:
     c.admin.remove(victim.sender)
     assert c.admin.member(victim.sender).status is MemberStatus.REMOVED
     with pytest.raises(errors.NotActiveMember):
-        victim.commit(0, h32("u"), 1)
+        commit(victim, 0, h32("u"), 1)
     # Two active members left: both committing ends the round's wait without the window.
     for i, s in enumerate(c.sites[:2]):
-        s.commit(0, h32(i), 1)
-    assert c.admin.can_elect(0)
+        commit(s, 0, h32(i), 1)
+    assert c.admin.can_reveal(0)
 
 
 def test_update_endpoint(consortium: Consortium) -> None:

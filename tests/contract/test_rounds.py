@@ -6,17 +6,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from chainkit import Consortium, deploy_consortium, h32
+from chainkit import Consortium, commit, deploy_consortium, elect, finalize, h32, outcomes, reveal_all
 from eth_account.signers.local import LocalAccount
 
-from swarmd.ledger import DeployParams, Devnet, Ledger, RoundStatus, errors
+from swarmd.ledger import DeployParams, Devnet, Ledger, Outcome, RoundStatus, errors
 
 pytestmark = pytest.mark.chain
 
 
 def _commit_all(c: Consortium, r: int, sites=None) -> None:
     for i, site in enumerate(sites if sites is not None else c.sites):
-        site.commit(r, h32(f"update-{r}-{i}"), 10 + i)
+        commit(site, r, h32(f"update-{r}-{i}"), 10 + i)
 
 
 def test_full_round_through_the_client(consortium: Consortium) -> None:
@@ -24,6 +24,7 @@ def test_full_round_through_the_client(consortium: Consortium) -> None:
     assert c.admin.current_round() == 0
     assert c.admin.round(0).base_hash == c.params.initial_model_hash
     _commit_all(c, 0)
+    reveal_all(c, 0)
     assert c.admin.can_elect(0)
     c.admin.elect(0)
 
@@ -33,9 +34,8 @@ def test_full_round_through_the_client(consortium: Consortium) -> None:
     assert [x.n_samples for x in info.commits] == [10, 11, 12]
     assert [x.update_hash for x in info.commits] == [h32(f"update-0-{i}") for i in range(3)]
 
-    leader = c.site(info.leader)
     included = [s.sender for s in c.sites[:2]]
-    leader.finalize(0, h32("merged-0"), included)
+    finalize(c, 0, h32("merged-0"), included)
 
     done = c.admin.round(0)
     assert done.status is RoundStatus.FINALIZED
@@ -59,18 +59,18 @@ def test_commit_guards(consortium: Consortium) -> None:
     a, b = c.sites[0], c.sites[1]
     outsider = c.outsiders[0]
     with pytest.raises(errors.NotActiveMember) as exc:
-        outsider.commit(0, h32("x"), 1)
+        commit(outsider, 0, h32("x"), 1)
     assert exc.value.error_args == (outsider.sender,)
     with pytest.raises(errors.WrongRound) as exc:
-        a.commit(1, h32("x"), 1)
+        commit(a, 1, h32("x"), 1)
     assert exc.value.error_args == (1, 0)
     with pytest.raises(errors.ZeroHash):
-        a.commit(0, b"\0" * 32, 1)
+        commit(a, 0, b"\0" * 32, 1)
     with pytest.raises(errors.ZeroSamples):
-        a.commit(0, h32("x"), 0)
-    a.commit(0, h32("x"), 5)
+        commit(a, 0, h32("x"), 0)
+    commit(a, 0, h32("x"), 5)
     with pytest.raises(errors.AlreadyCommitted) as exc:
-        a.commit(0, h32("y"), 5)
+        commit(a, 0, h32("y"), 5)
     assert exc.value.error_args == (0, a.sender)
     assert c.admin.has_committed(0, a.sender) and not c.admin.has_committed(0, b.sender)
 
@@ -79,17 +79,18 @@ def test_commit_guards(consortium: Consortium) -> None:
     with pytest.raises(errors.NotEnoughCommits) as exc:
         c.admin.elect(0)
     assert exc.value.error_args == (0, 1, 2)
-    b.commit(0, h32("z"), 5)
+    commit(b, 0, h32("z"), 5)
     # 2 of 3 active members: the window (5 blocks from the first commit) is still open.
     first = c.admin.round(0).first_commit_block
     with pytest.raises(errors.CommitWindowOpen) as exc:
         c.admin.elect(0)
     assert exc.value.error_args == (0, first + 5)  # type: ignore[operator]
     c.mine(3)
+    reveal_all(c, 0)
     assert c.admin.can_elect(0)
     c.admin.elect(0)
     with pytest.raises(errors.RoundNotOpen) as exc:
-        c.sites[2].commit(0, h32("late"), 5)
+        commit(c.sites[2], 0, h32("late"), 5)
     assert exc.value.error_args == (0, RoundStatus.ELECTED)
     with pytest.raises(errors.RoundNotOpen):
         c.admin.elect(0)
@@ -98,39 +99,34 @@ def test_commit_guards(consortium: Consortium) -> None:
 def test_finalize_guards(consortium: Consortium) -> None:
     c = consortium
     with pytest.raises(errors.NotElected) as exc:
-        c.sites[0].finalize(0, h32("m"), [c.sites[0].sender])
+        c.sites[0].finalize(0, h32("m"), {})
     assert exc.value.error_args == (0, RoundStatus.OPEN)
     _commit_all(c, 0, c.sites[:2])
     c.mine(5)
-    c.admin.elect(0)
+    elect(c, 0)
     leader = c.admin.round(0).leader
     other = next(s for s in c.sites[:2] if s.sender != leader)
+    good = outcomes(c, 0)
     with pytest.raises(errors.NotLeader) as exc:
-        other.finalize(0, h32("m"), [leader])
+        other.finalize(0, h32("m"), good)
     assert exc.value.error_args == (0, other.sender, leader)
     me = c.site(leader)  # type: ignore[arg-type]
     with pytest.raises(errors.NothingIncluded):
-        me.finalize(0, h32("m"), [])
+        me.finalize(0, h32("m"), dict.fromkeys(good, Outcome.FAILED_VALIDATION))
     with pytest.raises(errors.ZeroHash):
-        me.finalize(0, b"\0" * 32, [leader])
-    with pytest.raises(errors.NotCommitter) as exc:
-        me.finalize(0, h32("m"), [leader, c.sites[2].sender])
-    assert exc.value.error_args == (0, c.sites[2].sender)
-    with pytest.raises(errors.DuplicateIncluded) as exc:
-        me.finalize(0, h32("m"), [leader, leader])
-    assert exc.value.error_args == (0, leader)
+        me.finalize(0, b"\0" * 32, good)
     with pytest.raises(errors.WrongRound):
-        me.finalize(1, h32("m"), [leader])
-    me.finalize(0, h32("m"), [leader, other.sender])
+        me._send("finalize", 1, h32("m"), bytes(2))
+    me.finalize(0, h32("m"), good)
     with pytest.raises(errors.WrongRound):
-        me.finalize(0, h32("m2"), [leader])
+        me._send("finalize", 0, h32("m2"), bytes(2))
     assert c.admin.round(0).merged_hash == h32("m")
 
 
 def test_reelect_excludes_failed_leader_then_finalizes(consortium: Consortium) -> None:
     c = consortium
     _commit_all(c, 0)
-    c.admin.elect(0)
+    elect(c, 0)
     first = c.admin.round(0)
     assert not c.admin.can_reelect(0)
     with pytest.raises(errors.LeaderTimeoutNotReached) as exc:
@@ -145,8 +141,8 @@ def test_reelect_excludes_failed_leader_then_finalizes(consortium: Consortium) -
     assert second.failed_leaders == (first.leader,)
     assert second.leader not in (None, first.leader)
     with pytest.raises(errors.NotLeader):
-        c.site(first.leader).finalize(0, h32("m"), [first.leader])  # type: ignore[arg-type]
-    c.site(second.leader).finalize(0, h32("m"), second.committers)  # type: ignore[arg-type]
+        c.site(first.leader).finalize(0, h32("m"), outcomes(c, 0))  # type: ignore[arg-type]
+    finalize(c, 0, h32("m"))
     assert c.admin.round(0).status is RoundStatus.FINALIZED
     assert c.admin.round(0).term == 2
 
@@ -155,7 +151,7 @@ def test_every_leader_fails_round_is_abandoned(consortium: Consortium) -> None:
     c = consortium
     _commit_all(c, 0, c.sites[:2])
     c.mine(5)
-    c.admin.elect(0)
+    elect(c, 0)
     leaders = [c.admin.round(0).leader]
     for _ in range(2):
         c.mine(5)
@@ -176,7 +172,7 @@ def test_removed_committer_is_never_drawn(devnet: Devnet, accounts: list[LocalAc
     c = deploy_consortium(devnet, accounts, sites=3, min_peers=2)
     _commit_all(c, 0)
     c.admin.remove(c.sites[0].sender)
-    c.admin.elect(0)
+    elect(c, 0)  # the removed site may still reveal; it is not drawn
     assert c.admin.round(0).leader != c.sites[0].sender
     # The removed site's commit stays on the record, and it can no longer commit.
     assert c.admin.round(0).commits[0].site == c.sites[0].sender
@@ -196,6 +192,7 @@ def test_deploy_rejects_bad_bindings(devnet: Devnet, accounts: list[LocalAccount
         (replace(good, min_peers=0), "minPeers"),
         (replace(good, min_peers=257), "minPeers"),
         (replace(good, leader_timeout=0), "leaderTimeout"),
+        (replace(good, reveal_window=0), "revealWindow"),
         (replace(good, task_hash=b"\0" * 32), "taskHash"),
     ]:
         with pytest.raises(errors.InvalidBinding) as exc:
@@ -207,9 +204,8 @@ def test_has_committed_answers_for_past_rounds(consortium: Consortium) -> None:
     c = consortium
     for r in range(2):
         _commit_all(c, r)
-        c.admin.elect(r)
-        info = c.admin.round(r)
-        c.site(info.leader).finalize(r, h32(f"m{r}"), info.committers)  # type: ignore[arg-type]
+        elect(c, r)
+        finalize(c, r, h32(f"m{r}"))
     assert all(c.admin.has_committed(r, s.sender) for r in (0, 1) for s in c.sites)  # type: ignore[arg-type]
     assert not c.admin.has_committed(2, c.sites[0].sender)  # type: ignore[arg-type]
     assert c.admin.base_hash(2) == h32("m1") and c.admin.base_hash(1) == h32("m0")

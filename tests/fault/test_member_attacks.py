@@ -31,6 +31,7 @@ from swarmd.daemon.site import site_identity
 from swarmd.errors import PeerRejected, TransportError
 from swarmd.identity import SiteIdentity
 from swarmd.ledger import Ledger, RoundInfo, RoundStatus
+from swarmd.ledger.receipt import election_seal
 from swarmd.ops import wait_until
 from swarmd.transport import Node, Refusal, Verdict
 
@@ -108,7 +109,10 @@ def test_a_stalling_committer_costs_honest_sites_nothing_and_a_removed_member_is
         update, forged = {"w": torch.zeros(4)}, {"w": torch.ones(4)}
         # Commit last, so that the round is elected as soon as everyone committed.
         wait_until(lambda: len(swarm.ledger.round(0).commits) == 3, 120, 0.2, "the honest commits")
-        ledger.commit(0, content_hash(update), 16)
+        secret = b"\x5a" * 32
+        ledger.commit(0, content_hash(update), 16, seal=election_seal(secret, str(ledger.sender), 0))
+        wait_until(lambda: ledger.can_reveal(0), 60, 0.1, "the reveal window")
+        ledger.reveal(0, secret)  # a committer that reveals may be drawn, so the attacker reveals too
         members = {m.account: m for m in ledger.active_members()}
         info = _attacked_term(swarm.ledger, site.address)
         leader = members[info.leader]

@@ -37,6 +37,7 @@ from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import PeerRejected
 from swarmd.ledger import Ledger, RoundStatus
 from swarmd.ledger import errors as reverts
+from swarmd.ledger.receipt import election_seal
 from swarmd.ops import wait_until
 from swarmd.privacy import (
     Advertised,
@@ -187,7 +188,11 @@ def test_a_member_s_secagg_attacks_are_refused_counted_and_cost_one_round(swarm_
 
         # --- commit last a masked update never sent, shares withheld: wait for our term -------------------
         wait_until(lambda: len(ledger.round(0).commits) == 2, 120, 0.2, "the honest commits")
-        ledger.commit(0, hashlib.sha256(b"never sent").digest(), 16, key_count=3)
+        secret = b"\x5a" * 32
+        seal = election_seal(secret, str(ledger.sender), 0)
+        ledger.commit(0, hashlib.sha256(b"never sent").digest(), 16, key_count=3, seal=seal)
+        wait_until(lambda: ledger.can_reveal(0), 60, 0.1, "the reveal window")
+        ledger.reveal(0, secret)  # only a revealer can be drawn
         info = wait_until(
             lambda: (i := ledger.round(0)).status == RoundStatus.ELECTED and i.leader.lower() == me and i,
             120,

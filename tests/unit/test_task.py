@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from swarmd.errors import TaskError
-from swarmd.task import BundleInputs, SwarmSettings, Task, WeightKind, canonical_task, load_task, parse_task
+from swarmd.task import (
+    REVEAL_WINDOW,
+    BundleInputs,
+    SwarmSettings,
+    Task,
+    WeightKind,
+    canonical_task,
+    load_task,
+    parse_task,
+)
 
 TASK = {"name": "demo", "bundle": "bundle"}
 
@@ -278,3 +287,13 @@ def test_bundle_inputs_change_the_hash_and_the_identity_mapping_does_not(root: P
         root, '[task]\nname = "demo"\nbundle = "bundle"\n[bundle.inputs]\ndatalist = "data_list_file_path"\n'
     )
     assert load_task(toml).hash == mapped.hash
+
+
+def test_reveal_window_at_its_default_keeps_the_hash_tasks_had_before_it(root: Path) -> None:
+    task = _parse(root)
+    assert task.swarm.reveal_window == REVEAL_WINDOW
+    assert b"reveal_window" not in canonical_task(task)  # the hash of a task written before the setting
+    longer = dataclasses.replace(task, swarm=dataclasses.replace(task.swarm, reveal_window=REVEAL_WINDOW + 1))
+    assert b'"reveal_window":11' in canonical_task(longer) and longer.hash != task.hash
+    with pytest.raises(TaskError, match="reveal_window"):
+        _parse(root, swarm={"reveal_window": 0})

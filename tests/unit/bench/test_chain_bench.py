@@ -7,7 +7,7 @@ from typing import Any
 
 from swarmd.bench.chain import chain_goals, chain_report, chain_steps
 
-CALLS = ("join", "admit", "commit", "elect", "finalize", "reelect")
+CALLS = ("join", "admit", "commit", "reveal", "elect", "finalize", "reelect")
 
 
 def _result(commit_max: int = 79_605) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def _result(commit_max: int = 79_605) -> dict[str, Any]:
             "deploy_ms": 12.5,
             "calls": {c: stats for c in CALLS},
             "round": {
-                "transactions": n + 2,
+                "transactions": 2 * n + 2,
                 "gas": 123_456,
                 "gas_per_site": 4_321,
                 "blocks_quorum_to_election": 1,
@@ -40,7 +40,7 @@ def test_goals_hold_gas_and_transactions_at_the_larger_size() -> None:
     goals = chain_goals(_result(commit_max=80_001))
     assert [(g["goal"], g["value"], g["limit"], g["met"]) for g in goals] == [
         ("commit gas at 8 members (max)", 80_001, 80_000, False),
-        ("transactions per round (one per site + two)", 10, 10, True),
+        ("transactions per round (two per site + two)", 18, 18, True),
     ]
 
 
@@ -49,7 +49,7 @@ def test_report_has_a_table_per_size_and_the_gas_plot(tmp_path: Path) -> None:
     assert report.name == "chain" and [p.name for p in report.plots] == ["chain_gas.png"]
     assert (tmp_path / "chain_gas.png").exists()
     assert report.tables.count("| call | n | gas min |") == 2
-    assert "**8 members**, deploy 12.5 ms. Per round: 10 transactions, 123,456 gas" in report.tables
+    assert "**8 members**, deploy 12.5 ms. Per round: 18 transactions, 123,456 gas" in report.tables
     assert "| reelect | 3 | 1,000 | 2,000 | 3,000 | 1.5 | 2.25 |" in report.tables
 
 

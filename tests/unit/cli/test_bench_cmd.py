@@ -27,12 +27,12 @@ def test_chain_quick_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     sizes = doc["result"]["sizes"]
     assert set(sizes) == {"3", "8"}
     for size in sizes.values():
-        for call in ("join", "admit", "commit", "elect", "finalize", "reelect"):
+        for call in ("join", "admit", "commit", "reveal", "elect", "finalize", "reelect"):
             stats = size["calls"][call]
             assert (
                 stats["n"] >= 1 and 0 < stats["gas"]["min"] <= stats["gas"]["median"] <= stats["gas"]["max"]
             )
-        assert size["round"]["transactions"] == size["members"] + 2
+        assert size["round"]["transactions"] == 2 * size["members"] + 2  # commit and reveal per site
 
     md = (out / "chain.md").read_text()
     assert md.startswith("## chain") and "| call |" in md and "| goal |" in md

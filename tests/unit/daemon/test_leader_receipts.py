@@ -12,10 +12,10 @@ import torch
 from eth_account import Account
 
 from swarmd.codec import Manifest, content_hash
+from swarmd.daemon.accounting import exclusion_reasons
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.faults import Fault
 from swarmd.daemon.metrics import Metrics
-from swarmd.daemon.reasons import exclusion_reasons
 from swarmd.daemon.rounds import RoundDriver
 from swarmd.daemon.state import DaemonState
 from swarmd.daemon.store import Journal, ModelStore

@@ -7,11 +7,12 @@ from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
 from swarmd.errors import ContractRevert, LedgerError
-from swarmd.ledger import Ledger, RoundInfo, RoundStatus, errors
+from swarmd.ledger import Ledger, Outcome, RoundInfo, RoundStatus, errors
 from swarmd.ledger.artifact import load_artifact
 from swarmd.ledger.errors import LedgerArgumentError, RevertDecoder, TransactionFailed
 
 SITE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+SEAL = b"\x07" * 32
 
 
 @pytest.fixture(scope="module")
@@ -69,25 +70,31 @@ def test_truncated_args_do_not_crash(decoder: RevertDecoder) -> None:
 def test_client_rejects_bad_arguments_before_any_rpc() -> None:
     ledger = Ledger("http://127.0.0.1:9", "0x" + "11" * 20, retries=0)
     with pytest.raises(LedgerArgumentError, match="32 bytes"):
-        ledger.commit(0, b"short", 1)
+        ledger.commit(0, b"short", 1, seal=SEAL)
     with pytest.raises(LedgerArgumentError, match="n_samples"):
-        ledger.commit(0, b"\x01" * 32, 2**32)
+        ledger.commit(0, b"\x01" * 32, 2**32, seal=SEAL)
     with pytest.raises(LedgerArgumentError, match="round"):
-        ledger.commit(-1, b"\x01" * 32, 1)
+        ledger.commit(-1, b"\x01" * 32, 1, seal=SEAL)
     with pytest.raises(LedgerArgumentError, match="not an Ethereum address"):
         ledger.admit("bob")
     with pytest.raises(LedgerArgumentError, match="CURVE"):
         ledger.request_join(b"x" * 33, "tcp://a:1")
     with pytest.raises(LedgerArgumentError, match="hex"):
-        ledger.finalize(0, "0xnothex", [SITE])
-    with pytest.raises(LedgerArgumentError, match="recovered site"):
-        ledger.finalize(0, b"\x01" * 32, [SITE], ["carol"])
+        ledger.finalize(0, "0xnothex", {SITE: Outcome.INCLUDED})
+    with pytest.raises(LedgerArgumentError, match="finalized site"):
+        ledger.finalize(0, b"\x01" * 32, {"carol": Outcome.INCLUDED})
+    with pytest.raises(LedgerArgumentError, match="election seal"):
+        ledger.commit(0, b"\x01" * 32, 1, seal=b"\x01" * 31)
+    with pytest.raises(LedgerArgumentError, match="election secret"):
+        ledger.reveal(0, b"\x01" * 33)
+    with pytest.raises(LedgerArgumentError, match="signature"):
+        ledger.dispute(0, "0x00")  # type: ignore[arg-type]
     with pytest.raises(LedgerArgumentError, match="milli_epsilon"):
-        ledger.commit(0, b"\x01" * 32, 1, milli_epsilon=2**32)
+        ledger.commit(0, b"\x01" * 32, 1, milli_epsilon=2**32, seal=SEAL)
     with pytest.raises(LedgerArgumentError, match="milli_epsilon"):
-        ledger.commit(0, b"\x01" * 32, 1, milli_epsilon=-1)
+        ledger.commit(0, b"\x01" * 32, 1, milli_epsilon=-1, seal=SEAL)
     with pytest.raises(LedgerArgumentError, match="key_count"):
-        ledger.commit(0, b"\x01" * 32, 1, key_count=2**16)
+        ledger.commit(0, b"\x01" * 32, 1, key_count=2**16, seal=SEAL)
     with pytest.raises(LedgerArgumentError, match="mask public key must be 32 bytes"):
         ledger.advertise_keys(0, b"\x01" * 31, b"\x02" * 32)
     with pytest.raises(LedgerArgumentError, match="encryption public key must be 32 bytes"):
@@ -103,6 +110,7 @@ def test_round_info_from_view_tuple() -> None:
     view = (
         1, 2, 1, SITE, b"\x02" * 32, b"\x03" * 32, 10, 20, 30, 2,
         [(SITE, b"\x04" * 32, 7, 15, 2500), (other, b"\x05" * 32, 3, 16, 0)], [], [SITE], [other],
+        [SITE, other], bytes([0, 6]),
     )  # fmt: skip
     info = RoundInfo.from_chain(view)
     assert info.status is RoundStatus.FINALIZED
@@ -114,8 +122,11 @@ def test_round_info_from_view_tuple() -> None:
     doc = info.to_json()
     assert doc["total_samples"] == 10 and doc["included"] == [SITE] and doc["recovered"] == [other]
     assert doc["mode"] == "secure aggregation" and doc["key_count"] == 2
+    assert info.outcomes == (Outcome.INCLUDED, Outcome.RECOVERED)
+    assert info.outcome_of(other) is Outcome.RECOVERED
+    assert doc["outcomes"] == ["included", "recovered"] and doc["revealed"] == [SITE, other]
     assert doc["commits"][0]["milli_epsilon"] == 2500 and doc["commits"][0]["epsilon"] == 2.5
-    open_view = (2, 0, 0, "0x" + "00" * 20, b"\x02" * 32, zero, 31, 0, 0, 0, [], [], [], [])
+    open_view = (2, 0, 0, "0x" + "00" * 20, b"\x02" * 32, zero, 31, 0, 0, 0, [], [], [], [], [], b"")
     info = RoundInfo.from_chain(open_view)
     assert info.leader is None and info.merged_hash is None and info.elected_block is None
     assert info.mode == "plain" and info.recovered == ()

@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
+from swarmd.daemon.accounting import NOT_DELIVERED, REJECTED_BY_RULE, exclusion_reason, exclusion_reasons
 from swarmd.daemon.exchange import Exchange
-from swarmd.daemon.reasons import NOT_DELIVERED, REJECTED_BY_RULE, exclusion_reason, exclusion_reasons
 from swarmd.errors import InvalidUpdate
 from swarmd.ledger import Outcome
 from swarmd.merge import RejectReason
