@@ -129,14 +129,24 @@ class MergeRule(ABC):
         """Combine what was folded; at least one update is present."""
 
 
+def address_order(sender: str) -> str:
+    """The key every merge folds updates in by: the committer's address, case-insensitively (an
+    address may come checksummed or not). A fixed order makes the float sums the same on any
+    order of arrival."""
+    return sender.lower()
+
+
 class BufferedRule(MergeRule):
-    """Base of the robust rules: keeps every update's tensors until result() (O(N x model) memory)."""
+    """Base of the robust rules: keeps every update's tensors until result() (O(N x model) memory).
+
+    The updates are kept in address order, whatever order they were added in."""
 
     def _reset(self) -> None:
         self._updates: list[Update] = []
 
     def _fold(self, update: Update) -> None:
         self._updates.append(update)
+        self._updates.sort(key=lambda u: address_order(u.sender))
 
     def column(self, name: str) -> list[torch.Tensor]:
         """The N values of one tensor, one per update."""
