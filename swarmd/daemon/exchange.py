@@ -1,8 +1,12 @@
 """The leader's side of one (round, term): which updates are expected, which arrived, the merge.
 
-Updates are checked against the chain (sender committed, content hash equals its commitment),
-validated against the round's base model, and folded into the task's merge rule as they arrive,
-so a streaming rule (fedavg) holds one accumulator, never N models.
+Updates are checked against the chain (sender committed, content hash equals its commitment) and
+validated against the round's base model as they arrive; the leader stores each accepted update
+before acknowledging it. The merge happens once, at the end: `result(load)` reads the accepted
+updates back one at a time, in address order, and folds them into the task's merge rule. A fixed
+order makes the merge reproducible (the same bits on any order of arrival, see `swarmd.merge`),
+which is what lets any member recompute it (`swarmd.audit`); reading them back one at a time keeps
+a streaming rule (fedavg) at one accumulator plus one update, never N models.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Protocol
 
 import torch
 
-from swarmd.errors import InvalidUpdate
+from swarmd.errors import InvalidUpdate, StoreError
 from swarmd.merge import Update, validate
+from swarmd.merge.base import address_order
 
 
 class Merger(Protocol):
@@ -76,7 +81,7 @@ class Exchange:
             raise InvalidUpdate(
                 "duplicate", f"{sender} already delivered in round {self.round} term {self.term}"
             )
-        committed, n_samples = self.expected[sender]
+        committed = self.expected[sender][0]
         if digest != committed:
             self._exclude(sender, "hash_mismatch")
             raise InvalidUpdate(
@@ -98,16 +103,20 @@ class Exchange:
         except InvalidUpdate as exc:
             self._exclude(sender, exc.reason)
             raise
-        self.rule.add(Update(sender=sender, state=state, n_samples=n_samples))
         self.received[sender] = digest
         log.info(
-            "round %d: merged update from %s (%d/%d)",
+            "round %d: accepted update from %s (%d/%d)",
             self.round,
             self.label(sender),
             len(self.received),
             len(self.expected),
         )
         self._check_complete()
+
+    def withdraw(self, sender: str, reason: str) -> None:
+        """Forget an accepted update that could not be kept (e.g. the disk is full): exclude it."""
+        self.received.pop(sender, None)
+        self._exclude(sender, reason)
 
     def _exclude(self, sender: str, reason: str) -> None:
         self.excluded[sender] = reason
@@ -117,6 +126,25 @@ class Exchange:
     def _check_complete(self) -> None:
         if not self.pending:
             self.complete.set()
+
+    def fold(self, load: Callable[[bytes], Mapping[str, torch.Tensor]]) -> None:
+        """Fold the accepted updates into the rule, one at a time in address order (none is kept).
+
+        `load(digest)` returns an accepted update (the leader's store). May run in a worker thread:
+        an update that fails here is excluded without touching the event loop's `complete`."""
+        for sender in sorted(self.received, key=address_order):
+            try:
+                state = load(self.received[sender])
+                self.rule.add(Update(sender=sender, state=state, n_samples=self.expected[sender][1]))
+            except InvalidUpdate as exc:
+                self.received.pop(sender)
+                self.excluded[sender] = exc.reason
+            except StoreError as exc:
+                log.error(
+                    "round %d: the stored update of %s is lost: %s", self.round, self.label(sender), exc
+                )
+                self.received.pop(sender)
+                self.excluded[sender] = "lost"
 
     def result(self) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The merged model (weights, not a diff) and the included committers, in commit order."""

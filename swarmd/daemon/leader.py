@@ -25,10 +25,11 @@ import torch
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
 from swarmd.daemon.exchange import Exchange
+from swarmd.daemon.faults import Fault
 from swarmd.daemon.rss import RssPeak
 from swarmd.daemon.secure import MaskedSum, SecureSide
 from swarmd.daemon.state import Phase
-from swarmd.errors import DaemonError, InvalidUpdate, UpdateRejected
+from swarmd.errors import DaemonError, InvalidUpdate, StoreError, UpdateRejected
 from swarmd.ledger import RoundInfo
 from swarmd.merge import rule_for
 from swarmd.privacy import BelowThreshold
@@ -67,9 +68,21 @@ def stall_timeout(
     return min(ceiling, max(MIN_STALL, 2 * chunk, share))
 
 
+def forged(merged: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fault FORGE_MERGE: the merged model with its first floating value nudged, so it is no longer the
+    merge of the included updates (what `swarm ledger audit` must catch)."""
+    out = {k: v.clone() for k, v in merged.items()}
+    name = next(k for k, v in out.items() if v.is_floating_point())
+    out[name].view(-1)[0] += 1e-3
+    log.warning("FAULT forge-merge: finalizing a model that is not the merge")
+    return out
+
+
 class LeaderSide(SecureSide):
     """Leading a term, and the transport handler (check_offer, on_update, on_announce, on_secagg,
     serve_model)."""
+
+    faults: frozenset[Fault] = frozenset()  # test-only misbehaviour (`swarmd.daemon.faults`)
 
     # --- exchange, merge, finalize ----------------------------------------------------------------
     async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
@@ -107,9 +120,13 @@ class LeaderSide(SecureSide):
                     self.offer_stored(exchange, sender, self.store.get(h, keep=False))
                 await self.collect(exchange, info)
                 self.set_phase(Phase.MERGE, r)
+                # Stored before acknowledged: fold from the store, in address order (reproducible).
+                await asyncio.to_thread(exchange.fold, functools.partial(self.store.get, keep=False))
                 if masked is not None and not await self.unmasked(r, info.term, masked):
                     return  # no finalize: the term times out and the round goes on without this sum
                 merged, included = exchange.result()
+                if Fault.FORGE_MERGE in self.faults:
+                    merged = forged(merged)
             self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
             self.exchange = None
@@ -123,6 +140,8 @@ class LeaderSide(SecureSide):
             )
         merged_hash = self.store.put(merged)
         self.gossip.servable.add(merged_hash)
+        if masked is None:  # plain updates stay fetchable for an audit; masked ones are never served
+            self.gossip.servable.update(exchange.received.values())
         self.set_phase(Phase.FINALIZE, r)
         log.info(
             "round %d: finalizing %s with %d of %d updates (excluded: %s)",
@@ -233,9 +252,14 @@ class LeaderSide(SecureSide):
             self.metrics.rejection(reason)
             log.warning("round %d: rejected update from %s: %s", ex.round, self.names.label(sender), exc)
             return Verdict(False, Refusal.INVALID, f"{reason}: {exc}")
-        # Persist before acknowledging: the sender will not resend to this term's leader.
+        # Persist before acknowledging: the sender will not resend to this term's leader, and the
+        # merge reads it back from the store.
         put = functools.partial(self.store.put, state, digest, keep=False)
-        stored = await asyncio.get_running_loop().run_in_executor(None, put)
+        try:
+            stored = await asyncio.get_running_loop().run_in_executor(None, put)
+        except StoreError as exc:
+            ex.withdraw(sender, "not_stored")
+            return Verdict(False, Refusal.INTERNAL_ERROR, f"the leader cannot store the update: {exc}")
         received = {**self.journal.get(ex.round).received, sender: stored}
         self.journal.update(ex.round, received=received)
         return Verdict(True)
