@@ -121,7 +121,7 @@ class LeaderSide(SecureSide):
                 await self.collect(exchange, info)
                 self.set_phase(Phase.MERGE, r)
                 # Stored before acknowledged: fold from the store, in address order (reproducible).
-                await asyncio.to_thread(exchange.fold, functools.partial(self.store.get, keep=False))
+                await asyncio.to_thread(exchange.fold, self.store.open)
                 if masked is not None and not await self.unmasked(r, info.term, masked):
                     return  # no finalize: the term times out and the round goes on without this sum
                 merged, included = exchange.result()

@@ -51,9 +51,8 @@ class FedAvg(MergeRule):
 
     def _merge(self) -> dict[str, torch.Tensor]:
         total = float(self.total_samples)
-        # Divide in place and hand the accumulator over: no second model-sized buffer at the end.
-        merged = {
-            name: cast_back(acc.div_(total), self.template[name].dtype) for name, acc in self._acc.items()
-        }
-        self._acc = {}
+        # Divide in place and let each float64 tensor go once cast: no second model-sized buffer at the end.
+        merged = {}
+        for name in list(self._acc):
+            merged[name] = cast_back(self._acc.pop(name).div_(total), self.template[name].dtype)
         return merged
