@@ -65,6 +65,7 @@ class Exchange:
     excluded: dict[str, str] = field(default_factory=dict)  # address -> reason
     complete: asyncio.Event = field(default_factory=asyncio.Event)
     label: Callable[[str], str] = str  # an account as log lines name it (its site name)
+    closed: bool = False  # the merge began: nothing more is accepted
 
     def __post_init__(self) -> None:
         self.rule.begin(self.base)
@@ -74,13 +75,14 @@ class Exchange:
         return set(self.expected) - set(self.received) - set(self.excluded)
 
     def offer(self, sender: str, state: Mapping[str, torch.Tensor], digest: bytes) -> None:
-        """Fold one update in, or raise UpdateRejected with a reason. Called on the event loop."""
-        if sender not in self.expected:
-            raise InvalidUpdate("not_committer", f"{sender} did not commit in round {self.round}")
-        if sender in self.received:
-            raise InvalidUpdate(
-                "duplicate", f"{sender} already delivered in round {self.round} term {self.term}"
-            )
+        """`check` then `accept`: for an update already in the leader's store."""
+        self.check(sender, state, digest)
+        self.accept(sender, digest)
+
+    def check(self, sender: str, state: Mapping[str, torch.Tensor], digest: bytes) -> None:
+        """Raise UpdateRejected with a reason (and exclude the sender) unless the update may be accepted.
+        Called on the event loop."""
+        self._not_yet(sender)
         committed = self.expected[sender][0]
         if digest != committed:
             self._exclude(sender, "hash_mismatch")
@@ -103,6 +105,11 @@ class Exchange:
         except InvalidUpdate as exc:
             self._exclude(sender, exc.reason)
             raise
+
+    def accept(self, sender: str, digest: bytes) -> None:
+        """Count a checked update as received, once it is in the leader's store (the merge reads it
+        from there, as soon as every committer is received or excluded)."""
+        self._not_yet(sender)
         self.received[sender] = digest
         log.info(
             "round %d: accepted update from %s (%d/%d)",
@@ -113,10 +120,20 @@ class Exchange:
         )
         self._check_complete()
 
-    def withdraw(self, sender: str, reason: str) -> None:
-        """Forget an accepted update that could not be kept (e.g. the disk is full): exclude it."""
-        self.received.pop(sender, None)
-        self._exclude(sender, reason)
+    def close(self) -> None:
+        """No update is checked or accepted from here on: the merge is about to read them. Called on
+        the event loop, before `fold` starts in a worker thread."""
+        self.closed = True
+
+    def _not_yet(self, sender: str) -> None:
+        if self.closed:
+            raise InvalidUpdate("late", f"{sender}'s update came after round {self.round}'s merge began")
+        if sender not in self.expected:
+            raise InvalidUpdate("not_committer", f"{sender} did not commit in round {self.round}")
+        if sender in self.received:
+            raise InvalidUpdate(
+                "duplicate", f"{sender} already delivered in round {self.round} term {self.term}"
+            )
 
     def _exclude(self, sender: str, reason: str) -> None:
         self.excluded[sender] = reason
@@ -132,6 +149,7 @@ class Exchange:
 
         `load(digest)` returns an accepted update (the leader's store). May run in a worker thread:
         an update that fails here is excluded without touching the event loop's `complete`."""
+        self.close()
         for sender in sorted(self.received, key=address_order):
             try:
                 state = load(self.received[sender])

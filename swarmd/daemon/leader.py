@@ -121,6 +121,7 @@ class LeaderSide(SecureSide):
                 await self.collect(exchange, info)
                 self.set_phase(Phase.MERGE, r)
                 # Stored before acknowledged: fold from the store, in address order (reproducible).
+                exchange.close()
                 await asyncio.to_thread(exchange.fold, self.store.open)
                 if masked is not None and not await self.unmasked(r, info.term, masked):
                     return  # no finalize: the term times out and the round goes on without this sum
@@ -246,20 +247,23 @@ class LeaderSide(SecureSide):
         if ex is None or ex.round != header.round or ex.term != header.term:
             return Verdict(False, Refusal.NOT_READY, "no exchange open for that round and term")
         try:
-            ex.offer(sender, state, digest)
+            ex.check(sender, state, digest)
         except UpdateRejected as exc:
             reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
             self.metrics.rejection(reason)
             log.warning("round %d: rejected update from %s: %s", ex.round, self.names.label(sender), exc)
             return Verdict(False, Refusal.INVALID, f"{reason}: {exc}")
-        # Persist before acknowledging: the sender will not resend to this term's leader, and the
-        # merge reads it back from the store.
+        # Persist before accepting and acknowledging: the sender will not resend to this term's leader,
+        # and the merge reads every accepted update back from the store.
         put = functools.partial(self.store.put, state, digest, keep=False)
         try:
             stored = await asyncio.get_running_loop().run_in_executor(None, put)
         except StoreError as exc:
-            ex.withdraw(sender, "not_stored")
             return Verdict(False, Refusal.INTERNAL_ERROR, f"the leader cannot store the update: {exc}")
+        try:
+            ex.accept(sender, stored)
+        except UpdateRejected as exc:  # a second stream of the same update was stored meanwhile
+            return Verdict(False, Refusal.DUPLICATE, str(exc))
         received = {**self.journal.get(ex.round).received, sender: stored}
         self.journal.update(ex.round, received=received)
         return Verdict(True)

@@ -60,3 +60,18 @@ async def test_non_committer_duplicate_and_invalid_updates_are_refused():
     with pytest.raises(UpdateRejected):
         ex.offer("C", bad, content_hash(bad))
     assert ex.excluded["C"] == "nonfinite"
+
+
+async def test_an_update_counts_only_once_accepted_and_nothing_after_the_merge_began():
+    """The leader checks an update, stores it, then accepts it: the exchange completes (and the merge
+    reads the store) only once every update is stored; one arriving after the merge began is late."""
+    a, b = _state(1.0), _state(2.0)
+    ex = _exchange({"A": (content_hash(a), 1), "B": (content_hash(b), 1)})
+    ex.offer("A", a, content_hash(a))
+    ex.check("B", b, content_hash(b))
+    assert not ex.complete.is_set() and ex.pending == {"B"}
+    ex.close()
+    with pytest.raises(UpdateRejected, match="after round 0's merge began"):
+        ex.accept("B", content_hash(b))
+    ex.fold(_load(a))
+    assert ex.result()[1] == ["A"]
