@@ -119,15 +119,10 @@ class LeaderSide(SecureSide):
                 for sender, h in rec.received.items():
                     self.offer_stored(exchange, sender, self.store.get(h, keep=False))
                 await self.collect(exchange, info)
-                self.set_phase(Phase.MERGE, r)
-                # Stored before acknowledged: fold from the store, in address order (reproducible).
-                exchange.close()
-                await asyncio.to_thread(exchange.fold, self.store.open)
-                if masked is not None and not await self.unmasked(r, info.term, masked):
+                done = await self.merge(r, info.term, exchange, masked)
+                if done is None:
                     return  # no finalize: the term times out and the round goes on without this sum
-                merged, included = exchange.result()
-                if Fault.FORGE_MERGE in self.faults:
-                    merged = forged(merged)
+                merged, included = done
             self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
             self.exchange = None
@@ -154,6 +149,22 @@ class LeaderSide(SecureSide):
         )
         recovered = masked.unmasker.dropped if masked is not None else []
         await self.transact(self.ledger.finalize, r, merged_hash, included, recovered=recovered)
+
+    async def merge(
+        self, r: int, term: int, exchange: Exchange, masked: MaskedSum | None
+    ) -> tuple[dict[str, torch.Tensor], list[str]] | None:
+        """Fold the stored updates into the rule in address order (a reproducible merge) and, under secure
+        aggregation, unmask the sum: the merged model and the included committers, or None when the sum
+        cannot be unmasked."""
+        self.set_phase(Phase.MERGE, r)
+        exchange.close()
+        await asyncio.to_thread(exchange.fold, self.store.open)
+        if masked is not None and not await self.unmasked(r, term, masked):
+            return None
+        merged, included = exchange.result()
+        if Fault.FORGE_MERGE in self.faults:
+            merged = forged(merged)
+        return merged, included
 
     async def unmasked(self, r: int, term: int, masked: MaskedSum) -> bool:
         try:
