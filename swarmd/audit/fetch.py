@@ -20,14 +20,14 @@ import torch
 
 from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import content_hash, hash_hex
-from swarmd.errors import StoreError, TransportError, WireError
+from swarmd.errors import PeerRejected, StoreError, TransportError, WireError
 from swarmd.ledger import Member, MemberStatus
 from swarmd.transport import Node, Refusal, Verdict
 from swarmd.transport.context import BulkMode
 
 log = logging.getLogger("swarmd.audit")
 
-FETCH_TIMEOUT = 60.0  # seconds for one model from one peer
+FETCH_TIMEOUT = 10.0  # seconds for a peer to answer a fetch (the stream itself has its stall timeout)
 
 
 class UpdateUnavailable(TransportError):
@@ -72,6 +72,7 @@ class UpdateSource:
         self.me = me.lower()
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.unreachable: dict[str, str] = {}  # account -> what happened when it was asked
         active = [m for m in members if m.status is MemberStatus.ACTIVE]
         self.keys = {m.account.lower(): m.curve_key for m in active}
         self.endpoints = {m.curve_key: m.endpoint for m in active if m.account.lower() != self.me}
@@ -112,9 +113,16 @@ class UpdateSource:
             if key is None:
                 tried.append(f"{holder}: not an active member")
                 continue
+            if holder.lower() in self.unreachable:  # asked once already: do not wait on it again
+                tried.append(f"{holder}: {self.unreachable[holder.lower()]}")
+                continue
             try:
                 state = await self.node.fetch_model(key, h, max_bytes=self.max_bytes, timeout=self.timeout)
+            except PeerRejected as exc:  # up, but it does not hold it (or refuses us)
+                tried.append(f"{holder}: {exc}")
+                continue
             except (TransportError, WireError) as exc:
+                self.unreachable[holder.lower()] = str(exc)
                 tried.append(f"{holder}: {exc}")
                 continue
             return self._checked(state, h, what), holder
