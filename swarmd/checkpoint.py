@@ -19,6 +19,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from swarmd.checkpoint_reader import CorruptStoredState, StoredState, open_verified
 from swarmd.codec import HASH_SIZE, content_hash, hash_hex
 from swarmd.errors import CheckpointError, CodecError, StoreError
 from swarmd.fsutil import DiskFullError, atomic_path, quarantine
@@ -145,17 +146,29 @@ class CheckpointStore:
         try:
             return load_file(target, expected=_check_hash(h))
         except CorruptCheckpointError as exc:
-            try:
-                where = f"moved it aside to {self.quarantine(target)}"
-            except StoreError as moving:
-                # The next look must not find it again, or the caller would read it again forever.
-                with contextlib.suppress(OSError):
-                    target.unlink(missing_ok=True)
-                where = f"{moving}; deleted it"
-            log.error("%s; %s", exc.args[0], where)
-            raise CorruptCheckpointError(
-                f"{exc.args[0]}; {where}", hint="fetch the model again from a peer"
-            ) from None
+            raise self._set_aside(target, exc) from None
+
+    def open(self, h: bytes) -> StoredState:
+        """The checkpoint named by `h`, verified, its tensors read one at a time on access (see
+        `checkpoint_reader`); a bad file is moved aside as in get()."""
+        target = self.path(h)
+        if not target.is_file():
+            raise CheckpointError(f"no checkpoint {hash_hex(h)} in {self.root}")
+        try:
+            return open_verified(target, _check_hash(h))
+        except CorruptStoredState as exc:
+            raise self._set_aside(target, exc) from None
+
+    def _set_aside(self, target: Path, exc: CheckpointError) -> CorruptCheckpointError:
+        try:
+            where = f"moved it aside to {self.quarantine(target)}"
+        except StoreError as moving:
+            # The next look must not find it again, or the caller would read it again forever.
+            with contextlib.suppress(OSError):
+                target.unlink(missing_ok=True)
+            where = f"{moving}; deleted it"
+        log.error("%s; %s", exc.args[0], where)
+        return CorruptCheckpointError(f"{exc.args[0]}; {where}", hint="fetch the model again from a peer")
 
     def quarantine(self, target: Path) -> Path:
         """Move a bad file out of the store, into `quarantine/` under the store, for inspection."""

@@ -38,6 +38,7 @@ def _register() -> None:
         "site_cmd",
         "admin_cmd",
         "ledger_cmd",
+        "audit_cmd",
         "devnet_cmd",
         "data_cmd",
         "model_cmd",

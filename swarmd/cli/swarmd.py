@@ -33,10 +33,13 @@ def run(
 
     with cli_errors():
         cfg = load_config(config)
+        from swarmd.daemon.faults import active_faults
+
+        faults = active_faults(os.environ, cfg.site.name)  # refused outside the test suite: exit 2
         setup_logging(log_level.upper())
         from swarmd.daemon.app import run as run_daemon
 
-        code = run_daemon(cfg)
+        code = run_daemon(cfg, faults)
     _exit_now_if_threads_linger(code)
     raise typer.Exit(code)
 

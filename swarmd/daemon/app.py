@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from typing import TYPE_CHECKING
 
 from swarmd.config import SiteConfig
 from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
-from swarmd.daemon.faults import active_faults
+from swarmd.daemon.faults import Fault
 from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.rounds import RoundDriver, StopRequested
@@ -33,8 +32,9 @@ log = logging.getLogger("swarmd.app")
 
 
 class Daemon:
-    def __init__(self, cfg: SiteConfig) -> None:
+    def __init__(self, cfg: SiteConfig, faults: frozenset[Fault] = frozenset()) -> None:
         self.cfg = cfg
+        self.faults = faults  # test-only misbehaviour, checked by `swarmd run` (see `faults`)
         self.driver: RoundDriver | None = None
         self.node: Node | None = None
         self.control: ControlServer | None = None
@@ -50,7 +50,6 @@ class Daemon:
         if cfg.site.data_list is None:
             raise ConfigError("site.data_list is not set", hint="point it at this site's datalist JSON")
         task = load_task(cfg.site.task)
-        faults = active_faults(os.environ, cfg.site.name)  # set outside the test suite: refuse to start
         ident = site_identity(cfg)
         ledger = site_ledger(cfg, ident)
         state_dir = cfg.site.state_dir
@@ -91,7 +90,7 @@ class Daemon:
             eval_list=cfg.site.eval_list,
         )
         self.driver.setup_secure(state_dir)
-        self.driver.faults = faults
+        self.driver.faults = self.faults
         self.driver.budget = await asyncio.to_thread(site_budget, task, trainer, state_dir)
         handler.bind(self.driver)
         await self.node.start()
@@ -176,7 +175,7 @@ class Daemon:
             await asyncio.sleep(period)
 
 
-def run(cfg: SiteConfig) -> int:
+def run(cfg: SiteConfig, faults: frozenset[Fault] = frozenset()) -> int:
     from swarmd.daemon.lifecycle import serve
 
-    return asyncio.run(serve(Daemon(cfg)))
+    return asyncio.run(serve(Daemon(cfg, faults)))

@@ -1,8 +1,12 @@
 """The leader's side of one (round, term): which updates are expected, which arrived, the merge.
 
-Updates are checked against the chain (sender committed, content hash equals its commitment),
-validated against the round's base model, and folded into the task's merge rule as they arrive,
-so a streaming rule (fedavg) holds one accumulator, never N models.
+Updates are checked against the chain (sender committed, content hash equals its commitment) and
+validated against the round's base model as they arrive; the leader stores each accepted update
+before acknowledging it. The merge happens once, at the end: `result(load)` reads the accepted
+updates back one at a time, in address order, and folds them into the task's merge rule. A fixed
+order makes the merge reproducible (the same bits on any order of arrival, see `swarmd.merge`),
+which is what lets any member recompute it (`swarmd.audit`); reading them back one at a time keeps
+a streaming rule (fedavg) at one accumulator plus one update, never N models.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Protocol
 
 import torch
 
-from swarmd.errors import InvalidUpdate
+from swarmd.errors import InvalidUpdate, StoreError
 from swarmd.merge import Update, validate
+from swarmd.merge.base import address_order
 
 
 class Merger(Protocol):
@@ -60,6 +65,7 @@ class Exchange:
     excluded: dict[str, str] = field(default_factory=dict)  # address -> reason
     complete: asyncio.Event = field(default_factory=asyncio.Event)
     label: Callable[[str], str] = str  # an account as log lines name it (its site name)
+    closed: bool = False  # the merge began: nothing more is accepted
 
     def __post_init__(self) -> None:
         self.rule.begin(self.base)
@@ -69,14 +75,15 @@ class Exchange:
         return set(self.expected) - set(self.received) - set(self.excluded)
 
     def offer(self, sender: str, state: Mapping[str, torch.Tensor], digest: bytes) -> None:
-        """Fold one update in, or raise UpdateRejected with a reason. Called on the event loop."""
-        if sender not in self.expected:
-            raise InvalidUpdate("not_committer", f"{sender} did not commit in round {self.round}")
-        if sender in self.received:
-            raise InvalidUpdate(
-                "duplicate", f"{sender} already delivered in round {self.round} term {self.term}"
-            )
-        committed, n_samples = self.expected[sender]
+        """`check` then `accept`: for an update already in the leader's store."""
+        self.check(sender, state, digest)
+        self.accept(sender, digest)
+
+    def check(self, sender: str, state: Mapping[str, torch.Tensor], digest: bytes) -> None:
+        """Raise UpdateRejected with a reason (and exclude the sender) unless the update may be accepted.
+        Called on the event loop."""
+        self._not_yet(sender)
+        committed = self.expected[sender][0]
         if digest != committed:
             self._exclude(sender, "hash_mismatch")
             raise InvalidUpdate(
@@ -98,16 +105,35 @@ class Exchange:
         except InvalidUpdate as exc:
             self._exclude(sender, exc.reason)
             raise
-        self.rule.add(Update(sender=sender, state=state, n_samples=n_samples))
+
+    def accept(self, sender: str, digest: bytes) -> None:
+        """Count a checked update as received, once it is in the leader's store (the merge reads it
+        from there, as soon as every committer is received or excluded)."""
+        self._not_yet(sender)
         self.received[sender] = digest
         log.info(
-            "round %d: merged update from %s (%d/%d)",
+            "round %d: accepted update from %s (%d/%d)",
             self.round,
             self.label(sender),
             len(self.received),
             len(self.expected),
         )
         self._check_complete()
+
+    def close(self) -> None:
+        """No update is checked or accepted from here on: the merge is about to read them. Called on
+        the event loop, before `fold` starts in a worker thread."""
+        self.closed = True
+
+    def _not_yet(self, sender: str) -> None:
+        if self.closed:
+            raise InvalidUpdate("late", f"{sender}'s update came after round {self.round}'s merge began")
+        if sender not in self.expected:
+            raise InvalidUpdate("not_committer", f"{sender} did not commit in round {self.round}")
+        if sender in self.received:
+            raise InvalidUpdate(
+                "duplicate", f"{sender} already delivered in round {self.round} term {self.term}"
+            )
 
     def _exclude(self, sender: str, reason: str) -> None:
         self.excluded[sender] = reason
@@ -117,6 +143,26 @@ class Exchange:
     def _check_complete(self) -> None:
         if not self.pending:
             self.complete.set()
+
+    def fold(self, load: Callable[[bytes], Mapping[str, torch.Tensor]]) -> None:
+        """Fold the accepted updates into the rule, one at a time in address order (none is kept).
+
+        `load(digest)` returns an accepted update (the leader's store). May run in a worker thread:
+        an update that fails here is excluded without touching the event loop's `complete`."""
+        self.close()
+        for sender in sorted(self.received, key=address_order):
+            try:
+                state = load(self.received[sender])
+                self.rule.add(Update(sender=sender, state=state, n_samples=self.expected[sender][1]))
+            except InvalidUpdate as exc:
+                self.received.pop(sender)
+                self.excluded[sender] = exc.reason
+            except StoreError as exc:
+                log.error(
+                    "round %d: the stored update of %s is lost: %s", self.round, self.label(sender), exc
+                )
+                self.received.pop(sender)
+                self.excluded[sender] = "lost"
 
     def result(self) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The merged model (weights, not a diff) and the included committers, in commit order."""

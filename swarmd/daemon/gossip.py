@@ -1,7 +1,9 @@
 """Dissemination of finalized models: announce, fetch what is announced, serve, pull as a fallback.
 
-Only models the chain lists (a round's merged hash, or the initial model) are ever served, so a
-site's own update never leaves it this way. A holder announces to `fanout` random peers; a site
+Only models the chain lists are ever served: a round's merged hash, the initial model, and the
+plain committed updates this site holds (its own, and those it received as leader), which members
+fetch by hash to audit a round (`swarmd.audit`). A masked update of a secure-aggregation round,
+or a plain update behind one, is never served. A holder announces to `fanout` random peers; a site
 that hears an announce checks the hash on chain, fetches the model (the transport verifies the hash
 as the bytes arrive), keeps it in memory, passes the announce on and writes it to disk meanwhile.
 A site that sees a finalization but hears nothing pulls: first from the round's leader, then from

@@ -31,7 +31,7 @@ from swarmd.daemon.receipts import ReceiptSide
 from swarmd.daemon.rss import RssPeak
 from swarmd.daemon.secure import MaskedSum, SecureSide
 from swarmd.daemon.state import Phase
-from swarmd.errors import DaemonError, InvalidUpdate, UpdateRejected
+from swarmd.errors import DaemonError, InvalidUpdate, StoreError, UpdateRejected
 from swarmd.ledger import RoundInfo
 from swarmd.ledger.receipt import Receipt
 from swarmd.merge import rule_for
@@ -71,11 +71,21 @@ def stall_timeout(
     return min(ceiling, max(MIN_STALL, 2 * chunk, share))
 
 
+def forged(merged: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fault FORGE_MERGE: the merged model with its first floating value nudged, so it is no longer the
+    merge of the included updates (what `swarm ledger audit` must catch)."""
+    out = {k: v.clone() for k, v in merged.items()}
+    name = next(k for k, v in out.items() if v.is_floating_point())
+    out[name].view(-1)[0] += 1e-3
+    log.warning("FAULT forge-merge: finalizing a model that is not the merge")
+    return out
+
+
 class LeaderSide(SecureSide, ReceiptSide):
     """Leading a term, and the transport handler (check_offer, on_update, on_announce, on_secagg,
     serve_model)."""
 
-    faults: frozenset[Fault] = frozenset()  # test-only misbehaviour (faults.py); set by the daemon's start
+    faults: frozenset[Fault] = frozenset()  # test-only misbehaviour (`swarmd.daemon.faults`)
 
     # --- exchange, merge, finalize ----------------------------------------------------------------
     async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
@@ -113,10 +123,10 @@ class LeaderSide(SecureSide, ReceiptSide):
                 for sender, h in rec.received.items():
                     self.offer_stored(exchange, sender, self.store.get(h, keep=False))
                 await self.collect(exchange, info)
-                self.set_phase(Phase.MERGE, r)
-                if masked is not None and not await self.unmasked(r, info.term, masked):
+                done = await self.merge(r, info.term, exchange, masked)
+                if done is None:
                     return  # no finalize: the term times out and the round goes on without this sum
-                merged, included = exchange.result()
+                merged, included = done
             self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
         finally:
             self.exchange = None
@@ -130,6 +140,8 @@ class LeaderSide(SecureSide, ReceiptSide):
             )
         merged_hash = self.store.put(merged)
         self.gossip.servable.add(merged_hash)
+        if masked is None:  # plain updates stay fetchable for an audit; masked ones are never served
+            self.gossip.servable.update(exchange.received.values())
         self.set_phase(Phase.FINALIZE, r)
         log.info(
             "round %d: finalizing %s with %d of %d updates (excluded: %s)",
@@ -143,6 +155,22 @@ class LeaderSide(SecureSide, ReceiptSide):
         reasons = exclusion_reasons(exchange)
         outcomes = finalize_outcomes(info, included, recovered, reasons)
         await self.transact(self.ledger.finalize, r, merged_hash, outcomes)
+
+    async def merge(
+        self, r: int, term: int, exchange: Exchange, masked: MaskedSum | None
+    ) -> tuple[dict[str, torch.Tensor], list[str]] | None:
+        """Fold the stored updates into the rule in address order (a reproducible merge) and, under secure
+        aggregation, unmask the sum: the merged model and the included committers, or None when the sum
+        cannot be unmasked."""
+        self.set_phase(Phase.MERGE, r)
+        exchange.close()
+        await asyncio.to_thread(exchange.fold, self.store.open)
+        if masked is not None and not await self.unmasked(r, term, masked):
+            return None
+        merged, included = exchange.result()
+        if Fault.FORGE_MERGE in self.faults:
+            merged = forged(merged)
+        return merged, included
 
     async def unmasked(self, r: int, term: int, masked: MaskedSum) -> bool:
         try:
@@ -238,15 +266,23 @@ class LeaderSide(SecureSide, ReceiptSide):
         if self.drops(ex, sender, digest):
             return await self.drop_update(ex, sender, digest)
         try:
-            ex.offer(sender, state, digest)
+            ex.check(sender, state, digest)
         except UpdateRejected as exc:
             reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
             self.metrics.rejection(reason)
             log.warning("round %d: rejected update from %s: %s", ex.round, self.names.label(sender), exc)
             return Verdict(False, Refusal.INVALID, f"{reason}: {exc}")
-        # Persist before acknowledging: the sender will not resend to this term's leader.
+        # Persist before accepting and acknowledging: the sender will not resend to this term's leader,
+        # and the merge reads every accepted update back from the store.
         put = functools.partial(self.store.put, state, digest, keep=False)
-        stored = await asyncio.get_running_loop().run_in_executor(None, put)
+        try:
+            stored = await asyncio.get_running_loop().run_in_executor(None, put)
+        except StoreError as exc:
+            return Verdict(False, Refusal.INTERNAL_ERROR, f"the leader cannot store the update: {exc}")
+        try:
+            ex.accept(sender, stored)
+        except UpdateRejected as exc:  # a second stream of the same update was stored meanwhile
+            return Verdict(False, Refusal.DUPLICATE, str(exc))
         received = {**self.journal.get(ex.round).received, sender: stored}
         self.journal.update(ex.round, received=received)
         signature = await self.sign_delivery(Receipt(ex.round, ex.term, sender, digest))

@@ -113,6 +113,7 @@ class RoundDriver(LeaderSide, BudgetSide):
 
     async def play_round(self, r: int) -> None:
         await self.refresh_members()
+        self.serve_committed()  # after a restart too
         info = await self.chain(self.ledger.round, r)
         self.set_phase(Phase.SYNC, r)
         base = await self.ensure_model(info.base_hash, r - 1)
@@ -375,20 +376,34 @@ class RoundDriver(LeaderSide, BudgetSide):
             await self.gossip.spread(r, merged_hash, exclude=set())
         self.metrics.round_done(r)
         self.prune_updates(before=r)
+        self.serve_committed()
         self.forget_secrets(before=r - KEEP_ROUNDS)
         await self.evaluate(r, model)
 
     def prune_updates(self, before: int) -> None:
-        """Delete updates (ours and, as leader, received ones) of settled rounds; models stay for audit."""
+        """Delete what settled rounds no longer need: our plain update of a secure-aggregation round
+        (it never leaves this site). Committed updates (ours and, as leader, the ones received) stay
+        as long as the merged models do: a member's audit recomputes a round from them."""
         keep = self.gossip.servable | {
             rec.merged_hash for rec in self.journal.rounds.values() if rec.merged_hash
         }
         for r, rec in self.journal.rounds.items():
             if r >= before:
                 continue
-            for h in [rec.update_hash, rec.plain_hash, *rec.received.values()]:
-                if h is not None and h not in keep:
-                    self.store.path(h).unlink(missing_ok=True)
+            keep_too = {rec.update_hash, *rec.received.values()}
+            h = rec.plain_hash
+            if h is not None and h not in keep and h not in keep_too:
+                self.store.path(h).unlink(missing_ok=True)
+
+    def serve_committed(self) -> None:
+        """Let members fetch the plain committed updates we hold (ours, and those we received as leader)
+        by hash, for `swarm ledger audit`. Masked updates (secure aggregation) are never served."""
+        for rec in self.journal.records():
+            if rec.key_count or (rec.plain_hash is not None and rec.plain_hash != rec.update_hash):
+                continue
+            if rec.committed and rec.update_hash is not None:
+                self.gossip.servable.add(rec.update_hash)
+            self.gossip.servable.update(rec.received.values())
 
     async def ensure_initial_model(self) -> dict[str, torch.Tensor]:
         """The chain's initial model: from disk, else rebuilt from the task, else from a peer.

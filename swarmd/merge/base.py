@@ -79,7 +79,7 @@ class MergeRule(ABC):
             raise reject(RejectReason.LATE, "arrived after the round was merged", sender=update.sender)
         if update.sender in self._senders:
             raise reject(RejectReason.DUPLICATE, "already added this round", sender=update.sender)
-        check_structure(update.state, template, update.sender)
+        check_structure(_structure(update.state), template, update.sender)
         self._fold(update)
         self._senders.append(update.sender)
         self._total_samples += update.n_samples
@@ -129,14 +129,33 @@ class MergeRule(ABC):
         """Combine what was folded; at least one update is present."""
 
 
+def _structure(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """What a structure check reads: shape-only tensors when the state reads its tensors on access
+    (a stored update, `checkpoint_reader.StoredState`), so the check reads no data."""
+    meta = getattr(state, "meta", None)
+    return meta() if callable(meta) else state
+
+
+def address_order(sender: str) -> str:
+    """The key every merge folds updates in by: the committer's address, case-insensitively (an
+    address may come checksummed or not). A fixed order makes the float sums the same on any
+    order of arrival."""
+    return sender.lower()
+
+
 class BufferedRule(MergeRule):
-    """Base of the robust rules: keeps every update's tensors until result() (O(N x model) memory)."""
+    """Base of the robust rules: keeps every update's tensors until result() (O(N x model) memory).
+
+    The updates are kept in address order, whatever order they were added in."""
 
     def _reset(self) -> None:
         self._updates: list[Update] = []
 
     def _fold(self, update: Update) -> None:
-        self._updates.append(update)
+        # A state that reads its tensors on access is read once, here: the rule reads them many times.
+        state = {name: update.state[name] for name in self.template}
+        self._updates.append(Update(update.sender, state, update.n_samples))
+        self._updates.sort(key=lambda u: address_order(u.sender))
 
     def column(self, name: str) -> list[torch.Tensor]:
         """The N values of one tensor, one per update."""

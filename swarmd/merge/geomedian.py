@@ -9,7 +9,11 @@ It stops when z moves less than `tol` relative to its own norm, or after `max_it
 Weights are equal by default (`weighted=False`): sample counts are self-reported, and a robust rule
 should not let one site buy influence by claiming a large count. Integer and bool tensors are not
 part of the vector; they take the coordinate median (see `maths`). Keeps all N updates, and one
-working copy of z.
+working copy of z (in float64).
+
+Reproducible: updates are visited in address order, z is kept in float64, every weighted sum is a
+multiply then an add (two roundings, never a fused multiply-add) and every norm is `sum_squares`,
+so the iterates, the stopping step and the snap are the same on any thread count and any CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from swarmd.errors import MergeError
 from swarmd.merge.base import BufferedRule
-from swarmd.merge.maths import cast_back, to_work, work_dtype
+from swarmd.merge.maths import cast_back, sum_squares
 from swarmd.merge.median import coordinate_median
 
 # Relative margin for the snap tests, above the float32 rounding in the distances.
@@ -48,14 +52,13 @@ class GeoMedian(BufferedRule):
         return [n for n, t in self.template.items() if t.dtype.is_floating_point]
 
     def _weighted_sum(self, names: list[str], coeffs: list[float]) -> dict[str, torch.Tensor]:
-        """sum_i coeffs_i * x_i / sum(coeffs), tensor by tensor, in the working dtype."""
+        """sum_i coeffs_i * x_i / sum(coeffs), tensor by tensor, in float64."""
         total = math.fsum(coeffs)
         out = {}
         for name in names:
-            spec = self.template[name]
-            acc = torch.zeros(spec.shape, dtype=work_dtype(spec.dtype))
+            acc = torch.zeros(self.template[name].shape, dtype=torch.float64)
             for c, value in zip(coeffs, self.column(name), strict=True):
-                acc.add_(value, alpha=c / total)
+                acc.add_(value.to(torch.float64) * (c / total))
             out[name] = acc
         return out
 
@@ -99,16 +102,16 @@ class GeoMedian(BufferedRule):
         on_anchor = math.fsum(w for w, g in zip(base, gaps, strict=True) if g <= self.eps)
         pull_sq = 0.0
         for name in names:
-            pull = torch.zeros(self.template[name].shape, dtype=work_dtype(self.template[name].dtype))
+            pull = torch.zeros(self.template[name].shape, dtype=torch.float64)
             for w, g, u in zip(base, gaps, self._updates, strict=True):
                 if g > self.eps:
-                    pull.add_(to_work(u.state[name]) - anchor[name], alpha=w / g)
-            pull_sq += float(torch.linalg.vector_norm(pull, dtype=torch.float64)) ** 2
+                    pull.add_((u.state[name].to(torch.float64) - anchor[name]) * (w / g))
+            pull_sq += sum_squares(pull)
         unique_median = math.sqrt(pull_sq) < on_anchor * (1 - _MARGIN)
         cost_z = math.fsum(w * d for w, d in zip(base, dists, strict=True))
         cost_anchor = math.fsum(w * g for w, g in zip(base, gaps, strict=True))
         if unique_median or cost_anchor < cost_z * (1 - _MARGIN):
-            return {name: anchor[name].to(work_dtype(anchor[name].dtype)) for name in names}
+            return {name: anchor[name].to(torch.float64) for name in names}
         return z
 
     def _merge(self) -> dict[str, torch.Tensor]:
@@ -124,11 +127,11 @@ class GeoMedian(BufferedRule):
 def _distance(names: list[str], a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor] | None) -> float:
     """L2 distance between two states over `names` (the norm of `a` when b is None).
 
-    The difference is taken in the working dtype and only the reduction runs in float64: a float64
-    copy of every tensor would double the memory traffic of each Weiszfeld iteration.
+    The difference is taken in float64 (exact for two float32 tensors) and the squares are summed
+    by `sum_squares`, so the distance does not depend on the thread count.
     """
     sq = 0.0
     for name in names:
-        d = a[name] if b is None else to_work(a[name]) - b[name]
-        sq += float(torch.linalg.vector_norm(d, dtype=torch.float64)) ** 2
+        d = a[name] if b is None else a[name].to(torch.float64) - b[name].to(torch.float64)
+        sq += sum_squares(d)
     return math.sqrt(sq)

@@ -1,4 +1,12 @@
-"""Shared tensor maths for the merge rules: working dtypes and the cast back to the model's dtype.
+"""Shared tensor maths for the merge rules: working dtypes, the cast back to the model's dtype, and the
+reductions that make a merge reproducible.
+
+Reproducible means bit-identical for the same inputs whatever the number of torch threads and
+whatever the SIMD width of the CPU: a sum over many values (`sum_squares`, `row_sum`) is built only
+from element-wise IEEE-754 operations in a fixed order plus `math.fsum` (correctly rounded), never
+from torch's reduction kernels, whose order depends on threads and vector width. Element-wise add,
+sub, mul and div round once and identically on every IEEE CPU; a multiply-add is written as two
+operations, or is exact (see `fedavg`), so fused multiply-add cannot change a result.
 
 Rules compute in a floating working dtype and return tensors in the template's dtype.
 Integer and bool tensors (BatchNorm's num_batches_tracked, masks, flags) are not learned
@@ -10,6 +18,7 @@ stays False).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -70,6 +79,42 @@ def columnwise(
     for start in range(0, total, step):
         out[start : start + step] = reduce(stack([f[start : start + step] for f in flat]))
     return out.reshape(values[0].shape)
+
+
+# Row width of the fixed-order reductions: a power of two, so halving stays even.
+ROW = 1024
+
+
+def sum_squares(t: torch.Tensor) -> float:
+    """sum(t**2) in float64, the same bits on any thread count and any CPU (see the module docstring).
+
+    The values are squared in float64 (exact for float32 input), zero-padded to rows of ROW, each row
+    summed by pairwise halving (element-wise adds in a fixed tree) and the row sums added by fsum.
+    """
+    flat = t.reshape(-1).to(torch.float64)
+    return math.fsum(_row_sums(flat * flat))
+
+
+def row_sum(rows: torch.Tensor) -> torch.Tensor:
+    """The (N, ...) tensor summed over its first axis in float64, row by row in index order."""
+    acc = rows[0].to(torch.float64, copy=True)
+    for i in range(1, rows.shape[0]):
+        acc.add_(rows[i])
+    return acc
+
+
+def _row_sums(flat: torch.Tensor) -> list[float]:
+    n = flat.numel()
+    if n == 0:
+        return []
+    pad = (-n) % ROW
+    block = torch.cat([flat, flat.new_zeros(pad)]) if pad else flat
+    block = block.reshape(-1, ROW)
+    width = ROW
+    while width > 1:
+        width //= 2
+        block = block[:, :width] + block[:, width:]
+    return block.reshape(-1).tolist()
 
 
 def sorted_rows(block: torch.Tensor) -> torch.Tensor:

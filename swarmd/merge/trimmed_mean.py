@@ -3,6 +3,7 @@
 For each coordinate, the `floor(trim_ratio * N)` smallest and largest values are dropped and the
 rest averaged, unweighted (sample counts are self-reported; see `median`). With trim_ratio in
 [0, 0.5) at least one value always remains; trim_ratio 0 is the plain mean. Keeps all N updates.
+The kept values are summed in float64 in sorted order, so the mean is the same on any thread count.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from swarmd.errors import MergeError
 from swarmd.merge.base import BufferedRule
-from swarmd.merge.maths import cast_back, columnwise, sorted_rows
+from swarmd.merge.maths import cast_back, columnwise, row_sum, sorted_rows
 
 
 class TrimmedMean(BufferedRule):
@@ -34,7 +35,9 @@ class TrimmedMean(BufferedRule):
 
         def trimmed_rows(block: torch.Tensor) -> torch.Tensor:
             ordered = sorted_rows(block)
-            return ordered[k : ordered.shape[0] - k].mean(dim=0)
+            kept = ordered[k : ordered.shape[0] - k]
+            # A float64 sum in row order, not torch's mean: its reduction order follows the threads.
+            return row_sum(kept) / kept.shape[0]
 
         return {
             name: cast_back(columnwise(self.column(name), trimmed_rows), spec.dtype)

@@ -16,6 +16,7 @@ from enum import Enum
 import torch
 
 from swarmd.errors import InvalidUpdate, MergeError
+from swarmd.merge.maths import sum_squares
 
 # Shown names are capped so a wildly wrong update does not produce a megabyte of message.
 _SHOWN = 5
@@ -90,14 +91,15 @@ def diff_norm(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.T
 
     Integer and bool tensors (counters such as BatchNorm's num_batches_tracked, flags) are left out:
     they are not learned parameters and would swamp the norm. Computed tensor by tensor in float64,
-    so no model-sized temporary is built.
+    so no model-sized temporary is built, with `sum_squares`: the same bits on any thread count, so
+    an auditor rerunning the check reaches the leader's verdict on an update at the bound.
     """
     total = 0.0
     for name, t in state.items():
         if not t.is_floating_point():
             continue
         d = t.double() if reference is None else t.double() - reference[name].double()
-        total += float(torch.linalg.vector_norm(d)) ** 2
+        total += sum_squares(d)
     return math.sqrt(total)
 
 

@@ -149,10 +149,10 @@ def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root
         assert final.leader == info.leader and final.term == 1  # the same leader, no re-election
         restored = next(iter(acked))
         assert restored in final.included and len(final.included) == 3
-        # The restarted leader folded the stored update in from disk, once (logs name peers by site).
+        # The restarted leader took the stored update back from disk, once (logs name peers by site).
         peer = swarm.daemon(restored)
         since_restart = leader.tail(400).split("swarmd up:")[-1]
-        assert since_restart.count(f"round {r}: merged update from {peer.name} (") == 1
+        assert since_restart.count(f"round {r}: accepted update from {peer.name} (") == 1
         # The peer was told once that its update is held: either the ack came before the kill, or
         # the kill cut it off and the peer's resend was refused (before any byte moved) as held.
         held = [

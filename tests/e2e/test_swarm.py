@@ -78,6 +78,11 @@ def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swa
         assert ok.returncode == 0 and "VERIFIED" in ok.stdout, ok.stdout + ok.stderr
         wrong = swarm_cli("ledger", "verify", str(model), "--round", "0", *rpc)
         assert wrong.returncode == 1 and "NOT VERIFIED" in wrong.stdout
+        # ...and a member can recompute every round from the committed updates (an honest leader)
+        audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", str(site.config))
+        assert audited.returncode == 0 and audited.stdout.count(": verified") == 3, (
+            audited.stdout + audited.stderr
+        )
         out = swarm_root / "export"
         exp = swarm_cli("model", "export", "--round", "2", "--out", str(out), "--config", str(site.config))
         assert exp.returncode == 0, exp.stderr

@@ -1,0 +1,36 @@
+"""Recompute a finalized round from its committed updates and compare it with the chain (`swarm ledger
+audit`).
+
+`fetch` gets the round's base model and each included committer's update (from this site's store,
+else from its owner, else from the round's leader) and checks each against its on-chain commitment;
+`recompute` folds them with the task's rule, after the leader's own validation, in address order
+(the merges are reproducible, see `swarmd.merge`), and compares the content hash with the finalized
+one; `verdict` holds the outcome of one round. Imports `ledger`, `transport`, `merge`, `checkpoint`,
+`codec`, `task` and `errors`, never `daemon`.
+"""
+
+from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
+from swarmd.audit.recompute import audit_round, audit_rounds
+from swarmd.audit.verdict import (
+    SECURE_NOT_IMPLEMENTED,
+    AuditExit,
+    RoundVerdict,
+    Status,
+    UnfinalizedRound,
+    UnknownRound,
+    exit_status,
+)
+
+__all__ = [
+    "SECURE_NOT_IMPLEMENTED",
+    "AuditExit",
+    "RoundVerdict",
+    "Status",
+    "UnfinalizedRound",
+    "UnknownRound",
+    "UpdateSource",
+    "UpdateUnavailable",
+    "audit_round",
+    "audit_rounds",
+    "exit_status",
+]

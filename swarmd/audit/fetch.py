@@ -1,0 +1,139 @@
+"""Getting a round's inputs for an audit: the base model and the committed updates, each checked
+against the hash the chain holds for it.
+
+An auditor runs with a member site's config: its checkpoint store is read first (the site's own
+update, and every update it received as a leader, are there), then the update's owner, then the
+round's leader, over the site's own transport identity (only active members are let in, by the
+peers' ZAP). The transport hashes the bytes as they arrive and refuses any that do not hash to the
+requested value; the hash is checked once more here, so a model from the local store is held to
+the same commitment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swarmd.checkpoint import CheckpointStore
+from swarmd.codec import content_hash, hash_hex
+from swarmd.errors import PeerRejected, StoreError, TransportError, WireError
+from swarmd.ledger import Member, MemberStatus
+from swarmd.transport import Node, Refusal, Verdict
+from swarmd.transport.context import BulkMode
+
+log = logging.getLogger("swarmd.audit")
+
+FETCH_TIMEOUT = 10.0  # seconds for a peer to answer a fetch (the stream itself has its stall timeout)
+
+
+class UpdateUnavailable(TransportError):
+    """No holder (this site's store, the owner, the leader) served a committed update or model."""
+
+
+class _Closed:
+    """The auditor's transport serves nothing and takes nothing: it only fetches."""
+
+    def check_offer(self, peer: Any, header: Any) -> Verdict:
+        return Verdict(False, Refusal.NOT_READY, "an auditor takes no updates")
+
+    async def on_update(self, peer: Any, header: Any, state: Any, digest: Any) -> Verdict:
+        return Verdict(False, Refusal.NOT_READY, "an auditor takes no updates")
+
+    async def on_secagg(self, peer: Any, header: Any, body: bytes) -> Verdict:
+        return Verdict(False, Refusal.PRIVACY_REFUSED)
+
+    async def on_announce(self, peer: Any, header: Any) -> None:
+        return None
+
+    def serve_model(self, model_hash: bytes) -> None:
+        return None
+
+
+class UpdateSource:
+    """Fetches models by hash for an audit. Use `async with UpdateSource(...) as source:`."""
+
+    def __init__(
+        self,
+        *,
+        store_dir: Path,
+        me: str,
+        curve_public: bytes,
+        curve_secret: bytes,
+        members: Iterable[Member],
+        max_bytes: int,
+        bulk: BulkMode = "aead",
+        timeout: float = FETCH_TIMEOUT,
+    ) -> None:
+        self.store = CheckpointStore(store_dir)
+        self.me = me.lower()
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.unreachable: dict[str, str] = {}  # account -> what happened when it was asked
+        active = [m for m in members if m.status is MemberStatus.ACTIVE]
+        self.keys = {m.account.lower(): m.curve_key for m in active}
+        self.endpoints = {m.curve_key: m.endpoint for m in active if m.account.lower() != self.me}
+        self.node = Node(
+            _Closed(),
+            bind="tcp://127.0.0.1:*",
+            public_key=curve_public,
+            secret_key=curve_secret,
+            max_bytes=max_bytes,
+            bulk=bulk,
+        )
+
+    async def __aenter__(self) -> UpdateSource:
+        await self.node.start()
+        self.node.set_peers(self.endpoints)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.node.close()
+
+    async def get(
+        self, h: bytes, holders: Sequence[str | None], what: str
+    ) -> tuple[dict[str, torch.Tensor], str]:
+        """The model hashing to `h`, and where it came from ("local" or a holder's address).
+
+        Tries this site's store, then each holder in turn (accounts; None and this site are skipped).
+        Raises UpdateUnavailable, naming what each holder answered, when none served it."""
+        tried: list[str] = []
+        if self.store.has(h):
+            try:
+                return self._checked(self.store.get(h), h, what), "local"
+            except StoreError as exc:
+                tried.append(f"local store: {exc}")
+        for holder in dict.fromkeys(a for a in holders if a):
+            key = self.keys.get(holder.lower())
+            if holder.lower() == self.me:
+                continue
+            if key is None:
+                tried.append(f"{holder}: not an active member")
+                continue
+            if holder.lower() in self.unreachable:  # asked once already: do not wait on it again
+                tried.append(f"{holder}: {self.unreachable[holder.lower()]}")
+                continue
+            try:
+                state = await self.node.fetch_model(key, h, max_bytes=self.max_bytes, timeout=self.timeout)
+            except PeerRejected as exc:  # up, but it does not hold it (or refuses us)
+                tried.append(f"{holder}: {exc}")
+                continue
+            except (TransportError, WireError) as exc:
+                self.unreachable[holder.lower()] = str(exc)
+                tried.append(f"{holder}: {exc}")
+                continue
+            return self._checked(state, h, what), holder
+        raise UpdateUnavailable(
+            f"no holder served {what} {hash_hex(h)}: " + ("; ".join(tried) or "no holder to ask"),
+            hint="the holders must be running and hold it; committed updates are kept as long as models",
+        )
+
+    @staticmethod
+    def _checked(state: dict[str, torch.Tensor], h: bytes, what: str) -> dict[str, torch.Tensor]:
+        got = content_hash(state)
+        if got != h:  # the transport and the store check this too; an audit states it once more
+            raise UpdateUnavailable(f"{what} hashes to {hash_hex(got)}, not its commitment {hash_hex(h)}")
+        return state

@@ -1,0 +1,152 @@
+"""A stored checkpoint read one tensor at a time: `StoredState`, a read-only mapping whose tensors are
+read from the file when asked for and not kept.
+
+The leader merges its stored updates this way (`Exchange.fold`): a streaming rule then holds its
+accumulator and one tensor, not the accumulator plus a whole update, and no file is memory-mapped
+(mapped pages would count in the leader's RSS as long as the map lives). The file's header is
+parsed and bounds-checked here (safetensors' layout: an 8-byte little-endian header length, a JSON
+header of dtype, shape and byte offsets per tensor, then the data); nothing is ever unpickled. The
+content hash is verified by `open_verified`, in one streaming pass, before any tensor is handed out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from swarmd.codec import ContentHasher, Manifest, TensorSpec, hash_hex
+from swarmd.errors import CheckpointError, CodecError
+
+_DTYPES = {
+    "F32": ("float32", torch.float32),
+    "F16": ("float16", torch.float16),
+    "BF16": ("bfloat16", torch.bfloat16),
+    "F64": ("float64", torch.float64),
+    "I8": ("int8", torch.int8),
+    "U8": ("uint8", torch.uint8),
+    "I16": ("int16", torch.int16),
+    "I32": ("int32", torch.int32),
+    "I64": ("int64", torch.int64),
+    "BOOL": ("bool", torch.bool),
+}
+_MAX_HEADER = 100 << 20
+_CHUNK = 16 << 20  # bytes hashed at a time
+
+
+class CorruptStoredState(CheckpointError):
+    """The file's header or size is not a checkpoint's, or its bytes do not hash to its name."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # absolute offset in the file
+    nbytes: int
+
+
+class StoredState(Mapping[str, torch.Tensor]):
+    """The tensors of one checkpoint file, each read on access (a fresh tensor every time)."""
+
+    def __init__(self, path: Path, entries: dict[str, _Entry], manifest: Manifest) -> None:
+        self.path = path
+        self._entries = entries
+        self.manifest = manifest
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        e = self._entries[name]
+        out = torch.empty(e.shape, dtype=e.dtype)
+        view = out.reshape(-1).view(torch.uint8).numpy().data
+        with self.path.open("rb") as f:
+            f.seek(e.start)
+            if f.readinto(view) != e.nbytes:
+                raise CorruptStoredState(f"checkpoint {self.path} is truncated")
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def meta(self) -> dict[str, torch.Tensor]:
+        """Shape-and-dtype-only (meta) tensors: what a structure check reads, without reading data."""
+        return {n: torch.empty(e.shape, dtype=e.dtype, device="meta") for n, e in self._entries.items()}
+
+
+def open_verified(path: Path, expected: bytes) -> StoredState:
+    """The checkpoint at `path`, once its bytes hash to `expected` (read in chunks, nothing kept).
+
+    Raises CheckpointError when the file is missing, CorruptStoredState when it is not a checkpoint
+    or holds other bytes than `expected` names."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            entries = _header(f, path.stat().st_size, path)
+            manifest = Manifest(
+                tuple(TensorSpec(n, _name(e.dtype), e.shape, e.nbytes) for n, e in sorted(entries.items()))
+            )
+            hasher = ContentHasher(manifest)
+            for spec in manifest.tensors:
+                f.seek(entries[spec.name].start)
+                left = spec.nbytes
+                while left:
+                    chunk = f.read(min(left, _CHUNK))
+                    if not chunk:
+                        raise CorruptStoredState(f"checkpoint {path} is truncated")
+                    hasher.update(chunk)
+                    left -= len(chunk)
+            got = hasher.digest()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    except CodecError as exc:
+        raise CorruptStoredState(f"checkpoint {path} is not a valid model: {exc}") from exc
+    if got != expected:
+        raise CorruptStoredState(
+            f"checkpoint {path} does not match its hash: expected {hash_hex(expected)}, got {hash_hex(got)}",
+            hint="the file was modified or corrupted; fetch the model again from a peer",
+        )
+    return StoredState(path, entries, manifest)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return next(name for name, t in _DTYPES.values() if t == dtype)
+
+
+def _header(f: BinaryIO, size: int, path: Path) -> dict[str, _Entry]:
+    raw = f.read(8)
+    if len(raw) != 8:
+        raise CorruptStoredState(f"checkpoint {path} is truncated")
+    (n,) = struct.unpack("<Q", raw)
+    if n > min(_MAX_HEADER, size - 8):
+        raise CorruptStoredState(f"checkpoint {path} has a header of {n} bytes in a {size}-byte file")
+    try:
+        doc = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptStoredState(f"checkpoint {path} has an unreadable header: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CorruptStoredState(f"checkpoint {path} has an unreadable header")
+    entries = {}
+    for name, spec in doc.items():
+        if name == "__metadata__":
+            continue
+        try:
+            _, dtype = _DTYPES[spec["dtype"]]
+            shape = tuple(int(d) for d in spec["shape"])
+            begin, end = (int(x) for x in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptStoredState(f"checkpoint {path}: bad entry for {name!r} ({exc})") from None
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - 8 - n or end - begin != nbytes:
+            raise CorruptStoredState(f"checkpoint {path}: entry {name!r} does not fit the file")
+        entries[str(name)] = _Entry(dtype, shape, 8 + n + begin, nbytes)
+    return entries

@@ -1,0 +1,50 @@
+"""`swarm ledger audit` against real daemons: a leader that finalizes a model that is not the merge of
+the included updates (test fault FORGE_MERGE, on every site, so every round is forged whoever leads)
+is caught round by round; the honest run is audited in test_swarm.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from swarmd.audit import AuditExit
+from swarmd.daemon.faults import ENV, GUARD
+from swarmd.ledger import RoundStatus
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
+
+
+def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_audit_flags_every_round_a_forging_leader_finalized(swarm_root, swarm_factory, monkeypatch):
+    monkeypatch.setenv(ENV, "forge-merge")  # the launcher passes the environment to the daemons
+    monkeypatch.setenv(GUARD, "1")
+    with swarm_factory(swarm_root, rounds=2) as swarm:
+        swarm.wait_done(timeout=240)
+        assert [i.status for i in swarm.ledger.rounds()[:2]] == [RoundStatus.FINALIZED] * 2
+        config = str(swarm.consortium.sites[0].config)
+        found = audit("--rounds", "all", "--config", config, "--json")
+        assert found.returncode == AuditExit.MISMATCH, found.stdout + found.stderr
+        verdicts = json.loads(found.stdout)
+        assert [(v["round"], v["status"]) for v in verdicts] == [(0, "MISMATCH"), (1, "MISMATCH")]
+        for v in verdicts:  # every included update was fetched and matched its commitment
+            assert v["recomputed"] != v["finalized"] and len(v["sources"]) == v["included"] >= 2
+        # the site fetched the others' updates from their owners or the leader, not only its own
+        assert {s for v in verdicts for s in v["sources"].values()} - {"local"}
+        one = audit("1", "--config", config)
+        assert one.returncode == AuditExit.MISMATCH and "round 1: MISMATCH" in one.stdout, one.stdout
+        assert "finalized 0x" in one.stdout and "recomputed 0x" in one.stdout
+        unknown = audit("9", "--config", config)
+        assert unknown.returncode == 2 and "UnknownRound" in unknown.stderr, unknown.stderr
+        open_round = audit("2", "--config", config)  # the chain opened round 2; nobody commits to it
+        assert open_round.returncode == 2 and "UnfinalizedRound" in open_round.stderr, open_round.stderr

@@ -1,0 +1,80 @@
+"""A stored checkpoint read one tensor at a time: the same tensors as a full load, verified before any is
+handed out, and a bad file set aside like a full load's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swarmd.checkpoint import CheckpointStore, CorruptCheckpointError
+from swarmd.codec import content_hash
+from swarmd.daemon.exchange import Exchange
+from swarmd.merge import get_rule
+
+
+def _state(v: float) -> dict[str, torch.Tensor]:
+    return {
+        "w": torch.arange(12, dtype=torch.float32).reshape(3, 4) * v,
+        "h": torch.full((5,), v, dtype=torch.bfloat16),
+        "n": torch.tensor(7),
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0),
+    }
+
+
+def test_tensors_are_read_on_access_and_equal_a_full_load(tmp_path):
+    store = CheckpointStore(tmp_path)
+    h = store.put(_state(2.0))
+    lazy = store.open(h)
+    full = store.get(h)
+    assert sorted(lazy) == sorted(full) and len(lazy) == 5
+    for name, t in full.items():
+        assert torch.equal(lazy[name], t) and lazy[name].dtype == t.dtype
+        assert lazy.meta()[name].shape == t.shape and lazy.meta()[name].device.type == "meta"
+    assert lazy[name] is not lazy[name]  # nothing is kept
+    assert content_hash(dict(lazy)) == h
+
+
+def test_a_file_that_does_not_hash_to_its_name_is_set_aside(tmp_path):
+    store = CheckpointStore(tmp_path)
+    h = store.put(_state(1.0))
+    path = store.path(h)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="does not match its hash"):
+        store.open(h)
+    assert not store.has(h) and (tmp_path / "quarantine").is_dir()
+
+
+def test_a_truncated_or_foreign_file_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path)
+    h = store.put(_state(1.0))
+    store.path(h).write_bytes(store.path(h).read_bytes()[:40])
+    with pytest.raises(CorruptCheckpointError):
+        store.open(h)
+    h2 = store.put(_state(3.0))
+    store.path(h2).write_bytes(b"\xff" * 8 + b"{}")
+    with pytest.raises(CorruptCheckpointError, match="header"):
+        store.open(h2)
+
+
+def test_the_leader_merges_stored_updates_to_the_same_bits_as_in_memory_ones(tmp_path):
+    store = CheckpointStore(tmp_path)
+    a = {"w": torch.randn(100), "b": torch.randn(3)}
+    b = {"w": torch.randn(100), "b": torch.randn(3)}
+    hashes = []
+    for load in (store.open, {content_hash(a): a, content_hash(b): b}.__getitem__):
+        ex = Exchange(
+            round=0,
+            term=1,
+            expected={"0xB": (store.put(b), 3), "0xa": (store.put(a), 2)},
+            base={k: torch.zeros_like(v) for k, v in a.items()},
+            rule=get_rule("fedavg"),
+            is_diff=False,
+        )
+        ex.offer("0xB", b, content_hash(b))
+        ex.offer("0xa", a, content_hash(a))
+        ex.fold(load)
+        hashes.append(content_hash(ex.result()[0]))
+    assert hashes[0] == hashes[1]
