@@ -67,8 +67,10 @@ class UpdateSource:
         max_bytes: int,
         bulk: BulkMode = "aead",
         timeout: float = FETCH_TIMEOUT,
+        more_stores: Sequence[Path] = (),
     ) -> None:
-        self.store = CheckpointStore(store_dir)
+        # `more_stores`: other stores on this disk (a devnet's other sites); held to the commitments alike.
+        self.stores = [CheckpointStore(d) for d in (store_dir, *more_stores)]
         self.me = me.lower()
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -101,11 +103,13 @@ class UpdateSource:
         Tries this site's store, then each holder in turn (accounts; None and this site are skipped).
         Raises UpdateUnavailable, naming what each holder answered, when none served it."""
         tried: list[str] = []
-        if self.store.has(h):
+        for store in self.stores:
+            if not store.has(h):
+                continue
             try:
-                return self._checked(self.store.get(h), h, what), "local"
+                return self._checked(store.get(h), h, what), "local"
             except StoreError as exc:
-                tried.append(f"local store: {exc}")
+                tried.append(f"local store {store.root}: {exc}")
         for holder in dict.fromkeys(a for a in holders if a):
             key = self.keys.get(holder.lower())
             if holder.lower() == self.me:

@@ -359,6 +359,7 @@ def _spent_epsilon(rounds: list[RoundInfo], sites: list[str]) -> list[str]:
 def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out: bool = False) -> None:
     """The ledger's rounds, then each site's held-out score: initial, after the swarm, alone (as JSON on
     stdout with `json_out`)."""
+    from swarmd.cli.audit_cmd import audit_consortium, audit_summary
     from swarmd.cli.rounds_view import rounds_summary, rounds_table
     from swarmd.ledger import Ledger
     from swarmd.ops.report import site_outcomes
@@ -367,9 +368,11 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out
     ledger = Ledger(consortium.rpc_url, consortium.contract)
     rounds = ledger.rounds()
     numbering = rounds_summary(rounds, load_task(consortium.task).swarm.rounds)
+    audit = audit_consortium(consortium)
     if not json_out:
         console.print(rounds_table(rounds, {a.lower(): n for a, n in ledger.site_names().items()}))
         console.print(numbering, highlight=False)
+        console.print(audit_summary(audit, consortium.sites[0].name), highlight=False)
     if local_baseline:
         (err_console if json_out else console).print("training each site alone for comparison...")
     outcomes = site_outcomes(consortium, local_baseline=local_baseline, workdir=consortium.root / "baselines")
@@ -378,7 +381,13 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out
         png = _plot(consortium, ledger, rounds, outcomes)
         sites = [{**asdict(o), "epsilon_spent": eps} for o, eps in zip(outcomes, spent, strict=True)]
         print_json(
-            {"rounds": [i.to_json() for i in rounds], "numbering": numbering, "sites": sites, "plot": png}
+            {
+                "rounds": [i.to_json() for i in rounds],
+                "numbering": numbering,
+                "audit": [v.to_json() for v in audit],
+                "sites": sites,
+                "plot": png,
+            }
         )
         return
     t = Table(title="held-out test set (never trained on)")

@@ -41,6 +41,32 @@ def test_audit_flags_every_round_a_forging_leader_finalized(swarm_root, swarm_fa
             assert v["recomputed"] != v["finalized"] and len(v["sources"]) == v["included"] >= 2
         # the site fetched the others' updates from their owners or the leader, not only its own
         assert {s for v in verdicts for s in v["sources"].values()} - {"local"}
+        # published: a failed attestation per forged round, which `swarm model export` warns about
+        attested = audit("--rounds", "all", "--attest", "--config", config)
+        assert "attested on chain: rounds 0, 1" in attested.stdout, attested.stdout + attested.stderr
+        site = swarm.consortium.sites[0]
+        got = [(a.round, a.auditor, a.ok) for a in swarm.ledger.attestations()]
+        assert got == [(0, site.address, False), (1, site.address, False)]
+        out = str(swarm_root / "export")
+        exported = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "swarmd.cli.swarm",
+                "model",
+                "export",
+                "--round",
+                "1",
+                "--config",
+                config,
+                "--out",
+                out,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert exported.returncode == 0 and "failed attestation" in exported.stderr, exported.stderr
         one = audit("1", "--config", config)
         assert one.returncode == AuditExit.MISMATCH and "round 1: MISMATCH" in one.stdout, one.stdout
         assert "finalized 0x" in one.stdout and "recomputed 0x" in one.stdout

@@ -172,6 +172,9 @@ def test_devnet_run_shows_the_swarm_then_up_members_down(swarm_root):
         assert "held-out test set (never trained on)" in lines
         assert "1 round finalized (0); final model: round 0; round 1 open" in " ".join(run.stdout.split())
         assert (root / "swarm.png").stat().st_size > 0
+        assert "recomputed 1 finalized round from the committed updates: 1 verified" in " ".join(
+            run.stdout.split()
+        )
         members = json.loads(swarm("ledger", "members", "--devnet", str(root), "--json").stdout)
         assert [m["status"] for m in members] == ["active", "active"]
         r0 = json.loads(swarm("ledger", "round", "0", "--devnet", str(root), "--json").stdout)
@@ -196,6 +199,9 @@ def _chain_survives_down_up_and_a_killed_anvil(root: Path) -> None:
         dev, consortium = Devnet.load(root / "devnet.json"), LocalConsortium.load(root)
         ledger = Ledger(dev.rpc_url, consortium.contract)
         assert _ledger_view(ledger) == (["active", "active"], "finalized")
+        # the daemons are down: an audit of the devnet reads its sites' stores (held to the commitments)
+        audited = swarm("ledger", "audit", "--rounds", "all", "--devnet", str(root))
+        assert "round 0: verified" in audited.stdout, audited.stdout
         Ledger(dev.rpc_url, ledger.address, Account.from_key(dev.dev_keys[0])).transfer_admin(
             consortium.sites[0].address
         )
