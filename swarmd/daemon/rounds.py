@@ -16,15 +16,14 @@ from typing import cast
 
 import torch
 
-from swarmd.checkpoint import CorruptCheckpointError
 from swarmd.codec import Digest, hash_hex
 from swarmd.daemon.accounting import kept_secret, round_secret
 from swarmd.daemon.dp import BudgetSide
 from swarmd.daemon.leader import LeaderSide
+from swarmd.daemon.models import ModelSide
 from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.secure import KEEP_ROUNDS
-from swarmd.daemon.state import Phase, ProblemKind
-from swarmd.daemon.store import JOURNAL_PROBLEM
+from swarmd.daemon.state import Phase
 from swarmd.errors import (
     LedgerError,
     MergeError,
@@ -68,12 +67,7 @@ TRANSIENT_REFUSALS = frozenset(
 )
 
 
-def _model_key(h: bytes) -> str:
-    """The problems a model can have are reported under one key."""
-    return f"model {hash_hex(h)}"
-
-
-class RoundDriver(LeaderSide, BudgetSide):
+class RoundDriver(LeaderSide, BudgetSide, ModelSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
 
     # --- the loop ----------------------------------------------------------------------------
@@ -404,102 +398,6 @@ class RoundDriver(LeaderSide, BudgetSide):
             if rec.committed and rec.update_hash is not None:
                 self.gossip.servable.add(rec.update_hash)
             self.gossip.servable.update(rec.received.values())
-
-    async def ensure_initial_model(self) -> dict[str, torch.Tensor]:
-        """The chain's initial model: from disk, else rebuilt from the task, else from a peer.
-
-        Never raises for bad local state (that would be a crash loop under systemd): while no
-        source gives the model with the chain's hash, the daemon reports the problem and retries."""
-        binding = await self.chain(self.ledger.binding)
-        h = binding.initial_model_hash
-        key = _model_key(h)
-        rebuild = True  # the task builds the same bytes every time: one failed rebuild is enough
-        delay = 2.0
-        while True:
-            model, why = self._stored_model(h, "rebuilding it from the task, or fetching it from a peer")
-            if model is None and rebuild:
-                model, why = await self._rebuild_initial(h)
-                rebuild = False
-            if model is None:
-                model = await self._fetch_initial(h)
-            if model is not None:
-                if not self.store.has(h):  # rebuilt while the disk was full: write it now
-                    self._persist(h, model)
-                self.gossip.servable.add(h)
-                self.state.problems.clear(key)
-                return model
-            self.state.problems.report(
-                key, ProblemKind.INITIAL_MODEL, why, f"fetching it from peers again in {delay:.0f}s"
-            )
-            await self.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
-    def _stored_model(self, h: bytes, repair: str) -> tuple[dict[str, torch.Tensor] | None, str]:
-        """The stored model `h`, or None and why not. A corrupt file (quarantined by the store) is
-        reported as a problem, which `repair` names the cure of; whoever repairs it clears it."""
-        if not self.store.holds(h):
-            return None, f"no model {hash_hex(h)} on disk"
-        try:
-            return self.store.get(h), ""
-        except CorruptCheckpointError as exc:
-            self.state.problems.report(_model_key(h), ProblemKind.CORRUPT_CHECKPOINT, str(exc), repair)
-            return None, str(exc)
-
-    async def _rebuild_initial(self, h: bytes) -> tuple[dict[str, torch.Tensor] | None, str]:
-        from swarmd.codec import content_hash
-        from swarmd.train import initial_weights
-
-        loop = asyncio.get_running_loop()
-        try:
-            weights = await loop.run_in_executor(self._train_pool, initial_weights, self.task)
-            got = content_hash(weights)
-        except SwarmError as exc:
-            return None, f"cannot rebuild the initial model from the task: {exc}"
-        if got != h:
-            return None, (
-                f"this site's initial model hashes to {hash_hex(got)}, the ledger says {hash_hex(h)} "
-                "(do all sites run the same task, bundle and library versions?)"
-            )
-        return weights, ""
-
-    def _persist(self, h: bytes, model: dict[str, torch.Tensor]) -> None:
-        """Store a verified model; on a full disk serve it from memory and write it at a later call."""
-        try:
-            self.store.put(model, h)
-        except StoreError as exc:
-            log.error("cannot store model %s: %s", hash_hex(h), exc)
-            self.store.remember(h, model)
-
-    async def _fetch_initial(self, h: bytes) -> dict[str, torch.Tensor] | None:
-        await self.refresh_members()
-        peers = [self.peers.key(a) for a in self.peers.others()]
-        fetched = bool(peers) and await self.interruptible(self.gossip.fetch_from(peers, h, -1))
-        if fetched:
-            model, _ = self._stored_model(h, "fetching it again from a peer")
-            return model
-        return None
-
-    async def ensure_model(self, h: bytes, r: int) -> dict[str, torch.Tensor]:
-        """The model with content hash `h` (verified on chain by the caller), from disk or from peers.
-
-        A stored copy that fails its hash is quarantined by the store; it is then fetched again."""
-        while True:
-            if not self.store.has(h):
-                await self.interruptible(self.gossip.wait_for(h, r))
-            model, _ = self._stored_model(h, "fetching it again from a peer")
-            if model is not None:
-                break
-        self.state.problems.clear(_model_key(h))
-        self.gossip.servable.add(h)
-        if r >= 0:
-            rec = self.journal.get(r)
-            if rec.merged_hash is None:
-                self.journal.update(r, merged_hash=Digest(h))
-            if rec.committed:  # a site resynced after losing its journal is back in the swarm
-                self.state.problems.clear(JOURNAL_PROBLEM)
-            self.state.last_merged_round = max(self.state.last_merged_round, r)
-            self.state.last_merged_hash = Digest(h)
-        return model
 
     async def resync_journal(self) -> None:
         """After the journal was lost: record from the chain what this site did in the current round,
