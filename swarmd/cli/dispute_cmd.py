@@ -24,11 +24,15 @@ if TYPE_CHECKING:
     from swarmd.ops.dispute import DisputeRecord
 
 
+def _who(names: dict[str, str], account: str) -> str:
+    name = names.get(account.lower())
+    return f"{name} ({account})" if name else account
+
+
 def _recorded_text(rec: DisputeRecord, names: dict[str, str]) -> str:
-    leader = site_label(names, rec.leader, 42)
     return (
-        f"round {rec.round}: disputed: {site_label(names, rec.site, 42)} ({rec.site}) against leader "
-        f"{leader} ({rec.leader}); disputes recorded against {leader}: {rec.disputes_against} "
+        f"round {rec.round}: disputed: {_who(names, rec.site)} against leader {_who(names, rec.leader)}; "
+        f"disputes recorded against {site_label(names, rec.leader, 42)}: {rec.disputes_against} "
         f"(block {rec.block}, tx {rec.tx_hash})"
     )
 
@@ -59,7 +63,7 @@ def dispute(
 
     with cli_errors():
         if (round_ is None) == (not all_rounds):
-            raise UsageError("give a ROUND or --all, not both")
+            raise UsageError("give one ROUND or --all")
         cfg = load_config(config)
         ledger = site_ledger(cfg)
         book = ReceiptBook(cfg.site.state_dir)
