@@ -87,20 +87,28 @@ def members(
     devnet: Path = DevnetOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Every site that ever asked to join: site name, account, status, endpoint, CURVE key."""
+    """Every site that ever asked to join: site name, account, status, endpoint, CURVE key, and the disputes
+    recorded against it as a leader (`swarm ledger dispute`)."""
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
         rows = ledger.members()
         names = _names(ledger)
+        disputes = {m.account: ledger.disputes_against(m.account) for m in rows}
     if json_out:
-        print_json([{"name": names.get(m.account.lower()), **m.to_json()} for m in rows])
+        print_json(
+            [
+                {"name": names.get(m.account.lower()), **m.to_json(), "disputes_against": disputes[m.account]}
+                for m in rows
+            ]
+        )
         return
     t = Table(title=f"members ({sum(m.status.name == 'ACTIVE' for m in rows)} active)")
-    for col in ("site", "account", "status", "endpoint", "curve key"):
+    for col in ("site", "account", "status", "endpoint", "curve key", "disputes against"):
         t.add_column(col)
     for m in rows:
         name = names.get(m.account.lower(), "-")
-        t.add_row(name, m.account, m.status.name.lower(), m.endpoint, "0x" + m.curve_key.hex()[:16] + "..")
+        key = "0x" + m.curve_key.hex()[:16] + ".."
+        t.add_row(name, m.account, m.status.name.lower(), m.endpoint, key, str(disputes[m.account]))
     console.print(t)
 
 
@@ -113,23 +121,34 @@ def rounds(
     json_out: bool = JsonOpt,
 ) -> None:
     """Every round: status, mode (plain or secure aggregation), leader, term, commits, samples, included and
-    recovered sites, the merged model, and what auditors attested about it."""
+    recovered sites, the merged model, what auditors attested about it and the disputes against its leader."""
     from swarmd.ops.attestations import attestation_text, attestations_by_round
+    from swarmd.ops.dispute import dispute_text, disputes_by_round
 
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
         infos = ledger.rounds()
         audits = attestations_by_round(ledger)
+        disputed = disputes_by_round(ledger)
         total = _task_rounds(config, rpc, devnet)
         names = {} if json_out else _names(ledger)
     if json_out:
         print_json(
-            [{**i.to_json(), "attestations": [a.to_json() for a in audits.get(i.round, [])]} for i in infos]
+            [
+                {
+                    **i.to_json(),
+                    "attestations": [a.to_json() for a in audits.get(i.round, [])],
+                    "disputes": [d.to_json() for d in disputed.get(i.round, [])],
+                }
+                for i in infos
+            ]
         )
     else:
         console.print(rounds_table(infos, names))
         for r in sorted(audits):
             console.print(f"round {r} attestations: {attestation_text(audits[r], names)}", highlight=False)
+        for r in sorted(disputed):
+            console.print(f"round {r} disputes: {dispute_text(disputed[r], names)}", highlight=False)
         console.print(rounds_summary(infos, total), highlight=False)
 
 
@@ -143,8 +162,9 @@ def round_(
     json_out: bool = JsonOpt,
 ) -> None:
     """One round in full: every commit (revealed or not, and its finalize outcome), the leader, failed
-    leaders, hashes, and what auditors attested about it."""
+    leaders, hashes, what auditors attested about it and the disputes against its leader."""
     from swarmd.ops.attestations import attestation_text, attestations_by_round
+    from swarmd.ops.dispute import dispute_text, disputes_by_round
 
     with cli_errors():
         ledger = _ledger(config, rpc, contract, devnet)
@@ -152,9 +172,11 @@ def round_(
             raise UsageError(f"round {number} does not exist (current round: {ledger.current_round()})")
         info = ledger.round(number)
         audits = attestations_by_round(ledger).get(number, [])
+        disputed = disputes_by_round(ledger).get(number, [])
         names = {} if json_out else _names(ledger)
     if json_out:
-        print_json({**info.to_json(), "attestations": [a.to_json() for a in audits]})
+        atts, disps = [a.to_json() for a in audits], [d.to_json() for d in disputed]
+        print_json({**info.to_json(), "attestations": atts, "disputes": disps})
         return
     console.print(rounds_table([info], names))
     t = Table(title=f"round {number} commits")
@@ -168,6 +190,7 @@ def round_(
         t.add_row(c.site, "0x" + c.update_hash.hex(), str(c.n_samples), eps, str(c.block), revealed, shown)
     console.print(t)
     console.print(f"attestations: {attestation_text(audits, names)}", highlight=False)
+    console.print(f"disputes: {dispute_text(disputed, names)}", highlight=False)
     console.print(f"mode: {mode_text(info)}")
     console.print(f"base model: 0x{info.base_hash.hex()}")
     if info.failed_leaders:

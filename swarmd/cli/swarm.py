@@ -46,6 +46,7 @@ def _register() -> None:
         "status_cmd",
         "bench_cmd",
         "chain_cmd",
+        "dispute_cmd",
     ):
         try:
             module = importlib.import_module(f"swarmd.cli.{name}")

@@ -10,6 +10,7 @@ chain.py       a chain-only devnet, and funding an account on a devnet
 report.py      a swarm's results read back: journals and chain as a plot, per-site scores
 export.py      a merged model as a MONAI bundle, checked against the chain
 netns.py       a WAN on one machine: network namespaces on a bridge, links shaped by tc (`swarm bench wan`)
+dispute.py     a kept delivery receipt checked against the chain and published (`swarm ledger dispute`)
 """
 
 from swarmd.ops.consortium import LocalConsortium, LocalSite, local_consortium

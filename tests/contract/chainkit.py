@@ -6,11 +6,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
+from swarmd.config import (
+    ChainSection,
+    IdentitySection,
+    SiteConfig,
+    SiteSection,
+    TransportSection,
+    write_config,
+)
+from swarmd.identity import create_identity
 from swarmd.ledger import DeployParams, Devnet, Ledger, Outcome
 from swarmd.ledger.devnet import rpc_call
 from swarmd.ledger.receipt import election_seal
@@ -136,3 +146,26 @@ def finalize(
     leader = c.admin.round(r).leader
     assert leader is not None
     return c.site(leader).finalize(r, merged, outcomes(c, r, included, recovered))
+
+
+def site_toml(tmp: Path, name: str, key: str, rpc_url: str, contract: str) -> Path:
+    """A site.toml under tmp/name for the account of private `key` (keystore, passphrase, state dir), for
+    the CLI commands that sign as a site."""
+    keys = tmp / name / "keys"
+    passphrase = keys / "passphrase"
+    passphrase.parent.mkdir(parents=True)
+    passphrase.write_text("test-passphrase\n")
+    create_identity(
+        keys / "account.json", keys / "curve.key", "test-passphrase", private_key=key, kdf_iterations=1000
+    )
+    cfg = SiteConfig(
+        site=SiteSection(name=name, state_dir=tmp / name / "state", task=tmp / "swarm.toml"),
+        identity=IdentitySection(
+            keystore=keys / "account.json", passphrase_file=passphrase, curve_secret=keys / "curve.key"
+        ),
+        chain=ChainSection(rpc_url=rpc_url, contract=contract),
+        transport=TransportSection(bind="tcp://127.0.0.1:1", endpoint="tcp://127.0.0.1:1"),
+    )
+    path = tmp / name / "site.toml"
+    write_config(cfg, path)
+    return path

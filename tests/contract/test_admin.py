@@ -6,20 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chainkit import Consortium, curve_key
+from chainkit import Consortium, curve_key, site_toml
 from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 
 from swarmd.cli.swarm import app
-from swarmd.config import (
-    ChainSection,
-    IdentitySection,
-    SiteConfig,
-    SiteSection,
-    TransportSection,
-    write_config,
-)
-from swarmd.identity import create_identity
 from swarmd.ledger import MemberStatus, errors
 
 pytestmark = pytest.mark.chain
@@ -94,33 +85,12 @@ def test_only_the_admin_offers_and_cancels(consortium: Consortium) -> None:
     ]
 
 
-def _site_config(tmp: Path, name: str, key: str, rpc_url: str, contract: str) -> Path:
-    keys = tmp / name / "keys"
-    passphrase = keys / "passphrase"
-    passphrase.parent.mkdir(parents=True)
-    passphrase.write_text("test-passphrase\n")
-    create_identity(
-        keys / "account.json", keys / "curve.key", "test-passphrase", private_key=key, kdf_iterations=1000
-    )
-    cfg = SiteConfig(
-        site=SiteSection(name=name, state_dir=tmp / name / "state", task=tmp / "swarm.toml"),
-        identity=IdentitySection(
-            keystore=keys / "account.json", passphrase_file=passphrase, curve_secret=keys / "curve.key"
-        ),
-        chain=ChainSection(rpc_url=rpc_url, contract=contract),
-        transport=TransportSection(bind="tcp://127.0.0.1:1", endpoint="tcp://127.0.0.1:1"),
-    )
-    path = tmp / name / "site.toml"
-    write_config(cfg, path)
-    return path
-
-
 def test_swarm_admin_cli(consortium: Consortium, accounts: list[LocalAccount], tmp_path: Path) -> None:
     c = consortium
     rpc, contract = c.devnet.rpc_url, c.admin.address
     keys = {a.address: a.key.hex() for a in accounts}
-    lead = _site_config(tmp_path, "lead", keys[c.admin.sender], rpc, contract)  # type: ignore[index]
-    heir = _site_config(tmp_path, "heir", keys[c.sites[0].sender], rpc, contract)  # type: ignore[index]
+    lead = site_toml(tmp_path, "lead", keys[c.admin.sender], rpc, contract)  # type: ignore[index]
+    heir = site_toml(tmp_path, "heir", keys[c.sites[0].sender], rpc, contract)  # type: ignore[index]
     runner = CliRunner()
 
     def swarm(*args: str, code: int = 0) -> str:

@@ -2,9 +2,17 @@
 it out of the merge (the DROP_UPDATE test fault, switched on for every site, so whoever is elected drops
 its first peer by address) still handed the dropped committer a receipt, signed with its account key
 for that round and term, over exactly the hash the committer put on chain; the committer it merged holds
-one too. (Honest rounds' receipts are checked in test_swarm.py.)"""
+one too. The dropped committer then runs `swarm ledger dispute 0` (the real CLI, in a subprocess, with its
+site config): the chain records one dispute against that leader, a second is refused as already disputed,
+and the included committer's is refused as included. (Honest rounds' receipts are checked in
+test_swarm.py.)"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +23,21 @@ from swarmd.ledger.receipt import receipt_signer
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
-def test_a_leader_that_drops_a_delivered_update_gave_its_committer_a_receipt(
+def _dispute(config: Path, code: int) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "dispute", "0", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == code, out
+    assert "Traceback" not in out
+    return out
+
+
+def test_a_leader_that_drops_a_delivered_update_is_disputed_with_its_own_receipt(
     swarm_root, swarm_factory, monkeypatch
 ) -> None:
     monkeypatch.setenv("SWARMD_TESTING", "1")
@@ -39,3 +61,16 @@ def test_a_leader_that_drops_a_delivered_update_gave_its_committer_a_receipt(
             assert (site in info.included) == (site != victim)
         leader_log = swarm.daemon(info.leader).tail(400)
         assert "test fault: dropping the update" in leader_log
+
+        # The dropped committer disputes the round with the receipt it kept.
+        config = {s.address: s.config for s in swarm.consortium.sites}
+        names = {s.address: s.name for s in swarm.consortium.sites}
+        assert swarm.ledger.disputes_against(info.leader) == 0  # type: ignore[arg-type]
+        out = _dispute(config[victim], 0)
+        assert f"disputed: {names[victim]}" in out and f"against leader {names[info.leader]}" in out  # type: ignore[index]
+        assert swarm.ledger.disputes_against(info.leader) == 1  # type: ignore[arg-type]
+        [recorded] = swarm.ledger.disputes(info.finalized_block or 0)
+        assert (recorded.round, recorded.site, recorded.leader) == (0, victim, info.leader)
+        assert "RoundAlreadyDisputed" in _dispute(config[victim], 26)
+        assert "NothingToDispute" in _dispute(config[peers[1]], 23)
+        assert swarm.ledger.disputes_against(info.leader) == 1  # type: ignore[arg-type]
