@@ -2,11 +2,16 @@
 their unmasked sum is the plain FedAvg of the sites' updates, and a site killed with SIGKILL after its
 masked update reached the leader is recovered from its neighbours' shares. A round two of whose three
 share holders are silent cannot be unmasked: it is abandoned once every committer's term ran out and the
-next round finalizes; a leader SIGKILLed mid-unmask is recovered as a dropout by the next term's leader."""
+next round finalizes; a leader SIGKILLed mid-unmask is recovered as a dropout by the next term's leader.
+`swarm ledger audit` recomputes every finalized round from the masked updates and the leaders' unmask
+transcripts, over the transport, and verifies each."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -14,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from swarmd.audit import AuditExit
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import RoundStatus
 from swarmd.ops import wait_until
@@ -129,6 +135,31 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
         )
         assert set(last.included) == {s.address for s in swarm.consortium.sites} - {victim.address}
         _check_round(swarm, 3)
+        # The killed site, back up, serves the transcripts and masked updates of the rounds it led.
+        back = swarm.daemon(victim.address).start()
+        wait_until(
+            lambda: (st := back.status()) is not None and st.get("phase") == "done", 90, what="restart"
+        )
+        _audit_verifies_every_round(swarm, holdout)
+
+
+def _audit_verifies_every_round(swarm, auditor) -> None:
+    """`swarm ledger audit --rounds all` as `auditor`: every finalized round is the unmasked sum of its
+    included masked updates (fetched from the leader unless the auditor holds them), verified."""
+    cli = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit"]
+    found = subprocess.run(
+        [*cli, "--rounds", "all", "--config", str(auditor.config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == AuditExit.VERIFIED, found.stdout + found.stderr
+    verdicts = json.loads(found.stdout)
+    finalized = [i.round for i in swarm.ledger.rounds() if i.status == RoundStatus.FINALIZED]
+    assert [(v["round"], v["status"], v["rule"]) for v in verdicts] == [
+        (r, "verified", "secure sum") for r in finalized
+    ]
+    print(f"audit: {len(verdicts)} secure rounds verified; sources {[v['sources'] for v in verdicts]}")
 
 
 def _answered_terms(site, r: int) -> list:
