@@ -73,7 +73,9 @@ class Played:
         path.write_bytes(t if isinstance(t, bytes) else t.to_bytes())
 
 
-def _play(tmp: Path, *, forge: bool = False) -> Played:
+def _play(tmp: Path, *, forge: bool = False, x_shares: int = 5) -> Played:
+    """`x_shares`: how many holders get the absent site's shares (below 4, its key cannot be rebuilt
+    from the survivors' answers and their pair seeds with it stand in the transcript instead)."""
     rng = np.random.default_rng(5)
     secrets = {}
     for i in range(5):
@@ -88,7 +90,8 @@ def _play(tmp: Path, *, forge: bool = False) -> Played:
     graph = neighbourhood(advertised, graph_seed(R, base_hash), 0)
     vaults = {s: ShareVault(tmp / "vaults" / s) for s in sites}
     for s in sites:
-        for holder, blob in make_shares(secrets[s], advertised, graph, PARAMS).items():
+        blobs = sorted(make_shares(secrets[s], advertised, graph, PARAMS).items())
+        for holder, blob in blobs[:x_shares] if s == sites[4] else blobs:
             vaults[holder].accept(secrets[holder], s, blob, advertised, graph)
     survivors, dropped = sites[:3], sites[3]
     n = {s: 10 * (i + 1) for i, s in enumerate(sites[:4])}  # sites[4] never commits
@@ -143,6 +146,17 @@ async def test_an_honest_secure_round_verifies_from_the_masked_inputs_and_the_tr
     assert verdict.status is Status.VERIFIED and verdict.recomputed == verdict.finalized == p.honest
     assert verdict.rule == "secure sum" and verdict.sources == dict.fromkeys(p.info.included, "local")
     assert exit_status([verdict]) is AuditExit.VERIFIED
+
+
+async def test_pair_seeds_stand_for_an_absent_key_that_cannot_be_rebuilt_and_are_bound_by_the_sum(tmp_path):
+    p = _play(tmp_path, x_shares=2)
+    absent = _address_absent(p)
+    assert absent not in p.transcript.keys and {x for m in p.transcript.pairs.values() for x in m} == {absent}
+    assert (await _audit(p)).status is Status.VERIFIED
+    j = next(iter(p.transcript.pairs))
+    p.keep(dataclasses.replace(p.transcript, pairs={**p.transcript.pairs, j: {absent: os.urandom(32)}}))
+    verdict = await _audit(p)
+    assert verdict.status is Status.MISMATCH and verdict.recomputed not in (None, p.honest)
 
 
 def _address_absent(p: Played) -> str:
