@@ -4,7 +4,7 @@ masked update reached the leader is recovered from its neighbours' shares. A rou
 share holders are silent cannot be unmasked: it is abandoned once every committer's term ran out and the
 next round finalizes; a leader SIGKILLed mid-unmask is recovered as a dropout by the next term's leader.
 `swarm ledger audit` recomputes every finalized round from the masked updates and the leaders' unmask
-transcripts, over the transport, and verifies each."""
+transcripts, over the transport, and verifies each, the failover round (a dropout's key) included."""
 
 from __future__ import annotations
 
@@ -146,20 +146,23 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
 def _audit_verifies_every_round(swarm, auditor) -> None:
     """`swarm ledger audit --rounds all` as `auditor`: every finalized round is the unmasked sum of its
     included masked updates (fetched from the leader unless the auditor holds them), verified."""
+    finalized = [i.round for i in swarm.ledger.rounds() if i.status == RoundStatus.FINALIZED]
+    assert _audit(auditor, "--rounds", "all") == [(r, "verified", "secure sum") for r in finalized]
+
+
+def _audit(auditor, *which: str) -> list[tuple[int, str, str]]:
+    """(round, verdict, rule) of `swarm ledger audit` run as `auditor`; its exit status must be 0."""
     cli = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit"]
     found = subprocess.run(
-        [*cli, "--rounds", "all", "--config", str(auditor.config), "--json"],
+        [*cli, *which, "--config", str(auditor.config), "--json"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert found.returncode == AuditExit.VERIFIED, found.stdout + found.stderr
     verdicts = json.loads(found.stdout)
-    finalized = [i.round for i in swarm.ledger.rounds() if i.status == RoundStatus.FINALIZED]
-    assert [(v["round"], v["status"], v["rule"]) for v in verdicts] == [
-        (r, "verified", "secure sum") for r in finalized
-    ]
-    print(f"audit: {len(verdicts)} secure rounds verified; sources {[v['sources'] for v in verdicts]}")
+    print(f"audit: {len(verdicts)} secure rounds; sources {[v['sources'] for v in verdicts]}")
+    return [(v["round"], v["status"], v["rule"]) for v in verdicts]
 
 
 def _answered_terms(site, r: int) -> list:
@@ -212,6 +215,9 @@ def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(s
         assert info.term > 1 and info.leader != leader.address
         assert set(info.included) == live and list(info.recovered) == [leader.address]
         _check_round(swarm, r)
+        # The new leader's transcript holds the killed one's mask key, checked against the chain's.
+        auditor = next(s for s in swarm.consortium.sites if s.address not in (leader.address, info.leader))
+        assert _audit(auditor, str(r)) == [(r, "verified", "secure sum")]
         print(
             f"failover: leader killed mid-unmask in round {r}, finalized in term {info.term}, {took:.1f}s on"
         )
