@@ -5,14 +5,15 @@ audit`).
 else from its owner, else from the round's leader) and checks each against its on-chain commitment;
 `recompute` folds them with the task's rule, after the leader's own validation, in address order
 (the merges are reproducible, see `swarmd.merge`), and compares the content hash with the finalized
-one; `verdict` holds the outcome of one round. Imports `ledger`, `transport`, `merge`, `checkpoint`,
-`codec`, `task` and `errors`, never `daemon`.
+one; `secure` does it for a secure-aggregation round from the masked updates and the leader's unmask
+transcript; `verdict` holds the outcome of one round. Imports `ledger`, `transport`, `merge`,
+`privacy`, `checkpoint`, `codec`, `task` and `errors`, never `daemon`.
 """
 
-from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
+from swarmd.audit.fetch import TranscriptUnavailable, UpdateSource, UpdateUnavailable
 from swarmd.audit.recompute import audit_round, audit_rounds
+from swarmd.audit.secure import KeySets
 from swarmd.audit.verdict import (
-    SECURE_NOT_IMPLEMENTED,
     AuditExit,
     RoundVerdict,
     Status,
@@ -22,10 +23,11 @@ from swarmd.audit.verdict import (
 )
 
 __all__ = [
-    "SECURE_NOT_IMPLEMENTED",
     "AuditExit",
+    "KeySets",
     "RoundVerdict",
     "Status",
+    "TranscriptUnavailable",
     "UnfinalizedRound",
     "UnknownRound",
     "UpdateSource",

@@ -22,7 +22,9 @@ from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import content_hash, hash_hex
 from swarmd.errors import PeerRejected, StoreError, TransportError, WireError
 from swarmd.ledger import Member, MemberStatus
-from swarmd.transport import Node, Refusal, Verdict
+from swarmd.privacy import BadTranscript, UnmaskTranscript
+from swarmd.privacy.transcript import transcript_file
+from swarmd.transport import Node, Refusal, SecAggTopic, Verdict
 from swarmd.transport.context import BulkMode
 
 log = logging.getLogger("swarmd.audit")
@@ -32,6 +34,10 @@ FETCH_TIMEOUT = 10.0  # seconds for a peer to answer a fetch (the stream itself 
 
 class UpdateUnavailable(TransportError):
     """No holder (this site's store, the owner, the leader) served a committed update or model."""
+
+
+class TranscriptUnavailable(TransportError):
+    """Neither a local state dir nor the round's leader gave the unmask transcript of a secure round."""
 
 
 class _Closed:
@@ -133,6 +139,46 @@ class UpdateSource:
         raise UpdateUnavailable(
             f"no holder served {what} {hash_hex(h)}: " + ("; ".join(tried) or "no holder to ask"),
             hint="the holders must be running and hold it; committed updates are kept as long as models",
+        )
+
+    async def transcript(self, r: int, tid: bytes, leader: str | None) -> tuple[bytes, str]:
+        """The raw unmask transcript of round r with id `tid` and where it came from: a state dir on this
+        disk (the stores' parents) that holds the one with that id, else the leader (an active member
+        asks over the `secagg` message). Raises TranscriptUnavailable naming what each answered."""
+        tried: list[str] = []
+        for store in self.stores:
+            path = transcript_file(store.root.parent, r)
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                continue
+            try:
+                held = UnmaskTranscript.from_bytes(raw)
+            except BadTranscript as exc:
+                tried.append(f"{path}: {type(exc).__name__}: {exc}")
+                continue
+            if held.id == tid:
+                return raw, "local"
+            tried.append(f"{path}: holds another term's or model's (term {held.term})")
+        key = self.keys.get((leader or "").lower())
+        if leader is None or key is None or leader.lower() == self.me:
+            tried.append(f"leader {leader}: not an active member, or this site")
+        elif leader.lower() in self.unreachable:
+            tried.append(f"leader {leader}: {self.unreachable[leader.lower()]}")
+        else:
+            try:
+                raw = await self.node.secagg(
+                    key, round=r, topic=SecAggTopic.TRANSCRIPT, body=tid, timeout=self.timeout
+                )
+                return raw, leader
+            except PeerRejected as exc:
+                tried.append(f"leader {leader}: {exc}")
+            except (TransportError, WireError) as exc:
+                self.unreachable[leader.lower()] = str(exc)
+                tried.append(f"leader {leader}: {exc}")
+        raise TranscriptUnavailable(
+            f"no unmask transcript of round {r}: " + "; ".join(tried),
+            hint="the round's leader keeps it in its state dir; it must be running (or its disk at hand)",
         )
 
     @staticmethod

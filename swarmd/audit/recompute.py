@@ -6,7 +6,9 @@ norm bound); it then folds the accepted updates in address order with the task's
 merged diff to the base when the task sends diffs, and finalizes the content hash of the result.
 The audit does the same with the updates the chain lists as included. Merges are reproducible (see
 `swarmd.merge`), so an honest leader's model and the audit's hash to the same value; any other
-model is a MISMATCH. A leader that included an update its own checks refuse is a MISMATCH too.
+model is a MISMATCH. A leader that included an update its own checks refuse is a MISMATCH too. A
+secure-aggregation round is recomputed from its masked updates and the leader's unmask transcript
+(`audit.secure`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import logging
 from collections.abc import Iterable
 
 from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
-from swarmd.audit.verdict import SECURE_NOT_IMPLEMENTED, RoundVerdict, Status, UnfinalizedRound
+from swarmd.audit.secure import KeySets, audit_secure
+from swarmd.audit.verdict import RoundVerdict, Status, UnfinalizedRound
 from swarmd.codec import content_hash
 from swarmd.errors import InvalidUpdate, MergeError
 from swarmd.ledger import RoundInfo, RoundStatus
@@ -26,17 +29,20 @@ from swarmd.task import SwarmSettings, WeightKind
 log = logging.getLogger("swarmd.audit")
 
 
-async def audit_round(info: RoundInfo, swarm: SwarmSettings, source: UpdateSource) -> RoundVerdict:
-    """The verdict on one round. Raises UnfinalizedRound when it has no merged model yet."""
+async def audit_round(
+    info: RoundInfo, swarm: SwarmSettings, source: UpdateSource, keysets: KeySets | None = None
+) -> RoundVerdict:
+    """The verdict on one round. Raises UnfinalizedRound when it has no merged model yet. `keysets`:
+    what a secure-aggregation round's audit needs (without it such a round cannot be audited)."""
     if info.status is not RoundStatus.FINALIZED or info.merged_hash is None:
         raise UnfinalizedRound(
             f"round {info.round} is {info.status.name.lower()}, not finalized: no merged model to check"
         )
     finalized = info.merged_hash
-    if info.key_count:
-        # Hook: with the leader's unmask transcript (masked inputs, revealed shares) the audit would
-        # recompute the sum with swarmd.privacy's functions; no leader keeps one yet.
-        return RoundVerdict(info.round, Status.CANNOT_AUDIT, finalized, reason=SECURE_NOT_IMPLEMENTED)
+    if info.key_count:  # masked updates: redo the leader's unmasking from its transcript
+        verdict = await audit_secure(info, swarm, source, keysets)
+        log.info("%s", verdict.line())
+        return verdict
     rule = rule_for(swarm)
     is_diff = swarm.send == WeightKind.DIFF
     commits = {c.site: c for c in info.commits}
@@ -84,11 +90,11 @@ async def audit_round(info: RoundInfo, swarm: SwarmSettings, source: UpdateSourc
 
 
 async def audit_rounds(
-    infos: Iterable[RoundInfo], swarm: SwarmSettings, source: UpdateSource
+    infos: Iterable[RoundInfo], swarm: SwarmSettings, source: UpdateSource, keysets: KeySets | None = None
 ) -> list[RoundVerdict]:
     """Verdicts on every finalized round among `infos`; rounds without a merged model are skipped."""
     out = []
     for info in infos:
         if info.status is RoundStatus.FINALIZED:
-            out.append(await audit_round(info, swarm, source))
+            out.append(await audit_round(info, swarm, source, keysets))
     return out

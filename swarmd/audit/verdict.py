@@ -10,14 +10,12 @@ from enum import Enum, IntEnum
 from swarmd.codec import hash_hex
 from swarmd.errors import UsageError
 
-# The reason a secure-aggregation round cannot be audited yet: the leader keeps no unmask transcript.
-SECURE_NOT_IMPLEMENTED = "secure aggregation transcript not implemented"
-
 
 class Status(str, Enum):
-    VERIFIED = "verified"  # the recomputed merge hashes to the finalized model
-    MISMATCH = "MISMATCH"  # it does not, or the leader included an update its own checks refuse
-    CANNOT_AUDIT = "cannot audit"  # an update could not be fetched, or the round is a secure one
+    VERIFIED = "verified"  # the recomputed merge (or unmasked sum) hashes to the finalized model
+    MISMATCH = "MISMATCH"  # it does not, the leader included an update its own checks refuse, or its
+    # unmask transcript contradicts the chain
+    CANNOT_AUDIT = "cannot audit"  # an update or the unmask transcript could not be had (or read)
 
 
 class AuditExit(IntEnum):

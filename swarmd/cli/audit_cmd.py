@@ -1,10 +1,12 @@
 """`swarm ledger audit ROUND | --rounds all`: recompute finalized rounds from their committed updates
-and compare each with the model the chain says was merged (see `swarmd.audit`).
+(under secure aggregation: the masked updates and the leader's unmask transcript) and compare each
+with the model the chain says was merged (see `swarmd.audit`).
 
 Runs with a member site's config: its keys (the transport lets only active members fetch), its
 chain, its task (the merge rule and the leader's checks) and its checkpoint store; `--devnet DIR` takes
-a local devnet's first site and reads every local site's store too (all on this disk, each update
-still held to its commitment), so a devnet whose daemons have stopped can be audited. `--attest`
+a local devnet's first site and reads every local site's store (and kept unmask transcripts) too (all
+on this disk, each update still held to its commitment), so a devnet whose daemons have stopped can be
+audited. `--attest`
 publishes each verdict on chain (`attest(round, ok)`, an Attested event) unless this site's latest
 attestation of that round already says the same. Exit status:
 0 every audited round verified, 10 a MISMATCH, 11 a round that could not be audited (and no
@@ -162,7 +164,8 @@ async def _recompute(
     *,
     single: bool,
 ) -> list[RoundVerdict]:
-    from swarmd.audit import UpdateSource, audit_round, audit_rounds
+    from swarmd.audit import KeySets, UpdateSource, audit_round, audit_rounds
+    from swarmd.privacy import SecAggParams
 
     source = UpdateSource(
         store_dir=cfg.site.state_dir / "checkpoints",
@@ -174,10 +177,11 @@ async def _recompute(
         bulk="curve" if cfg.transport.bulk == "curve" else "aead",
         more_stores=stores,
     )
+    keysets = KeySets(SecAggParams.from_settings(task.privacy), ledger.advertised_keys)
     async with source:
         if single:
-            return [await audit_round(infos[0], task.swarm, source)]  # unfinalized: a named error
-        return await audit_rounds(infos, task.swarm, source)
+            return [await audit_round(infos[0], task.swarm, source, keysets)]  # unfinalized: a named error
+        return await audit_rounds(infos, task.swarm, source, keysets)
 
 
 def register(app: typer.Typer) -> None:

@@ -140,8 +140,10 @@ class LeaderSide(SecureSide, ReceiptSide):
             )
         merged_hash = self.store.put(merged)
         self.gossip.servable.add(merged_hash)
-        if masked is None:  # plain updates stay fetchable for an audit; masked ones are never served
-            self.gossip.servable.update(exchange.received.values())
+        if masked is not None:  # what the unmasking used: kept before the finalize
+            self.keep_transcript(r, masked.unmasker, merged_hash)
+        # The included updates stay fetchable by members for an audit (masked ones are uniform alone).
+        self.gossip.servable.update(exchange.received.values())
         self.set_phase(Phase.FINALIZE, r)
         log.info(
             "round %d: finalizing %s with %d of %d updates (excluded: %s)",

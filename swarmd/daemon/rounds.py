@@ -391,8 +391,11 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide):
 
     def serve_committed(self) -> None:
         """Let members fetch the plain committed updates we hold (ours, and those we received as leader)
-        by hash, for `swarm ledger audit`. Masked updates (secure aggregation) are never served."""
+        by hash, for `swarm ledger audit`. Masked updates are served only by the leader that unmasked them
+        (with its transcript, they are what the audit recomputes the sum from)."""
         for rec in self.journal.records():
+            if rec.key_count and self.secure and self.holds_transcript(rec.round):
+                self.gossip.servable.update(rec.received.values())
             if rec.key_count or (rec.plain_hash is not None and rec.plain_hash != rec.update_hash):
                 continue
             if rec.committed and rec.update_hash is not None:

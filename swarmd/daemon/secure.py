@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swarmd.daemon.plumbing import RoundPlumbing
+from swarmd.daemon.transcripts import TranscriptSide
 from swarmd.errors import LedgerError, PeerRejected, TransportError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.ledger import errors as reverts
-from swarmd.merge import Update
+from swarmd.merge import Update, with_unmasked
 from swarmd.privacy import (
     Advertised,
     RoundSecrets,
@@ -82,21 +82,14 @@ class MaskedSum:
     def result(self) -> dict[str, torch.Tensor]:
         if self.mean is None:
             raise SecAggError("not_unmasked", "the masked sum was not unmasked")
-        # Buffers that are not floats (counters) are not masked: they stay the base's (a zero diff).
-        out = {
-            k: torch.zeros_like(v) if self.is_diff else v.clone()
-            for k, v in self.base.items()
-            if not is_float(v)
-        }
-        out.update(self.mean)
-        return out
+        return with_unmasked(self.base, self.mean, is_diff=self.is_diff)
 
 
 def same_site(a: str, b: str) -> bool:
     return a.lower() == b.lower()
 
 
-class SecureSide(RoundPlumbing):
+class SecureSide(TranscriptSide):
     """Secure aggregation steps for the round driver; inert until `setup_secure` and unless the task
     turns it on."""
 
@@ -106,6 +99,7 @@ class SecureSide(RoundPlumbing):
     def setup_secure(self, state_dir: Path) -> None:
         p = self.task.privacy
         self.secure = p.secure_aggregation
+        self.state_dir = state_dir
         self.secagg_dir = state_dir / "secagg"
         self.params = SecAggParams.from_settings(p)
         self.vault = ShareVault(self.secagg_dir / "vault") if self.secure else None
@@ -326,6 +320,8 @@ class SecureSide(RoundPlumbing):
             if header.topic == SecAggTopic.SHARES:
                 await self.accept_shares(r, sender, body)
                 return b"ok"
+            if header.topic == SecAggTopic.TRANSCRIPT:  # any member may audit a finalized round
+                return await self.serve_transcript(header, sender, body)
             info = await self.chain(self.ledger.round, r)
             await self.round_keys(r, info.base_hash, fresh=sender.lower() not in self._known(r))
             if info.status != RoundStatus.ELECTED or not same_site(info.leader or "", sender):
@@ -358,14 +354,6 @@ class SecureSide(RoundPlumbing):
         info = await self.chain(self.ledger.round, r)
         keys = await self.round_keys(r, info.base_hash, fresh=True)
         vault.accept(self.secrets(r), sender, body, keys.advertised, keys.graph)
-
-    def refuse_secagg(
-        self, reason: str, refusal: Refusal, header: SecAggHeader, sender: str, why: str
-    ) -> Verdict:
-        self.metrics.rejection(f"secagg_{reason}")
-        topic = header.topic.value
-        log.warning("round %d: refused a secagg %s from %s: %s", header.round, topic, sender, why)
-        return Verdict(False, refusal, why)
 
     def _known(self, r: int) -> set[str]:
         keys = self._keys.get(r)

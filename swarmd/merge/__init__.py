@@ -10,7 +10,7 @@ State dicts are `dict[str, torch.Tensor]` on the CPU. This package imports only 
 """
 
 from swarmd.merge.base import MergeRule, Update
-from swarmd.merge.diff import apply_diff, make_diff
+from swarmd.merge.diff import apply_diff, make_diff, with_unmasked
 from swarmd.merge.fedavg import FedAvg
 from swarmd.merge.geomedian import GeoMedian
 from swarmd.merge.median import Median
@@ -33,4 +33,5 @@ __all__ = [
     "make_diff",
     "rule_for",
     "validate",
+    "with_unmasked",
 ]

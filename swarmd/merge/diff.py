@@ -29,3 +29,16 @@ def apply_diff(base: Mapping[str, torch.Tensor], diff: Mapping[str, torch.Tensor
     """base + diff, per tensor and in base's dtypes. Raises InvalidUpdate when the structures differ."""
     check_structure(diff, base)
     return {name: diff[name].clone() if b.dtype == torch.bool else b + diff[name] for name, b in base.items()}
+
+
+def with_unmasked(
+    base: Mapping[str, torch.Tensor], mean: Mapping[str, torch.Tensor], *, is_diff: bool
+) -> dict[str, torch.Tensor]:
+    """The merged state (or diff) of a secure-aggregation round from its unmasked float mean: tensors
+    that are not floats (counters) are not masked, so they stay the base's (a zero diff). The leader and
+    `swarm ledger audit` both build it here."""
+    out = {
+        k: torch.zeros_like(v) if is_diff else v.clone() for k, v in base.items() if not v.is_floating_point()
+    }
+    out.update(mean)
+    return out

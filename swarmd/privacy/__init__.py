@@ -11,6 +11,7 @@ from swarmd.privacy.errors import (
     BadResponse,
     BadSecrets,
     BadShare,
+    BadTranscript,
     BadUpdate,
     BadVaultState,
     BelowThreshold,
@@ -22,6 +23,7 @@ from swarmd.privacy.errors import (
 from swarmd.privacy.keys import RoundSecrets
 from swarmd.privacy.params import Advertised, SecAggParams, graph_seed, neighbourhood, threshold_for
 from swarmd.privacy.site import make_shares, mask_update
+from swarmd.privacy.transcript import UnmaskTranscript, masked_total, transcript_id, unmask_sum
 from swarmd.privacy.unmask import Unmasker
 from swarmd.privacy.vault import ShareVault
 from swarmd.privacy.wire import RevealRequest, RevealResponse
@@ -32,6 +34,7 @@ __all__ = [
     "BadResponse",
     "BadSecrets",
     "BadShare",
+    "BadTranscript",
     "BadUpdate",
     "BadVaultState",
     "BelowThreshold",
@@ -44,10 +47,14 @@ __all__ = [
     "SecAggError",
     "SecAggParams",
     "ShareVault",
+    "UnmaskTranscript",
     "Unmasker",
     "graph_seed",
     "make_shares",
     "mask_update",
+    "masked_total",
     "neighbourhood",
     "threshold_for",
+    "transcript_id",
+    "unmask_sum",
 ]

@@ -72,6 +72,11 @@ class BelowThreshold(SecAggError):
         super().__init__("below_threshold", f"cannot unmask: {shown}", hint="the round is excluded")
 
 
+class BadTranscript(SecAggError):
+    """An unmask transcript is malformed, or does not fit the round: other sets, a missing or extra
+    secret, or a mask key that is not the one advertised on chain (`reason` says which)."""
+
+
 class BadVaultState(SecAggError):
     """A persisted vault file is unreadable. Fails closed: without its reveal record the round is never
     answered again (a fresh record could reveal the other secret of a peer)."""

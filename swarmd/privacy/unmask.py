@@ -4,9 +4,10 @@ Memory is one model of uint32 (the running sum mod 2^32) plus shares: O(sites) s
 are the committers whose masked update was added, D (dropped) the other committers, X (absent) the
 advertised sites that never committed. The sum carries sum_{i in S} PRG(b_i), and for every edge between
 S and D or X the survivor's pair mask; edges inside S cancel. Unmasking rebuilds each b_i (i in S) and
-each c_sk_i (i in D) from t shares, takes the S-X pair seeds from the survivors themselves (or, for a
-silent survivor, from the absent site's rebuilt mask key), subtracts, decodes and divides by the
-survivors' samples: the FedAvg mean of S. Nothing touches the sum until every secret is in hand.
+each c_sk_i (i in D) from t shares, derives the S-X pair seeds from the absent site's rebuilt mask key
+where its shares allow (else takes them from the survivors themselves), subtracts, decodes and divides
+by the survivors' samples: the FedAvg mean of S. Nothing touches the sum until every secret is in hand.
+What it used is kept as `transcript` (`swarmd.privacy.transcript`), from which an auditor redoes it.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from swarmd.privacy.errors import (
     SecAggError,
     counted,
 )
-from swarmd.privacy.keys import pair_seed, public_of
+from swarmd.privacy.keys import public_of
 from swarmd.privacy.masks import apply_masks, decode
 from swarmd.privacy.params import Advertised, SecAggParams, site_id
+from swarmd.privacy.transcript import UNBOUND, UnmaskTranscript, absent_edges, masks_of
 from swarmd.privacy.view import RoundView
 from swarmd.privacy.wire import RevealRequest, RevealResponse
-
-Masks = list[tuple[bytes, int]]
 
 
 class Unmasker:
@@ -66,6 +66,7 @@ class Unmasker:
         self._pairs: dict[tuple[str, str], bytes] = {}  # (survivor, absent) -> pair seed
         self._answered: set[str] = set()
         self._done = False
+        self.transcript: UnmaskTranscript | None = None  # what `result` used, for an audit
         self.refusals: Counter[str] = Counter()
 
     # --- sets -----------------------------------------------------------------------------------
@@ -188,36 +189,45 @@ class Unmasker:
 
     def _absent_edges(self) -> list[tuple[str, str]]:
         """(survivor j, absent x) for every edge whose mask j added and no x ever cancels."""
-        absent = set(self.absent)
-        return [(j, x) for j in self.survivors for x in self.view.graph[j] if x in absent]
+        return absent_edges(self.view, self.survivors, set(self.absent))
 
     @property
     def ready(self) -> bool:
         return not self.missing
 
-    def _masks(self) -> Masks:
-        """The (seed, sign) keystreams to subtract. Raises before the sum is touched."""
+    def _used(self) -> UnmaskTranscript:
+        """The secrets the unmasking uses, as a transcript (bound to no model yet). Raises before the sum
+        is touched. An absent site's key is rebuilt where its shares allow (then its pair masks follow
+        from it, checkable against the chain); else the survivors' own pair seeds stand for it."""
         if self.missing:
             raise BelowThreshold(self.missing)
-        masks: Masks = []
-        for i in self.survivors:
-            masks.append((shamir.combine(self._b[i], self.view.threshold(i, self.params)), -1))
-        for i in self.dropped:
-            c_sk = self._mask_key(i)
-            for j in self.view.graph[i]:
-                if j in self._added:  # j added +PRG(s_ji) if i > j: subtract what j added
-                    seed = pair_seed(self.round, c_sk, i, j, self.view.keys[j].mask_pk)
-                    masks.append((seed, -1 if i > j else 1))
+        b = {i: shamir.combine(self._b[i], self.view.threshold(i, self.params)) for i in self.survivors}
+        keys = {i: self._mask_key(i) for i in self.dropped}
+        pairs: dict[str, dict[str, bytes]] = {}
+        bad: dict[str, InconsistentShares] = {}
+        for x in self.absent:
+            try:
+                keys[x] = self._mask_key(x)
+            except KeyError:  # too few shares: the survivors' pair seeds must do
+                pass
+            except InconsistentShares as exc:
+                bad[x] = exc
         for j, x in self._absent_edges():
-            pair = self._pairs.get((j, x))
-            if pair is None:  # j went silent: x never committed, so its rebuilt mask key gives the seed
-                pair = pair_seed(self.round, self._mask_key(x), x, j, self.view.keys[j].mask_pk)
-            masks.append((pair, -1 if x > j else 1))
-        return masks
+            if x not in keys:
+                if (j, x) not in self._pairs:  # j is silent: only x's key could stand for its seed
+                    raise bad[x]
+                pairs.setdefault(j, {})[x] = self._pairs[(j, x)]
+        leader, term = self._leader, self._term if self._term is not None else 0
+        return UnmaskTranscript(
+            self.round, term, leader, UNBOUND, tuple(self.survivors), tuple(self.dropped), b, keys, pairs
+        )
 
     def _mask_key(self, site: str) -> bytes:
         """c_sk of a dropped or absent site from its shares, checked against its advertised public key."""
-        c_sk = shamir.combine(self._c[site], self.view.threshold(site, self.params))
+        t = self.view.threshold(site, self.params)
+        if len(self._c.get(site, {})) < t:
+            raise KeyError(site)
+        c_sk = shamir.combine(self._c[site], t)
         if public_of(c_sk) != self.view.keys[site].mask_pk:
             raise InconsistentShares("inconsistent", f"rebuilt mask key of {site} does not match the chain's")
         return c_sk
@@ -231,7 +241,8 @@ class Unmasker:
             raise SecAggError(
                 "sample_bound", f"survivors hold {n_total} samples, above {self.params.sample_bound}"
             )
-        masks = self._masks()
+        used = self._used()
         total, self._sum, self._done = self._sum, None, True
-        apply_masks(total, masks)
+        apply_masks(total, masks_of(used, self.view))
+        self.transcript = used
         return {name: decode(t, n_total, self.params) for name, t in total.items()}

@@ -2,11 +2,16 @@
 their unmasked sum is the plain FedAvg of the sites' updates, and a site killed with SIGKILL after its
 masked update reached the leader is recovered from its neighbours' shares. A round two of whose three
 share holders are silent cannot be unmasked: it is abandoned once every committer's term ran out and the
-next round finalizes; a leader SIGKILLed mid-unmask is recovered as a dropout by the next term's leader."""
+next round finalizes; a leader SIGKILLed mid-unmask is recovered as a dropout by the next term's leader.
+`swarm ledger audit` recomputes every finalized round from the masked updates and the leaders' unmask
+transcripts, over the transport, and verifies each, the failover round (a dropout's key) included."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -14,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from swarmd.audit import AuditExit
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import RoundStatus
 from swarmd.ops import wait_until
@@ -129,6 +135,34 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
         )
         assert set(last.included) == {s.address for s in swarm.consortium.sites} - {victim.address}
         _check_round(swarm, 3)
+        # The killed site, back up, serves the transcripts and masked updates of the rounds it led.
+        back = swarm.daemon(victim.address).start()
+        wait_until(
+            lambda: (st := back.status()) is not None and st.get("phase") == "done", 90, what="restart"
+        )
+        _audit_verifies_every_round(swarm, holdout)
+
+
+def _audit_verifies_every_round(swarm, auditor) -> None:
+    """`swarm ledger audit --rounds all` as `auditor`: every finalized round is the unmasked sum of its
+    included masked updates (fetched from the leader unless the auditor holds them), verified."""
+    finalized = [i.round for i in swarm.ledger.rounds() if i.status == RoundStatus.FINALIZED]
+    assert _audit(auditor, "--rounds", "all") == [(r, "verified", "secure sum") for r in finalized]
+
+
+def _audit(auditor, *which: str) -> list[tuple[int, str, str]]:
+    """(round, verdict, rule) of `swarm ledger audit` run as `auditor`; its exit status must be 0."""
+    cli = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit"]
+    found = subprocess.run(
+        [*cli, *which, "--config", str(auditor.config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == AuditExit.VERIFIED, found.stdout + found.stderr
+    verdicts = json.loads(found.stdout)
+    print(f"audit: {len(verdicts)} secure rounds; sources {[v['sources'] for v in verdicts]}")
+    return [(v["round"], v["status"], v["rule"]) for v in verdicts]
 
 
 def _answered_terms(site, r: int) -> list:
@@ -181,6 +215,9 @@ def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(s
         assert info.term > 1 and info.leader != leader.address
         assert set(info.included) == live and list(info.recovered) == [leader.address]
         _check_round(swarm, r)
+        # The new leader's transcript holds the killed one's mask key, checked against the chain's.
+        auditor = next(s for s in swarm.consortium.sites if s.address not in (leader.address, info.leader))
+        assert _audit(auditor, str(r)) == [(r, "verified", "secure sum")]
         print(
             f"failover: leader killed mid-unmask in round {r}, finalized in term {info.term}, {took:.1f}s on"
         )

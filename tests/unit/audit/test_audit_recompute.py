@@ -1,7 +1,7 @@
 """The audit of one round, with the chain faked (a RoundInfo built here) and the updates in the
 auditor's own store: an honest merge verifies, a forged one is a MISMATCH with both hashes, an
-included update the leader's checks refuse is a MISMATCH, a missing update or a secure round cannot
-be audited, and an unfinalized round is a named error."""
+included update the leader's checks refuse is a MISMATCH, a missing update cannot be audited, and an
+unfinalized round is a named error. Secure-aggregation rounds: test_audit_secure.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 import zmq
 
 from swarmd.audit import (
-    SECURE_NOT_IMPLEMENTED,
     AuditExit,
     Status,
     UnfinalizedRound,
@@ -102,16 +101,6 @@ async def test_a_missing_update_cannot_be_audited_and_says_who_was_asked(tmp_pat
         and "not an active member" in verdict.reason
     )
     assert exit_status([verdict]) is AuditExit.INCOMPLETE
-
-
-async def test_a_secure_round_cannot_be_audited_yet(tmp_path):
-    store = CheckpointStore(tmp_path)
-    verdict = await _audit(store, _round(store, key_count=3))
-    assert verdict.status is Status.CANNOT_AUDIT and verdict.reason == SECURE_NOT_IMPLEMENTED
-
-
-def test_the_unmasking_of_a_secure_round_is_recomputed_from_the_leaders_transcript():
-    pytest.skip(f"cannot audit: {SECURE_NOT_IMPLEMENTED} (the leader keeps no unmask transcript yet)")
 
 
 async def test_an_unfinalized_round_is_a_named_error(tmp_path):
