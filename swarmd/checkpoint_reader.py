@@ -2,7 +2,8 @@
 read from the file when asked for and not kept.
 
 The leader merges its stored updates this way (`Exchange.fold`): a streaming rule then holds its
-accumulator and one tensor, not the accumulator plus a whole update, and no file is memory-mapped
+accumulator and one tensor, not the accumulator plus a whole update; a robust rule reads slices of one
+tensor at a time (`read_flat`), again and again, and holds no update; and no file is memory-mapped
 (mapped pages would count in the leader's RSS as long as the map lives). The file's header is
 parsed and bounds-checked here (safetensors' layout: an 8-byte little-endian header length, a JSON
 header of dtype, shape and byte offsets per tensor, then the data); nothing is ever unpickled. The
@@ -67,6 +68,22 @@ class StoredState(Mapping[str, torch.Tensor]):
         with self.path.open("rb") as f:
             f.seek(e.start)
             if f.readinto(view) != e.nbytes:
+                raise CorruptStoredState(f"checkpoint {self.path} is truncated")
+        return out
+
+    def read_flat(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements [start, stop) of tensor `name`, flattened, read from the file: what the robust merge
+        rules read, a slice of one tensor at a time, so no update is held whole."""
+        e = self._entries[name]
+        count = math.prod(e.shape)
+        if not 0 <= start <= stop <= count:
+            raise IndexError(f"{name}: elements [{start}, {stop}) of {count}")
+        out = torch.empty(stop - start, dtype=e.dtype)
+        size = out.element_size()
+        view = out.view(torch.uint8).numpy().data
+        with self.path.open("rb") as f:
+            f.seek(e.start + start * size)
+            if f.readinto(view) != (stop - start) * size:
                 raise CorruptStoredState(f"checkpoint {self.path} is truncated")
         return out
 

@@ -27,7 +27,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
-MERGE_RULES = ("fedavg", "median", "geomedian", "trimmed_mean")
+MERGE_RULES = ("fedavg", "median", "geomedian", "trimmed_mean", "krum")
 ADMISSION_MODES = ("admin", "majority")
 
 
@@ -45,6 +45,15 @@ REVEAL_WINDOW = 10  # the default `[swarm] reveal_window` (on an instant-block d
 # one block each); a task that keeps it keeps the hash it had before the setting existed
 
 
+KRUM_F = 1  # the default `[swarm] krum_f`; krum_f and krum_m are left out of the task hash at their
+KRUM_M = 1  # defaults, so tasks written before Krum existed keep their hash
+
+
+def krum_min_updates(f: int, m: int) -> int:
+    """The fewest updates a Krum round can merge: n >= 2f + 3 (Blanchard et al. 2017), and m <= n - f."""
+    return max(2 * f + 3, f + m)
+
+
 @dataclass(frozen=True)
 class SwarmSettings:
     rounds: int = 5
@@ -58,6 +67,8 @@ class SwarmSettings:
     fanout: int = 2  # peers the leader pushes the merged model to
     admission: str = "admin"  # who admits and removes members: an admin, or a majority of members
     trim_ratio: float = 0.1  # for trimmed_mean: fraction cut from each end
+    krum_f: int = KRUM_F  # for krum: Byzantine sites tolerated (a round needs 2 * krum_f + 3 updates)
+    krum_m: int = KRUM_M  # for krum: updates averaged (1: Krum; more: multi-Krum)
     norm_bound: float = 0.0  # max L2 norm of an update's difference to the previous model; 0 disables
     max_update_bytes: int = 1 << 30  # hard cap on an update's size on the wire
     eval_every: int = 1  # evaluate the merged model every N rounds (0: never)
@@ -162,6 +173,15 @@ def _validate_swarm(s: SwarmSettings) -> None:
     _check(s.reveal_window >= 1, "swarm.reveal_window must be >= 1 block")
     _check(s.fanout >= 1, "swarm.fanout must be >= 1")
     _check(0.0 <= s.trim_ratio < 0.5, "swarm.trim_ratio must be in [0, 0.5)")
+    _check(s.krum_f >= 0, "swarm.krum_f must be >= 0")
+    _check(s.krum_m >= 1, "swarm.krum_m must be >= 1 (1: Krum, more: multi-Krum)")
+    need = krum_min_updates(s.krum_f, s.krum_m)
+    _check(
+        s.merge != "krum" or s.min_peers >= need,
+        f"swarm.merge = krum with krum_f = {s.krum_f} and krum_m = {s.krum_m} needs {need} updates a round "
+        f"(n >= 2 * krum_f + 3 and krum_m <= n - krum_f), but swarm.min_peers = {s.min_peers} lets a round "
+        f"merge with fewer: raise min_peers to {need}, or lower krum_f",
+    )
     _check(s.norm_bound >= 0.0, "swarm.norm_bound must be >= 0 (0 disables it)")
     _check(s.max_update_bytes > 0, "swarm.max_update_bytes must be > 0")
     _check(s.eval_every >= 0, "swarm.eval_every must be >= 0")
@@ -379,6 +399,8 @@ def _hashed_swarm(s: SwarmSettings) -> dict[str, Any]:
     doc = asdict(s)
     if s.reveal_window == REVEAL_WINDOW:  # left out at its default, so older tasks keep the hash they had
         del doc["reveal_window"]
+    if s.krum_f == KRUM_F and s.krum_m == KRUM_M:  # likewise
+        del doc["krum_f"], doc["krum_m"]
     return doc
 
 

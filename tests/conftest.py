@@ -76,9 +76,11 @@ def running_swarm(
     chain_state: Path | None = None,
     privacy: dict[str, object] | None = None,
     n_per_site: int = 16,
+    swarm_settings: dict[str, object] | None = None,
 ) -> Iterator[LocalSwarm]:
-    """A devnet plus `sites` provisioned sites; their daemons started unless start=False. On a
-    failure each daemon's last log lines are printed: pytest shows them with the test's report."""
+    """A devnet plus `sites` provisioned sites; their daemons started unless start=False; `swarm_settings`
+    override the task's [swarm] ones. On a failure each daemon's last log lines are printed: pytest
+    shows them with the test's report."""
     task = task_file(
         root / "swarm.toml",
         name="e2e-cxr",
@@ -93,6 +95,7 @@ def running_swarm(
             "leader_timeout": leader_timeout,
             "fanout": 2,
             "eval_every": 0,
+            **(swarm_settings or {}),  # a test's own [swarm] settings (a merge rule and its parameters)
         },
         privacy=privacy,
     )

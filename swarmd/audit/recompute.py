@@ -4,7 +4,8 @@ The leader accepts an update only when its content hash equals the commitment an
 `merge.validate` against the round's base model (names, shapes, dtypes, finite values, the task's
 norm bound); it then folds the accepted updates in address order with the task's rule, applies the
 merged diff to the base when the task sends diffs, and finalizes the content hash of the result.
-The audit does the same with the updates the chain lists as included. Merges are reproducible (see
+The audit does the same with the updates the chain lists as included, plus those it marks
+REJECTED_BY_RULE (a robust rule must then reject exactly those, else MISMATCH). Merges are reproducible (see
 `swarmd.merge`), so an honest leader's model and the audit's hash to the same value; any other
 model is a MISMATCH. A leader that included an update its own checks refuse is a MISMATCH too. A
 secure-aggregation round is recomputed from its masked updates and the leader's unmask transcript
@@ -21,7 +22,7 @@ from swarmd.audit.secure import KeySets, audit_secure
 from swarmd.audit.verdict import RoundVerdict, Status, UnfinalizedRound
 from swarmd.codec import content_hash
 from swarmd.errors import InvalidUpdate, MergeError
-from swarmd.ledger import RoundInfo, RoundStatus
+from swarmd.ledger import Outcome, RoundInfo, RoundStatus
 from swarmd.merge import Update, apply_diff, rule_for, validate
 from swarmd.merge.base import address_order
 from swarmd.task import SwarmSettings, WeightKind
@@ -50,7 +51,12 @@ async def audit_round(
     try:
         base, _ = await source.get(info.base_hash, [info.leader, *commits], "the base model")
         rule.begin(base)
-        for site in sorted(info.included, key=address_order):
+        # A robust rule's rejections are part of its result: the sites finalized REJECTED_BY_RULE go
+        # into the rule too, which must then leave out exactly those (Krum's unselected).
+        marked = {
+            c.site for c, o in zip(info.commits, info.outcomes, strict=False) if o is Outcome.REJECTED_BY_RULE
+        }
+        for site in sorted({*info.included, *marked}, key=address_order):
             commit = commits[site]
             state, sources[site] = await source.get(
                 commit.update_hash, [site, info.leader], f"the update of {site}"
@@ -66,6 +72,13 @@ async def audit_round(
             rule.add(Update(sender=site, state=state, n_samples=commit.n_samples))
             del state
         merged = rule.result()
+        rejected = {a.lower() for a in rule.rejected}
+        disagree = (
+            ""
+            if rejected == {a.lower() for a in marked}
+            else f"the rule rejects {sorted(rejected) or 'none'}, the leader marked "
+            f"{sorted(a.lower() for a in marked) or 'none'} REJECTED_BY_RULE"
+        )
         if is_diff:
             merged = apply_diff(base, merged)
     except UpdateUnavailable as exc:
@@ -78,8 +91,8 @@ async def audit_round(
     except MergeError as exc:
         return RoundVerdict(info.round, Status.CANNOT_AUDIT, finalized, reason=str(exc), rule=rule.name)
     recomputed = content_hash(merged)
-    status = Status.VERIFIED if recomputed == finalized else Status.MISMATCH
-    reason = (
+    status = Status.VERIFIED if recomputed == finalized and not disagree else Status.MISMATCH
+    reason = disagree or (
         "" if status is Status.VERIFIED else "the finalized model is not the merge of the included updates"
     )
     verdict = RoundVerdict(

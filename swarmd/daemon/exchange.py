@@ -6,7 +6,10 @@ before acknowledging it. The merge happens once, at the end: `result(load)` read
 updates back one at a time, in address order, and folds them into the task's merge rule. A fixed
 order makes the merge reproducible (the same bits on any order of arrival, see `swarmd.merge`),
 which is what lets any member recompute it (`swarmd.audit`); reading them back one at a time keeps
-a streaming rule (fedavg) at one accumulator plus one update, never N models.
+a streaming rule (fedavg) at one accumulator plus one update, never N models, and a robust rule
+keeps the stored updates by reference and reads them a slice at a time (`merge.base.BufferedRule`).
+After the merge, `verdicts` holds what the rule did to each update; the ones it left out (Krum's
+unselected) are excluded as REJECTED_BY_RULE.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Protocol
 
 import torch
 
+from swarmd.daemon.accounting import REJECTED_BY_RULE
 from swarmd.errors import InvalidUpdate, StoreError
-from swarmd.merge import Update, validate
+from swarmd.merge import RuleVerdict, Update, validate
 from swarmd.merge.base import address_order
 
 
@@ -66,6 +70,7 @@ class Exchange:
     complete: asyncio.Event = field(default_factory=asyncio.Event)
     label: Callable[[str], str] = str  # an account as log lines name it (its site name)
     closed: bool = False  # the merge began: nothing more is accepted
+    verdicts: dict[str, RuleVerdict] = field(default_factory=dict)  # the rule's, once result() ran
 
     def __post_init__(self) -> None:
         self.rule.begin(self.base)
@@ -165,11 +170,33 @@ class Exchange:
                 self.excluded[sender] = "lost"
 
     def result(self) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """The merged model (weights, not a diff) and the included committers, in commit order."""
+        """The merged model (weights, not a diff) and the included committers, in commit order.
+
+        An update the rule left out of the merge (Krum's unselected) stays received (stored, servable
+        to an auditor) but is excluded as REJECTED_BY_RULE, so finalize reports it so."""
         merged = self.rule.result()
+        self.verdicts = verdicts_of(self.rule)
+        for sender, verdict in self.verdicts.items():
+            if verdict.rejected:
+                self.excluded[sender] = REJECTED_BY_RULE
+                log.info("round %d: the rule left out %s (%s)", self.round, self.label(sender), verdict.note)
         if self.is_diff:
             from swarmd.merge import apply_diff
 
             merged = apply_diff(self.base, merged)
-        included = [a for a in self.expected if a in self.received]
+        included = [a for a in self.expected if a in self.received and a not in self.excluded]
         return merged, included
+
+    def verdicts_json(self) -> dict[str, dict[str, object]]:
+        """The rule's verdicts for the round's summary (the journal): address -> RuleVerdict.to_json()."""
+        return {
+            sender: v.to_json()
+            for sender, v in sorted(self.verdicts.items(), key=lambda x: address_order(x[0]))
+        }
+
+
+def verdicts_of(rule: Merger) -> dict[str, RuleVerdict]:
+    """What a merge rule did to each update; nothing for secure aggregation's masked sum (one sum, no
+    per-update view)."""
+    verdicts = getattr(rule, "verdicts", None)
+    return verdicts() if callable(verdicts) else {}

@@ -127,7 +127,12 @@ class LeaderSide(SecureSide, ReceiptSide):
                 if done is None:
                     return  # no finalize: the term times out and the round goes on without this sum
                 merged, included = done
-            self.journal.update(r, leader_rss_growth=rss.growth, model_bytes=model_bytes)
+            self.journal.update(
+                r,
+                leader_rss_growth=rss.growth,
+                model_bytes=model_bytes,
+                rule_verdicts=exchange.verdicts_json(),
+            )
         finally:
             self.exchange = None
             # Our own sends, serves and fetches outside an exchange keep the node's patience and room.

@@ -83,6 +83,9 @@ class RoundRecord:
     received: dict[str, Digest] = field(default_factory=dict)  # as leader: sender -> the accepted update
     leader_rss_growth: int = 0  # as leader: peak RSS during exchange+merge minus RSS before it, bytes
     model_bytes: int = 0  # size of one update, bytes
+    # As leader: what the merge rule did to each update (address -> merge.RuleVerdict.to_json(): its
+    # weight, whether it was rejected, the fraction trimmed, why): the round's published summary.
+    rule_verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Our election secret (0x hex), written before the commit that carries its seal so a restarted site can
     # still reveal it. Kept out of repr: it must never reach a log before it is revealed.
     election_secret: str = field(default="", repr=False)

@@ -7,18 +7,24 @@ which the leader runs first. `result()` raises MergeError when nothing was added
 
 Memory: a streaming rule (fedavg) folds each update into one accumulator and keeps no reference
 to it, so the leader holds O(model) whatever the number of peers. The robust rules (median,
-geometric median, trimmed mean) need all N updates at once and hold them until `result()`.
+geometric median, trimmed mean, Krum) need all N updates at once: they keep them by reference and,
+for the leader's stored updates, read them back from the store a slice at a time (`BufferedRule`).
+
+`verdicts()` says, after `result()`, what the rule did to each update (`RuleVerdict`): its share of
+the merge, and whether it was left out entirely (Krum's unselected updates). Left-out updates are
+not in `included`; the leader finalizes them as REJECTED_BY_RULE.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from swarmd.errors import MergeError
+from swarmd.merge import maths
 from swarmd.merge.validate import RejectReason, check_structure, reject
 
 
@@ -41,6 +47,31 @@ class Update:
 
 
 @dataclass(frozen=True)
+class RuleVerdict:
+    """What a rule did to one update in the last result().
+
+    `weight`: the update's share of the merged value (shares sum to 1 over the round's updates; for the
+    coordinate-wise rules, the average over coordinates). `rejected`: left out of the merge entirely
+    (finalize's REJECTED_BY_RULE). `trimmed`: for trimmed mean, the fraction of its coordinates cut.
+    `note`: why, in words, for the round's summary."""
+
+    weight: float
+    rejected: bool = False
+    trimmed: float = 0.0
+    note: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"weight": round(self.weight, 6)}
+        if self.rejected:
+            doc["rejected"] = True
+        if self.trimmed:
+            doc["trimmed"] = round(self.trimmed, 6)
+        if self.note:
+            doc["note"] = self.note
+        return doc
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     shape: torch.Size
     dtype: torch.dtype
@@ -55,6 +86,7 @@ class MergeRule(ABC):
     def __init__(self) -> None:
         self._template: dict[str, torch.Tensor] | None = None
         self._senders: list[str] = []
+        self._counts: dict[str, int] = {}
         self._total_samples = 0
         self._merged: dict[str, torch.Tensor] | None = None
 
@@ -68,6 +100,7 @@ class MergeRule(ABC):
         # Meta tensors keep names, shapes and dtypes without holding the template's memory.
         self._template = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in template.items()}
         self._senders = []
+        self._counts = {}
         self._total_samples = 0
         self._merged = None
         self._reset()
@@ -82,6 +115,7 @@ class MergeRule(ABC):
         check_structure(_structure(update.state), template, update.sender)
         self._fold(update)
         self._senders.append(update.sender)
+        self._counts[update.sender] = update.n_samples
         self._total_samples += update.n_samples
 
     def result(self) -> dict[str, torch.Tensor]:
@@ -100,8 +134,24 @@ class MergeRule(ABC):
 
     @property
     def included(self) -> tuple[str, ...]:
-        """Senders merged this round, in the order they were added (finalize's `included`)."""
-        return tuple(self._senders)
+        """Senders merged this round, in the order they were added (finalize's `included`): after
+        result(), without those the rule rejected."""
+        rejected = self.rejected
+        return tuple(s for s in self._senders if s not in rejected)
+
+    @property
+    def rejected(self) -> frozenset[str]:
+        """Senders the last result() left out entirely (empty before result())."""
+        if self._merged is None:
+            return frozenset()
+        return frozenset(s for s, v in self.verdicts().items() if v.rejected)
+
+    def verdicts(self) -> dict[str, RuleVerdict]:
+        """sender -> what the last result() did to its update. The default: shares by sample count
+        (fedavg's weights); robust rules override it. Empty before result()."""
+        if self._merged is None:
+            return {}
+        return {s: RuleVerdict(weight=n / self._total_samples) for s, n in self._counts.items()}
 
     @property
     def total_samples(self) -> int:
@@ -144,23 +194,57 @@ def address_order(sender: str) -> str:
 
 
 class BufferedRule(MergeRule):
-    """Base of the robust rules: keeps every update's tensors until result() (O(N x model) memory).
+    """Base of the robust rules: keeps every update until result(), in address order whatever order
+    they were added in.
 
-    The updates are kept in address order, whatever order they were added in."""
+    A stored update (one that reads its tensors on access, `checkpoint_reader.StoredState`) is kept by
+    reference, not read: the rule reads it back from the store a slice of one tensor at a time
+    (`chunks`), every time it needs it, so the leader holds O(N x CHUNK) of inputs, not N models. An
+    in-memory state is kept by reference too (its caller holds it anyway)."""
 
     def _reset(self) -> None:
         self._updates: list[Update] = []
+        self._verdicts: dict[str, RuleVerdict] = {}
 
     def _fold(self, update: Update) -> None:
-        # A state that reads its tensors on access is read once, here: the rule reads them many times.
-        state = {name: update.state[name] for name in self.template}
+        state = update.state if _lazy(update.state) else {name: update.state[name] for name in self.template}
         self._updates.append(Update(update.sender, state, update.n_samples))
         self._updates.sort(key=lambda u: address_order(u.sender))
 
-    def column(self, name: str) -> list[torch.Tensor]:
-        """The N values of one tensor, one per update."""
-        return [u.state[name] for u in self._updates]
+    @property
+    def senders(self) -> list[str]:
+        """The buffered senders, in address order (the order of `chunks`' values)."""
+        return [u.sender for u in self._updates]
+
+    def chunks(self, name: str, updates: list[int] | None = None) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """(start, values) for consecutive slices of tensor `name`, flattened: `values` holds each update's
+        elements [start, start + maths.CHUNK) (in address order; only `updates`, by index, when given)."""
+        total = self.template[name].numel()
+        picked = [self._updates[i] for i in updates] if updates is not None else self._updates
+        step = maths.CHUNK
+        for start in range(0, max(total, 1), step):
+            stop = min(total, start + step)
+            yield start, [flat_slice(u.state, name, start, stop) for u in picked]
 
     @property
     def weights(self) -> list[int]:
         return [u.n_samples for u in self._updates]
+
+    def verdicts(self) -> dict[str, RuleVerdict]:
+        """What the last result() did to each update; equal shares until a rule says otherwise."""
+        if self._verdicts:
+            return dict(self._verdicts)
+        return super().verdicts()
+
+
+def _lazy(state: Mapping[str, torch.Tensor]) -> bool:
+    return callable(getattr(state, "read_flat", None))
+
+
+def flat_slice(state: Mapping[str, torch.Tensor], name: str, start: int, stop: int) -> torch.Tensor:
+    """Elements [start, stop) of `state[name]`, flattened; a stored state reads only those bytes."""
+    read = getattr(state, "read_flat", None)
+    if callable(read):
+        out: torch.Tensor = read(name, start, stop)
+        return out
+    return state[name].reshape(-1)[start:stop]

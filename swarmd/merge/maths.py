@@ -19,7 +19,7 @@ stays False).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -50,13 +50,14 @@ def cast_back(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return rounded.clamp(info.min, info.max).to(dtype)
 
 
-# Coordinates per slice in the coordinate-wise rules: N x 1M floats stacked and sorted at a time,
-# so the robust rules need the N buffered updates plus a few MiB, not several more N-fold copies.
-CHUNK = 1 << 20
+# Coordinates per slice in the robust rules: each update's slice of one tensor is read (from the store,
+# for the leader's updates), stacked and sorted at a time, so the rules hold N x 64k values of input, not
+# N models. A multiple of ROW, so a norm summed slice by slice is the same as over the whole tensor.
+CHUNK = 1 << 16
 
 
 def stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """The N updates of one tensor as one (N, ...) tensor in the working dtype."""
+    """The N updates of one slice as one (N, ...) tensor in the working dtype."""
     # Copy into one preallocated buffer: torch.stack of converted copies would hold two N-fold copies.
     first = values[0]
     out = torch.empty((len(values), *first.shape), dtype=work_dtype(first.dtype))
@@ -66,19 +67,20 @@ def stack(values: list[torch.Tensor]) -> torch.Tensor:
 
 
 def columnwise(
-    values: list[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor], chunk: int | None = None
+    chunks: Iterable[tuple[int, list[torch.Tensor]]],
+    like: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """Apply `reduce` (an (N, k) tensor -> a (k,) tensor) to every coordinate, a slice at a time.
+    """Apply `reduce` (an (N, k) tensor -> a (k,) tensor) to every coordinate of a tensor shaped like
+    `like`, a slice at a time: `chunks` gives (start, the N updates' flat values from start on).
 
-    Returns a tensor shaped like one value, in the working dtype.
+    Returns a tensor shaped like `like`, in the working dtype.
     """
-    step = chunk or CHUNK
-    flat = [v.reshape(-1) for v in values]
-    total = flat[0].numel()
-    out = torch.empty(total, dtype=work_dtype(values[0].dtype))
-    for start in range(0, total, step):
-        out[start : start + step] = reduce(stack([f[start : start + step] for f in flat]))
-    return out.reshape(values[0].shape)
+    out = torch.empty(like.numel(), dtype=work_dtype(like.dtype))
+    for start, values in chunks:
+        block = stack(values)
+        out[start : start + block.shape[1]] = reduce(block)
+    return out.reshape(like.shape)
 
 
 # Row width of the fixed-order reductions: a power of two, so halving stays even.
@@ -91,8 +93,14 @@ def sum_squares(t: torch.Tensor) -> float:
     The values are squared in float64 (exact for float32 input), zero-padded to rows of ROW, each row
     summed by pairwise halving (element-wise adds in a fixed tree) and the row sums added by fsum.
     """
+    return math.fsum(square_rows(t))
+
+
+def square_rows(t: torch.Tensor) -> list[float]:
+    """The row sums `sum_squares` adds up: sum_squares of a tensor is math.fsum of the row sums of its
+    slices, concatenated, when every slice but the last has a multiple of ROW elements (CHUNK has)."""
     flat = t.reshape(-1).to(torch.float64)
-    return math.fsum(_row_sums(flat * flat))
+    return _row_sums(flat * flat)
 
 
 def row_sum(rows: torch.Tensor) -> torch.Tensor:
@@ -117,6 +125,8 @@ def _row_sums(flat: torch.Tensor) -> list[float]:
     return block.reshape(-1).tolist()
 
 
-def sorted_rows(block: torch.Tensor) -> torch.Tensor:
-    """The (N, k) block sorted along the update axis, so every coordinate's values are in order."""
-    return block.sort(dim=0).values
+def sorted_rows(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (N, k) block sorted along the update axis, so every coordinate's values are in order, and
+    which update each sorted value came from (a stable sort: equal values keep address order)."""
+    ordered = block.sort(dim=0, stable=True)
+    return ordered.values, ordered.indices

@@ -8,6 +8,7 @@ from swarmd.errors import MergeError
 from swarmd.merge.base import MergeRule
 from swarmd.merge.fedavg import FedAvg
 from swarmd.merge.geomedian import GeoMedian
+from swarmd.merge.krum import Krum
 from swarmd.merge.median import Median
 from swarmd.merge.trimmed_mean import TrimmedMean
 from swarmd.task import SwarmSettings
@@ -17,6 +18,7 @@ RULES: dict[str, type[MergeRule]] = {
     Median.name: Median,
     GeoMedian.name: GeoMedian,
     TrimmedMean.name: TrimmedMean,
+    Krum.name: Krum,
 }
 
 
@@ -39,4 +41,6 @@ def rule_for(settings: SwarmSettings) -> MergeRule:
     """The rule a task's swarm settings ask for, with the task's parameters."""
     if settings.merge == TrimmedMean.name:
         return get_rule(settings.merge, trim_ratio=settings.trim_ratio)
+    if settings.merge == Krum.name:
+        return get_rule(settings.merge, f=settings.krum_f, m=settings.krum_m)
     return get_rule(settings.merge)

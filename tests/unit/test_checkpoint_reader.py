@@ -78,3 +78,15 @@ def test_the_leader_merges_stored_updates_to_the_same_bits_as_in_memory_ones(tmp
         ex.fold(load)
         hashes.append(content_hash(ex.result()[0]))
     assert hashes[0] == hashes[1]
+
+
+def test_read_flat_reads_one_slice_of_one_tensor(tmp_path):
+    """What the robust rules read: elements [start, stop) of a tensor, flattened, in its dtype."""
+    state = {"w": torch.arange(24, dtype=torch.float32).reshape(4, 6), "b": torch.tensor([True, False, True])}
+    store = CheckpointStore(tmp_path)
+    opened = store.open(store.put(state))
+    assert torch.equal(opened.read_flat("w", 5, 13), torch.arange(5, 13, dtype=torch.float32))
+    assert torch.equal(opened.read_flat("b", 1, 3), torch.tensor([False, True]))
+    assert opened.read_flat("w", 24, 24).numel() == 0
+    with pytest.raises(IndexError):
+        opened.read_flat("w", 20, 25)

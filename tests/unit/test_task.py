@@ -94,7 +94,10 @@ def test_an_unknown_send_mode_names_the_choices(root: Path, bad: object) -> None
         ({"rounds": 0}, "swarm.rounds must be >= 1"),
         ({"local_steps": 0}, "swarm.local_steps must be >= 1"),
         ({"min_peers": 0}, "swarm.min_peers must be >= 1"),
-        ({"merge": "mean"}, "swarm.merge must be one of fedavg, median, geomedian, trimmed_mean, got 'mean'"),
+        (
+            {"merge": "mean"},
+            "swarm.merge must be one of fedavg, median, geomedian, trimmed_mean, krum, got 'mean'",
+        ),
         ({"admission": "vote"}, "swarm.admission must be one of admin, majority, got 'vote'"),
         ({"commit_window": 0}, "swarm.commit_window must be >= 1 block"),
         ({"leader_timeout": 0}, "swarm.leader_timeout must be >= 1 block"),

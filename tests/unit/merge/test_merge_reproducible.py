@@ -110,3 +110,38 @@ def test_buffered_rules_ignore_the_order_they_are_given_updates_in(seed, data):
                     rule.add(Update(address, state, n))
                 hashes.add(content_hash(rule.result()))
         assert len(hashes) == 1, name
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(5, 7),
+    f=st.integers(0, 1),
+    m=st.integers(1, 3),
+    diff=st.booleans(),
+    data=st.data(),
+)
+def test_krum_selects_and_merges_the_same_on_any_arrival_order_and_thread_count(seed, n, f, m, diff, data):
+    """Krum's pairwise distances are order-free sums and its ties go to the lower address: the same
+    selection and the same bits whatever the order of arrival and the thread count."""
+    base, updates = _round(seed, n, diff)
+    outcomes = set()
+    for count in (1, 2, 4):
+        order = list(data.draw(st.permutations(range(n))))
+        with threads(count):
+            ex = Exchange(
+                round=0,
+                term=1,
+                expected={a: (content_hash(s), k) for a, s, k in updates},
+                base=base,
+                rule=get_rule("krum", f=f, m=m),
+                is_diff=diff,
+            )
+            for i in order:
+                address, state, _ = updates[i]
+                ex.offer(address, state, content_hash(state))
+            ex.fold({content_hash(s): s for _, s, _ in updates}.__getitem__)
+            merged, included = ex.result()
+        assert len(included) == m and len(ex.excluded) == n - m
+        outcomes.add((content_hash(merged), tuple(included)))
+    assert len(outcomes) == 1

@@ -28,6 +28,9 @@ from swarmd.merge import (
 )
 from swarmd.task import SwarmSettings
 
+# Krum needs n >= 2f + 3 updates: it has its own lifecycle tests (test_merge_krum.py).
+GENERIC = sorted(set(RULES) - {"krum"})
+
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
@@ -136,7 +139,7 @@ def same_merge(name: str, template, updates, a, b) -> None:
 
 
 @SETTINGS
-@given(rounds(min_updates=1, max_updates=5), st.sampled_from(sorted(RULES)), st.randoms())
+@given(rounds(min_updates=1, max_updates=5), st.sampled_from(GENERIC), st.randoms())
 def test_rules_ignore_arrival_order(case, name, rnd):
     template, updates = case
     shuffled = list(updates)
@@ -158,7 +161,7 @@ def _near_a_doubled_update() -> tuple[dict[str, torch.Tensor], list[Update]]:
 
 
 @SETTINGS
-@given(rounds(min_updates=1, max_updates=5), st.sampled_from(sorted(RULES)))
+@given(rounds(min_updates=1, max_updates=5), st.sampled_from(GENERIC))
 @example(_near_a_doubled_update(), "geomedian")
 def test_merging_diffs_then_applying_equals_merging_weights(case, name):
     """Every rule commutes with a shift, so send="diff" gives the same model as send="weights"."""
@@ -171,7 +174,7 @@ def test_merging_diffs_then_applying_equals_merging_weights(case, name):
 
 
 @SETTINGS
-@given(rounds(min_updates=1, max_updates=1, n_tensors=3), st.sampled_from(sorted(RULES)), st.integers(1, 5))
+@given(rounds(min_updates=1, max_updates=1, n_tensors=3), st.sampled_from(GENERIC), st.integers(1, 5))
 def test_identical_updates_merge_to_themselves(case, name, copies):
     template, (only,) = case
     updates = [Update(f"site{i}", only.state, only.n_samples + i) for i in range(copies)]
@@ -200,7 +203,7 @@ def test_fedavg_weight_equals_repetition(case, k):
 @given(
     st.lists(st.integers(0, 10_000), min_size=1, max_size=6),
     st.lists(st.integers(1, 50), min_size=6, max_size=6),
-    st.sampled_from(sorted(RULES)),
+    st.sampled_from(GENERIC),
 )
 def test_integer_tensors_merge_with_the_rule_then_round(counters, samples, name):
     """num_batches_tracked-style counters: the rule's value, rounded half to even, still int64."""
@@ -238,7 +241,7 @@ def test_bool_tensors_take_the_weighted_majority():
     assert out.tolist() == [False, True, True]  # the site with 5 of 7 samples wins each coordinate
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", GENERIC)
 def test_half_precision_models_come_back_in_their_dtype(name):
     template = {"w": torch.zeros(4, dtype=torch.float16)}
     updates = [Update(f"s{i}", {"w": torch.full((4,), 60000.0, dtype=torch.float16)}, 1000) for i in range(3)]
@@ -326,7 +329,7 @@ def test_geomedian_weighted_option_uses_sample_counts():
 # --- lifecycle and degenerate cases ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", GENERIC)
 def test_result_without_updates_is_a_merge_error(name):
     rule = get_rule(name)
     with pytest.raises(MergeError, match="begin"):
@@ -336,7 +339,7 @@ def test_result_without_updates_is_a_merge_error(name):
         rule.result()
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", GENERIC)
 def test_begin_resets_the_rule_for_the_next_round(name):
     rule = get_rule(name)
     template = {"w": torch.zeros(3)}
@@ -349,7 +352,7 @@ def test_begin_resets_the_rule_for_the_next_round(name):
     assert rule.total_samples == 4
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", GENERIC)
 def test_a_sender_counts_once_per_round(name):
     rule = get_rule(name)
     rule.begin({"w": torch.zeros(1)})
@@ -366,7 +369,7 @@ def test_sample_counts_must_be_positive_integers(bad):
     assert info.value.reason == "samples"
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", GENERIC)
 def test_add_refuses_a_structurally_wrong_update_and_keeps_the_round(name):
     rule = get_rule(name)
     rule.begin({"w": torch.zeros(2)})
@@ -378,7 +381,7 @@ def test_add_refuses_a_structurally_wrong_update_and_keeps_the_round(name):
     assert torch.equal(rule.result()["w"], torch.ones(2))
 
 
-@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("name", GENERIC)
 def test_result_closes_the_round(name):
     """A late update is rejected (not folded into a model already handed out); result() is stable."""
     rule = get_rule(name)
@@ -436,8 +439,8 @@ def test_registry_knows_every_rule_the_task_accepts():
 
 def test_registry_refuses_unknown_rules_and_parameters():
     with pytest.raises(MergeError, match="unknown merge rule") as info:
-        get_rule("krum")
-    assert "fedavg" in str(info.value)
+        get_rule("bulyan")
+    assert "fedavg" in str(info.value) and "krum" in str(info.value)
     with pytest.raises(MergeError, match="trim_ratio"):
         get_rule("median", trim_ratio=0.1)
     with pytest.raises(MergeError, match=r"\[0, 0.5\)"):
