@@ -7,7 +7,9 @@ merged diff to the base when the task sends diffs, and finalizes the content has
 The audit does the same with the updates the chain lists as included, plus those it marks
 REJECTED_BY_RULE (a robust rule must then reject exactly those, else MISMATCH). Merges are reproducible (see
 `swarmd.merge`), so an honest leader's model and the audit's hash to the same value; any other
-model is a MISMATCH. A leader that included an update its own checks refuse is a MISMATCH too. A
+model is a MISMATCH. A leader that included an update its own checks refuse is a MISMATCH too, and
+so is one that excluded an update as FAILED_VALIDATION which passes them (that update is fetched from
+its owner; when no one serves it, the claim is left unchecked and logged). A
 secure-aggregation round is recomputed from its masked updates and the leader's unmask transcript
 (`audit.secure`).
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+
+import torch
 
 from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
 from swarmd.audit.secure import KeySets, audit_secure
@@ -78,7 +82,7 @@ async def audit_round(
             if rejected == {a.lower() for a in marked}
             else f"the rule rejects {sorted(rejected) or 'none'}, the leader marked "
             f"{sorted(a.lower() for a in marked) or 'none'} REJECTED_BY_RULE"
-        )
+        ) or await _valid_but_excluded(info, swarm, base, source)
         if is_diff:
             merged = apply_diff(base, merged)
     except UpdateUnavailable as exc:
@@ -100,6 +104,41 @@ async def audit_round(
     )
     log.info("%s", verdict.line())
     return verdict
+
+
+async def _valid_but_excluded(
+    info: RoundInfo, swarm: SwarmSettings, base: dict[str, torch.Tensor], source: UpdateSource
+) -> str:
+    """Why the leader's FAILED_VALIDATION claims are false ("" when none is): each such update is
+    fetched and put through the same checks; one that passes them was excluded without cause."""
+    is_diff = swarm.send == WeightKind.DIFF
+    passed = []
+    for c, o in zip(info.commits, info.outcomes, strict=False):
+        if o is not Outcome.FAILED_VALIDATION:
+            continue
+        try:
+            state, _ = await source.get(c.update_hash, [c.site, info.leader], f"the update of {c.site}")
+        except UpdateUnavailable as exc:
+            log.warning(
+                "round %d: the failed-validation claim on %s is unchecked: %s", info.round, c.site, exc
+            )
+            continue
+        try:
+            validate(
+                state,
+                base,
+                norm_bound=swarm.norm_bound,
+                reference=None if is_diff else base,
+                is_diff=is_diff,
+                sender=c.site,
+            )
+        except InvalidUpdate:
+            continue
+        passed.append(c.site)
+    if not passed:
+        return ""
+    sites = ", ".join(passed)
+    return f"the leader excluded {sites} as FAILED_VALIDATION; the committed update passes the checks"
 
 
 async def audit_rounds(

@@ -21,7 +21,7 @@ from swarmd.audit import (
 )
 from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import content_hash
-from swarmd.ledger import CommitInfo, RoundInfo, RoundStatus
+from swarmd.ledger import CommitInfo, Outcome, RoundInfo, RoundStatus
 from swarmd.merge import Update, get_rule
 from swarmd.task import SwarmSettings
 
@@ -88,6 +88,31 @@ async def test_an_included_update_the_leaders_checks_refuse_is_a_mismatch(tmp_pa
     store = CheckpointStore(tmp_path)
     verdict = await _audit(store, _round(store), SwarmSettings(norm_bound=0.5))
     assert verdict.status is Status.MISMATCH and "norm" in verdict.reason
+
+
+@pytest.mark.parametrize("c_is_bad", [False, True])
+async def test_a_failed_validation_claim_is_checked_against_the_committed_update(tmp_path, c_is_bad):
+    """The leader leaves C out as FAILED_VALIDATION and merges A and B: a MISMATCH when C's committed
+    update passes the checks, verified when it really fails them (a NaN)."""
+    store = CheckpointStore(tmp_path)
+    info = _round(store)
+    if c_is_bad:
+        bad = {"w": torch.full((50,), float("nan")), "n": torch.tensor(3)}
+        commits = (*info.commits[:2], dataclasses.replace(info.commits[2], update_hash=store.put(bad)))
+        info = dataclasses.replace(info, commits=commits)
+    rule = get_rule("fedavg")
+    rule.begin(_model(1.0))
+    for c in sorted(info.commits[:2], key=lambda c: c.site.lower()):
+        rule.add(Update(c.site, store.get(c.update_hash), c.n_samples))
+    outcomes = (Outcome.INCLUDED, Outcome.INCLUDED, Outcome.FAILED_VALIDATION)
+    info = dataclasses.replace(
+        info, included=(A, B), outcomes=outcomes, merged_hash=content_hash(rule.result())
+    )
+    verdict = await _audit(store, info)
+    if c_is_bad:
+        assert verdict.status is Status.VERIFIED, verdict.line()
+    else:
+        assert verdict.status is Status.MISMATCH and f"excluded {C} as FAILED_VALIDATION" in verdict.reason
 
 
 async def test_a_missing_update_cannot_be_audited_and_says_who_was_asked(tmp_path):
