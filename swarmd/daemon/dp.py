@@ -95,18 +95,22 @@ class BudgetSide(RoundPlumbing):
         self.metrics.privacy(self.state.epsilon, self.state.budget_spent)
 
     async def rebuild_budget(self) -> None:
-        """A fresh state dir: count every round this site committed in, from the chain."""
+        """At start: count every round this site committed in on chain that the accountant has not
+        counted. A fresh state dir reads them all; a restart reads those after the last counted one, so a
+        site killed between its commit and the count, and back only after that round ended (it never
+        plays that round again), still counts it."""
         if self.budget is None:
             return
-        if not self.budget.accountant.rounds:
-            current = await self.chain(self.ledger.current_round)
-            mine = []
-            for r in range(current + 1):
-                info = await self.chain(self.ledger.round, r)
-                if any(c.site == self.me for c in info.commits):
-                    mine.append(r)
-            if mine:
-                self.budget.accountant.rebuild(mine)
-                log.info("privacy accountant rebuilt from the chain: rounds %s", mine)
+        account = self.budget.accountant
+        counted = account.rounds
+        current = await self.chain(self.ledger.current_round)
+        mine = []
+        for r in range(counted[-1] + 1 if counted else 0, current + 1):
+            info = await self.chain(self.ledger.round, r)
+            if any(c.site == self.me for c in info.commits):
+                mine.append(r)
+        if mine:
+            account.rebuild([*counted, *mine])
+            log.info("privacy accountant: rounds %s counted from the chain", mine)
         self.state.epsilon = self.budget.epsilon
         self.metrics.privacy(self.state.epsilon, False)
