@@ -47,6 +47,9 @@ class Limits:
     max_tensors: int = MAX_TENSORS  # a manifest listing more is refused before validation (the task's count)
     max_serves: int = 4  # models served at the same time
     stall_timeout: float = 20.0  # a stream with no progress for this long is dropped
+    # A connection to the bulk port that has not logged in (PLAIN, a member's token) by then is closed
+    # and counted (`bulk_handshake`); libzmq's default let a silent one sit for 30 s.
+    bulk_handshake_timeout: float = 1.0
     request_timeout: float = 30.0  # default wait for a reply, grant or serve
     heartbeat_ivl: float = 2.0
     heartbeat_timeout: float = 10.0
