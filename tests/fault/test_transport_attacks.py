@@ -3,8 +3,8 @@
 - a stranger (no CURVE key, no bulk login) sends 16 MiB frames to the bulk port and to the control
   port (as ZeroMQ and as raw ZMTP), frames just under the bulk limit, and a message of 50 such
   frames with a made-up bulk login: ZAP ends every such connection in its handshake (counted as
-  `bulk_handshake`), so no frame reaches the node's parser, its peak RSS stays far below the frames, it keeps answering pings and
-  completes an honest update;
+  `bulk_handshake`), so no frame reaches the node's parser, its peak RSS stays far below the
+  frames, it keeps answering pings and completes an honest update;
 - a member floods 10,000 malformed and expensive frames (garbage, nested empty arrays, huge
   manifests, oversize headers): what is beyond its budget is dropped as `rate`, the node keeps
   answering pings and completes an honest update sent during the flood;
