@@ -40,7 +40,7 @@ from swarmd import codec
 from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
 from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
-from swarmd.transport.stream import iter_chunks
+from swarmd.transport.stream import iter_chunks, payload_buffer
 
 SIZES = (7_000_000, 30_000_000, 100_000_000)
 MODES = ("plain", "plain_work", "aead", "curve")
@@ -136,7 +136,8 @@ def _peak_rss() -> int:
 
 async def _plain_receiver(conn: Connection, total: int, count: int, work: bool) -> None:
     """Plain ZeroMQ, no security. With `work`, it also does what any receiver must: copy each chunk
-    into a fresh payload buffer and sha256 it on a worker thread, so the ratio isolates the crypto."""
+    into a fresh payload buffer (as the transport allocates it) and sha256 it on a worker thread, so
+    the ratio isolates the crypto."""
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.maxmsgsize = 64 << 20
@@ -145,7 +146,8 @@ async def _plain_receiver(conn: Connection, total: int, count: int, work: bool) 
     pool = ThreadPoolExecutor(max_workers=1)
     for _ in range(count):
         got, sha = 0, hashlib.sha256()
-        buf = torch.empty(total, dtype=torch.uint8).numpy().data.cast("B") if work else None
+        # the payload buffer the transport itself uses (huge pages), so "/ plain+work" isolates the crypto
+        buf = payload_buffer(total).numpy().data.cast("B") if work else None
         last: Any = None
         while got < total:
             frames = await sock.recv_multipart(copy=False)
