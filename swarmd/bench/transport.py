@@ -3,9 +3,10 @@
 For each payload (7M, 30M, 100M float32 parameters) it measures, in one run:
 - codec: encode + decode throughput / memcpy of the same bytes (zero-copy views, and the one-copy
   path for read-only buffers), and the content-hash throughput;
-- transfer: a full `Node.send_update` (CURVE control channel, ChaCha20-Poly1305 sealed bulk
-  chunks, incremental hash, decode) and the same with CURVE on the bulk data too, each divided by
-  plain ZeroMQ (no security, no hash) on the same loopback with the same chunking;
+- transfer: a full `Node.send_update` (CURVE control channel, AES-256-GCM sealed bulk chunks,
+  incremental hash, decode) and the same with CURVE on the bulk data too, each divided by plain
+  ZeroMQ (no security, no hash) on the same loopback with the same chunking; and the CPU seconds
+  sender and receiver spent per GB moved, which a busy machine does not change as much as GB/s;
 - receiver memory: the receiving process's peak RSS growth / payload size.
 
 The receiver of every transfer is a separate process (multiprocessing spawn), so sender and receiver
@@ -20,6 +21,7 @@ import contextlib
 import ctypes
 import hashlib
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import time
@@ -38,7 +40,7 @@ from swarmd import codec
 from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
 from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
-from swarmd.transport.stream import iter_chunks
+from swarmd.transport.stream import iter_chunks, payload_buffer
 
 SIZES = (7_000_000, 30_000_000, 100_000_000)
 MODES = ("plain", "plain_work", "aead", "curve")
@@ -134,7 +136,8 @@ def _peak_rss() -> int:
 
 async def _plain_receiver(conn: Connection, total: int, count: int, work: bool) -> None:
     """Plain ZeroMQ, no security. With `work`, it also does what any receiver must: copy each chunk
-    into a fresh payload buffer and sha256 it on a worker thread, so the ratio isolates the crypto."""
+    into a fresh payload buffer (as the transport allocates it) and sha256 it on a worker thread, so
+    the ratio isolates the crypto."""
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.maxmsgsize = 64 << 20
@@ -143,7 +146,8 @@ async def _plain_receiver(conn: Connection, total: int, count: int, work: bool) 
     pool = ThreadPoolExecutor(max_workers=1)
     for _ in range(count):
         got, sha = 0, hashlib.sha256()
-        buf = torch.empty(total, dtype=torch.uint8).numpy().data.cast("B") if work else None
+        # the payload buffer the transport itself uses (huge pages), so "/ plain+work" isolates the crypto
+        buf = payload_buffer(total).numpy().data.cast("B") if work else None
         last: Any = None
         while got < total:
             frames = await sock.recv_multipart(copy=False)
@@ -239,6 +243,13 @@ async def _send_node(
         await node.close()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (from /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _bench_transfer(
     mode: str, payload: tuple[codec.Manifest, list[memoryview]], reps: int
 ) -> dict[str, float]:
@@ -255,11 +266,13 @@ def _bench_transfer(
 
     try:
         info = recv()
+        cpu0 = time.process_time() + _cpu_seconds(proc.pid or 0)
         if mode == "aead" or mode == "curve":
             bulk: BulkMode = "aead" if mode == "aead" else "curve"
             rate = asyncio.run(_send_node(info, parent, bulk, payload, reps))
         else:
             rate = _send_plain(info["endpoint"], payload[1], total, reps)
+        cpu = time.process_time() + _cpu_seconds(proc.pid or 0) - cpu0  # warm-up and reps: reps + 1
         parent.send("stop")
         end = recv()
     finally:
@@ -268,6 +281,7 @@ def _bench_transfer(
             proc.kill()
     return {
         "gbps": round(rate / 1e9, 3),
+        "cpu_s_per_gb": round(cpu / ((reps + 1) * total / 1e9), 2),
         "rss_growth_ratio": round((end["peak"] - info["baseline"]) / total, 2),
     }
 
@@ -339,6 +353,9 @@ def transport_goals(result: dict[str, Any]) -> list[Goal]:
             )
         )
         goals.append(goal(f"receiver RSS growth / payload, {label}", rss, 2.0, rss < 2.0))
+        if r["params"] <= 30_000_000:  # issue 15: at 7M and 30M parameters
+            sealed = r["aead_vs_plain"]
+            goals.append(goal(f"sealed bulk / plain ZeroMQ, {label}", sealed, 0.5, sealed >= 0.5))
     return goals
 
 
@@ -387,7 +404,22 @@ def format_table(result: dict[str, Any]) -> str:
         for r in result["rows"]
         for t in [r["transfer"]]
     ]
-    return table(codec_head, codec_rows) + "\n\n" + table(transfer_head, transfer_rows)
+    cpu_head = "params | CPU s per GB moved, sender + receiver: plain | plain + work | sealed | CURVE bulk"
+    cpu_rows = [
+        (
+            f"{r['params'] / 1e6:.0f}M",
+            *(f"{t[mode].get('cpu_s_per_gb', float('nan')):.2f}" for mode in MODES),
+        )
+        for r in result["rows"]
+        for t in [r["transfer"]]
+    ]
+    return (
+        table(codec_head, codec_rows)
+        + "\n\n"
+        + table(transfer_head, transfer_rows)
+        + "\n\n"
+        + table(cpu_head, cpu_rows)
+    )
 
 
 def transport_plot(result: dict[str, Any], out: Path) -> Path:

@@ -3,16 +3,19 @@
 The bulk ROUTER is plain TCP that anyone who reaches the port can connect to, so what arrives there
 must cost O(1) before it is proven to belong to an authenticated stream. Two messages only:
 
-    chunk  [head, sealed]   head = magic "SB" | version u8 | kind 1 | sid 16 B | seq u64   (28 bytes)
-                            sealed = ChaCha20-Poly1305(stream key, nonce = seq as 12 bytes LE,
+    chunk  [head, sealed]   head = magic "SB" | version u8 (4) | kind 1 | sid 16 B | seq u64 (28 bytes)
+                            sealed = AES-256-GCM(stream key, nonce = seq as 12 bytes LE,
                             associated data = head): the chunk's bytes plus a 16-byte tag
     grant  [head || tag]    head as above with kind 2 and the stream's cumulative credit `upto` in
                             place of seq; tag = the same AEAD over no plaintext, nonce = upto as
                             8 bytes LE + 00 00 00 80 (never a chunk's nonce), associated data = head
 
-All integers are big-endian in the head. The parser checks only the frame count, the lengths, the
-magic, the version and the kind; the stream id is then one dict lookup (`unknown_stream` if it names
-no open stream), and the seal is the proof that the frame comes from the stream's other end.
+All integers are big-endian in the head. The version is the bulk channel's own (`BULK_VERSION`): 3
+was the same layout sealed with ChaCha20-Poly1305, so a node of either version counts the other's
+bulk frames as `bulk_version` instead of failing their tags. The parser checks only the frame count,
+the lengths, the magic, the version and the kind; the stream id is then one dict lookup
+(`unknown_stream` if it names no open stream), and the seal is the proof that the frame comes from
+the stream's other end.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage
+from swarmd.transport.messages import BadMessage
 
 MAGIC = b"SB"
+BULK_VERSION = 4  # 4: AES-256-GCM; 3: ChaCha20-Poly1305 (control protocol version 3 throughout)
 KIND_CHUNK = 1
 KIND_GRANT = 2
 SID_SIZE = 16
@@ -48,7 +52,7 @@ class BulkGrant:
 
 
 def head(kind: int, sid: bytes, n: int) -> bytes:
-    return _HEAD.pack(MAGIC, PROTOCOL_VERSION, kind, sid, n)
+    return _HEAD.pack(MAGIC, BULK_VERSION, kind, sid, n)
 
 
 def chunk_head(sid: bytes, seq: int) -> bytes:
@@ -74,10 +78,8 @@ def parse(frames: list[memoryview]) -> BulkChunk | BulkGrant:
     magic, version, kind, sid, n = _HEAD.unpack_from(first)
     if magic != MAGIC:
         raise BadMessage("bulk_magic", "not a bulk header")
-    if version != PROTOCOL_VERSION:
-        raise BadMessage(
-            "bulk_version", f"bulk protocol version {version}, this node speaks {PROTOCOL_VERSION}"
-        )
+    if version != BULK_VERSION:
+        raise BadMessage("bulk_version", f"bulk version {version}, this node speaks {BULK_VERSION}")
     if kind == KIND_CHUNK and len(first) == HEAD_SIZE and len(frames) == 2:
         return BulkChunk(sid, n, frames[1])
     if kind == KIND_GRANT and len(first) == GRANT_SIZE and len(frames) == 1:

@@ -332,7 +332,7 @@ class Client:
         sock = conn.control
         if grant.key is not None:
             sock = self._bulk(conn, grant.bulk_port, grant.token)
-        return lambda frames: self.ctx.send(sock, frames)
+        return lambda frames, track: self.ctx.send(sock, frames, track=track)
 
     async def _until_reply(
         self, conn: _Conn, q: Answers, pump: asyncio.Future[None], out: Outbound, timeout: float | None

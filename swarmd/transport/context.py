@@ -26,6 +26,7 @@ from swarmd.transport import bulk as b
 from swarmd.transport import messages as m
 from swarmd.transport.budget import Budgets, Rates, TokenBucket
 from swarmd.transport.handler import Handler, PeerId
+from swarmd.transport.stream import SealBuffers
 
 log = logging.getLogger("swarmd.transport")
 
@@ -46,6 +47,9 @@ class Limits:
     max_tensors: int = MAX_TENSORS  # a manifest listing more is refused before validation (the task's count)
     max_serves: int = 4  # models served at the same time
     stall_timeout: float = 20.0  # a stream with no progress for this long is dropped
+    # A connection to the bulk port that has not logged in (PLAIN, a member's token) by then is closed
+    # and counted (`bulk_handshake`); libzmq's default let a silent one sit for 30 s.
+    bulk_handshake_timeout: float = 1.0
     request_timeout: float = 30.0  # default wait for a reply, grant or serve
     heartbeat_ivl: float = 2.0
     heartbeat_timeout: float = 10.0
@@ -94,6 +98,7 @@ class Context:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     budgets: Budgets[PeerId] = field(default_factory=Budgets)
     bulk_tokens: dict[PeerId, bytes] = field(default_factory=dict)  # members' passwords on our bulk port
+    seal_buffers: SealBuffers = field(default_factory=SealBuffers)  # sealed chunks' ciphertext, reused
     _log_buckets: dict[PeerId | None, TokenBucket] = field(default_factory=dict)
     _log_suppressed: Counter[PeerId | None] = field(default_factory=Counter)
 
@@ -188,14 +193,22 @@ class Context:
         self.stats.bytes_in += sum(len(f) for f in frames)
 
     async def send(
-        self, sock: zmq.asyncio.Socket, frames: Sequence[OutFrame], route: bytes | None = None
-    ) -> None:
+        self,
+        sock: zmq.asyncio.Socket,
+        frames: Sequence[OutFrame],
+        route: bytes | None = None,
+        *,
+        track: bool = False,
+    ) -> zmq.MessageTracker | None:
+        """Send one message zero-copy and count it; with `track`, the tracker that tells when libzmq is
+        done with its frames (until then their buffers must not change)."""
         parts = [route, *frames] if route is not None else list(frames)
         self.stats.messages_out += 1
         self.stats.bytes_out += sum(
             memoryview(p).nbytes if not isinstance(p, bytes) else len(p) for p in parts
         )
-        await sock.send_multipart(parts, copy=False)
+        tracker = await sock.send_multipart(parts, copy=False, track=track)
+        return tracker if track else None
 
     async def send_quietly(self, sock: zmq.asyncio.Socket, msg: m.Message) -> None:
         """Send a message nobody waits on (a cancel); a vanished peer is no error here."""

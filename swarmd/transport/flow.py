@@ -25,7 +25,8 @@ from swarmd.transport.messages import Refusal
 from swarmd.transport.stream import Inbound, Outbound, iter_chunks
 
 GrantFn = Callable[[int, bool], Awaitable[None]]  # (credits, first grant of the stream)
-SendFn = Callable[[list[OutFrame]], Awaitable[None]]  # one chunk's frames, to wherever they go
+# One chunk's frames, to wherever they go; returns the zero-copy send's tracker when asked to (True)
+SendFn = Callable[[list[OutFrame], bool], Awaitable[zmq.MessageTracker | None]]
 
 
 class Flows:
@@ -73,9 +74,14 @@ class Flows:
 
     async def pump(self, out: Outbound, frames: Sequence[memoryview], send: SendFn) -> None:
         """Send every chunk of a payload, each after taking one credit from the receiver."""
-        for seq, pieces in enumerate(iter_chunks(frames, self.ctx.limits.chunk_size)):
+        chunk, pool = self.ctx.limits.chunk_size, self.ctx.seal_buffers
+        for seq, pieces in enumerate(iter_chunks(frames, chunk)):
             await out.take(self.ctx.limits.stall_timeout)
-            await send(out.frames(seq, pieces))
+            if out.sealed:  # sealed into one of the node's buffers, reused once libzmq has sent it
+                msg = out.frames(seq, pieces, pool, chunk)
+                pool.give_back(msg[-1], await send(msg, True))
+            else:
+                await send(out.frames(seq, pieces), False)
 
     def on_chunk(
         self,

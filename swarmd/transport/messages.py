@@ -298,7 +298,7 @@ class Fetch(Message):
     req: int
     model_hash: bytes
     max_bytes: int
-    key: bytes | None  # ChaCha20-Poly1305 key for the bulk channel; None: chunks over CURVE
+    key: bytes | None  # AES-256-GCM key for the bulk channel (bulk.py); None: chunks over CURVE
     SCHEMA = {"req": _uint, "model_hash": _b32, "max_bytes": _uint, "key": _opt(_b32)}
 
 

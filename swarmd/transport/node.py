@@ -46,6 +46,11 @@ log = logging.getLogger("swarmd.transport")
 
 ZAP_DOMAIN = "swarmd"
 BULK_ZAP_DOMAIN = "swarmd-bulk"
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class _Zap(AsyncioAuthenticator):
@@ -107,6 +112,7 @@ class Node:
         self._bulk_bind = bulk_bind
         self._auth: _Zap | None = None
         self._router_mon: zmq.asyncio.Socket | None = None
+        self._bulk_mon: zmq.asyncio.Socket | None = None
         self.endpoint = ""
 
     @property
@@ -126,6 +132,7 @@ class Node:
             self._server.router.maxmsgsize = self._ctx.max_frame
             if self._server.bulk is not None:
                 self._server.bulk.maxmsgsize = self._ctx.max_bulk_frame
+                self._server.bulk.handshake_ivl = max(1, int(limits.bulk_handshake_timeout * 1000))
 
     @property
     def max_bytes(self) -> int:
@@ -179,36 +186,56 @@ class Node:
         self.endpoint = _bind_socket(router, self._bind)
         bulk: zmq.asyncio.Socket | None = None
         if ctx.bulk_mode == "aead":
-            bulk = ctx.socket(zmq.ROUTER, bulk=True)
-            bulk.plain_server = True
-            bulk.zap_domain = BULK_ZAP_DOMAIN.encode()
-            ep = _bind_socket(bulk, self._bulk_bind or self._default_bulk_bind())
-            ctx.bulk_port = int(ep.rsplit(":", 1)[1])
+            bulk = self._open_bulk()
         self._router_mon = router.get_monitor_socket()
         ctx.spawn(monitor_loop(self._router_mon, ctx.stats))
         self._server = Server(ctx, self._flows, router, bulk)
         self._server.start()
         log.info("transport listening on %s (bulk port %s)", self.endpoint, ctx.bulk_port)
 
+    def _open_bulk(self) -> zmq.asyncio.Socket:
+        """The bulk ROUTER: PLAIN login checked by ZAP, a short handshake deadline, and a monitor that
+        counts every connection closed in its handshake (`bulk_handshake`: silent, not ZMTP, or not
+        logged in), so a stranger can neither hold a socket open nor go unseen."""
+        ctx = self._ctx
+        bulk = ctx.socket(zmq.ROUTER, bulk=True)
+        bulk.plain_server = True
+        bulk.zap_domain = BULK_ZAP_DOMAIN.encode()
+        bulk.handshake_ivl = max(1, int(ctx.limits.bulk_handshake_timeout * 1000))
+        ep = _bind_socket(bulk, self._bulk_bind or self._default_bulk_bind())
+        ctx.bulk_port = int(ep.rsplit(":", 1)[1])
+        self._bulk_mon = bulk.get_monitor_socket(_HANDSHAKE_FAILED | zmq.EVENT_MONITOR_STOPPED)
+
+        def on_event(kind: int) -> None:
+            if kind & _HANDSHAKE_FAILED:
+                ctx.reject("bulk_handshake", None, "a connection to the bulk port ended in its handshake")
+
+        ctx.spawn(monitor_loop(self._bulk_mon, ctx.stats, on_event))
+        return bulk
+
     async def close(self) -> None:
         # Stop monitors while their readers are open: libzmq blocks sending the final event otherwise.
         if self._server is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                self._server.router.disable_monitor()
+            for sock in (self._server.router, self._server.bulk):
+                with contextlib.suppress(zmq.ZMQError):
+                    if sock is not None:
+                        sock.disable_monitor()
         self._client.disable_monitors()
         tasks = [*self._ctx.tasks, *self._client.tasks()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._client.close_sockets()
-        if self._router_mon is not None:
-            self._router_mon.close(linger=0)
+        for mon in (self._router_mon, self._bulk_mon):
+            if mon is not None:
+                mon.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
         if self._ctx.zmq_ctx is not None:
             self._ctx.zmq_ctx.destroy(linger=0)
         # closing twice (a failed start, then the caller's close) must be harmless
-        self._server, self._router_mon, self._auth, self._ctx.zmq_ctx = None, None, None, None
+        self._server, self._router_mon, self._bulk_mon, self._auth = None, None, None, None
+        self._ctx.zmq_ctx = None
 
     def _default_bulk_bind(self) -> str:
         host, port = self._bind.rsplit(":", 1)

@@ -311,11 +311,10 @@ class Server:
             bulk = (ctx.bulk_port, ctx.bulk_token(peer)) if msg.key else (None, None)
             await self._reply(rid, m.Serve(msg.req, out.sid, manifest, *bulk))
 
-            async def send(frames_: list[OutFrame]) -> None:
+            async def send(frames_: list[OutFrame], track: bool) -> zmq.MessageTracker | None:
                 if msg.key is None:
-                    await ctx.send(self.router, frames_, rid)
-                else:
-                    await ctx.send(self._bulk_socket(), frames_, out.route)
+                    return await ctx.send(self.router, frames_, rid, track=track)
+                return await ctx.send(self._bulk_socket(), frames_, out.route, track=track)
 
             await self.flows.pump(out, frames, send)
             ctx.stats.models_served += 1

@@ -7,7 +7,7 @@ chunk straight into one preallocated buffer and hashes it as it lands, so its me
 plus the chunks in flight, whatever the number of senders.
 
 Bulk encryption (see docs/transport.md and bulk.py): with a session key, each chunk is one
-ChaCha20-Poly1305 ciphertext, nonce = seq, associated data = the chunk's fixed-layout bulk header (which
+AES-256-GCM ciphertext, nonce = seq, associated data = the chunk's fixed-layout bulk header (which
 holds sid and seq), so a chunk cannot be replayed, reordered or moved to another stream; the later
 credit grants are sealed under the same key and carry the cumulative credit, so a replayed grant
 grants nothing. The key is random per stream and travels over the CURVE channel. Without a key the
@@ -17,14 +17,17 @@ chunk's frames and the grants go over the CURVE channel itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import mmap
 import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+import zmq
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from swarmd.aio import wait_within
 from swarmd.codec import ContentHasher, Manifest
@@ -33,11 +36,87 @@ from swarmd.transport import messages as m
 from swarmd.transport.bulk import SID_SIZE, TAG_SIZE
 from swarmd.transport.messages import BadMessage
 
-__all__ = ["SID_SIZE", "TAG_SIZE", "Inbound", "Outbound", "chunk_count", "iter_chunks", "new_key", "new_sid"]
+__all__ = [
+    "SID_SIZE",
+    "TAG_SIZE",
+    "Inbound",
+    "Outbound",
+    "SealBuffers",
+    "chunk_count",
+    "iter_chunks",
+    "new_key",
+    "new_sid",
+]
 
 # sha256 releases the GIL, so hashing on one worker thread overlaps with receiving and decrypting the
 # next chunk on the event loop. One worker keeps every stream's updates in order.
 _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarmd-hash")
+
+
+_HUGE = 2 << 20  # a transparent huge page
+
+
+def payload_buffer(total: int) -> torch.Tensor:
+    """A fresh, writable byte buffer for a received payload, backed by transparent huge pages where
+    the kernel has them: first touch of fresh 4 KiB pages (fault, zero, charge) cost the receiver
+    ~0.35 CPU-s per GB, as much as decrypting; 2 MiB pages take a quarter of that (measured)."""
+    if total < _HUGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(total, dtype=torch.uint8)
+    region = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError):  # THP disabled ("never"): ordinary pages
+        region.madvise(mmap.MADV_HUGEPAGE)
+    return torch.frombuffer(region, dtype=torch.uint8)  # the tensor keeps the mapping alive
+
+
+class SealBuffers:
+    """Ciphertext buffers reused from chunk to chunk, one set per node (all use is on its event loop).
+
+    Sealing into a new 4 MiB bytes object each chunk cost an allocation, a zero fill and the page
+    faults of fresh memory, about as much as the cipher itself. A lent buffer comes back (`give_back`)
+    with the tracker of the zero-copy send that carries it and is reused only once libzmq has released
+    that message: until then its I/O thread may still be writing it to the socket. At most `keep` idle
+    buffers stay resident (a window of 4 chunks in flight needs about 5)."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self.size = 0  # every buffer is one sealed full chunk; a shorter last chunk uses a prefix
+        self._idle: list[bytearray] = []
+        self._sending: list[tuple[bytearray, zmq.MessageTracker]] = []
+        self._lent: dict[int, bytearray] = {}
+        self._stage: bytearray | None = None
+
+    def take(self, size: int) -> bytearray:
+        if size != self.size:  # another chunk size (set_limits): start over
+            self.size, self._idle, self._sending, self._stage = size, [], [], None
+        self._reap()
+        buf = self._idle.pop() if self._idle else bytearray(size)
+        if len(self._lent) >= 4 * self.keep:  # sends that failed never gave theirs back
+            self._lent.clear()
+        self._lent[id(buf)] = buf
+        return buf
+
+    def give_back(self, frame: object, tracker: zmq.MessageTracker | None) -> None:
+        """Return the buffer under `frame` (a view of one we lent) once `tracker` says it was sent."""
+        buf = getattr(frame, "obj", None)
+        if self._lent.pop(id(buf), None) is not buf or tracker is None or not isinstance(buf, bytearray):
+            return
+        if len(self._sending) < 4 * self.keep:
+            self._sending.append((buf, tracker))
+
+    def stage(self, size: int) -> bytearray:
+        """One scratch buffer to gather a chunk that spans several tensors (sealing is synchronous)."""
+        if self._stage is None or len(self._stage) < size:
+            self._stage = bytearray(size)
+        return self._stage
+
+    def _reap(self) -> None:
+        sending = []
+        for buf, tracker in self._sending:
+            if not tracker.done:
+                sending.append((buf, tracker))
+            elif len(self._idle) < self.keep and len(buf) == self.size:
+                self._idle.append(buf)
+        self._sending = sending
 
 
 def new_sid() -> bytes:
@@ -45,7 +124,13 @@ def new_sid() -> bytes:
 
 
 def new_key() -> bytes:
-    return ChaCha20Poly1305.generate_key()
+    return AESGCM.generate_key(256)
+
+
+def _aead(key: bytes | None) -> AESGCM | None:
+    """The bulk cipher of a stream: AES-256-GCM (bulk version 4). On CPUs with AES-NI/VAES it seals at
+    ~11 GB/s a core against ChaCha20-Poly1305's ~3.5 (measured here), a third of the CPU per byte."""
+    return AESGCM(key) if key else None
 
 
 def _nonce(seq: int) -> bytes:
@@ -80,7 +165,7 @@ class Outbound:
     def __init__(self, sid: bytes, peer: bytes, key: bytes | None) -> None:
         self.sid = sid
         self.peer = peer
-        self._aead = ChaCha20Poly1305(key) if key else None
+        self._aead = _aead(key)
         self._allowed = 0  # chunks the receiver allows in all (cumulative credit)
         self._taken = 0
         self._wake = asyncio.Event()
@@ -116,17 +201,41 @@ class Outbound:
             raise BadMessage(self.failed, f"receiver ended the stream: {self.failed}")
         self._taken += 1
 
-    def seal(self, seq: int, pieces: list[memoryview]) -> list[bytes | memoryview]:
-        """The payload frames of chunk `seq`: one ciphertext with a key, else the pieces themselves."""
+    @property
+    def sealed(self) -> bool:
+        return self._aead is not None
+
+    def seal(
+        self, seq: int, pieces: list[memoryview], buffers: SealBuffers | None = None, chunk_size: int = 0
+    ) -> list[bytes | memoryview]:
+        """The payload frames of chunk `seq`: one ciphertext with a key, else the pieces themselves.
+        With `buffers`, the ciphertext is a view of one of theirs (give it back after the send)."""
         if self._aead is None:
             return list(pieces)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        return [self._aead.encrypt(_nonce(seq), data, bulk.chunk_head(self.sid, seq))]
+        n = sum(len(p) for p in pieces)
+        data: memoryview | bytes = pieces[0]
+        if len(pieces) > 1:
+            if buffers is None:
+                data = b"".join(pieces)
+            else:
+                data = memoryview(buffers.stage(n))[:n]
+                pos = 0
+                for p in pieces:
+                    data[pos : pos + len(p)] = p
+                    pos += len(p)
+        head = bulk.chunk_head(self.sid, seq)
+        if buffers is None:
+            return [self._aead.encrypt(_nonce(seq), data, head)]
+        out = memoryview(buffers.take(max(chunk_size, n) + TAG_SIZE))[: n + TAG_SIZE]
+        self._aead.encrypt_into(_nonce(seq), data, head, out)
+        return [out]
 
-    def frames(self, seq: int, pieces: list[memoryview]) -> list[bytes | memoryview]:
+    def frames(
+        self, seq: int, pieces: list[memoryview], buffers: SealBuffers | None = None, chunk_size: int = 0
+    ) -> list[bytes | memoryview]:
         """The whole message of chunk `seq`: bulk layout when sealed, a control header when not."""
         head = bulk.chunk_head(self.sid, seq) if self._aead else m.encode(m.Chunk(self.sid, seq))
-        return [head, *self.seal(seq, pieces)]
+        return [head, *self.seal(seq, pieces, buffers, chunk_size)]
 
 
 class Inbound:
@@ -140,9 +249,9 @@ class Inbound:
         self.manifest = manifest
         self.chunk_size = chunk_size
         self.key = key
-        self._aead = ChaCha20Poly1305(key) if key else None
+        self._aead = _aead(key)
         self.total = manifest.total_nbytes
-        self.buffer = torch.empty(self.total, dtype=torch.uint8)
+        self.buffer = payload_buffer(self.total)
         self.view = self.buffer.numpy().data.cast("B")  # writable, flat: chunks land here
         self._hasher = ContentHasher(manifest)
         self._hashed: Future[None] | None = None  # the last hash update queued on the worker

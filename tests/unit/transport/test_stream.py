@@ -17,6 +17,7 @@ from swarmd.transport.stream import (
     TAG_SIZE,
     Inbound,
     Outbound,
+    SealBuffers,
     chunk_count,
     iter_chunks,
     new_key,
@@ -146,6 +147,39 @@ def test_a_sealed_chunk_is_one_ciphertext_with_a_tag_and_no_plaintext() -> None:
     assert all(len(c) == 1 for c in sealed)
     assert [len(c[0]) for c in sealed] == [8 + TAG_SIZE, 8 + TAG_SIZE, 8 + TAG_SIZE, 2 + TAG_SIZE]
     assert plain[:8] not in bytes(sealed[0][0])
+
+
+class _Tracker:
+    """Stands in for pyzmq's MessageTracker: `done` once libzmq released the message."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def test_sealing_into_the_node_s_buffers_gives_the_same_ciphertext() -> None:
+    """Chunks spanning several tensors are gathered into a scratch buffer, the last chunk uses a prefix."""
+    _, frames = codec.encode(STATE)
+    pool = SealBuffers()
+    fresh, pooled = Outbound(b"s" * 16, b"peer", KEY), Outbound(b"s" * 16, b"peer", KEY)
+    for seq, pieces in enumerate(iter_chunks(frames, 8)):
+        want = bytes(fresh.seal(seq, pieces)[0])
+        got = pooled.seal(seq, pieces, pool, 8)[0]
+        assert bytes(got) == want
+        pool.give_back(got, _Tracker())
+
+
+def test_a_seal_buffer_is_reused_only_once_its_send_is_done() -> None:
+    pool = SealBuffers(keep=2)
+    first = pool.take(24)
+    tracker = _Tracker()
+    pool.give_back(memoryview(first)[:10], tracker)
+    second = pool.take(24)
+    assert second is not first  # libzmq may still be writing `first` to the socket
+    tracker.done = True
+    assert pool.take(24) is first
+    pool.give_back(memoryview(bytearray(24)), _Tracker())  # not one of ours: never taken back
+    pool.give_back(memoryview(second), None)  # a send without a tracker: not reused either
+    assert len(pool._idle) == 0 and len(pool._sending) == 0
 
 
 def test_without_a_key_the_chunk_travels_as_its_pieces() -> None:
