@@ -20,7 +20,6 @@ RULES: dict[str, type[MergeRule]] = {
     GeoMedian.name: GeoMedian,
     TrimmedMean.name: TrimmedMean,
     Krum.name: Krum,
-    Scaffold.name: Scaffold,  # not a `swarm.merge` value: `swarm.scaffold = true` with merge = "fedavg"
 }
 
 
@@ -41,8 +40,8 @@ def get_rule(name: str, **params: object) -> MergeRule:
 
 def rule_for(settings: SwarmSettings) -> MergeRule:
     """The rule a task's swarm settings ask for, with the task's parameters."""
-    if settings.scaffold:  # validated to come with merge = "fedavg"
-        return get_rule(Scaffold.name)
+    if settings.scaffold:  # not a `swarm.merge` value: `swarm.scaffold = true` with merge = "fedavg"
+        return Scaffold()
     if settings.merge == TrimmedMean.name:
         return get_rule(settings.merge, trim_ratio=settings.trim_ratio)
     if settings.merge == Krum.name:
