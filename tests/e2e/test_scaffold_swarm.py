@@ -1,0 +1,42 @@
+"""Three real daemons run two SCAFFOLD rounds (the task sends whole weights, so each update carries
+c + its control-variate delta): the merged model holds a moved server variate under the reserved
+prefix, each site keeps its client variate in its state dir, and `swarm ledger audit` verifies both
+rounds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from swarmd.checkpoint import CheckpointStore
+from swarmd.ledger import RoundStatus
+from swarmd.task import SCAFFOLD_PREFIX
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
+
+
+def test_a_scaffold_swarm_moves_the_server_variate_and_audits(swarm_root, swarm_factory):
+    with swarm_factory(
+        swarm_root, sites=3, rounds=2, n_per_site=8, swarm_settings={"scaffold": True}
+    ) as swarm:
+        swarm.wait_done(timeout=240)
+        final = [i for i in swarm.ledger.rounds() if i.status == RoundStatus.FINALIZED]
+        assert len(final) == 2
+        site = swarm.consortium.sites[0]
+        state = site.config.parent / "state"
+        merged = CheckpointStore(state / "checkpoints").get(final[-1].merged_hash)
+        variate = {k: v for k, v in merged.items() if k.startswith(SCAFFOLD_PREFIX)}
+        assert variate and any(bool(v.any()) for v in variate.values())
+        for s in swarm.consortium.sites:
+            assert (s.config.parent / "state" / "work" / "scaffold_client.safetensors").is_file()
+        audited = subprocess.run(
+            [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", "--rounds", "all"]
+            + ["--config", str(site.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        out = audited.stdout + audited.stderr
+        assert audited.returncode == 0 and out.count(": verified") == 2, out
