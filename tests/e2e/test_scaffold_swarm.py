@@ -14,6 +14,7 @@ from swarmd.checkpoint import CheckpointStore
 from swarmd.ledger import RoundStatus
 from swarmd.task import SCAFFOLD_PREFIX
 
+AUDIT = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", "--rounds", "all", "--config"]
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
@@ -32,8 +33,7 @@ def test_a_scaffold_swarm_moves_the_server_variate_and_audits(swarm_root, swarm_
         for s in swarm.consortium.sites:
             assert (s.config.parent / "state" / "work" / "scaffold_client.safetensors").is_file()
         audited = subprocess.run(
-            [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", "--rounds", "all"]
-            + ["--config", str(site.config)],
+            [*AUDIT, str(site.config)],
             capture_output=True,
             text=True,
             timeout=120,
