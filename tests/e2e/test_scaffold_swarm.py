@@ -1,7 +1,7 @@
 """Three real daemons run two SCAFFOLD rounds (the task sends whole weights, so each update carries
 c + its control-variate delta): the merged model holds a moved server variate under the reserved
-prefix, each site keeps its client variate in its state dir, and `swarm ledger audit` verifies both
-rounds."""
+prefix, each site keeps its client variate in its state dir, `swarm ledger audit` verifies both
+rounds, and `swarm model export` writes the network without the variate."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from safetensors.torch import load_file
 
 from swarmd.checkpoint import CheckpointStore
+from swarmd.config import load_config
 from swarmd.ledger import RoundStatus
+from swarmd.ops.export import export_bundle
 from swarmd.task import SCAFFOLD_PREFIX
 
 AUDIT = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", "--rounds", "all", "--config"]
@@ -40,3 +43,8 @@ def test_a_scaffold_swarm_moves_the_server_variate_and_audits(swarm_root, swarm_
         )
         out = audited.stdout + audited.stderr
         assert audited.returncode == 0 and out.count(": verified") == 2, out
+        # the exported bundle holds the network alone: its inference config loads it strictly
+        bundle = export_bundle(load_config(site.config), final[-1].round, swarm_root / "export")
+        exported = load_file(bundle / "models" / "model.safetensors")
+        assert set(exported) == set(merged) - set(variate)
+        assert "scaffold_variate_removed" in (bundle / "SWARM_PROVENANCE.txt").read_text()
