@@ -92,6 +92,8 @@ class Corrections:
     def on_backward(self, engine: Any) -> None:
         scaler = getattr(engine, "scaler", None)
         scale = float(scaler.get_scale()) if getattr(engine, "amp", False) and scaler is not None else 1.0
+        # Accumulating gradients, the engine sums `acc` backward passes per optimizer step: add 1/acc each.
+        scale /= max(1, int(getattr(engine, "accumulation_steps", 1)))
         with torch.no_grad():
             for name, p in self._params.items():
                 if p.grad is None:
@@ -153,6 +155,13 @@ class ClientVariate:
                     hint="remove it to restart this site's variate from zero",
                 )
         return produced, parts["prev"], parts["next"]
+
+
+def optimizer_steps(engine: Any, iterations: int) -> int:
+    """Optimizer steps in a round of `iterations` (SCAFFOLD's K): fewer when the engine accumulates
+    gradients (MONAI's `accumulation_steps`; a round's last partial group is flushed as one step)."""
+    acc = max(1, int(getattr(engine, "accumulation_steps", 1)))
+    return -(-iterations // acc)
 
 
 def optimizer_lr(optimizer: Any) -> float:

@@ -22,6 +22,7 @@ from swarmd.train.remedies import (
     client_variate_update,
     join_variate,
     optimizer_lr,
+    optimizer_steps,
     split_variate,
 )
 
@@ -134,6 +135,35 @@ def test_reserved_prefix_splits_and_joins():
     assert set(joined) == {"a", "b", "__scaffold_c__/a"}
     m, c = split_variate(joined)
     assert set(m) == {"a", "b"} and torch.equal(c["a"], torch.full((2,), 3.0))
+
+
+def test_accumulated_gradients_take_the_correction_once_per_step():
+    """Two mini-batches accumulated into one step: the same step as one batch of both, plus mu (w - w0)."""
+    mu = 0.4
+    net, x, y = _toy(2)
+    ref, _, _ = _toy(2)
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    halves = [{"image": x[:2], "label": y[:2]}, {"image": x[2:], "label": y[2:]}]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=halves,
+        network=net,
+        optimizer=opt,
+        loss_function=torch.nn.MSELoss(),
+        epoch_length=2,
+        accumulation_steps=2,
+    )
+    corr = Corrections(SwarmSettings(prox_mu=mu))
+    corr.attach(trainer, net)
+    corr.begin_round({k: v.detach() + 0.5 for k, v in net.state_dict().items()}, {})
+    trainer.run()
+    assert optimizer_steps(trainer, 2) == 1 and optimizer_steps(trainer, 3) == 2
+    gW, gb = _analytic(ref, x, y)
+    want_w = ref.weight.detach().numpy() - LR * (gW - mu * 0.5)
+    want_b = ref.bias.detach().numpy() - LR * (gb - mu * 0.5)
+    np.testing.assert_allclose(net.weight.detach().numpy(), want_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.bias.detach().numpy(), want_b, rtol=1e-5, atol=1e-6)
 
 
 def test_one_learning_rate_is_required():
