@@ -49,6 +49,10 @@ KRUM_F = 1  # the default `[swarm] krum_f`; krum_f and krum_m are left out of th
 KRUM_M = 1  # defaults, so tasks written before Krum existed keep their hash
 
 
+SCAFFOLD_PREFIX = "__scaffold_c__/"  # reserved tensor names: a SCAFFOLD model's server control variate
+# (one per trainable parameter, `SCAFFOLD_PREFIX + name`), and an update's control-variate part
+
+
 def krum_min_updates(f: int, m: int) -> int:
     """The fewest updates a Krum round can merge: n >= 2f + 3 (Blanchard et al. 2017), and m <= n - f."""
     return max(2 * f + 3, f + m)
@@ -72,6 +76,8 @@ class SwarmSettings:
     norm_bound: float = 0.0  # max L2 norm of an update's difference to the previous model; 0 disables
     max_update_bytes: int = 1 << 30  # hard cap on an update's size on the wire
     eval_every: int = 1  # evaluate the merged model every N rounds (0: never)
+    prox_mu: float = 0.0  # FedProx: mu of the proximal term mu/2 ||w - w_round||^2 (0: off)
+    scaffold: bool = False  # SCAFFOLD: control variates correct each local step (Karimireddy et al. 2020)
 
 
 class DPMechanism(str, Enum):
@@ -185,6 +191,37 @@ def _validate_swarm(s: SwarmSettings) -> None:
     _check(s.norm_bound >= 0.0, "swarm.norm_bound must be >= 0 (0 disables it)")
     _check(s.max_update_bytes > 0, "swarm.max_update_bytes must be > 0")
     _check(s.eval_every >= 0, "swarm.eval_every must be >= 0")
+    _check(
+        math.isfinite(s.prox_mu) and s.prox_mu >= 0.0, f"swarm.prox_mu must be >= 0 (0: off), got {s.prox_mu}"
+    )
+    _check(
+        not s.scaffold or s.merge == "fedavg",
+        f'swarm.scaffold needs merge = "fedavg": the server control variate is the mean of every included '
+        f"site's control-variate delta, which {s.merge!r} would not take",
+    )
+
+
+def _validate_remedies(swarm: SwarmSettings, p: PrivacySettings) -> None:
+    """FedProx and SCAFFOLD against the privacy settings: the combinations that cannot compose."""
+    if p.mechanism is DPMechanism.SAMPLE:
+        for on, name in ((swarm.prox_mu > 0.0, "prox_mu > 0"), (swarm.scaffold, "scaffold")):
+            _check(
+                not on,
+                f'swarm.{name} cannot run with privacy.mechanism = "sample": Opacus replaces each gradient '
+                "with its clipped, noised per-sample sum at the optimizer step, which drops the correction "
+                "swarmd adds after backward (and would leave it outside the privacy guarantee)",
+            )
+    if swarm.scaffold:
+        _check(
+            not p.secure_aggregation,
+            "swarm.scaffold cannot run with privacy.secure_aggregation: the leader only learns the "
+            "sample-weighted sum, and the server control variate needs the unweighted mean of the deltas",
+        )
+        _check(
+            p.mechanism is DPMechanism.NONE,
+            "swarm.scaffold cannot run with differential privacy: the control-variate delta travels "
+            "beside the update, unclipped and without noise, and would leak what DP protects",
+        )
 
 
 def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
@@ -329,6 +366,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     _check(isinstance(privacy_raw, dict), "[privacy] must be a table")
     privacy = _typed(PrivacySettings, privacy_raw, "privacy")
     _validate_privacy(privacy, swarm)
+    _validate_remedies(swarm, privacy)
     inputs = _parse_inputs(data.get("bundle", {}))
     return Task(
         name=task_raw["name"],
@@ -401,6 +439,9 @@ def _hashed_swarm(s: SwarmSettings) -> dict[str, Any]:
         del doc["reveal_window"]
     if s.krum_f == KRUM_F and s.krum_m == KRUM_M:  # likewise
         del doc["krum_f"], doc["krum_m"]
+    for key in ("prox_mu", "scaffold"):  # likewise: tasks written before FedProx and SCAFFOLD
+        if doc[key] == SwarmSettings.__dataclass_fields__[key].default:
+            del doc[key]
     return doc
 
 

@@ -47,12 +47,18 @@ class FedAvg(MergeRule):
             # add_ with alpha converts in place: no scaled temporary of the update is built.
             if value.dtype == torch.bool:
                 value = value.to(acc.dtype)
-            acc.add_(value, alpha=update.n_samples)
+            acc.add_(value, alpha=self._weight(name, update))
+
+    def _weight(self, name: str, update: Update) -> int:
+        """The factor `name` of `update` is folded with; the mean divides by their sum (`_total`)."""
+        return update.n_samples
+
+    def _total(self, name: str) -> float:
+        return float(self.total_samples)
 
     def _merge(self) -> dict[str, torch.Tensor]:
-        total = float(self.total_samples)
         # Divide in place and let each float64 tensor go once cast: no second model-sized buffer at the end.
         merged = {}
         for name in list(self._acc):
-            merged[name] = cast_back(self._acc.pop(name).div_(total), self.template[name].dtype)
+            merged[name] = cast_back(self._acc.pop(name).div_(self._total(name)), self.template[name].dtype)
         return merged

@@ -10,6 +10,7 @@ from swarmd.merge.fedavg import FedAvg
 from swarmd.merge.geomedian import GeoMedian
 from swarmd.merge.krum import Krum
 from swarmd.merge.median import Median
+from swarmd.merge.scaffold import Scaffold
 from swarmd.merge.trimmed_mean import TrimmedMean
 from swarmd.task import SwarmSettings
 
@@ -39,6 +40,8 @@ def get_rule(name: str, **params: object) -> MergeRule:
 
 def rule_for(settings: SwarmSettings) -> MergeRule:
     """The rule a task's swarm settings ask for, with the task's parameters."""
+    if settings.scaffold:  # not a `swarm.merge` value: `swarm.scaffold = true` with merge = "fedavg"
+        return Scaffold()
     if settings.merge == TrimmedMean.name:
         return get_rule(settings.merge, trim_ratio=settings.trim_ratio)
     if settings.merge == Krum.name:

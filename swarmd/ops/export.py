@@ -13,7 +13,7 @@ from swarmd.config import SiteConfig
 from swarmd.errors import CheckpointError, StoreError, UsageError
 from swarmd.ledger import Ledger, RoundStatus
 from swarmd.ops.epsilon import model_epsilon
-from swarmd.task import load_task
+from swarmd.task import SCAFFOLD_PREFIX, load_task
 
 
 def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
@@ -34,6 +34,9 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
             hint="run the export on a site whose daemon took part in or caught up to that round",
         )
     state = store.get(info.merged_hash)  # verifies the content hash on load
+    variate = sorted(k for k in state if k.startswith(SCAFFOLD_PREFIX))
+    for name in variate:  # SCAFFOLD's server variate is no part of the network the bundle loads
+        del state[name]
     spent = model_epsilon([ledger.round(r) for r in range(round_number + 1)], round_number)
     provenance = (
         f"task {task.hash_hex}\ncontract {ledger.address}\nround {round_number}\n"
@@ -41,6 +44,7 @@ def export_bundle(cfg: SiteConfig, round_number: int, out: Path) -> Path:
         f"mode {info.mode.replace(' ', '_')}\nrecovered {' '.join(info.recovered)}\n"
         f"max_epsilon {'none' if spent.epsilon is None else f'{spent.epsilon:.3f} {spent.site}'}\n"
         f"sites_without_dp {' '.join(spent.without_dp)}\n"
+        + (f"scaffold_variate_removed {len(variate)} tensors\n" if variate else "")
     )
     return write_bundle(task.bundle, state, out, provenance)
 

@@ -40,6 +40,7 @@ from swarmd.train.contract import Findings, check_count, check_names, refuse
 from swarmd.train.data import Datalist, quiet_monai, read_datalist, validate_datalist
 from swarmd.train.device import choose_device, configure_threads
 from swarmd.train.private import PrivateParts, make_private
+from swarmd.train.remedies import Remedies, optimizer_lr, optimizer_steps, split_variate
 from swarmd.train.weights import Layout, check_finite, check_layout, detach_from, layout_of
 
 
@@ -149,6 +150,7 @@ class BundleTrainer(Trainer):
         self._evaluators: dict[Path, Any] = {}  # datalist -> eval-only MonaiAlgo
         self._validated: set[tuple[Path, str]] = set()
         self._layout: Layout = {}
+        self._net_layout: Layout = {}
         self._n_train = 0
         self._abort = threading.Event()
         self._busy = threading.Lock()  # one train/evaluate at a time
@@ -157,6 +159,7 @@ class BundleTrainer(Trainer):
         self._failure: str | None = None
         self._batch_size = 0
         self._private: PrivateParts | None = None
+        self._remedies = Remedies(task.swarm, self.workdir)  # FedProx, SCAFFOLD
         self.contract = Findings()  # the bundle contract's warnings (known after initialize())
 
     @property
@@ -198,7 +201,9 @@ class BundleTrainer(Trainer):
             trainer.state.epoch_length = self.task.swarm.local_steps
             self._batch_size = int(getattr(trainer.data_loader, "batch_size", 0) or 0)
             self._attach(trainer)
-            self._layout = layout_of(self._network_state())
+            variate = self._remedies.attach(trainer, trainer.network)
+            self._net_layout = layout_of(self._network_state())
+            self._layout = {**self._net_layout, **layout_of(variate)}  # SCAFFOLD's c travels in the model
             self.phase = TrainPhase.IDLE
 
     def make_private(self, *, noise_multiplier: float, max_grad_norm: float, sample_rate: float) -> None:
@@ -225,8 +230,12 @@ class BundleTrainer(Trainer):
                 self._losses, self._samples, self._failure = [], 0, None
                 start = time.perf_counter()
                 self.phase = TrainPhase.TRAIN
-                self._run_round(global_weights)
+                self._run_round(self._remedies.start(global_weights, round))
                 weights, weight_type = self._collect()
+                if self.task.swarm.scaffold:
+                    lr = optimizer_lr(self._algo.trainer.optimizer)
+                    steps = optimizer_steps(self._algo.trainer, len(self._losses))
+                    weights = self._remedies.finish(weights, weight_type, steps, lr)
                 loss = sum(self._losses) / len(self._losses)
                 return TrainResult(
                     weights=weights,
@@ -247,7 +256,9 @@ class BundleTrainer(Trainer):
             try:
                 self._require_ready()
                 target = Path(data_list).resolve() if data_list is not None else self.data_list
-                check_layout(weights, self._layout, "weights to evaluate")
+                if self.task.swarm.scaffold:  # the server control variate is no part of the network
+                    weights, _ = split_variate(weights)
+                check_layout(weights, self._net_layout, "weights to evaluate")
                 check_finite(weights, "weights to evaluate")
                 datalist = self._validate(target, "validation")
                 self.phase = TrainPhase.EVALUATE

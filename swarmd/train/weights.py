@@ -33,7 +33,13 @@ def initial_weights(task: Task) -> dict[str, torch.Tensor]:
         torch.manual_seed(task.seed)
         net = build_network(task.bundle, task.train_config)
     # the network is dropped here, so its tensors can be handed out without a copy
-    return {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    if task.swarm.scaffold:  # SCAFFOLD's server control variate starts at zero, inside the model
+        from swarmd.train.remedies import join_variate, zero_variate
+
+        params = {k: p for k, p in net.named_parameters() if p.requires_grad}
+        state = join_variate(state, zero_variate(params))
+    return state
 
 
 def layout_of(state: Mapping[str, torch.Tensor]) -> Layout:
