@@ -134,8 +134,11 @@ class LocalLayerStore:
     def save(self, local: Mapping[str, torch.Tensor], round: int) -> None:
         plain = {k: v.detach().to("cpu").contiguous() for k, v in local.items()}
         meta = {"round": str(round), "hash": hash_hex(content_hash(plain))}
-        with atomic_path(self.path) as tmp:
-            safetensors.torch.save_file(plain, tmp, metadata=meta)
+        try:
+            with atomic_path(self.path) as tmp:
+                safetensors.torch.save_file(plain, tmp, metadata=meta)
+        except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
+            raise StoreError(f"cannot write local layers to {self.path}: {exc}") from exc
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -198,8 +201,15 @@ class LocalLayersTrainer(Trainer):
             steps=result.steps,
         )
 
+    def personalise(self, weights: dict[str, torch.Tensor], steps: int, round: int) -> TrainResult:
+        """The whole personalised model: the final shared layers and this site's local ones, fine-tuned
+        (the local layers file keeps what the rounds trained)."""
+        return self.inner.personalise(self.compose(weights), steps, round)
+
     def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores:
-        return self.inner.evaluate(self.compose(weights), data_list)
+        """Scores of the shared layers with this site's own, or of a whole (personalised) model."""
+        whole = weights if self.names <= weights.keys() else self.compose(weights)
+        return self.inner.evaluate(whole, data_list)
 
     def abort(self) -> None:
         self.inner.abort()
