@@ -28,9 +28,8 @@ from swarmd.errors import StoreError, TaskError
 from swarmd.fsutil import atomic_path
 from swarmd.scores import Scores
 from swarmd.task import Task, WeightKind
-from swarmd.train.bundle import build_network
 from swarmd.train.trainer import Trainer, TrainResult
-from swarmd.train.weights import initial_weights
+from swarmd.train.weights import initial_network, state_of
 
 log = logging.getLogger("swarmd.train")
 
@@ -78,11 +77,14 @@ def select_local(net: torch.nn.Module, patterns: tuple[str, ...]) -> frozenset[s
 
 def local_names(task: Task) -> frozenset[str]:
     """The names `task` keeps local (empty without FedBN); builds the bundle's network to find them."""
-    if not task.swarm.local_layers:
-        return frozenset()
-    with torch.random.fork_rng(devices=[]):
-        net = build_network(task.bundle, task.train_config)
-    return select_local(net, task.swarm.local_layers)
+    return initial_split(task)[1] if task.swarm.local_layers else frozenset()
+
+
+def initial_split(task: Task) -> tuple[State, frozenset[str]]:
+    """The whole initial model and the names the task keeps local, from one build of the network."""
+    net = initial_network(task)
+    names = select_local(net, task.swarm.local_layers) if task.swarm.local_layers else frozenset()
+    return state_of(net), names
 
 
 def split(state: Mapping[str, torch.Tensor], local: frozenset[str]) -> tuple[State, State]:
@@ -102,8 +104,7 @@ def compose(shared: Mapping[str, torch.Tensor], local: Mapping[str, torch.Tensor
 def initial_model(task: Task) -> State:
     """The round-0 model the swarm shares (its hash is the on-chain initialModelHash): the bundle's
     initial weights without the task's local layers (all of them without FedBN)."""
-    full = initial_weights(task)
-    names = local_names(task)
+    full, names = initial_split(task)
     return split(full, names)[0] if names else full
 
 
@@ -153,11 +154,11 @@ class LocalLayersTrainer(Trainer):
 
     def __init__(self, inner: Trainer, task: Task, state_dir: Path) -> None:
         self.inner = inner
-        self.names = local_names(task)
+        full, self.names = initial_split(task)
         self.store = LocalLayerStore(Path(state_dir) / LOCAL_FILE)
         loaded = self.store.load()
         if loaded is None:
-            self.local, self.round = split(initial_weights(task), self.names)[1], -1
+            self.local, self.round = split(full, self.names)[1], -1
             self.store.save(self.local, self.round)
             log.info("local layers: %d tensors from the initial model", len(self.local))
         else:

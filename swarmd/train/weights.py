@@ -29,10 +29,18 @@ def initial_weights(task: Task) -> dict[str, torch.Tensor]:
     codec content hash of this dict is the on-chain initialModelHash. The global RNG is left as
     it was, so callers' randomness does not depend on whether this ran.
     """
+    return state_of(initial_network(task))
+
+
+def initial_network(task: Task) -> torch.nn.Module:
+    """The network whose state is the round-0 model (FedBN finds its local layers in its modules)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(task.seed)
-        net = build_network(task.bundle, task.train_config)
-    # the network is dropped here, so its tensors can be handed out without a copy
+        return build_network(task.bundle, task.train_config)
+
+
+def state_of(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's state; hand the network over (drop it): its tensors are handed out without a copy."""
     return {k: v.detach().contiguous() for k, v in net.state_dict().items()}
 
 
