@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from swarmd.checkpoint import save_file
 from swarmd.codec import content_hash, hash_hex
-from swarmd.daemon.plumbing import RoundPlumbing
+from swarmd.daemon.plumbing import RoundPlumbing, StopRequested
 from swarmd.errors import SwarmError
 from swarmd.scores import Scores, parse_scores
 
 log = logging.getLogger("swarmd.personal")
 
 PERSONAL_FILE = "personalised.safetensors"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,17 +68,12 @@ class PersonalSide(RoundPlumbing):
         if done is not None and done.base == hash_hex(base_hash) and path.exists():
             self._show(done)
             return
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(
-                self._train_pool, self.trainer.personalise, model, steps, last + 1
-            )
+            result = await self._in_trainer(self.trainer.personalise, model, steps, last + 1)
             save_file(result.weights, path)
-            mine = await loop.run_in_executor(
-                self._train_pool, self.trainer.evaluate, result.weights, self.eval_list
-            )
-            theirs = self.journal.get(last).metrics or await loop.run_in_executor(
-                self._train_pool, self.trainer.evaluate, model, self.eval_list
+            mine = await self._in_trainer(self.trainer.evaluate, result.weights, self.eval_list)
+            theirs = self.journal.get(last).metrics or await self._in_trainer(
+                self.trainer.evaluate, model, self.eval_list
             )
         except SwarmError as exc:
             log.error("personalisation failed: %s: %s", type(exc).__name__, exc)
@@ -94,6 +91,15 @@ class PersonalSide(RoundPlumbing):
             mine,
             theirs,
         )
+
+    async def _in_trainer(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the training thread; a stop aborts it (fine-tuning may run many steps)."""
+        work = asyncio.get_running_loop().run_in_executor(self._train_pool, fn, *args)
+        try:
+            return await self.interruptible(work)
+        except StopRequested:
+            self.trainer.abort()
+            raise
 
     def _show(self, record: Personalised) -> None:
         self.state.personalised_hash, self.state.personalised_metrics = record.hash, dict(record.metrics)
