@@ -78,6 +78,8 @@ class SwarmSettings:
     eval_every: int = 1  # evaluate the merged model every N rounds (0: never)
     prox_mu: float = 0.0  # FedProx: mu of the proximal term mu/2 ||w - w_round||^2 (0: off)
     scaffold: bool = False  # SCAFFOLD: control variates correct each local step (Karimireddy et al. 2020)
+    local_layers: tuple[str, ...] = ()  # FedBN: "batchnorm" and/or name globs kept at each site, never sent
+    personalise_steps: int = 0  # after the last round, each site fine-tunes the final model this many steps
 
 
 class DPMechanism(str, Enum):
@@ -191,6 +193,7 @@ def _validate_swarm(s: SwarmSettings) -> None:
     _check(s.norm_bound >= 0.0, "swarm.norm_bound must be >= 0 (0 disables it)")
     _check(s.max_update_bytes > 0, "swarm.max_update_bytes must be > 0")
     _check(s.eval_every >= 0, "swarm.eval_every must be >= 0")
+    _check(s.personalise_steps >= 0, "swarm.personalise_steps must be >= 0 (0: no personalisation)")
     _check(
         math.isfinite(s.prox_mu) and s.prox_mu >= 0.0, f"swarm.prox_mu must be >= 0 (0: off), got {s.prox_mu}"
     )
@@ -198,6 +201,11 @@ def _validate_swarm(s: SwarmSettings) -> None:
         not s.scaffold or s.merge == "fedavg",
         f'swarm.scaffold needs merge = "fedavg": the server control variate is the mean of every included '
         f"site's control-variate delta, which {s.merge!r} would not take",
+    )
+    _check(
+        not (s.scaffold and s.local_layers),
+        "swarm.scaffold cannot run with swarm.local_layers: the control variates cover every trainable "
+        "parameter, including the layers FedBN keeps at each site",
     )
 
 
@@ -327,6 +335,20 @@ def _typed(cls: type, raw: dict[str, Any], section: str) -> Any:
     return cls(**out)
 
 
+def _local_layers(raw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """`swarm.local_layers`: one string or a list of them, as a tuple (absent: nothing)."""
+    if "local_layers" not in raw:
+        return {}
+    value = raw["local_layers"]
+    items = [value] if isinstance(value, str) else value
+    _check(
+        isinstance(items, list) and all(isinstance(x, str) and x.strip() for x in items) and bool(items),
+        '[swarm].local_layers must be "batchnorm", a name pattern, or a non-empty list of them, '
+        f"got {value!r}",
+    )
+    return {"local_layers": tuple(dict.fromkeys(items))}
+
+
 def _usable(look: Callable[[], T], path: object) -> T:
     """`look()` at a path named in the file; a path the OS refuses (NUL, too long) is a TaskError."""
     try:
@@ -360,7 +382,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
         _check(_usable((bundle / cfg).is_file, cfg), f"bundle {bundle} has no {cfg}")
     swarm_raw = data.get("swarm", {})
     _check(isinstance(swarm_raw, dict), "[swarm] must be a table")
-    swarm = _typed(SwarmSettings, swarm_raw, "swarm")
+    swarm = _typed(SwarmSettings, {**swarm_raw, **_local_layers(swarm_raw)}, "swarm")
     _validate_swarm(swarm)
     privacy_raw = data.get("privacy", {})
     _check(isinstance(privacy_raw, dict), "[privacy] must be a table")
@@ -439,9 +461,11 @@ def _hashed_swarm(s: SwarmSettings) -> dict[str, Any]:
         del doc["reveal_window"]
     if s.krum_f == KRUM_F and s.krum_m == KRUM_M:  # likewise
         del doc["krum_f"], doc["krum_m"]
-    for key in ("prox_mu", "scaffold"):  # likewise: tasks written before FedProx and SCAFFOLD
-        if doc[key] == SwarmSettings.__dataclass_fields__[key].default:
+    for key in ("prox_mu", "scaffold", "local_layers", "personalise_steps"):  # likewise, off by default
+        if not doc[key]:
             del doc[key]
+    if "local_layers" in doc:
+        doc["local_layers"] = list(s.local_layers)
     return doc
 
 

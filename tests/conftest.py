@@ -77,14 +77,15 @@ def running_swarm(
     privacy: dict[str, object] | None = None,
     n_per_site: int = 16,
     swarm_settings: dict[str, object] | None = None,
+    bundle: str = "cxr_densenet",
 ) -> Iterator[LocalSwarm]:
     """A devnet plus `sites` provisioned sites; their daemons started unless start=False; `swarm_settings`
-    override the task's [swarm] ones. On a failure each daemon's last log lines are printed: pytest
-    shows them with the test's report."""
+    override the task's [swarm] ones; `bundle` names an example bundle. On a failure each daemon's last log
+    lines are printed: pytest shows them with the test's report."""
     task = task_file(
         root / "swarm.toml",
         name="e2e-cxr",
-        bundle=BUNDLES_DIR / "cxr_densenet",
+        bundle=BUNDLES_DIR / bundle,
         seed=7,
         swarm={
             "rounds": rounds,

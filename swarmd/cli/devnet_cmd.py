@@ -367,7 +367,8 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out
 
     ledger = Ledger(consortium.rpc_url, consortium.contract)
     rounds = ledger.rounds()
-    numbering = rounds_summary(rounds, load_task(consortium.task).swarm.rounds)
+    settings = load_task(consortium.task).swarm
+    numbering = rounds_summary(rounds, settings.rounds)
     audit = audit_consortium(consortium)
     if not json_out:
         console.print(rounds_table(rounds, {a.lower(): n for a, n in ledger.site_names().items()}))
@@ -396,12 +397,16 @@ def print_summary(consortium: LocalConsortium, *, local_baseline: bool, json_out
         "train labels (neg/pos)",
         "initial model",
         "swarm model",
+        *(["personalised"] if settings.personalise_steps else []),  # the swarm model fine-tuned at the site
         "epsilon spent",
         "site alone",
     ):
         t.add_column(col)
     for o, eps in zip(outcomes, spent, strict=True):
-        t.add_row(o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", eps, _fmt(o.local_only))
+        mine = [_fmt(o.personalised)] if settings.personalise_steps else []
+        t.add_row(
+            o.name, o.labels, _fmt(o.initial), f"[bold]{_fmt(o.swarm)}[/]", *mine, eps, _fmt(o.local_only)
+        )
     console.print(t)
     console.print(f"plot: {_plot(consortium, ledger, rounds, outcomes)}")
 

@@ -46,6 +46,9 @@ def status(
     t.add_row("loss", "-" if st["last_loss"] is None else f"{st['last_loss']:.4f}")
     t.add_row("metrics", ", ".join(f"{k}={fmt_score(v, 4)}" for k, v in st["metrics"].items()) or "-")
     t.add_row("baseline", ", ".join(f"{k}={fmt_score(v, 4)}" for k, v in st["baseline"].items()) or "-")
+    if st.get("personalised_hash"):  # `swarm.personalise_steps`: the site's fine-tuned final model
+        scores = ", ".join(f"{k}={fmt_score(v, 4)}" for k, v in st["personalised_metrics"].items())
+        t.add_row("personalised", f"{st['personalised_hash'][:18]} {scores or '-'}")
     spent = " [yellow](budget spent: not committing, still serving)[/]" if st.get("budget_spent") else ""
     t.add_row("epsilon", ("-" if st["epsilon"] is None else f"{st['epsilon']:.3f}") + spent)
     problems = st.get("problems", [])

@@ -44,7 +44,7 @@ class Daemon:
         self.state: DaemonState | None = None
 
     async def startup(self) -> None:
-        from swarmd.train import BundleTrainer
+        from swarmd.train import BundleTrainer, LocalLayersTrainer, Trainer
 
         cfg = self.cfg
         if cfg.site.data_list is None:
@@ -67,6 +67,9 @@ class Daemon:
             name=cfg.site.name,
         )
         await asyncio.to_thread(trainer.initialize)
+        site_trainer: Trainer = trainer
+        if task.swarm.local_layers:  # FedBN: the rounds see only the shared layers
+            site_trainer = await asyncio.to_thread(LocalLayersTrainer, trainer, task, state_dir)
         handler = HandlerSlot()
         self.node = Node(
             handler,
@@ -81,7 +84,7 @@ class Daemon:
             task=task,
             ledger=ledger,
             node=self.node,
-            trainer=trainer,
+            trainer=site_trainer,
             store=ModelStore(state_dir / "checkpoints", problems=self.state.problems),
             journal=Journal.recover(state_dir / "journal.json", self.state.problems),
             state=self.state,

@@ -72,11 +72,11 @@ class ModelSide(RoundPlumbing):
 
     async def _rebuild_initial(self, h: bytes) -> tuple[dict[str, torch.Tensor] | None, str]:
         from swarmd.codec import content_hash
-        from swarmd.train import initial_weights
+        from swarmd.train import initial_model
 
         loop = asyncio.get_running_loop()
         try:
-            weights = await loop.run_in_executor(self._train_pool, initial_weights, self.task)
+            weights = await loop.run_in_executor(self._train_pool, initial_model, self.task)
             got = content_hash(weights)
         except SwarmError as exc:
             return None, f"cannot rebuild the initial model from the task: {exc}"

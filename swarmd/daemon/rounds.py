@@ -21,6 +21,7 @@ from swarmd.daemon.accounting import kept_secret, round_secret
 from swarmd.daemon.dp import BudgetSide
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.models import ModelSide
+from swarmd.daemon.personal import PersonalSide
 from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.secure import KEEP_ROUNDS
 from swarmd.daemon.state import Phase
@@ -67,7 +68,7 @@ TRANSIENT_REFUSALS = frozenset(
 )
 
 
-class RoundDriver(LeaderSide, BudgetSide, ModelSide):
+class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
 
     # --- the loop ----------------------------------------------------------------------------
@@ -101,7 +102,8 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide):
     async def finish(self, r: int) -> None:
         info = await self.chain(self.ledger.round, r)
         if self.state.phase != Phase.DONE:
-            await self.ensure_model(info.base_hash, r - 1)
+            model = await self.ensure_model(info.base_hash, r - 1)
+            await self.personalise(r - 1, info.base_hash, model)  # `swarm.personalise_steps`; off the chain
             self.set_phase(Phase.DONE, r)
         await self.sleep(max(self.poll, 1.0))
 

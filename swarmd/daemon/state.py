@@ -114,6 +114,8 @@ class DaemonState:
     last_loss: float | None = None
     metrics: Scores = field(default_factory=dict)  # an undefined metric holds its reason ("one class")
     baseline: Scores = field(default_factory=dict)
+    personalised_hash: str = ""  # `swarm.personalise_steps`: the site's fine-tuned final model (0x hex)
+    personalised_metrics: Scores = field(default_factory=dict)  # its scores on the eval list
     epsilon: float | None = None  # differential privacy spent; None when the task has no DP
     budget_spent: bool = False  # one more round would pass the task's epsilon budget: no more commits
     rounds_total: int = 0

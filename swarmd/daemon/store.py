@@ -131,6 +131,8 @@ class Journal:
     path: Path
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
     baseline: Scores = field(default_factory=dict)  # metrics of the initial model
+    # `swarm.personalise_steps`: the site's fine-tuned final model (personal.Personalised.to_json())
+    personalised: dict[str, Any] = field(default_factory=dict)
     read_only: bool = field(default=False, repr=False)
     problems: Problems | None = field(default=None, repr=False, compare=False)
 
@@ -144,11 +146,12 @@ class Journal:
                 raise JournalError(f"{path}: journal version {doc.get('v')!r} is not supported")
             rounds = {int(k): RoundRecord.from_json(v) for k, v in doc.get("rounds", {}).items()}
             baseline = parse_scores(doc.get("baseline", {}))
+            personalised = dict(doc.get("personalised", {}))
         except (OSError, ValueError, TypeError, AttributeError, CodecError) as exc:
             raise JournalError(
                 f"{path}: journal is unreadable ({exc})", hint="move it aside to resync from the chain"
             ) from None
-        return cls(path, rounds, baseline)
+        return cls(path, rounds, baseline, personalised)
 
     @classmethod
     def recover(cls, path: Path, problems: Problems) -> Journal:
@@ -196,14 +199,24 @@ class Journal:
             self._save(self.rounds, dict(metrics))
             self.baseline = dict(metrics)
 
-    def _save(self, rounds: Mapping[int, RoundRecord], baseline: Scores) -> None:
+    def set_personalised(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self._save(self.rounds, self.baseline, dict(doc))
+            self.personalised = dict(doc)
+
+    def _save(
+        self, rounds: Mapping[int, RoundRecord], baseline: Scores, personalised: dict[str, Any] | None = None
+    ) -> None:
         if self.read_only:
             raise JournalError(f"{self.path}: this journal was opened read-only")
-        doc = {
+        doc: dict[str, Any] = {
             "v": JOURNAL_VERSION,
             "rounds": {str(r): rec.to_json() for r, rec in sorted(rounds.items())},
             "baseline": baseline,
         }
+        extra = self.personalised if personalised is None else personalised
+        if extra:  # left out until there is one, so older readers see the journal they knew
+            doc["personalised"] = extra
         watch = _DiskWatch(self.problems, "journal")
         try:
             atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True))

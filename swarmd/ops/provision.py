@@ -113,9 +113,9 @@ def read_private_key(path: Path) -> str:
 
 def initial_model_hash(task: Task) -> bytes:
     from swarmd.codec import content_hash  # torch: only deploy needs it, not join or admit
-    from swarmd.train import initial_weights
+    from swarmd.train import initial_model
 
-    return content_hash(initial_weights(task))
+    return content_hash(initial_model(task))  # without FedBN's local layers: they never leave a site
 
 
 class AdmissionMismatch(TaskError):

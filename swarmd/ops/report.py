@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarmd.daemon.store import Journal
 from swarmd.ledger import Member, RoundInfo
 from swarmd.ops.consortium import LocalConsortium
-from swarmd.scores import Score, Scores, fmt_score, is_defined
+from swarmd.scores import Score, Scores, fmt_score, is_defined, parse_scores
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -141,6 +141,7 @@ class SiteOutcome:
     local_only: Scores
     labels: str  # the site's training label histogram, e.g. "41/7"
     alone_curve: tuple[tuple[int, Scores], ...] = ()  # training alone, (round, scores) at each evaluation
+    personalised: Scores = field(default_factory=dict)  # `swarm.personalise_steps`: the fine-tuned model
 
 
 def _label_histogram(datalist: Path) -> str:
@@ -196,6 +197,7 @@ def site_outcomes(consortium: LocalConsortium, *, local_baseline: bool, workdir:
                 alone,
                 _label_histogram(site.data_list),
                 curve,
+                parse_scores(journal.personalised.get("metrics", {})),
             )
         )
     return out

@@ -2,7 +2,8 @@
 datalist validation, example bundles, demo data and baselines.
 
 The daemon uses `BundleTrainer` (initialize / train / evaluate / abort / finalize) and
-`initial_weights`; `check_private` is task validation for DP-SGD (Opacus-compatible layers) and
+`initial_model` (the shared part of `initial_weights`; `LocalLayersTrainer` keeps FedBN's local
+layers at the site); `check_private` is task validation for DP-SGD (Opacus-compatible layers) and
 `BundleTrainer.make_private` turns DP-SGD on; `generate_demo_data` writes synthetic multi-site data
 for demos and tests. `check_task` is `swarm task check`: a bundle run once on a site's data, with the
 bundle contract (`BundleMismatch`: it does not read the data swarmd gives it) checked.
@@ -18,6 +19,7 @@ from swarmd.train.data import LabelKind, load_image, read_datalist, validate_dat
 from swarmd.train.demodata import DemoData, SiteData, generate_demo_data
 from swarmd.train.device import choose_device, configure_threads, thread_count
 from swarmd.train.headers import ImageInfo, inspect_file, inspect_image
+from swarmd.train.local_layers import LocalLayersTrainer, initial_model, local_names
 from swarmd.train.private import check_private, unsupported_layers
 from swarmd.train.trainer import BundleTrainer, Trainer, TrainPhase, TrainResult
 from swarmd.train.weights import initial_weights
@@ -38,6 +40,7 @@ __all__ = [
     "DemoData",
     "ImageInfo",
     "LabelKind",
+    "LocalLayersTrainer",
     "SiteData",
     "TrainPhase",
     "TrainResult",
@@ -48,10 +51,12 @@ __all__ = [
     "configure_threads",
     "example_task_file",
     "generate_demo_data",
+    "initial_model",
     "initial_weights",
     "inspect_file",
     "inspect_image",
     "load_image",
+    "local_names",
     "read_datalist",
     "thread_count",
     "unsupported_layers",

@@ -17,6 +17,7 @@ from swarmd.scores import Scores
 from swarmd.task import Task
 from swarmd.train.bundle import build_network
 from swarmd.train.data import read_datalist
+from swarmd.train.local_layers import select_local
 from swarmd.train.trainer import BundleTrainer
 from swarmd.train.weights import initial_weights
 
@@ -54,6 +55,8 @@ def check_task(
     task = replace(task, swarm=replace(task.swarm, local_steps=steps))
     target = Path(eval_list).resolve() if eval_list is not None else Path(data_list).resolve()
     net = build_network(task.bundle, task.train_config)
+    if task.swarm.local_layers:  # FedBN patterns that match nothing are refused here, before any data
+        select_local(net, task.swarm.local_layers)
     with tempfile.TemporaryDirectory(prefix="swarm-task-check-") as work:
         trainer = BundleTrainer(
             task, data_list, device=device, threads=threads, workdir=Path(work), name="check"

@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,11 @@ class Trainer(ABC):
 
     @abstractmethod
     def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores: ...
+
+    def personalise(self, weights: dict[str, torch.Tensor], steps: int, round: int) -> TrainResult:
+        """Fine-tune `weights` for `steps` iterations (`swarm.personalise_steps`, after the last round);
+        the result is whole weights, kept at the site."""
+        raise TrainingError(f"{type(self).__name__} cannot personalise a model")
 
     @abstractmethod
     def abort(self) -> None: ...
@@ -248,6 +253,20 @@ class BundleTrainer(Trainer):
                 )
             finally:
                 self._done()
+
+    def personalise(self, weights: dict[str, torch.Tensor], steps: int, round: int) -> TrainResult:
+        """`steps` iterations from `weights` (one round of another length); later rounds keep theirs."""
+        self._require_ready()
+        state = self._algo.trainer.state
+        keep, state.epoch_length = state.epoch_length, steps
+        try:
+            result = self.train(weights, round)
+        finally:
+            state.epoch_length = keep
+        if result.weight_type == WeightKind.DIFF:
+            whole = {k: (weights[k] + d).to(weights[k].dtype) for k, d in result.weights.items()}
+            result = replace(result, weights=whole, weight_type=WeightKind.WEIGHTS)
+        return result
 
     def evaluate(self, weights: dict[str, torch.Tensor], data_list: Path | None = None) -> Scores:
         """Metrics of `weights` on the 'validation' section of `data_list` (default: the site's own); a

@@ -29,17 +29,31 @@ def initial_weights(task: Task) -> dict[str, torch.Tensor]:
     codec content hash of this dict is the on-chain initialModelHash. The global RNG is left as
     it was, so callers' randomness does not depend on whether this ran.
     """
+    return initial_state(task, initial_network(task))
+
+
+def initial_network(task: Task) -> torch.nn.Module:
+    """The network whose state is the round-0 model (FedBN finds its local layers in its modules)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(task.seed)
-        net = build_network(task.bundle, task.train_config)
-    # the network is dropped here, so its tensors can be handed out without a copy
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    if task.swarm.scaffold:  # SCAFFOLD's server control variate starts at zero, inside the model
+        return build_network(task.bundle, task.train_config)
+
+
+def initial_state(task: Task, net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The round-0 model of `net` (hand the network over: its tensors are handed out without a copy);
+    with SCAFFOLD, the server control variate starts at zero inside it."""
+    params = {k: p for k, p in net.named_parameters() if p.requires_grad} if task.swarm.scaffold else {}
+    state = state_of(net)
+    if task.swarm.scaffold:
         from swarmd.train.remedies import join_variate, zero_variate
 
-        params = {k: p for k, p in net.named_parameters() if p.requires_grad}
         state = join_variate(state, zero_variate(params))
     return state
+
+
+def state_of(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's state; hand the network over (drop it): its tensors are handed out without a copy."""
+    return {k: v.detach().contiguous() for k, v in net.state_dict().items()}
 
 
 def layout_of(state: Mapping[str, torch.Tensor]) -> Layout:

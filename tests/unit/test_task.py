@@ -185,6 +185,8 @@ def _changed(value: object) -> object:
         return WeightKind.DIFF if value is WeightKind.WEIGHTS else WeightKind.WEIGHTS
     if isinstance(value, str):
         return value + "x"
+    if isinstance(value, tuple):  # local_layers
+        return (*value, "batchnorm")
     return value + 1  # type: ignore[operator]
 
 

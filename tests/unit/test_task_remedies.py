@@ -48,6 +48,7 @@ def test_off_by_default_and_left_out_of_the_hash(root: Path) -> None:
         ({"prox_mu": "0.1"}, None, r"prox_mu must be float"),
         ({"scaffold": 1}, None, "scaffold must be bool"),
         ({"scaffold": True, "merge": "median"}, None, 'scaffold needs merge = "fedavg"'),
+        ({"scaffold": True, "local_layers": "batchnorm"}, None, "cannot run with swarm.local_layers"),
         ({"scaffold": True}, {"secure_aggregation": True}, "cannot run with privacy.secure_aggregation"),
         (
             {"scaffold": True},

@@ -141,3 +141,19 @@ def test_site_outcomes_train_each_site_alone_along_the_swarm_rounds(tmp_path, de
     (outcome,) = site_outcomes(consortium, local_baseline=True, workdir=tmp_path / "w")
     assert [r for r, _ in outcome.alone_curve] == [-1, 0, 1]
     assert outcome.alone_curve[0][1] == {"auc": 0.5} and outcome.alone_curve[-1][1] == outcome.local_only
+
+
+def test_site_outcomes_carry_the_personalised_scores(tmp_path):
+    site = _site(tmp_path, "site-a", [0, 1], {0: 0.7})
+    record = {"hash": "0x" + "ab" * 32, "base": "0x" + "cd" * 32, "steps": 2, "metrics": {"auc": 0.9}}
+    Journal.open(site.journal).set_personalised(record)
+    consortium = LocalConsortium(
+        tmp_path,
+        "http://x",
+        "0x" + "11" * 20,
+        example_task_file("cxr_densenet"),
+        tmp_path / "t.json",
+        (site,),
+    )
+    (outcome,) = site_outcomes(consortium, local_baseline=False, workdir=tmp_path / "w")
+    assert (outcome.swarm, outcome.personalised) == ({"auc": 0.7}, {"auc": 0.9})
