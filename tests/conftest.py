@@ -37,19 +37,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 N_DEV_ACCOUNTS = 20
 
-# Whole swarms (3-4 daemons each) run one at a time, on one pytest-xdist worker, while the other
-# worker takes the unit, contract and integration tests: two swarms at once on 2 cores would push
-# training past commit windows and leader timeouts, changing who is included in a round.
-SWARM_DIRS = ("e2e", "fault")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(__file__).parent
-    for item in items:
-        if item.path.relative_to(root).parts[0] in SWARM_DIRS:
-            item.add_marker(pytest.mark.xdist_group("swarms"))
-
-
 @pytest.fixture(scope="session")
 def devnet() -> Iterator[Devnet]:
     """One real anvil (instant blocks) for the whole session; tests deploy fresh contracts on it."""
