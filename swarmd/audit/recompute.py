@@ -65,14 +65,7 @@ async def audit_round(
             state, sources[site] = await source.get(
                 commit.update_hash, [site, info.leader], f"the update of {site}"
             )
-            validate(
-                state,
-                base,
-                norm_bound=swarm.norm_bound,
-                reference=None if is_diff else base,
-                is_diff=is_diff,
-                sender=site,
-            )
+            _leaders_checks(state, base, swarm, site)
             rule.add(Update(sender=site, state=state, n_samples=commit.n_samples))
             del state
         merged = rule.result()
@@ -106,12 +99,20 @@ async def audit_round(
     return verdict
 
 
+def _leaders_checks(
+    state: dict[str, torch.Tensor], base: dict[str, torch.Tensor], swarm: SwarmSettings, site: str
+) -> None:
+    """The checks the leader runs on an update before it accepts it; raises InvalidUpdate."""
+    is_diff = swarm.send == WeightKind.DIFF
+    reference = None if is_diff else base
+    validate(state, base, norm_bound=swarm.norm_bound, reference=reference, is_diff=is_diff, sender=site)
+
+
 async def _valid_but_excluded(
     info: RoundInfo, swarm: SwarmSettings, base: dict[str, torch.Tensor], source: UpdateSource
 ) -> str:
     """Why the leader's FAILED_VALIDATION claims are false ("" when none is): each such update is
     fetched and put through the same checks; one that passes them was excluded without cause."""
-    is_diff = swarm.send == WeightKind.DIFF
     passed = []
     for c, o in zip(info.commits, info.outcomes, strict=False):
         if o is not Outcome.FAILED_VALIDATION:
@@ -124,14 +125,7 @@ async def _valid_but_excluded(
             )
             continue
         try:
-            validate(
-                state,
-                base,
-                norm_bound=swarm.norm_bound,
-                reference=None if is_diff else base,
-                is_diff=is_diff,
-                sender=c.site,
-            )
+            _leaders_checks(state, base, swarm, c.site)
         except InvalidUpdate:
             continue
         passed.append(c.site)
