@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,7 +23,7 @@ from swarmd.errors import PeerRejected, StoreError, TransportError, WireError
 from swarmd.ledger import Member, MemberStatus
 from swarmd.privacy import BadTranscript, UnmaskTranscript
 from swarmd.privacy.transcript import transcript_file
-from swarmd.transport import Node, Refusal, SecAggTopic, Verdict
+from swarmd.transport import FetchOnly, Node, SecAggTopic
 from swarmd.transport.context import BulkMode
 
 log = logging.getLogger("swarmd.audit")
@@ -38,25 +37,6 @@ class UpdateUnavailable(TransportError):
 
 class TranscriptUnavailable(TransportError):
     """Neither a local state dir nor the round's leader gave the unmask transcript of a secure round."""
-
-
-class _Closed:
-    """The auditor's transport serves nothing and takes nothing: it only fetches."""
-
-    def check_offer(self, peer: Any, header: Any) -> Verdict:
-        return Verdict(False, Refusal.NOT_READY, "an auditor takes no updates")
-
-    async def on_update(self, peer: Any, header: Any, state: Any, digest: Any) -> Verdict:
-        return Verdict(False, Refusal.NOT_READY, "an auditor takes no updates")
-
-    async def on_secagg(self, peer: Any, header: Any, body: bytes) -> Verdict:
-        return Verdict(False, Refusal.PRIVACY_REFUSED)
-
-    async def on_announce(self, peer: Any, header: Any) -> None:
-        return None
-
-    def serve_model(self, model_hash: bytes) -> None:
-        return None
 
 
 class UpdateSource:
@@ -85,7 +65,7 @@ class UpdateSource:
         self.keys = {m.account.lower(): m.curve_key for m in active}
         self.endpoints = {m.curve_key: m.endpoint for m in active if m.account.lower() != self.me}
         self.node = Node(
-            _Closed(),
+            FetchOnly("an auditor takes no updates"),
             bind="tcp://127.0.0.1:*",
             public_key=curve_public,
             secret_key=curve_secret,

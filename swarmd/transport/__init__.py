@@ -20,7 +20,15 @@ admission of inbound ones; context.py the state the sides share; budget.py per-p
 stream.py one stream's ends; messages.py the control wire format; bulk.py the bulk one (fixed layout).
 """
 
-from swarmd.transport.handler import AnnounceHeader, Handler, PeerId, SecAggHeader, UpdateHeader, Verdict
+from swarmd.transport.handler import (
+    AnnounceHeader,
+    FetchOnly,
+    Handler,
+    PeerId,
+    SecAggHeader,
+    UpdateHeader,
+    Verdict,
+)
 from swarmd.transport.messages import PROTOCOL_VERSION, BadMessage, Refusal, SecAggTopic
 from swarmd.transport.node import Limits, Node, NodeStats
 
@@ -28,6 +36,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AnnounceHeader",
     "BadMessage",
+    "FetchOnly",
     "Handler",
     "Limits",
     "Node",

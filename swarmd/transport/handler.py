@@ -73,3 +73,28 @@ class Handler(Protocol):
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         """The encoded model with this content hash, if this site holds it; None otherwise."""
         ...
+
+
+class FetchOnly:
+    """A handler for a node that only fetches (an auditor, a test peer): it takes no update, answers no
+    secure-aggregation message and serves nothing. `why` is what an offer is refused with."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
+        return Verdict(False, Refusal.NOT_READY, self.why)
+
+    async def on_update(
+        self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
+    ) -> Verdict:
+        return Verdict(False, Refusal.NOT_READY, self.why)
+
+    async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        return Verdict(False, Refusal.PRIVACY_REFUSED)
+
+    async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:
+        return None
+
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        return None

@@ -77,26 +77,10 @@ class QuietMember(threading.Thread):
     async def _serve(self) -> None:
         import asyncio
 
-        from swarmd.transport import Node, Refusal, Verdict
-
-        class Quiet:
-            def check_offer(self, peer: Any, header: Any) -> Verdict:
-                return Verdict(False, Refusal.NOT_READY, "not a leader")
-
-            async def on_update(self, peer: Any, header: Any, state: Any, digest: Any) -> Verdict:
-                return Verdict(False, Refusal.NOT_READY, "not a leader")
-
-            async def on_secagg(self, peer: Any, header: Any, body: bytes) -> Verdict:
-                return Verdict(False, Refusal.PRIVACY_REFUSED)
-
-            async def on_announce(self, peer: Any, header: Any) -> None:
-                return None
-
-            def serve_model(self, model_hash: bytes) -> None:
-                return None
+        from swarmd.transport import FetchOnly, Node
 
         node = Node(
-            Quiet(),
+            FetchOnly("not a leader"),
             bind=self.bind,
             public_key=self.keys[0],
             secret_key=self.keys[1],
