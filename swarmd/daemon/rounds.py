@@ -74,6 +74,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
         await self.refresh_members()
+        self.serve_committed()  # at once: a site restarted after the last round never plays one again
         await self.rebuild_budget()
         follower = asyncio.ensure_future(self.follow_members())
         try:
