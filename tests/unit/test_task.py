@@ -302,3 +302,21 @@ def test_reveal_window_at_its_default_keeps_the_hash_tasks_had_before_it(root: P
     assert b'"reveal_window":11' in canonical_task(longer) and longer.hash != task.hash
     with pytest.raises(TaskError, match="reveal_window"):
         _parse(root, swarm={"reveal_window": 0})
+
+
+def test_exchange_and_round_sections_default_and_refuse_what_is_not_built(root: Path) -> None:
+    task = _parse(root)
+    assert (task.exchange.topology, task.exchange.compression, task.round.mode) == ("leader", "none", "swarm")
+    written = parse_task(
+        {"task": TASK, "exchange": {"topology": "leader", "compression": "none"}, "round": {"mode": "swarm"}},
+        root,
+    )
+    assert written.hash == task.hash  # written out at the defaults = left out: older tasks keep their hash
+    assert b"exchange" not in canonical_task(task) and b'"round"' not in canonical_task(task)
+    for section, key, value in (("exchange", "topology", "ring"), ("round", "mode", "relay")):
+        with pytest.raises(TaskError, match=rf"{section}\.{key} must be one of .*got '{value}'"):
+            parse_task({"task": TASK, section: {key: value}}, root)
+    with pytest.raises(TaskError, match=r"\[exchange\]: unknown key\(s\) speed"):
+        parse_task({"task": TASK, "exchange": {"speed": 1}}, root)
+    with pytest.raises(TaskError, match=r"\[round\] must be a table"):
+        parse_task({"task": TASK, "round": "cyclic"}, root)

@@ -1,0 +1,231 @@
+"""Validation of swarm.toml's sections: each check names the key and says what would make it valid."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any
+
+from swarmd.errors import TaskError
+from swarmd.task.settings import (
+    _CONFIG_ID,
+    _SET_BY_MONAI_ALGO,
+    ACCOUNTANTS,
+    ADMISSION_MODES,
+    COMPRESSIONS,
+    INPUT_NAMES,
+    MERGE_RULES,
+    ROUND_MODES,
+    TOPOLOGIES,
+    BundleInputs,
+    DPMechanism,
+    ExchangeSettings,
+    PrivacySettings,
+    RoundSettings,
+    SwarmSettings,
+    WeightKind,
+    krum_min_updates,
+)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise TaskError(message)
+
+
+def _validate_swarm(s: SwarmSettings) -> None:
+    _check(s.rounds >= 1, "swarm.rounds must be >= 1")
+    _check(s.local_steps >= 1, "swarm.local_steps must be >= 1")
+    _check(s.min_peers >= 1, "swarm.min_peers must be >= 1")
+    _check(s.merge in MERGE_RULES, f"swarm.merge must be one of {', '.join(MERGE_RULES)}, got {s.merge!r}")
+    _check(isinstance(s.send, WeightKind), "swarm.send must be a WeightKind")
+    _check(
+        s.admission in ADMISSION_MODES,
+        f"swarm.admission must be one of {', '.join(ADMISSION_MODES)}, got {s.admission!r}",
+    )
+    _check(s.commit_window >= 1, "swarm.commit_window must be >= 1 block")
+    _check(s.leader_timeout >= 1, "swarm.leader_timeout must be >= 1 block")
+    _check(s.reveal_window >= 1, "swarm.reveal_window must be >= 1 block")
+    _check(s.fanout >= 1, "swarm.fanout must be >= 1")
+    _check(0.0 <= s.trim_ratio < 0.5, "swarm.trim_ratio must be in [0, 0.5)")
+    _check(s.krum_f >= 0, "swarm.krum_f must be >= 0")
+    _check(s.krum_m >= 1, "swarm.krum_m must be >= 1 (1: Krum, more: multi-Krum)")
+    need = krum_min_updates(s.krum_f, s.krum_m)
+    _check(
+        s.merge != "krum" or s.min_peers >= need,
+        f"swarm.merge = krum with krum_f = {s.krum_f} and krum_m = {s.krum_m} needs {need} updates a round "
+        f"(n >= 2 * krum_f + 3 and krum_m <= n - krum_f), but swarm.min_peers = {s.min_peers} lets a round "
+        f"merge with fewer: raise min_peers to {need}, or lower krum_f",
+    )
+    _check(s.norm_bound >= 0.0, "swarm.norm_bound must be >= 0 (0 disables it)")
+    _check(s.max_update_bytes > 0, "swarm.max_update_bytes must be > 0")
+    _check(s.eval_every >= 0, "swarm.eval_every must be >= 0")
+    _check(s.personalise_steps >= 0, "swarm.personalise_steps must be >= 0 (0: no personalisation)")
+    _check(
+        math.isfinite(s.prox_mu) and s.prox_mu >= 0.0, f"swarm.prox_mu must be >= 0 (0: off), got {s.prox_mu}"
+    )
+    _check(
+        not s.scaffold or s.merge == "fedavg",
+        f'swarm.scaffold needs merge = "fedavg": the server control variate is the mean of every included '
+        f"site's control-variate delta, which {s.merge!r} would not take",
+    )
+    _check(
+        not (s.scaffold and s.local_layers),
+        "swarm.scaffold cannot run with swarm.local_layers: the control variates cover every trainable "
+        "parameter, including the layers FedBN keeps at each site",
+    )
+
+
+def _validate_remedies(swarm: SwarmSettings, p: PrivacySettings) -> None:
+    """FedProx and SCAFFOLD against the privacy settings: the combinations that cannot compose."""
+    if p.mechanism is DPMechanism.SAMPLE:
+        for on, name in ((swarm.prox_mu > 0.0, "prox_mu > 0"), (swarm.scaffold, "scaffold")):
+            _check(
+                not on,
+                f'swarm.{name} cannot run with privacy.mechanism = "sample": Opacus replaces each gradient '
+                "with its clipped, noised per-sample sum at the optimizer step, which drops the correction "
+                "swarmd adds after backward (and would leave it outside the privacy guarantee)",
+            )
+    if swarm.scaffold:
+        _check(
+            not p.secure_aggregation,
+            "swarm.scaffold cannot run with privacy.secure_aggregation: the leader only learns the "
+            "sample-weighted sum, and the server control variate needs the unweighted mean of the deltas",
+        )
+        _check(
+            p.mechanism is DPMechanism.NONE,
+            "swarm.scaffold cannot run with differential privacy: the control-variate delta travels "
+            "beside the update, unclipped and without noise, and would leak what DP protects",
+        )
+
+
+def _validate_privacy(p: PrivacySettings, swarm: SwarmSettings) -> None:
+    _check(p.threshold >= 0, "privacy.threshold must be >= 0 (0: two thirds of the neighbourhood)")
+    _check(
+        p.neighbours == 0 or p.neighbours >= 2,
+        "privacy.neighbours must be 0 (every other site) or >= 2 (with one neighbour, a pair's masks "
+        "would cancel in a sum of two and leak it)",
+    )
+    _check(p.clip_range > 0.0, "privacy.clip_range must be > 0")
+    _check(1 <= p.sample_bound <= 1 << 24, "privacy.sample_bound must be in [1, 2**24]")
+    if p.secure_aggregation:
+        _check(
+            swarm.merge == "fedavg",
+            f'privacy.secure_aggregation needs merge = "fedavg": the leader only learns the sum, and '
+            f"{swarm.merge!r} needs each update in the clear (swarm.norm_bound, applied by each site before "
+            "masking, still bounds an update)",
+        )
+    if p.mechanism is DPMechanism.NONE:
+        return
+    numbers = {"clip": p.clip, "noise_multiplier": p.noise_multiplier, "target_epsilon": p.target_epsilon}
+    numbers.update(delta=p.delta, epsilon_budget=p.epsilon_budget)
+    for key, value in numbers.items():  # TOML allows inf and nan, which no guarantee survives
+        _check(math.isfinite(value), f"privacy.{key} must be a finite number, got {value}")
+    _check(p.clip > 0.0, "privacy.clip must be > 0")
+    _check(p.noise_multiplier >= 0.0, f"privacy.noise_multiplier must be >= 0, got {p.noise_multiplier}")
+    _check(p.target_epsilon >= 0.0, f"privacy.target_epsilon must be >= 0, got {p.target_epsilon}")
+    _check(
+        (p.noise_multiplier > 0.0) != (p.target_epsilon > 0.0),
+        "privacy: give exactly one of noise_multiplier (> 0) or target_epsilon (> 0)",
+    )
+    _check(0.0 <= p.delta < 1.0, f"privacy.delta must be in [0, 1) (0: 1/n**1.1), got {p.delta}")
+    _check(p.epsilon_budget >= 0.0, f"privacy.epsilon_budget must be >= 0 (0: none), got {p.epsilon_budget}")
+    _check(
+        p.epsilon_budget == 0.0 or p.target_epsilon <= p.epsilon_budget,
+        f"privacy.target_epsilon {p.target_epsilon} exceeds privacy.epsilon_budget {p.epsilon_budget}",
+    )
+    _check(p.accountant in ACCOUNTANTS, f"privacy.accountant must be one of {', '.join(ACCOUNTANTS)}")
+
+
+def _parse_inputs(raw: object) -> BundleInputs:
+    """`[bundle]` (only `inputs` so far): each known input mapped to a MONAI config id."""
+    if not isinstance(raw, dict):
+        raise TaskError("[bundle] must be a table")
+    unknown = set(raw) - {"inputs"}
+    _check(not unknown, f"[bundle]: unknown key(s) {', '.join(sorted(unknown))}")
+    inputs = raw.get("inputs", {})
+    _check(isinstance(inputs, dict), "[bundle.inputs] must be a table")
+    bad = set(inputs) - set(INPUT_NAMES)
+    _check(
+        not bad,
+        f"[bundle.inputs]: unknown input(s) {', '.join(sorted(bad))}; swarmd sets {', '.join(INPUT_NAMES)}",
+    )
+    for key, var in inputs.items():
+        _check(
+            isinstance(var, str) and _CONFIG_ID.fullmatch(var) is not None,
+            f'[bundle.inputs].{key} must name a bundle config variable (e.g. "data_list_file_path" '
+            f'or "train#dataset#data"), got {var!r}',
+        )
+        _check(
+            var not in _SET_BY_MONAI_ALGO, f"[bundle.inputs].{key}: {var!r} is set by MONAI's runner itself"
+        )
+    mapped = BundleInputs(**inputs)
+    owners: dict[str, str] = {}
+    for key, var in mapped.items():
+        other = owners.setdefault(var, key)
+        # One variable may serve an input and its validation twin: the training workflow sets both
+        # to the same file, the evaluation workflow sets the validation one last.
+        _check(
+            other == key or other == key.removeprefix("val_"),
+            f"[bundle.inputs]: {other} and {key} both set {var!r}",
+        )
+    return mapped
+
+
+def _member(kind: type[Enum], value: object, name: str) -> Enum:
+    """The member of `kind` whose value is `value` (a TOML string)."""
+    choices = [str(m.value) for m in kind]
+    _check(
+        isinstance(value, str) and value in choices,
+        f"{name} must be one of {', '.join(choices)}, got {value!r}",
+    )
+    return kind(value)
+
+
+def _typed(cls: type, raw: dict[str, Any], section: str) -> Any:
+    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    unknown = set(raw) - set(fields)
+    _check(not unknown, f"[{section}]: unknown key(s) {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        default = fields[key].default
+        want = type(default)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if issubclass(want, Enum):
+            value = _member(want, value, f"{section}.{key}")
+        _check(
+            isinstance(value, want) and (want is bool or not isinstance(value, bool)),
+            f"[{section}].{key} must be {want.__name__}, got {value!r}",
+        )
+        out[key] = value
+    return cls(**out)
+
+
+def _local_layers(raw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """`swarm.local_layers`: one string or a list of them, as a tuple (absent: nothing)."""
+    if "local_layers" not in raw:
+        return {}
+    value = raw["local_layers"]
+    items = [value] if isinstance(value, str) else value
+    _check(
+        isinstance(items, list) and all(isinstance(x, str) and x.strip() for x in items) and bool(items),
+        '[swarm].local_layers must be "batchnorm", a name pattern, or a non-empty list of them, '
+        f"got {value!r}",
+    )
+    return {"local_layers": tuple(dict.fromkeys(items))}
+
+
+def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings) -> None:
+    _check(
+        x.topology in TOPOLOGIES,
+        f"exchange.topology must be one of {', '.join(TOPOLOGIES)}, got {x.topology!r}",
+    )
+    _check(
+        x.compression in COMPRESSIONS,
+        f"exchange.compression must be one of {', '.join(COMPRESSIONS)}, got {x.compression!r}",
+    )
+
+
+def _validate_round(r: RoundSettings) -> None:
+    _check(r.mode in ROUND_MODES, f"round.mode must be one of {', '.join(ROUND_MODES)}, got {r.mode!r}")
