@@ -37,6 +37,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 N_DEV_ACCOUNTS = 20
 
+
 @pytest.fixture(scope="session")
 def devnet() -> Iterator[Devnet]:
     """One real anvil (instant blocks) for the whole session; tests deploy fresh contracts on it."""
