@@ -109,6 +109,9 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         await self.sleep(max(self.poll, 1.0))
 
     async def play_round(self, r: int) -> None:
+        if self.task.round.mode == "cyclic":
+            await self.play_cyclic(r)  # the model visits the sites in turn (cyclic.py)
+            return
         await self.refresh_members()
         self.serve_committed()  # after a restart too
         info = await self.chain(self.ledger.round, r)
