@@ -1,7 +1,8 @@
 """A cyclic round (`[round] mode = "cyclic"`) with real daemons on a real chain with 1-second blocks: the
 second site of the drawn order is killed with SIGKILL while it waits for the model; the first site's
 handoff to it times out, the model goes to the third, and the round finalizes that site's model, with the
-path (the commits, in order) on chain and the killed site absent from it."""
+path (the commits, in order) on chain and the killed site absent from it; `swarm ledger round` shows the
+path with the site skipped, and `swarm ledger audit` verifies the path's hashes."""
 
 from __future__ import annotations
 
@@ -59,8 +60,12 @@ def _skip_and_finalize(swarm) -> None:
     merged = "0x" + info.merged_hash.hex()
     live = [swarm.daemon(first), swarm.daemon(last)]
     wait_until(lambda: all((st := d.status()) and st["last_merged_hash"] == merged for d in live), 60)
-    shown = _swarm_cli("ledger", "round", "0", "--config", str(swarm.consortium.sites[0].config))
+    config = str(swarm.consortium.sites[0].config)
+    shown = _swarm_cli("ledger", "round", "0", "--config", config)
     assert "path:" in shown and "skipped)" in shown, shown
+    # the audit checks the path's hashes (nothing was merged to recompute); the killed site holds none
+    audited = _swarm_cli("ledger", "audit", "--rounds", "all", "--config", config)
+    assert "round 0: verified (cyclic, 2 updates)" in audited, audited
 
 
 def _swarm_cli(*args: str) -> str:
