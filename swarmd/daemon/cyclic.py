@@ -179,7 +179,7 @@ class CyclicSide(ModelSide):
         probe_at = time.monotonic() + self.handoff_timeout
         while not wait.got.is_set():
             info = wait.info = await self.chain(self.ledger.round, r)
-            if info.status != RoundStatus.OPEN or info.revealed or passed(order, self.me, info):
+            if passed(order, self.me, info) or await self.commits_closed(info):
                 log.info("round %d: the path ended or passed us; sitting this round out", r)
                 return None
             if not info.commits and time.monotonic() >= probe_at:
@@ -192,6 +192,13 @@ class CyclicSide(ModelSide):
             self.checkpoint()
         log.info("round %d: took the model from %s", r, self.names.label(wait.sender or ""))
         return self.store.get(wait.digest or b"")
+
+    async def commits_closed(self, info: RoundInfo) -> bool:
+        """Whether round `info` takes no more commits: the path can go no further this round."""
+        if info.status != RoundStatus.OPEN or info.revealed:
+            return True
+        r = info.round
+        return await self.chain(self.ledger.can_reveal, r) or await self.chain(self.ledger.can_elect, r)
 
     async def any_answers(self, r: int, base_hash: bytes, sites: list[str]) -> bool:
         """Whether any of `sites` answers within the handoff timeout (an announce of the round's base
@@ -214,6 +221,10 @@ class CyclicSide(ModelSide):
         if rec.delivered_term == HANDOFF_TERM or not rec.committed:
             return
         self.set_phase(Phase.EXCHANGE, r)
+        if await self.commits_closed(await self.chain(self.ledger.round, r)):
+            log.info("round %d: commits closed; the path ends here", r)
+            self.journal.update(r, delivered_term=HANDOFF_TERM)
+            return
         update = self.store.get(self.own_update(r))
         taker, skipped = await first_taker(successors(order, self.me), lambda t: self.offer_to(r, t, update))
         for site in skipped:
@@ -229,8 +240,11 @@ class CyclicSide(ModelSide):
         give_up = time.monotonic() + self.handoff_timeout
         while (left := give_up - time.monotonic()) > 0:
             self.checkpoint()
-            if target not in self.peers.endpoints:
-                return False
+            now = await self.chain(self.ledger.round, r)
+            if target not in self.peers.endpoints or await self.commits_closed(now):
+                return False  # commits closed: the path ends with us
+            if now.commits[-1].site != self.me:
+                return False  # the path moved on without us
             try:
                 verdict = await self.node.send_update(
                     self.peers.key(target), round=r, term=HANDOFF_TERM, state=update, timeout=left
@@ -245,9 +259,6 @@ class CyclicSide(ModelSide):
                     "round %d: %s refused the model: %s %s", r, target, verdict.reason, verdict.detail
                 )
                 return False
-            now = await self.chain(self.ledger.round, r)
-            if now.status != RoundStatus.OPEN or now.commits[-1].site != self.me:
-                return False  # the path moved on without us
             await self.sleep(min(0.5, max(left, 0.0)))
         return False
 

@@ -5,6 +5,7 @@ the source of truth: each step re-reads the round from the ledger, and the journ
 what this site did (so a restart resumes mid-round without redoing a commit or losing an update).
 The leader's side of the exchange and the answers to peers are in leader.py, the chain thread and
 sleeps in plumbing.py; spreading the merged model is `gossip.Gossip`'s job, this module decides when.
+A cyclic round (`[round] mode = "cyclic"`: the model visits the sites in turn) is cyclic.py's.
 """
 
 from __future__ import annotations
