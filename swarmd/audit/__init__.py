@@ -6,7 +6,8 @@ else from its owner, else from the round's leader) and checks each against its o
 `recompute` folds them with the task's rule, after the leader's own validation, in address order
 (the merges are reproducible, see `swarmd.merge`), and compares the content hash with the finalized
 one; `secure` does it for a secure-aggregation round from the masked updates and the leader's unmask
-transcript; `verdict` holds the outcome of one round. Imports `ledger`, `transport`, `merge`,
+transcript; `cyclic` checks a cyclic round's path of hashes (nothing is merged there); `verdict` holds
+the outcome of one round. Imports `ledger`, `transport`, `merge`,
 `privacy`, `checkpoint`, `codec`, `task` and `errors`, never `daemon`.
 """
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import torch
 
+from swarmd.audit.cyclic import audit_cyclic
 from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
 from swarmd.audit.secure import KeySets, audit_secure
 from swarmd.audit.verdict import RoundVerdict, Status, UnfinalizedRound
@@ -35,14 +36,22 @@ log = logging.getLogger("swarmd.audit")
 
 
 async def audit_round(
-    info: RoundInfo, swarm: SwarmSettings, source: UpdateSource, keysets: KeySets | None = None
+    info: RoundInfo,
+    swarm: SwarmSettings,
+    source: UpdateSource,
+    keysets: KeySets | None = None,
+    *,
+    cyclic: bool = False,
 ) -> RoundVerdict:
     """The verdict on one round. Raises UnfinalizedRound when it has no merged model yet. `keysets`:
-    what a secure-aggregation round's audit needs (without it such a round cannot be audited)."""
+    what a secure-aggregation round's audit needs (without it such a round cannot be audited); `cyclic`:
+    the task's rounds are cyclic (`audit.cyclic` checks the path's hashes: nothing was merged)."""
     if info.status is not RoundStatus.FINALIZED or info.merged_hash is None:
         raise UnfinalizedRound(
             f"round {info.round} is {info.status.name.lower()}, not finalized: no merged model to check"
         )
+    if cyclic:
+        return await audit_cyclic(info, source)
     finalized = info.merged_hash
     if info.key_count:  # masked updates: redo the leader's unmasking from its transcript
         verdict = await audit_secure(info, swarm, source, keysets)
@@ -136,11 +145,16 @@ async def _valid_but_excluded(
 
 
 async def audit_rounds(
-    infos: Iterable[RoundInfo], swarm: SwarmSettings, source: UpdateSource, keysets: KeySets | None = None
+    infos: Iterable[RoundInfo],
+    swarm: SwarmSettings,
+    source: UpdateSource,
+    keysets: KeySets | None = None,
+    *,
+    cyclic: bool = False,
 ) -> list[RoundVerdict]:
     """Verdicts on every finalized round among `infos`; rounds without a merged model are skipped."""
     out = []
     for info in infos:
         if info.status is RoundStatus.FINALIZED:
-            out.append(await audit_round(info, swarm, source, keysets))
+            out.append(await audit_round(info, swarm, source, keysets, cyclic=cyclic))
     return out

@@ -178,10 +178,11 @@ async def _recompute(
         more_stores=stores,
     )
     keysets = KeySets(SecAggParams.from_settings(task.privacy), ledger.advertised_keys)
+    cyclic = task.round.mode == "cyclic"
     async with source:
-        if single:
-            return [await audit_round(infos[0], task.swarm, source, keysets)]  # unfinalized: a named error
-        return await audit_rounds(infos, task.swarm, source, keysets)
+        if single:  # unfinalized: a named error
+            return [await audit_round(infos[0], task.swarm, source, keysets, cyclic=cyclic)]
+        return await audit_rounds(infos, task.swarm, source, keysets, cyclic=cyclic)
 
 
 def register(app: typer.Typer) -> None:

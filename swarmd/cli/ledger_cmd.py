@@ -18,11 +18,12 @@ import typer
 from rich.table import Table
 
 from swarmd.cli.common import cli_errors, console, print_json
-from swarmd.cli.rounds_view import mode_text, rounds_summary, rounds_table
+from swarmd.cli.rounds_view import mode_text, path_text, rounds_summary, rounds_table
 from swarmd.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from swarmd.ledger import Ledger
+    from swarmd.task import Task
 
 ledger_app = typer.Typer(
     help="Inspect the on-chain ledger: who contributed what, in which round.", no_args_is_help=True
@@ -57,6 +58,17 @@ def _ledger(config: Path | None, rpc: str | None, contract: str | None, devnet: 
 
 def _task_rounds(config: Path | None, rpc: str | None, devnet: Path) -> int | None:
     """The task's number of rounds, where the task file is at hand (the chain does not record it)."""
+    task = _task_at_hand(config, rpc, devnet)
+    return None if task is None else task.swarm.rounds  # None: the summary speaks of the latest model
+
+
+def _cyclic(config: Path | None, rpc: str | None, devnet: Path) -> bool:
+    """Whether the task at hand runs cyclic rounds (the chain does not record it either)."""
+    task = _task_at_hand(config, rpc, devnet)
+    return task is not None and task.round.mode == "cyclic"
+
+
+def _task_at_hand(config: Path | None, rpc: str | None, devnet: Path) -> Task | None:
     from swarmd.errors import SwarmError
     from swarmd.task import load_task
 
@@ -64,13 +76,13 @@ def _task_rounds(config: Path | None, rpc: str | None, devnet: Path) -> int | No
         if config is not None:
             from swarmd.config import load_config
 
-            return load_task(load_config(config).site.task).swarm.rounds
+            return load_task(load_config(config).site.task)
         if rpc is None:
             from swarmd.ops import LocalConsortium
 
-            return load_task(LocalConsortium.load(devnet).task).swarm.rounds
+            return load_task(LocalConsortium.load(devnet).task)
     except SwarmError:
-        pass  # the summary then speaks of the latest model, not the final one
+        pass
     return None
 
 
@@ -132,6 +144,7 @@ def rounds(
         disputed = disputes_by_round(ledger)
         total = _task_rounds(config, rpc, devnet)
         names = {} if json_out else _names(ledger)
+        cyclic = _cyclic(config, rpc, devnet)
     if json_out:
         print_json(
             [
@@ -144,7 +157,7 @@ def rounds(
             ]
         )
     else:
-        console.print(rounds_table(infos, names))
+        console.print(rounds_table(infos, names, cyclic=cyclic))
         for r in sorted(audits):
             console.print(f"round {r} attestations: {attestation_text(audits[r], names)}", highlight=False)
         for r in sorted(disputed):
@@ -174,11 +187,15 @@ def round_(
         audits = attestations_by_round(ledger).get(number, [])
         disputed = disputes_by_round(ledger).get(number, [])
         names = {} if json_out else _names(ledger)
+        cyclic = _cyclic(config, rpc, devnet)
+        sites = [m.account for m in ledger.members()] if cyclic else []
     if json_out:
         atts, disps = [a.to_json() for a in audits], [d.to_json() for d in disputed]
         print_json({**info.to_json(), "attestations": atts, "disputes": disps})
         return
-    console.print(rounds_table([info], names))
+    console.print(rounds_table([info], names, cyclic=cyclic))
+    if cyclic:  # the commits, in order, are the path; the drawn order shows who was skipped
+        console.print(path_text(info, sites, names), highlight=False, soft_wrap=True)
     t = Table(title=f"round {number} commits")
     for col in ("site", "update hash", "samples", "epsilon", "block", "revealed", "outcome"):
         t.add_column(col)
@@ -191,7 +208,7 @@ def round_(
     console.print(t)
     console.print(f"attestations: {attestation_text(audits, names)}", highlight=False)
     console.print(f"disputes: {dispute_text(disputed, names)}", highlight=False)
-    console.print(f"mode: {mode_text(info)}")
+    console.print(f"mode: {mode_text(info, cyclic)}")
     console.print(f"base model: 0x{info.base_hash.hex()}")
     if info.failed_leaders:
         console.print(f"failed leaders: {', '.join(info.failed_leaders)}")

@@ -54,8 +54,27 @@ def short_hash(h: bytes | None) -> str:
     return "-" if not h else "0x" + h.hex()[:12] + ".."
 
 
-def mode_text(info: RoundInfo) -> str:
+def mode_text(info: RoundInfo, cyclic: bool = False) -> str:
+    if cyclic:
+        return "cyclic"
     return f"secure aggregation ({info.key_count} keys)" if info.secure_aggregation else "plain"
+
+
+def path_text(info: RoundInfo, sites: list[str], names: Mapping[str, str]) -> str:
+    """A cyclic round's path: `sites` (the members) and the committers in the round's drawn order, up to
+    the last committer; a site the path went past without a commit was skipped."""
+    from swarmd.ledger.cyclic import visit_order
+
+    order = visit_order(info.round, info.base_hash, [*sites, *info.committers])
+    committed = {a.lower() for a in info.committers}
+    reached = max((i for i, a in enumerate(order) if a.lower() in committed), default=-1)
+    steps = [
+        site_label(names, a) if a.lower() in committed else f"({site_label(names, a)} skipped)"
+        for a in order[: reached + 1]
+    ]
+    text = "path: " + (" -> ".join(steps) or "no commit yet")
+    rest = [site_label(names, a) for a in order[reached + 1 :]]
+    return text + (f"; not reached: {', '.join(rest)}" if rest else "")
 
 
 def site_label(names: Mapping[str, str], account: str | None, width: int = 12) -> str:
@@ -65,9 +84,11 @@ def site_label(names: Mapping[str, str], account: str | None, width: int = 12) -
     return names.get(account.lower()) or account[:width]
 
 
-def rounds_table(infos: list[RoundInfo], names: Mapping[str, str] | None = None) -> Table:
+def rounds_table(
+    infos: list[RoundInfo], names: Mapping[str, str] | None = None, *, cyclic: bool = False
+) -> Table:
     """The rounds; leaders and recovered sites by site name where `names` (lowercase account -> name)
-    knows them."""
+    knows them; `cyclic`: the task's rounds are cyclic (the chain does not record it)."""
     names = names or {}
     t = Table(title="rounds")
     cols = ("round", "status", "mode", "leader", "term", "commits", "samples", "included", "recovered")
@@ -77,7 +98,7 @@ def rounds_table(infos: list[RoundInfo], names: Mapping[str, str] | None = None)
         t.add_row(
             str(i.round),
             i.status.name.lower(),
-            mode_text(i),
+            mode_text(i, cyclic),
             site_label(names, i.leader),
             str(i.term),
             str(len(i.commits)),

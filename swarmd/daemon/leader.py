@@ -25,6 +25,7 @@ import torch
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
 from swarmd.daemon.accounting import NOT_DELIVERED, exclusion_reasons, finalize_outcomes
+from swarmd.daemon.cyclic import HANDOFF_TERM, CyclicSide
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.faults import Fault
 from swarmd.daemon.receipts import ReceiptSide
@@ -81,7 +82,7 @@ def forged(merged: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-class LeaderSide(SecureSide, ReceiptSide):
+class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
     """Leading a term, and the transport handler (check_offer, on_update, on_announce, on_secagg,
     serve_model)."""
 
@@ -235,6 +236,8 @@ class LeaderSide(SecureSide, ReceiptSide):
     def check_offer(self, peer: PeerId, header: UpdateHeader) -> Verdict:
         """Admit an offer before its bytes move or it takes a receive slot: only for the round and term
         we are collecting, only from a committer of that round, only for the hash it committed."""
+        if header.term == HANDOFF_TERM:  # a cyclic round's model, handed on (cyclic.py)
+            return self.check_handoff(peer, header)
         ex = self.exchange
         if ex is None or ex.round != header.round or ex.term != header.term:
             self.nudge()  # a committer saw us elected: look at the chain now, not at the next poll
@@ -260,6 +263,8 @@ class LeaderSide(SecureSide, ReceiptSide):
     async def on_update(
         self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
     ) -> Verdict:
+        if header.term == HANDOFF_TERM:
+            return await self.on_handoff(peer, header, state, digest)
         sender = self.peers.members.get(peer)
         if sender is None:
             await self.refresh_members()

@@ -5,6 +5,7 @@ the source of truth: each step re-reads the round from the ledger, and the journ
 what this site did (so a restart resumes mid-round without redoing a commit or losing an update).
 The leader's side of the exchange and the answers to peers are in leader.py, the chain thread and
 sleeps in plumbing.py; spreading the merged model is `gossip.Gossip`'s job, this module decides when.
+A cyclic round (`[round] mode = "cyclic"`: the model visits the sites in turn) is cyclic.py's.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         await self.sleep(max(self.poll, 1.0))
 
     async def play_round(self, r: int) -> None:
+        if self.task.round.mode == "cyclic":
+            await self.play_cyclic(r)  # the model visits the sites in turn (cyclic.py)
+            return
         await self.refresh_members()
         self.serve_committed()  # after a restart too
         info = await self.chain(self.ledger.round, r)

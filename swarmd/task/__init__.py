@@ -152,7 +152,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     exchange = _typed(ExchangeSettings, _table(data, "exchange"), "exchange")
     _validate_exchange(exchange, swarm)
     round_settings = _typed(RoundSettings, _table(data, "round"), "round")
-    _validate_round(round_settings)
+    _validate_round(round_settings, swarm, privacy)
     return Task(
         name=task_raw["name"],
         root=root,

@@ -125,7 +125,7 @@ class BundleInputs:
 # What each setting can be today; a value joins its list with the code that carries it out.
 TOPOLOGIES = ("leader",)
 COMPRESSIONS = ("none",)
-ROUND_MODES = ("swarm",)
+ROUND_MODES = ("swarm", "cyclic")
 
 
 @dataclass(frozen=True)
@@ -140,4 +140,6 @@ class ExchangeSettings:
 class RoundSettings:
     """`[round]` in swarm.toml: how a round runs (issue 16)."""
 
-    mode: str = "swarm"  # every site trains on the same model, the elected leader merges
+    mode: str = "swarm"  # every site trains on the same model, the elected leader merges; or "cyclic":
+    # the model visits the sites one after another (swarmd.daemon.cyclic)
+    handoff_timeout: float = 15.0  # cyclic: seconds a site has to take the model before it is skipped

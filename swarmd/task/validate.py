@@ -227,5 +227,42 @@ def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings) -> None:
     )
 
 
-def _validate_round(r: RoundSettings) -> None:
+def _validate_round(r: RoundSettings, swarm: SwarmSettings, p: PrivacySettings) -> None:
     _check(r.mode in ROUND_MODES, f"round.mode must be one of {', '.join(ROUND_MODES)}, got {r.mode!r}")
+    _check(
+        math.isfinite(r.handoff_timeout) and r.handoff_timeout > 0,
+        f"round.handoff_timeout must be > 0 seconds, got {r.handoff_timeout}",
+    )
+    if r.mode == "cyclic":
+        _validate_cyclic(swarm, p)
+
+
+def _validate_cyclic(swarm: SwarmSettings, p: PrivacySettings) -> None:
+    """What cannot compose with a round in which one model visits the sites in turn and nothing is merged.
+    FedProx, FedBN's local layers, DP-SGD and site-level DP (each site noises its own step) compose."""
+    refusals = (
+        (
+            p.secure_aggregation,
+            "privacy.secure_aggregation: there is no sum to hide; each site hands its model to the next",
+        ),
+        (
+            swarm.merge != "fedavg",
+            f"swarm.merge = {swarm.merge!r}: nothing is merged, so a robust rule has nothing to choose from",
+        ),
+        (
+            swarm.scaffold,
+            "swarm.scaffold: its server control variate is a mean over sites, and none is taken",
+        ),
+        (
+            swarm.send is WeightKind.DIFF,
+            'swarm.send = "diff": the model itself travels and is committed; its receiver does not hold '
+            "the model a difference would be taken against",
+        ),
+        (
+            swarm.norm_bound > 0,
+            "swarm.norm_bound: it bounds a site's step from the model it started from, which its receiver "
+            "does not hold",
+        ),
+    )
+    for on, why in refusals:
+        _check(not on, f'round.mode = "cyclic" cannot run with {why}')
