@@ -175,6 +175,9 @@ class Node:
     def _open(self) -> None:
         ctx = self._ctx
         ctx.zmq_ctx = zmq.asyncio.Context()
+        if not self._bind:  # a site that accepts no connection (issue 18): client sockets only
+            log.info("transport started without a listening socket (outbound only)")
+            return
         self._auth = _Zap(ctx.zmq_ctx, ctx)
         self._auth.start()
         self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)

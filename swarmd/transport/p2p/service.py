@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -29,8 +30,9 @@ from swarmd.transport import messages as m
 from swarmd.transport.context import Limits
 from swarmd.transport.handler import Handler, PeerId, UpdateHeader, Verdict
 from swarmd.transport.messages import Refusal
-from swarmd.transport.p2p import keys, wire
+from swarmd.transport.p2p import keys, requests, wire
 from swarmd.transport.p2p.host import Gate, HostConfig, P2PHost
+from swarmd.transport.p2p.requests import REQUEST_PROTO
 from swarmd.transport.p2p.runtime import TrioThread, to_asyncio
 
 log = logging.getLogger("swarmd.transport.p2p")
@@ -106,7 +108,11 @@ class P2PService:
             relay_max_bytes=config.relay_max_bytes,
             relay_max_seconds=config.relay_max_seconds,
         )
-        handlers = {UPDATE_PROTO: self._serve_update, FETCH_PROTO: self._serve_fetch}
+        handlers = {
+            UPDATE_PROTO: self._serve_update,
+            FETCH_PROTO: self._serve_fetch,
+            REQUEST_PROTO: self._serve_request,
+        }
         self.host = P2PHost(host_cfg, self.gate, handlers)
         self.peer_id = str(self.host.peer_id)
         self.circuits: list[str] = []
@@ -195,6 +201,43 @@ class P2PService:
             return Verdict(False, exc.reason, str(exc))
         finally:
             await _reset(stream)
+
+    async def ping(self, peer: PeerId, *, timeout: float | None = None) -> float:
+        """Round-trip time to `peer` over libp2p, in seconds."""
+        answer = await self._thread.call(self._ask, peer, requests.ping(time.monotonic()), timeout)
+        return requests.rtt(answer)
+
+    async def announce(
+        self, peer: PeerId, *, round: int, model_hash: bytes, timeout: float | None = None
+    ) -> None:
+        """As `Node.announce`, over libp2p."""
+        requests.check_announce(
+            await self._thread.call(self._ask, peer, m.Announce(1, round, model_hash), timeout)
+        )
+
+    async def secagg(
+        self, peer: PeerId, *, round: int, topic: m.SecAggTopic, body: bytes, timeout: float | None = None
+    ) -> bytes:
+        """As `Node.secagg`, over libp2p."""
+        answer = await self._thread.call(self._ask, peer, m.SecAgg(1, round, topic, body), timeout)
+        return requests.secagg_body(answer, topic)
+
+    async def _ask(self, peer: PeerId, msg: m.Message, timeout: float | None) -> m.Message:
+        stream, path = await self._open(peer, REQUEST_PROTO)
+        try:
+            answer = await requests.ask(stream, msg, timeout or self.limits.request_timeout)
+            self._counters(peer).count(path)
+            return answer
+        finally:
+            await _reset(stream)
+
+    async def _serve_request(self, stream: INetStream, account: str) -> None:
+        peer = self._by_account[account]
+        self._counters(peer).count(self.host.path_to(stream.muxed_conn.peer_id))
+        try:
+            await requests.answer(self.handler, self._asyncio(), peer, stream)
+        except wire.StreamBroken as exc:
+            log.warning("request from %s over libp2p failed: %s", account, exc)
 
     async def fetch_model(
         self, peer: PeerId, model_hash: bytes, *, max_bytes: int
