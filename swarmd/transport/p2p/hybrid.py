@@ -112,6 +112,10 @@ class HybridNode:
         self.p2p.set_peers(p2p)
         self._zmq, self._libp2p = zmq, set(p2p)
 
+    def labels(self) -> dict[PeerId, str]:
+        """Members' names for log lines and status (what the daemon passed to `set_peers`)."""
+        return dict(self.node._ctx.labels)
+
     def routes(self) -> dict[PeerId, PeerRoute]:
         """Per peer: how it is reached now ("zmq", or libp2p's "direct"/"relayed"; "libp2p" before the
         first stream) and the model bytes per path that this site sent and fetched, plus what it
