@@ -109,6 +109,8 @@ async def main(spec: dict[str, Any]) -> None:
     svc = P2PService(handler, account_key=bytes.fromhex(spec["key"]), max_bytes=1 << 31, config=config)
     svc.set_peers({bytes.fromhex(k): P2PPeer(v[0], tuple(v[1])) for k, v in spec.get("members", {}).items()})
     await svc.start()
+    if config.relays:
+        await svc.wait_reserved(30.0)
     model_hash = codec.hash_frames(*model).hex() if model else None
     _say(
         {

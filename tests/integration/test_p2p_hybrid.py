@@ -78,6 +78,7 @@ async def sites() -> AsyncIterator[dict[str, tuple[HybridNode, bytes]]]:
         for site in (b, c):
             await site[0].start()
             started.append(site[0])
+        await c[0].p2p.wait_reserved(10.0)
         endpoints = {
             a[1]: f"{a[0].node.endpoint} {relay}",
             b[1]: f"{b[0].node.endpoint} /p2p/{b[0].p2p.peer_id}",

@@ -4,6 +4,7 @@ closed out by the relay and by the site itself."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -43,6 +44,7 @@ async def swarm() -> AsyncIterator[dict[bytes, P2PService]]:
         s.set_peers(members)
     try:
         await c.start()
+        await c.wait_reserved(10.0)
         await b.start()
         await x.start()
         assert c.host.addrs() == []  # no listening socket at all
@@ -98,3 +100,41 @@ async def test_a_non_member_that_reaches_the_relay_cannot_open_a_stream_to_a_sit
     assert not getattr(outcome, "ok", False)
     assert c.gate.denied >= 1 and x.account in c.gate.denied_accounts
     assert c.handler.received == []  # type: ignore[attr-defined]
+
+
+async def test_a_relay_that_dies_mid_transfer_fails_the_transfer_and_the_next_goes_through_another() -> None:
+    r1 = _svc(_Accept(None), listen=("/ip4/127.0.0.1/tcp/0",), relay=True)
+    r2 = _svc(_Accept(None), listen=("/ip4/127.0.0.1/tcp/0",), relay=True)
+    await r1.start()
+    await r2.start()
+    relays = (r1.addresses()[0], r2.addresses()[0])
+    c, b = _svc(_Accept(None), relays=relays), _svc(_Accept(None))
+    c.max_bytes = 64 << 20
+    sites = {b"1" * 32: r1, b"2" * 32: r2, B: b, C: c}
+    members = {k: P2PPeer(s.account, tuple(s.addresses())) for k, s in sites.items()}
+    try:
+        for s in sites.values():
+            s.set_peers(members)
+        await c.start()
+        await b.start()
+        while len(c.reserved()) < 2:
+            await c.wait_reserved(10.0)
+            await asyncio.sleep(0.05)
+        members[C] = P2PPeer(c.account, tuple(c.addresses()))  # both circuits, r1's first
+        b.set_peers(members)
+        big = {"w": torch.randn(12_000_000)}  # 48 MB: long enough to kill the relay under it
+        transfer = asyncio.ensure_future(b.send_update(C, round=1, term=1, state=big))
+        while not b.paths.get(C) or not b.paths[C].bytes_out:
+            await asyncio.sleep(0.01)
+        await r1.close()  # the relay carrying the transfer dies
+        try:
+            outcome: object = await asyncio.wait_for(transfer, 60)
+        except TransportError as exc:
+            outcome = exc
+        assert not getattr(outcome, "ok", False), outcome  # it failed, and said so: no hang
+        verdict = await b.send_update(C, round=1, term=2, state=STATE)  # through r2 now
+        assert verdict.ok, verdict
+        assert c.reserved() == [relays[1]]
+    finally:
+        for s in (b, c, r2, r1):
+            await s.close()

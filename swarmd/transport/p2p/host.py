@@ -176,9 +176,43 @@ class P2PHost:
             raise TransportError(f"cannot reach relay {relay_addr}: {type(exc).__name__}: {exc}") from None
         if not ok:
             raise TransportError(f"relay {relay_addr} refused a reservation", hint="is this site a member?")
-        circuit = f"{relay_addr}/p2p-circuit/p2p/{self.peer_id}"
+        circuit = self.circuit(relay_addr)
         self.reservations[relay_addr] = circuit
         return circuit
+
+    def circuit(self, relay_addr: str) -> str:
+        return f"{relay_addr}/p2p-circuit/p2p/{self.peer_id}"
+
+    def reserved_on(self, relay_addr: str) -> bool:
+        """A reservation was made on this relay and the connection to it is still up."""
+        if relay_addr not in self.reservations:
+            return False
+        relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_addr)).peer_id
+        return self.path_to(relay) != "none"
+
+    async def keep_reservations(
+        self, relays: tuple[str, ...], interval: float, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Hold a reservation on every relay: (re)reserve whenever one is missing or its connection
+        dropped (a relay restarted, or did not list this site yet), every `interval` seconds."""
+        task_status.started()
+        failing: set[str] = set()
+        while True:
+            for relay in relays:
+                if self.reserved_on(relay):
+                    continue
+                self.reservations.pop(relay, None)
+                try:
+                    await self.reserve(relay)
+                except TransportError as exc:
+                    if relay not in failing:
+                        log.warning("no reservation on relay %s yet: %s", relay, exc)
+                    failing.add(relay)
+                else:
+                    if relay in failing:
+                        log.info("reservation on relay %s held again", relay)
+                    failing.discard(relay)
+            await trio.sleep(interval)
 
     async def open(self, peer: ID, addrs: list[str], proto: str) -> tuple[INetStream, str]:
         """A stream to `peer` on `proto`, over a live connection or the first of `addrs` that answers;

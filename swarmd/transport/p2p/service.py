@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -80,6 +81,7 @@ class P2PConfig:
     relay_max_bytes: int = 1 << 30
     relay_max_seconds: int = 3600
     shutdown_timeout: float = 3.0
+    reserve_every: float = 2.0  # seconds between checks that every relay still holds our reservation
 
 
 class P2PService:
@@ -122,21 +124,33 @@ class P2PService:
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the host (and the relay service); reserve on each configured relay. TransportError
-        when no relay takes a reservation although some were configured."""
+        """Start the host (and the relay service), try a reservation on each configured relay once,
+        then keep them: a relay that refuses now (it has not seen this site join yet, or this site
+        does not know its members yet) or that restarts later is reserved on again."""
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._thread.start)
         await self._thread.start_service(self.host.serve)
-        errors = []
-        for relay in self.config.relays:
-            try:
-                self.circuits.append(await self._thread.call(self.host.reserve, relay))
-            except TransportError as exc:
-                errors.append(str(exc))
-                log.warning("%s", exc)
-        if self.config.relays and not self.circuits:
-            await self.close()
-            raise TransportError(f"no relay took a reservation: {'; '.join(errors)}")
+        self.circuits = [self.host.circuit(r) for r in self.config.relays]
+        if self.config.relays:
+            keep = functools.partial(
+                self.host.keep_reservations, self.config.relays, self.config.reserve_every
+            )
+            await self._thread.start_service(keep)
+
+    def reserved(self) -> list[str]:
+        """The relays this site holds a live reservation on now."""
+        return [r for r in self.config.relays if self.host.reserved_on(r)]
+
+    async def wait_reserved(self, timeout: float) -> list[str]:
+        """Until at least one relay holds a reservation; TransportError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not (held := self.reserved()):
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"no relay took a reservation within {timeout:.0f} s", hint="see the log"
+                )
+            await asyncio.sleep(0.05)
+        return held
 
     def addresses(self) -> list[str]:
         """What peers can dial: our listeners with our peer ID, then our circuits through relays."""
