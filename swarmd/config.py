@@ -77,7 +77,9 @@ class TransportSection:
 
     @property
     def uses_p2p(self) -> bool:
-        return self.private or self.relay or bool(self.p2p_bind)
+        """The libp2p path runs: private, a relay, a libp2p listener, or a peer ID in the endpoint."""
+        advertised = any(p.startswith("/") for p in self.endpoint.split())
+        return self.private or self.relay or bool(self.p2p_bind) or advertised
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,7 @@ class P2PHost:
         """Reserve a slot on the relay at `relay_addr` (`.../p2p/<relay id>`); our circuit address there."""
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(relay_addr))
+            self._forget_failure(info.peer_id)
             await self.host.connect(info)
             stream = await self.host.new_stream(info.peer_id, [HOP_PROTOCOL])
             assert self._nursery is not None
@@ -225,6 +226,10 @@ class P2PHost:
                 errors.append(f"open connection: {type(exc).__name__}")
         for addr in addrs:
             maddr = multiaddr.Multiaddr(addr)
+            if f"/p2p/{self.peer_id}/p2p-circuit" in addr:  # our own circuit: its client reached us above
+                errors.append(f"{addr}: we are its relay and hold no connection to the peer")
+                continue
+            self._forget_failure(peer)
             try:
                 if self.relay_transport.can_dial(maddr):
                     await self.relay_transport.dial(maddr)
@@ -234,6 +239,14 @@ class P2PHost:
             except Exception as exc:  # noqa: BLE001 - try the next address
                 errors.append(f"{addr}: {type(exc).__name__}: {exc}")
         raise TransportError(f"no libp2p path to {str(peer)[:20]}: {'; '.join(errors) or 'no address'}")
+
+    def _forget_failure(self, peer: ID) -> None:
+        """Dial `peer` now even if a dial failed lately: py-libp2p 0.8.1 refuses to redial a peer for
+        60 s after one failure (`Swarm._negative_peer_cache`), which held a private site without its
+        reservation for a minute after it started before its relay; our own callers pace retries."""
+        cache = getattr(self.host.get_network(), "_negative_peer_cache", None)
+        if cache is not None:
+            cache.evict(str(peer))
 
     def path_to(self, peer: ID) -> str:
         """ "direct" when a live connection to `peer` is not relayed, else "relayed" (or "none")."""
