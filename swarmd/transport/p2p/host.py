@@ -229,8 +229,11 @@ class P2PHost:
             if f"/p2p/{self.peer_id}/p2p-circuit" in addr:  # our own circuit: its client reached us above
                 errors.append(f"{addr}: we are its relay and hold no connection to the peer")
                 continue
-            self._forget_failure(peer)
             try:
+                self._forget_failure(peer)
+                if "/p2p-circuit" in addr:  # and its relay, which a refused attempt may have marked
+                    relay_part = multiaddr.Multiaddr(addr.split("/p2p-circuit", 1)[0])
+                    self._forget_failure(info_from_p2p_addr(relay_part).peer_id)
                 if self.relay_transport.can_dial(maddr):
                     await self.relay_transport.dial(maddr)
                 else:
