@@ -212,6 +212,8 @@ class P2PService:
         except trio.TooSlowError:
             raise TransportError(f"no answer over libp2p within {lim.request_timeout:.0f} s") from None
         except wire.StreamBroken as exc:
+            if exc.reason is Refusal.DISCONNECTED:  # as on ZeroMQ: a dropped path is an error, retried
+                raise TransportError(f"update over libp2p broke off: {exc}") from None
             return Verdict(False, exc.reason, str(exc))
         finally:
             await _reset(stream)
