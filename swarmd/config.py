@@ -63,6 +63,23 @@ class TransportSection:
     endpoint: str  # advertised on chain, e.g. tcp://site-a.example.org:7700
     bulk: str = "aead"  # model bytes: "aead" (sealed, on port+1) or "curve" (one port, slower)
     bulk_bind: str = ""  # where the bulk socket binds; empty: the bind address's port + 1
+    # Issue 18, the libp2p path (swarmd[p2p]; docs/deploy.md): "private" sites accept no connection
+    # and are reached through a relay; "auto" is public when the endpoint has a tcp:// part.
+    reachability: str = "public"
+    relay: bool = False  # offer circuit relay v2 to the other members (a public site)
+    p2p_bind: str = ""  # libp2p listen multiaddr, e.g. /ip4/0.0.0.0/tcp/7702 (a relay needs one)
+    relays: str = ""  # a private site: space-separated relay multiaddrs (.../p2p/<relay peer id>)
+
+    @property
+    def private(self) -> bool:
+        zmq_part = any(p.startswith(("tcp://", "ipc://")) for p in self.endpoint.split())
+        return self.reachability == "private" or (self.reachability == "auto" and not zmq_part)
+
+    @property
+    def uses_p2p(self) -> bool:
+        """The libp2p path runs: private, a relay, a libp2p listener, or a peer ID in the endpoint."""
+        advertised = any(p.startswith("/") for p in self.endpoint.split())
+        return self.private or self.relay or bool(self.p2p_bind) or advertised
 
 
 @dataclass(frozen=True)
@@ -209,12 +226,7 @@ def check_site_name(name: str, label: str = "site.name") -> str:
 def validate_config(cfg: SiteConfig) -> None:
     """Raise ConfigError when a value is out of its domain (what load_config checks after parsing)."""
     check_site_name(cfg.site.name)
-    for label, url in (
-        ("transport.bind", cfg.transport.bind),
-        ("transport.endpoint", cfg.transport.endpoint),
-    ):
-        if not url.startswith(("tcp://", "ipc://")):
-            raise ConfigError(f"{label} must be a tcp:// or ipc:// address, got {url!r}")
+    _validate_reach(cfg.transport)
     check_rpc_url(cfg.chain.rpc_url)
     if cfg.transport.bulk not in ("aead", "curve"):
         raise ConfigError(f"transport.bulk must be aead or curve, got {cfg.transport.bulk!r}")
@@ -226,6 +238,25 @@ def validate_config(cfg: SiteConfig) -> None:
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
     if cfg.train.threads < 0:
         raise ConfigError("train.threads must be >= 0")
+
+
+def _validate_reach(t: TransportSection) -> None:
+    """bind and endpoint, and the libp2p keys of issue 18 (a private site may bind nothing)."""
+    if t.reachability not in ("public", "private", "auto"):
+        raise ConfigError(f"transport.reachability must be public, private or auto, got {t.reachability!r}")
+    if not (t.private and t.bind == "") and not t.bind.startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"transport.bind must be a tcp:// or ipc:// address, got {t.bind!r}")
+    parts = t.endpoint.split()
+    if not parts or any(not p.startswith(("tcp://", "ipc://", "/")) for p in parts):
+        raise ConfigError(
+            f"transport.endpoint must be a tcp:// or ipc:// address and/or multiaddrs, got {t.endpoint!r}"
+        )
+    if not t.private and not parts[0].startswith(("tcp://", "ipc://")):
+        raise ConfigError("a public site's transport.endpoint starts with its tcp:// address")
+    if t.private and not t.relays.split():
+        raise ConfigError("a private site needs transport.relays", hint="a public member with relay = true")
+    if t.relay and not t.p2p_bind:
+        raise ConfigError("transport.relay needs transport.p2p_bind", hint="e.g. /ip4/0.0.0.0/tcp/7702")
 
 
 def _is_hex(text: str) -> bool:

@@ -119,6 +119,7 @@ def _swarm(
     *,
     start: bool,
     keep: bool,
+    private_sites: int = 0,
 ) -> contextlib.AbstractContextManager[LocalSwarm]:
     """A local swarm recorded in `root`, so `swarm devnet down` and `swarm ledger --devnet` find it."""
     from swarmd.ops import local_swarm
@@ -132,6 +133,7 @@ def _swarm(
         start=start,
         keep=keep,
         record=True,
+        private_sites=private_sites,
     )
 
 
@@ -298,6 +300,12 @@ def run(
         0.0, "--dp-epsilon", min=0.0, help="Train with DP-SGD to this epsilon over the run (0: no DP)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Progress on stderr; the summary as JSON on stdout."),
+    private_sites: int = typer.Option(
+        0,
+        "--private-sites",
+        min=0,
+        help="The last N sites accept no connection: reached via a relay on site 0.",
+    ),
 ) -> None:
     """Start a devnet (if none is up) and its daemons; show live progress until every round is done."""
     from swarmd.task import load_task
@@ -306,7 +314,11 @@ def run(
     with cli_errors(), contextlib.ExitStack() as stack:
         path, demo = _plan(root, sites, choice, alpha, seed, _privacy(secure_aggregation, dp_epsilon))
         with console.status("provisioning the sites (unless a devnet is up) and starting them..."):
-            swarm = stack.enter_context(_swarm(root, path, block_time, demo, sites, start=True, keep=keep))
+            swarm = stack.enter_context(
+                _swarm(
+                    root, path, block_time, demo, sites, start=True, keep=keep, private_sites=private_sites
+                )
+            )
         rounds_total = load_task(swarm.consortium.task).swarm.rounds
         try:
             _follow(swarm, rounds_total, timeout, err_console if json_out else console)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -41,6 +42,8 @@ def status(
     seen = sorted(st["peers_seen"].items())
     peers = ", ".join(f"{escape(names.get(a, a[:10] + '..'))} {now - ts:.0f}s ago" for a, ts in seen)
     t.add_row("peers seen", peers or "-")
+    if paths := st.get("peer_paths"):  # sites on the libp2p path (issue 18): how each peer is reached
+        t.add_row("peer paths", _paths(paths))
     t.add_row("last merged", f"round {st['last_merged_round']} {st['last_merged_hash'][:18]}")
     t.add_row("samples", str(st["n_samples"]))
     t.add_row("loss", "-" if st["last_loss"] is None else f"{st['last_loss']:.4f}")
@@ -66,6 +69,20 @@ def status(
             "repaired", escape(f"{len(repaired)}, last {last['kind']} {now - last['repaired']:.0f}s ago")
         )
     console.print(t)
+
+
+def _paths(paths: dict[str, dict[str, Any]]) -> str:
+    """'site-c relayed (out 28.0 MB relayed, in 28.0 MB relayed), site-b zmq (...)'."""
+    parts = []
+    for name, info in sorted(paths.items()):
+        moved = [
+            f"{d} {n / 1e6:.1f} MB {path}"
+            for d in ("out", "in")
+            for path, n in sorted(info.get(f"bytes_{d}", {}).items())
+            if n
+        ]
+        parts.append(f"{escape(name)} {info.get('path', '?')}" + (f" ({', '.join(moved)})" if moved else ""))
+    return ", ".join(parts)
 
 
 def _membership(standing: str) -> str:

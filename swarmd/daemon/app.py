@@ -17,6 +17,7 @@ from swarmd.daemon.control import ControlServer
 from swarmd.daemon.faults import Fault
 from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.metrics import Metrics, start_metrics_server
+from swarmd.daemon.reach import advertised_check, make_transport, peer_paths
 from swarmd.daemon.rounds import RoundDriver, StopRequested
 from swarmd.daemon.site import check_task_binding, site_budget, site_identity, site_ledger
 from swarmd.daemon.state import DaemonState, Phase
@@ -71,15 +72,7 @@ class Daemon:
         if task.swarm.local_layers:  # FedBN: the rounds see only the shared layers
             site_trainer = await asyncio.to_thread(LocalLayersTrainer, trainer, task, state_dir)
         handler = HandlerSlot()
-        self.node = Node(
-            handler,
-            bind=cfg.transport.bind,
-            public_key=ident.curve.public,
-            secret_key=ident.curve.secret,
-            max_bytes=task.swarm.max_update_bytes,
-            bulk="curve" if cfg.transport.bulk == "curve" else "aead",
-            bulk_bind=cfg.transport.bulk_bind or None,
-        )
+        self.node = make_transport(cfg.transport, ident, handler, task.swarm.max_update_bytes)
         self.driver = RoundDriver(
             task=task,
             ledger=ledger,
@@ -97,6 +90,7 @@ class Daemon:
         self.driver.budget = await asyncio.to_thread(site_budget, task, trainer, state_dir)
         handler.bind(self.driver)
         await self.node.start()
+        advertised_check(cfg.transport, self.node)
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)
         await self.control.start()
         self.metrics_server = start_metrics_server(cfg.metrics.bind, metrics)
@@ -175,6 +169,9 @@ class Daemon:
                     self.driver.metrics.transport_hook(direction, total - seen[direction])
                     seen[direction] = total
                 rejected = self.driver.metrics.transport_rejections(stats.rejections, rejected)
+                if paths := peer_paths(self.node):
+                    self.state.peer_paths = paths  # type: ignore[union-attr]
+                    self.driver.metrics.peer_paths(paths)
             await asyncio.sleep(period)
 
 

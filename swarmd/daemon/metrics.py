@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from socketserver import ThreadingMixIn
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -116,6 +117,18 @@ class Metrics:
             states=list(MEMBERSHIP_STATES),
             registry=r,
         )
+        self.peer_path = Gauge(
+            f"{PREFIX}_peer_path",
+            "1 for the path a peer is reached on now (zmq, direct or relayed libp2p), else 0.",
+            ["peer", "path"],
+            registry=r,
+        )
+        self.peer_bytes = Gauge(
+            f"{PREFIX}_peer_bytes",
+            "Model bytes moved with a peer so far, per path and direction.",
+            ["peer", "path", "direction"],
+            registry=r,
+        )
         self._reason = _BoundedLabels()
         self._metric_name = _BoundedLabels()
 
@@ -169,6 +182,15 @@ class Metrics:
         # An undefined metric (AUC on one class) is NaN, so the series stays visible instead of vanishing.
         for name, value in values.items():
             self.model_metric.labels(name=self._metric_name(name)).set(as_number(value))
+
+    def peer_paths(self, paths: Mapping[str, Mapping[str, Any]]) -> None:
+        """Mirror `DaemonState.peer_paths` (members only: the label set is bounded by the registry)."""
+        for peer, info in paths.items():
+            for path in ("zmq", "direct", "relayed"):
+                self.peer_path.labels(peer=peer, path=path).set(1 if info["path"] == path else 0)
+            for direction in ("out", "in"):
+                for path, n in info[f"bytes_{direction}"].items():
+                    self.peer_bytes.labels(peer=peer, path=path, direction=direction).set(n)
 
     def transport_hook(self, direction: str, nbytes: int) -> None:
         """Count bytes moved by the transport; `direction` is "in" or "out"."""

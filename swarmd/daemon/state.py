@@ -107,6 +107,8 @@ class DaemonState:
     term: int = 0
     peers_seen: dict[str, float] = field(default_factory=dict)  # address -> unix time last heard
     peer_names: dict[str, str] = field(default_factory=dict)  # address -> site name (from the chain)
+    # site name -> {"path": zmq|direct|relayed, "bytes_out"/"bytes_in": {path: n}} (the libp2p path only)
+    peer_paths: dict[str, dict[str, Any]] = field(default_factory=dict)
     membership: str = "unknown"  # this site's standing: membership.Standing's value
     last_merged_round: int = -1
     last_merged_hash: Digest | None = None

@@ -18,6 +18,7 @@ from swarmd.daemon.site import site_ledger
 from swarmd.errors import ConfigError, LedgerError
 from swarmd.fsutil import atomic_write_text
 from swarmd.ledger import Ledger, MemberStatus
+from swarmd.ops.p2pnet import p2p_transports
 from swarmd.ops.provision import DEV_KDF_ITERATIONS, create_site, deploy_params, site_config
 from swarmd.task import load_task
 
@@ -91,13 +92,15 @@ def local_consortium(
     datalists: Mapping[str, Path] | None = None,
     test_list: Path | None = None,
     hosts: Sequence[str] = (),
+    private_sites: int = 0,
 ) -> LocalConsortium:
     """Deploy, provision and admit sites under `root`.
 
     The sites train on `datalists` (one site per list, named by its key; `test_list` is the shared
     held-out set, if any) or, without them, on `sites` sites' generated `data_task` data.
     dev_keys[0] deploys and admits; dev_keys[1:] become the sites' accounts. `hosts`: the address site i
-    binds and advertises (default 127.0.0.1 for all; the WAN bench gives each its namespace's address)."""
+    binds and advertises (default 127.0.0.1 for all; the WAN bench gives each its namespace's address).
+    `private_sites`: the last N sites are reachable only through a relay on site 0 (ops/p2pnet.py)."""
     n = len(datalists) if datalists is not None else sites
     if len(dev_keys) < n + 1:
         raise ConfigError(f"need {n + 1} funded dev keys, have {len(dev_keys)}")
@@ -110,6 +113,13 @@ def local_consortium(
     if datalists is None:
         datalists, test_list = _generate(root / "data", sites, data_task, alpha, seed, n_per_site, n_test)
     ports = _free_ports(n) if base_port == 0 else [base_port + 3 * i for i in range(n)]
+    reach = (
+        [{} for _ in range(n)]
+        if not private_sites
+        else p2p_transports(
+            dev_keys[1 : n + 1], list(hosts) or ["127.0.0.1"] * n, ports, _free_ports(1)[0], private_sites
+        )
+    )
     out: list[LocalSite] = []
     for i, (name, data_list) in enumerate(datalists.items()):
         endpoint = f"tcp://{hosts[i] if hosts else '127.0.0.1'}:{ports[i]}"
@@ -127,7 +137,9 @@ def local_consortium(
             with_chain(cfg, contract=ledger.address, poll_interval=0.25),
             train=TrainSection(device="cpu", threads=1),
             metrics=MetricsSection(bind=f"127.0.0.1:{ports[i] + 2}"),
+            transport=dataclasses.replace(cfg.transport, **reach[i]),
         )
+        endpoint = cfg.transport.endpoint
         new = create_site(
             cfg, root / name / "site.toml", private_key=dev_keys[i + 1], kdf_iterations=DEV_KDF_ITERATIONS
         )

@@ -157,6 +157,7 @@ def local_swarm(
     record: bool = False,
     chain_state: Path | None = None,
     stop_timeout: float = 20.0,
+    private_sites: int = 0,
 ) -> Iterator[LocalSwarm]:
     """Anvil, `sites` sites provisioned under `root` for `task`, and their daemons; all stopped on exit.
 
@@ -169,7 +170,8 @@ def local_swarm(
     are recorded in `root` (devnet.json, daemons.json, anvil.log, the chain in CHAIN_STATE) for
     `swarm devnet down`; a devnet already recorded there and up is used with its consortium (and is
     left running), and one recorded but down (stopped, or anvil killed) is started again from its
-    saved chain. `chain_state`: anvil's state file, so the chain survives a restart."""
+    saved chain. `chain_state`: anvil's state file, so the chain survives a restart. `private_sites`:
+    the last N sites accept no connection and are reached through a relay on site 0 (ops/p2pnet.py)."""
     root = root.resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,9 @@ def local_swarm(
     else:
         if record and chain_state is not None:
             chain_state.unlink(missing_ok=True)  # without a consortium it is a failed provisioning's chain
-        dev, consortium = _provision(root, task, sites, block_time, data, keep, record, chain_state)
+        dev, consortium = _provision(
+            root, task, sites, block_time, data, keep, record, chain_state, private_sites
+        )
     daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
     swarm = LocalSwarm(
         dev,
@@ -214,6 +218,7 @@ def _provision(
     keep: bool,
     record: bool,
     chain_state: Path | None,
+    private_sites: int = 0,
 ) -> tuple[Devnet, LocalConsortium]:
     if isinstance(data, OwnData):
         sites = data.sites
@@ -237,6 +242,7 @@ def _provision(
                     task_path=task,
                     datalists=data.datalists,
                     test_list=data.test,
+                    private_sites=private_sites,
                 )
             else:
                 consortium = local_consortium(
@@ -250,6 +256,7 @@ def _provision(
                     n_per_site=data.n_per_site,
                     n_test=data.n_test,
                     data_task=data.task,
+                    private_sites=private_sites,
                 )
     except BaseException:
         dev.stop()

@@ -119,6 +119,11 @@ class Client:
         endpoint = self.ctx.members.get(peer)
         if endpoint is None:
             raise PeerRejected("not a member: no endpoint known for this peer")
+        if not endpoint.startswith(("tcp://", "ipc://")):  # a private site: libp2p only (issue 18)
+            raise TransportError(
+                "this peer accepts no ZeroMQ connection (a private site behind a relay)",
+                hint="install swarmd[p2p] to reach it over libp2p",
+            )
         sock = self.ctx.socket(zmq.DEALER)
         sock.curve_serverkey = peer
         sock.curve_publickey = self.ctx.public

@@ -175,6 +175,9 @@ class Node:
     def _open(self) -> None:
         ctx = self._ctx
         ctx.zmq_ctx = zmq.asyncio.Context()
+        if not self._bind:  # a site that accepts no connection (issue 18): client sockets only
+            log.info("transport started without a listening socket (outbound only)")
+            return
         self._auth = _Zap(ctx.zmq_ctx, ctx)
         self._auth.start()
         self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
@@ -246,7 +249,7 @@ class Node:
         """Replace the member set: {raw CURVE public key: endpoint}. Takes effect for new handshakes
         at once, for messages on open connections at once, and drops connections to removed peers.
         `labels` names members in log lines (their site names); unlabelled ones show a key prefix."""
-        new = {bytes(k): v for k, v in peers.items()}
+        new = {bytes(k): _zmq_part(v) for k, v in peers.items()}
         self._client.keep_only(new)
         self._flows.end_inbound_outside(new)
         self._ctx.members = new
@@ -316,6 +319,16 @@ class Node:
         do not hash to `model_hash`, TransportError on timeouts and stalls.
         """
         return await self._client.fetch_model(peer, model_hash, max_bytes, timeout)
+
+
+def _zmq_part(endpoint: str) -> str:
+    """The ZeroMQ endpoint in an advertised one that may also list libp2p multiaddrs (issue 18:
+    `tcp://host:7700 /p2p/<peer id>`); a private site's has none and is kept as written (never dialled
+    by a HybridNode; a plain Node's dial of it fails as a TransportError)."""
+    for part in endpoint.split():
+        if part.startswith(("tcp://", "ipc://")):
+            return part
+    return endpoint
 
 
 def _bind_socket(s: zmq.asyncio.Socket, endpoint: str) -> str:
