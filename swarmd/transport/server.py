@@ -298,6 +298,10 @@ class Server:
             log.exception("serve_model failed")
             ctx.reject("handler_error", peer, repr(exc))
             return Refusal.HANDLER_ERROR
+        ready = None
+        relayed = self.flows.relays.get(msg.model_hash) if payload is None else None
+        if relayed is not None:  # still arriving here: serve each chunk once it has landed
+            payload, ready = (relayed.manifest, [relayed.view]), relayed.landed
         if payload is None:
             return Refusal.NOT_FOUND
         manifest, frames = payload
@@ -316,7 +320,7 @@ class Server:
                     return await ctx.send(self.router, frames_, rid, track=track)
                 return await ctx.send(self._bulk_socket(), frames_, out.route, track=track)
 
-            await self.flows.pump(out, frames, send)
+            await self.flows.pump(out, frames, send, ready)
             ctx.stats.models_served += 1
             return None
         except (TimeoutError, asyncio.TimeoutError):
