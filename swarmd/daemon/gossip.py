@@ -3,11 +3,14 @@
 Only models the chain lists are ever served: a round's merged hash, the initial model, and the
 plain committed updates this site holds (its own, and those it received as leader), which members
 fetch by hash to audit a round (`swarmd.audit`). A masked update of a secure-aggregation round,
-or a plain update behind one, is never served. A holder announces to `fanout` random peers; a site
-that hears an announce checks the hash on chain, fetches the model (the transport verifies the hash
-as the bytes arrive), keeps it in memory, passes the announce on and writes it to disk meanwhile.
-A site that sees a finalization but hears nothing pulls: first from the round's leader, then from
-any member. Gossip spreads the load; the pull guarantees delivery.
+or a plain update behind one, is never served. A holder announces to its children in the round's
+dissemination tree (`tree_order`: the leader at the root, each node with `fanout` children); a site
+that hears an announce checks the hash on chain and fetches the model with cut-through: once the
+stream starts it passes the announce on and serves the model onward as the chunks land (the
+transport's `relay`; every receiver verifies the full hash). It keeps the model in memory and trains
+from it while it is written to disk (`durable` waits for the file). A site that sees a finalization
+but hears nothing pulls: first from the round's leader, then from any member. The tree spreads the
+load; the pull guarantees delivery.
 
 An announce costs its receiver a chain read, so announces are deduplicated and bounded: at most
 MAX_LOOKUPS chain reads in flight, and an announce the chain did not confirm is remembered for

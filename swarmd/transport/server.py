@@ -4,7 +4,8 @@ identities), and our answers to it.
 - control ROUTER: answers pings and announces; admits update offers (FIFO, several streams at once,
   bounded by `max_streams` and `max_inflight_bytes`, so a silent stream cannot shut others out and
   memory stays bounded), receives them and hands them to the handler one at a time; serves fetched
-  models (`max_serves` at a time); takes chunks, grants and cancels of streams over CURVE.
+  models (`max_serves` at a time), also a model this node is still downloading (cut-through, flow.py);
+  takes chunks, grants and cancels of streams over CURVE.
 - bulk ROUTER: sealed chunks and sealed credit grants only, in bulk.py's fixed layout.
 """
 
