@@ -260,3 +260,15 @@ async def test_a_fetched_model_is_trained_from_memory_while_the_disk_write_goes_
     disk.set()
     await asyncio.wait_for(waiting, 10)
     assert g.store.has(h)
+
+
+async def test_when_the_announcer_fails_mid_stream_the_model_comes_from_the_leader(tmp_path) -> None:
+    merged = _model(8)
+    h = content_hash(merged)
+    node = FakeNode(
+        {KEYS["c"]: {h: merged}}
+    )  # b announced, but its own download broke off: it serves nothing
+    g = _gossip(tmp_path, node, _finalized(h, leader="c"))
+    g.on_announce(KEYS["b"], 0, h)
+    await _settle(g)
+    assert node.fetches == [KEYS["b"], KEYS["c"]] and g.store.holds(h)
