@@ -134,6 +134,11 @@ class PeerRejected(TransportError):
     """A peer was refused: not an active member, over a limit, or stalled."""
 
 
+class RelayFailed(PeerRejected):
+    """A model served while it was still arriving at the serving peer stopped: that peer's own
+    download failed. Another holder may serve it."""
+
+
 # --- merge (exit 8) -----------------------------------------------------------------------------
 class MergeError(SwarmError):
     """No valid update to merge, or a merge rule failed."""

@@ -60,6 +60,16 @@ def mean_sd(values: Iterable[float | None]) -> tuple[float, float]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
+_load_at_start: list[float] | None = None
+
+
+def mark_start() -> None:
+    """Note the load average now, as a bench starts: `machine()` reports it (read at the end, when the
+    bench itself has loaded the box, it said more about the bench than about the box it ran on)."""
+    global _load_at_start
+    _load_at_start = [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict[str, Any]:
     import psutil
     import torch
@@ -72,7 +82,7 @@ def machine() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_at_start": _load_at_start or [round(x, 2) for x in os.getloadavg()],
     }
 
 

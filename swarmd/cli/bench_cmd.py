@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from swarmd.bench.report import Report, Step, write_report
+from swarmd.bench.report import Report, Step, mark_start, write_report
 from swarmd.cli.common import cli_errors, console
 
 bench_app = typer.Typer(
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
 # --- progress and output ----------------------------------------------------------------------------
 @contextmanager
 def _progress() -> Iterator[Progress]:
+    mark_start()  # every bench enters here first
     cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*cols, console=console, transient=False) as progress:
         yield progress

@@ -8,6 +8,7 @@ missing model is reported as a problem and fetched again until a source gives th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import torch
@@ -100,6 +101,8 @@ class ModelSide(RoundPlumbing):
         peers = [self.peers.key(a) for a in self.peers.others()]
         fetched = bool(peers) and await self.interruptible(self.gossip.fetch_from(peers, h, -1))
         if fetched:
+            with contextlib.suppress(StoreError):  # a full disk: reported, and written again below
+                await self.gossip.durable(h)
             model, _ = self._stored_model(h, "fetching it again from a peer")
             return model
         return None
@@ -109,7 +112,9 @@ class ModelSide(RoundPlumbing):
 
         A stored copy that fails its hash is quarantined by the store; it is then fetched again."""
         while True:
-            if not self.store.has(h):
+            if not self.store.holds(
+                h
+            ):  # in memory is enough to train from; `gossip.durable` waits for the disk
                 await self.interruptible(self.gossip.wait_for(h, r))
             model, _ = self._stored_model(h, "fetching it again from a peer")
             if model is not None:

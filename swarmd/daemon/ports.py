@@ -7,7 +7,7 @@ in their place. The transport's inbound side is its own `transport.Handler` prot
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +35,7 @@ class Transport(Protocol):
         round: int,
         term: int,
         state: Mapping[str, torch.Tensor] | None = None,
+        digest: bytes | None = None,
         timeout: float | None = None,
     ) -> Verdict: ...
 
@@ -47,7 +48,7 @@ class Transport(Protocol):
     ) -> bytes: ...
 
     async def fetch_model(
-        self, peer: PeerId, model_hash: bytes, *, max_bytes: int
+        self, peer: PeerId, model_hash: bytes, *, max_bytes: int, relay: Callable[[], object] | None = None
     ) -> dict[str, torch.Tensor]: ...
 
 

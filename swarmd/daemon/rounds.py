@@ -113,7 +113,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         if self.task.round.mode == "cyclic":
             await self.play_cyclic(r)  # the model visits the sites in turn (cyclic.py)
             return
-        await self.refresh_members()
+        # `rounds` has just re-read the members (until_active), and follow_members keeps doing so.
         self.serve_committed()  # after a restart too
         info = await self.chain(self.ledger.round, r)
         self.set_phase(Phase.SYNC, r)
@@ -164,6 +164,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
             n = self.journal.get(r).n_samples
             eps = self.budget.committed_epsilon() if self.budget else 0
             seal = election_seal(round_secret(self.journal, r), self.me, r)  # journaled before it is sent
+            await self.gossip.durable(info.base_hash)  # trained from memory: on disk before we commit to it
             try:
                 await self.transact(
                     self.ledger.commit, r, update_hash, n, seal=seal, milli_epsilon=eps, key_count=key_count
@@ -294,14 +295,15 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         rec = self.journal.get(r)
         if rec.delivered_term == info.term:
             return
-        update = self.store.get(self.own_update(r))
+        digest = self.own_update(r)
+        update = self.store.get(digest)
         leader = info.leader or ""
         delay = 0.1
         while True:
             self.checkpoint()
             if leader not in self.peers.endpoints:
                 await self.refresh_members()
-            verdict = await self.send_while_term_lasts(r, info.term, leader, update)
+            verdict = await self.send_while_term_lasts(r, info.term, leader, update, digest)
             # "duplicate": the leader stored our update before it crashed and lost our connection
             # before its answer reached us; restarted, it folded the stored copy in again.
             if verdict is not None and (verdict.ok or verdict.reason == Refusal.DUPLICATE):
@@ -332,7 +334,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
             delay = min(delay * 2, 2.0)
 
     async def send_while_term_lasts(
-        self, r: int, term: int, leader: str, update: dict[str, torch.Tensor]
+        self, r: int, term: int, leader: str, update: dict[str, torch.Tensor], digest: bytes
     ) -> Verdict | None:
         """One delivery attempt, abandoned as soon as the chain shows a new term or the round's end,
         or the leader's time is up: then this site calls reelect itself.
@@ -341,7 +343,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         replaces it must not wait for that, nor for some other site to call it."""
         send = asyncio.ensure_future(
             self.node.send_update(
-                self.peers.key(leader), round=r, term=term, state=update, timeout=SEND_TIMEOUT
+                self.peers.key(leader), round=r, term=term, state=update, digest=digest, timeout=SEND_TIMEOUT
             )
         )
         try:
@@ -374,7 +376,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         model = await self.ensure_model(merged_hash, r)
         if info.leader == self.me:
             # The gossip starts here; every site that fetches the model passes it on.
-            await self.gossip.spread(r, merged_hash, exclude=set())
+            await self.gossip.spread(r, merged_hash, leader=self.me)
         self.metrics.round_done(r)
         self.prune_updates(before=r)
         self.serve_committed()

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import torch
@@ -23,7 +23,7 @@ import zmq.asyncio
 from swarmd import codec
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest
-from swarmd.errors import HashMismatch, PeerRejected, TransportError
+from swarmd.errors import HashMismatch, PeerRejected, RelayFailed, TransportError
 from swarmd.transport import messages as m
 from swarmd.transport.bulk import BulkChunk, BulkGrant
 from swarmd.transport.context import Context
@@ -371,7 +371,12 @@ class Client:
                 f.add_done_callback(_retrieve)  # an ended pump's error is already reported above
 
     async def fetch_model(
-        self, peer: PeerId, model_hash: bytes, max_bytes: int, timeout: float | None
+        self,
+        peer: PeerId,
+        model_hash: bytes,
+        max_bytes: int,
+        timeout: float | None,
+        relay: Callable[[], object] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Ask for a model, receive and verify it (see Node.fetch_model)."""
         key = new_key() if self.ctx.bulk_mode == "aead" else None
@@ -383,13 +388,14 @@ class Client:
                 raise PeerRejected(f"peer did not serve the model: {answer.reason}")
             if not isinstance(answer, m.Serve):
                 raise TransportError(f"peer answered a fetch with {answer.KIND}")
-            return await self._receive_model(conn, answer, model_hash, max_bytes, key)
+            return await self._receive_model(conn, q, answer, model_hash, max_bytes, key, relay)
         finally:
             conn.pending.pop(req, None)
 
     async def _receive_model(
-        self, conn: _Conn, serve: m.Serve, model_hash: bytes, max_bytes: int, key: bytes | None
-    ) -> dict[str, torch.Tensor]:
+        self, conn: _Conn, q: Answers, serve: m.Serve, model_hash: bytes, max_bytes: int, key: bytes | None,
+        relay: Callable[[], object] | None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         ctx = self.ctx
         if serve.manifest.total_nbytes > max_bytes:
             ctx.reject("too_large", conn.key, f"model of {serve.manifest.total_nbytes} bytes")
@@ -403,19 +409,36 @@ class Client:
             frame = stream.sealed_grant() if key is not None else m.encode(m.Grant(serve.req, serve.sid, n))
             await ctx.send(sock, [frame])
 
+        # A reply during the stream means the server stopped (a relay whose own download failed), as does
+        # a dropped connection: either ends the stream at once, not after the stall timeout.
+        ended = asyncio.ensure_future(q.get())
+        ended.add_done_callback(lambda f: None if f.cancelled() else stream.fail("peer_ended"))
         failure: str | None = "fetcher gave up"
-        try:
-            failure = await self.flows.receive(stream, grant)
-        finally:
-            if failure is not None and failure != "unroutable":
-                # without a cancel the server would pump on until its stall timeout
-                ctx.spawn(ctx.send_quietly(conn.control, m.Cancel(serve.sid, failure)))
-        if failure is not None:
-            raise TransportError(f"model stream failed: {failure}")
-        digest = await stream.digest()
-        if digest != model_hash:
-            ctx.reject("hash_mismatch", conn.key, f"served model hashes to {codec.hash_hex(digest)}")
-            raise HashMismatch(
-                f"model from peer hashes to {codec.hash_hex(digest)}, expected {codec.hash_hex(model_hash)}"
-            )
+        with self.flows.relaying(model_hash, stream, relay):
+            try:
+                failure = await self.flows.receive(stream, grant)
+            finally:
+                stopped = ended.done() and not ended.cancelled()
+                ended.cancel()
+                if failure is not None and failure != "unroutable" and not stopped:
+                    # without a cancel the server would pump on until its stall timeout
+                    ctx.spawn(ctx.send_quietly(conn.control, m.Cancel(serve.sid, failure)))
+            if stopped:
+                _raise_stopped(conn, ended.result())
+            if failure is not None:
+                raise TransportError(f"model stream failed: {failure}")
+            digest = await stream.digest()
+            if digest != model_hash:
+                got, want = codec.hash_hex(digest), codec.hash_hex(model_hash)
+                ctx.reject("hash_mismatch", conn.key, f"served model hashes to {got}")
+                raise HashMismatch(f"model from peer hashes to {got}, expected {want}")
         return codec.decode_flat(serve.manifest, stream.view)
+
+
+def _raise_stopped(conn: _Conn, msg: m.Message) -> None:
+    """The server ended a model stream it was serving us: say why."""
+    _raise_if_sentinel(conn, msg)
+    reason = msg.reason if isinstance(msg, m.Reply) else msg.KIND
+    if reason == Refusal.UPSTREAM_FAILED:
+        raise RelayFailed("the peer's own download of the model failed while it served it on")
+    raise PeerRejected(f"peer stopped serving the model: {reason}")

@@ -4,6 +4,10 @@ Both sides open streams: the serving side receives updates and serves models, th
 sends updates and fetches models. Here is what they share: the tables of open streams, which stream
 a chunk, grant or cancel belongs to, `receive` (grant credit as chunks land, watch for stalls) and
 `pump` (send a payload chunk by chunk, each after one credit). The per-stream objects are stream.py's.
+
+Cut-through: a model this node is fetching with `relay` on is listed in `relays` (by content hash)
+while it arrives, and the serving side serves it onward from the same buffer, each chunk once it has
+landed (`Inbound.landed`), so a model crosses several hops in about one model time, not one per hop.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 import zmq
 
@@ -27,6 +31,8 @@ from swarmd.transport.stream import Inbound, Outbound, iter_chunks
 GrantFn = Callable[[int, bool], Awaitable[None]]  # (credits, first grant of the stream)
 # One chunk's frames, to wherever they go; returns the zero-copy send's tracker when asked to (True)
 SendFn = Callable[[list[OutFrame], bool], Awaitable[zmq.MessageTracker | None]]
+# Until the payload's first n bytes are there (a relayed stream still arriving), else raise; (n, timeout)
+ReadyFn = Callable[[int, float], Awaitable[None]]
 
 
 class Flows:
@@ -36,6 +42,7 @@ class Flows:
         self.ctx = ctx
         self.inbound: dict[bytes, Inbound] = {}
         self.outbound: dict[bytes, Outbound] = {}
+        self.relays: dict[bytes, Inbound] = {}  # content hash -> a model we fetch and serve as it arrives
         # Streams that ended early: their chunks still in flight are dropped without a second count.
         self.ended: deque[bytes] = deque(maxlen=256)
 
@@ -72,11 +79,37 @@ class Flows:
             if stream.failed is not None or not stream.done.is_set():
                 self.ended.append(stream.sid)
 
-    async def pump(self, out: Outbound, frames: Sequence[memoryview], send: SendFn) -> None:
-        """Send every chunk of a payload, each after taking one credit from the receiver."""
+    @contextlib.contextmanager
+    def relaying(self, h: bytes, stream: Inbound, started: Callable[[], object] | None) -> Iterator[None]:
+        """With `started`, serve `stream` (a download of the model with content hash `h`) onward while
+        it arrives, and call `started()`: unless another download of `h` is relayed already. A download
+        that ends in an error fails the stream, so whoever it is served to stops at once."""
+        if started is None or h in self.relays:
+            yield
+            return
+        self.relays[h] = stream
+        try:
+            started()
+            yield
+        except BaseException:
+            if stream.failed is None:
+                stream.fail(Refusal.UPSTREAM_FAILED)
+            raise
+        finally:
+            del self.relays[h]
+
+    async def pump(
+        self, out: Outbound, frames: Sequence[memoryview], send: SendFn, ready: ReadyFn | None = None
+    ) -> None:
+        """Send every chunk of a payload, each after taking one credit from the receiver (and, with
+        `ready`, once its bytes have arrived here: a relayed model)."""
         chunk, pool = self.ctx.limits.chunk_size, self.ctx.seal_buffers
+        sent = 0
         for seq, pieces in enumerate(iter_chunks(frames, chunk)):
             await out.take(self.ctx.limits.stall_timeout)
+            sent += sum(len(p) for p in pieces)
+            if ready is not None:
+                await ready(sent, self.ctx.limits.stall_timeout)
             if out.sealed:  # sealed into one of the node's buffers, reused once libzmq has sent it
                 msg = out.frames(seq, pieces, pool, chunk)
                 pool.give_back(msg[-1], await send(msg, True))

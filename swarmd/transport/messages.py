@@ -111,6 +111,7 @@ class Refusal(str, enum.Enum):
     TOO_LARGE = "too_large"
     HANDLER_ERROR = "handler_error"
     NOT_FOUND = "not_found"  # a fetched model this site does not hold
+    UPSTREAM_FAILED = "upstream_failed"  # a model served while it arrived: its own download failed
     NO_BULK_CHANNEL = "no_bulk_channel"
     PRIVACY_REFUSED = "privacy_refused"  # a secure-aggregation message was malformed or asked too much
 

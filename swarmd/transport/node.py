@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import zmq
@@ -311,14 +311,26 @@ class Node:
         return await self._client.send_update(peer, offer, frames, timeout)
 
     async def fetch_model(
-        self, peer: PeerId, model_hash: bytes, *, max_bytes: int, timeout: float | None = None
+        self,
+        peer: PeerId,
+        model_hash: bytes,
+        *,
+        max_bytes: int,
+        timeout: float | None = None,
+        relay: Callable[[], object] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Download the model with content hash `model_hash` from `peer`, verified against that hash.
 
-        Raises PeerRejected when the peer does not hold it (or refuses), HashMismatch when the bytes
-        do not hash to `model_hash`, TransportError on timeouts and stalls.
+        With `relay`, members that fetch `model_hash` from this node meanwhile are served it as it
+        arrives, chunk by chunk (cut-through); `relay()` is called once the stream starts, so the
+        caller can announce it. Each of them checks the hash itself; if this download fails, theirs
+        fail at once with RelayFailed.
+
+        Raises PeerRejected when the peer does not hold it (or refuses; RelayFailed when it was relaying
+        it and its own download failed), HashMismatch when the bytes do not hash to `model_hash`,
+        TransportError on timeouts and stalls.
         """
-        return await self._client.fetch_model(peer, model_hash, max_bytes, timeout)
+        return await self._client.fetch_model(peer, model_hash, max_bytes, timeout, relay)
 
 
 def _zmq_part(endpoint: str) -> str:

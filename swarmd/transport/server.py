@@ -4,7 +4,8 @@ identities), and our answers to it.
 - control ROUTER: answers pings and announces; admits update offers (FIFO, several streams at once,
   bounded by `max_streams` and `max_inflight_bytes`, so a silent stream cannot shut others out and
   memory stays bounded), receives them and hands them to the handler one at a time; serves fetched
-  models (`max_serves` at a time); takes chunks, grants and cancels of streams over CURVE.
+  models (`max_serves` at a time), also a model this node is still downloading (cut-through, flow.py);
+  takes chunks, grants and cancels of streams over CURVE.
 - bulk ROUTER: sealed chunks and sealed credit grants only, in bulk.py's fixed layout.
 """
 
@@ -298,6 +299,10 @@ class Server:
             log.exception("serve_model failed")
             ctx.reject("handler_error", peer, repr(exc))
             return Refusal.HANDLER_ERROR
+        ready = None
+        relayed = self.flows.relays.get(msg.model_hash) if payload is None else None
+        if relayed is not None:  # still arriving here: serve each chunk once it has landed
+            payload, ready = (relayed.manifest, [relayed.view]), relayed.landed
         if payload is None:
             return Refusal.NOT_FOUND
         manifest, frames = payload
@@ -316,7 +321,7 @@ class Server:
                     return await ctx.send(self.router, frames_, rid, track=track)
                 return await ctx.send(self._bulk_socket(), frames_, out.route, track=track)
 
-            await self.flows.pump(out, frames, send)
+            await self.flows.pump(out, frames, send, ready)
             ctx.stats.models_served += 1
             return None
         except (TimeoutError, asyncio.TimeoutError):

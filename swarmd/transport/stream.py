@@ -263,6 +263,7 @@ class Inbound:
         self.wake = asyncio.Event()  # set on every chunk and on failure: the credit loop wakes up
         self.failed: str | None = None
         self.route: bytes | None = None  # routing id of the sender on the bulk socket, once seen
+        self._watchers: list[asyncio.Future[None]] = []  # relays serving this stream onward (`landed`)
         if self.total == 0:
             self.done.set()
 
@@ -286,6 +287,31 @@ class Inbound:
         self.failed = reason
         self.done.set()
         self.wake.set()
+        self._tell_watchers()
+
+    async def landed(self, end: int, timeout: float) -> None:
+        """Until the first `end` bytes are in the buffer: a site serving this stream onward while it
+        arrives (cut-through) waits here. Raises BadMessage(upstream_failed) once the stream failed,
+        or when no chunk lands for `timeout` seconds."""
+        while True:
+            if self.failed is not None:
+                raise BadMessage(m.Refusal.UPSTREAM_FAILED, f"the relayed stream failed ({self.failed})")
+            if self.offset >= end:
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._watchers.append(fut)
+            try:
+                await wait_within(fut, timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                raise BadMessage(
+                    m.Refusal.UPSTREAM_FAILED, f"the relayed stream made no progress for {timeout:.1f}s"
+                ) from None
+
+    def _tell_watchers(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
 
     def accept(self, seq: int, data: Sequence[memoryview | bytes]) -> None:
         """Write one chunk; raise BadMessage (reason label) on anything out of line."""
@@ -308,6 +334,7 @@ class Inbound:
         if self.offset == self.total:
             self.done.set()
         self.wake.set()
+        self._tell_watchers()
 
     def _open(self, seq: int, data: Sequence[memoryview | bytes], dest: memoryview) -> None:
         if len(data) != 1 or len(data[0]) != len(dest) + TAG_SIZE:

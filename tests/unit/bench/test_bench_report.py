@@ -102,3 +102,13 @@ def test_write_report_writes_json_and_markdown(tmp_path: Path) -> None:
     assert md[2] == "| x |\n|---|\n| 1 |"
     assert md[3].startswith("| goal | measured | limit | |")
     assert md[4:] == ["A note.", "![demo_plot](demo_plot.png)\n"]
+
+
+def test_the_load_average_is_the_one_read_when_the_bench_started(monkeypatch) -> None:
+    import swarmd.bench.report as report_mod
+
+    monkeypatch.setattr(report_mod, "_load_at_start", None)
+    monkeypatch.setattr(report_mod.os, "getloadavg", lambda: (0.5, 0.4, 0.3))
+    report_mod.mark_start()
+    monkeypatch.setattr(report_mod.os, "getloadavg", lambda: (4.0, 3.0, 2.0))  # the bench loaded the box
+    assert report_mod.machine()["load_avg_at_start"] == [0.5, 0.4, 0.3]

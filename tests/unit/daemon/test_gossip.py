@@ -5,7 +5,9 @@ many chain reads a flood of announces of unknown hashes may cost."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,6 +20,8 @@ from swarmd.daemon.gossip import (
     NOT_ON_CHAIN_TTL,
     Gossip,
     Peers,
+    children,
+    tree_order,
 )
 from swarmd.daemon.store import ModelStore
 from swarmd.errors import TransportError
@@ -40,11 +44,16 @@ class FakeNode:
         self.silent: set[bytes] = set()
         self.announce_timeouts: list[float | None] = []
 
-    async def fetch_model(self, peer: bytes, h: bytes, *, max_bytes: int) -> dict[str, torch.Tensor]:
+    async def fetch_model(
+        self, peer: bytes, h: bytes, *, max_bytes: int, relay: Callable[[], object] | None = None
+    ) -> dict[str, torch.Tensor]:
         self.fetches.append(peer)
         held = self.holders.get(peer, {})
         if h not in held:
             raise TransportError("not served")
+        if relay is not None:  # the stream starts: the fetcher may pass the announce on now
+            relay()
+        await asyncio.sleep(0)
         return {k: v.clone() for k, v in held[h].items()}
 
     async def announce(
@@ -79,6 +88,12 @@ def _gossip(tmp_path, node: FakeNode, info: RoundInfo, fanout: int = 2) -> Gossi
     )
 
 
+async def _settle(g: Gossip) -> None:
+    """Until the gossip's background work (fetches started by announces, announces passed on) is done."""
+    while g._background:
+        await asyncio.gather(*list(g._background))
+
+
 def _finalized(h: bytes, leader: str = "c") -> RoundInfo:
     return RoundInfo(
         round=0, status=RoundStatus.FINALIZED, term=1, leader=leader, commits=(), failed_leaders=(),
@@ -103,10 +118,12 @@ async def test_announce_of_the_model_on_chain_is_fetched_stored_and_passed_on(tm
     node = FakeNode({KEYS["b"]: {h: merged}})
     g = _gossip(tmp_path, node, _finalized(h))
     g.on_announce(KEYS["b"], 0, h)
-    await asyncio.gather(*g._background)
+    await _settle(g)
+    assert h in g.servable and g.store.holds(h)
+    await g.durable(h)  # written behind the round's back; a commit waits for it
     assert torch.equal(g.store.get(h, keep=False)["w"], merged["w"])  # on disk, verified on read
-    assert h in g.servable
-    assert node.announces and KEYS["b"] not in node.announces and len(node.announces) == 2  # fanout, onward
+    # c led round 0: its tree is c -> (a, b), a -> (d), so we (a) pass the announce on to d alone
+    assert node.announces == [KEYS["d"]]
 
 
 async def test_announce_of_a_model_not_on_chain_is_ignored(tmp_path):
@@ -115,8 +132,8 @@ async def test_announce_of_a_model_not_on_chain_is_ignored(tmp_path):
     node = FakeNode({KEYS["b"]: {h: merged}})
     g = _gossip(tmp_path, node, _finalized(b"\1" * 32))
     g.on_announce(KEYS["b"], 0, h)
-    await asyncio.gather(*g._background)
-    assert node.fetches == [] and not g.store.has(h) and h not in g.servable
+    await _settle(g)
+    assert node.fetches == [] and not g.store.holds(h) and h not in g.servable
 
 
 async def test_pull_asks_the_leader_first_then_any_member(tmp_path):
@@ -126,7 +143,7 @@ async def test_pull_asks_the_leader_first_then_any_member(tmp_path):
     g = _gossip(tmp_path, node, _finalized(h, leader="c"), fanout=0)
     await asyncio.wait_for(g.wait_for(h, 0), timeout=10)
     assert node.fetches[0] == KEYS["c"] and node.fetches[-1] == KEYS["d"]
-    assert g.store.has(h)
+    assert g.store.holds(h)
 
 
 async def test_nobody_serving_keeps_pulling_with_backoff(tmp_path):
@@ -135,7 +152,7 @@ async def test_nobody_serving_keeps_pulling_with_backoff(tmp_path):
     g = _gossip(tmp_path, node, _finalized(h))
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(g.wait_for(h, 0), timeout=0.5)
-    assert len(node.fetches) >= 3 and not g.store.has(h)
+    assert len(node.fetches) >= 3 and not g.store.holds(h)
 
 
 async def test_announces_of_unknown_hashes_start_few_chain_reads_and_the_rest_are_dropped_and_counted(
@@ -190,14 +207,68 @@ async def test_a_refused_announce_is_looked_up_again_once_its_memory_expires(tmp
     monkeypatch.setattr(time, "monotonic", lambda: now + NOT_ON_CHAIN_TTL + 1)
     g.on_announce(KEYS["b"], 0, h)
     await asyncio.gather(*g._background)
-    assert g.store.has(h) and node.fetches == [KEYS["b"]]
+    assert g.store.holds(h) and node.fetches == [KEYS["b"]]
 
 
 async def test_a_member_that_never_answers_an_announce_holds_the_spread_only_briefly(tmp_path):
     node = FakeNode({})
     node.silent = {KEYS[n] for n in "bcd"}
     g = _gossip(tmp_path, node, _finalized(b"\1" * 32), fanout=3)
-    await g.spread(0, b"\1" * 32, exclude=set())  # the silent peers are skipped, nothing raises
+    await g.spread(0, b"\1" * 32, leader=None)  # the silent peers are skipped, nothing raises
     assert len(node.announces) == 3
     # each announce waits ANNOUNCE_TIMEOUT, not the transport's 30 s request timeout
     assert node.announce_timeouts == [ANNOUNCE_TIMEOUT] * 3 and ANNOUNCE_TIMEOUT <= 2.0
+
+
+def test_the_tree_reaches_every_member_once_and_a_different_site_relays_each_round() -> None:
+    members = [f"0x{i:02x}" for i in range(8)]
+    relays = set()
+    for r in range(8):
+        order = tree_order("0x05", members, r)
+        reached = [kid for a in order for kid in children(order, a, 2)]
+        assert order[0] == "0x05" and sorted(reached) == sorted(a for a in members if a != "0x05")
+        relays.add(tuple(a for a in order if children(order, a, 2) and a != "0x05"))
+    assert len(relays) > 1
+    assert children(["a"], "a", 2) == [] and children(["a", "b"], "z", 2) == []
+
+
+async def test_a_child_that_does_not_take_the_announce_has_its_children_announced_to(tmp_path) -> None:
+    node = FakeNode({})
+    node.silent = {KEYS["b"]}
+    g = _gossip(tmp_path, node, _finalized(b"\1" * 32), fanout=1)
+    await g.spread(0, b"\1" * 32, leader="a")  # we lead: the tree is a -> b -> c -> d
+    assert node.announces == [KEYS["b"], KEYS["c"]]  # c then passes it on to d as usual
+
+
+async def test_a_fetched_model_is_trained_from_memory_while_the_disk_write_goes_on(tmp_path) -> None:
+    merged = _model(7)
+    h = content_hash(merged)
+    g = _gossip(tmp_path, FakeNode({KEYS["b"]: {h: merged}}), _finalized(h))
+    disk = threading.Event()
+    put = g.store.put
+
+    def slow_put(*args: object, **kw: object) -> object:
+        disk.wait(10)  # a slow fsync
+        return put(*args, **kw)  # type: ignore[arg-type]
+
+    g.store.put = slow_put  # type: ignore[method-assign]
+    assert await g.fetch_from([KEYS["b"]], h, 0, leader="c")
+    assert g.store.holds(h) and not g.store.has(h)  # usable now, not yet on disk
+    waiting = asyncio.ensure_future(g.durable(h))  # what a commit does first
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    disk.set()
+    await asyncio.wait_for(waiting, 10)
+    assert g.store.has(h)
+
+
+async def test_when_the_announcer_fails_mid_stream_the_model_comes_from_the_leader(tmp_path) -> None:
+    merged = _model(8)
+    h = content_hash(merged)
+    node = FakeNode(
+        {KEYS["c"]: {h: merged}}
+    )  # b announced, but its own download broke off: it serves nothing
+    g = _gossip(tmp_path, node, _finalized(h, leader="c"))
+    g.on_announce(KEYS["b"], 0, h)
+    await _settle(g)
+    assert node.fetches == [KEYS["b"], KEYS["c"]] and g.store.holds(h)

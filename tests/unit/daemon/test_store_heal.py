@@ -60,7 +60,9 @@ class FakePeers:
     async def announce(self, peer: bytes, *, round: int, model_hash: bytes) -> None:
         pass
 
-    async def fetch_model(self, peer: bytes, model_hash: bytes, *, max_bytes: int) -> dict[str, torch.Tensor]:
+    async def fetch_model(
+        self, peer: bytes, model_hash: bytes, *, max_bytes: int, relay: object = None
+    ) -> dict[str, torch.Tensor]:
         self.asked += 1
         if self.asked <= self.fail or model_hash not in self.models:
             raise TransportError("peer does not serve it")
