@@ -129,7 +129,6 @@ class RoundPlumbing:
         )
         self.blocks = BlockClock()
         self._peers_set = False  # the node has been given the member list once
-        self._members_read_at = float("-inf")  # monotonic time of the last member read that succeeded
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
 
@@ -227,9 +226,7 @@ class RoundPlumbing:
     async def refresh_members(self) -> None:
         """Re-read the member list: the peers the transport accepts, this site's own standing, and the
         names of members not seen before."""
-        asked = time.monotonic()
         members = await self.chain(self.ledger.members)
-        self._members_read_at = asked
         active = [m for m in members if m.status is MemberStatus.ACTIVE]
         me = next((m.status for m in members if m.account == self.me), MemberStatus.NONE)
         if self.membership.update(me):
@@ -264,10 +261,8 @@ class RoundPlumbing:
     async def until_active(self) -> None:
         """Return once this site is an active member; until then (pending admission, never joined,
         removed) wait in phase `waiting`, re-reading the chain every poll. Training needs no restart.
-        A read younger than one poll (follow_members makes one every poll) is not repeated: it is a
-        chain read on the way from one round's model to the next round's training."""
-        if time.monotonic() - self._members_read_at >= self.poll:
-            await self.refresh_members()
+        The first read is always fresh: a read made in the last poll may predate a removal."""
+        await self.refresh_members()
         while not self.membership.active:
             self.set_phase(Phase.WAITING)
             await self.sleep(self.poll)
