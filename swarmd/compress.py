@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -51,12 +52,26 @@ class CompressionError(InvalidUpdate):
         super().__init__("compression", message, sender=sender, hint=hint)
 
 
+class ExchangeLike(Protocol):
+    """What an encoding is read from (the task's `[exchange]` settings)."""
+
+    @property
+    def compression(self) -> str: ...
+
+    @property
+    def topk_ratio(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class Encoding:
     """How updates travel: the task's `[exchange] compression` and `topk_ratio`."""
 
     mode: str = "none"
     topk_ratio: float = 0.01
+
+    @classmethod
+    def of(cls, exchange: ExchangeLike) -> Encoding:
+        return cls(exchange.compression, exchange.topk_ratio)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -283,6 +298,8 @@ def decompressed(
         return raw
     fail = CompressionError
     shapes = _meta(raw)
+    if ENCODING_KEY in shapes:
+        _check_declaration(raw, shapes[ENCODING_KEY], enc, sender)
     want = layout(template, enc)
     missing, extra = set(want) - set(shapes), set(shapes) - set(want)
     if missing or extra:
@@ -290,7 +307,6 @@ def decompressed(
             [f"unexpected {_short(extra)}"] if extra else []
         )
         raise fail(f"not a {enc.mode} update of this model: " + "; ".join(what), sender=sender)
-    _check_declaration(raw, shapes[ENCODING_KEY], enc, sender)
     for name, (dtype, shape) in want.items():
         got = shapes[name]
         if got.dtype != dtype or tuple(got.shape) != shape:

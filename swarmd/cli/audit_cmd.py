@@ -165,6 +165,7 @@ async def _recompute(
     single: bool,
 ) -> list[RoundVerdict]:
     from swarmd.audit import KeySets, UpdateSource, audit_round, audit_rounds
+    from swarmd.compress import Encoding
     from swarmd.privacy import SecAggParams
 
     source = UpdateSource(
@@ -178,10 +179,11 @@ async def _recompute(
         more_stores=stores,
     )
     keysets = KeySets(SecAggParams.from_settings(task.privacy), ledger.advertised_keys)
+    enc = Encoding.of(task.exchange)
     async with source:
-        if single:
-            return [await audit_round(infos[0], task.swarm, source, keysets)]  # unfinalized: a named error
-        return await audit_rounds(infos, task.swarm, source, keysets)
+        if single:  # an unfinalized round: a named error
+            return [await audit_round(infos[0], task.swarm, source, keysets, enc)]
+        return await audit_rounds(infos, task.swarm, source, keysets, enc)
 
 
 def register(app: typer.Typer) -> None:

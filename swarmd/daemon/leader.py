@@ -24,6 +24,7 @@ import torch
 
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
+from swarmd.compress import Encoding
 from swarmd.daemon.accounting import NOT_DELIVERED, exclusion_reasons, finalize_outcomes
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.faults import Fault
@@ -105,6 +106,7 @@ class LeaderSide(SecureSide, ReceiptSide):
             norm_bound=0.0 if masked else self.task.swarm.norm_bound,  # under masks, each site bounds its own
             masked=masked is not None,
             label=self.names.label,
+            encoding=Encoding.of(self.task.exchange),
         )
         outside = self.node.limits
         ceiling = outside.stall_timeout
