@@ -159,6 +159,32 @@ def run_learning(
     return _write(out, learning_report(runs, out, quick), quick=quick, started=t0)
 
 
+# --- compression ------------------------------------------------------------------------------------
+@bench_app.command("compression")
+def compression_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    seeds: int = typer.Option(3, "--seeds"),
+    rounds: int = typer.Option(5, "--rounds"),
+    local_steps: int = typer.Option(10, "--local-steps"),
+    sites: int = typer.Option(3, "--sites"),
+    alpha: float = typer.Option(1.0, "--alpha", help="Dirichlet alpha of the sites' class mix."),
+    task: str = typer.Option("classification", "--task", help="classification|segmentation"),
+    topk_ratio: float = typer.Option(0.01, "--topk-ratio", help="Share of each tensor top-k sends."),
+) -> None:
+    """What each [exchange] compression saves in bytes per round and costs in the swarm's final metric."""
+    with cli_errors():
+        from swarmd.bench.compression import compression_report, compression_steps, load_average
+
+        t0, load = time.perf_counter(), load_average()
+        steps = compression_steps(
+            quick, seeds=seeds, rounds=rounds, local_steps=local_steps, sites=sites, alpha=alpha,
+            task=task, topk_ratio=topk_ratio,
+        )  # fmt: skip
+        runs = _steps("compression", steps)
+        _write(out, compression_report(runs, quick, load), quick=quick, started=t0)
+
+
 # --- privacy ----------------------------------------------------------------------------------------
 @bench_app.command("privacy")
 def privacy_cmd(
