@@ -30,7 +30,8 @@ from swarmd.codec import encode
 from swarmd.compress import Encoding, decompressed
 from swarmd.errors import UsageError
 from swarmd.merge import Update, apply_diff, make_diff, rule_for
-from swarmd.task import ExchangeSettings, Task, WeightKind
+from swarmd.ops.taskedit import derived_task
+from swarmd.task import ExchangeSettings, Task, WeightKind, load_task
 from swarmd.train import BundleTrainer, generate_demo_data, initial_weights
 from swarmd.train.residual import UpdateCompressor
 
@@ -217,3 +218,15 @@ def _pm(ms: tuple[float, float], digits: int = 4) -> str:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def compressed_task(src: Path, mode: str) -> Path:
+    """`src` (a bench's swarm.toml) sending differences compressed with `mode` (`swarm bench wan
+    --compression`), written beside it; `src` itself when `mode` is "none"."""
+    if mode == "none":
+        return src
+    out = derived_task(src, src.with_name(f"swarm-{mode}.toml"), swarm={"send": "diff"})
+    with out.open("a", encoding="utf-8") as f:
+        f.write(f'\n[exchange]\ncompression = "{mode}"\n')
+    load_task(out)  # refused here, by name, if the mode does not compose with the task
+    return out

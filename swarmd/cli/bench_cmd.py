@@ -298,6 +298,7 @@ def wan_cmd(
     rate: str = typer.Option("100mbit", "--rate", help="Each site's link rate, both ways (tc units: 1gbit)."),
     rounds: int = typer.Option(2, "--rounds", help="Rounds (the first includes start-up)."),
     model: str = typer.Option("densenet121", "--model", help="densenet121 (~7M) or densenet264 (~30.6M)."),
+    compression: str = typer.Option("none", "--compression", help="[exchange] compression (sends diffs)."),
 ) -> None:
     """Rounds over shaped links: sites and chain in network namespaces (needs root), against the floor."""
     from swarmd.bench.round import MODELS
@@ -316,6 +317,7 @@ def wan_cmd(
             model=model,
             on_step=lambda msg: progress.update(task, description=f"wan: {msg}"),
             keep_logs=out / "wan-logs",
+            compression=compression,
         )
         progress.update(task, description="wan: done", total=1, completed=1)
         _write(out, wan_report(result), quick=False, started=t0)

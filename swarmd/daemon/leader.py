@@ -113,10 +113,11 @@ class LeaderSide(SecureSide, ReceiptSide):
         try:
             rec = self.journal.get(r)
             own = self.store.get(self.own_update(r))
-            model_bytes = sum(t.numel() * t.element_size() for t in own.values())
+            update_bytes = sum(t.numel() * t.element_size() for t in own.values())  # compressed, if so
+            model_bytes = sum(t.numel() * t.element_size() for t in base.values())
             # A stream takes the node's limits when it starts: shorten the stall timeout before
             # the exchange takes its first offer.
-            await self.limit_stalls(info, model_bytes, ceiling)
+            await self.limit_stalls(info, update_bytes, ceiling)
             self.exchange = exchange
             with RssPeak() as rss:
                 self.offer_stored(exchange, self.me, own)
