@@ -125,10 +125,14 @@ def int8_encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def int8_decode(codes: torch.Tensor, scales: torch.Tensor, start: int = 0) -> torch.Tensor:
     """Flat float32 values of `codes` (elements [start, start + numel) of a tensor) given the scales of
     the blocks they fall in, `scales[0]` being the block holding element `start`."""
-    flat = codes.reshape(-1)
-    first = start // INT8_BLOCK
-    idx = (torch.arange(flat.numel(), dtype=torch.int64) + start) // INT8_BLOCK - first
-    return flat.to(torch.float32) * scales[idx]
+    flat = codes.reshape(-1).to(torch.float32)
+    if start % INT8_BLOCK == 0:  # block-aligned (a whole tensor): broadcast, no per-element index
+        full = flat.numel() // INT8_BLOCK * INT8_BLOCK
+        flat[:full].view(-1, INT8_BLOCK).mul_(scales[: full // INT8_BLOCK, None])
+        flat[full:].mul_(scales[full // INT8_BLOCK : full // INT8_BLOCK + 1])
+        return flat
+    idx = (torch.arange(flat.numel(), dtype=torch.int64) + start) // INT8_BLOCK - start // INT8_BLOCK
+    return flat.mul_(scales[idx])
 
 
 def topk_select(acc: torch.Tensor, k: int) -> torch.Tensor:
