@@ -17,7 +17,7 @@ secure-aggregation round is recomputed from its masked updates and the leader's 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -26,6 +26,7 @@ from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
 from swarmd.audit.secure import KeySets, audit_secure
 from swarmd.audit.verdict import RoundVerdict, Status, UnfinalizedRound
 from swarmd.codec import content_hash
+from swarmd.compress import NONE, Encoding, decompressed
 from swarmd.errors import InvalidUpdate, MergeError
 from swarmd.ledger import Outcome, RoundInfo, RoundStatus
 from swarmd.merge import Update, apply_diff, rule_for, validate
@@ -42,10 +43,12 @@ async def audit_round(
     keysets: KeySets | None = None,
     *,
     cyclic: bool = False,
+    encoding: Encoding = NONE,
 ) -> RoundVerdict:
     """The verdict on one round. Raises UnfinalizedRound when it has no merged model yet. `keysets`:
     what a secure-aggregation round's audit needs (without it such a round cannot be audited); `cyclic`:
-    the task's rounds are cyclic (`audit.cyclic` checks the path's hashes: nothing was merged)."""
+    the task's rounds are cyclic (`audit.cyclic` checks the path's hashes: nothing was merged).
+    `encoding`: the task's `[exchange] compression`; stored updates are decoded as the leader did."""
     if info.status is not RoundStatus.FINALIZED or info.merged_hash is None:
         raise UnfinalizedRound(
             f"round {info.round} is {info.status.name.lower()}, not finalized: no merged model to check"
@@ -74,8 +77,7 @@ async def audit_round(
             state, sources[site] = await source.get(
                 commit.update_hash, [site, info.leader], f"the update of {site}"
             )
-            _leaders_checks(state, base, swarm, site)
-            rule.add(Update(sender=site, state=state, n_samples=commit.n_samples))
+            rule.add(Update(site, _leaders_checks(state, base, swarm, site, encoding), commit.n_samples))
             del state
         merged = rule.result()
         rejected = {a.lower() for a in rule.rejected}
@@ -84,7 +86,7 @@ async def audit_round(
             if rejected == {a.lower() for a in marked}
             else f"the rule rejects {sorted(rejected) or 'none'}, the leader marked "
             f"{sorted(a.lower() for a in marked) or 'none'} REJECTED_BY_RULE"
-        ) or await _valid_but_excluded(info, swarm, base, source)
+        ) or await _valid_but_excluded(info, swarm, base, source, encoding)
         if is_diff:
             merged = apply_diff(base, merged)
     except UpdateUnavailable as exc:
@@ -109,16 +111,27 @@ async def audit_round(
 
 
 def _leaders_checks(
-    state: dict[str, torch.Tensor], base: dict[str, torch.Tensor], swarm: SwarmSettings, site: str
-) -> None:
-    """The checks the leader runs on an update before it accepts it; raises InvalidUpdate."""
+    state: dict[str, torch.Tensor],
+    base: dict[str, torch.Tensor],
+    swarm: SwarmSettings,
+    site: str,
+    encoding: Encoding,
+) -> Mapping[str, torch.Tensor]:
+    """The checks the leader runs on an update before it accepts it; raises InvalidUpdate. Returns the
+    update as the merge reads it (decoded, tensor by tensor, when it travelled compressed)."""
     is_diff = swarm.send == WeightKind.DIFF
     reference = None if is_diff else base
-    validate(state, base, norm_bound=swarm.norm_bound, reference=reference, is_diff=is_diff, sender=site)
+    view = decompressed(state, base, encoding, site)
+    validate(view, base, norm_bound=swarm.norm_bound, reference=reference, is_diff=is_diff, sender=site)
+    return view
 
 
 async def _valid_but_excluded(
-    info: RoundInfo, swarm: SwarmSettings, base: dict[str, torch.Tensor], source: UpdateSource
+    info: RoundInfo,
+    swarm: SwarmSettings,
+    base: dict[str, torch.Tensor],
+    source: UpdateSource,
+    encoding: Encoding,
 ) -> str:
     """Why the leader's FAILED_VALIDATION claims are false ("" when none is): each such update is
     fetched and put through the same checks; one that passes them was excluded without cause."""
@@ -134,7 +147,7 @@ async def _valid_but_excluded(
             )
             continue
         try:
-            _leaders_checks(state, base, swarm, c.site)
+            _leaders_checks(state, base, swarm, c.site, encoding)
         except InvalidUpdate:
             continue
         passed.append(c.site)
@@ -151,10 +164,11 @@ async def audit_rounds(
     keysets: KeySets | None = None,
     *,
     cyclic: bool = False,
+    encoding: Encoding = NONE,
 ) -> list[RoundVerdict]:
     """Verdicts on every finalized round among `infos`; rounds without a merged model are skipped."""
     out = []
     for info in infos:
         if info.status is RoundStatus.FINALIZED:
-            out.append(await audit_round(info, swarm, source, keysets, cyclic=cyclic))
+            out.append(await audit_round(info, swarm, source, keysets, cyclic=cyclic, encoding=encoding))
     return out

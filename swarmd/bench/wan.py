@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarmd.bench.compression import compressed_task
 from swarmd.bench.round import DATA, BenchFailed, _cycle, bench_task
 from swarmd.config import load_config, with_chain, write_config
 from swarmd.daemon.store import Journal, RoundRecord
@@ -223,6 +224,7 @@ def run_wan_bench(
     model: str = "densenet121",
     on_step: Callable[[str], None] | None = None,
     keep_logs: Path | None = None,
+    compression: str = "none",
 ) -> dict[str, Any]:
     """Rounds of `sites` daemons over links of `rate` (e.g. '100mbit'); see the module doc.
 
@@ -237,7 +239,8 @@ def run_wan_bench(
             chain = net.add("chain", None)
             nodes = [net.add(f"s{i}", rate_bps) for i in range(sites)]
             note(f"{label}: provisioning the chain")
-            consortium = _provision(root, bench_task(root, model, rounds), nodes, chain)
+            task = compressed_task(bench_task(root, model, rounds), compression)  # [exchange] compression
+            consortium = _provision(root, task, nodes, chain)
             run = _Run(net, chain, nodes, consortium, _daemons(consortium, nodes))
             measured = _measure(run, root, _budget(sites, rounds, rate_bps), lambda m: note(f"{label}: {m}"))
             if keep_logs is not None:
@@ -255,6 +258,7 @@ def run_wan_bench(
         "model": model,
         "rounds": rounds,
         "topology": "leader",
+        "compression": compression,
         "cores": os.cpu_count(),
         "load_at_start": round(load, 2),
         "wall_s": round(measured.wall, 1),

@@ -45,6 +45,11 @@ def wan_notes(result: dict[str, Any]) -> list[str]:
         "the busiest link's bytes (in or out, whichever is larger) are set against the floor's bytes. "
         "The overhead splits as in the round bench (round 0's dissemination column is start-up).",
     ]
+    if result.get("compression", "none") != "none":
+        notes.append(
+            f"Updates travel compressed ({result['compression']}, as differences to the round's model); the "
+            "floor is the uncompressed one: compare bytes and overhead with an uncompressed run."
+        )
     if result["sites"] > (result["cores"] or 1):
         notes.append(
             f"{result['cores']} cores for {result['sites']} daemons: CPU-bound parts (sealing, hashing, "

@@ -165,6 +165,7 @@ async def _recompute(
     single: bool,
 ) -> list[RoundVerdict]:
     from swarmd.audit import KeySets, UpdateSource, audit_round, audit_rounds
+    from swarmd.compress import Encoding
     from swarmd.privacy import SecAggParams
 
     source = UpdateSource(
@@ -179,10 +180,11 @@ async def _recompute(
     )
     keysets = KeySets(SecAggParams.from_settings(task.privacy), ledger.advertised_keys)
     cyclic = task.round.mode == "cyclic"
+    enc = Encoding.of(task.exchange)
     async with source:
-        if single:  # unfinalized: a named error
-            return [await audit_round(infos[0], task.swarm, source, keysets, cyclic=cyclic)]
-        return await audit_rounds(infos, task.swarm, source, keysets, cyclic=cyclic)
+        if single:  # an unfinalized round: a named error
+            return [await audit_round(infos[0], task.swarm, source, keysets, cyclic=cyclic, encoding=enc)]
+        return await audit_rounds(infos, task.swarm, source, keysets, cyclic=cyclic, encoding=enc)
 
 
 def register(app: typer.Typer) -> None:

@@ -160,6 +160,32 @@ def run_learning(
     return _write(out, learning_report(runs, out, quick), quick=quick, started=t0)
 
 
+# --- compression ------------------------------------------------------------------------------------
+@bench_app.command("compression")
+def compression_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    seeds: int = typer.Option(3, "--seeds"),
+    rounds: int = typer.Option(5, "--rounds"),
+    local_steps: int = typer.Option(10, "--local-steps"),
+    sites: int = typer.Option(3, "--sites"),
+    alpha: float = typer.Option(1.0, "--alpha", help="Dirichlet alpha of the sites' class mix."),
+    task: str = typer.Option("classification", "--task", help="classification|segmentation"),
+    topk_ratio: float = typer.Option(0.01, "--topk-ratio", help="Share of each tensor top-k sends."),
+) -> None:
+    """What each [exchange] compression saves in bytes per round and costs in the swarm's final metric."""
+    with cli_errors():
+        from swarmd.bench.compression import compression_report, compression_steps, load_average
+
+        t0, load = time.perf_counter(), load_average()
+        steps = compression_steps(
+            quick, seeds=seeds, rounds=rounds, local_steps=local_steps, sites=sites, alpha=alpha,
+            task=task, topk_ratio=topk_ratio,
+        )  # fmt: skip
+        runs = _steps("compression", steps)
+        _write(out, compression_report(runs, quick, load), quick=quick, started=t0)
+
+
 # --- privacy ----------------------------------------------------------------------------------------
 @bench_app.command("privacy")
 def privacy_cmd(
@@ -273,6 +299,7 @@ def wan_cmd(
     rate: str = typer.Option("100mbit", "--rate", help="Each site's link rate, both ways (tc units: 1gbit)."),
     rounds: int = typer.Option(2, "--rounds", help="Rounds (the first includes start-up)."),
     model: str = typer.Option("densenet121", "--model", help="densenet121 (~7M) or densenet264 (~30.6M)."),
+    compression: str = typer.Option("none", "--compression", help="[exchange] compression (sends diffs)."),
 ) -> None:
     """Rounds over shaped links: sites and chain in network namespaces (needs root), against the floor."""
     from swarmd.bench.round import MODELS
@@ -291,6 +318,7 @@ def wan_cmd(
             model=model,
             on_step=lambda msg: progress.update(task, description=f"wan: {msg}"),
             keep_logs=out / "wan-logs",
+            compression=compression,
         )
         progress.update(task, description="wan: done", total=1, completed=1)
         _write(out, wan_report(result), quick=False, started=t0)

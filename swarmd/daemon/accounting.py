@@ -33,6 +33,7 @@ _OUTCOMES: dict[str, Outcome] = {
     REJECTED_BY_RULE: Outcome.REJECTED_BY_RULE,
     RejectReason.LATE.value: Outcome.NOT_DELIVERED,  # arrived after the merge was taken
     "structure": Outcome.FAILED_VALIDATION,  # a masked update that is not the model's float tensors
+    "compression": Outcome.FAILED_VALIDATION,  # not the encoding the task declares (swarmd.compress)
     **{r.value: Outcome.FAILED_VALIDATION for r in RejectReason if r is not RejectReason.LATE},
 }
 

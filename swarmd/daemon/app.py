@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from swarmd.compress import Encoding
 from swarmd.config import SiteConfig
 from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
@@ -24,6 +25,7 @@ from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import JOURNAL_PROBLEM, Journal, ModelStore
 from swarmd.errors import ConfigError, StoreError
 from swarmd.task import load_task
+from swarmd.train.residual import UpdateCompressor
 from swarmd.transport import Node
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ class Daemon:
         self.driver.setup_secure(state_dir)
         self.driver.faults = self.faults
         self.driver.budget = await asyncio.to_thread(site_budget, task, trainer, state_dir)
+        if task.exchange.compression != "none":
+            self.driver.compressor = UpdateCompressor(Encoding.of(task.exchange), state_dir, task.hash)
         handler.bind(self.driver)
         await self.node.start()
         advertised_check(cfg.transport, self.node)
@@ -121,7 +125,9 @@ class Daemon:
                 initial = await driver.ensure_initial_model()
                 # Every update has exactly the initial model's tensors: a manifest with more is refused
                 # before it is validated, and the control socket's frame limit shrinks to fit.
-                driver.node.set_limits(dataclasses.replace(driver.node.limits, max_tensors=len(initial)))
+                # A compressed update lists its side tensors (scales, indices) and its encoding too.
+                most = Encoding.of(driver.task.exchange).max_tensors(len(initial))
+                driver.node.set_limits(dataclasses.replace(driver.node.limits, max_tensors=most))
                 if JOURNAL_PROBLEM in driver.state.problems:
                     await driver.resync_journal()
                 await driver.evaluate_baseline(initial)

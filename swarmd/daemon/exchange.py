@@ -22,6 +22,7 @@ from typing import Protocol
 
 import torch
 
+from swarmd.compress import NONE, Encoding, decompressed
 from swarmd.daemon.accounting import REJECTED_BY_RULE
 from swarmd.errors import InvalidUpdate, StoreError
 from swarmd.merge import RuleVerdict, Update, validate
@@ -71,6 +72,7 @@ class Exchange:
     label: Callable[[str], str] = str  # an account as log lines name it (its site name)
     closed: bool = False  # the merge began: nothing more is accepted
     verdicts: dict[str, RuleVerdict] = field(default_factory=dict)  # the rule's, once result() ran
+    encoding: Encoding = NONE  # `[exchange] compression`: updates are checked and folded decompressed
 
     def __post_init__(self) -> None:
         self.rule.begin(self.base)
@@ -101,7 +103,7 @@ class Exchange:
                 check_masked(state, self.base)
             else:
                 validate(
-                    state,
+                    decompressed(state, self.base, self.encoding, sender),
                     self.base,
                     norm_bound=self.norm_bound,
                     reference=None if self.is_diff else self.base,
@@ -157,7 +159,7 @@ class Exchange:
         self.close()
         for sender in sorted(self.received, key=address_order):
             try:
-                state = load(self.received[sender])
+                state = decompressed(load(self.received[sender]), self.base, self.encoding, sender)
                 self.rule.add(Update(sender=sender, state=state, n_samples=self.expected[sender][1]))
             except InvalidUpdate as exc:
                 self.received.pop(sender)

@@ -24,6 +24,7 @@ import torch
 
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest, content_hash
+from swarmd.compress import Encoding
 from swarmd.daemon.accounting import NOT_DELIVERED, exclusion_reasons, finalize_outcomes
 from swarmd.daemon.cyclic import HANDOFF_TERM, CyclicSide
 from swarmd.daemon.exchange import Exchange
@@ -106,16 +107,18 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
             norm_bound=0.0 if masked else self.task.swarm.norm_bound,  # under masks, each site bounds its own
             masked=masked is not None,
             label=self.names.label,
+            encoding=Encoding.of(self.task.exchange),
         )
         outside = self.node.limits
         ceiling = outside.stall_timeout
         try:
             rec = self.journal.get(r)
             own = self.store.get(self.own_update(r))
-            model_bytes = sum(t.numel() * t.element_size() for t in own.values())
+            update_bytes = sum(t.numel() * t.element_size() for t in own.values())  # compressed, if so
+            model_bytes = sum(t.numel() * t.element_size() for t in base.values())
             # A stream takes the node's limits when it starts: shorten the stall timeout before
             # the exchange takes its first offer.
-            await self.limit_stalls(info, model_bytes, ceiling)
+            await self.limit_stalls(info, update_bytes, ceiling)
             self.exchange = exchange
             with RssPeak() as rss:
                 self.offer_stored(exchange, self.me, own)

@@ -40,6 +40,7 @@ from swarmd.ledger import errors as reverts
 from swarmd.ledger.receipt import election_seal
 from swarmd.merge import apply_diff, make_diff
 from swarmd.task import WeightKind
+from swarmd.train.residual import UpdateCompressor
 from swarmd.train.trainer import TrainResult
 from swarmd.transport import Refusal, Verdict
 
@@ -71,6 +72,8 @@ TRANSIENT_REFUSALS = frozenset(
 
 class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
+
+    compressor: UpdateCompressor | None = None  # `[exchange] compression`, set by the app
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -202,6 +205,8 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
             update = apply_diff(base, update)
         if self.budget is not None:
             update = self.budget.privatize(update, base)
+        if self.compressor is not None:  # after the noise: compression is post-processing, DP holds
+            update = await asyncio.to_thread(self.compressor.compress, r, update)
         plain_hash = self.store.put(update)
         self.journal.update(
             r,

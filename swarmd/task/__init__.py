@@ -44,6 +44,7 @@ from swarmd.task.validate import (
     _local_layers,
     _parse_inputs,
     _typed,
+    _validate_compression_privacy,
     _validate_exchange,
     _validate_privacy,
     _validate_remedies,
@@ -151,6 +152,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     inputs = _parse_inputs(data.get("bundle", {}))
     exchange = _typed(ExchangeSettings, _table(data, "exchange"), "exchange")
     _validate_exchange(exchange, swarm)
+    _validate_compression_privacy(exchange, privacy)
     round_settings = _typed(RoundSettings, _table(data, "round"), "round")
     _validate_round(round_settings, swarm, privacy)
     return Task(
@@ -227,8 +229,9 @@ def canonical_task(task: Task) -> bytes:
         ("exchange", task.exchange, ExchangeSettings()),
         ("round", task.round, RoundSettings()),
     ):  # likewise, left out at their defaults
-        if settings != default:
-            doc[key] = asdict(settings)
+        changed = {k: v for k, v in asdict(settings).items() if v != asdict(default)[k]}
+        if changed:  # only the keys set off their defaults, so a new key leaves existing hashes alone
+            doc[key] = changed
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 

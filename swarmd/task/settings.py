@@ -124,7 +124,8 @@ class BundleInputs:
 
 # What each setting can be today; a value joins its list with the code that carries it out.
 TOPOLOGIES = ("leader",)
-COMPRESSIONS = ("none",)
+COMPRESSIONS = ("none", "fp16", "bf16", "int8", "topk")  # swarmd.compress carries them out
+TOPK_RATIO = 0.01  # the default `[exchange] topk_ratio`
 ROUND_MODES = ("swarm", "cyclic")
 
 
@@ -134,6 +135,7 @@ class ExchangeSettings:
 
     topology: str = "leader"  # every update goes to the elected leader, which merges and spreads the model
     compression: str = "none"  # updates travel as the model's own dtypes
+    topk_ratio: float = TOPK_RATIO  # for compression = "topk": the fraction of each tensor's elements sent
 
 
 @dataclass(frozen=True)

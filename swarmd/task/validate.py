@@ -16,6 +16,7 @@ from swarmd.task.settings import (
     INPUT_NAMES,
     MERGE_RULES,
     ROUND_MODES,
+    TOPK_RATIO,
     TOPOLOGIES,
     BundleInputs,
     DPMechanism,
@@ -224,6 +225,41 @@ def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings) -> None:
     _check(
         x.compression in COMPRESSIONS,
         f"exchange.compression must be one of {', '.join(COMPRESSIONS)}, got {x.compression!r}",
+    )
+    _validate_compression(x, swarm)
+
+
+def _validate_compression(x: ExchangeSettings, swarm: SwarmSettings) -> None:
+    """Compression against the other settings; secure aggregation is `_validate_compression_privacy`'s."""
+    _check(
+        math.isfinite(x.topk_ratio) and 0.0 < x.topk_ratio <= 1.0,
+        f"exchange.topk_ratio must be in (0, 1], got {x.topk_ratio}",
+    )
+    _check(
+        x.compression == "topk" or x.topk_ratio == TOPK_RATIO,
+        f'exchange.topk_ratio is only used by compression = "topk", not {x.compression!r}: remove it',
+    )
+    if x.compression == "none":
+        return
+    _check(
+        swarm.send == WeightKind.DIFF,
+        f'exchange.compression = "{x.compression}" needs swarm.send = "diff": a difference to the round\'s '
+        "model is small and centred on zero, where casting, 8-bit codes and top-k lose little; whole weights "
+        "would lose their precision",
+    )
+    _check(
+        x.compression != "topk" or swarm.merge == "fedavg",
+        f'exchange.compression = "topk" needs merge = "fedavg": a sparse update is zero almost everywhere, '
+        f"so {swarm.merge!r} would compare (or take the median of) zeros rather than what the sites learned",
+    )
+
+
+def _validate_compression_privacy(x: ExchangeSettings, p: PrivacySettings) -> None:
+    _check(
+        x.compression == "none" or not p.secure_aggregation,
+        f'exchange.compression = "{x.compression}" cannot run with privacy.secure_aggregation: masked '
+        "updates are uniform ring elements, which no compression shrinks, and compressing before masking "
+        "would need the masks in the compressed domain",
     )
 
 

@@ -36,7 +36,7 @@ def test_cyclic_is_a_round_mode_and_is_hashed_with_its_timeout(root: Path) -> No
     swarm = _parse(root, {})
     cyclic = _parse(root, {"mode": "cyclic"})
     assert cyclic.round.mode == "cyclic" and cyclic.round.handoff_timeout == 15.0
-    assert b'"round":{"handoff_timeout":15.0,"mode":"cyclic"}' in canonical_task(cyclic)
+    assert b'"round":{"mode":"cyclic"}' in canonical_task(cyclic)  # keys at their defaults stay out
     quicker = _parse(root, {"mode": "cyclic", "handoff_timeout": 4})
     assert len({swarm.hash, cyclic.hash, quicker.hash}) == 3
 
