@@ -222,8 +222,10 @@ def hard_steps(
     for a in arms:
         if a not in ARMS:
             raise UsageError(f"--arms: unknown arm {a!r}", hint=f"choose from {', '.join(ARMS)}")
-    if not alphas or any(not a > 0 for a in alphas):
-        raise UsageError(f"--alphas must be positive numbers, got {list(alphas)}")
+    if any(not a > 0 for a in alphas) or not (alphas or poison):
+        raise UsageError(
+            f"--alphas must be positive numbers, got {list(alphas)}", hint="none: only poisoning"
+        )
     attacks: Sequence[str] = ATTACKS
     if quick:
         rounds, local_steps = int(QUICK["rounds"]), int(QUICK["local_steps"])  # type: ignore[call-overload]
