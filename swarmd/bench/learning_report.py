@@ -228,16 +228,17 @@ def _poison_bars(poison: dict[str, Any], path: Path) -> Path:
 
 HARD_NOTES = [
     "Hard task (`train.demohard`): 5 sites of 40 generated 32x32 chest-like images (a fifth held out for "
-    "validation), each site holding one of two faint findings (a bright nodule or a dark bulla), strong "
-    "per-site scanner shift, Dirichlet(alpha) label skew; a shared held-out test set of 200 images with "
-    "both findings and every site's scanner. Network: `cxr_small` (MONAI Classifier, GroupNorm; FedBN runs "
-    "`cxr_small_bn`, its BatchNorm copy, with BatchNorm kept local and scored as the mean over the sites of "
-    "each site's model). Every arm starts from the same model and, per seed, the same batch order.",
-    "Steps: each site alone and pooled (step-matched) train rounds x local steps; pooled (compute-matched) "
-    "and every swarm arm N x that (N = 5 sites). FedProx mu = 0.01; trimmed mean cuts 1 of 5 at each end "
-    "(trim_ratio 0.2); Krum f = 1, m = 1. Cyclic: each round the model visits every site once in a seeded "
-    "random order. Poisoning: the last site sends `w - d` (sign_flip), `w + 10 d` (scaled) or `w + N(0, 1)` "
-    "(random) every round, `d` its honest update.",
+    "validation), each site holding one of two findings (a small bright nodule or a dark bulla), a "
+    "per-site scanner (gain, offset, contrast curve, noise), Dirichlet(alpha) label skew; a shared held-out "
+    "test set of 200 images with both findings and every site's scanner. Network: `cxr_small` (MONAI "
+    "Classifier, GroupNorm; FedBN runs `cxr_small_bn`, its BatchNorm copy, with BatchNorm kept local and "
+    "scored as the mean over the sites of each site's model). Every arm starts from the same model and, "
+    "per seed, the same batch order.",
+    "Steps: each site alone and pooled (step-matched) train rounds x local steps; pooled (compute-"
+    "matched) and every swarm arm N x that (N = 5 sites). FedProx mu = 0.01; trimmed mean cuts 1 of 5 at "
+    "each end (trim_ratio 0.2); Krum f = 1, m = 1. Cyclic: each round the model visits every site once in"
+    " a seeded random order. Poisoning: the last site sends `w - d` (sign_flip), `w + 10 d` (scaled) or "
+    "`w + N(0, 1)` (random) every round, `d` its honest update.",
 ]
 
 

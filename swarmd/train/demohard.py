@@ -3,7 +3,7 @@
 `demodata`'s classification task is easy (every arm of `swarm bench learning` scored 0.97-1.0), so it
 cannot tell a good method from a bad one. This one is built so that no single site can learn it alone:
 
-- faint findings: the opacity is a few grey levels above the lung, not a bright blob;
+- small findings on textured, noisy lungs (a nodule is a few pixels across at 32x32);
 - two kinds of finding, and each site holds only one: a small bright nodule or a larger dark bulla. The
   kinds alternate over the sites ranked by their share of positive cases, so the two sites richest in
   findings hold different kinds (at alpha 0.1 most sites hold one class only); the shared test set

@@ -175,3 +175,22 @@ def test_no_alpha_runs_only_the_poisoning() -> None:
     assert [label for label, _ in hard_steps(seeds=1, alphas=())] == ["hard poisoned, seed 0"]
     with pytest.raises(UsageError, match="--alphas must be positive"):
         hard_steps(alphas=(), poison=False)
+
+
+@pytest.mark.parametrize(("name", "batch_stats"), [("cxr_small", False), ("cxr_small_bn", True)])
+def test_the_hard_tasks_bundles_build_one_network_for_training_and_inference(
+    name: str, batch_stats: bool
+) -> None:
+    from monai.bundle import ConfigParser
+
+    from swarmd.train import BUNDLES_DIR
+
+    states = []
+    for cfg in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(BUNDLES_DIR / name / "configs" / cfg)
+        states.append(parser.get_parsed_content("network_def").state_dict())
+    assert {k: v.shape for k, v in states[0].items()} == {k: v.shape for k, v in states[1].items()}
+    assert any("running_mean" in k for k in states[0]) is batch_stats
+    meta = json.loads((BUNDLES_DIR / name / "configs/metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
