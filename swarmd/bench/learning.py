@@ -1,11 +1,13 @@
 """`swarm bench learning`: final test metric of swarm vs centralized vs each site alone, non-IID.
 
 One process plays every site: the same BundleTrainer each daemon runs, one per site, and the
-task's merge rule from `swarmd.merge` between rounds, with no chain and no network. All three
-arms get the same step budget per site (rounds x local_steps) and are scored on the same shared
-held-out test set, so the numbers answer one question: does joining the swarm pay off for a site
-whose own data is skewed? `learning_report` summarises the seeds of each case (mean ± sd), judges the
-goals and renders the tables and plots.
+task's merge rule from `swarmd.merge` between rounds, with no chain and no network (`learning_arms`).
+All three arms get the same step budget per site (rounds x local_steps) and are scored on the same
+shared held-out test set, so the numbers answer one question: does joining the swarm pay off for a
+site whose own data is skewed? `learning_report` here summarises the seeds of each case (mean ± sd),
+judges the goals and renders the tables and plots. These are the quick tasks (classification,
+segmentation); `--task hard` is `learning_hard` (the methods of issue 16 on a task where pooling
+clearly pays off), reported by the module `learning_report`.
 """
 
 from __future__ import annotations

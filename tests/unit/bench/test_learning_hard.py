@@ -194,3 +194,21 @@ def test_the_hard_tasks_bundles_build_one_network_for_training_and_inference(
     assert any("running_mean" in k for k in states[0]) is batch_stats
     meta = json.loads((BUNDLES_DIR / name / "configs/metadata.json").read_text())
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--alphas", "0.1,lots"], "--alphas must be comma-separated numbers"),
+        (["--alphas", "-1"], "--alphas must be positive numbers"),
+        (["--arms", "fedavg,fedsgd"], "--arms: unknown arm 'fedsgd'"),
+    ],
+)
+def test_the_cli_refuses_bad_hard_options_by_name(args: list[str], why: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from swarmd.cli.swarm import app
+
+    res = CliRunner().invoke(app, ["bench", "learning", "--task", "hard", "--out", str(tmp_path), *args])
+    assert res.exit_code == 2 and "UsageError" in res.output and why in res.output, res.output
+    assert "Traceback" not in res.output
