@@ -1,34 +1,32 @@
 """`swarm bench learning`: final test metric of swarm vs centralized vs each site alone, non-IID.
 
 One process plays every site: the same BundleTrainer each daemon runs, one per site, and the
-task's merge rule from `swarmd.merge` between rounds, with no chain and no network. All three
-arms get the same step budget per site (rounds x local_steps) and are scored on the same shared
-held-out test set, so the numbers answer one question: does joining the swarm pay off for a site
-whose own data is skewed? `learning_report` summarises the seeds of each case (mean ± sd), judges the
-goals and renders the tables and plots.
+task's merge rule from `swarmd.merge` between rounds, with no chain and no network (`learning_arms`).
+All three arms get the same step budget per site (rounds x local_steps) and are scored on the same
+shared held-out test set, so the numbers answer one question: does joining the swarm pay off for a
+site whose own data is skewed? `learning_report` here summarises the seeds of each case (mean ± sd),
+judges the goals and renders the tables and plots. These are the quick tasks (classification,
+segmentation); `--task hard` is `learning_hard` (the methods of issue 16 on a task where pooling
+clearly pays off), reported by the module `learning_report`.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from swarmd.bench.learning_arms import swarm_arm
 from swarmd.bench.report import Goal, Report, Step, goal, mean_sd, pyplot, save_figure, table
 from swarmd.errors import UsageError
-from swarmd.merge import Update, apply_diff, rule_for
 from swarmd.task import PrivacySettings, Task, WeightKind, load_task
-from swarmd.train import BundleTrainer, example_task_file, generate_demo_data, initial_weights
+from swarmd.train import example_task_file, generate_demo_data
 from swarmd.train.baseline import centralized, local_only
-
-if TYPE_CHECKING:
-    from swarmd.bench.private_swarm import SwarmPrivacy
 
 BUNDLE_FOR = {"classification": "cxr_densenet", "segmentation": "tumor_unet"}
 CASES = [(kind, alpha) for kind in ("classification", "segmentation") for alpha in (0.1, 1.0)]
@@ -46,62 +44,6 @@ QUICK_NOTE = (
     "**Quick mode**: a handful of optimiser steps per arm, far from convergence; the goals are "
     "computed so the output has its full shape, but they say nothing about learning quality."
 )
-
-
-def _swarm(
-    task: Task, datalists: list[Path], test: Path, *, workdir: Path, threads: int
-) -> tuple[dict[str, float], list[dict[str, Any]], float, dict[str, Any]]:
-    """The swarm arm; with the task's `[privacy]` on, through the daemon's privacy steps (`private_swarm`)."""
-    from swarmd.bench.private_swarm import SwarmPrivacy, has_privacy  # the daemon's code: imported on use
-
-    start = time.perf_counter()
-    names = [f"site-{i + 1}" for i in range(len(datalists))]
-    trainers = [
-        BundleTrainer(task, dl, device="cpu", threads=threads, workdir=workdir / f"swarm-{i + 1}", name=n)
-        for i, (n, dl) in enumerate(zip(names, datalists, strict=True))
-    ]
-    for t in trainers:
-        t.initialize()
-    privacy = SwarmPrivacy(task, trainers, names, workdir / "privacy") if has_privacy(task) else None
-    rule = rule_for(task.swarm)
-    model: dict[str, torch.Tensor] = initial_weights(task)
-    curve: list[dict[str, Any]] = []
-    merged: dict[str, torch.Tensor] | None
-    try:
-        for r in range(task.swarm.rounds):
-            if privacy is None:
-                rule.begin(model)
-                for i, t in enumerate(trainers):
-                    result = t.train(model, round=r)
-                    rule.add(Update(names[i], result.weights, result.n_samples))
-                merged = rule.result()
-            else:
-                merged, point = _private_round(privacy, trainers, model, r)
-            if merged is not None:
-                model = apply_diff(model, merged) if task.swarm.send == WeightKind.DIFF else merged
-            curve.append({"round": r + 1, **trainers[0].evaluate(model, test)})
-            if privacy is not None:
-                curve[-1]["privacy"] = point
-    finally:
-        for t in trainers:
-            t.finalize()
-    final = {k: v for k, v in curve[-1].items() if k not in ("round", "privacy")}
-    extra = {} if privacy is None else {"plans": privacy.plans(), "unmask_error": privacy.unmask_error}
-    return final, curve, time.perf_counter() - start, extra
-
-
-def _private_round(
-    privacy: SwarmPrivacy, trainers: list[BundleTrainer], model: dict[str, torch.Tensor], r: int
-) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
-    """One round of the sites within their budget; None when none is (the model stays as it is)."""
-    active = privacy.active()
-    updates = []
-    for i in active:
-        result = trainers[i].train(model, round=r)
-        update = privacy.privatize(i, result.weights, model)
-        updates.append(Update(privacy.names[i], update, result.n_samples))
-    merged = privacy.merge(r, model, updates) if updates else None
-    return merged, privacy.spent(r, active)
 
 
 def bench_task(task_kind: str, rounds: int, local_steps: int, privacy: PrivacySettings | None = None) -> Task:
@@ -134,9 +76,10 @@ def run_swarm_arm(
         torch.manual_seed(seed)
         root = Path(tmp)
         demo = generate_demo_data(root / "data", sites=sites, task=task_kind, alpha=alpha, seed=seed)
-        final, curve, seconds, extra = _swarm(
-            task, demo.site_datalists, demo.test_datalist, workdir=root, threads=threads
+        arm = swarm_arm(
+            task, demo.site_datalists, demo.test_datalist, workdir=root / "swarm", threads=threads
         )
+    extra: dict[str, Any] = {k: arm[k] for k in ("plans", "unmask_error") if k in arm}
     return {
         "task": task_kind,
         "bundle": BUNDLE_FOR[task_kind],
@@ -146,9 +89,9 @@ def run_swarm_arm(
         "rounds": rounds,
         "local_steps": local_steps,
         "privacy": asdict(privacy),
-        "metrics": final,
-        "curve": curve,
-        "seconds": seconds,
+        "metrics": arm["metrics"],
+        "curve": arm["curve"],
+        "seconds": arm["seconds"],
         **extra,
     }
 
@@ -173,7 +116,7 @@ def run_learning_bench(
         root = Path(tmp)
         demo = generate_demo_data(root / "data", sites=sites, task=task_kind, alpha=alpha, seed=seed)
         dls, test = demo.site_datalists, demo.test_datalist
-        swarm_final, curve, swarm_s, _ = _swarm(task, dls, test, workdir=root, threads=threads)
+        swarm = swarm_arm(task, dls, test, workdir=root / "swarm", threads=threads)
         central = centralized(task, dls, test, steps=steps, workdir=root / "central", threads=threads)
         alone = local_only(task, dls, test, steps=steps, workdir=root / "local", threads=threads)
     return {
@@ -187,7 +130,7 @@ def run_learning_bench(
         "local_steps": local_steps,
         "merge": task.swarm.merge,
         "site_labels": [list(s.class_counts) for s in demo.sites],
-        "swarm": {"metrics": swarm_final, "curve": curve, "seconds": swarm_s},
+        "swarm": {k: swarm[k] for k in ("metrics", "curve", "seconds")},
         "centralized": {"metrics": central.metrics, "seconds": central.seconds},
         "local_only": [{"site": r.name, "metrics": r.metrics, "seconds": r.seconds} for r in alone],
         "sites_detail": [
@@ -204,13 +147,19 @@ def learning_steps(
     local_steps: int = 10,
     sites: int = 3,
     task: str = "",
+    hard: dict[str, Any] | None = None,
 ) -> list[Step]:
-    """One run per (task, alpha) case and seed; `quick`: one case, one seed. `task`: only that kind."""
-    if task and task not in BUNDLE_FOR:
-        raise UsageError(f"--task must be one of {', '.join(BUNDLE_FOR)}, got {task!r}")
+    """One run per (task, alpha) case and seed; `quick`: one case, one seed. `task`: only that kind;
+    "hard": `learning_hard.hard_steps` with the options in `hard` (arms, alphas, poison)."""
+    if task and task not in (*BUNDLE_FOR, "hard"):
+        raise UsageError(f"--task must be one of {', '.join(BUNDLE_FOR)}, hard; got {task!r}")
     for flag, value in (("seeds", seeds), ("rounds", rounds), ("local-steps", local_steps), ("sites", sites)):
         if value < 1:
             raise UsageError(f"--{flag} must be at least 1, got {value}")
+    if task == "hard":
+        from swarmd.bench.learning_hard import hard_steps
+
+        return hard_steps(quick, seeds=seeds, rounds=rounds, local_steps=local_steps, **(hard or {}))
     cases = [c for c in CASES if not task or c[0] == task]
     if quick:
         cases = cases[:1]
@@ -240,6 +189,10 @@ def learning_report(runs: list[dict[str, Any]], out: Path, quick: bool) -> Repor
     out.mkdir(parents=True, exist_ok=True)
     # The raw runs first: they are the expensive part, and the summary can be redone from them.
     (out / "learning_runs.json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
+    if any(r.get("task") == "hard" for r in runs):
+        from swarmd.bench.learning_report import hard_report
+
+        return hard_report(runs, out, [QUICK_NOTE] if quick else [])
     cases = dict.fromkeys((r["task"], r["alpha"]) for r in runs)
     summaries = [summarize_case([r for r in runs if (r["task"], r["alpha"]) == case]) for case in cases]
     return Report(

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from swarmd.bench.report import Report, Step, mark_start, write_report
 from swarmd.cli.common import cli_errors, console
+from swarmd.errors import UsageError
 
 bench_app = typer.Typer(
     help="Measure chain gas, transport, training, round overhead, learning quality and attacks on real "
@@ -132,14 +133,33 @@ def learning_cmd(
     quick: bool = QUICK,
     out: Path = OUT,
     seeds: int = typer.Option(3, "--seeds", help="Seeds per case (full run)."),
-    rounds: int = typer.Option(5, "--rounds"),
-    local_steps: int = typer.Option(10, "--local-steps"),
-    sites: int = typer.Option(3, "--sites"),
-    task: str = typer.Option("", "--task", help="Only this task kind (classification|segmentation)."),
+    rounds: int = typer.Option(0, "--rounds", help="0: the task's default (5; hard: 8)."),
+    local_steps: int = typer.Option(0, "--local-steps", help="0: the task's default (10; hard: 8)."),
+    sites: int = typer.Option(3, "--sites", help="Sites of the quick tasks (hard: always 5)."),
+    task: str = typer.Option("", "--task", help="Only this task kind (classification|segmentation|hard)."),
+    arms: str = typer.Option("", "--arms", help="--task hard: comma-separated arms (default: all)."),
+    alphas: str = typer.Option("0.1,1.0", "--alphas", help="--task hard: comma-separated Dirichlet alphas."),
+    poison: bool = typer.Option(True, "--poison/--no-poison", help="--task hard: the poisoning runs."),
 ) -> None:
-    """Swarm vs centralized vs local-only on generated non-IID sites (Dirichlet alpha 0.1 and 1.0)."""
+    """Swarm vs centralized vs local-only on generated non-IID sites (Dirichlet alpha 0.1 and 1.0);
+    `--task hard`: every method of issue 16 on the hard task (rounds 8, local steps 8, 5 sites)."""
     with cli_errors():
-        run_learning(out, quick, seeds=seeds, rounds=rounds, local_steps=local_steps, sites=sites, task=task)
+        hard = hard_options(arms, alphas, poison) if task == "hard" else None
+        rounds = rounds or (8 if hard else 5)
+        local_steps = local_steps or (8 if hard else 10)
+        kw = {"seeds": seeds, "rounds": rounds, "local_steps": local_steps, "sites": sites, "task": task}
+        run_learning(out, quick, hard=hard, **kw)  # type: ignore[arg-type]
+
+
+def hard_options(arms: str, alphas: str, poison: bool) -> dict[str, Any]:
+    from swarmd.bench.learning_hard import ARMS
+
+    try:
+        alpha_list = tuple(float(a) for a in alphas.split(",") if a.strip())
+    except ValueError:
+        raise UsageError(f"--alphas must be comma-separated numbers, got {alphas!r}") from None
+    arm_list = tuple(a.strip() for a in arms.split(",") if a.strip()) or ARMS
+    return {"arms": arm_list, "alphas": alpha_list, "poison": poison}
 
 
 def run_learning(
@@ -151,11 +171,13 @@ def run_learning(
     local_steps: int = 10,
     sites: int = 3,
     task: str = "",
+    hard: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from swarmd.bench.learning import learning_report, learning_steps
 
     t0 = time.perf_counter()
-    steps = learning_steps(quick, seeds=seeds, rounds=rounds, local_steps=local_steps, sites=sites, task=task)
+    kw = {"seeds": seeds, "rounds": rounds, "local_steps": local_steps, "sites": sites, "task": task}
+    steps = learning_steps(quick, hard=hard, **kw)  # type: ignore[arg-type]
     runs = _steps("learning", steps)
     return _write(out, learning_report(runs, out, quick), quick=quick, started=t0)
 

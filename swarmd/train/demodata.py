@@ -244,18 +244,32 @@ def _write_datalist(path: Path, doc: dict[str, object]) -> None:
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
+def class_mix(seed: int, index: int, alpha: float, k: int) -> np.ndarray:
+    """Site `index`'s class proportions, Dirichlet(alpha): the first draw of its generator in `_make_site`."""
+    return np.random.default_rng([seed, index, 0]).dirichlet([alpha] * k)
+
+
 def _make_site(
-    out: Path, index: int, task: str, alpha: float, seed: int, n: int
+    out: Path,
+    index: int,
+    task: str,
+    alpha: float,
+    seed: int,
+    n: int,
+    case: CaseFn | None = None,
+    draw_scanner: Callable[[np.random.Generator], Scanner] = _scanner,
 ) -> tuple[SiteData, list[np.ndarray]]:
+    """Site `index`: `n` images of `task` (or drawn by `case`) through its own scanner, label skew `alpha`."""
     rng = np.random.default_rng([seed, index, 0])
-    scanner = _scanner(np.random.default_rng([seed, index, 1]))
+    scanner = draw_scanner(np.random.default_rng([seed, index, 1]))
+    case = case or _case(task)
     k = len(CLASS_NAMES[task])
     labels = rng.choice(k, size=n, p=rng.dirichlet([alpha] * k))
     name = f"site-{index + 1}"
     folder = out / name
     entries, images = [], []
     for i, label in enumerate(labels):
-        entry, img = _case(task)(rng, int(label), scanner, folder, f"{name}_{i:04d}")
+        entry, img = case(rng, int(label), scanner, folder, f"{name}_{i:04d}")
         entries.append(entry)
         images.append(img)
     n_val = max(1, n // 5)
@@ -278,15 +292,18 @@ def _make_site(
 
 
 def _make_test(
-    out: Path, task: str, seed: int, n: int, scanners: list[Scanner]
+    out: Path, task: str, seed: int, n: int, scanners: list[Scanner], cases: list[CaseFn] | None = None
 ) -> tuple[Path, tuple[int, ...]]:
-    """Balanced classes; each image from one of the sites' scanners in turn, so no site is favoured."""
+    """Balanced classes; each image from one of the sites' scanners (and `cases`, when given) in turn, so
+    no site is favoured."""
     rng = np.random.default_rng([seed, 1_000_000, 0])
+    cases = cases or [_case(task)]
     k = len(CLASS_NAMES[task])
     folder = out / "test"
     entries = []
     for i in range(n):
-        entry, _ = _case(task)(rng, i % k, scanners[i % len(scanners)], folder, f"test_{i:04d}")
+        case = cases[(i // k) % len(cases)]  # both classes of each case kind, in turn
+        entry, _ = case(rng, i % k, scanners[i % len(scanners)], folder, f"test_{i:04d}")
         entries.append(entry)
     datalist = folder / "datalist.json"
     # Held out: no training entries, so nothing ever trains on it by accident. "validation" is what the
