@@ -66,6 +66,7 @@ def running_swarm(
     n_per_site: int = 16,
     swarm_settings: dict[str, object] | None = None,
     bundle: str = "cxr_densenet",
+    exchange: dict[str, object] | None = None,
 ) -> Iterator[LocalSwarm]:
     """A devnet plus `sites` provisioned sites; their daemons started unless start=False; `swarm_settings`
     override the task's [swarm] ones; `bundle` names an example bundle. On a failure each daemon's last log
@@ -87,6 +88,7 @@ def running_swarm(
             **(swarm_settings or {}),  # a test's own [swarm] settings (a merge rule and its parameters)
         },
         privacy=privacy,
+        exchange=exchange,
     )
     data = DemoData(alpha=1.0, seed=3, n_per_site=n_per_site, n_test=16)
     with local_swarm(

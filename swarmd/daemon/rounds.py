@@ -19,11 +19,11 @@ import torch
 from swarmd.codec import Digest, hash_hex
 from swarmd.daemon.accounting import kept_secret, round_secret
 from swarmd.daemon.dp import BudgetSide
-from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.models import ModelSide
 from swarmd.daemon.personal import PersonalSide
 from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.secure import KEEP_ROUNDS
+from swarmd.daemon.shards import ShardSide
 from swarmd.daemon.state import Phase
 from swarmd.errors import (
     LedgerError,
@@ -68,7 +68,7 @@ TRANSIENT_REFUSALS = frozenset(
 )
 
 
-class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
+class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
 
     # --- the loop ----------------------------------------------------------------------------
@@ -127,7 +127,9 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         info = await self.until_elected(r)
         while info.status == RoundStatus.ELECTED:
             self.state.leader, self.state.term = info.leader, info.term
-            if info.leader == self.me:
+            if self.sharded and info.has_revealed(self.me):
+                await self.shard_round(r, info, base)
+            elif info.leader == self.me:
                 await self.lead(r, info, base)
             elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round
                 await self.deliver(r, info)
@@ -160,9 +162,10 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
             n = self.journal.get(r).n_samples
             eps = self.budget.committed_epsilon() if self.budget else 0
             seal = election_seal(round_secret(self.journal, r), self.me, r)  # journaled before it is sent
+            committed = await self.commitment(update_hash)  # a Merkle root under the sharded topology
             try:
                 await self.transact(
-                    self.ledger.commit, r, update_hash, n, seal=seal, milli_epsilon=eps, key_count=key_count
+                    self.ledger.commit, r, committed, n, seal=seal, milli_epsilon=eps, key_count=key_count
                 )
             except reverts.StaleKeys as exc:
                 # A site advertised keys after we masked: mask again under the new key set, once it is

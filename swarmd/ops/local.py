@@ -127,12 +127,15 @@ def task_file(
     seed: int,
     swarm: Mapping[str, Any],
     privacy: Mapping[str, Any] | None = None,
+    exchange: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a swarm.toml: the task's [task] table and the given [swarm] (and [privacy]) settings."""
+    """Write a swarm.toml: the [task] table and the given [swarm] (and [privacy], [exchange]) settings."""
     lines = ["[task]", f"name = {json.dumps(name)}", f"bundle = {json.dumps(str(bundle))}", f"seed = {seed}"]
     lines += ["", "[swarm]", *(f"{k} = {json.dumps(v)}" for k, v in swarm.items())]
     if privacy:
         lines += ["", "[privacy]", *(f"{k} = {json.dumps(v)}" for k, v in privacy.items())]
+    if exchange:
+        lines += ["", "[exchange]", *(f"{k} = {json.dumps(v)}" for k, v in exchange.items())]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path

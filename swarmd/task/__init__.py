@@ -150,7 +150,7 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     _validate_remedies(swarm, privacy)
     inputs = _parse_inputs(data.get("bundle", {}))
     exchange = _typed(ExchangeSettings, _table(data, "exchange"), "exchange")
-    _validate_exchange(exchange, swarm)
+    _validate_exchange(exchange, swarm, privacy)
     round_settings = _typed(RoundSettings, _table(data, "round"), "round")
     _validate_round(round_settings)
     return Task(

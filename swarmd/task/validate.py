@@ -216,14 +216,39 @@ def _local_layers(raw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     return {"local_layers": tuple(dict.fromkeys(items))}
 
 
-def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings) -> None:
+# The rules that merge each coordinate on its own: a leaf of the model merges like the whole.
+SHARDABLE_RULES = ("fedavg", "median", "trimmed_mean")
+
+
+def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings, privacy: PrivacySettings) -> None:
     _check(
         x.topology in TOPOLOGIES,
         f"exchange.topology must be one of {', '.join(TOPOLOGIES)}, got {x.topology!r}",
     )
+    if x.topology == "sharded":
+        _validate_sharded(swarm, privacy)
     _check(
         x.compression in COMPRESSIONS,
         f"exchange.compression must be one of {', '.join(COMPRESSIONS)}, got {x.compression!r}",
+    )
+
+
+def _validate_sharded(swarm: SwarmSettings, privacy: PrivacySettings) -> None:
+    _check(
+        swarm.merge in SHARDABLE_RULES,
+        f'exchange.topology = "sharded" needs a coordinate-wise merge ({", ".join(SHARDABLE_RULES)}): '
+        f"{swarm.merge!r} weighs whole updates against each other, which no owner of one shard can do; "
+        'keep topology = "leader" for it',
+    )
+    _check(
+        swarm.norm_bound == 0.0,
+        'exchange.topology = "sharded" cannot check swarm.norm_bound: the norm is over the whole update and '
+        'each owner sees one shard; set norm_bound = 0 or keep topology = "leader"',
+    )
+    _check(
+        not privacy.secure_aggregation,
+        'exchange.topology = "sharded" does not compose with privacy.secure_aggregation yet (the masked '
+        'sums would shard, but the unmasking is the leader\'s alone): keep topology = "leader"',
     )
 
 

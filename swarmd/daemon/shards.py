@@ -1,0 +1,314 @@
+"""A sharded round (`[exchange] topology = "sharded"`): every committer merges some leaves of the model.
+
+The elected leader coordinates and finalizes but no longer receives every update. Each revealed
+committer (the leader too) serves its update's leaves by hash, fetches the leaves it owns under the
+leader's plan from every other committer (reduce-scatter: each checked against the sender's on-chain
+Merkle root and validated), merges them with the task's rule, and, once the plan lists every merged
+leaf's hash, fetches the merged leaves from their owners and assembles the merged model (all-gather).
+The leader pushes its plan (`shardplan.Coordinator`) to every committer about ten times a second;
+each answer is that committer's status. Once the leader holds the merged model it finalizes its
+content hash as in the leader topology; the others hold the same bytes already (a site whose copy
+hashes otherwise fetches the finalized model by gossip, as ever). docs/protocol.md "Sharded rounds".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+import torch
+
+from swarmd.codec import Digest, Manifest, encode
+from swarmd.daemon.accounting import HASH_MISMATCH, exclusion_reason, finalize_outcomes
+from swarmd.daemon.leader import LeaderSide
+from swarmd.daemon.shardplan import Coordinator
+from swarmd.daemon.shardwork import Leaf, ShardWork
+from swarmd.daemon.state import Phase
+from swarmd.errors import HashMismatch, PeerRejected, TransportError, WireError
+from swarmd.ledger import RoundInfo, RoundStatus
+from swarmd.merge import rule_for
+from swarmd.merge.shards import ShardLayout
+from swarmd.task import WeightKind
+from swarmd.transport import PeerId, Refusal, SecAggHeader, SecAggTopic, Verdict
+from swarmd.transport.shards import (
+    BadShardMessage,
+    Leaves,
+    LeavesAsk,
+    Plan,
+    ShardMessage,
+    Status,
+    decode_shard_msg,
+)
+
+log = logging.getLogger("swarmd.shards")
+
+CYCLE = 0.1  # seconds between two pushes of the leader's plan
+ASK_TIMEOUT = 2.0  # seconds for a plan push or a leaf-list question to be answered
+CHAIN_EVERY = 1.0  # seconds between the leader's reads of the chain while it coordinates
+
+
+class ShardSide(LeaderSide):
+    """The sharded topology's committer and leader sides, and its answers to peers."""
+
+    _shards: ShardWork | None = None
+    _shard_serve: dict[bytes, tuple[int, Leaf]] | None = None
+    _shard_wake: asyncio.Event | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.task.exchange.topology == "sharded"
+
+    async def commitment(self, update_hash: Digest) -> Digest:
+        """What this site commits to for its stored update: the update's content hash, or under the
+        sharded topology the Merkle root of its leaves."""
+        if not self.sharded:
+            return update_hash
+        update = self.store.get(update_hash)
+        return await asyncio.to_thread(lambda: ShardLayout(update).root(update))
+
+    # --- the round ----------------------------------------------------------------------------------
+    async def shard_round(self, r: int, info: RoundInfo, base: Mapping[str, torch.Tensor]) -> None:
+        """Play term `info.term` of sharded round r until it ends (the leader: until it finalized)."""
+        self.set_phase(Phase.EXCHANGE, r)
+        committed = {c.site: (c.update_hash, c.n_samples) for c in info.commits if info.has_revealed(c.site)}
+        own = self.store.get(self.own_update(r))
+        is_diff = self.task.swarm.send == WeightKind.DIFF
+        leader = info.leader or ""
+        work = await asyncio.to_thread(
+            ShardWork, r, info.term, self.me, leader, base, own, committed, is_diff
+        )
+        self._shard_wake = self._shard_wake or asyncio.Event()
+        self._shard_serve = {h: v for h, v in (self._shard_serve or {}).items() if v[0] >= r - 1}
+        self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
+        self._shards = work
+        owner = asyncio.ensure_future(self.own_shards(work))
+        try:
+            if leader == self.me:
+                await self.coordinate(r, info, work)
+            else:
+                await self.until_term_ends(r, info.term)
+        finally:
+            owner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await owner
+
+    async def until_term_ends(self, r: int, term: int) -> None:
+        """A committer keeps its owner duties (a dead owner's leaves may come its way) until the chain
+        shows the term over: finalized, or a new leader."""
+        while True:
+            now = await self.chain(self.ledger.round, r)
+            if now.status != RoundStatus.ELECTED or now.term != term:
+                return
+            if await self.reelect_if_due(r, now.leader):
+                return
+            await self.sleep(self.poll)
+
+    async def reelect_if_due(self, r: int, leader: str | None) -> bool:
+        raise NotImplementedError  # RoundDriver's (rounds.py)
+
+    async def wait_wake(self, seconds: float) -> None:
+        wake = self._shard_wake
+        assert wake is not None  # set by shard_round
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+        wake.clear()
+
+    def wake(self) -> None:
+        if self._shard_wake is not None:
+            self._shard_wake.set()
+
+    # --- owner: fetch, check, merge, gather ----------------------------------------------------------
+    async def own_shards(self, work: ShardWork) -> None:
+        fetching: dict[str, asyncio.Task[None]] = {}
+        gather: asyncio.Task[None] | None = None
+        try:
+            while True:
+                for sender in work.senders():
+                    busy = sender in fetching and not fetching[sender].done()
+                    if sender != self.me and not busy and work.missing(sender) and sender not in work.failed:
+                        fetching[sender] = asyncio.ensure_future(self.fetch_leaves(work, sender))
+                for i in work.to_merge():
+                    rule = lambda: rule_for(self.task.swarm)  # noqa: E731  # a fresh rule per leaf
+                    digest, leaf = await asyncio.to_thread(work.merge, i, rule)
+                    self.serve_leaf(work.round, digest, leaf)
+                plan = work.plan
+                idle = gather is None or gather.done()
+                if plan is not None and plan.merged is not None and idle and work.gathered is None:
+                    gather = asyncio.ensure_future(self.gather(work))
+                await self.wait_wake(0.5)
+        finally:
+            for task in [*fetching.values(), *([gather] if gather else [])]:
+                task.cancel()
+
+    def serve_leaf(self, r: int, digest: bytes, leaf: Leaf) -> None:
+        if self._shard_serve is not None:
+            self._shard_serve[digest] = (r, leaf)
+
+    async def fetch_leaves(self, work: ShardWork, sender: str) -> None:
+        """Fetch the leaves this site owns from `sender`'s update, each checked, until none is missing,
+        the sender is refused, or the plan no longer needs it. A transport failure is retried."""
+        delay = 0.2
+        while work.missing(sender) and sender not in work.failed and sender in work.senders():
+            try:
+                key = self.peers.key(sender)
+                if sender not in work.lists:
+                    answer = await self.ask_shards(key, work.round, LeavesAsk(work.round, work.term))
+                    if not isinstance(answer, Leaves) or answer.round != work.round:
+                        raise BadShardMessage(f"answered a leaves question with {answer.KIND}")
+                    if not work.check_list(sender, answer.hashes):
+                        log.warning("round %d: %s's leaf hashes are not its commitment", work.round, sender)
+                        break
+                for i in work.missing(sender):
+                    piece = await self.node.fetch_model(
+                        key, work.lists[sender][i], max_bytes=self.task.swarm.max_update_bytes
+                    )
+                    if not await asyncio.to_thread(work.check_piece, sender, i, piece):
+                        break
+                    self.wake()
+            except HashMismatch as exc:
+                log.warning("round %d: a leaf of %s: %s", work.round, self.names.label(sender), exc)
+                work.failed[sender] = HASH_MISMATCH
+            except (TransportError, WireError, KeyError) as exc:
+                log.info("round %d: leaves of %s: %s; retrying", work.round, self.names.label(sender), exc)
+                if isinstance(exc, KeyError):
+                    await self.refresh_members()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.wake()
+
+    async def gather(self, work: ShardWork) -> None:
+        """All-gather: the merged leaves, ours from memory and the others' from their owners (the latest
+        plan's, when one died), then the merged model, stored under its content hash."""
+        got: dict[bytes, Leaf] = {h: leaf for _, h, leaf in work.merged.values()}
+        while True:
+            plan = work.plan
+            if plan is None or plan.merged is None:
+                await self.wait_wake(0.5)
+                continue
+            try:
+                for i, h in enumerate(plan.merged):
+                    if h not in got:
+                        owner = self.peers.key(plan.owners[i])
+                        got[h] = await self.node.fetch_model(
+                            owner, h, max_bytes=self.task.swarm.max_update_bytes
+                        )
+                break
+            except (TransportError, WireError, KeyError) as exc:
+                log.info("round %d: gathering merged leaves: %s; retrying", work.round, exc)
+                await asyncio.sleep(0.5)
+        leaves = [got[h] for h in plan.merged]
+        model = await asyncio.to_thread(work.layout.assemble, leaves)
+        work.gathered = await asyncio.to_thread(self.store.put, model)
+        work.gathered_include = plan.include
+        self.gossip.servable.add(work.gathered)
+        log.info("round %d: assembled the merged model %s", work.round, work.gathered.short())
+        self.wake()
+
+    # --- leader: coordinate and finalize -------------------------------------------------------------
+    async def coordinate(self, r: int, info: RoundInfo, work: ShardWork) -> None:
+        self.journal.update(r, led=True)
+        self.metrics.led()
+        coord = Coordinator(r, info.term, list(work.committed), work.layout.count, self.me, time.monotonic())
+        deadline_block, deadline, checked = self.deadline_block(info), False, 0.0
+        while work.gathered is None:
+            self.checkpoint()
+            statuses = await self.push_plan(work, coord.plan, coord.live)
+            coord.observe(statuses, now=time.monotonic(), deadline=deadline)
+            if coord.plan.include == ():
+                log.error("round %d: no update can be merged; not finalizing this term", r)
+                return
+            if time.monotonic() - checked > CHAIN_EVERY:
+                checked = time.monotonic()
+                now = await self.chain(self.ledger.round, r)
+                if now.status != RoundStatus.ELECTED or now.term != info.term:
+                    return
+                deadline = await self.block_number() >= deadline_block
+            await self.wait_wake(CYCLE)
+        await self.finalize_sharded(r, info, work, coord)
+
+    async def finalize_sharded(self, r: int, info: RoundInfo, work: ShardWork, coord: Coordinator) -> None:
+        merged_hash = work.gathered
+        assert merged_hash is not None  # coordinate() waited for it
+        include = {a.lower() for a in work.gathered_include or ()}
+        included = [a for a in work.committed if a.lower() in include]
+        reasons = {
+            a: exclusion_reason(label) for a, label in coord.excluded.items() if a.lower() not in include
+        }
+        self.set_phase(Phase.FINALIZE, r)
+        log.info(
+            "round %d: finalizing %s with %d of %d updates, sharded over %d owners (excluded: %s)",
+            r,
+            merged_hash.short(),
+            len(included),
+            len(work.committed),
+            len(set(coord.plan.owners)),
+            coord.excluded or "none",
+        )
+        outcomes = finalize_outcomes(info, included, [], reasons)
+        await self.transact(self.ledger.finalize, r, merged_hash, outcomes)
+
+    async def push_plan(self, work: ShardWork, plan: Plan, live: set[str]) -> dict[str, Status | None]:
+        """Send the plan to every live committer; their statuses (None: answered "not ready"; left out:
+        no answer in ASK_TIMEOUT)."""
+        if work.adopt(plan):
+            self.wake()
+        out: dict[str, Status | None] = {self.me: work.status()}
+
+        async def ask(site: str) -> None:
+            try:
+                answer = await self.ask_shards(self.peers.key(site), plan.round, plan)
+            except (PeerRejected, WireError):
+                out[site] = None  # it answered: alive, not ready for this plan yet
+                return
+            except (TransportError, KeyError):
+                return
+            ok = isinstance(answer, Status) and (answer.round, answer.term) == (plan.round, plan.term)
+            out[site] = answer if ok and isinstance(answer, Status) else None
+
+        await asyncio.gather(*(ask(site) for site in live if site != self.me))
+        return out
+
+    async def ask_shards(self, peer: PeerId, r: int, msg: ShardMessage) -> ShardMessage:
+        """One question on the `shards` topic; PeerRejected when refused (not ready, not a committer)."""
+        body = await self.node.secagg(
+            peer, round=r, topic=SecAggTopic.SHARDS, body=msg.encode(), timeout=ASK_TIMEOUT
+        )
+        return decode_shard_msg(body)
+
+    # --- answers to peers ------------------------------------------------------------------------------
+    async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        if header.topic != SecAggTopic.SHARDS:
+            return await super().on_secagg(peer, header, body)
+        sender = self.peers.members.get(peer)
+        if sender is None:
+            return Verdict(False, Refusal.NOT_MEMBER)
+        try:
+            msg = decode_shard_msg(body)
+        except BadShardMessage as exc:
+            self.metrics.rejection("shards_bad_message")
+            return Verdict(False, Refusal.INVALID, str(exc))
+        work = self._shards
+        if work is None or getattr(msg, "round", None) != work.round:
+            self.nudge()  # a peer is ahead of us: read the chain now
+            return Verdict(False, Refusal.NOT_READY, "no sharded round open here for that round")
+        if sender not in work.committed:
+            return Verdict(False, Refusal.NOT_COMMITTER, f"{sender} is not a revealed committer")
+        if isinstance(msg, LeavesAsk):  # the same leaves whatever the term
+            return Leaves(work.round, tuple(work.own_hashes)).encode()
+        if isinstance(msg, Plan) and msg.term == work.term and sender == work.leader:
+            if work.adopt(msg):
+                self.wake()
+            return work.status().encode()
+        if isinstance(msg, Plan):
+            self.nudge()
+            return Verdict(False, Refusal.NOT_READY, f"{sender} does not lead term {msg.term} here (yet)")
+        return Verdict(False, Refusal.INVALID, f"a {msg.KIND} is not a question")
+
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        held = (self._shard_serve or {}).get(model_hash)
+        if held is not None:
+            return encode(held[1])
+        return super().serve_model(model_hash)

@@ -1,0 +1,49 @@
+"""Three real daemons on anvil play a round with `[exchange] topology = "sharded"`: every commitment on
+chain is the Merkle root of its update's leaves, and the finalized model is, bit for bit, what the
+leader topology's fedavg makes of the same updates (each site's own committed update, read from its
+store and folded in address order)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swarmd.codec import content_hash
+from swarmd.daemon.store import ModelStore
+from swarmd.ledger import Outcome, RoundStatus
+from swarmd.merge import FedAvg, Update
+from swarmd.merge.shards import ShardLayout
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
+
+SHARDED = {"topology": "sharded"}
+
+
+def own_update(site) -> dict:
+    """A site's committed update of round 0, from its own store (the journal names it)."""
+    state = site.config.parent / "state"
+    journal = json.loads((state / "journal.json").read_text())
+    h = bytes.fromhex(journal["rounds"]["0"]["update_hash"].removeprefix("0x"))
+    return ModelStore(state / "checkpoints").get(h)
+
+
+def test_a_sharded_round_finalizes_the_leader_topologys_fedavg(swarm_root, swarm_factory):
+    with swarm_factory(swarm_root, rounds=1, n_per_site=8, exchange=SHARDED) as swarm:
+        swarm.wait_done(timeout=180)
+        info = swarm.ledger.round(0)
+        assert info.status == RoundStatus.FINALIZED
+        assert list(info.outcomes) == [Outcome.INCLUDED] * 3
+        commits = {c.site: c for c in info.commits}
+        updates = {site.address: own_update(site) for site in swarm.consortium.sites}
+        fedavg = FedAvg()
+        fedavg.begin(next(iter(updates.values())))
+        for address in sorted(updates, key=str.lower):  # the leader topology's fold order
+            update = updates[address]
+            assert commits[address].update_hash == ShardLayout(update).root(update)
+            fedavg.add(Update(address, update, commits[address].n_samples))
+        assert content_hash(fedavg.result()) == info.merged_hash
+        hashes = {st["last_merged_hash"] for st in swarm.statuses()}
+        assert hashes == {"0x" + info.merged_hash.hex()}
+        leader = swarm.daemon(info.leader)
+        assert "sharded over 3 owners" in leader.tail(400)
