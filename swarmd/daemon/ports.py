@@ -47,7 +47,7 @@ class Transport(Protocol):
     ) -> bytes: ...
 
     async def fetch_model(
-        self, peer: PeerId, model_hash: bytes, *, max_bytes: int
+        self, peer: PeerId, model_hash: bytes, *, max_bytes: int, timeout: float | None = None
     ) -> dict[str, torch.Tensor]: ...
 
 

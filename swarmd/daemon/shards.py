@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import torch
 
@@ -48,6 +49,8 @@ log = logging.getLogger("swarmd.shards")
 CYCLE = 0.1  # seconds between two pushes of the leader's plan
 ASK_TIMEOUT = 2.0  # seconds for a plan push or a leaf-list question to be answered
 CHAIN_EVERY = 1.0  # seconds between the leader's reads of the chain while it coordinates
+FETCH_TIMEOUT = 10.0  # seconds for a peer to start serving a leaf (a dead owner's is tried elsewhere)
+PER_PEER = 3  # leaves fetched from one peer at a time
 
 
 class ShardSide(LeaderSide):
@@ -161,13 +164,14 @@ class ShardSide(LeaderSide):
                     if not work.check_list(sender, answer.hashes):
                         log.warning("round %d: %s's leaf hashes are not its commitment", work.round, sender)
                         break
-                for i in work.missing(sender):
-                    piece = await self.node.fetch_model(
-                        key, work.lists[sender][i], max_bytes=self.task.swarm.max_update_bytes
-                    )
-                    if not await asyncio.to_thread(work.check_piece, sender, i, piece):
-                        break
-                    self.wake()
+                hashes = work.lists[sender]
+
+                async def one(i: int, key: PeerId = key, hashes: tuple[bytes, ...] = hashes) -> None:
+                    piece = await self.fetch_leaf(key, hashes[i])
+                    if await asyncio.to_thread(work.check_piece, sender, i, piece):
+                        self.wake()
+
+                await self.in_turn([functools.partial(one, i) for i in work.missing(sender)])
             except HashMismatch as exc:
                 log.warning("round %d: a leaf of %s: %s", work.round, self.names.label(sender), exc)
                 work.failed[sender] = HASH_MISMATCH
@@ -179,6 +183,21 @@ class ShardSide(LeaderSide):
                 delay = min(delay * 2, 2.0)
         self.wake()
 
+    async def fetch_leaf(self, peer: PeerId, h: bytes) -> Leaf:
+        max_bytes = self.task.swarm.max_update_bytes
+        return await self.node.fetch_model(peer, h, max_bytes=max_bytes, timeout=FETCH_TIMEOUT)
+
+    @staticmethod
+    async def in_turn(calls: Sequence[Callable[[], Awaitable[None]]], width: int = PER_PEER) -> None:
+        """Run the calls, `width` at a time (one peer's leaves: the link stays busy between two)."""
+        turn = asyncio.Semaphore(width)
+
+        async def run(call: Callable[[], Awaitable[None]]) -> None:
+            async with turn:
+                await call()
+
+        await asyncio.gather(*(run(c) for c in calls))
+
     async def gather(self, work: ShardWork) -> None:
         """All-gather: the merged leaves, ours from memory and the others' from their owners (the latest
         plan's, when one died), then the merged model, stored under its content hash."""
@@ -188,17 +207,23 @@ class ShardSide(LeaderSide):
             if plan is None or plan.merged is None:
                 await self.wait_wake(0.5)
                 continue
-            try:
-                for i, h in enumerate(plan.merged):
-                    if h not in got:
-                        owner = self.peers.key(plan.owners[i])
-                        got[h] = await self.node.fetch_model(
-                            owner, h, max_bytes=self.task.swarm.max_update_bytes
-                        )
+            by_owner: dict[str, list[bytes]] = {}
+            for owner, h in zip(plan.owners, plan.merged, strict=True):
+                if h not in got:
+                    by_owner.setdefault(owner, []).append(h)
+
+            async def one(owner: str, h: bytes) -> None:
+                got[h] = await self.fetch_leaf(self.peers.key(owner), h)
+
+            calls = {o: [functools.partial(one, o, h) for h in hs] for o, hs in by_owner.items()}
+            done = await asyncio.gather(*(self.in_turn(c) for c in calls.values()), return_exceptions=True)
+            failed = [x for x in done if isinstance(x, BaseException)]
+            if not failed:
                 break
-            except (TransportError, WireError, KeyError) as exc:
-                log.info("round %d: gathering merged leaves: %s; retrying", work.round, exc)
-                await asyncio.sleep(0.5)
+            if not all(isinstance(x, TransportError | WireError | KeyError) for x in failed):
+                raise failed[0]
+            log.info("round %d: gathering merged leaves: %s; retrying", work.round, failed[0])
+            await self.wait_wake(0.5)
         leaves = [got[h] for h in plan.merged]
         model = await asyncio.to_thread(work.layout.assemble, leaves)
         work.gathered = await asyncio.to_thread(self.store.put, model)

@@ -6,6 +6,7 @@ store and folded in address order)."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -14,6 +15,7 @@ from swarmd.daemon.store import ModelStore
 from swarmd.ledger import Outcome, RoundStatus
 from swarmd.merge import FedAvg, Update
 from swarmd.merge.shards import ShardLayout
+from swarmd.ops import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
@@ -47,3 +49,38 @@ def test_a_sharded_round_finalizes_the_leader_topologys_fedavg(swarm_root, swarm
         assert hashes == {"0x" + info.merged_hash.hex()}
         leader = swarm.daemon(info.leader)
         assert "sharded over 3 owners" in leader.tail(400)
+
+
+def test_a_shard_owner_killed_mid_round_is_reassigned_and_the_round_finalizes(swarm_root, swarm_factory):
+    """SIGKILL a committer that is not the leader the moment the round is elected: the leader declares it
+    dead, hands its leaves to the live owners (who fetch them from the committers), and finalizes the
+    fedavg of the two live updates, the dead one NOT_DELIVERED."""
+    # Blocks are mined per transaction: none comes between the election and the finalize, so neither the
+    # exchange deadline nor a re-election can cut the 5 s the leader waits before it calls a site dead.
+    with swarm_factory(swarm_root, rounds=1, n_per_site=8, exchange=SHARDED) as swarm:
+        info = wait_until(lambda: _past_open(swarm.ledger, 0), 150, interval=0.05, what="round 0's election")
+        assert info.status == RoundStatus.ELECTED
+        victim = next(a for a in info.revealed if a != info.leader)
+        swarm.daemon(victim).proc.send_signal(signal.SIGKILL)
+        final = wait_until(
+            lambda: (i := swarm.ledger.round(0)).status == RoundStatus.FINALIZED and i, 90, what="finalize"
+        )
+        outcomes = dict(zip((c.site for c in final.commits), final.outcomes, strict=True))
+        assert outcomes.pop(victim) == Outcome.NOT_DELIVERED
+        assert set(outcomes.values()) == {Outcome.INCLUDED} and final.term == 1
+        live = [s for s in swarm.consortium.sites if s.address in outcomes]
+        fedavg = FedAvg()
+        updates = {site.address: own_update(site) for site in live}
+        fedavg.begin(next(iter(updates.values())))
+        samples = {c.site: c.n_samples for c in final.commits}
+        for address in sorted(updates, key=str.lower):
+            fedavg.add(Update(address, updates[address], samples[address]))
+        assert content_hash(fedavg.result()) == final.merged_hash
+        assert "sharded over 2 owners" in swarm.daemon(final.leader).tail(400)
+
+
+def _past_open(ledger, r):
+    if ledger.current_round() < r:
+        return None
+    info = ledger.round(r)
+    return info if info.status != RoundStatus.OPEN else None
