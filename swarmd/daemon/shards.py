@@ -245,6 +245,8 @@ class ShardSide(LeaderSide):
             if coord.plan.include == ():
                 log.error("round %d: no update can be merged; not finalizing this term", r)
                 return
+            if coord.plan.include is not None and self.state.phase == Phase.EXCHANGE:
+                self.set_phase(Phase.MERGE, r)  # decided: the owners merge, then everyone gathers
             if time.monotonic() - checked > CHAIN_EVERY:
                 checked = time.monotonic()
                 now = await self.chain(self.ledger.round, r)
@@ -272,6 +274,8 @@ class ShardSide(LeaderSide):
             len(set(coord.plan.owners)),
             coord.excluded or "none",
         )
+        model_bytes = sum(t.numel() * t.element_size() for t in work.base.values())
+        self.journal.update(r, model_bytes=model_bytes)
         outcomes = finalize_outcomes(info, included, [], reasons)
         await self.transact(self.ledger.finalize, r, merged_hash, outcomes)
 
