@@ -14,7 +14,6 @@ hashes otherwise fetches the finalized model by gossip, as ever). docs/protocol.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -83,7 +82,6 @@ class ShardSide(LeaderSide):
         work = await asyncio.to_thread(
             ShardWork, r, info.term, self.me, leader, base, own, committed, is_diff
         )
-        self._shard_wake = self._shard_wake or asyncio.Event()
         self._shard_serve = {h: v for h, v in (self._shard_serve or {}).items() if v[0] >= r - 1}
         self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
         self._shards = work
@@ -94,9 +92,9 @@ class ShardSide(LeaderSide):
             else:
                 await self.until_term_ends(r, info.term)
         finally:
+            work.over = True
             owner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await owner
+            await asyncio.wait({owner}, timeout=ASK_TIMEOUT)  # never hangs the round on a stuck owner
 
     async def until_term_ends(self, r: int, term: int) -> None:
         """A committer keeps its owner duties (a dead owner's leaves may come its way) until the chain
@@ -113,22 +111,27 @@ class ShardSide(LeaderSide):
         raise NotImplementedError  # RoundDriver's (rounds.py)
 
     async def wait_wake(self, seconds: float) -> None:
-        wake = self._shard_wake
-        assert wake is not None  # set by shard_round
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
-        wake.clear()
+        """Until `wake()` or `seconds`. Every waiter sees a wake (each holds the event of its time), and
+        `asyncio.wait` never swallows a cancellation (3.11's `wait_for` can, when both come at once)."""
+        if self._shard_wake is None:
+            self._shard_wake = asyncio.Event()
+        waiter = asyncio.ensure_future(self._shard_wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
 
     def wake(self) -> None:
-        if self._shard_wake is not None:
-            self._shard_wake.set()
+        woken, self._shard_wake = self._shard_wake, asyncio.Event()
+        if woken is not None:
+            woken.set()
 
     # --- owner: fetch, check, merge, gather ----------------------------------------------------------
     async def own_shards(self, work: ShardWork) -> None:
         fetching: dict[str, asyncio.Task[None]] = {}
         gather: asyncio.Task[None] | None = None
         try:
-            while True:
+            while not work.over:
                 for sender in work.senders():
                     busy = sender in fetching and not fetching[sender].done()
                     if sender != self.me and not busy and work.missing(sender) and sender not in work.failed:

@@ -44,6 +44,7 @@ class ShardWork:
     merged: dict[int, tuple[tuple[str, ...], Digest, Leaf]] = field(default_factory=dict)
     gathered: Digest | None = None  # the content hash of the model this site assembled
     gathered_include: tuple[str, ...] | None = None  # the updates merged into it
+    over: bool = False  # the term ended for this site: its owner loop stops
 
     def __post_init__(self) -> None:
         self.layout = ShardLayout(self.base)
@@ -94,24 +95,32 @@ class ShardWork:
         self.pieces.setdefault(i, {})[sender] = piece
         return True
 
-    def to_merge(self) -> list[int]:
-        """Leaves of this site's to merge now: the include is decided and every piece is here."""
+    def include(self) -> tuple[str, ...]:
+        """Whose updates a leaf is merged over: the plan's decided include, else (speculatively, so the
+        merge is done by the time the leader decides) every committer not refused, as the leader
+        orders them. A wrong guess costs one merge of the leaf; it is never reported."""
         plan = self.plan
-        if plan is None or plan.include is None or not plan.include:
-            return []
-        done = {i for i, (inc, _, _) in self.merged.items() if inc == plan.include}
+        if plan is not None and plan.include is not None:
+            return plan.include
+        return tuple(sorted((a for a in self.committed if a not in self.failed), key=address_order))
+
+    def to_merge(self) -> list[int]:
+        """This site's leaves to merge now: every piece of the include is here and the leaf is not merged
+        over that include yet."""
+        include = self.include()
+        done = {i for i, (inc, _, _) in self.merged.items() if inc == include}
+        have = self.pieces
         return [
-            i for i in self.mine() if i not in done and all(s in self.pieces.get(i, {}) for s in plan.include)
+            i for i in self.mine() if i not in done and include and all(s in have.get(i, {}) for s in include)
         ]
 
     def merge(self, i: int, rule: Callable[[], MergeRule]) -> tuple[Digest, Leaf]:
-        """Merge leaf i over the plan's include (may run in a worker thread)."""
-        plan = self.plan
-        assert plan is not None and plan.include is not None  # to_merge() said so
-        pieces = {s: (self.pieces[i][s], self.committed[s][1]) for s in plan.include}
+        """Merge leaf i over `include()` (may run in a worker thread)."""
+        include = self.include()
+        pieces = {s: (self.pieces[i][s], self.committed[s][1]) for s in include}
         merged = merge_leaf(rule(), self.layout.leaf(self.base, i), pieces, is_diff=self.is_diff)
         digest = content_hash(merged)
-        self.merged[i] = (plan.include, digest, merged)
+        self.merged[i] = (include, digest, merged)
         return digest, merged
 
     def status(self) -> Status:

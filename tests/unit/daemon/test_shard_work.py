@@ -1,6 +1,7 @@
 """A committer's part in a sharded round (`ShardWork`): a leaf list that is not the sender's committed
 root, or a leaf that fails validation, refuses the sender with the accounting label; a leaf is merged
-once every included piece is here; the status says what is held, refused and merged."""
+once every piece is here, before the leader decides (the guess is reported only once it is the
+decision); the status says what is held, refused and merged."""
 
 from __future__ import annotations
 
@@ -55,12 +56,12 @@ def test_an_owner_merges_its_leaves_once_every_included_piece_is_here() -> None:
     for sender in (A, C):
         for i in mine:
             work.check_piece(sender, i, layout.leaf(updates[sender], i))
-    assert work.to_merge() == []  # nothing decided yet
-    assert work.adopt(Plan(0, 1, 1, owners, include=(A, B, C))) and not work.adopt(Plan(0, 1, 1, owners))
-    assert work.to_merge() == mine
+    assert work.to_merge() == mine  # before the decision: merged over every committer not refused
     for i in mine:
         work.merge(i, FedAvg)
-    assert work.to_merge() == []
+    assert work.to_merge() == [] and work.status().merged == {}  # a guess is never reported
+    assert work.adopt(Plan(0, 1, 1, owners, include=(A, B, C))) and not work.adopt(Plan(0, 1, 1, owners))
+    assert work.to_merge() == []  # the guess was right: nothing left to merge
     whole = FedAvg()
     whole.begin(model(0.0))
     for i, a in enumerate((A, B, C)):
@@ -69,3 +70,19 @@ def test_an_owner_merges_its_leaves_once_every_included_piece_is_here() -> None:
     status = work.status()
     assert set(status.held) == {A, B, C} and status.epoch == 1 and not status.failed
     assert status.merged == {i: content_hash(layout.leaf(merged, i)) for i in mine}
+
+
+def test_a_wrong_guess_is_merged_again_over_the_decided_include() -> None:
+    work, updates = work_of(A)
+    owners = (A,) * work.layout.count
+    work.adopt(Plan(0, 1, 0, owners))
+    for sender in (B, C):
+        for i in work.mine():
+            work.check_piece(sender, i, work.layout.leaf(updates[sender], i))
+    for i in work.to_merge():
+        work.merge(i, FedAvg)
+    work.adopt(Plan(0, 1, 1, owners, include=(A, B)))  # C was refused by another owner
+    assert work.to_merge() == work.mine()
+    for i in work.to_merge():
+        work.merge(i, FedAvg)
+    assert set(work.status().merged) == set(work.mine()) and work.to_merge() == []
