@@ -371,7 +371,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         self.set_phase(Phase.DISSEMINATE, r)
         merged_hash = info.merged_hash or b""
         model = await self.ensure_model(merged_hash, r)
-        if info.leader == self.me:
+        if info.leader == self.me and not self.sharded:  # sharded: the committers gathered it already
             # The gossip starts here; every site that fetches the model passes it on.
             await self.gossip.spread(r, merged_hash, exclude=set())
         self.metrics.round_done(r)

@@ -1,7 +1,7 @@
 """The leader's plan of a sharded round: who owns which leaf, whose updates are merged, and when the
 merged leaves are all known. No sockets, no chain: `Coordinator.observe` takes the committers'
-statuses of one polling cycle (None for a site that answered "not ready yet", no entry for a site that
-did not answer) and moves the plan on.
+statuses that came in since its last call (None for a site that answered "not ready yet") and moves
+the plan on; each site's latest status counts.
 
 Every change makes a new plan with the next epoch, pushed to every live committer on the next cycle:
 
@@ -24,7 +24,7 @@ from swarmd.merge.base import address_order
 from swarmd.merge.shards import owners_of, reassign
 from swarmd.transport.shards import Plan, Status
 
-DEAD_AFTER = 5.0  # seconds without any answer before a committer counts as dead
+DEAD_AFTER = 8.0  # seconds without any answer before a committer counts as dead
 
 
 class Coordinator:
@@ -39,6 +39,7 @@ class Coordinator:
         self.excluded: dict[str, str] = {}  # address -> accounting label
         self.plan = Plan(r, term, 0, owners_of(self.candidates, leaves))
         self._seen = dict.fromkeys(self.candidates, now)
+        self._latest: dict[str, Status] = {}
 
     @property
     def final(self) -> bool:
@@ -48,17 +49,27 @@ class Coordinator:
     def include(self) -> list[str]:
         return list(self.plan.include or ())
 
+    def describe(self) -> str:
+        """One log line: the epoch, how many owners, what is decided."""
+        p = self.plan
+        include = "undecided" if p.include is None else f"{len(p.include)} included"
+        merged = ", final" if p.merged is not None else ""
+        owners = len(set(p.owners))
+        return f"epoch {p.epoch}: {owners} owners, {include}{merged}, excluded {self.excluded or 'none'}"
+
     def observe(self, statuses: dict[str, Status | None], *, now: float, deadline: bool = False) -> None:
-        """One cycle's answers: site -> its status for the pushed plan, or None (not ready yet)."""
-        epoch = self.plan.epoch
-        current = {a: s for a, s in statuses.items() if s is not None and s.epoch == epoch}
+        """The answers that came in since the last call: site -> its status (for the plan it was sent,
+        perhaps an older one), or None ("not ready yet"). Each site's latest status counts."""
         self._seen.update(dict.fromkeys(statuses, now))
+        self._latest.update({a: s for a, s in statuses.items() if s is not None})
+        epoch = self.plan.epoch
         self._bury(now)
-        for status in current.values():
+        for status in list(self._latest.values()):
             for sender, why in status.failed.items():
                 self._exclude(sender, why)
         if self.plan.epoch != epoch:
             return  # the answers were to a plan that is gone: decide on the answers to the new one
+        current = {a: s for a, s in self._latest.items() if s.epoch == epoch and a in self.live}
         if self.plan.include is None:
             self._decide(current, deadline)
         elif self.plan.merged is None:

@@ -46,10 +46,18 @@ from swarmd.transport.shards import (
 log = logging.getLogger("swarmd.shards")
 
 CYCLE = 0.1  # seconds between two pushes of the leader's plan
-ASK_TIMEOUT = 2.0  # seconds for a plan push or a leaf-list question to be answered
+ASK_TIMEOUT = 10.0  # seconds for a plan push or a leaf-list question to be answered (a busy 2-core box
+# answered one in over 2 s)
 CHAIN_EVERY = 1.0  # seconds between the leader's reads of the chain while it coordinates
 FETCH_TIMEOUT = 10.0  # seconds for a peer to start serving a leaf (a dead owner's is tried elsewhere)
 PER_PEER = 3  # leaves fetched from one peer at a time
+GATHER_GRACE = 20.0  # seconds a committer's gather may go on after the finalize
+
+
+def log_crash(what: str, task: asyncio.Task[None]) -> None:
+    """A background loop that died of an error says so (its round then ends by the chain's clock)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", what, task.exception())
 
 
 class ShardSide(LeaderSide):
@@ -86,26 +94,35 @@ class ShardSide(LeaderSide):
         self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
         self._shards = work
         owner = asyncio.ensure_future(self.own_shards(work))
+        owner.add_done_callback(functools.partial(log_crash, f"round {r}: the shard owner loop"))
         try:
             if leader == self.me:
                 await self.coordinate(r, info, work)
             else:
-                await self.until_term_ends(r, info.term)
+                await self.until_term_ends(r, info.term, work)
         finally:
             work.over = True
             owner.cancel()
             await asyncio.wait({owner}, timeout=ASK_TIMEOUT)  # never hangs the round on a stuck owner
 
-    async def until_term_ends(self, r: int, term: int) -> None:
+    async def until_term_ends(self, r: int, term: int, work: ShardWork) -> None:
         """A committer keeps its owner duties (a dead owner's leaves may come its way) until the chain
-        shows the term over: finalized, or a new leader."""
+        shows the term over: finalized, or a new leader. A gather under way when the leader finalized
+        (the leader gathers first, and finalizes as soon as it has) is given GATHER_GRACE to finish:
+        the model is then in this site's store, and no one sends it the whole model again."""
         while True:
             now = await self.chain(self.ledger.round, r)
             if now.status != RoundStatus.ELECTED or now.term != term:
-                return
+                break
             if await self.reelect_if_due(r, now.leader):
                 return
             await self.sleep(self.poll)
+        if now.status != RoundStatus.FINALIZED or work.plan is None or work.plan.merged is None:
+            return
+        until = time.monotonic() + GATHER_GRACE
+        while work.gathered is None and time.monotonic() < until:
+            self.checkpoint()
+            await self.wait_wake(0.5)
 
     async def reelect_if_due(self, r: int, leader: str | None) -> bool:
         raise NotImplementedError  # RoundDriver's (rounds.py)
@@ -230,7 +247,7 @@ class ShardSide(LeaderSide):
         leaves = [got[h] for h in plan.merged]
         model = await asyncio.to_thread(work.layout.assemble, leaves)
         work.gathered = await asyncio.to_thread(self.store.put, model)
-        work.gathered_include = plan.include
+        work.gathered_include, work.gathered_owners = plan.include, len(set(plan.owners))
         self.gossip.servable.add(work.gathered)
         log.info("round %d: assembled the merged model %s", work.round, work.gathered.short())
         self.wake()
@@ -241,22 +258,29 @@ class ShardSide(LeaderSide):
         self.metrics.led()
         coord = Coordinator(r, info.term, list(work.committed), work.layout.count, self.me, time.monotonic())
         deadline_block, deadline, checked = self.deadline_block(info), False, 0.0
-        while work.gathered is None:
-            self.checkpoint()
-            statuses = await self.push_plan(work, coord.plan, coord.live)
-            coord.observe(statuses, now=time.monotonic(), deadline=deadline)
-            if coord.plan.include == ():
-                log.error("round %d: no update can be merged; not finalizing this term", r)
-                return
-            if coord.plan.include is not None and self.state.phase == Phase.EXCHANGE:
-                self.set_phase(Phase.MERGE, r)  # decided: the owners merge, then everyone gathers
-            if time.monotonic() - checked > CHAIN_EVERY:
-                checked = time.monotonic()
-                now = await self.chain(self.ledger.round, r)
-                if now.status != RoundStatus.ELECTED or now.term != info.term:
+        asks: dict[str, asyncio.Task[tuple[bool, Status | None]]] = {}
+        try:
+            while work.gathered is None:
+                self.checkpoint()
+                epoch = coord.plan.epoch
+                coord.observe(self.push_plan(work, coord, asks), now=time.monotonic(), deadline=deadline)
+                if coord.plan.epoch != epoch:
+                    log.info("round %d: plan %s", r, coord.describe())
+                if coord.plan.include == ():
+                    log.error("round %d: no update can be merged; not finalizing this term", r)
                     return
-                deadline = await self.block_number() >= deadline_block
-            await self.wait_wake(CYCLE)
+                if coord.plan.include is not None and self.state.phase == Phase.EXCHANGE:
+                    self.set_phase(Phase.MERGE, r)  # decided: the owners merge, then everyone gathers
+                if time.monotonic() - checked > CHAIN_EVERY:
+                    checked = time.monotonic()
+                    now = await self.chain(self.ledger.round, r)
+                    if now.status != RoundStatus.ELECTED or now.term != info.term:
+                        return
+                    deadline = await self.block_number() >= deadline_block
+                await self.wait_wake(CYCLE)
+        finally:
+            for task in asks.values():
+                task.cancel()
         await self.finalize_sharded(r, info, work, coord)
 
     async def finalize_sharded(self, r: int, info: RoundInfo, work: ShardWork, coord: Coordinator) -> None:
@@ -274,34 +298,44 @@ class ShardSide(LeaderSide):
             merged_hash.short(),
             len(included),
             len(work.committed),
-            len(set(coord.plan.owners)),
-            coord.excluded or "none",
+            work.gathered_owners,
+            {a: why for a, why in coord.excluded.items() if a.lower() not in include} or "none",
         )
         model_bytes = sum(t.numel() * t.element_size() for t in work.base.values())
         self.journal.update(r, model_bytes=model_bytes)
         outcomes = finalize_outcomes(info, included, [], reasons)
         await self.transact(self.ledger.finalize, r, merged_hash, outcomes)
 
-    async def push_plan(self, work: ShardWork, plan: Plan, live: set[str]) -> dict[str, Status | None]:
-        """Send the plan to every live committer; their statuses (None: answered "not ready"; left out:
-        no answer in ASK_TIMEOUT)."""
+    def push_plan(
+        self, work: ShardWork, coord: Coordinator, asks: dict[str, asyncio.Task[tuple[bool, Status | None]]]
+    ) -> dict[str, Status | None]:
+        """The answers that came in since the last cycle (None: "not ready"; no entry: none yet, or no
+        answer within ASK_TIMEOUT), and the current plan sent to every live committer not still
+        answering an earlier one: a slow or dead site holds up no one else's plan."""
+        plan = coord.plan
         if work.adopt(plan):
             self.wake()
         out: dict[str, Status | None] = {self.me: work.status()}
-
-        async def ask(site: str) -> None:
-            try:
-                answer = await self.ask_shards(self.peers.key(site), plan.round, plan)
-            except (PeerRejected, WireError):
-                out[site] = None  # it answered: alive, not ready for this plan yet
-                return
-            except (TransportError, KeyError):
-                return
-            ok = isinstance(answer, Status) and (answer.round, answer.term) == (plan.round, plan.term)
-            out[site] = answer if ok and isinstance(answer, Status) else None
-
-        await asyncio.gather(*(ask(site) for site in live if site != self.me))
+        for site in coord.live - {self.me}:
+            task = asks.get(site)
+            if task is not None and task.done():
+                answered, status = asks.pop(site).result()
+                if answered:
+                    out[site] = status
+            if site not in asks:
+                asks[site] = asyncio.ensure_future(self.ask_status(site, plan))
         return out
+
+    async def ask_status(self, site: str, plan: Plan) -> tuple[bool, Status | None]:
+        """(answered, its status for `plan`, or None when it refused: alive, not ready yet)."""
+        try:
+            answer = await self.ask_shards(self.peers.key(site), plan.round, plan)
+        except (PeerRejected, WireError):
+            return True, None
+        except (TransportError, KeyError):
+            return False, None
+        ok = isinstance(answer, Status) and (answer.round, answer.term) == (plan.round, plan.term)
+        return True, (answer if ok and isinstance(answer, Status) else None)
 
     async def ask_shards(self, peer: PeerId, r: int, msg: ShardMessage) -> ShardMessage:
         """One question on the `shards` topic; PeerRejected when refused (not ready, not a committer)."""

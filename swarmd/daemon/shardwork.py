@@ -44,6 +44,7 @@ class ShardWork:
     merged: dict[int, tuple[tuple[str, ...], Digest, Leaf]] = field(default_factory=dict)
     gathered: Digest | None = None  # the content hash of the model this site assembled
     gathered_include: tuple[str, ...] | None = None  # the updates merged into it
+    gathered_owners: int = 0  # how many sites owned its leaves
     over: bool = False  # the term ended for this site: its owner loop stops
 
     def __post_init__(self) -> None:

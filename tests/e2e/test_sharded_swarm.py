@@ -32,7 +32,7 @@ def own_update(site) -> dict:
 
 def test_a_sharded_round_finalizes_the_leader_topologys_fedavg(swarm_root, swarm_factory):
     with swarm_factory(swarm_root, rounds=1, n_per_site=8, exchange=SHARDED) as swarm:
-        swarm.wait_done(timeout=180)
+        swarm.wait_done(timeout=300)
         info = swarm.ledger.round(0)
         assert info.status == RoundStatus.FINALIZED
         assert list(info.outcomes) == [Outcome.INCLUDED] * 3
@@ -56,7 +56,7 @@ def test_a_shard_owner_killed_mid_round_is_reassigned_and_the_round_finalizes(sw
     dead, hands its leaves to the live owners (who fetch them from the committers), and finalizes the
     fedavg of the two live updates, the dead one NOT_DELIVERED."""
     # Blocks are mined per transaction: none comes between the election and the finalize, so neither the
-    # exchange deadline nor a re-election can cut the 5 s the leader waits before it calls a site dead.
+    # exchange deadline nor a re-election can cut the 8 s the leader waits before it calls a site dead.
     with swarm_factory(swarm_root, rounds=1, n_per_site=8, exchange=SHARDED) as swarm:
         info = wait_until(lambda: _past_open(swarm.ledger, 0), 150, interval=0.05, what="round 0's election")
         assert info.status == RoundStatus.ELECTED
