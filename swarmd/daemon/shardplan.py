@@ -1,6 +1,6 @@
 """The leader's plan of a sharded round: who owns which leaf, whose updates are merged, and when the
 merged leaves are all known. No sockets, no chain: `Coordinator.observe` takes the committers'
-statuses that came in since its last call (None for a site that answered "not ready yet") and moves
+statuses that came in since its last call (None for an answer it cannot use: alive, nothing more) and moves
 the plan on; each site's latest status counts.
 
 Every change makes a new plan with the next epoch, pushed to every live committer on the next cycle:
@@ -59,7 +59,7 @@ class Coordinator:
 
     def observe(self, statuses: dict[str, Status | None], *, now: float, deadline: bool = False) -> None:
         """The answers that came in since the last call: site -> its status (for the plan it was sent,
-        perhaps an older one), or None ("not ready yet"). Each site's latest status counts."""
+        perhaps an older one), or None (alive, nothing usable). Each site's latest status counts."""
         self._seen.update(dict.fromkeys(statuses, now))
         self._latest.update({a: s for a, s in statuses.items() if s is not None})
         epoch = self.plan.epoch

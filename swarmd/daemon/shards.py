@@ -27,7 +27,7 @@ from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.shardplan import Coordinator
 from swarmd.daemon.shardwork import Leaf, ShardWork
 from swarmd.daemon.state import Phase
-from swarmd.errors import HashMismatch, PeerRejected, TransportError, WireError
+from swarmd.errors import HashMismatch, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.merge import rule_for
 from swarmd.merge.shards import ShardLayout
@@ -309,8 +309,8 @@ class ShardSide(LeaderSide):
     def push_plan(
         self, work: ShardWork, coord: Coordinator, asks: dict[str, asyncio.Task[tuple[bool, Status | None]]]
     ) -> dict[str, Status | None]:
-        """The answers that came in since the last cycle (None: "not ready"; no entry: none yet, or no
-        answer within ASK_TIMEOUT), and the current plan sent to every live committer not still
+        """The answers that came in since the last cycle (None: an answer about another plan; no entry:
+        none, or none within ASK_TIMEOUT), and the current plan sent to every live committer not still
         answering an earlier one: a slow or dead site holds up no one else's plan."""
         plan = coord.plan
         if work.adopt(plan):
@@ -327,12 +327,12 @@ class ShardSide(LeaderSide):
         return out
 
     async def ask_status(self, site: str, plan: Plan) -> tuple[bool, Status | None]:
-        """(answered, its status for `plan`, or None when it refused: alive, not ready yet)."""
+        """(answered, its status for `plan`, or None for an answer about another round or term). A
+        refusal counts as silence: the transport raises the same PeerRejected for a dead peer's
+        handshake, and a live site refuses only a leader it does not know."""
         try:
             answer = await self.ask_shards(self.peers.key(site), plan.round, plan)
-        except (PeerRejected, WireError):
-            return True, None
-        except (TransportError, KeyError):
+        except (TransportError, WireError, KeyError):
             return False, None
         ok = isinstance(answer, Status) and (answer.round, answer.term) == (plan.round, plan.term)
         return True, (answer if ok and isinstance(answer, Status) else None)
@@ -357,8 +357,14 @@ class ShardSide(LeaderSide):
             self.metrics.rejection("shards_bad_message")
             return Verdict(False, Refusal.INVALID, str(exc))
         work = self._shards
-        if work is None or getattr(msg, "round", None) != work.round:
-            self.nudge()  # a peer is ahead of us: read the chain now
+        behind = work is None or getattr(msg, "round", None) != work.round
+        if isinstance(msg, Plan) and (behind or (work is not None and msg.term > work.term)):
+            # The leader is ahead of us: read the chain now, and say we hold nothing of its plan yet (an
+            # answer, unlike a refusal, which the leader cannot tell from a dead peer's local failure).
+            self.nudge()
+            return Status(msg.round, msg.term, msg.epoch, (), {}, {}).encode()
+        if work is None or behind:
+            self.nudge()
             return Verdict(False, Refusal.NOT_READY, "no sharded round open here for that round")
         if sender not in work.committed:
             return Verdict(False, Refusal.NOT_COMMITTER, f"{sender} is not a revealed committer")
@@ -369,8 +375,7 @@ class ShardSide(LeaderSide):
                 self.wake()
             return work.status().encode()
         if isinstance(msg, Plan):
-            self.nudge()
-            return Verdict(False, Refusal.NOT_READY, f"{sender} does not lead term {msg.term} here (yet)")
+            return Verdict(False, Refusal.INVALID, f"{sender} does not lead term {msg.term} here")
         return Verdict(False, Refusal.INVALID, f"a {msg.KIND} is not a question")
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
