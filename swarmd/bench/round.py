@@ -190,8 +190,15 @@ def _run_size(
     return {**_summarize(n, model, rounds, wall, journals, note), **probed}
 
 
-def bench_task(root: Path, model: str, rounds: int, privacy: Mapping[str, Any] | None = None) -> Path:
-    """The round bench's swarm.toml in `root`: `model`'s bundle, SWARM, `rounds` rounds, `privacy`."""
+def bench_task(
+    root: Path,
+    model: str,
+    rounds: int,
+    privacy: Mapping[str, Any] | None = None,
+    exchange: Mapping[str, Any] | None = None,
+) -> Path:
+    """The round bench's swarm.toml in `root`: `model`'s bundle, SWARM, `rounds` rounds, `privacy`,
+    `exchange`."""
     return task_file(
         root / "swarm.toml",
         name=f"bench-round-{model}",
@@ -199,6 +206,7 @@ def bench_task(root: Path, model: str, rounds: int, privacy: Mapping[str, Any] |
         seed=11,
         swarm={"rounds": rounds, **SWARM},
         privacy=privacy,
+        exchange=exchange,
     )
 
 

@@ -222,15 +222,17 @@ def run_wan_bench(
     *,
     rounds: int = 2,
     model: str = "densenet121",
+    topology: str = "leader",
     on_step: Callable[[str], None] | None = None,
     keep_logs: Path | None = None,
     compression: str = "none",
 ) -> dict[str, Any]:
-    """Rounds of `sites` daemons over links of `rate` (e.g. '100mbit'); see the module doc.
+    """Rounds of `sites` daemons over links of `rate` (e.g. '100mbit') in the task's exchange `topology`
+    ("leader" or "sharded"); see the module doc.
 
     NetnsUnavailable (with the reason) where this machine cannot make namespaces."""
     rate_bps = parse_rate(rate)
-    label = f"N={sites} at {format_rate(rate_bps)}"
+    label = f"N={sites} at {format_rate(rate_bps)}, {topology}"
     note = on_step or (lambda msg: None)
     load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="swn-", dir="/tmp"))  # unix socket paths must stay short
@@ -239,17 +241,20 @@ def run_wan_bench(
             chain = net.add("chain", None)
             nodes = [net.add(f"s{i}", rate_bps) for i in range(sites)]
             note(f"{label}: provisioning the chain")
-            task = compressed_task(bench_task(root, model, rounds), compression)  # [exchange] compression
+            sharded = {"topology": topology} if topology != "leader" else None
+            task = compressed_task(bench_task(root, model, rounds, exchange=sharded), compression)
             consortium = _provision(root, task, nodes, chain)
             run = _Run(net, chain, nodes, consortium, _daemons(consortium, nodes))
             measured = _measure(run, root, _budget(sites, rounds, rate_bps), lambda m: note(f"{label}: {m}"))
             if keep_logs is not None:
-                _keep(consortium, root, keep_logs / f"n{sites}-{format_rate(rate_bps)}")
+                _keep(consortium, root, keep_logs / f"n{sites}-{format_rate(rate_bps)}-{topology}")
     except DaemonError as exc:
         raise BenchFailed(str(exc)) from None
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    rows = summarize(measured.journals, measured.samples, sites=sites, rounds=rounds, rate_bps=rate_bps)
+    rows = summarize(
+        measured.journals, measured.samples, sites=sites, rounds=rounds, rate_bps=rate_bps, topology=topology
+    )
     return {
         "bench": "wan",
         "sites": sites,
@@ -257,7 +262,7 @@ def run_wan_bench(
         "rate_bps": rate_bps,
         "model": model,
         "rounds": rounds,
-        "topology": "leader",
+        "topology": topology,
         "compression": compression,
         "cores": os.cpu_count(),
         "load_at_start": round(load, 2),

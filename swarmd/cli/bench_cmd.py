@@ -322,28 +322,43 @@ def wan_cmd(
     rounds: int = typer.Option(2, "--rounds", help="Rounds (the first includes start-up)."),
     model: str = typer.Option("densenet121", "--model", help="densenet121 (~7M) or densenet264 (~30.6M)."),
     compression: str = typer.Option("none", "--compression", help="[exchange] compression (sends diffs)."),
+    topology: str = typer.Option(
+        "leader", "--topology", help="leader, or sharded (run after the leader topology, in the same run)."
+    ),
 ) -> None:
     """Rounds over shaped links: sites and chain in network namespaces (needs root), against the floor."""
     from swarmd.bench.round import MODELS
     from swarmd.bench.wan import run_wan_bench
-    from swarmd.bench.wan_report import wan_report
+    from swarmd.bench.wan_report import wan_report, with_baseline
 
-    if model not in MODELS or sites < 2 or rounds < 1:
-        raise typer.BadParameter(f"need --sites >= 2, --rounds >= 1 and --model in {sorted(MODELS)}")
+    if model not in MODELS or sites < 2 or rounds < 1 or topology not in ("leader", "sharded"):
+        raise typer.BadParameter(
+            f"need --sites >= 2, --rounds >= 1, --model in {sorted(MODELS)} and --topology leader or sharded"
+        )
+    if topology == "sharded" and compression != "none":
+        raise typer.BadParameter(
+            "--topology sharded does not compose with --compression yet: give one of them"
+        )
     with cli_errors(), _progress() as progress:
         t0 = time.perf_counter()
         task = progress.add_task("wan", total=None)
-        result = run_wan_bench(
-            sites,
-            rate,
-            rounds=rounds,
-            model=model,
-            on_step=lambda msg: progress.update(task, description=f"wan: {msg}"),
-            keep_logs=out / "wan-logs",
-            compression=compression,
-        )
+        results = [
+            run_wan_bench(
+                sites,
+                rate,
+                rounds=rounds,
+                model=model,
+                topology=t,
+                on_step=lambda msg: progress.update(task, description=f"wan: {msg}"),
+                keep_logs=out / "wan-logs",
+                compression=compression,
+            )
+            for t in dict.fromkeys(
+                ("leader", topology)
+            )  # sharded: the leader topology first, as its baseline
+        ]
         progress.update(task, description="wan: done", total=1, completed=1)
-        _write(out, wan_report(result), quick=False, started=t0)
+        _write(out, wan_report(with_baseline(results)), quick=False, started=t0)
 
 
 # --- secagg -----------------------------------------------------------------------------------------

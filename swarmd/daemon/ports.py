@@ -48,7 +48,13 @@ class Transport(Protocol):
     ) -> bytes: ...
 
     async def fetch_model(
-        self, peer: PeerId, model_hash: bytes, *, max_bytes: int, relay: Callable[[], object] | None = None
+        self,
+        peer: PeerId,
+        model_hash: bytes,
+        *,
+        max_bytes: int,
+        timeout: float | None = None,
+        relay: Callable[[], object] | None = None,
     ) -> dict[str, torch.Tensor]: ...
 
 

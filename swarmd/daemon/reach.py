@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from swarmd.config import TransportSection
+from swarmd.daemon.ports import Transport
 from swarmd.identity import SiteIdentity
 from swarmd.transport import Handler, Node
 
@@ -44,8 +45,9 @@ def make_transport(t: TransportSection, ident: SiteIdentity, handler: Handler, m
     )
     p2p = P2PService(handler, account_key=bytes(ident.account.key), max_bytes=max_bytes, config=config)
     log.info("libp2p peer id %s (%s)", p2p.peer_id, "private: relayed" if t.private else "public")
-    # HybridNode has Node's interface (the daemon's `Transport`); typed as Node for the daemon's fields
-    return HybridNode(node, p2p)  # type: ignore[return-value]
+    hybrid: Transport = HybridNode(node, p2p)  # mypy holds HybridNode to the daemon's Transport protocol
+    # typed as Node for the daemon's fields, which also use Node's lifecycle
+    return hybrid  # type: ignore[return-value]
 
 
 def peer_paths(node: object) -> dict[str, dict[str, Any]]:

@@ -20,11 +20,11 @@ import torch
 from swarmd.codec import Digest, hash_hex
 from swarmd.daemon.accounting import kept_secret, round_secret
 from swarmd.daemon.dp import BudgetSide
-from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.models import ModelSide
 from swarmd.daemon.personal import PersonalSide
 from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.secure import KEEP_ROUNDS
+from swarmd.daemon.shards import ShardSide
 from swarmd.daemon.state import Phase
 from swarmd.errors import (
     LedgerError,
@@ -70,7 +70,7 @@ TRANSIENT_REFUSALS = frozenset(
 )
 
 
-class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
+class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
     """Drives this site through rounds until the task's last round, then keeps serving the model."""
 
     compressor: UpdateCompressor | None = None  # `[exchange] compression`, set by the app
@@ -134,7 +134,9 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         info = await self.until_elected(r)
         while info.status == RoundStatus.ELECTED:
             self.state.leader, self.state.term = info.leader, info.term
-            if info.leader == self.me:
+            if self.sharded and info.has_revealed(self.me):
+                await self.shard_round(r, info, base)
+            elif info.leader == self.me:
                 await self.lead(r, info, base)
             elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round
                 await self.deliver(r, info)
@@ -168,9 +170,10 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
             eps = self.budget.committed_epsilon() if self.budget else 0
             seal = election_seal(round_secret(self.journal, r), self.me, r)  # journaled before it is sent
             await self.gossip.durable(info.base_hash)  # trained from memory: on disk before we commit to it
+            committed = await self.commitment(update_hash)  # a Merkle root under the sharded topology
             try:
                 await self.transact(
-                    self.ledger.commit, r, update_hash, n, seal=seal, milli_epsilon=eps, key_count=key_count
+                    self.ledger.commit, r, committed, n, seal=seal, milli_epsilon=eps, key_count=key_count
                 )
             except reverts.StaleKeys as exc:
                 # A site advertised keys after we masked: mask again under the new key set, once it is
@@ -379,7 +382,7 @@ class RoundDriver(LeaderSide, BudgetSide, ModelSide, PersonalSide):
         self.set_phase(Phase.DISSEMINATE, r)
         merged_hash = info.merged_hash or b""
         model = await self.ensure_model(merged_hash, r)
-        if info.leader == self.me:
+        if info.leader == self.me and not self.sharded:  # sharded: the committers gathered it already
             # The gossip starts here; every site that fetches the model passes it on.
             await self.gossip.spread(r, merged_hash, leader=self.me)
         self.metrics.round_done(r)

@@ -129,8 +129,7 @@ def task_file(
     privacy: Mapping[str, Any] | None = None,
     exchange: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a swarm.toml: the task's [task] table and the given [swarm] (and [privacy], [exchange])
-    settings."""
+    """Write a swarm.toml: the [task] table and the given [swarm] (and [privacy], [exchange]) settings."""
     lines = ["[task]", f"name = {json.dumps(name)}", f"bundle = {json.dumps(str(bundle))}", f"seed = {seed}"]
     lines += ["", "[swarm]", *(f"{k} = {json.dumps(v)}" for k, v in swarm.items())]
     if privacy:

@@ -44,7 +44,6 @@ from swarmd.task.validate import (
     _local_layers,
     _parse_inputs,
     _typed,
-    _validate_compression_privacy,
     _validate_exchange,
     _validate_privacy,
     _validate_remedies,
@@ -151,10 +150,9 @@ def parse_task(data: dict[str, Any], root: Path) -> Task:
     _validate_remedies(swarm, privacy)
     inputs = _parse_inputs(data.get("bundle", {}))
     exchange = _typed(ExchangeSettings, _table(data, "exchange"), "exchange")
-    _validate_exchange(exchange, swarm)
-    _validate_compression_privacy(exchange, privacy)
+    _validate_exchange(exchange, swarm, privacy)
     round_settings = _typed(RoundSettings, _table(data, "round"), "round")
-    _validate_round(round_settings, swarm, privacy)
+    _validate_round(round_settings, swarm, privacy, exchange)
     return Task(
         name=task_raw["name"],
         root=root,

@@ -123,7 +123,7 @@ class BundleInputs:
 
 
 # What each setting can be today; a value joins its list with the code that carries it out.
-TOPOLOGIES = ("leader",)
+TOPOLOGIES = ("leader", "sharded")
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "topk")  # swarmd.compress carries them out
 TOPK_RATIO = 0.01  # the default `[exchange] topk_ratio`
 ROUND_MODES = ("swarm", "cyclic")
@@ -133,7 +133,9 @@ ROUND_MODES = ("swarm", "cyclic")
 class ExchangeSettings:
     """`[exchange]` in swarm.toml: how updates and merged models travel (issue 15)."""
 
-    topology: str = "leader"  # every update goes to the elected leader, which merges and spreads the model
+    # "leader": every update goes to the elected leader, which merges and spreads the model; "sharded":
+    # every committer merges some leaves of the model and gathers the others (daemon/shards.py)
+    topology: str = "leader"
     compression: str = "none"  # updates travel as the model's own dtypes
     topk_ratio: float = TOPK_RATIO  # for compression = "topk": the fraction of each tensor's elements sent
 

@@ -217,16 +217,23 @@ def _local_layers(raw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     return {"local_layers": tuple(dict.fromkeys(items))}
 
 
-def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings) -> None:
+# The rules that merge each coordinate on its own: a leaf of the model merges like the whole.
+SHARDABLE_RULES = ("fedavg", "median", "trimmed_mean")
+
+
+def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings, privacy: PrivacySettings) -> None:
     _check(
         x.topology in TOPOLOGIES,
         f"exchange.topology must be one of {', '.join(TOPOLOGIES)}, got {x.topology!r}",
     )
+    if x.topology == "sharded":
+        _validate_sharded(x, swarm, privacy)
     _check(
         x.compression in COMPRESSIONS,
         f"exchange.compression must be one of {', '.join(COMPRESSIONS)}, got {x.compression!r}",
     )
     _validate_compression(x, swarm)
+    _validate_compression_privacy(x, privacy)
 
 
 def _validate_compression(x: ExchangeSettings, swarm: SwarmSettings) -> None:
@@ -263,17 +270,41 @@ def _validate_compression_privacy(x: ExchangeSettings, p: PrivacySettings) -> No
     )
 
 
-def _validate_round(r: RoundSettings, swarm: SwarmSettings, p: PrivacySettings) -> None:
+def _validate_sharded(x: ExchangeSettings, swarm: SwarmSettings, privacy: PrivacySettings) -> None:
+    _check(
+        swarm.merge in SHARDABLE_RULES,
+        f'exchange.topology = "sharded" needs a coordinate-wise merge ({", ".join(SHARDABLE_RULES)}): '
+        f"{swarm.merge!r} weighs whole updates against each other, which no owner of one shard can do; "
+        'keep topology = "leader" for it',
+    )
+    _check(
+        swarm.norm_bound == 0.0,
+        'exchange.topology = "sharded" cannot check swarm.norm_bound: the norm is over the whole update and '
+        'each owner sees one shard; set norm_bound = 0 or keep topology = "leader"',
+    )
+    _check(
+        not privacy.secure_aggregation,
+        'exchange.topology = "sharded" does not compose with privacy.secure_aggregation yet (the masked '
+        'sums would shard, but the unmasking is the leader\'s alone): keep topology = "leader"',
+    )
+    _check(
+        x.compression == "none",
+        f'exchange.topology = "sharded" does not compose with exchange.compression = "{x.compression}" yet '
+        "(the shard root is over the update's own tensors): keep one of them at its default",
+    )
+
+
+def _validate_round(r: RoundSettings, swarm: SwarmSettings, p: PrivacySettings, x: ExchangeSettings) -> None:
     _check(r.mode in ROUND_MODES, f"round.mode must be one of {', '.join(ROUND_MODES)}, got {r.mode!r}")
     _check(
         math.isfinite(r.handoff_timeout) and r.handoff_timeout > 0,
         f"round.handoff_timeout must be > 0 seconds, got {r.handoff_timeout}",
     )
     if r.mode == "cyclic":
-        _validate_cyclic(swarm, p)
+        _validate_cyclic(swarm, p, x)
 
 
-def _validate_cyclic(swarm: SwarmSettings, p: PrivacySettings) -> None:
+def _validate_cyclic(swarm: SwarmSettings, p: PrivacySettings, x: ExchangeSettings) -> None:
     """What cannot compose with a round in which one model visits the sites in turn and nothing is merged.
     FedProx, FedBN's local layers, DP-SGD and site-level DP (each site noises its own step) compose."""
     refusals = (
@@ -298,6 +329,10 @@ def _validate_cyclic(swarm: SwarmSettings, p: PrivacySettings) -> None:
             swarm.norm_bound > 0,
             "swarm.norm_bound: it bounds a site's step from the model it started from, which its receiver "
             "does not hold",
+        ),
+        (
+            x.topology != "leader",
+            f'exchange.topology = "{x.topology}": it travels whole from site to site and nothing is merged',
         ),
     )
     for on, why in refusals:

@@ -122,6 +122,7 @@ class SecAggTopic(str, enum.Enum):
     SHARES = "shares"  # a site's encrypted shares for one neighbour (before it commits)
     UNMASK = "unmask"  # the leader asks a survivor for the shares it needs to unmask the sum
     TRANSCRIPT = "transcript"  # an auditor asks a round's leader for its unmask transcript (body: its id)
+    SHARDS = "shards"  # a sharded round's plan, status and leaf lists (transport/shards.py)
 
 
 def as_refusal(label: str) -> Refusal:

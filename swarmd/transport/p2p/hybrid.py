@@ -11,6 +11,7 @@ or not, stays in the ZeroMQ member set so that ZAP admits the connections a priv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -176,14 +177,17 @@ class HybridNode:
         term: int,
         state: Mapping[str, torch.Tensor] | None = None,
         timeout: float | None = None,
+        digest: bytes | None = None,
     ) -> Verdict:
         async def direct() -> Verdict:
-            verdict = await self.node.send_update(peer, round=round, term=term, state=state, timeout=timeout)
+            verdict = await self.node.send_update(
+                peer, round=round, term=term, state=state, timeout=timeout, digest=digest
+            )
             self._count(peer, out=sum(t.numel() * t.element_size() for t in (state or {}).values()))
             return verdict
 
         async def relayed() -> Verdict:
-            return await self.p2p.send_update(peer, round=round, term=term, state=state)
+            return await self.p2p.send_update(peer, round=round, term=term, state=state, digest=digest)
 
         return await self._call(peer, direct, relayed)
 
@@ -211,13 +215,30 @@ class HybridNode:
         )
 
     async def fetch_model(
-        self, peer: PeerId, model_hash: bytes, *, max_bytes: int
+        self,
+        peer: PeerId,
+        model_hash: bytes,
+        *,
+        max_bytes: int,
+        timeout: float | None = None,
+        relay: Callable[[], object] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`relay` (cut-through serving) applies to ZeroMQ downloads; a libp2p one is served onward
+        once it is whole."""
+
         async def direct() -> dict[str, torch.Tensor]:
-            state = await self.node.fetch_model(peer, model_hash, max_bytes=max_bytes)
+            state = await self.node.fetch_model(
+                peer, model_hash, max_bytes=max_bytes, timeout=timeout, relay=relay
+            )
             self._count(peer, inn=sum(t.numel() * t.element_size() for t in state.values()))
             return state
 
-        return await self._call(
-            peer, direct, lambda: self.p2p.fetch_model(peer, model_hash, max_bytes=max_bytes)
-        )
+        async def relayed() -> dict[str, torch.Tensor]:
+            try:
+                return await asyncio.wait_for(
+                    self.p2p.fetch_model(peer, model_hash, max_bytes=max_bytes), timeout
+                )
+            except asyncio.TimeoutError:
+                raise TransportError(f"fetch over libp2p timed out after {timeout} s") from None
+
+        return await self._call(peer, direct, relayed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from swarmd.bench.wan import Sample, at, summarize, window_bytes, wire_floor_bytes, wire_floor_s
-from swarmd.bench.wan_report import wan_goals, wan_name, wan_report
+from swarmd.bench.wan_report import wan_goals, wan_name, wan_report, with_baseline
 from swarmd.daemon.store import RoundRecord
 
 M = 28_000_000
@@ -78,3 +78,26 @@ def test_a_round_row_holds_overhead_floor_and_each_sites_wire_bytes() -> None:
     assert "| site-a | 1.0 / 3 | 1.0 / 3 |" in report.tables and "(load 1.5 at start)" in report.tables
     (g,) = wan_goals({**result, **out})
     assert g["limit"] == 1.3 and not g["met"]
+
+
+def test_the_sharded_run_is_reported_next_to_the_leader_run_before_it() -> None:
+    samples: list[Sample] = [
+        (10.0, {"site-a": (0, 0), "site-b": (0, 0), "chain": (0, 0)}),
+        (20.0, {"site-a": (M, M), "site-b": (M, M), "chain": (10**4, 10**4)}),
+    ]
+    base = {"rate": "100mbit", "model": "densenet121", "rounds": 1, "cores": 2, "load_at_start": 1.5}
+    tbf = {s: {k: {"sent_bytes": 1, "dropped": 0} for k in ("up", "down")} for s in ("site-a", "site-b")}
+    runs = []
+    for topology in ("leader", "sharded"):
+        rows = summarize(_journals(), samples, sites=2, rounds=1, rate_bps=10**8, topology=topology)
+        runs.append({**base, "sites": 2, "topology": topology, "wall_s": 30.0, "tbf": tbf, **rows})
+    runs[0]["overhead_s"] = 17.0  # the leader run's, twice the sharded one's
+    result = with_baseline(runs)
+    assert result["topology"] == "sharded" and [b["topology"] for b in result["baselines"]] == ["leader"]
+    report = wan_report(result)
+    assert report.name == "wan_n2_100mbit_sharded"
+    assert "| sharded | 8.50 |" in report.tables and "| 0.50 | 1.5 |" in report.tables
+    assert len(report.goals) == 1  # the sharded-vs-leader goal is set at N = 8, 100 Mbit/s only
+    at8 = {**result, "sites": 8}
+    (_, vs) = wan_goals(at8)
+    assert vs["limit"] == 0.35 and vs["value"] == 0.5 and not vs["met"]

@@ -1,0 +1,385 @@
+"""A sharded round (`[exchange] topology = "sharded"`): every committer merges some leaves of the model.
+
+The elected leader coordinates and finalizes but no longer receives every update. Each revealed
+committer (the leader too) serves its update's leaves by hash, fetches the leaves it owns under the
+leader's plan from every other committer (reduce-scatter: each checked against the sender's on-chain
+Merkle root and validated), merges them with the task's rule, and, once the plan lists every merged
+leaf's hash, fetches the merged leaves from their owners and assembles the merged model (all-gather).
+The leader pushes its plan (`shardplan.Coordinator`) to every committer about ten times a second;
+each answer is that committer's status. Once the leader holds the merged model it finalizes its
+content hash as in the leader topology; the others hold the same bytes already (a site whose copy
+hashes otherwise fetches the finalized model by gossip, as ever). docs/protocol.md "Sharded rounds".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import torch
+
+from swarmd.codec import Digest, Manifest, encode
+from swarmd.daemon.accounting import HASH_MISMATCH, exclusion_reason, finalize_outcomes
+from swarmd.daemon.leader import LeaderSide
+from swarmd.daemon.shardplan import Coordinator
+from swarmd.daemon.shardwork import Leaf, ShardWork
+from swarmd.daemon.state import Phase
+from swarmd.errors import HashMismatch, TransportError, WireError
+from swarmd.ledger import RoundInfo, RoundStatus
+from swarmd.merge import rule_for
+from swarmd.merge.shards import ShardLayout
+from swarmd.task import WeightKind
+from swarmd.transport import PeerId, Refusal, SecAggHeader, SecAggTopic, Verdict
+from swarmd.transport.shards import (
+    BadShardMessage,
+    Leaves,
+    LeavesAsk,
+    Plan,
+    ShardMessage,
+    Status,
+    decode_shard_msg,
+)
+
+log = logging.getLogger("swarmd.shards")
+
+CYCLE = 0.1  # seconds between two pushes of the leader's plan
+ASK_TIMEOUT = 10.0  # seconds for a plan push or a leaf-list question to be answered (a busy 2-core box
+# answered one in over 2 s)
+CHAIN_EVERY = 1.0  # seconds between the leader's reads of the chain while it coordinates
+FETCH_TIMEOUT = 10.0  # seconds for a peer to start serving a leaf (a dead owner's is tried elsewhere)
+PER_PEER = 3  # leaves fetched from one peer at a time
+GATHER_GRACE = 20.0  # seconds a committer's gather may go on after the finalize
+
+
+def log_crash(what: str, task: asyncio.Task[None]) -> None:
+    """A background loop that died of an error says so (its round then ends by the chain's clock)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", what, task.exception())
+
+
+class ShardSide(LeaderSide):
+    """The sharded topology's committer and leader sides, and its answers to peers."""
+
+    _shards: ShardWork | None = None
+    _shard_serve: dict[bytes, tuple[int, Leaf]] | None = None
+    _shard_wake: asyncio.Event | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.task.exchange.topology == "sharded"
+
+    async def commitment(self, update_hash: Digest) -> Digest:
+        """What this site commits to for its stored update: the update's content hash, or under the
+        sharded topology the Merkle root of its leaves."""
+        if not self.sharded:
+            return update_hash
+        update = self.store.get(update_hash)
+        return await asyncio.to_thread(lambda: ShardLayout(update).root(update))
+
+    # --- the round ----------------------------------------------------------------------------------
+    async def shard_round(self, r: int, info: RoundInfo, base: Mapping[str, torch.Tensor]) -> None:
+        """Play term `info.term` of sharded round r until it ends (the leader: until it finalized)."""
+        self.set_phase(Phase.EXCHANGE, r)
+        committed = {c.site: (c.update_hash, c.n_samples) for c in info.commits if info.has_revealed(c.site)}
+        own = self.store.get(self.own_update(r))
+        is_diff = self.task.swarm.send == WeightKind.DIFF
+        leader = info.leader or ""
+        work = await asyncio.to_thread(
+            ShardWork, r, info.term, self.me, leader, base, own, committed, is_diff
+        )
+        self._shard_serve = {h: v for h, v in (self._shard_serve or {}).items() if v[0] >= r - 1}
+        self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
+        self._shards = work
+        owner = asyncio.ensure_future(self.own_shards(work))
+        owner.add_done_callback(functools.partial(log_crash, f"round {r}: the shard owner loop"))
+        try:
+            if leader == self.me:
+                await self.coordinate(r, info, work)
+            else:
+                await self.until_term_ends(r, info.term, work)
+        finally:
+            work.over = True
+            owner.cancel()
+            await asyncio.wait({owner}, timeout=ASK_TIMEOUT)  # never hangs the round on a stuck owner
+
+    async def until_term_ends(self, r: int, term: int, work: ShardWork) -> None:
+        """A committer keeps its owner duties (a dead owner's leaves may come its way) until the chain
+        shows the term over: finalized, or a new leader. A gather under way when the leader finalized
+        (the leader gathers first, and finalizes as soon as it has) is given GATHER_GRACE to finish:
+        the model is then in this site's store, and no one sends it the whole model again."""
+        while True:
+            now = await self.chain(self.ledger.round, r)
+            if now.status != RoundStatus.ELECTED or now.term != term:
+                break
+            if await self.reelect_if_due(r, now.leader):
+                return
+            await self.sleep(self.poll)
+        if now.status != RoundStatus.FINALIZED or work.plan is None or work.plan.merged is None:
+            return
+        until = time.monotonic() + GATHER_GRACE
+        while work.gathered is None and time.monotonic() < until:
+            self.checkpoint()
+            await self.wait_wake(0.5)
+
+    async def reelect_if_due(self, r: int, leader: str | None) -> bool:
+        raise NotImplementedError  # RoundDriver's (rounds.py)
+
+    async def wait_wake(self, seconds: float) -> None:
+        """Until `wake()` or `seconds`. Every waiter sees a wake (each holds the event of its time), and
+        `asyncio.wait` never swallows a cancellation (3.11's `wait_for` can, when both come at once)."""
+        if self._shard_wake is None:
+            self._shard_wake = asyncio.Event()
+        waiter = asyncio.ensure_future(self._shard_wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
+
+    def wake(self) -> None:
+        woken, self._shard_wake = self._shard_wake, asyncio.Event()
+        if woken is not None:
+            woken.set()
+
+    # --- owner: fetch, check, merge, gather ----------------------------------------------------------
+    async def own_shards(self, work: ShardWork) -> None:
+        fetching: dict[str, asyncio.Task[None]] = {}
+        gather: asyncio.Task[None] | None = None
+        try:
+            while not work.over:
+                for sender in work.senders():
+                    busy = sender in fetching and not fetching[sender].done()
+                    if sender != self.me and not busy and work.missing(sender) and sender not in work.failed:
+                        fetching[sender] = asyncio.ensure_future(self.fetch_leaves(work, sender))
+                for i in work.to_merge():
+                    rule = lambda: rule_for(self.task.swarm)  # noqa: E731  # a fresh rule per leaf
+                    digest, leaf = await asyncio.to_thread(work.merge, i, rule)
+                    self.serve_leaf(work.round, digest, leaf)
+                plan = work.plan
+                idle = gather is None or gather.done()
+                if plan is not None and plan.merged is not None and idle and work.gathered is None:
+                    gather = asyncio.ensure_future(self.gather(work))
+                await self.wait_wake(0.5)
+        finally:
+            for task in [*fetching.values(), *([gather] if gather else [])]:
+                task.cancel()
+
+    def serve_leaf(self, r: int, digest: bytes, leaf: Leaf) -> None:
+        if self._shard_serve is not None:
+            self._shard_serve[digest] = (r, leaf)
+
+    async def fetch_leaves(self, work: ShardWork, sender: str) -> None:
+        """Fetch the leaves this site owns from `sender`'s update, each checked, until none is missing,
+        the sender is refused, or the plan no longer needs it. A transport failure is retried."""
+        delay = 0.2
+        while work.missing(sender) and sender not in work.failed and sender in work.senders():
+            try:
+                key = self.peers.key(sender)
+                if sender not in work.lists:
+                    answer = await self.ask_shards(key, work.round, LeavesAsk(work.round, work.term))
+                    if not isinstance(answer, Leaves) or answer.round != work.round:
+                        raise BadShardMessage(f"answered a leaves question with {answer.KIND}")
+                    if not work.check_list(sender, answer.hashes):
+                        log.warning("round %d: %s's leaf hashes are not its commitment", work.round, sender)
+                        break
+                hashes = work.lists[sender]
+
+                async def one(i: int, key: PeerId = key, hashes: tuple[bytes, ...] = hashes) -> None:
+                    piece = await self.fetch_leaf(key, hashes[i])
+                    if await asyncio.to_thread(work.check_piece, sender, i, piece):
+                        self.wake()
+
+                await self.in_turn([functools.partial(one, i) for i in work.missing(sender)])
+            except HashMismatch as exc:
+                log.warning("round %d: a leaf of %s: %s", work.round, self.names.label(sender), exc)
+                work.failed[sender] = HASH_MISMATCH
+            except (TransportError, WireError, KeyError) as exc:
+                log.info("round %d: leaves of %s: %s; retrying", work.round, self.names.label(sender), exc)
+                if isinstance(exc, KeyError):
+                    await self.refresh_members()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.wake()
+
+    async def fetch_leaf(self, peer: PeerId, h: bytes) -> Leaf:
+        max_bytes = self.task.swarm.max_update_bytes
+        return await self.node.fetch_model(peer, h, max_bytes=max_bytes, timeout=FETCH_TIMEOUT)
+
+    @staticmethod
+    async def in_turn(calls: Sequence[Callable[[], Awaitable[None]]], width: int = PER_PEER) -> None:
+        """Run the calls, `width` at a time (one peer's leaves: the link stays busy between two)."""
+        turn = asyncio.Semaphore(width)
+
+        async def run(call: Callable[[], Awaitable[None]]) -> None:
+            async with turn:
+                await call()
+
+        await asyncio.gather(*(run(c) for c in calls))
+
+    async def gather(self, work: ShardWork) -> None:
+        """All-gather: the merged leaves, ours from memory and the others' from their owners (the latest
+        plan's, when one died), then the merged model, stored under its content hash."""
+        got: dict[bytes, Leaf] = {h: leaf for _, h, leaf in work.merged.values()}
+        while True:
+            plan = work.plan
+            if plan is None or plan.merged is None:
+                await self.wait_wake(0.5)
+                continue
+            by_owner: dict[str, list[bytes]] = {}
+            for owner, h in zip(plan.owners, plan.merged, strict=True):
+                if h not in got:
+                    by_owner.setdefault(owner, []).append(h)
+
+            async def one(owner: str, h: bytes) -> None:
+                got[h] = await self.fetch_leaf(self.peers.key(owner), h)
+
+            calls = {o: [functools.partial(one, o, h) for h in hs] for o, hs in by_owner.items()}
+            done = await asyncio.gather(*(self.in_turn(c) for c in calls.values()), return_exceptions=True)
+            failed = [x for x in done if isinstance(x, BaseException)]
+            if not failed:
+                break
+            if not all(isinstance(x, TransportError | WireError | KeyError) for x in failed):
+                raise failed[0]
+            log.info("round %d: gathering merged leaves: %s; retrying", work.round, failed[0])
+            await self.wait_wake(0.5)
+        leaves = [got[h] for h in plan.merged]
+        model = await asyncio.to_thread(work.layout.assemble, leaves)
+        work.gathered = await asyncio.to_thread(self.store.put, model)
+        work.gathered_include, work.gathered_owners = plan.include, len(set(plan.owners))
+        self.gossip.servable.add(work.gathered)
+        log.info("round %d: assembled the merged model %s", work.round, work.gathered.short())
+        self.wake()
+
+    # --- leader: coordinate and finalize -------------------------------------------------------------
+    async def coordinate(self, r: int, info: RoundInfo, work: ShardWork) -> None:
+        self.journal.update(r, led=True)
+        self.metrics.led()
+        coord = Coordinator(r, info.term, list(work.committed), work.layout.count, self.me, time.monotonic())
+        deadline_block, deadline, checked = self.deadline_block(info), False, 0.0
+        asks: dict[str, asyncio.Task[tuple[bool, Status | None]]] = {}
+        try:
+            while work.gathered is None:
+                self.checkpoint()
+                epoch = coord.plan.epoch
+                coord.observe(self.push_plan(work, coord, asks), now=time.monotonic(), deadline=deadline)
+                if coord.plan.epoch != epoch:
+                    log.info("round %d: plan %s", r, coord.describe())
+                if coord.plan.include == ():
+                    log.error("round %d: no update can be merged; not finalizing this term", r)
+                    return
+                if coord.plan.include is not None and self.state.phase == Phase.EXCHANGE:
+                    self.set_phase(Phase.MERGE, r)  # decided: the owners merge, then everyone gathers
+                if time.monotonic() - checked > CHAIN_EVERY:
+                    checked = time.monotonic()
+                    now = await self.chain(self.ledger.round, r)
+                    if now.status != RoundStatus.ELECTED or now.term != info.term:
+                        return
+                    deadline = await self.block_number() >= deadline_block
+                await self.wait_wake(CYCLE)
+        finally:
+            for task in asks.values():
+                task.cancel()
+        await self.finalize_sharded(r, info, work, coord)
+
+    async def finalize_sharded(self, r: int, info: RoundInfo, work: ShardWork, coord: Coordinator) -> None:
+        merged_hash = work.gathered
+        assert merged_hash is not None  # coordinate() waited for it
+        include = {a.lower() for a in work.gathered_include or ()}
+        included = [a for a in work.committed if a.lower() in include]
+        reasons = {
+            a: exclusion_reason(label) for a, label in coord.excluded.items() if a.lower() not in include
+        }
+        self.set_phase(Phase.FINALIZE, r)
+        log.info(
+            "round %d: finalizing %s with %d of %d updates, sharded over %d owners (excluded: %s)",
+            r,
+            merged_hash.short(),
+            len(included),
+            len(work.committed),
+            work.gathered_owners,
+            {a: why for a, why in coord.excluded.items() if a.lower() not in include} or "none",
+        )
+        model_bytes = sum(t.numel() * t.element_size() for t in work.base.values())
+        self.journal.update(r, model_bytes=model_bytes)
+        outcomes = finalize_outcomes(info, included, [], reasons)
+        await self.transact(self.ledger.finalize, r, merged_hash, outcomes)
+
+    def push_plan(
+        self, work: ShardWork, coord: Coordinator, asks: dict[str, asyncio.Task[tuple[bool, Status | None]]]
+    ) -> dict[str, Status | None]:
+        """The answers that came in since the last cycle (None: an answer about another plan; no entry:
+        none, or none within ASK_TIMEOUT), and the current plan sent to every live committer not still
+        answering an earlier one: a slow or dead site holds up no one else's plan."""
+        plan = coord.plan
+        if work.adopt(plan):
+            self.wake()
+        out: dict[str, Status | None] = {self.me: work.status()}
+        for site in coord.live - {self.me}:
+            task = asks.get(site)
+            if task is not None and task.done():
+                answered, status = asks.pop(site).result()
+                if answered:
+                    out[site] = status
+            if site not in asks:
+                asks[site] = asyncio.ensure_future(self.ask_status(site, plan))
+        return out
+
+    async def ask_status(self, site: str, plan: Plan) -> tuple[bool, Status | None]:
+        """(answered, its status for `plan`, or None for an answer about another round or term). A
+        refusal counts as silence: the transport raises the same PeerRejected for a dead peer's
+        handshake, and a live site refuses only a leader it does not know."""
+        try:
+            answer = await self.ask_shards(self.peers.key(site), plan.round, plan)
+        except (TransportError, WireError, KeyError):
+            return False, None
+        ok = isinstance(answer, Status) and (answer.round, answer.term) == (plan.round, plan.term)
+        return True, (answer if ok and isinstance(answer, Status) else None)
+
+    async def ask_shards(self, peer: PeerId, r: int, msg: ShardMessage) -> ShardMessage:
+        """One question on the `shards` topic; PeerRejected when refused (not ready, not a committer)."""
+        body = await self.node.secagg(
+            peer, round=r, topic=SecAggTopic.SHARDS, body=msg.encode(), timeout=ASK_TIMEOUT
+        )
+        return decode_shard_msg(body)
+
+    # --- answers to peers ------------------------------------------------------------------------------
+    async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
+        if header.topic != SecAggTopic.SHARDS:
+            return await super().on_secagg(peer, header, body)
+        sender = self.peers.members.get(peer)
+        if sender is None:
+            return Verdict(False, Refusal.NOT_MEMBER)
+        try:
+            msg = decode_shard_msg(body)
+        except BadShardMessage as exc:
+            self.metrics.rejection("shards_bad_message")
+            return Verdict(False, Refusal.INVALID, str(exc))
+        work = self._shards
+        behind = work is None or getattr(msg, "round", None) != work.round
+        if isinstance(msg, Plan) and (behind or (work is not None and msg.term > work.term)):
+            # The leader is ahead of us: read the chain now, and say we hold nothing of its plan yet (an
+            # answer, unlike a refusal, which the leader cannot tell from a dead peer's local failure).
+            self.nudge()
+            return Status(msg.round, msg.term, msg.epoch, (), {}, {}).encode()
+        if work is None or behind:
+            self.nudge()
+            return Verdict(False, Refusal.NOT_READY, "no sharded round open here for that round")
+        if sender not in work.committed:
+            return Verdict(False, Refusal.NOT_COMMITTER, f"{sender} is not a revealed committer")
+        if isinstance(msg, LeavesAsk):  # the same leaves whatever the term
+            return Leaves(work.round, tuple(work.own_hashes)).encode()
+        if isinstance(msg, Plan) and msg.term == work.term and sender == work.leader:
+            if work.adopt(msg):
+                self.wake()
+            return work.status().encode()
+        if isinstance(msg, Plan):
+            return Verdict(False, Refusal.INVALID, f"{sender} does not lead term {msg.term} here")
+        return Verdict(False, Refusal.INVALID, f"a {msg.KIND} is not a question")
+
+    def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
+        held = (self._shard_serve or {}).get(model_hash)
+        if held is not None:
+            return encode(held[1])
+        return super().serve_model(model_hash)

@@ -1,0 +1,88 @@
+"""A committer's part in a sharded round (`ShardWork`): a leaf list that is not the sender's committed
+root, or a leaf that fails validation, refuses the sender with the accounting label; a leaf is merged
+once every piece is here, before the leader decides (the guess is reported only once it is the
+decision); the status says what is held, refused and merged."""
+
+from __future__ import annotations
+
+import torch
+
+from swarmd.codec import content_hash
+from swarmd.daemon.shardwork import ShardWork
+from swarmd.merge import FedAvg, Update
+from swarmd.merge.shards import ShardLayout
+from swarmd.transport.shards import Plan
+
+A, B, C = ("0x" + c * 40 for c in "abc")
+
+
+def model(seed: float) -> dict[str, torch.Tensor]:
+    return {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4) + seed, "b": torch.full((5,), seed)}
+
+
+def work_of(me: str) -> tuple[ShardWork, dict[str, dict[str, torch.Tensor]]]:
+    updates = {A: model(1.0), B: model(2.0), C: model(3.0)}
+    committed = {a: (ShardLayout(u).root(u), 10 * (i + 1)) for i, (a, u) in enumerate(updates.items())}
+    work = ShardWork(0, 1, me, A, model(0.0), updates[me], committed, is_diff=False)
+    return work, updates
+
+
+def test_a_leaf_list_must_hash_to_the_committed_root() -> None:
+    work, updates = work_of(A)
+    layout = ShardLayout(updates[B])
+    assert work.check_list(B, tuple(layout.hashes(updates[B])))
+    wrong = tuple(layout.hashes(updates[B]))  # B's list offered as C's
+    assert not work.check_list(C, wrong) and work.failed == {C: "hash_mismatch"}
+
+
+def test_a_leaf_with_a_nan_or_the_wrong_structure_refuses_its_sender() -> None:
+    work, updates = work_of(A)
+    work.adopt(Plan(0, 1, 0, (A,) * work.layout.count))
+    piece = work.layout.leaf(updates[B], 0)
+    bad = {k: v.clone() for k, v in piece.items()}
+    next(iter(bad.values()))[0] = float("nan")
+    assert work.check_piece(B, 0, piece) and B in work.pieces[0]
+    assert not work.check_piece(C, 0, bad) and work.failed[C] == "nonfinite"
+    assert not work.check_piece(B, 1, {"x": torch.zeros(1)}) and work.failed[B] == "names"
+
+
+def test_an_owner_merges_its_leaves_once_every_included_piece_is_here() -> None:
+    work, updates = work_of(B)
+    layout = work.layout
+    owners = (A,) * (layout.count // 2) + (B,) * (layout.count - layout.count // 2)
+    work.adopt(Plan(0, 1, 0, owners))
+    mine = work.mine()
+    assert mine and work.missing(A) == mine and work.missing(B) == []
+    for sender in (A, C):
+        for i in mine:
+            work.check_piece(sender, i, layout.leaf(updates[sender], i))
+    assert work.to_merge() == mine  # before the decision: merged over every committer not refused
+    for i in mine:
+        work.merge(i, FedAvg)
+    assert work.to_merge() == [] and work.status().merged == {}  # a guess is never reported
+    assert work.adopt(Plan(0, 1, 1, owners, include=(A, B, C))) and not work.adopt(Plan(0, 1, 1, owners))
+    assert work.to_merge() == []  # the guess was right: nothing left to merge
+    whole = FedAvg()
+    whole.begin(model(0.0))
+    for i, a in enumerate((A, B, C)):
+        whole.add(Update(a, updates[a], 10 * (i + 1)))
+    merged = whole.result()
+    status = work.status()
+    assert set(status.held) == {A, B, C} and status.epoch == 1 and not status.failed
+    assert status.merged == {i: content_hash(layout.leaf(merged, i)) for i in mine}
+
+
+def test_a_wrong_guess_is_merged_again_over_the_decided_include() -> None:
+    work, updates = work_of(A)
+    owners = (A,) * work.layout.count
+    work.adopt(Plan(0, 1, 0, owners))
+    for sender in (B, C):
+        for i in work.mine():
+            work.check_piece(sender, i, work.layout.leaf(updates[sender], i))
+    for i in work.to_merge():
+        work.merge(i, FedAvg)
+    work.adopt(Plan(0, 1, 1, owners, include=(A, B)))  # C was refused by another owner
+    assert work.to_merge() == work.mine()
+    for i in work.to_merge():
+        work.merge(i, FedAvg)
+    assert set(work.status().merged) == set(work.mine()) and work.to_merge() == []

@@ -1,0 +1,110 @@
+"""The sharded layout: leaves cover the flat vector exactly, the Merkle root binds every leaf, and a
+coordinate-wise rule merged leaf by leaf gives the leader topology's merged model bit for bit."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmd.codec import content_hash
+from swarmd.errors import MergeError
+from swarmd.merge import FedAvg, Median, TrimmedMean, Update
+from swarmd.merge.shards import ShardLayout, merge_leaf, merkle_root, owners_of, reassign
+
+ODD_SHAPES = st.lists(st.lists(st.integers(1, 7), min_size=0, max_size=3).map(tuple), min_size=1, max_size=5)
+
+
+def model(shapes: list[tuple[int, ...]], seed: int, with_counter: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {f"t{i}.w": torch.randn(shape, generator=g) for i, shape in enumerate(shapes)}
+    if with_counter:  # an int64 tensor (BatchNorm's num_batches_tracked) rides along
+        out["z.count"] = torch.tensor(seed % 7, dtype=torch.int64)
+    return out
+
+
+def sharded_merge(rule_factory, base, updates: list[Update], n_owners: int) -> dict[str, torch.Tensor]:
+    layout = ShardLayout(base, leaves=max(1, n_owners * 3 - 1))  # leaves not a multiple of the owners
+    merged = []
+    for i in range(layout.count):
+        pieces = {u.sender: (layout.leaf(u.state, i), u.n_samples) for u in updates}
+        merged.append(merge_leaf(rule_factory(), layout.leaf(base, i), pieces, is_diff=False))
+    return layout.assemble(merged)
+
+
+def full_merge(rule, base, updates: list[Update]) -> dict[str, torch.Tensor]:
+    rule.begin(base)
+    for u in sorted(updates, key=lambda u: u.sender.lower()):
+        rule.add(u)
+    return rule.result()
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=ODD_SHAPES, n=st.integers(2, 8), seed=st.integers(0, 10_000))
+def test_sharded_fedavg_is_the_leader_merge_bit_for_bit(shapes, n, seed) -> None:
+    base = model(shapes, seed)
+    updates = [
+        Update(f"0x{k:040x}", model(shapes, seed + 1 + k), 1 + (seed * (k + 3)) % 997) for k in range(n)
+    ]
+    whole = full_merge(FedAvg(), base, updates)
+    assert content_hash(sharded_merge(FedAvg, base, updates, n)) == content_hash(whole)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shapes=ODD_SHAPES, n=st.integers(3, 6), seed=st.integers(0, 10_000))
+def test_sharded_median_and_trimmed_mean_are_the_leader_merge(shapes, n, seed) -> None:
+    base = model(shapes, seed, with_counter=False)
+    updates = [Update(f"0x{k:040x}", model(shapes, seed + 1 + k, False), 5) for k in range(n)]
+    for factory in (Median, lambda: TrimmedMean(trim_ratio=0.2)):
+        whole = full_merge(factory(), base, updates)
+        assert content_hash(sharded_merge(factory, base, updates, n)) == content_hash(whole)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=ODD_SHAPES, leaves=st.integers(1, 70), seed=st.integers(0, 1000))
+def test_leaves_cover_the_flat_vector_once_and_assemble_back(shapes, leaves, seed) -> None:
+    state = model(shapes, seed)
+    layout = ShardLayout(state, leaves=leaves)
+    parts = layout.leaves(state)
+    assert layout.count == min(leaves, layout.total)
+    assert sum(t.numel() for leaf in parts for t in leaf.values()) == layout.total
+    sizes = [sum(t.numel() for t in leaf.values()) for leaf in parts]
+    assert max(sizes) - min(sizes) <= 1  # balanced to one element
+    back = layout.assemble(parts)
+    assert content_hash(back) == content_hash(state)
+
+
+def test_the_root_binds_every_leaf_and_the_leaf_count() -> None:
+    state = model([(5, 3), (7,), ()], 1)
+    layout = ShardLayout(state, leaves=4)
+    hashes = layout.hashes(state)
+    root = layout.root(state)
+    assert root == merkle_root(hashes)
+    for i in range(len(hashes)):
+        changed = list(hashes)
+        changed[i] = hashlib.sha256(b"other").digest()
+        assert merkle_root(changed) != root
+    assert merkle_root(hashes[:3]) != merkle_root([*hashes[:3], hashes[3]])
+    assert merkle_root(hashes[:2]) != merkle_root(hashes[:3])  # an odd node is not a free leaf
+    state["t0.w"].view(-1)[7] += 1.0  # element 7 of 24: leaf 1 of 4
+    after = layout.hashes(state)
+    assert [i for i in range(4) if after[i] != hashes[i]] == [1]
+    assert layout.root(state) != root
+    with pytest.raises(MergeError):
+        merkle_root([])
+
+
+def test_owners_are_contiguous_blocks_by_address_and_reassignment_spreads_a_dead_owners_leaves() -> None:
+    a, b, c = "0xBB" + "0" * 38, "0xaa" + "0" * 38, "0xCC" + "0" * 38
+    owners = owners_of([a, b, c], 8)
+    assert owners == (b, b, b, a, a, a, c, c)  # sorted case-insensitively: aa, BB, CC
+    assert owners_of([c, b, a], 8) == owners
+    moved = reassign(owners, [a.lower()])
+    assert moved == (b, b, b, b, c, b, c, c)
+    assert owners_of([a], 3) == (a, a, a)
+    assert owners_of([a, b, c], 2) == (b, a)  # more committers than leaves: CC owns none
+    with pytest.raises(MergeError):
+        reassign(owners, [a, b, c])

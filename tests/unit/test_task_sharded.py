@@ -1,0 +1,51 @@
+"""`[exchange] topology = "sharded"`: accepted with the coordinate-wise rules, part of the task hash, and
+refused, with the reason and the way out, with a rule or setting a shard owner cannot carry out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swarmd.errors import TaskError
+from swarmd.task import canonical_task, parse_task
+
+TASK = {"name": "demo", "bundle": "bundle"}
+SHARDED = {"topology": "sharded"}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    configs = tmp_path / "bundle" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "train.json").write_text('{"lr": 0.1}')
+    (configs / "evaluate.json").write_text("{}")
+    return tmp_path
+
+
+def test_sharded_topology_takes_the_coordinate_wise_rules_and_changes_the_hash(root: Path) -> None:
+    leader = parse_task({"task": TASK}, root)
+    for rule in ("fedavg", "median", "trimmed_mean"):
+        task = parse_task({"task": TASK, "swarm": {"merge": rule}, "exchange": SHARDED}, root)
+        assert task.exchange.topology == "sharded"
+    sharded = parse_task({"task": TASK, "exchange": SHARDED}, root)
+    assert b'"sharded"' in canonical_task(sharded) and sharded.hash != leader.hash
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ({"swarm": {"merge": "geomedian"}}, r"coordinate-wise merge .*'geomedian' weighs whole updates"),
+        ({"swarm": {"merge": "krum", "min_peers": 5}}, r"coordinate-wise merge .*'krum'"),
+        ({"swarm": {"norm_bound": 5.0}}, r"cannot check swarm.norm_bound"),
+        ({"privacy": {"secure_aggregation": True}}, r"does not compose with privacy.secure_aggregation"),
+        (
+            {"swarm": {"send": "diff"}, "exchange": {"topology": "sharded", "compression": "int8"}},
+            r'does not compose with exchange.compression = "int8"',
+        ),
+        ({"round": {"mode": "cyclic"}}, r'"cyclic" cannot run with exchange.topology = "sharded"'),
+    ],
+)
+def test_sharded_topology_refuses_what_no_shard_owner_can_do(root: Path, tables, message) -> None:
+    with pytest.raises(TaskError, match=message):
+        parse_task({"task": TASK, "exchange": SHARDED, **tables}, root)
