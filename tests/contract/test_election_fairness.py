@@ -19,7 +19,7 @@ from scipy.stats import chisquare
 from swarmd.ledger import Devnet, Outcome
 from swarmd.ledger.receipt import election_seal
 
-pytestmark = [pytest.mark.chain, pytest.mark.slow]
+pytestmark = [pytest.mark.chain, pytest.mark.slow, pytest.mark.long]
 
 SITES, ROUNDS, ALPHA = 4, 120, 0.001
 

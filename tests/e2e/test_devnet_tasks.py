@@ -35,6 +35,7 @@ def swarm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return res
 
 
+@pytest.mark.long
 def test_segmentation_example_runs_on_a_devnet(swarm_root):
     """`--task segmentation`: the shipped 3D UNet on generated volumes, 2 sites, 2 rounds of 2 steps."""
     root = swarm_root / "seg"

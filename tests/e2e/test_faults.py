@@ -73,6 +73,7 @@ def test_leader_killed_mid_exchange_round_finalizes_with_new_leader_and_site_res
         )
 
 
+@pytest.mark.long
 def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
     """anvil stops (dumping its state) and comes back on the same port with that state; the
     daemons keep retrying with backoff meanwhile, then finish every round."""
@@ -119,6 +120,7 @@ def _received(journal_path, r: int) -> dict:
         return {}
 
 
+@pytest.mark.long
 def test_leader_killed_after_accepting_an_update_resumes_it_from_disk(swarm_root, swarm_factory):
     """kill -9 the leader as soon as it has stored a peer's update; restarted before its timeout, it
     folds the stored update in again and finalizes, without needing that peer's bytes again.

@@ -131,6 +131,7 @@ def _metric(port: int) -> str:
         return resp.read().decode()
 
 
+@pytest.mark.long
 def test_operator_path_with_a_late_admission_then_a_prompt_sigterm(swarm_root: Path, devnet: Devnet) -> None:
     root = swarm_root
     (root / "swarm.toml").write_text(TASK)

@@ -198,6 +198,7 @@ def _kill_the_leader_mid_unmask(swarm, rounds: range) -> tuple[int, object, floa
     return r, leader, killed
 
 
+@pytest.mark.long
 def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(swarm_root, swarm_factory):
     # A round below the threshold (every term fails, the round is abandoned, the next finalizes) is shown
     # by tests/fault/test_secagg_attacks.py, where a committer withholds its shares and its update.

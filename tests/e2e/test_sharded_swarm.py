@@ -51,6 +51,7 @@ def test_a_sharded_round_finalizes_the_leader_topologys_fedavg(swarm_root, swarm
         assert "sharded over 3 owners" in leader.tail(400)
 
 
+@pytest.mark.long
 def test_a_shard_owner_killed_mid_round_is_reassigned_and_the_round_finalizes(swarm_root, swarm_factory):
     """SIGKILL a committer that is not the leader the moment the round is elected: the leader declares it
     dead, hands its leaves to the live owners (who fetch them from the committers), and finalizes the

@@ -95,6 +95,7 @@ def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swa
         assert (out / "models" / "model.safetensors").is_file() and (out / "configs" / "train.json").is_file()
 
 
+@pytest.mark.long
 def test_sigterm_stops_a_training_daemon_gracefully_and_it_resumes(swarm_root, swarm_factory):
     """SIGTERM mid-round: the daemon aborts training at a safe point, exits 0, and on restart resumes
     the same swarm from its journal and the chain."""

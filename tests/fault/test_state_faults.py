@@ -24,7 +24,7 @@ from swarmd.cli.swarm import app
 from swarmd.ledger import RoundStatus
 from swarmd.ops import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain, pytest.mark.long]
 
 
 def _flip_every_checkpoint(ckpt_dir) -> list[str]:
