@@ -413,6 +413,8 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         for rec in self.journal.records():
             if rec.key_count and self.secure and self.holds_transcript(rec.round):
                 self.gossip.servable.update(rec.received.values())
+                if rec.update_hash is not None:  # ours is in the sum too, and as leader we alone hold it
+                    self.gossip.servable.add(rec.update_hash)
             if rec.key_count or (rec.plain_hash is not None and rec.plain_hash != rec.update_hash):
                 continue
             if rec.committed and rec.update_hash is not None:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from swarmd.codec import Digest
 from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import RoundDriver
 from swarmd.daemon.state import DaemonState
@@ -101,3 +102,13 @@ async def test_what_is_not_served(leader, tmp_path):
         Refusal.PRIVACY_REFUSED, Refusal.NOT_FOUND,
     ]  # fmt: skip
     assert "BadTranscript" in cases[4][0] and "keeps no unmask transcript" in cases[5][0]
+
+
+def test_after_a_restart_the_leader_serves_every_masked_update_in_its_sum_its_own_included(leader, tmp_path):
+    """The leader's own masked update never left it: a restarted leader that did not serve it would leave
+    its rounds un-auditable (the e2e test caught this when the killed site had led an earlier round)."""
+    ours, theirs, other = (Digest(hashlib.sha256(s).digest()) for s in (b"ours", b"theirs", b"other"))
+    leader.journal.update(R, update_hash=ours, key_count=2, committed=True, received={PEER: theirs})
+    leader.journal.update(R + 1, update_hash=other, key_count=2, committed=True)  # led by another
+    leader.serve_committed()
+    assert {ours, theirs} <= leader.gossip.servable and other not in leader.gossip.servable
