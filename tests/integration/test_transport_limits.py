@@ -6,6 +6,7 @@ the attackers are raw ZeroMQ DEALERs holding a member's CURVE key; honest sender
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -295,14 +296,19 @@ def test_fuzzed_frames_never_crash_the_node_while_an_honest_transfer_completes(
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(header=_headers, data=st.lists(st.binary(max_size=64), max_size=3), to_bulk=st.booleans())
     def fuzz(header: bytes, data: list[bytes], to_bulk: bool) -> None:
-        (bulk if to_bulk else raw).sock.send_multipart([header, *data])
+        # A blocking send would hang the fuzzer itself (not the node) once a loaded node lets the
+        # queue fill, or while the bulk socket re-logs in; a fuzzer loses nothing by dropping a frame.
+        with contextlib.suppress(zmq.Again):
+            (bulk if to_bulk else raw).sock.send_multipart([header, *data], flags=zmq.NOBLOCK)
 
     _wait_for(lambda: node.node.stats.bytes_in > 1 << 20, timeout=30)  # the honest stream is underway
     fuzz()
-    while t.is_alive():  # keep the fuzz going for as long as the honest transfer runs
+    deadline = time.monotonic() + 120
+    while t.is_alive() and time.monotonic() < deadline:  # fuzz for as long as the honest transfer runs
         fuzz()
         t.join(0.01)
     t.join(60)
+    assert not t.is_alive(), f"the honest transfer did not end under fuzz: {node.node.stats}"
     assert result["verdict"]["ok"] and result["verdict"]["detail"] == result["sent"], result
     assert _ping_ok(other)
     assert sum(node.node.stats.rejections.values()) > 0
