@@ -109,6 +109,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         if self.state.phase != Phase.DONE:
             model = await self.ensure_model(info.base_hash, r - 1)
             await self.personalise(r - 1, info.base_hash, model)  # `swarm.personalise_steps`; off the chain
+            await self.gossip.durable(info.base_hash)  # "done" means the final model's file is there to copy
             self.set_phase(Phase.DONE, r)
         await self.sleep(max(self.poll, 1.0))
 

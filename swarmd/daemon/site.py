@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swarmd.config import SiteConfig
-from swarmd.daemon.dp import SiteBudget
 from swarmd.errors import ConfigError, TaskError
 from swarmd.identity import SiteIdentity, load_identity
 from swarmd.ledger import Ledger
-from swarmd.privacy.dp import plan_for
 from swarmd.task import DPMechanism, Task
 
 if TYPE_CHECKING:
+    from swarmd.daemon.dp import SiteBudget
     from swarmd.train import BundleTrainer
 
 
@@ -55,6 +54,9 @@ def site_budget(task: Task, trainer: BundleTrainer, state_dir: Path) -> SiteBudg
     """This site's DP plan and accountant, or None when the task has no DP; DP-SGD is switched on in the
     trainer. Raises TaskError when the settings cannot work for this site's data (its first round alone
     passes the budget) or the network has layers Opacus cannot train."""
+    # Here, not at the top: `swarm join` and `swarm admit` need this module but not torch or Opacus.
+    from swarmd.daemon.dp import SiteBudget
+    from swarmd.privacy.dp import plan_for
     from swarmd.train import check_private
 
     check_private(task)

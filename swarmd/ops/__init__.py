@@ -13,20 +13,47 @@ netns.py       a WAN on one machine: network namespaces on a bridge, links shape
 dispute.py     a kept delivery receipt checked against the chain and published (`swarm ledger dispute`)
 """
 
-from swarmd.ops.consortium import LocalConsortium, LocalSite, local_consortium
-from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
-from swarmd.ops.local import (
-    DemoData,
-    LocalSwarm,
-    OwnData,
-    local_swarm,
-    private_task,
-    recorded_devnet,
-    task_file,
-)
-from swarmd.ops.provision import NewSite, create_site, deploy_task, join_swarm, site_config
-from swarmd.ops.sitedata import devnet_data, own_data
-from swarmd.ops.taskedit import derived_task
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from swarmd.ops.consortium import LocalConsortium, LocalSite, local_consortium
+    from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
+    from swarmd.ops.local import (
+        DemoData,
+        LocalSwarm,
+        OwnData,
+        local_swarm,
+        private_task,
+        recorded_devnet,
+        task_file,
+    )
+    from swarmd.ops.provision import NewSite, create_site, deploy_task, join_swarm, site_config
+    from swarmd.ops.sitedata import devnet_data, own_data
+    from swarmd.ops.taskedit import derived_task
+
+# Loaded on first use: `swarm join` or `swarm admit` needs provision.py alone, and the consortium's
+# modules pull in torch and MONAI (seconds of start-up for every command an operator types).
+_HOME = {
+    "LocalConsortium": "consortium", "LocalSite": "consortium", "local_consortium": "consortium",
+    "DaemonProcess": "launcher", "stop_all": "launcher", "wait_until": "launcher",
+    "DemoData": "local", "LocalSwarm": "local", "OwnData": "local", "local_swarm": "local",
+    "private_task": "local", "recorded_devnet": "local", "task_file": "local",
+    "NewSite": "provision", "create_site": "provision", "deploy_task": "provision",
+    "join_swarm": "provision", "site_config": "provision",
+    "devnet_data": "sitedata", "own_data": "sitedata",
+    "derived_task": "taskedit",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'swarmd.ops' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"swarmd.ops.{home}"), name)
+
 
 __all__ = [
     "DaemonProcess",

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarmd.daemon.receipts import ReceiptBook
 from swarmd.errors import SwarmError
 from swarmd.ledger import Dispute, Ledger, Outcome, RoundInfo, RoundStatus
 from swarmd.ledger.receipt import BadReceipt, Receipt, receipt_signer
+
+if TYPE_CHECKING:  # the daemon's modules pull in torch: `swarm ledger rounds` needs none of it
+    from swarmd.daemon.receipts import ReceiptBook
 
 AUDIT_HINT = "a receipt does not contradict it; `swarm ledger audit ROUND` recomputes the round"
 
