@@ -137,21 +137,45 @@ def _scanner(rng: np.random.Generator) -> Scanner:
 # --- classification: chest-X-ray-like PNGs ---------------------------------------------------------
 
 
-def _chest(rng: np.random.Generator, label: int) -> np.ndarray:
-    """One clean 64x64 chest-like image in [0, 1]; label 1 adds an opacity inside a lung field."""
-    n = IMAGE_SIZE_2D
+@dataclass(frozen=True)
+class Anatomy:
+    """The texture of a chest-like image: how coarse its fields are and how strong its ribs."""
+
+    coarse: int  # the background's smooth field
+    fine: int  # the body's and the lungs' smooth fields
+    body: float  # their amplitudes
+    lung: float
+    ribs: float
+    rib_freq: tuple[float, float]
+
+
+def chest_anatomy(
+    rng: np.random.Generator, n: int, a: Anatomy
+) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float, float, float]]]:
+    """(image in [0, 1], the body's mask, each lung's (cx, cy, rx, ry)) of a clean n x n chest."""
     y, x = _coords((n, n))
-    img = 0.12 + 0.05 * _smooth_field(rng, (n, n), 6)
+    img = 0.12 + 0.05 * _smooth_field(rng, (n, n), a.coarse)
     body = (x / 0.92) ** 2 + (y / 0.98) ** 2 < 1.0
-    img = np.where(body, 0.55 + 0.04 * _smooth_field(rng, (n, n), 8), img)
+    img = np.where(body, 0.55 + a.body * _smooth_field(rng, (n, n), a.fine), img)
     lungs = []
     for side in (-1.0, 1.0):
         cx, cy = side * rng.uniform(0.33, 0.42), rng.uniform(-0.12, 0.0)
         rx, ry = rng.uniform(0.22, 0.3), rng.uniform(0.5, 0.62)
         lung = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1.0
         lungs.append((cx, cy, rx, ry))
-        ribs = 0.04 * np.sin(y * rng.uniform(18, 24) + rng.uniform(0, 6.28))
-        img = np.where(lung, 0.22 + ribs + 0.03 * _smooth_field(rng, (n, n), 8), img)
+        ribs = a.ribs * np.sin(y * rng.uniform(*a.rib_freq) + rng.uniform(0, 6.28))
+        img = np.where(lung, 0.22 + ribs + a.lung * _smooth_field(rng, (n, n), a.fine), img)
+    return img, body, lungs
+
+
+CHEST = Anatomy(coarse=6, fine=8, body=0.04, lung=0.03, ribs=0.04, rib_freq=(18, 24))
+
+
+def _chest(rng: np.random.Generator, label: int) -> np.ndarray:
+    """One clean 64x64 chest-like image in [0, 1]; label 1 adds an opacity inside a lung field."""
+    n = IMAGE_SIZE_2D
+    y, x = _coords((n, n))
+    img, body, lungs = chest_anatomy(rng, n, CHEST)
     spine = np.abs(x) < 0.07
     img = np.where(spine & body, img + 0.15, img)
     if label == 1:

@@ -24,6 +24,7 @@ import numpy as np
 
 from swarmd.train.demodata import (
     CLASS_NAMES,
+    Anatomy,
     CaseFn,
     DemoData,
     Scanner,
@@ -31,9 +32,9 @@ from swarmd.train.demodata import (
     _coords,
     _make_site,
     _make_test,
-    _smooth_field,
     _write_png,
     acquire,
+    chest_anatomy,
     class_mix,
 )
 
@@ -56,20 +57,13 @@ def hard_scanner(rng: np.random.Generator) -> Scanner:
     )
 
 
+HARD_CHEST = Anatomy(coarse=4, fine=6, body=0.05, lung=0.05, ribs=0.05, rib_freq=(9, 12))
+
+
 def hard_chest(rng: np.random.Generator, label: int, finding: str, n: int = HARD_SIZE) -> np.ndarray:
     """One clean chest-like image in [0, 1]; label 1 adds a faint `finding` inside a lung field."""
     y, x = _coords((n, n))
-    img = 0.12 + 0.05 * _smooth_field(rng, (n, n), 4)
-    body = (x / 0.92) ** 2 + (y / 0.98) ** 2 < 1.0
-    img = np.where(body, 0.55 + 0.05 * _smooth_field(rng, (n, n), 6), img)
-    lungs = []
-    for side in (-1.0, 1.0):
-        cx, cy = side * rng.uniform(0.33, 0.42), rng.uniform(-0.12, 0.0)
-        rx, ry = rng.uniform(0.22, 0.3), rng.uniform(0.5, 0.62)
-        lung = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1.0
-        lungs.append((cx, cy, rx, ry))
-        ribs = 0.05 * np.sin(y * rng.uniform(9, 12) + rng.uniform(0, 6.28))
-        img = np.where(lung, 0.22 + ribs + 0.05 * _smooth_field(rng, (n, n), 6), img)
+    img, _, lungs = chest_anatomy(rng, n, HARD_CHEST)
     if label == 1:
         cx, cy, rx, ry = lungs[int(rng.integers(0, 2))]
         bx, by = cx + rng.uniform(-0.4, 0.4) * rx, cy + rng.uniform(-0.4, 0.4) * ry
