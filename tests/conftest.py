@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +107,18 @@ def running_swarm(
 def swarm_root(tmp_path_factory) -> Path:
     # unix socket paths must stay short: keep the tree near /tmp
     return tmp_path_factory.mktemp("sw")
+
+
+def run_swarm_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`swarm ARGS...` in a fresh process, its output captured; the caller checks the exit status."""
+    cli = [sys.executable, "-m", "swarmd.cli.swarm", *args]
+    return subprocess.run(cli, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def swarm_cli():
+    """`run_swarm_cli` as a fixture."""
+    return run_swarm_cli
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ decodes the stored updates as the leader did and verifies every round."""
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 
 import pytest
 
@@ -19,7 +17,7 @@ from swarmd.ledger import RoundStatus
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
-def test_a_topk_swarm_finalizes_and_its_rounds_audit(swarm_root, swarm_factory):
+def test_a_topk_swarm_finalizes_and_its_rounds_audit(swarm_root, swarm_factory, swarm_cli):
     exchange = {"compression": "topk", "topk_ratio": 0.05}
     with swarm_factory(
         swarm_root, rounds=2, n_per_site=8, swarm_settings={"send": "diff"}, exchange=exchange
@@ -37,21 +35,6 @@ def test_a_topk_swarm_finalizes_and_its_rounds_audit(swarm_root, swarm_factory):
         residuals = sorted((state / "residual").glob("round-*.safetensors"))
         assert [p.name for p in residuals] == ["round-0.safetensors", "round-1.safetensors"]
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in residuals)
-        audited = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "swarmd.cli.swarm",
-                "ledger",
-                "audit",
-                "--rounds",
-                "all",
-                "--config",
-                str(site.config),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", str(site.config))
         out = audited.stdout + audited.stderr
         assert audited.returncode == 0 and out.count(": verified") == 2, out

@@ -6,8 +6,6 @@ left, and `swarm ledger audit` verifies every round (the chain only ever holds t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -30,7 +28,9 @@ def _trained(site) -> int:
     return loaded[1] if loaded else -1
 
 
-def test_fedbn_sites_keep_their_own_batchnorm_across_a_kill_and_the_audit_verifies(swarm_root, swarm_factory):
+def test_fedbn_sites_keep_their_own_batchnorm_across_a_kill_and_the_audit_verifies(
+    swarm_root, swarm_factory, swarm_cli
+):
     fedbn = {"local_layers": "batchnorm", "personalise_steps": 1}
     with swarm_factory(
         swarm_root, rounds=3, n_per_site=8, bundle="cxr_densenet_bn", swarm_settings=fedbn
@@ -77,21 +77,6 @@ def test_fedbn_sites_keep_their_own_batchnorm_across_a_kill_and_the_audit_verifi
             assert set(journal["metrics"]) == set(journal["global_metrics"]) == {"auc"}
 
         config = str(site.config)
-        audited = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "swarmd.cli.swarm",
-                "ledger",
-                "audit",
-                "--rounds",
-                "all",
-                "--config",
-                config,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", config)
         assert audited.returncode == 0, audited.stdout + audited.stderr
         assert audited.stdout.count(": verified") == 3, audited.stdout

@@ -5,8 +5,6 @@ Included and the other four RejectedByRule, the leader's journal keeps the rule'
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +13,9 @@ from swarmd.ledger import Outcome, RoundStatus
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
-def test_a_krum_round_finalizes_the_unselected_as_rejected_by_rule_and_audits(swarm_root, swarm_factory):
+def test_a_krum_round_finalizes_the_unselected_as_rejected_by_rule_and_audits(
+    swarm_root, swarm_factory, swarm_cli
+):
     krum = {"merge": "krum", "min_peers": 5, "krum_f": 1, "krum_m": 1}
     with swarm_factory(swarm_root, sites=5, rounds=1, n_per_site=8, swarm_settings=krum) as swarm:
         swarm.wait_done(timeout=240)
@@ -27,20 +27,5 @@ def test_a_krum_round_finalizes_the_unselected_as_rejected_by_rule_and_audits(sw
         verdicts = journal["rounds"]["0"]["rule_verdicts"]
         assert len(verdicts) == 5 and sum(1 for v in verdicts.values() if v.get("rejected")) == 4
         config = str(swarm.consortium.sites[0].config)
-        audited = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "swarmd.cli.swarm",
-                "ledger",
-                "audit",
-                "--rounds",
-                "all",
-                "--config",
-                config,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", config)
         assert audited.returncode == 0 and ": verified" in audited.stdout, audited.stdout + audited.stderr
