@@ -26,16 +26,6 @@ from swarmd.task import (
 TASK = {"name": "demo", "bundle": "bundle"}
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    configs = tmp_path / "bundle" / "configs"
-    configs.mkdir(parents=True)
-    (configs / "train.json").write_text('{"lr": 0.1}')
-    (configs / "evaluate.json").write_text("{}")
-    (configs / "other.json").write_text("{}")
-    return tmp_path
-
-
 def _parse(root: Path, swarm: dict[str, object] | None = None, **task: object) -> Task:
     data: dict[str, object] = {"task": {**TASK, **task}}
     if swarm is not None:

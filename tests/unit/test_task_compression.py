@@ -15,15 +15,6 @@ TASK = {"name": "demo", "bundle": "bundle"}
 DIFF = {"send": "diff"}
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    configs = tmp_path / "bundle" / "configs"
-    configs.mkdir(parents=True)
-    (configs / "train.json").write_text("{}")
-    (configs / "evaluate.json").write_text("{}")
-    return tmp_path
-
-
 def _task(
     root: Path, exchange: dict[str, object], swarm: dict[str, object] | None = None, **more: object
 ) -> Task:

@@ -12,15 +12,6 @@ from swarmd.errors import TaskError
 from swarmd.task import Task, canonical_task, parse_task
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    configs = tmp_path / "bundle" / "configs"
-    configs.mkdir(parents=True)
-    (configs / "train.json").write_text('{"lr": 0.1}')
-    (configs / "evaluate.json").write_text("{}")
-    return tmp_path
-
-
 def _parse(
     root: Path,
     round_: dict[str, object],

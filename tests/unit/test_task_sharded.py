@@ -14,15 +14,6 @@ TASK = {"name": "demo", "bundle": "bundle"}
 SHARDED = {"topology": "sharded"}
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    configs = tmp_path / "bundle" / "configs"
-    configs.mkdir(parents=True)
-    (configs / "train.json").write_text('{"lr": 0.1}')
-    (configs / "evaluate.json").write_text("{}")
-    return tmp_path
-
-
 def test_sharded_topology_takes_the_coordinate_wise_rules_and_changes_the_hash(root: Path) -> None:
     leader = parse_task({"task": TASK}, root)
     for rule in ("fedavg", "median", "trimmed_mean"):
