@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -37,6 +38,7 @@ T = TypeVar("T")
 Request = m.Ping | m.Announce | m.UpdateOffer | m.Fetch | m.SecAgg
 Answers = asyncio.Queue[m.Message]  # a request's answers, and the local events that end its wait
 
+LATE_WINDOW = 256  # ended requests per peer whose late answers are recognised as ours
 _HANDSHAKE_FAILED = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -58,8 +60,17 @@ class _Conn:
         self.bulk_port: int | None = None
         self.bulk_token: bytes | None = None
         self.pending: dict[int, Answers] = {}
+        self.finished: OrderedDict[int, None] = OrderedDict()  # the last LATE_WINDOW requests we ended
         self.tasks: list[asyncio.Task[None]] = []
         self.refused: str | None = None  # set by the monitor when the peer refuses our handshake
+
+    def finish(self, req: int) -> None:
+        """Stop waiting for answers to `req`. One that still comes (we timed out, or cancelled a question
+        the answer crossed) is late, not hostile: it is dropped without counting as a rejection."""
+        if self.pending.pop(req, None) is not None:
+            self.finished[req] = None
+            if len(self.finished) > LATE_WINDOW:
+                self.finished.popitem(last=False)
 
     def post(self, reason: Refusal) -> None:
         """End every waiting request with a local event (a req-0 reply, see `_raise_if_sentinel`)."""
@@ -206,14 +217,17 @@ class Client:
             pass
         elif isinstance(msg, m.Pong | m.Reply | m.Grant | m.Serve | m.SecAggReply) and not via_bulk:
             q = conn.pending.get(msg.req)
-            if q is None:
-                if isinstance(msg, m.Grant):
-                    # We gave up on this offer (it waited too long for the receiver's slot);
-                    # without a cancel the receiver would hold the slot until its stall timeout.
-                    cancel = m.Cancel(msg.sid, "offer withdrawn")
-                    self.ctx.spawn(self.ctx.send_quietly(conn.control, cancel))
-                raise m.BadMessage("unknown_request", f"{msg.KIND} for no pending request")
-            q.put_nowait(msg)
+            if q is not None:
+                q.put_nowait(msg)
+                return
+            if isinstance(msg, m.Grant):
+                # We gave up on this offer (it waited too long for the receiver's slot);
+                # without a cancel the receiver would hold the slot until its stall timeout.
+                cancel = m.Cancel(msg.sid, "offer withdrawn")
+                self.ctx.spawn(self.ctx.send_quietly(conn.control, cancel))
+            if msg.req not in conn.finished:
+                raise m.BadMessage("unknown_request", f"{msg.KIND} for no request of ours")
+            self.ctx.stats.late_answers += 1
         else:
             raise m.BadMessage("unexpected_kind", f"{msg.KIND} is not an answer")
 
@@ -248,7 +262,7 @@ class Client:
                 )
             send.result()
         except BaseException:
-            conn.pending.pop(msg.req, None)
+            conn.finish(msg.req)
             raise
         finally:
             for fut in (send, event):
@@ -274,7 +288,7 @@ class Client:
         try:
             return await self._answer(conn, q, timeout)
         finally:
-            conn.pending.pop(msg.req, None)
+            conn.finish(msg.req)
 
     # --- requests ---------------------------------------------------------------------------------
     async def ping(self, peer: PeerId, timeout: float | None) -> float:
@@ -322,7 +336,7 @@ class Client:
                 raise TransportError(f"peer answered an update with {answer.KIND}")
             return Verdict(answer.ok, answer.reason, answer.detail, answer.receipt)
         finally:
-            conn.pending.pop(offer.req, None)
+            conn.finish(offer.req)
             if out is not None:
                 self.flows.outbound.pop(out.sid, None)
                 if not finished:  # failed or cancelled mid-stream: let the receiver free its slot now
@@ -390,7 +404,7 @@ class Client:
                 raise TransportError(f"peer answered a fetch with {answer.KIND}")
             return await self._receive_model(conn, q, answer, model_hash, max_bytes, key, relay)
         finally:
-            conn.pending.pop(req, None)
+            conn.finish(req)
 
     async def _receive_model(
         self, conn: _Conn, q: Answers, serve: m.Serve, model_hash: bytes, max_bytes: int, key: bytes | None,

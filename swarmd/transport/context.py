@@ -78,6 +78,7 @@ class NodeStats:
     handshakes_denied: int = 0
     disconnects: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
+    late_answers: int = 0  # answers to requests we had already ended (timed out, withdrawn)
 
 
 @dataclass
