@@ -1,6 +1,8 @@
 """Shared fixtures: a real anvil devnet, its funded dev accounts, and whole local swarms of real
 daemons (`running_swarm`, `swarm_factory`) for tests/e2e and tests/fault.
 
+A task root with a minimal bundle (`root`) serves the task tests.
+
 Suites add their own next to their tests: tests/contract (deployed consortia), tests/unit/train
 (generated multi-site data), tests/integration (transport peers as processes). Swarms run on their
 own devnets, since several need 1-second blocks.
@@ -101,6 +103,18 @@ def running_swarm(
         except BaseException:
             print(swarm.tails(80))
             raise
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A folder with `bundle/configs/{train,evaluate,other}.json`, as `[task] bundle = "bundle"` names it;
+    train.json sets the learning rate (0.1) that SCAFFOLD and FedProx checks read."""
+    configs = tmp_path / "bundle" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "train.json").write_text('{"lr": 0.1}')
+    (configs / "evaluate.json").write_text("{}")
+    (configs / "other.json").write_text("{}")
+    return tmp_path
 
 
 @pytest.fixture
