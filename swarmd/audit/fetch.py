@@ -12,7 +12,7 @@ the same commitment.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -21,10 +21,12 @@ from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import content_hash, hash_hex
 from swarmd.errors import PeerRejected, StoreError, TransportError, WireError
 from swarmd.ledger import Member, MemberStatus
+from swarmd.merge.shards import ShardLayout
 from swarmd.privacy import BadTranscript, UnmaskTranscript
 from swarmd.privacy.transcript import transcript_file
 from swarmd.transport import FetchOnly, Node, SecAggTopic
 from swarmd.transport.context import BulkMode
+from swarmd.transport.shards import UpdateAsk, UpdateHash, decode_shard_msg
 
 log = logging.getLogger("swarmd.audit")
 
@@ -54,9 +56,13 @@ class UpdateSource:
         bulk: BulkMode = "aead",
         timeout: float = FETCH_TIMEOUT,
         more_stores: Sequence[Path] = (),
+        own_updates: Mapping[int, bytes] | None = None,
     ) -> None:
         # `more_stores`: other stores on this disk (a devnet's other sites); held to the commitments alike.
+        # `own_updates`: round -> the content hash of this site's committed update (its journal), which a
+        # sharded round's commitment (a Merkle root) does not name.
         self.stores = [CheckpointStore(d) for d in (store_dir, *more_stores)]
+        self.own_updates = dict(own_updates or {})
         self.me = me.lower()
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -120,6 +126,38 @@ class UpdateSource:
             f"no holder served {what} {hash_hex(h)}: " + ("; ".join(tried) or "no holder to ask"),
             hint="the holders must be running and hold it; committed updates are kept as long as models",
         )
+
+    async def sharded_update(self, r: int, site: str, root: bytes) -> tuple[dict[str, torch.Tensor], str]:
+        """A sharded round's committed update and where it came from. The chain holds only the Merkle root
+        of its leaves: the committer names the update's content hash (this site's journal, for its own),
+        the update is fetched by it, and its leaves' root is held to the commitment."""
+        what = f"the update of {site}"
+        h = self.own_updates.get(r) if site.lower() == self.me else await self._update_hash(r, site)
+        if h is None:
+            raise UpdateUnavailable(f"this site's journal names no committed update of round {r}")
+        state, where = await self.get(h, [site], what)
+        if ShardLayout(state).root(state) != root:
+            raise UpdateUnavailable(f"{what} in round {r}, as served, is not what its committed root names")
+        return state, where
+
+    async def _update_hash(self, r: int, site: str) -> bytes:
+        key = self.keys.get(site.lower())
+        if key is None or site.lower() in self.unreachable:
+            why = self.unreachable.get(site.lower(), "not an active member")
+            raise UpdateUnavailable(f"no one names the update {site} committed in round {r}: {site}: {why}")
+        try:
+            body = await self.node.secagg(
+                key, round=r, topic=SecAggTopic.SHARDS, body=UpdateAsk(r).encode(), timeout=self.timeout
+            )
+            answer = decode_shard_msg(body)
+        except PeerRejected as exc:
+            raise UpdateUnavailable(f"{site} does not name its update of round {r}: {exc}") from None
+        except (TransportError, WireError) as exc:
+            self.unreachable[site.lower()] = str(exc)
+            raise UpdateUnavailable(f"{site} does not name its update of round {r}: {exc}") from None
+        if not isinstance(answer, UpdateHash) or answer.round != r:
+            raise UpdateUnavailable(f"{site} answered the question for its update of round {r} with {answer}")
+        return answer.hash
 
     async def transcript(self, r: int, tid: bytes, leader: str | None) -> tuple[bytes, str]:
         """The raw unmask transcript of round r with id `tid` and where it came from: a state dir on this

@@ -28,7 +28,7 @@ from swarmd.audit.verdict import RoundVerdict, Status, UnfinalizedRound
 from swarmd.codec import content_hash
 from swarmd.compress import NONE, Encoding, decompressed
 from swarmd.errors import InvalidUpdate, MergeError
-from swarmd.ledger import Outcome, RoundInfo, RoundStatus
+from swarmd.ledger import CommitInfo, Outcome, RoundInfo, RoundStatus
 from swarmd.merge import Update, apply_diff, rule_for, validate
 from swarmd.merge.base import address_order
 from swarmd.task import SwarmSettings, WeightKind
@@ -43,11 +43,13 @@ async def audit_round(
     keysets: KeySets | None = None,
     *,
     cyclic: bool = False,
+    sharded: bool = False,
     encoding: Encoding = NONE,
 ) -> RoundVerdict:
     """The verdict on one round. Raises UnfinalizedRound when it has no merged model yet. `keysets`:
     what a secure-aggregation round's audit needs (without it such a round cannot be audited); `cyclic`:
-    the task's rounds are cyclic (`audit.cyclic` checks the path's hashes: nothing was merged).
+    the task's rounds are cyclic (`audit.cyclic` checks the path's hashes: nothing was merged); `sharded`:
+    the commitments are Merkle roots of leaves (`UpdateSource.sharded_update`); the merge is the same.
     `encoding`: the task's `[exchange] compression`; stored updates are decoded as the leader did."""
     if info.status is not RoundStatus.FINALIZED or info.merged_hash is None:
         raise UnfinalizedRound(
@@ -74,9 +76,7 @@ async def audit_round(
         }
         for site in sorted({*info.included, *marked}, key=address_order):
             commit = commits[site]
-            state, sources[site] = await source.get(
-                commit.update_hash, [site, info.leader], f"the update of {site}"
-            )
+            state, sources[site] = await _committed(source, info, commit, sharded)
             rule.add(Update(site, _leaders_checks(state, base, swarm, site, encoding), commit.n_samples))
             del state
         merged = rule.result()
@@ -86,7 +86,7 @@ async def audit_round(
             if rejected == {a.lower() for a in marked}
             else f"the rule rejects {sorted(rejected) or 'none'}, the leader marked "
             f"{sorted(a.lower() for a in marked) or 'none'} REJECTED_BY_RULE"
-        ) or await _valid_but_excluded(info, swarm, base, source, encoding)
+        ) or await _valid_but_excluded(info, swarm, base, source, encoding, sharded)
         if is_diff:
             merged = apply_diff(base, merged)
     except UpdateUnavailable as exc:
@@ -108,6 +108,16 @@ async def audit_round(
     )
     log.info("%s", verdict.line())
     return verdict
+
+
+async def _committed(
+    source: UpdateSource, info: RoundInfo, commit: CommitInfo, sharded: bool
+) -> tuple[dict[str, torch.Tensor], str]:
+    """A committer's update held to its commitment, from its holders (the committer, the leader), and
+    where it came from. A sharded round's committer alone holds its whole update."""
+    if sharded:
+        return await source.sharded_update(info.round, commit.site, commit.update_hash)
+    return await source.get(commit.update_hash, [commit.site, info.leader], f"the update of {commit.site}")
 
 
 def _leaders_checks(
@@ -132,6 +142,7 @@ async def _valid_but_excluded(
     base: dict[str, torch.Tensor],
     source: UpdateSource,
     encoding: Encoding,
+    sharded: bool,
 ) -> str:
     """Why the leader's FAILED_VALIDATION claims are false ("" when none is): each such update is
     fetched and put through the same checks; one that passes them was excluded without cause."""
@@ -140,7 +151,7 @@ async def _valid_but_excluded(
         if o is not Outcome.FAILED_VALIDATION:
             continue
         try:
-            state, _ = await source.get(c.update_hash, [c.site, info.leader], f"the update of {c.site}")
+            state, _ = await _committed(source, info, c, sharded)
         except UpdateUnavailable as exc:
             log.warning(
                 "round %d: the failed-validation claim on %s is unchecked: %s", info.round, c.site, exc
@@ -164,11 +175,15 @@ async def audit_rounds(
     keysets: KeySets | None = None,
     *,
     cyclic: bool = False,
+    sharded: bool = False,
     encoding: Encoding = NONE,
 ) -> list[RoundVerdict]:
     """Verdicts on every finalized round among `infos`; rounds without a merged model are skipped."""
     out = []
     for info in infos:
         if info.status is RoundStatus.FINALIZED:
-            out.append(await audit_round(info, swarm, source, keysets, cyclic=cyclic, encoding=encoding))
+            verdict = await audit_round(
+                info, swarm, source, keysets, cyclic=cyclic, sharded=sharded, encoding=encoding
+            )
+            out.append(verdict)
     return out

@@ -177,14 +177,32 @@ async def _recompute(
         max_bytes=task.swarm.max_update_bytes,
         bulk="curve" if cfg.transport.bulk == "curve" else "aead",
         more_stores=stores,
+        own_updates=_own_updates(cfg.site.state_dir),
     )
     keysets = KeySets(SecAggParams.from_settings(task.privacy), ledger.advertised_keys)
-    cyclic = task.round.mode == "cyclic"
+    cyclic, sharded = task.round.mode == "cyclic", task.exchange.topology == "sharded"
     enc = Encoding.of(task.exchange)
     async with source:
         if single:  # an unfinalized round: a named error
-            return [await audit_round(infos[0], task.swarm, source, keysets, cyclic=cyclic, encoding=enc)]
-        return await audit_rounds(infos, task.swarm, source, keysets, cyclic=cyclic, encoding=enc)
+            verdict = await audit_round(
+                infos[0], task.swarm, source, keysets, cyclic=cyclic, sharded=sharded, encoding=enc
+            )
+            return [verdict]
+        return await audit_rounds(
+            infos, task.swarm, source, keysets, cyclic=cyclic, sharded=sharded, encoding=enc
+        )
+
+
+def _own_updates(state_dir: Path) -> dict[int, bytes]:
+    """Round -> the content hash of this site's committed update, from its journal ({} without one)."""
+    from swarmd.daemon.store import Journal
+    from swarmd.errors import JournalError
+
+    try:
+        journal = Journal.read(state_dir / "journal.json")
+    except JournalError:
+        return {}
+    return {rec.round: rec.update_hash for rec in journal.records() if rec.committed and rec.update_hash}
 
 
 def register(app: typer.Typer) -> None:

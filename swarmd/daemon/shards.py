@@ -40,6 +40,8 @@ from swarmd.transport.shards import (
     Plan,
     ShardMessage,
     Status,
+    UpdateAsk,
+    UpdateHash,
     decode_shard_msg,
 )
 
@@ -356,6 +358,8 @@ class ShardSide(LeaderSide):
         except BadShardMessage as exc:
             self.metrics.rejection("shards_bad_message")
             return Verdict(False, Refusal.INVALID, str(exc))
+        if isinstance(msg, UpdateAsk):
+            return self.committed_update(msg.round)
         work = self._shards
         behind = work is None or getattr(msg, "round", None) != work.round
         if isinstance(msg, Plan) and (behind or (work is not None and msg.term > work.term)):
@@ -377,6 +381,15 @@ class ShardSide(LeaderSide):
         if isinstance(msg, Plan):
             return Verdict(False, Refusal.INVALID, f"{sender} does not lead term {msg.term} here")
         return Verdict(False, Refusal.INVALID, f"a {msg.KIND} is not a question")
+
+    def committed_update(self, r: int) -> bytes | Verdict:
+        """An auditor's question: the content hash of the update whose leaves' root we committed in round
+        r (it fetches the update by it, as committed updates are served, and checks the root itself)."""
+        rec = self.journal.rounds.get(r)
+        h = rec.update_hash if rec is not None and rec.committed else None
+        if h is None or h not in self.gossip.servable or not self.store.has(h):
+            return Verdict(False, Refusal.NOT_FOUND, f"this site holds no committed update of round {r}")
+        return UpdateHash(r, h).encode()
 
     def serve_model(self, model_hash: bytes) -> tuple[Manifest, list[memoryview]] | None:
         held = (self._shard_serve or {}).get(model_hash)

@@ -1,8 +1,8 @@
 """Wire messages of a sharded round, carried as the body of a `secagg` message of topic `shards`.
 
 Every body is one msgpack map `{"v": 1, "kind": ..., fields}` with exactly the keys of its kind, in
-order; `decode_shard_msg` checks every type, length and range before anything reads it. Four kinds,
-two questions and their answers:
+order; `decode_shard_msg` checks every type, length and range before anything reads it. Six kinds,
+three questions and their answers:
 
     leaves_ask  owner -> committer   round, term            "your update's leaf hashes, please"
     leaves      committer -> owner   round, hashes          the leaf hashes whose Merkle root it committed
@@ -14,6 +14,12 @@ two questions and their answers:
                                                             senders whose leaves it holds for its leaves of
                                                             that plan, senders it refuses (a reason label
                                                             each), the hashes of the leaves it merged
+
+and, after the round, for `swarm ledger audit`:
+
+    update_ask  auditor -> committer  round                "the content hash of your committed update"
+    update      committer -> auditor  round, hash          it (the auditor fetches it by that hash and
+                                                            checks that its leaves' root is the commitment)
 
 Leaf bytes never travel here: a leaf (or a merged leaf) is fetched by its content hash with the
 ordinary model fetch, which verifies the hash while it receives. The layout, the Merkle root and the
@@ -45,6 +51,12 @@ class BadShardMessage(WireError):
 def _uint(x: object) -> int:
     if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 1 << 63:
         raise BadShardMessage(f"expected an unsigned integer, got {type(x).__name__}")
+    return x
+
+
+def _hash(x: object) -> bytes:
+    if not isinstance(x, bytes) or len(x) != HASH:
+        raise BadShardMessage("a hash must be 32 bytes")
     return x
 
 
@@ -169,7 +181,24 @@ class Status(ShardMessage):
     merged: dict[int, bytes]  # leaf -> hash of the merged leaf (decided plans only)
 
 
-KINDS: dict[str, type[ShardMessage]] = {k.KIND: k for k in (LeavesAsk, Leaves, Plan, Status)}
+@dataclass(frozen=True)
+class UpdateAsk(ShardMessage):
+    KIND = "update_ask"
+    SCHEMA = {"round": _uint}
+    round: int
+
+
+@dataclass(frozen=True)
+class UpdateHash(ShardMessage):
+    KIND = "update"
+    SCHEMA = {"round": _uint, "hash": _hash}
+    round: int
+    hash: bytes
+
+
+KINDS: dict[str, type[ShardMessage]] = {
+    k.KIND: k for k in (LeavesAsk, Leaves, Plan, Status, UpdateAsk, UpdateHash)
+}
 
 
 def decode_shard_msg(body: bytes) -> ShardMessage:

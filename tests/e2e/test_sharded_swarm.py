@@ -1,7 +1,8 @@
 """Three real daemons on anvil play a round with `[exchange] topology = "sharded"`: every commitment on
 chain is the Merkle root of its update's leaves, and the finalized model is, bit for bit, what the
 leader topology's fedavg makes of the same updates (each site's own committed update, read from its
-store and folded in address order)."""
+store and folded in address order); `swarm ledger audit` recomputes it from the updates each committer
+names for its root, and verifies it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def own_update(site) -> dict:
     return ModelStore(state / "checkpoints").get(h)
 
 
-def test_a_sharded_round_finalizes_the_leader_topologys_fedavg(swarm_root, swarm_factory):
+def test_a_sharded_round_finalizes_the_leader_topologys_fedavg_and_audits(
+    swarm_root, swarm_factory, swarm_cli
+):
     with swarm_factory(swarm_root, rounds=1, n_per_site=8, exchange=SHARDED) as swarm:
         swarm.wait_done(timeout=300)
         info = swarm.ledger.round(0)
@@ -49,6 +52,14 @@ def test_a_sharded_round_finalizes_the_leader_topologys_fedavg(swarm_root, swarm
         assert hashes == {"0x" + info.merged_hash.hex()}
         leader = swarm.daemon(info.leader)
         assert "sharded over 3 owners" in leader.tail(400)
+        # The audit asks each committer which update its root commits to, fetches it, checks the root.
+        auditor = next(s for s in swarm.consortium.sites if s.address != info.leader)
+        audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", str(auditor.config), "--json")
+        assert audited.returncode == 0, audited.stdout + audited.stderr
+        [verdict] = json.loads(audited.stdout)
+        assert verdict["status"] == "verified" and verdict["included"] == 3
+        sources = {a.lower(): where.lower() for a, where in verdict["sources"].items()}
+        assert sources == {a.lower(): "local" if a == auditor.address else a.lower() for a in commits}
 
 
 @pytest.mark.long

@@ -12,6 +12,8 @@ from swarmd.transport.shards import (
     LeavesAsk,
     Plan,
     Status,
+    UpdateAsk,
+    UpdateHash,
     decode_shard_msg,
 )
 
@@ -27,6 +29,8 @@ H = bytes(range(32))
         Plan(3, 2, 5, (A, A, B)),
         Plan(3, 2, 6, (A, B), include=(A, B), merged=(H, H)),
         Status(3, 2, 6, (A,), {B: "hash_mismatch"}, {0: H}),
+        UpdateAsk(3),
+        UpdateHash(3, H),
     ],
 )
 def test_every_kind_round_trips(msg) -> None:
@@ -47,6 +51,7 @@ def _body(**fields: object) -> bytes:
         (_body(v=1, kind="leaves_ask", round=1), "exactly the keys round, term"),
         (_body(v=1, kind="leaves_ask", round=-1, term=1), "unsigned integer"),
         (_body(v=1, kind="leaves", round=1, hashes=[b"short"]), "32 bytes"),
+        (_body(v=1, kind="update", round=1, hash=[H]), "32 bytes"),
         (_body(v=1, kind="leaves", round=1, hashes=[H] * 257), "1..256 hashes"),
         (
             _body(v=1, kind="plan", round=1, term=1, epoch=0, owners=["alice"], include=None, merged=None),
