@@ -158,7 +158,8 @@ def run_poison(
     local_steps: int = LOCAL_STEPS,
     threads: int = 0,
 ) -> dict[str, Any]:
-    """Clean fedavg, then each rule with the last site sending each attack, on the hard task's sites."""
+    """Clean fedavg, fedavg without the last site, then each rule with the last site sending each attack,
+    on the hard task's sites."""
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-poison-") as tmp:
         root = Path(tmp)
         demo = generate_hard_data(root / "data", sites=sites, alpha=alpha, seed=seed)
@@ -171,6 +172,19 @@ def run_poison(
                 dls,
                 test,
                 workdir=root / "clean",
+                threads=threads,
+            ),
+        )
+        # What a rule could at best recover: fedavg over the honest sites alone (the attacker's own data
+        # is lost to any rule that resists it).
+        honest = _seeded(
+            seed,
+            partial(
+                swarm_arm,
+                arm_task("fedavg", rounds, local_steps),
+                dls[:-1],
+                test,
+                workdir=root / "honest",
                 threads=threads,
             ),
         )
@@ -203,6 +217,7 @@ def run_poison(
         "local_steps": local_steps,
         "poisoned_site": f"site-{sites}",
         "clean": clean,
+        "honest": honest,
         "poisoned": poisoned,
     }
 

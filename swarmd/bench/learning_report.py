@@ -10,6 +10,7 @@ differences are taken per seed, then summarised.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,11 @@ def _m(arm: dict[str, Any]) -> float:
     return float(arm["metrics"].get(METRIC, float("nan")))
 
 
+NAN: MeanSd = (math.nan, math.nan)  # a figure the runs did not measure
+
+
 def _pm(ms: MeanSd) -> str:
-    return f"{ms[0]:.3f} ± {ms[1]:.3f}"
+    return "-" if math.isnan(ms[0]) else f"{ms[0]:.3f} ± {ms[1]:.3f}"
 
 
 def summarize_alpha(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -70,6 +74,8 @@ def _curve(curves: list[list[dict[str, Any]]]) -> list[float]:
 def summarize_poison(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The poisoning seeds: each attack's final AUC per rule, the best robust rule and fedavg's drop."""
     clean = [_m(r["clean"]) for r in runs]
+    # fedavg over the honest sites only (results from before it was run have none)
+    honest = [_m(r["honest"]) for r in runs] if all("honest" in r for r in runs) else []
     attacks: dict[str, Any] = {}
     for attack in runs[0]["poisoned"]:
         rules = {
@@ -84,12 +90,14 @@ def summarize_poison(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "fedavg_drop": _diff(clean, rules["fedavg"])
             if "fedavg" in rules
             else (float("nan"), float("nan")),
+            "honest_minus_best": _diff(honest, rules[best]) if best and honest else NAN,
         }
     return {
         "alpha": runs[0]["alpha"],
         "seeds": [r["seed"] for r in runs],
         "site": runs[0]["poisoned_site"],
         "clean_fedavg": mean_sd(clean),
+        "honest_fedavg": mean_sd(honest) if honest else NAN,
         "attacks": attacks,
     }
 
@@ -136,6 +144,8 @@ def hard_goals(alphas: list[dict[str, Any]], poison: dict[str, Any] | None) -> l
             continue
         lag = a["clean_minus_best"][0]
         note = f"plain fedavg's drop: {_pm(a['fedavg_drop'])}"
+        if not math.isnan(a["honest_minus_best"][0]):
+            note += f"; fedavg without the attacker: {_pm(a['honest_minus_best'])} above the best rule"
         goals.append(
             goal(
                 f"poisoned ({attack}): clean fedavg - best robust rule ({a['best_robust']})",
@@ -158,9 +168,16 @@ def hard_tables(alphas: list[dict[str, Any]], poison: dict[str, Any] | None) -> 
         )
     if poison:
         rules = list(next(iter(poison["attacks"].values()))["rules"]) if poison["attacks"] else []
-        head = ("attack", *rules, "clean fedavg", "fedavg drop")
+        without = f"fedavg without {poison['site']}"
+        head = ("attack", *rules, "clean fedavg", without, "fedavg drop")
         rows = [
-            (k, *(_pm(a["rules"][r]) for r in rules), _pm(poison["clean_fedavg"]), _pm(a["fedavg_drop"]))
+            (
+                k,
+                *(_pm(a["rules"][r]) for r in rules),
+                _pm(poison["clean_fedavg"]),
+                _pm(poison["honest_fedavg"]),
+                _pm(a["fedavg_drop"]),
+            )
             for k, a in poison["attacks"].items()
         ]
         parts.append(

@@ -125,6 +125,7 @@ def _poisoned(seed: int) -> dict[str, Any]:
         "seed": seed,
         "poisoned_site": "site-5",
         "clean": _arm(0.85),
+        "honest": _arm(0.83),
         "poisoned": {
             "sign_flip": {"fedavg": _arm(0.5), "median": _arm(0.84), "krum": _arm(0.7)},
             "random": {"fedavg": _arm(0.5), "median": _arm(0.6), "krum": _arm(0.8)},
@@ -145,10 +146,13 @@ def test_hard_report_judges_every_goal_from_the_runs(tmp_path: Path) -> None:
     assert bn["value"] == pytest.approx(0.04) and not bn["met"]  # missed, and said so
     flip = goals["poisoned (sign_flip): clean fedavg - best robust rule (median)"]
     assert flip["value"] == pytest.approx(0.01) and flip["met"] and "0.350" in flip["note"]
+    assert "fedavg without the attacker: -0.010 ± 0.000 above the best rule" in flip["note"]
     rand = goals["poisoned (random): clean fedavg - best robust rule (krum)"]
     assert rand["value"] == pytest.approx(0.05) and not rand["met"]
     assert len(report.goals) == 6
     assert "| pooled (compute-matched) | 0.860 ± 0.014 |" in report.tables
+    assert "| fedavg without site-5 |" in report.tables
+    assert "| 0.850 ± 0.000 | 0.830 ± 0.000 |" in report.tables  # clean fedavg, then without the attacker
     assert [p.name for p in report.plots] == [
         "learning_hard.png",
         "learning_hard_rounds.png",
