@@ -35,14 +35,15 @@ from swarmd.train.baseline import centralized, local_only
 from swarmd.train.demohard import generate_hard_data
 
 GN_BUNDLE, BN_BUNDLE = "cxr_small", "cxr_small_bn"
-ARMS = ("fedavg", "fedprox", "fedbn", "scaffold", "cyclic", "median", "trimmed_mean", "geomedian", "krum")
-ROBUST = ("median", "trimmed_mean", "geomedian", "krum")
+ROBUST = ("median", "trimmed_mean", "geomedian", "krum", "multi_krum")
+ARMS = ("fedavg", "fedprox", "fedbn", "scaffold", "cyclic", *ROBUST)
 POISON_RULES = ("fedavg", *ROBUST)
 ALPHAS = (0.1, 1.0)
 POISON_ALPHA = 1.0
 SITES, ROUNDS, LOCAL_STEPS = 5, 8, 8
 PROX_MU = 0.01  # FedProx's mu: small against Adam-scale steps on a ~50k-parameter network
 TRIM_RATIO = 0.2  # trimmed mean: cut one of five values at each end
+KRUM_F = 1  # Krum's assumed Byzantine sites; multi_krum averages the n - f best-scored updates (Krum, m = 1)
 QUICK = {"rounds": 1, "local_steps": 2, "arms": ("fedavg", "fedbn", "cyclic", "krum"), "attacks": ("scaled",)}
 
 
@@ -56,8 +57,10 @@ def arm_task(arm: str, rounds: int, local_steps: int) -> Task:
         rounds=rounds,
         local_steps=local_steps,
         send=WeightKind.WEIGHTS,
-        merge=arm if arm in ROBUST else "fedavg",
+        merge="krum" if arm == "multi_krum" else arm if arm in ROBUST else "fedavg",
         trim_ratio=TRIM_RATIO,
+        krum_f=KRUM_F,
+        krum_m=SITES - KRUM_F if arm == "multi_krum" else 1,
         prox_mu=PROX_MU if arm == "fedprox" else 0.0,
         scaffold=arm == "scaffold",
     )
