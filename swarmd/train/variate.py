@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from swarmd.errors import TrainingError
+from swarmd.train.weights import check_finite
 
 State = dict[str, torch.Tensor]
 
@@ -85,7 +86,9 @@ def mean_gradient(engine: Any, params: Mapping[str, torch.nn.Parameter], batches
         network.train(training)
     if seen == 0:
         raise TrainingError("SCAFFOLD's gradient variate saw no training data", hint="is the datalist empty?")
-    return {k: (s / seen).to(params[k].dtype).cpu() for k, s in sums.items()}
+    mean = {k: (s / seen).to(params[k].dtype).cpu() for k, s in sums.items()}
+    check_finite(mean, "SCAFFOLD's gradient variate")  # it travels with the update: never NaN or inf
+    return mean
 
 
 class GradientVariate:

@@ -83,6 +83,13 @@ def test_the_variate_is_the_mean_gradient_at_the_rounds_model():
         variate.take()  # one variate per round
 
 
+def test_a_non_finite_gradient_is_refused():
+    batches = [{"image": torch.full((2, 3), float("inf")), "label": torch.zeros(2, 2)}]
+    net = _net()
+    with pytest.raises(TrainingError, match=r"gradient variate.*NaN or infinite"):
+        mean_gradient(_engine(net, batches, steps=1), dict(net.named_parameters()), batches=1)
+
+
 def test_a_fixed_number_of_batches():
     batches = _batches([4, 4, 2])
     net = _net()
