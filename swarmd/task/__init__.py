@@ -29,6 +29,7 @@ from swarmd.task.settings import (
     REVEAL_WINDOW,
     ROUND_MODES,
     SCAFFOLD_PREFIX,
+    SCAFFOLD_VARIATES,
     TOPOLOGIES,
     BundleInputs,
     DPMechanism,
@@ -68,6 +69,7 @@ __all__ = [
     "REVEAL_WINDOW",
     "ROUND_MODES",
     "SCAFFOLD_PREFIX",
+    "SCAFFOLD_VARIATES",
     "TOPOLOGIES",
     "BundleInputs",
     "DPMechanism",
@@ -242,6 +244,8 @@ def _hashed_swarm(s: SwarmSettings) -> dict[str, Any]:
     for key in ("prox_mu", "scaffold", "local_layers", "personalise_steps"):  # likewise, off by default
         if not doc[key]:
             del doc[key]
+    if s.scaffold_variate == SCAFFOLD_VARIATES[0]:  # likewise
+        del doc["scaffold_variate"]
     if "local_layers" in doc:
         doc["local_layers"] = list(s.local_layers)
     return doc

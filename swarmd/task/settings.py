@@ -34,6 +34,12 @@ KRUM_M = 1  # defaults, so tasks written before Krum existed keep their hash
 SCAFFOLD_PREFIX = "__scaffold_c__/"  # reserved tensor names: a SCAFFOLD model's server control variate
 # (one per trainable parameter, `SCAFFOLD_PREFIX + name`), and an update's control-variate part
 
+# How a SCAFFOLD site sets its client variate c_i+ (Karimireddy et al. 2020, eq. 4): "gradient" (option I,
+# the default: the mean gradient of the local loss at the round's model, whatever the optimizer) or
+# "difference" (option II: from the round's weight change, which assumes plain SGD steps of size lr);
+# left out of the task hash at its default
+SCAFFOLD_VARIATES = ("gradient", "difference")
+
 
 def krum_min_updates(f: int, m: int) -> int:
     """The fewest updates a Krum round can merge: n >= 2f + 3 (Blanchard et al. 2017), and m <= n - f."""
@@ -60,6 +66,7 @@ class SwarmSettings:
     eval_every: int = 1  # evaluate the merged model every N rounds (0: never)
     prox_mu: float = 0.0  # FedProx: mu of the proximal term mu/2 ||w - w_round||^2 (0: off)
     scaffold: bool = False  # SCAFFOLD: control variates correct each local step (Karimireddy et al. 2020)
+    scaffold_variate: str = SCAFFOLD_VARIATES[0]  # SCAFFOLD: how c_i is updated (`SCAFFOLD_VARIATES`)
     local_layers: tuple[str, ...] = ()  # FedBN: "batchnorm" and/or name globs kept at each site, never sent
     personalise_steps: int = 0  # after the last round, each site fine-tunes the final model this many steps
 

@@ -16,6 +16,7 @@ from swarmd.task.settings import (
     INPUT_NAMES,
     MERGE_RULES,
     ROUND_MODES,
+    SCAFFOLD_VARIATES,
     TOPK_RATIO,
     TOPOLOGIES,
     BundleInputs,
@@ -69,6 +70,14 @@ def _validate_swarm(s: SwarmSettings) -> None:
         not s.scaffold or s.merge == "fedavg",
         f'swarm.scaffold needs merge = "fedavg": the server control variate is the mean of every included '
         f"site's control-variate delta, which {s.merge!r} would not take",
+    )
+    _check(
+        s.scaffold_variate in SCAFFOLD_VARIATES,
+        f"swarm.scaffold_variate must be one of {', '.join(SCAFFOLD_VARIATES)}, got {s.scaffold_variate!r}",
+    )
+    _check(
+        s.scaffold or s.scaffold_variate == SCAFFOLD_VARIATES[0],
+        "swarm.scaffold_variate is set but swarm.scaffold is false: set scaffold = true, or drop the key",
     )
     _check(
         not (s.scaffold and s.local_layers),

@@ -8,10 +8,13 @@ Both act on the gradients between `loss.backward()` and `optimizer.step()` (MONA
 
 Under AMP the gradients are scaled at that point, so the correction is scaled the same way.
 
-SCAFFOLD's variates live beside the weights under the reserved prefix `SCAFFOLD_PREFIX`: the merged
-model carries the server variate c, an update carries the site's control-variate part (the delta
-`c_i+ - c_i` when the task sends diffs, `c + delta` when it sends weights, so the merge treats it
-like the rest of the update). The client variate c_i persists in the trainer's work dir.
+SCAFFOLD's client variate c_i+ is option I's mean gradient at the round's model (`swarmd.train.variate`,
+the default) or option II's (w_round - w_local) / (K lr) (`swarm.scaffold_variate = "difference"`, refused
+unless the bundle steps with plain SGD). The variates live beside the weights under the reserved
+prefix `SCAFFOLD_PREFIX`: the merged model carries the server variate c, an update carries the site's
+control-variate part (the delta `c_i+ - c_i` when the task sends diffs, `c + delta` when it sends
+weights, so the merge treats it like the rest of the update). The client variate c_i persists in
+the trainer's work dir.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from swarmd.errors import TrainingError
 from swarmd.fsutil import atomic_path
 from swarmd.task import SCAFFOLD_PREFIX, SwarmSettings, WeightKind
+from swarmd.train.variate import GradientVariate, require_plain_sgd
 
 State = dict[str, torch.Tensor]
 VARIATE_FILE = "scaffold_client.safetensors"
@@ -184,13 +188,20 @@ class Remedies:
         self.workdir = Path(workdir)
         self.corrections = Corrections(swarm)
         self._variate: ClientVariate | None = None
+        self._gradient: GradientVariate | None = None  # option I's c_i+, computed as each round starts
         self._round: tuple[int, State, State, State] | None = None  # round, c, c_i, w_round (params)
 
     def attach(self, engine: Any, network: torch.nn.Module) -> State:
-        """Hook the engine; returns the reserved tensors a SCAFFOLD model adds to the network's."""
+        """Hook the engine; returns the reserved tensors a SCAFFOLD model adds to the network's.
+        Refuses option II with an optimizer other than plain SGD."""
         self.corrections.attach(engine, network)
         if not self.swarm.scaffold:
             return {}
+        if self.swarm.scaffold_variate == "difference":
+            require_plain_sgd(engine.optimizer)
+        else:
+            self._gradient = GradientVariate(self.swarm.local_steps)
+            self._gradient.attach(engine, network)
         params = {k: p.detach().cpu() for k, p in network.named_parameters() if p.requires_grad}
         self._variate = ClientVariate(self.workdir, params)
         return join_variate({}, zero_variate(params))
@@ -204,18 +215,24 @@ class Remedies:
             shift = {k: c[k] - c_i[k] for k in c_i}
             w_round = {k: model[k].detach().clone() for k in c_i}
             self._round = (round, {k: c[k] for k in c_i}, c_i, w_round)
+        if self._gradient is not None:
+            self._gradient.reset()
         if self.corrections.active:
             self.corrections.begin_round(model, shift)
         return model
 
-    def finish(self, weights: State, kind: WeightKind, steps: int, lr: float) -> State:
+    def finish(self, weights: State, kind: WeightKind, engine: Any, iterations: int) -> State:
         """The update with SCAFFOLD's control-variate part (c_i+ - c_i for diffs, c + it for weights);
-        c_i+ is stored before the update leaves the trainer."""
+        c_i+ is stored before the update leaves the trainer. `engine` ran `iterations` this round."""
         if self._variate is None or self._round is None:
             return weights
         round, c, c_i, w_round = self._round
-        w_local = {k: w_round[k] + weights[k] if kind is WeightKind.DIFF else weights[k] for k in c_i}
-        after = client_variate_update(c_i, c, w_round, w_local, steps, lr)
+        if self._gradient is not None:
+            after = self._gradient.take()
+        else:
+            w_local = {k: w_round[k] + weights[k] if kind is WeightKind.DIFF else weights[k] for k in c_i}
+            steps, lr = optimizer_steps(engine, iterations), optimizer_lr(engine.optimizer)
+            after = client_variate_update(c_i, c, w_round, w_local, steps, lr)
         self._variate.save(round, c_i, after)
         delta = {k: after[k] - c_i[k] for k in c_i}
         part = delta if kind is WeightKind.DIFF else {k: c[k] + delta[k] for k in c_i}

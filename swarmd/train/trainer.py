@@ -40,7 +40,7 @@ from swarmd.train.contract import Findings, check_count, check_names, refuse
 from swarmd.train.data import Datalist, quiet_monai, read_datalist, validate_datalist
 from swarmd.train.device import choose_device, configure_threads
 from swarmd.train.private import PrivateParts, make_private
-from swarmd.train.remedies import Remedies, optimizer_lr, optimizer_steps, split_variate
+from swarmd.train.remedies import Remedies, split_variate
 from swarmd.train.weights import Layout, check_finite, check_layout, detach_from, layout_of
 
 
@@ -237,10 +237,7 @@ class BundleTrainer(Trainer):
                 self.phase = TrainPhase.TRAIN
                 self._run_round(self._remedies.start(global_weights, round))
                 weights, weight_type = self._collect()
-                if self.task.swarm.scaffold:
-                    lr = optimizer_lr(self._algo.trainer.optimizer)
-                    steps = optimizer_steps(self._algo.trainer, len(self._losses))
-                    weights = self._remedies.finish(weights, weight_type, steps, lr)
+                weights = self._remedies.finish(weights, weight_type, self._algo.trainer, len(self._losses))
                 loss = sum(self._losses) / len(self._losses)
                 return TrainResult(
                     weights=weights,

@@ -31,6 +31,15 @@ def test_off_by_default_and_left_out_of_the_hash(root: Path) -> None:
     assert _parse(root, {"prox_mu": 1}).swarm.prox_mu == 1.0  # a TOML integer is a float setting too
 
 
+def test_scaffold_variate_defaults_to_the_gradient_and_is_hashed_only_off_it(root: Path) -> None:
+    scaffold = _parse(root, {"scaffold": True})
+    assert scaffold.swarm.scaffold_variate == "gradient"
+    assert b"scaffold_variate" not in canonical_task(scaffold)
+    assert _parse(root, {"scaffold": True, "scaffold_variate": "gradient"}).hash == scaffold.hash
+    option2 = _parse(root, {"scaffold": True, "scaffold_variate": "difference"})
+    assert b'"scaffold_variate":"difference"' in canonical_task(option2) and option2.hash != scaffold.hash
+
+
 @pytest.mark.parametrize(
     "swarm,privacy,match",
     [
@@ -39,6 +48,8 @@ def test_off_by_default_and_left_out_of_the_hash(root: Path) -> None:
         ({"prox_mu": "0.1"}, None, r"prox_mu must be float"),
         ({"scaffold": 1}, None, "scaffold must be bool"),
         ({"scaffold": True, "merge": "median"}, None, 'scaffold needs merge = "fedavg"'),
+        ({"scaffold": True, "scaffold_variate": "adam"}, None, "scaffold_variate must be one of gradient"),
+        ({"scaffold_variate": "difference"}, None, "scaffold_variate is set but swarm.scaffold is false"),
         ({"scaffold": True, "local_layers": "batchnorm"}, None, "cannot run with swarm.local_layers"),
         ({"scaffold": True}, {"secure_aggregation": True}, "cannot run with privacy.secure_aggregation"),
         (
