@@ -2,10 +2,10 @@
 catch a dishonest leader. Off by default; refused outside the test suite.
 
 A fault is switched on by `SWARMD_TEST_FAULTS` (comma-separated: `forge-merge`, or `forge-merge@site-2`
-for one site only), and only when pytest is running the process's parent test (`PYTEST_CURRENT_TEST`
-is inherited by the daemons a test starts) and `SWARMD_TESTING=1`. Anywhere else the variable is a
-configuration error: an operator cannot switch a fault on by accident, and a daemon told to misbehave
-outside the suite refuses to start rather than ignore it silently.
+for one site only; one entry per site for several), and only when pytest is running the process's
+parent test (`PYTEST_CURRENT_TEST` is inherited by the daemons a test starts) and `SWARMD_TESTING=1`.
+Anywhere else the variable is a configuration error: an operator cannot switch a fault on by accident,
+and a daemon told to misbehave outside the suite refuses to start rather than ignore it silently.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ GUARD = "SWARMD_TESTING"
 class Fault(str, Enum):
     FORGE_MERGE = "forge-merge"  # the leader finalizes a model that is not the merge of the included updates
     DROP_UPDATE = "drop-update"  # the leader accepts (and receipts) an update, then reports it not delivered
+    # elected, the site does not lead: the others re-elect once its leader_timeout passes, so a test can
+    # make the one site without the fault lead every round (issue 18: a private site leads)
+    DECLINE_LEAD = "decline-lead"
 
 
 def active_faults(env: Mapping[str, str], site_name: str) -> frozenset[Fault]:

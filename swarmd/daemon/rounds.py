@@ -20,6 +20,7 @@ import torch
 from swarmd.codec import Digest, hash_hex
 from swarmd.daemon.accounting import kept_secret, round_secret
 from swarmd.daemon.dp import BudgetSide
+from swarmd.daemon.faults import Fault
 from swarmd.daemon.models import ModelSide
 from swarmd.daemon.personal import PersonalSide
 from swarmd.daemon.plumbing import StopRequested
@@ -137,6 +138,8 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
             self.state.leader, self.state.term = info.leader, info.term
             if self.sharded and info.has_revealed(self.me):
                 await self.shard_round(r, info, base)
+            elif info.leader == self.me and Fault.DECLINE_LEAD in self.faults:
+                log.warning("FAULT decline-lead: not leading round %d term %d", r, info.term)
             elif info.leader == self.me:
                 await self.lead(r, info, base)
             elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round

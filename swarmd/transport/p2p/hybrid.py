@@ -33,6 +33,9 @@ log = logging.getLogger("swarmd.transport.p2p")
 
 T = TypeVar("T")
 ZMQ = "zmq"
+# Refusals a receiver gives once the whole payload arrived; the others come before the first chunk (an
+# elected site that is not leading yet answers not_ready to every offer, however often it is made).
+_REFUSED_AFTER_PAYLOAD = frozenset({m.Refusal.HASH_MISMATCH, m.Refusal.INVALID, m.Refusal.HANDLER_ERROR})
 
 
 @dataclass
@@ -183,7 +186,8 @@ class HybridNode:
             verdict = await self.node.send_update(
                 peer, round=round, term=term, state=state, timeout=timeout, digest=digest
             )
-            self._count(peer, out=sum(t.numel() * t.element_size() for t in (state or {}).values()))
+            if verdict.ok or verdict.reason in _REFUSED_AFTER_PAYLOAD:  # else no payload byte moved
+                self._count(peer, out=sum(t.numel() * t.element_size() for t in (state or {}).values()))
             return verdict
 
         async def relayed() -> Verdict:

@@ -8,12 +8,13 @@ ciphertext) byte stream per update or fetch, so the framing is small:
   receiver grants credit (`Grant.credits`, cumulative, as on ZeroMQ) `window` chunks ahead, and the
   sender never runs ahead of it: so a relay, like the receiver, holds at most the window in flight.
 The receiver writes each chunk into one preallocated buffer and hashes it as it lands; a chunk of the
-wrong length, a stall past `stall_timeout` or bytes that do not hash to the digest end the transfer
+wrong length, no byte for `stall_timeout` or bytes that do not hash to the digest end the transfer
 with the same refusal as on ZeroMQ.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 
@@ -37,15 +38,22 @@ class StreamBroken(TransportError):
         self.reason = reason
 
 
-async def read_exact(stream: INetStream, n: int, into: memoryview | None = None) -> memoryview:
-    """Exactly `n` bytes (into `into` when given); StreamBroken(disconnected) on an early end."""
+async def read_exact(
+    stream: INetStream, n: int, into: memoryview | None = None, stall: float = math.inf
+) -> memoryview:
+    """Exactly `n` bytes (into `into` when given); StreamBroken(disconnected) on an early end,
+    StreamBroken(stalled) when no byte came for `stall` seconds (progress, not the whole read: a 4 MiB
+    chunk through a relay on a slow uplink takes longer than a leader's stall timeout)."""
     buf = into if into is not None else memoryview(bytearray(n))
     got = 0
     while got < n:
         try:
-            data = await stream.read(n - got)
+            with trio.move_on_after(stall) as waited:
+                data = await stream.read(n - got)
         except Exception as exc:  # noqa: BLE001 - libp2p raises many stream errors; all mean "gone"
             raise StreamBroken(Refusal.DISCONNECTED, f"stream ended: {type(exc).__name__}") from None
+        if waited.cancelled_caught:
+            raise StreamBroken(Refusal.STALLED, f"no bytes for {stall:.1f} s")
         if not data:
             raise StreamBroken(Refusal.DISCONNECTED, f"stream ended after {got} of {n} bytes")
         buf[got : got + len(data)] = data
@@ -122,16 +130,11 @@ async def recv_payload(
     await send_msg(stream, m.Grant(req=0, sid=sid, credits=min(window, n_chunks)))
     for seq in range(n_chunks):
         want = min(chunk_size, total - seq * chunk_size)
-        with trio.move_on_after(stall_timeout) as waited:
-            (n,) = _LEN.unpack(await read_exact(stream, _LEN.size))
-            if n != want:
-                raise StreamBroken(
-                    Refusal.BAD_STREAM, f"chunk_size: chunk {seq} of {n} bytes, expected {want}"
-                )
-            piece = view[seq * chunk_size : seq * chunk_size + want]
-            await read_exact(stream, want, piece)
-        if waited.cancelled_caught:
-            raise StreamBroken(Refusal.STALLED, f"no chunk for {stall_timeout:.0f} s")
+        (n,) = _LEN.unpack(await read_exact(stream, _LEN.size, stall=stall_timeout))
+        if n != want:
+            raise StreamBroken(Refusal.BAD_STREAM, f"chunk_size: chunk {seq} of {n} bytes, expected {want}")
+        piece = view[seq * chunk_size : seq * chunk_size + want]
+        await read_exact(stream, want, piece, stall=stall_timeout)
         hasher.update(piece)
         if seq + window < n_chunks:
             await send_msg(stream, m.Grant(req=0, sid=sid, credits=seq + 1 + window))

@@ -27,3 +27,8 @@ def test_per_site_and_unknown() -> None:
     assert active_faults(env, "site-1") == {Fault.DROP_UPDATE}
     with pytest.raises(ConfigError, match="unknown fault 'nap'"):
         active_faults({**IN_TESTS, ENV: "nap"}, "site-1")
+
+
+def test_one_entry_per_site_for_several() -> None:
+    env = {**IN_TESTS, ENV: "decline-lead@site-1,decline-lead@site-2"}
+    assert [active_faults(env, f"site-{i}") for i in (1, 2, 3)] == [{Fault.DECLINE_LEAD}] * 2 + [frozenset()]
