@@ -253,9 +253,10 @@ HARD_NOTES = [
     "per seed, the same batch order.",
     "Steps: each site alone and pooled (step-matched) train rounds x local steps; pooled (compute-"
     "matched) and every swarm arm N x that (N = 5 sites). FedProx mu = 0.01; trimmed mean cuts 1 of 5 at "
-    "each end (trim_ratio 0.2); Krum f = 1, m = 1. Cyclic: each round the model visits every site once in"
-    " a seeded random order. Poisoning: the last site sends `w - d` (sign_flip), `w + 10 d` (scaled) or "
-    "`w + N(0, 1)` (random) every round, `d` its honest update.",
+    "each end (trim_ratio 0.2); Krum f = 1, m = 1; multi-Krum f = 1, m = 4 (the mean of the 4 best-scored "
+    "updates). Cyclic: each round the model visits every site once in a seeded random order. Poisoning: "
+    "the last site sends `w - d` (sign_flip), `w + 10 d` (scaled) or `w + N(0, 1)` (random) every round, "
+    "`d` its honest update; 'fedavg without site-5' is fedavg over the four honest sites.",
 ]
 
 
