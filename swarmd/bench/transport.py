@@ -37,6 +37,7 @@ import zmq
 import zmq.asyncio
 
 from swarmd import codec
+from swarmd.bench.relay import relay_goals, relay_table, run_relay_bench
 from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
 from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
@@ -326,14 +327,20 @@ def _result(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def transport_steps(quick: bool = False) -> list[Step]:
-    """One step per payload size (the smallest only when `quick`); `join_sizes` puts them together."""
+    """One step per payload size (the smallest only when `quick`), then the relayed transfer (issue 18);
+    `join_sizes` puts them together."""
     sizes = SIZES[:1] if quick else SIZES
-    return [(f"{n / 1e6:.0f}M parameters", partial(run_transport_bench, (n,), quick)) for n in sizes]
+    steps: list[Step] = [
+        (f"{n / 1e6:.0f}M parameters", partial(run_transport_bench, (n,), quick)) for n in sizes
+    ]
+    return [*steps, ("relayed transfer (libp2p)", lambda: {"relay": run_relay_bench(reps=1 if quick else 2)})]
 
 
 def join_sizes(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One result from `run_transport_bench` results of one size each."""
-    return _result([row for part in parts for row in part["rows"]])
+    """One result from `run_transport_bench` results of one size each, and the relayed transfer's."""
+    result = _result([row for part in parts for row in part.get("rows", [])])
+    relay = next((part["relay"] for part in parts if "relay" in part), None)
+    return result if relay is None else {**result, "relay": relay}
 
 
 def transport_goals(result: dict[str, Any]) -> list[Goal]:
@@ -363,7 +370,11 @@ def transport_report(parts: list[dict[str, Any]], out: Path) -> Report:
     """The joined result of `transport_steps` with its goals, tables and plot (written into `out`)."""
     result = join_sizes(parts)
     tables = f"Chunks of {result['chunk_mib']} MiB.\n\n" + format_table(result)
-    return Report("transport", result, transport_goals(result), tables, [transport_plot(result, out)])
+    goals = transport_goals(result)
+    if "relay" in result:
+        tables += "\n\n" + relay_table(result["relay"])
+        goals += relay_goals(result["relay"])
+    return Report("transport", result, goals, tables, [transport_plot(result, out)])
 
 
 # --- rendering --------------------------------------------------------------------------------------

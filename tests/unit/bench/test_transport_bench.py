@@ -63,6 +63,26 @@ def test_report_renders_codec_and_transfer_tables_and_the_plot(tmp_path: Path) -
     assert [p.name for p in report.plots] == ["transport_throughput.png"] and report.plots[0].exists()
 
 
-def test_steps_run_one_size_each() -> None:
-    assert len(transport_steps(quick=False)) == len(SIZES)
-    assert [label for label, _ in transport_steps(quick=True)] == ["7M parameters"]
+def test_steps_run_one_size_each_then_the_relayed_transfer() -> None:
+    assert len(transport_steps(quick=False)) == len(SIZES) + 1
+    quick = [label for label, _ in transport_steps(quick=True)]
+    assert quick == ["7M parameters", "relayed transfer (libp2p)"]
+
+
+RELAY = {
+    "mb": 28.0, "path": "relayed", "relayed_mb_s": 20.0, "relayed_seconds": [1.4, 1.5],
+    "direct_sealed_mb_s": 600.0, "relayed_vs_direct": 0.0333, "relay_rss_growth_mb": 3.0, "window_mb": 16.8,
+    "relay_rss_vs_window": 0.18,
+}  # fmt: skip
+
+
+def test_the_relayed_transfer_is_judged_and_told_beside_the_sizes(tmp_path: Path) -> None:
+    report = transport_report([_part(7_000_000, 0.95, 1.5, 0.5), {"relay": RELAY}], tmp_path)
+    judged = {g["goal"]: g["met"] for g in report.goals}
+    assert judged["relayed / direct sealed ZeroMQ, 28 MB"] is False
+    assert judged["relay RSS growth / chunk window"] is True
+    assert "28 MB in 1.40 s, 20.0 MB/s, against 600.0 MB/s sealed ZeroMQ (0.0333 x)" in report.tables
+    no_extra = {"relay": {"skipped": "no extra"}}
+    skipped = transport_report([_part(7_000_000, 0.95, 1.5, 0.5), no_extra], tmp_path)
+    assert "Relayed transfer: skipped: no extra" in skipped.tables
+    assert not [g for g in skipped.goals if "relay" in g["goal"]]
