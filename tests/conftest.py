@@ -14,7 +14,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from hypothesis import settings
 
 from swarmd.ledger import Devnet
 from swarmd.ops import DemoData, LocalSwarm, local_swarm, task_file
+from swarmd.ops.netns import NetnsUnavailable, WanNet, list_namespaces
 from swarmd.train import BUNDLES_DIR
 
 # Tests must behave the same on a 2-core CI box and a GPU workstation.
@@ -133,6 +134,30 @@ def run_swarm_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProce
 def swarm_cli():
     """`run_swarm_cli` as a fixture."""
     return run_swarm_cli
+
+
+@contextlib.contextmanager
+def _namespaces(nodes: Mapping[str, int | None]) -> Iterator[WanNet]:
+    wan = WanNet()
+    try:
+        wan.create()
+        for name, rate in nodes.items():
+            wan.add(name, rate)
+    except NetnsUnavailable as exc:
+        wan.teardown()
+        pytest.skip(f"network namespaces unavailable here: {exc}")
+    try:
+        yield wan
+    finally:
+        wan.teardown()
+        assert not [ns for ns in list_namespaces() if ns.startswith(wan.tag)]
+
+
+@pytest.fixture
+def namespaces() -> Callable[..., contextlib.AbstractContextManager[WanNet]]:
+    """`with namespaces({name: rate in bit/s or None}) as wan:` a WanNet with those nodes; skips the test,
+    with the reason, where namespaces cannot be made, and checks on the way out that none is left."""
+    return lambda nodes=None: _namespaces(nodes or {})
 
 
 @pytest.fixture

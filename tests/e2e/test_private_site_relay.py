@@ -33,7 +33,7 @@ from swarmd.config import MetricsSection, load_config, with_chain, write_config
 from swarmd.ledger import Devnet, Ledger, RoundInfo, RoundStatus
 from swarmd.ledger.devnet import find_anvil
 from swarmd.ops import DaemonProcess, LocalConsortium, local_consortium, stop_all, task_file, wait_until
-from swarmd.ops.netns import NetnsUnavailable, WanNet, link_counters, list_namespaces, parse_rate
+from swarmd.ops.netns import WanNet, link_counters, parse_rate
 from swarmd.train import BUNDLES_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain, pytest.mark.long]
@@ -53,22 +53,12 @@ SWARM = {
 
 
 @pytest.fixture
-def net(request: pytest.FixtureRequest) -> Iterator[WanNet]:
+def net(request: pytest.FixtureRequest, namespaces) -> Iterator[WanNet]:
     """The namespaces; `request.param` may shape some links ({"a": "1mbit"})."""
     rates: dict[str, str] = getattr(request, "param", {})
-    wan = WanNet()
-    try:
-        wan.create()
-        for name in ("chain", "a", "b", "c"):
-            wan.add(name, parse_rate(rates[name]) if name in rates else None)
-    except NetnsUnavailable as exc:
-        wan.teardown()
-        pytest.skip(f"network namespaces unavailable here: {exc}")
-    try:
+    nodes = {name: parse_rate(rates[name]) if name in rates else None for name in ("chain", "a", "b", "c")}
+    with namespaces(nodes) as wan:
         yield wan
-    finally:
-        wan.teardown()
-        assert not [ns for ns in list_namespaces() if ns.startswith(wan.tag)]
 
 
 @dataclass

@@ -16,11 +16,9 @@ import pytest
 from harness import PeerProc
 
 from swarmd.ops.netns import (
-    NetnsUnavailable,
     WanNet,
     burst_bytes,
     link_counters,
-    list_namespaces,
     parse_tbf_stats,
 )
 
@@ -32,18 +30,9 @@ N_PARAMS = 400_000  # a 1.6 MB update: about 1.3 s over SLOW, 50 buckets' worth
 
 
 @pytest.fixture
-def net() -> Iterator[WanNet]:
-    wan = WanNet()
-    try:
-        wan.create()
-    except NetnsUnavailable as exc:
-        wan.teardown()
-        pytest.skip(f"network namespaces unavailable here: {exc}")
-    try:
+def net(namespaces) -> Iterator[WanNet]:
+    with namespaces() as wan:
         yield wan
-    finally:
-        wan.teardown()
-        assert not [ns for ns in list_namespaces() if ns.startswith(wan.tag)]
 
 
 def _windowed(pid: int, index: int, during: threading.Thread) -> list[tuple[float, float, int]]:

@@ -8,11 +8,8 @@ most of it four processes importing torch and libp2p."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +19,8 @@ pytest.importorskip("libp2p", reason="the p2p extra is not installed (pip instal
 
 from eth_account import Account
 
-from swarmd.ops.netns import NetnsUnavailable, WanNet, list_namespaces
+from swarmd.bench.relay import PeerProcess
+from swarmd.ops.netns import WanNet
 
 pytestmark = pytest.mark.multiproc
 
@@ -37,59 +35,21 @@ def _curve(name: str) -> str:
 MEMBERS = {_curve(n): [Account.from_key(KEYS[n]).address, []] for n in "abc"}  # x is no member
 
 
-class Peer:
+class Peer(PeerProcess):
     """One `swarmd.bench.p2p_peer` process in a namespace, driven by JSON lines."""
 
     def __init__(self, net: WanNet, name: str, spec: dict[str, Any], members: dict[str, Any]) -> None:
         self.key = KEYS[name]
         self.curve = _curve(name)
-        spec = {**spec, "members": members}
-        argv = net.nodes[name].argv(
-            [sys.executable, "-m", "swarmd.bench.p2p_peer", json.dumps({**spec, "key": self.key.hex()})]
-        )
         env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._read()
-        assert self.info.get("ready"), self.info
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"peer exited with {self.proc.wait(5)}")
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def ask(self, **cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(AssertionError, BrokenPipeError, ValueError):
-                self.ask(op="quit")
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        spec = {**spec, "members": members, "key": self.key.hex()}
+        super().__init__(spec, wrap=net.nodes[name].argv([]), env=env)
 
 
 @pytest.fixture
-def net() -> Iterator[WanNet]:
-    wan = WanNet()
-    try:
-        wan.create()
-        for name in ("a", "b", "c", "x"):
-            wan.add(name, None)
-    except NetnsUnavailable as exc:
-        wan.teardown()
-        pytest.skip(f"network namespaces unavailable here: {exc}")
-    try:
+def net(namespaces) -> Iterator[WanNet]:
+    with namespaces(dict.fromkeys("abcx")) as wan:
         yield wan
-    finally:
-        wan.teardown()
-        assert not [ns for ns in list_namespaces() if ns.startswith(wan.tag)]
 
 
 def _listeners(net: WanNet, name: str) -> str:
