@@ -38,9 +38,14 @@ class PeerProcess:
     def __init__(self, spec: dict[str, Any], wrap: Sequence[str] = (), env: dict[str, str] | None = None):
         argv = [*wrap, sys.executable, "-m", "swarmd.bench.p2p_peer", json.dumps(spec)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._read()
-        if not self.info.get("ready"):
-            raise RuntimeError(f"p2p peer did not start: {self.info}")
+        try:
+            self.info = self._read()
+            if not self.info.get("ready"):
+                raise RuntimeError(f"p2p peer did not start: {self.info}")
+        except (RuntimeError, ValueError):
+            self.proc.kill()  # a peer that never said ready is not left running (nor asked to quit)
+            self.proc.wait()
+            raise
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
