@@ -114,7 +114,7 @@ def _check_fedavg(swarm, r: int) -> None:
 def test_a_member_s_secagg_attacks_are_refused_counted_and_cost_one_round(swarm_root, swarm_factory):
     t0 = time.monotonic()
     with swarm_factory(
-        swarm_root, rounds=2, block_time=1, commit_window=3, leader_timeout=6, start=False, privacy=SECURE
+        swarm_root, rounds=2, block_time=1, commit_window=6, leader_timeout=6, start=False, privacy=SECURE
     ) as swarm:
         honest, site = swarm.consortium.sites[:2], swarm.consortium.sites[2]
         for d in swarm.daemons[:2]:
