@@ -3,10 +3,15 @@ with JSON lines: the relay tests and the relayed-transfer bench run it.
 
 argv[1]: JSON {"key": account key hex, "listen": [multiaddr], "relay": bool, "relays": [multiaddr],
 "model_mb": n, "seed": n, "members": {curve hex: [account, [multiaddr]]}} (the member set it starts
-with: a relay admits only members, so it must know a private site before that site reserves).
-It prints {"ready": true, "peer_id", "account", "addrs", "model_hash"}, then answers one line per command:
+with: a relay admits only members, so it must know a private site before that site reserves), and
+"zmq_bind": endpoint, for a ZeroMQ transport node beside it (sealed bulk, as the daemon's), so a bench
+can time the direct path over the same links.
+It prints {"ready": true, "peer_id", "account", "addrs", "model_hash", "zmq": {"endpoint", "key"} or
+null}, then answers one line per command:
   {"op": "peers", "peers": {curve hex: [account, [multiaddr]]}}        -> {"ok": true}
   {"op": "send", "to": curve hex, "mb": n}                              -> {"ok", "reason", "seconds"}
+  {"op": "zmq_peers", "peers": {key hex: endpoint}}                     -> {"ok": true}
+  {"op": "zmq_send", "to": key hex, "mb": n}                            -> {"ok", "reason", "seconds"}
   {"op": "fetch", "from": curve hex, "hash": hex}                       -> {"ok", "error", "seconds"}
   {"op": "stats"}                                                       -> {"paths", "denied", "rss"}
   {"op": "quit"}
@@ -23,11 +28,13 @@ from typing import Any
 
 import psutil
 import torch
+import zmq
 
 from swarmd import codec
 from swarmd.codec import Manifest
 from swarmd.errors import SwarmError
 from swarmd.transport.handler import PeerId, UpdateHeader, Verdict
+from swarmd.transport.node import Node
 from swarmd.transport.p2p.service import P2PConfig, P2PPeer, P2PService
 
 
@@ -67,19 +74,35 @@ def _say(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _command(svc: P2PService, handler: _Accept, cmd: dict[str, Any]) -> dict[str, Any]:
+async def _command(
+    svc: P2PService, node: Node | None, handler: _Accept, cmd: dict[str, Any], sent: int
+) -> dict[str, Any]:
+    """One command's answer; `sent` numbers this update (the ZeroMQ path keys transfers by round)."""
     op = cmd.get("op")
-    t0 = time.monotonic()
     if op == "peers":
         svc.set_peers({bytes.fromhex(k): P2PPeer(v[0], tuple(v[1])) for k, v in cmd["peers"].items()})
         return {"ok": True}
-    if op == "send":
+    if op == "zmq_peers" and node is not None:
+        node.set_peers({bytes.fromhex(k): v for k, v in cmd["peers"].items()})
+        return {"ok": True}
+    if op in ("send", "zmq_send") and (op == "send" or node is not None):
         state = _model(cmd["mb"], cmd.get("seed", 1))
+        to = bytes.fromhex(cmd["to"])
+        t0 = time.monotonic()  # both paths timed from the state in memory to the receiver's verdict
         try:
-            verdict = await svc.send_update(bytes.fromhex(cmd["to"]), round=1, term=1, state=state)
+            if op == "send":
+                verdict = await svc.send_update(to, round=sent, term=1, state=state)
+            else:
+                assert node is not None
+                payload = codec.encode(state)
+                digest = codec.hash_frames(*payload)
+                verdict = await node.send_update(
+                    to, round=sent, term=1, payload=payload, digest=digest, timeout=300
+                )
         except SwarmError as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.monotonic() - t0}
         return {"ok": verdict.ok, "reason": str(verdict.reason), "seconds": time.monotonic() - t0}
+    t0 = time.monotonic()
     if op == "fetch":
         try:
             got = await svc.fetch_model(
@@ -97,6 +120,15 @@ async def _command(svc: P2PService, handler: _Accept, cmd: dict[str, Any]) -> di
     return {"error": f"unknown op {op!r}"}
 
 
+async def _zmq_node(handler: _Accept, bind: str | None) -> Node | None:
+    if not bind:
+        return None
+    public, secret = zmq.curve_keypair()
+    node = Node(handler, bind=bind, public_key=public, secret_key=secret, max_bytes=1 << 31, bulk="aead")
+    await node.start()
+    return node
+
+
 async def main(spec: dict[str, Any]) -> None:
     model = codec.encode(_model(spec["model_mb"], spec.get("seed", 7))) if spec.get("model_mb") else None
     handler = _Accept(model)
@@ -112,6 +144,7 @@ async def main(spec: dict[str, Any]) -> None:
     if config.relays:
         await svc.wait_reserved(30.0)
     model_hash = codec.hash_frames(*model).hex() if model else None
+    node = await _zmq_node(handler, spec.get("zmq_bind"))
     _say(
         {
             "ready": True,
@@ -119,16 +152,21 @@ async def main(spec: dict[str, Any]) -> None:
             "account": svc.account,
             "addrs": svc.addresses(),
             "model_hash": model_hash,
+            "zmq": {"endpoint": node.endpoint, "key": node.peer_id.hex()} if node else None,
         }
     )
     loop = asyncio.get_running_loop()
+    sent = 0
     try:
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             cmd = json.loads(line)
             if cmd.get("op") == "quit":
                 break
-            _say(await _command(svc, handler, cmd))
+            sent += 1
+            _say(await _command(svc, node, handler, cmd, sent))
     finally:
+        if node is not None:
+            await node.close()
         await svc.close()
 
 

@@ -37,13 +37,15 @@ import zmq
 import zmq.asyncio
 
 from swarmd import codec
-from swarmd.bench.relay import relay_goals, relay_table, run_relay_bench
+from swarmd.bench.relay import relay_goals, relay_table, run_relay_bench, run_relay_link_bench
 from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
+from swarmd.ops.netns import format_rate
 from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
 from swarmd.transport.stream import iter_chunks, payload_buffer
 
 SIZES = (7_000_000, 30_000_000, 100_000_000)
+RELAY_LINKS = (100 * 10**6, 10**9)  # issue 15's hospital links, for the relayed transfer of issue 18
 MODES = ("plain", "plain_work", "aead", "curve")
 LAYER = 1 << 20  # parameters per tensor: a CNN's big layers are ~0.1-2.4M parameters
 
@@ -326,21 +328,31 @@ def _result(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def transport_steps(quick: bool = False) -> list[Step]:
-    """One step per payload size (the smallest only when `quick`), then the relayed transfer (issue 18);
+def transport_steps(quick: bool = False, relay_links: tuple[int, ...] = RELAY_LINKS) -> list[Step]:
+    """One step per payload size (the smallest only when `quick`), then the relayed transfer (issue 18)
+    on 127.0.0.1 and, unless `quick`, over each of `relay_links` (bit/s) between network namespaces;
     `join_sizes` puts them together."""
     sizes = SIZES[:1] if quick else SIZES
     steps: list[Step] = [
         (f"{n / 1e6:.0f}M parameters", partial(run_transport_bench, (n,), quick)) for n in sizes
     ]
-    return [*steps, ("relayed transfer (libp2p)", lambda: {"relay": run_relay_bench(reps=1 if quick else 2)})]
+    steps.append(("relayed transfer (libp2p)", lambda: {"relay": run_relay_bench(reps=1 if quick else 2)}))
+    for rate in () if quick else relay_links:
+        label = f"relayed transfer over {format_rate(rate)} links"
+        steps.append((label, partial(lambda r: {"relay_link": run_relay_link_bench(r)}, rate)))
+    return steps
 
 
 def join_sizes(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One result from `run_transport_bench` results of one size each, and the relayed transfer's."""
+    """One result from `run_transport_bench` results of one size each, and the relayed transfers'."""
     result = _result([row for part in parts for row in part.get("rows", [])])
     relay = next((part["relay"] for part in parts if "relay" in part), None)
-    return result if relay is None else {**result, "relay": relay}
+    links = [part["relay_link"] for part in parts if "relay_link" in part]
+    if relay is not None:
+        result["relay"] = relay
+    if links:
+        result["relay_links"] = links
+    return result
 
 
 def transport_goals(result: dict[str, Any]) -> list[Goal]:
@@ -372,8 +384,8 @@ def transport_report(parts: list[dict[str, Any]], out: Path) -> Report:
     tables = f"Chunks of {result['chunk_mib']} MiB.\n\n" + format_table(result)
     goals = transport_goals(result)
     if "relay" in result:
-        tables += "\n\n" + relay_table(result["relay"])
-        goals += relay_goals(result["relay"])
+        tables += "\n\n" + relay_table(result["relay"], result.get("relay_links", []))
+        goals += relay_goals(result["relay"], result.get("relay_links", []))
     return Report("transport", result, goals, tables, [transport_plot(result, out)])
 
 

@@ -93,17 +93,30 @@ def run_chain(out: Path, quick: bool, members: int = 8) -> dict[str, Any]:
 
 # --- transport --------------------------------------------------------------------------------------
 @bench_app.command("transport")
-def transport_cmd(quick: bool = QUICK, out: Path = OUT) -> None:
-    """Codec and encrypted transfer throughput as ratios to memcpy and plain ZeroMQ."""
+def transport_cmd(
+    quick: bool = QUICK,
+    out: Path = OUT,
+    relay_links: str = typer.Option(
+        "100mbit,1gbit",
+        "--relay-links",
+        help="Link rates for the relayed transfer between network namespaces (needs root; '' for none).",
+    ),
+) -> None:
+    """Codec and encrypted transfer throughput as ratios to memcpy and plain ZeroMQ, and the relayed
+    (libp2p) transfer against direct ZeroMQ."""
+    from swarmd.ops.netns import parse_rate
+
     with cli_errors():
-        run_transport(out, quick)
+        rates = tuple(parse_rate(r) for r in relay_links.split(",") if r.strip())
+        run_transport(out, quick, rates)
 
 
-def run_transport(out: Path, quick: bool) -> dict[str, Any]:
-    from swarmd.bench.transport import transport_report, transport_steps
+def run_transport(out: Path, quick: bool, relay_links: tuple[int, ...] | None = None) -> dict[str, Any]:
+    from swarmd.bench.transport import RELAY_LINKS, transport_report, transport_steps
 
     t0 = time.perf_counter()
-    parts = _steps("transport", transport_steps(quick))
+    links = RELAY_LINKS if relay_links is None else relay_links
+    parts = _steps("transport", transport_steps(quick, links))
     return _write(out, transport_report(parts, out), quick=quick, started=t0)
 
 

@@ -11,6 +11,7 @@ streams and cannot reserve or be relayed.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +30,26 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH
+from libp2p.stream_muxer.yamux import yamux as _yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from swarmd.errors import TransportError
 from swarmd.transport.p2p.keys import account_of
 
 log = logging.getLogger("swarmd.transport.p2p")
+
+# Two tunings of py-libp2p 0.8.1's yamux for bulk streams, both local to the sender or receiver (frame
+# sizes and window updates are each side's choice; a go-libp2p peer sees valid yamux either way):
+# - By default a reader returns receive window for every read, so a reader taking a few KB at a time
+#   (a relay, Noise's 2-byte length prefixes) grants a few KB at a time and the sender cuts its frames
+#   to fit. Granting in batches (half the target window, go-yamux's rule) keeps the frames full.
+# - A full frame (12-byte header + 65524 bytes) is 17 bytes over one Noise message, so every frame went
+#   out as two Noise messages, and through a relay as four. Frames of one Noise message each.
+# 28 MB relayed between namespaces on 1 Gbit/s links, 2 cores: 16 -> 29 -> 38 MB/s (docs/benchmarks.md).
+# An operator's own PY_YAMUX_* setting wins.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+_yamux.MAX_MESSAGE_SIZE = min(_yamux.MAX_MESSAGE_SIZE, MAX_PLAINTEXT_LENGTH)
 
 StreamHandler = Callable[[INetStream, str], Awaitable[None]]
 

@@ -63,10 +63,16 @@ def test_report_renders_codec_and_transfer_tables_and_the_plot(tmp_path: Path) -
     assert [p.name for p in report.plots] == ["transport_throughput.png"] and report.plots[0].exists()
 
 
-def test_steps_run_one_size_each_then_the_relayed_transfer() -> None:
-    assert len(transport_steps(quick=False)) == len(SIZES) + 1
+def test_steps_run_one_size_each_then_the_relayed_transfer_then_each_link() -> None:
+    full = [label for label, _ in transport_steps(quick=False)]
+    assert full[len(SIZES) :] == [
+        "relayed transfer (libp2p)",
+        "relayed transfer over 100mbit links",
+        "relayed transfer over 1gbit links",
+    ]
     quick = [label for label, _ in transport_steps(quick=True)]
-    assert quick == ["7M parameters", "relayed transfer (libp2p)"]
+    assert quick == ["7M parameters", "relayed transfer (libp2p)"]  # no namespaces in the bounded run
+    assert len(transport_steps(relay_links=())) == len(SIZES) + 1
 
 
 RELAY = {
@@ -76,13 +82,32 @@ RELAY = {
 }  # fmt: skip
 
 
-def test_the_relayed_transfer_is_judged_and_told_beside_the_sizes(tmp_path: Path) -> None:
-    report = transport_report([_part(7_000_000, 0.95, 1.5, 0.5), {"relay": RELAY}], tmp_path)
+def _link(rate_bps: int, relayed: float, direct: float) -> dict[str, object]:
+    return {
+        **RELAY, "rate_bps": rate_bps, "relayed_mb_s": relayed, "relayed_seconds": [28 / relayed],
+        "direct_sealed_mb_s": direct, "direct_seconds": [28 / direct], "relayed_vs_direct": relayed / direct,
+    }  # fmt: skip
+
+
+def test_the_relayed_transfer_is_judged_on_each_shaped_link_and_told_beside_the_sizes(tmp_path: Path) -> None:
+    links = [_link(10**8, 11.0, 11.6), _link(10**9, 20.0, 104.0)]
+    parts = [_part(7_000_000, 0.95, 1.5, 0.5), {"relay": RELAY}, *({"relay_link": r} for r in links)]
+    report = transport_report(parts, tmp_path)
     judged = {g["goal"]: g["met"] for g in report.goals}
-    assert judged["relayed / direct sealed ZeroMQ, 28 MB"] is False
-    assert judged["relay RSS growth / chunk window"] is True
-    assert "28 MB in 1.40 s, 20.0 MB/s, against 600.0 MB/s sealed ZeroMQ (0.0333 x)" in report.tables
+    assert judged["relayed / direct sealed ZeroMQ, 28 MB, 100mbit links"] is True  # 0.95
+    assert judged["relayed / direct sealed ZeroMQ, 28 MB, 1gbit links"] is False  # 0.19
+    assert "relayed / direct sealed ZeroMQ, 28 MB" not in judged  # loopback: CPU against CPU, told only
+    for where in ("127.0.0.1", "100mbit links", "1gbit links"):
+        assert judged[f"relay RSS growth / chunk window, {where}"] is True
+    assert "28 MB in 1.40 s, 20.0 MB/s, against 600.0 MB/s sealed ZeroMQ (0.0333 x" in report.tables
+    assert "| 100mbit | relayed | 2.55 | 11.0 | 2.41 | 11.6 | 0.95 | 3.0 |" in report.tables
+    assert "| 1gbit | relayed | 1.40 | 20.0 | 0.27 | 104.0 | 0.19 | 3.0 |" in report.tables
+
+
+def test_a_skipped_relayed_transfer_says_why_and_judges_nothing(tmp_path: Path) -> None:
     no_extra = {"relay": {"skipped": "no extra"}}
-    skipped = transport_report([_part(7_000_000, 0.95, 1.5, 0.5), no_extra], tmp_path)
+    no_netns = {"relay_link": {"skipped": "not root", "rate_bps": 10**8}}
+    skipped = transport_report([_part(7_000_000, 0.95, 1.5, 0.5), no_extra, no_netns], tmp_path)
     assert "Relayed transfer: skipped: no extra" in skipped.tables
+    assert "Relayed transfer over 100mbit links: skipped: not root" in skipped.tables
     assert not [g for g in skipped.goals if "relay" in g["goal"]]
