@@ -47,6 +47,8 @@ def _skip_and_finalize(swarm) -> None:
     doomed = swarm.daemon(victim).start()
     wait_until(doomed.status, 60, interval=0.2, what="the victim's control socket")
     swarm.daemon(first).start()  # it loads its trainer now; the victim waits for the model long before
+    # the last site must find the first one up, or it starts the path from the base model itself
+    wait_until(swarm.daemon(first).status, 60, interval=0.2, what="the first site's control socket")
     swarm.daemon(last).start()
     wait_until(lambda: (doomed.status() or {}).get("phase") == "exchange", 60, 0.2, what="victim waiting")
     doomed.kill()  # SIGKILL, while it waits for the model

@@ -37,7 +37,7 @@ def test_a_spent_budget_stops_one_site_and_every_commit_carries_its_exact_epsilo
         swarm_root,
         rounds=ROUNDS,
         block_time=1,
-        commit_window=4,
+        commit_window=8,  # all three must commit in rounds 0 and 1; a full round closes at once
         leader_timeout=10,
         privacy=PRIVACY,
         start=False,

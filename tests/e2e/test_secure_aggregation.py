@@ -109,9 +109,11 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
     swarm_root, swarm_factory
 ):
     with swarm_factory(
-        swarm_root, rounds=4, block_time=1, commit_window=4, leader_timeout=10, privacy=SECURE
+        # leader_timeout 20: the leader's unmask waits out the killed site (SECAGG_TIMEOUT) on a loaded
+        # box, and no re-election is wanted here; commits=3: the victim must be a committer
+        swarm_root, rounds=4, block_time=1, commit_window=4, leader_timeout=20, privacy=SECURE
     ) as swarm:
-        r, holdout, victim = _hold_one_sender(swarm, range(1, 3))
+        r, holdout, victim = _hold_one_sender(swarm, range(1, 3), commits=3)
         wait_until(
             lambda: (rec := _records(victim).get(r)) is not None and rec.delivered_term >= 0,
             60,

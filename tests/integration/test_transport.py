@@ -214,11 +214,11 @@ def test_an_abandoned_fetch_stops_the_servers_pump_at_once(spawn_peer, loop_node
     while local.node.stats.bytes_in < 8 << 20 and time.monotonic() < end:
         time.sleep(0.005)
     # Hold the fetcher's loop so it grants nothing: B sends its window of chunks, then waits.
-    local.loop.call_soon_threadsafe(time.sleep, 1.5)
+    local.loop.call_soon_threadsafe(time.sleep, 5.0)  # long enough for a starved box to ask B below
     time.sleep(0.5)
     assert b.call("stats")["streams_out"] == 1 and not fetching.done()  # mid-stream
     fetching.cancel()
-    end = time.monotonic() + 10  # not the 60 s stall timeout
+    end = time.monotonic() + 15  # not the 60 s stall timeout (the loop wakes up to 4.5 s from now)
     while b.call("stats")["streams_out"] and time.monotonic() < end:
         time.sleep(0.05)
     stats = b.call("stats")
