@@ -15,7 +15,9 @@ from swarmd.train import BUNDLES_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
-HANDOFF_TIMEOUT = 4.0
+# A waiting site probes the sites before it after this long (and the probe may take as long again): it
+# must outlast a daemon's start on a loaded box (10 s seen), or the victim starts the path itself.
+HANDOFF_TIMEOUT = 10.0
 
 
 def _cyclic_task(root):
