@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psutil
@@ -104,12 +104,13 @@ def _member(name: str) -> tuple[bytes, str, str]:
     return key, hashlib.sha256(key).hexdigest(), str(Account.from_key(key).address)
 
 
-def _start_trio(
+@contextlib.contextmanager
+def _trio(
     sites: dict[str, tuple[bytes, str, str]], ips: dict[str, str], wrap: dict[str, list[str]], zmq: bool
-) -> list[PeerProcess]:
+) -> Iterator[list[PeerProcess]]:
     """Peer processes A (public, relays), C (private: a reservation on A, no listener) and B, each at its
-    address and under its command prefix; with `zmq`, B and C also run a ZeroMQ node (C's listens: the
-    direct path it would have if it were reachable). Returns them as [a, c, b]."""
+    address and under its command prefix, as [a, c, b]; with `zmq`, B and C also run a ZeroMQ node (C's
+    listens: the direct path it would have if it were reachable). Stopped on the way out."""
     members: dict[str, list[Any]] = {curve: [addr, []] for _, curve, addr in sites.values()}
     peers: list[PeerProcess] = []
     try:
@@ -127,28 +128,28 @@ def _start_trio(
             members[sites[name][1]][1] = peers[-1].info["addrs"]  # C's: its circuit address through A
         for p in peers:
             p.ask(op="peers", peers=members)
-        return peers
-    except BaseException:
+        yield peers
+    finally:
         for p in reversed(peers):
             p.stop()
-        raise
 
 
-def _relayed_seconds(
-    b: PeerProcess, to_c: str, mb: float, reps: int, relay_pid: int
-) -> tuple[list[float], int]:
-    """Seconds of each relayed B -> C transfer (after a warm-up) and the relay's peak RSS growth."""
+def _relayed(peers: list[PeerProcess], to_c: str, mb: float, reps: int) -> tuple[list[float], int, str]:
+    """Seconds of each relayed B -> C transfer (after a warm-up), the relay's peak RSS growth meanwhile,
+    and the path B saw to C."""
+    a, _, b = peers
     warm = b.ask(op="send", to=to_c, mb=1.0)
     if not warm.get("ok"):
         raise RuntimeError(f"relayed warm-up transfer failed: {warm}")
     seconds = []
-    with _PeakRss(relay_pid) as rss:
+    with _PeakRss(a.proc.pid) as rss:
         for _ in range(reps):
             sent = b.ask(op="send", to=to_c, mb=mb)
             if not sent.get("ok"):
                 raise RuntimeError(f"relayed transfer failed: {sent}")
             seconds.append(float(sent["seconds"]))
-    return seconds, rss.peak - rss.base
+    path = str(b.ask(op="stats")["paths"].get(to_c, {}).get("path", "?"))
+    return seconds, rss.peak - rss.base, path
 
 
 def _p2p_missing() -> str | None:
@@ -167,15 +168,8 @@ def run_relay_bench(mb: float = MB, reps: int = 2) -> dict[str, Any]:
     from swarmd.bench.transport import _bench_transfer, _state
 
     sites = {n: _member(n) for n in "abc"}
-    peers = _start_trio(sites, dict.fromkeys("abc", "127.0.0.1"), {n: [] for n in "abc"}, zmq=False)
-    a, _, b = peers
-    try:
-        to_c = sites["c"][1]
-        seconds, growth = _relayed_seconds(b, to_c, mb, reps, a.proc.pid)
-        path = b.ask(op="stats")["paths"].get(to_c, {}).get("path", "?")
-    finally:
-        for p in reversed(peers):
-            p.stop()
+    with _trio(sites, dict.fromkeys("abc", "127.0.0.1"), {n: [] for n in "abc"}, zmq=False) as peers:
+        seconds, growth, path = _relayed(peers, sites["c"][1], mb, reps)
     payload = codec.encode(_state(int(mb * 1e6 / 4)))
     direct = _bench_transfer("aead", payload, reps)["gbps"] * 1000
     return _result(mb, path, seconds, direct, growth)
@@ -219,16 +213,9 @@ def _relay_on(net: WanNet, rate_bps: int, mb: float, reps: int) -> dict[str, Any
     nodes = {n: net.add(n, rate_bps) for n in "abc"}
     sites = {n: _member(n) for n in "abc"}
     ips = {n: node.ip for n, node in nodes.items()}
-    peers = _start_trio(sites, ips, {n: node.argv([]) for n, node in nodes.items()}, zmq=True)
-    a, c, b = peers
-    try:
-        to_c = sites["c"][1]
-        seconds, growth = _relayed_seconds(b, to_c, mb, reps, a.proc.pid)
-        path = b.ask(op="stats")["paths"].get(to_c, {}).get("path", "?")
-        direct = _direct_seconds(b, c, mb, reps)
-    finally:
-        for p in reversed(peers):
-            p.stop()
+    with _trio(sites, ips, {n: node.argv([]) for n, node in nodes.items()}, zmq=True) as peers:
+        seconds, growth, path = _relayed(peers, sites["c"][1], mb, reps)
+        direct = _direct_seconds(peers[2], peers[1], mb, reps)
     result = _result(mb, path, seconds, mb / min(direct), growth)
     return {**result, "rate_bps": rate_bps, "direct_seconds": [round(s, 2) for s in direct]}
 

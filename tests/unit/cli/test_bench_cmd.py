@@ -50,3 +50,10 @@ def test_round_refuses_an_unknown_model(tmp_path: Path) -> None:
 def test_round_refuses_sizes_that_are_not_integers(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["bench", "round", "--sizes", "3,five", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "comma-separated integers" in res.output
+
+
+def test_transport_refuses_a_relay_link_that_is_not_a_rate_before_running_anything(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["bench", "transport", "--relay-links", "100mbit,fast", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "not a link rate" in res.output and not list(tmp_path.iterdir())
