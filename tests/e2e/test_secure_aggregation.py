@@ -111,7 +111,12 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
     with swarm_factory(
         # leader_timeout 20: the leader's unmask waits out the killed site (SECAGG_TIMEOUT) on a loaded
         # box, and no re-election is wanted here; commits=3: the victim must be a committer
-        swarm_root, rounds=4, block_time=1, commit_window=4, leader_timeout=20, privacy=SECURE
+        swarm_root,
+        rounds=4,
+        block_time=1,
+        commit_window=4,
+        leader_timeout=20,
+        privacy=SECURE,
     ) as swarm:
         r, holdout, victim = _hold_one_sender(swarm, range(1, 3), commits=3)
         wait_until(
