@@ -10,8 +10,8 @@ For each payload (7M, 30M, 100M float32 parameters) it measures, in one run:
 - receiver memory: the receiving process's peak RSS growth / payload size.
 
 The receiver of every transfer is a separate process (multiprocessing spawn), so sender and receiver
-do not share a GIL. Nothing here is a timed test: it reports what it measures. `transport_report` judges
-the goals and renders the tables and the throughput plot.
+do not share a GIL. Nothing here is a timed test: it reports what it measures.
+`swarmd.bench.transport_report` judges the goals and renders the tables and the throughput plot.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,8 +36,8 @@ import zmq
 import zmq.asyncio
 
 from swarmd import codec
-from swarmd.bench.relay import relay_goals, relay_table, run_relay_bench, run_relay_link_bench
-from swarmd.bench.report import Goal, Report, Step, goal, pyplot, save_figure, table
+from swarmd.bench.relay import run_relay_bench, run_relay_link_bench
+from swarmd.bench.report import Step
 from swarmd.ops.netns import format_rate
 from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
@@ -317,10 +316,11 @@ def run_transport_bench(sizes: tuple[int, ...] = SIZES, quick: bool = False) -> 
         row["aead_vs_curve"] = round(transfer["aead"]["gbps"] / transfer["curve"]["gbps"], 2)
         rows.append(row)
         del state, payload
-    return _result(rows)
+    return result_of(rows)
 
 
-def _result(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def result_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result of one run from its per-size rows."""
     return {
         "rows": rows,
         "chunk_mib": Limits().chunk_size >> 20,
@@ -331,7 +331,7 @@ def _result(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def transport_steps(quick: bool = False, relay_links: tuple[int, ...] = RELAY_LINKS) -> list[Step]:
     """One step per payload size (the smallest only when `quick`), then the relayed transfer (issue 18)
     on 127.0.0.1 and, unless `quick`, over each of `relay_links` (bit/s) between network namespaces;
-    `join_sizes` puts them together."""
+    `transport_report.join_sizes` puts them together."""
     sizes = SIZES[:1] if quick else SIZES
     steps: list[Step] = [
         (f"{n / 1e6:.0f}M parameters", partial(run_transport_bench, (n,), quick)) for n in sizes
@@ -343,140 +343,12 @@ def transport_steps(quick: bool = False, relay_links: tuple[int, ...] = RELAY_LI
     return steps
 
 
-def join_sizes(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One result from `run_transport_bench` results of one size each, and the relayed transfers'."""
-    result = _result([row for part in parts for row in part.get("rows", [])])
-    relay = next((part["relay"] for part in parts if "relay" in part), None)
-    links = [part["relay_link"] for part in parts if "relay_link" in part]
-    if relay is not None:
-        result["relay"] = relay
-    if links:
-        result["relay_links"] = links
-    return result
-
-
-def transport_goals(result: dict[str, Any]) -> list[Goal]:
-    goals = []
-    for r in result["rows"]:
-        label = f"{r['params'] / 1e6:.0f}M"
-        # The zero-copy path only makes views (its "ratio" is many times memcpy); the one-copy path, what
-        # a receiver holding read-only buffers pays, is the one the goal can bind.
-        codec_ratio = r["codec"]["one_copy_ratio"]
-        rss = r["transfer"]["aead"]["rss_growth_ratio"]
-        goals.append(
-            goal(
-                f"codec encode+decode (one copy) / fresh memcpy, {label}",
-                codec_ratio,
-                0.8,
-                codec_ratio >= 0.8,
-            )
-        )
-        goals.append(goal(f"receiver RSS growth / payload, {label}", rss, 2.0, rss < 2.0))
-        if r["params"] <= 30_000_000:  # issue 15: at 7M and 30M parameters
-            sealed = r["aead_vs_plain"]
-            goals.append(goal(f"sealed bulk / plain ZeroMQ, {label}", sealed, 0.5, sealed >= 0.5))
-    return goals
-
-
-def transport_report(parts: list[dict[str, Any]], out: Path) -> Report:
-    """The joined result of `transport_steps` with its goals, tables and plot (written into `out`)."""
-    result = join_sizes(parts)
-    tables = f"Chunks of {result['chunk_mib']} MiB.\n\n" + format_table(result)
-    goals = transport_goals(result)
-    if "relay" in result:
-        tables += "\n\n" + relay_table(result["relay"], result.get("relay_links", []))
-        goals += relay_goals(result["relay"], result.get("relay_links", []))
-    return Report("transport", result, goals, tables, [transport_plot(result, out)])
-
-
-# --- rendering --------------------------------------------------------------------------------------
-def format_table(result: dict[str, Any]) -> str:
-    """Markdown tables of `run_transport_bench`'s result."""
-    codec_head = (
-        "params | MB | memcpy GB/s warm / fresh | codec zero-copy / memcpy | "
-        "codec one-copy / fresh memcpy | content hash GB/s"
-    )
-    codec_rows = [
-        (
-            f"{r['params'] / 1e6:.0f}M",
-            r["mb"],
-            f"{c['memcpy_warm_gbps']:.2f} / {c['memcpy_fresh_gbps']:.2f}",
-            f"{c['zero_copy_ratio']:.1f}",
-            f"{c['one_copy_ratio']:.2f}",
-            f"{c['hash_gbps']:.2f}",
-        )
-        for r in result["rows"]
-        for c in [r["codec"]]
-    ]
-    transfer_head = (
-        "params | plain ZeroMQ GB/s | plain + copy + sha256 GB/s | CURVE + sealed bulk GB/s | "
-        "/ plain | / plain+work | CURVE on bulk GB/s | / plain | sealed / CURVE-bulk | "
-        "receiver RSS growth / payload"
-    )
-    transfer_rows = [
-        (
-            f"{r['params'] / 1e6:.0f}M",
-            *(f"{t[mode]['gbps']:.2f}" for mode in ("plain", "plain_work", "aead")),
-            f"{r['aead_vs_plain']:.2f}",
-            f"{r['aead_vs_plain_work']:.2f}",
-            f"{t['curve']['gbps']:.2f}",
-            f"{r['curve_vs_plain']:.2f}",
-            f"{r['aead_vs_curve']:.2f}",
-            f"{t['aead']['rss_growth_ratio']:.2f}",
-        )
-        for r in result["rows"]
-        for t in [r["transfer"]]
-    ]
-    cpu_head = "params | CPU s per GB moved, sender + receiver: plain | plain + work | sealed | CURVE bulk"
-    cpu_rows = [
-        (
-            f"{r['params'] / 1e6:.0f}M",
-            *(f"{t[mode].get('cpu_s_per_gb', float('nan')):.2f}" for mode in MODES),
-        )
-        for r in result["rows"]
-        for t in [r["transfer"]]
-    ]
-    return (
-        table(codec_head, codec_rows)
-        + "\n\n"
-        + table(transfer_head, transfer_rows)
-        + "\n\n"
-        + table(cpu_head, cpu_rows)
-    )
-
-
-def transport_plot(result: dict[str, Any], out: Path) -> Path:
-    plt = pyplot()
-    labels = {
-        "plain": "plain ZeroMQ",
-        "plain_work": "plain + copy + hash",
-        "aead": "CURVE + AEAD bulk",
-        "curve": "CURVE bulk",
-    }
-    rows = result["rows"]
-    modes = [m for m in rows[0]["transfer"] if all(m in r["transfer"] for r in rows)]
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    width = 0.8 / len(modes)
-    for i, mode in enumerate(modes):
-        ax.bar(
-            [x + i * width for x in range(len(rows))],
-            [r["transfer"][mode]["gbps"] for r in rows],
-            width,
-            label=labels[mode],
-        )
-    ax.set_xticks(
-        [x + 0.4 - width / 2 for x in range(len(rows))], [f"{r['params'] / 1e6:.0f}M" for r in rows]
-    )
-    ax.set_ylabel("GB/s (loopback)")
-    ax.set_title("update transfer throughput")
-    ax.legend()
-    return save_figure(fig, out / "transport_throughput.png")
-
-
 if __name__ == "__main__":  # python -m swarmd.bench.transport [--quick]
     import json
     import sys
 
     res = run_transport_bench(quick="--quick" in sys.argv)
     print(json.dumps(res, indent=1))
+    from swarmd.bench.transport_report import format_table
+
     print(format_table(res))

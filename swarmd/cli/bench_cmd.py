@@ -112,7 +112,8 @@ def transport_cmd(
 
 
 def run_transport(out: Path, quick: bool, relay_links: tuple[int, ...] | None = None) -> dict[str, Any]:
-    from swarmd.bench.transport import RELAY_LINKS, transport_report, transport_steps
+    from swarmd.bench.transport import RELAY_LINKS, transport_steps
+    from swarmd.bench.transport_report import transport_report
 
     t0 = time.perf_counter()
     links = RELAY_LINKS if relay_links is None else relay_links

@@ -1,11 +1,13 @@
-"""`swarmd.bench.transport`: how per-size runs are joined, the goals judged and the tables rendered."""
+"""`swarmd.bench.transport` and `transport_report`: how per-size runs are joined, the goals judged and
+the tables rendered."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from swarmd.bench.transport import SIZES, join_sizes, transport_goals, transport_report, transport_steps
+from swarmd.bench.transport import SIZES, transport_steps
+from swarmd.bench.transport_report import join_sizes, transport_goals, transport_report
 
 
 def _part(params: int, one_copy: float, rss: float, aead_vs_plain: float) -> dict[str, Any]:
