@@ -143,11 +143,13 @@ class SecureSide(TranscriptSide):
     async def await_keys(self, r: int) -> None:
         """Before masking, give every active member the chance to advertise: our commit closes the keys.
 
-        Waits until all have, or `commit_window` blocks after the round opened (a member that is down
-        costs each round that long), or that many blocks' worth of seconds (blocks may not come)."""
+        Waits until all have, or `commit_window` blocks after the round opened or this site came to it,
+        whichever is later (a member that is down costs each round that long; a round that opened before
+        this daemon was up, as round 0 at a swarm's start, still gives the others a window), or that many
+        blocks' worth of seconds (blocks may not come)."""
         info = await self.chain(self.ledger.round, r)
         window = self.task.swarm.commit_window
-        deadline = info.opened_block + window
+        deadline = max(info.opened_block, await self.block_number()) + window
         give_up = time.monotonic() + window * (self.blocks.seconds_per_block() or 1.0)
         while True:
             advertised = {a.site.lower() for a in await self.chain(self.ledger.advertised_keys, r)}

@@ -110,11 +110,12 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
 ):
     with swarm_factory(
         # leader_timeout 20: the leader's unmask waits out the killed site (SECAGG_TIMEOUT) on a loaded
-        # box, and no re-election is wanted here; commits=3: the victim must be a committer
+        # box, and no re-election is wanted here; commits=3: the victim must be a committer, and
+        # commit_window 8 lets all three commit on a loaded box (commits 5 s apart were seen)
         swarm_root,
         rounds=4,
         block_time=1,
-        commit_window=4,
+        commit_window=8,
         leader_timeout=20,
         privacy=SECURE,
     ) as swarm:
