@@ -46,7 +46,7 @@ log = logging.getLogger("swarmd.transport.p2p")
 #   to fit. Granting in batches (half the target window, go-yamux's rule) keeps the frames full.
 # - A full frame (12-byte header + 65524 bytes) is 17 bytes over one Noise message, so every frame went
 #   out as two Noise messages, and through a relay as four. Frames of one Noise message each.
-# 28 MB relayed between namespaces on 1 Gbit/s links, 2 cores: 16 -> 29 -> 38 MB/s (docs/benchmarks.md).
+# 28 MB relayed between namespaces on 1 Gbit/s links, 2 quiet cores: 27.9 -> 39.0 MB/s (docs/benchmarks.md).
 # An operator's own PY_YAMUX_* setting wins.
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 _yamux.MAX_MESSAGE_SIZE = min(_yamux.MAX_MESSAGE_SIZE, MAX_PLAINTEXT_LENGTH)
