@@ -55,6 +55,9 @@ class ChainSection:
     contract: str = ""  # 0x address of the deployed SwarmLedger; empty until `swarm join`
     poa: bool = False  # QBFT/Clique-style extraData needs web3's POA middleware
     poll_interval: float = 0.5
+    # The same node's websocket (eth_subscribe newHeads): the daemon reads the chain as each block is
+    # mined instead of at its next poll. Empty: polling only. anvil serves it on the RPC port.
+    ws_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,11 @@ def validate_config(cfg: SiteConfig) -> None:
     check_site_name(cfg.site.name)
     _validate_reach(cfg.transport)
     check_rpc_url(cfg.chain.rpc_url)
+    if cfg.chain.ws_url and (problem := ws_url_problem(cfg.chain.ws_url)) is not None:
+        raise ConfigError(
+            f"chain.ws_url {cfg.chain.ws_url!r}: {problem}",
+            hint="the chain node's websocket endpoint, e.g. ws://127.0.0.1:8546, or leave it out to poll",
+        )
     if cfg.transport.bulk not in ("aead", "curve"):
         raise ConfigError(f"transport.bulk must be aead or curve, got {cfg.transport.bulk!r}")
     contract = cfg.chain.contract
@@ -282,6 +290,22 @@ def check_rpc_url(url: str, label: str = "chain.rpc_url") -> str:
     if not parts.hostname or port == 0:
         raise ConfigError(f"{label} names no host and port: {url!r}", hint=hint)
     return url
+
+
+def ws_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the chain node's websocket endpoint (`chain.ws_url`), or None when it can."""
+    if not isinstance(url, str) or any(c.isspace() for c in url):
+        return "not a URL"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("ws", "wss"):
+        return "must be a ws:// or wss:// URL"
+    if not parts.hostname or port == 0:
+        return "names no host and port"
+    return None
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SiteConfig:

@@ -20,6 +20,12 @@ def init(
     name: str = typer.Option(..., help="Human-readable site name, e.g. 'charite'."),
     task: Path = typer.Option(..., help="The consortium's swarm.toml."),
     rpc_url: str = typer.Option("http://127.0.0.1:8545", "--rpc", help="Ethereum JSON-RPC endpoint."),
+    ws_url: str = typer.Option(
+        "",
+        "--ws",
+        help="The same node's websocket, e.g. ws://127.0.0.1:8546: new blocks are pushed, so the "
+        "daemon reacts to each at once instead of at its next poll. Default: poll only.",
+    ),
     bind: str = typer.Option("tcp://0.0.0.0:7700", help="ZeroMQ address to bind."),
     endpoint: str = typer.Option(
         ..., help="Address peers dial, published on chain, e.g. tcp://site.example:7700."
@@ -47,6 +53,7 @@ def init(
             rpc_url=rpc_url,
             bind=bind,
             endpoint=endpoint,
+            ws_url=ws_url,
             data_list=data_list,
             state_dir=state_dir,
             passphrase_file=passphrase_file,

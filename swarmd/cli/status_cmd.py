@@ -38,7 +38,7 @@ def status(
     t.add_row("phase", f"{st['phase']} for {now - st['phase_since']:.0f}s")
     leader = st["leader"]
     t.add_row("leader", f"{escape(names.get(leader, leader)) if leader else '-'} (term {st['term']})")
-    t.add_row("chain", "reachable" if st["chain_ok"] else "[red]unreachable, retrying[/]")
+    t.add_row("chain", _chain(st))
     seen = sorted(st["peers_seen"].items())
     peers = ", ".join(f"{escape(names.get(a, a[:10] + '..'))} {now - ts:.0f}s ago" for a, ts in seen)
     t.add_row("peers seen", peers or "-")
@@ -100,3 +100,14 @@ def _membership(standing: str) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command()(status)
+
+
+def _chain(st: dict[str, Any]) -> str:
+    if not st["chain_ok"]:
+        return "[red]unreachable, retrying[/]"
+    heads = st.get("chain_heads", "off")
+    if heads == "pushed":
+        return "reachable, new blocks pushed"
+    if heads == "lost":
+        return "reachable, [yellow]polling: the websocket for new blocks is down, reconnecting[/]"
+    return "reachable, polling"

@@ -86,6 +86,7 @@ class Daemon:
             metrics=metrics,
             poll_interval=cfg.chain.poll_interval,
             eval_list=cfg.site.eval_list,
+            heads_url=cfg.chain.ws_url,
         )
         self.driver.setup_secure(state_dir)
         self.driver.faults = self.faults

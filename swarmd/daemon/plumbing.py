@@ -30,6 +30,7 @@ from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert, LedgerError
 from swarmd.ledger import Ledger, Member, MemberStatus
 from swarmd.ledger import errors as reverts
+from swarmd.ledger.heads import HeadWatch
 from swarmd.task import Task
 
 log = logging.getLogger("swarmd.rounds")
@@ -96,6 +97,7 @@ class RoundPlumbing:
         metrics: Metrics,
         poll_interval: float,
         eval_list: Path | None = None,
+        heads_url: str = "",
     ) -> None:
         self.task = task
         self.ledger = ledger
@@ -129,6 +131,9 @@ class RoundPlumbing:
         )
         self.blocks = BlockClock()
         self._peers_set = False  # the node has been given the member list once
+        self.heads = HeadWatch(heads_url, self.saw_head, self.heads_link) if heads_url else None
+        if self.heads is not None:
+            state.chain_heads = "lost"  # until the first subscription is up
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
 
@@ -177,6 +182,14 @@ class RoundPlumbing:
 
     def nudge(self) -> None:
         self._nudged.set()
+
+    def saw_head(self, block: int) -> None:
+        """A new block, pushed by the node (`chain.ws_url`): whatever the round waits for may be in it."""
+        self.blocks.saw(block)
+        self.nudge()
+
+    def heads_link(self, live: bool) -> None:
+        self.state.chain_heads = "pushed" if live else "lost"
 
     def checkpoint(self) -> None:
         if self.stopping.is_set():

@@ -82,12 +82,15 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         self.serve_committed()  # at once: a site restarted after the last round never plays one again
         await self.rebuild_budget()
         follower = asyncio.ensure_future(self.follow_members())
+        heads = asyncio.ensure_future(self.heads.run()) if self.heads is not None else None
         try:
             await self.rounds()
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in (follower, heads):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def rounds(self) -> None:
         await self.ensure_initial_model()

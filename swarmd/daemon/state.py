@@ -123,6 +123,7 @@ class DaemonState:
     rounds_total: int = 0
     phase_since: float = field(default_factory=time.time)
     chain_ok: bool = True
+    chain_heads: str = "off"  # `chain.ws_url`: "pushed" while the node pushes new heads, "lost" while not
     problems: Problems = field(default_factory=Problems)
 
     def enter(self, phase: Phase, round_: int | None = None) -> None:

@@ -97,6 +97,11 @@ def _pid_is_anvil(pid: int) -> bool:
     return b"anvil" in first.rsplit(b"/", 1)[-1]  # also "anvil-1.7" and the like via SWARMD_ANVIL
 
 
+def anvil_ws_url(rpc_url: str) -> str:
+    """anvil answers websockets on its JSON-RPC port: the `chain.ws_url` of a site on a devnet."""
+    return "ws" + rpc_url.removeprefix("http") if rpc_url.startswith("http") else rpc_url
+
+
 @dataclass
 class Devnet:
     """A running anvil. Owns the process when it started it (or was attached to a pid)."""

@@ -18,6 +18,7 @@ from swarmd.daemon.site import site_ledger
 from swarmd.errors import ConfigError, LedgerError
 from swarmd.fsutil import atomic_write_text
 from swarmd.ledger import Ledger, MemberStatus
+from swarmd.ledger.devnet import anvil_ws_url
 from swarmd.ops.p2pnet import p2p_transports
 from swarmd.ops.provision import DEV_KDF_ITERATIONS, create_site, deploy_params, site_config
 from swarmd.task import load_task
@@ -134,7 +135,7 @@ def local_consortium(
             eval_list=test_list,
         )
         cfg = dataclasses.replace(
-            with_chain(cfg, contract=ledger.address, poll_interval=0.25),
+            with_chain(cfg, contract=ledger.address, poll_interval=0.25, ws_url=anvil_ws_url(rpc_url)),
             train=TrainSection(device="cpu", threads=1),
             metrics=MetricsSection(bind=f"127.0.0.1:{ports[i] + 2}"),
             transport=dataclasses.replace(cfg.transport, **reach[i]),

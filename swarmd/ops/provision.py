@@ -48,6 +48,7 @@ def site_config(
     rpc_url: str,
     bind: str,
     endpoint: str,
+    ws_url: str = "",
     data_list: Path | None = None,
     eval_list: Path | None = None,
     state_dir: Path | None = None,
@@ -69,7 +70,7 @@ def site_config(
             passphrase_file=(passphrase_file or keys / "passphrase").resolve(),
             curve_secret=keys / "curve.key",
         ),
-        chain=ChainSection(rpc_url=rpc_url),
+        chain=ChainSection(rpc_url=rpc_url, ws_url=ws_url),
         transport=TransportSection(bind=bind, endpoint=endpoint),
     )
 

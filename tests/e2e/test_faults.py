@@ -91,8 +91,12 @@ def test_chain_outage_daemons_retry_and_catch_up(swarm_root, swarm_factory):
             final = swarm.ledger.round(1)
             assert final.status == RoundStatus.FINALIZED
             assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
+            # the websocket for new heads (chain.ws_url) is reconnected too, with backoff
+            pushed = lambda: {st["chain_heads"] for st in swarm.statuses()} == {"pushed"}  # noqa: E731
+            wait_until(pushed, 60, what="every daemon to follow the new heads again")
         assert all(d.alive() for d in swarm.daemons)  # nobody crashed during the outage
         assert any(not st["chain_ok"] for st in outage), "no daemon noticed the chain was gone"
+        assert any(st["chain_heads"] == "lost" for st in outage), "no daemon saw its head socket drop"
 
 
 def test_late_site_catches_up_from_peers_and_joins_the_next_round(swarm_root, swarm_factory):
@@ -111,7 +115,9 @@ def test_late_site_catches_up_from_peers_and_joins_the_next_round(swarm_root, sw
         joined = [r for r in (1, 2, 3, 4) if late_address in swarm.ledger.round(r).included]
         assert joined, "the late site never contributed"
         final = swarm.ledger.round(4)
-        assert {st["last_merged_hash"] for st in swarm.statuses()} == {"0x" + final.merged_hash.hex()}
+        statuses = swarm.statuses()
+        assert {st["last_merged_hash"] for st in statuses} == {"0x" + final.merged_hash.hex()}
+        assert {st["chain_heads"] for st in statuses} == {"pushed"}  # anvil's websocket (chain.ws_url)
 
 
 def _received(journal_path, r: int) -> dict:

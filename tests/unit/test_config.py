@@ -55,6 +55,10 @@ def test_env_override_wins(tmp_path: Path) -> None:
         ({"chain": {"rpc_url": "ws://127.0.0.1:8546"}}, "http:// or https://"),
         ({"chain": {"rpc_url": "http://:8545"}}, "names no host"),
         ({"chain": {"rpc_url": "http://x", "contract": "0x" + "g" * 40}}, "20-byte address"),
+        ({"chain": {"rpc_url": "http://x", "ws_url": "http://x:8546"}}, "ws_url .*ws:// or wss://"),
+        ({"chain": {"rpc_url": "http://x", "ws_url": "ws://x:port"}}, "ws_url .*not a valid URL"),
+        ({"chain": {"rpc_url": "http://x", "ws_url": "ws://:8546"}}, "ws_url .*names no host"),
+        ({"chain": {"rpc_url": "http://x", "ws_url": "ws://a b"}}, "ws_url .*not a URL"),
         ({"site": {**GOOD["site"], "name": "St Mary"}}, "site.name 'St Mary': a site name is ASCII letters"),
         ({"site": {**GOOD["site"], "name": "0xC0ffee"}}, "must not start with 0x"),
     ],
@@ -85,6 +89,14 @@ def test_a_bad_rpc_url_from_the_environment_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"chain\.rpc_url is not a URL") as info:
         parse_config(GOOD, tmp_path, env={"SWARMD_CHAIN_RPC_URL": "not a url"})
     assert info.value.hint and "http://127.0.0.1:8545" in info.value.hint
+
+
+def test_a_websocket_for_new_heads_is_optional_and_may_come_from_the_environment(tmp_path: Path) -> None:
+    assert parse_config(GOOD, tmp_path, env={}).chain.ws_url == ""
+    cfg = parse_config(GOOD, tmp_path, env={"SWARMD_CHAIN_WS_URL": "wss://node.example:8546"})
+    assert cfg.chain.ws_url == "wss://node.example:8546"
+    again = load_config(write_config(cfg, tmp_path / "site.toml"), env={})
+    assert again.chain.ws_url == "wss://node.example:8546"
 
 
 @pytest.mark.parametrize("name", ["charite", "site-a", "St.Marys_2", "a", "x" * SITE_NAME_MAX])

@@ -66,7 +66,11 @@ def _init(tmp_path: Path, name: str, *extra: str) -> list[str]:
 def test_init_refuses_a_bad_rpc_or_endpoint_before_writing_anything(tmp_path: Path) -> None:
     _fails(_init(tmp_path, "a", "--rpc", "not a url"), 2, "ConfigError", "chain.rpc_url")
     _fails(_init(tmp_path, "b", "--bind", "7000"), 2, "ConfigError", "transport.bind")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    _fails(_init(tmp_path, "c", "--ws", "http://127.0.0.1:8546"), 2, "ConfigError", "chain.ws_url")
+    assert not any((tmp_path / n).exists() for n in "abc")
+    res = CliRunner().invoke(app, _init(tmp_path, "d", "--ws", "ws://127.0.0.1:8546"))
+    assert res.exit_code == 0, res.output
+    assert 'ws_url = "ws://127.0.0.1:8546"' in (tmp_path / "d" / "site.toml").read_text()
 
 
 def test_join_never_records_a_malformed_contract(tmp_path: Path) -> None:
