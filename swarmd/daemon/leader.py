@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import torch
 
 from swarmd.aio import wait_within
-from swarmd.codec import Manifest, content_hash
+from swarmd.codec import Digest, Manifest
 from swarmd.compress import Encoding
 from swarmd.daemon.accounting import NOT_DELIVERED, exclusion_reasons, finalize_outcomes
 from swarmd.daemon.cyclic import HANDOFF_TERM, CyclicSide
@@ -121,11 +121,11 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
             await self.limit_stalls(info, update_bytes, ceiling)
             self.exchange = exchange
             with RssPeak() as rss:
-                self.offer_stored(exchange, self.me, own)
+                self.offer_stored(exchange, self.me, own, self.own_update(r))
                 del own
                 # Updates this leader accepted before a crash are on disk: fold them in again.
                 for sender, h in rec.received.items():
-                    self.offer_stored(exchange, sender, self.store.get(h, keep=False))
+                    self.offer_stored(exchange, sender, self.store.get(h, keep=False), h)
                 await self.collect(exchange, info)
                 done = await self.merge(r, info.term, exchange, masked)
                 if done is None:
@@ -175,7 +175,7 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
         cannot be unmasked."""
         self.set_phase(Phase.MERGE, r)
         exchange.close()
-        await asyncio.to_thread(exchange.fold, self.store.open)
+        await asyncio.to_thread(exchange.fold, self.store.open_update)
         if masked is not None and not await self.unmasked(r, term, masked):
             return None
         merged, included = exchange.result()
@@ -217,9 +217,12 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
             stall,
         )
 
-    def offer_stored(self, exchange: Exchange, sender: str, state: Mapping[str, torch.Tensor]) -> None:
+    def offer_stored(
+        self, exchange: Exchange, sender: str, state: Mapping[str, torch.Tensor], digest: Digest
+    ) -> None:
+        """Offer an update from this site's store, whose content hash `digest` the store checked."""
         try:
-            exchange.offer(sender, state, content_hash(state))
+            exchange.offer(sender, state, digest)
         except InvalidUpdate as exc:
             log.error("round %d: stored update of %s not merged: %s", exchange.round, sender, exc)
 

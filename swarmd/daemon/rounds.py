@@ -217,7 +217,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
             update = self.budget.privatize(update, base)
         if self.compressor is not None:  # after the noise: compression is post-processing, DP holds
             update = await asyncio.to_thread(self.compressor.compress, r, update)
-        plain_hash = self.store.put(update)
+        plain_hash = await asyncio.to_thread(self.store.put, update)  # hash, write, fsync: off the loop
         self.journal.update(
             r,
             base_hash=Digest(info.base_hash),
@@ -313,7 +313,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         digest = self.own_update(r)
         update = self.store.get(digest)
         leader = info.leader or ""
-        delay = 0.1
+        delay = 0.05  # a leader that saw the election with us opens its exchange a few ms later
         while True:
             self.checkpoint()
             if leader not in self.peers.endpoints:

@@ -286,6 +286,15 @@ class ModelStore(CheckpointStore):
             self._remember(h, state)
         return state
 
+    def open_update(self, h: bytes) -> Mapping[str, torch.Tensor]:
+        """A model held in memory as it is (its hash was checked when it came in), else the stored file,
+        verified and read one tensor at a time (`open`): how the leader's merge reads the updates, its
+        own from memory."""
+        with self._lock:
+            if h in self._recent:
+                return self._recent[h]
+        return super().open(h)
+
     def holds(self, h: bytes) -> bool:
         """In memory or on disk: a model we can serve (it may not be durable yet)."""
         with self._lock:

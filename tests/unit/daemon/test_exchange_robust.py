@@ -162,7 +162,8 @@ async def test_the_leaders_merge_step_folds_krum_from_its_store_and_leaves_the_o
             is_diff=False,
         )
         for site in SITES:
-            d.offer_stored(ex, site, d.store.open(ex.expected[site][0]))
+            h = ex.expected[site][0]
+            d.offer_stored(ex, site, d.store.open(h), h)
         done = await d.merge(2, 1, ex, None)
         assert done is not None
         merged, included = done

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from swarmd.checkpoint import CorruptCheckpointError
 from swarmd.codec import Digest, content_hash
 from swarmd.daemon.store import Journal, ModelStore
 from swarmd.errors import CheckpointError, JournalError
@@ -104,3 +105,21 @@ def test_model_store_a_deleted_file_is_still_a_checkpoint_error_when_not_kept(tm
     store.path(h).unlink()
     with pytest.raises(CheckpointError, match="no checkpoint"):
         store.get(h)
+
+
+def test_model_store_opens_a_held_update_from_memory_and_a_received_one_verified_from_disk(tmp_path):
+    """What the leader's merge folds: its own update as held, a received (not kept) one read back from
+    its file and checked against its hash first."""
+    store = ModelStore(tmp_path / "ckpt")
+    own, received = _model(7), _model(8)
+    h_own = store.put(own)
+    h_received = store.put(received, content_hash(received), keep=False)
+    assert store.open_update(h_own)["w"] is own["w"]  # no file read, no re-hash
+    lazy = store.open_update(h_received)
+    assert not isinstance(lazy, dict) and torch.equal(lazy["w"], received["w"])
+    path = store.path(h_received)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # a flipped bit in the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptCheckpointError, match="does not match its hash"):
+        store.open_update(h_received)
