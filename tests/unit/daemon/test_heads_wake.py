@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from swarmd.cli.status_cmd import _chain
+from swarmd.daemon import plumbing
 from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import RoundDriver
 from swarmd.daemon.state import DaemonState
@@ -59,4 +60,46 @@ async def test_without_a_websocket_the_site_polls(tmp_path) -> None:
         d.state.chain_ok = False
         assert "unreachable" in _chain(d.state.snapshot())
     finally:
+        d.close()
+
+
+async def test_with_heads_pushed_the_member_list_is_read_after_a_new_block_or_a_while(tmp_path, monkeypatch):
+    """Members change only in a block: while heads are pushed, a poll with no new block skips the
+    member list (the dearest read), though never for longer than FOLLOW_AT_LEAST; the block clock
+    runs on the heads. Without them, every poll reads both, as before."""
+    monkeypatch.setattr(plumbing, "FOLLOW_AT_LEAST", 0.5)
+    d = _driver(tmp_path, "ws://127.0.0.1:8546")
+    d.poll = 0.01
+    reads: list[int | None] = []
+    clock_reads: list[int] = []
+
+    async def refresh_members() -> None:
+        reads.append(d.blocks.latest)
+
+    async def block_number() -> int:
+        clock_reads.append(1)
+        return 0
+
+    d.refresh_members = refresh_members  # type: ignore[method-assign]
+    d.block_number = block_number  # type: ignore[method-assign]
+    assert d.heads is not None
+    d.heads.connected = True
+    d.saw_head(10)
+    follower = asyncio.ensure_future(d.follow_members())
+    try:
+        await asyncio.sleep(0.2)
+        assert reads == [10]  # about 20 polls, one new block
+        d.saw_head(11)
+        await asyncio.sleep(0.1)
+        assert reads == [10, 11]
+        await asyncio.sleep(0.6)
+        assert reads[2:3] == [11]  # no block for FOLLOW_AT_LEAST: read all the same
+        assert clock_reads == []
+        d.heads.connected = False  # the socket is down: poll as without it
+        before = len(reads)
+        await asyncio.sleep(0.2)
+        assert len(reads) - before > 5 and len(clock_reads) > 5
+    finally:
+        d.stopping.set()
+        await asyncio.wait_for(follower, 5)
         d.close()
