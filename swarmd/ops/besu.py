@@ -128,6 +128,11 @@ def node_config(host: str, p2p_port: int, rpc_port: int, enodes: Sequence[str]) 
         'rpc-http-host = "127.0.0.1"\n'
         f"rpc-http-port = {rpc_port}\n"
         'rpc-http-api = ["ETH", "NET", "WEB3", "QBFT"]\n'
+        "# The daemon's chain.ws_url (swarm init --ws): new blocks pushed instead of polled.\n"
+        "rpc-ws-enabled = true\n"
+        'rpc-ws-host = "127.0.0.1"\n'
+        f"rpc-ws-port = {rpc_port + 1}\n"
+        'rpc-ws-api = ["ETH", "NET", "WEB3"]\n'
         'host-allowlist = ["localhost", "127.0.0.1"]\n'
         "min-gas-price = 0\n"
     )

@@ -57,6 +57,7 @@ def test_the_kit_for_four_hospitals(tmp_path) -> None:
         assert enode == f"enode://{account._key_obj.public_key.to_hex()[2:]}@{host}:30303"
         cfg = tomllib.loads((node.folder / "config.toml").read_text())
         assert (cfg["p2p-host"], cfg["p2p-port"], cfg["rpc-http-port"]) == (host, 30303, 8545)
+        assert (cfg["rpc-ws-enabled"], cfg["rpc-ws-host"], cfg["rpc-ws-port"]) == (True, "127.0.0.1", 8546)
         assert (
             cfg["node-private-key-file"] == "key"
             and enode not in cfg["bootnodes"]
