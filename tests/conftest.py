@@ -22,9 +22,14 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hypothesis import settings
 
+from swarmd.daemon.metrics import Metrics
+from swarmd.daemon.rounds import RoundDriver
+from swarmd.daemon.state import DaemonState
+from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import Devnet
 from swarmd.ops import DemoData, LocalSwarm, local_swarm, task_file
 from swarmd.ops.netns import NetnsUnavailable, WanNet, list_namespaces
+from swarmd.task import Task, load_task
 from swarmd.train import BUNDLES_DIR
 
 # Tests must behave the same on a 2-core CI box and a GPU workstation.
@@ -53,6 +58,44 @@ def devnet() -> Iterator[Devnet]:
 @pytest.fixture(scope="session")
 def accounts(devnet: Devnet) -> list[LocalAccount]:
     return [Account.from_key(k) for k in devnet.dev_keys]
+
+
+# --- one round driver over fakes (tests/unit/daemon) ----------------------------------------------------
+@pytest.fixture
+def unit_driver(tmp_path: Path) -> Iterator[Callable[..., RoundDriver]]:
+    """`unit_driver(ledger=..., node=..., address=..., poll=..., task=...)`: a RoundDriver over the given
+    fakes and no trainer, running the DenseNet example task unless `task` says otherwise, its store and
+    journal under tmp_path; every driver built is closed after the test."""
+    built: list[RoundDriver] = []
+
+    def build(
+        *,
+        ledger: object = None,
+        node: object = None,
+        address: str = "0x" + "1" * 40,
+        poll: float = 30.0,
+        task: Task | None = None,
+        **kwargs: object,
+    ) -> RoundDriver:
+        state = DaemonState(site="a", address=address)
+        d = RoundDriver(
+            task=task or load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
+            ledger=ledger,  # type: ignore[arg-type]
+            node=node,  # type: ignore[arg-type]
+            trainer=None,  # type: ignore[arg-type]
+            store=ModelStore(tmp_path / "ckpt", problems=state.problems),
+            journal=Journal.recover(tmp_path / "journal.json", state.problems),
+            state=state,
+            metrics=Metrics(),
+            poll_interval=poll,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        built.append(d)
+        return d
+
+    yield build
+    for d in built:
+        d.close()
 
 
 # --- a real local swarm (tests/e2e, tests/fault) ------------------------------------------------

@@ -5,14 +5,10 @@ faked chain whose block advances one per read and on which the peer never advert
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
-from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import RoundDriver
-from swarmd.daemon.state import DaemonState
-from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import Member, MemberStatus, RoundInfo, RoundStatus
 from swarmd.task import load_task
 from swarmd.train import BUNDLES_DIR
@@ -44,28 +40,17 @@ class SlowChain:
 
 
 @pytest.fixture
-async def driver(tmp_path) -> AsyncIterator[RoundDriver]:
+def driver(unit_driver, tmp_path) -> RoundDriver:
     task = load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml")
     task = dataclasses.replace(
         task,
         privacy=dataclasses.replace(task.privacy, secure_aggregation=True),
         swarm=dataclasses.replace(task.swarm, commit_window=WINDOW),
     )
-    d = RoundDriver(
-        task=task,
-        ledger=SlowChain(0, 0),  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "checkpoints"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=ME),
-        metrics=Metrics(),
-        poll_interval=0.001,
-    )
+    d = unit_driver(ledger=SlowChain(0, 0), address=ME, poll=0.001, task=task)
     d.setup_secure(tmp_path / "state")
     d.peers.update([Member(PEER, PeerId(b"\x07" * 32), "tcp://peer", MemberStatus.ACTIVE)])
-    yield d
-    d.close()
+    return d
 
 
 @pytest.mark.parametrize(

@@ -5,20 +5,13 @@ and journaled before it answers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import torch
 
 from swarmd.codec import Manifest, content_hash
 from swarmd.daemon.cyclic import HANDOFF_TERM, Handoff
-from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import RoundDriver
-from swarmd.daemon.state import DaemonState
-from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import CommitInfo, Member, MemberStatus, RoundInfo, RoundStatus
-from swarmd.task import load_task
-from swarmd.train import BUNDLES_DIR
 from swarmd.transport import Refusal, UpdateHeader
 
 ME = "0x" + "a1" * 20
@@ -40,21 +33,11 @@ class FakeLedger:
 
 
 @pytest.fixture
-async def receiver(tmp_path) -> AsyncIterator[RoundDriver]:
-    d = RoundDriver(
-        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
-        ledger=FakeLedger(),  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]  # the receiver's checks never reach the transport or trainer
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "ckpt"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=ME),
-        metrics=Metrics(),
-        poll_interval=30.0,
-    )
+def receiver(unit_driver) -> RoundDriver:
+    # the receiver's checks never reach the transport or the trainer
+    d = unit_driver(ledger=FakeLedger(), address=ME)
     d.peers.update([Member(a, KEYS[a], "tcp://x", MemberStatus.ACTIVE) for a in (SENDER, EARLIER)])
-    yield d
-    d.close()
+    return d
 
 
 def _header(digest: bytes = DIGEST, r: int = 2) -> UpdateHeader:

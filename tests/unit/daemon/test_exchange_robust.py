@@ -130,45 +130,25 @@ class _FakeLedger:
     address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 
 
-async def test_the_leaders_merge_step_folds_krum_from_its_store_and_leaves_the_outlier_out(tmp_path):
+async def test_the_leaders_merge_step_folds_krum_from_its_store_and_leaves_the_outlier_out(unit_driver):
     """RoundDriver.merge, the leader's own path: its stored updates, read back lazily, into Krum."""
-    from swarmd.daemon.metrics import Metrics
-    from swarmd.daemon.rounds import RoundDriver
-    from swarmd.daemon.state import DaemonState
-    from swarmd.daemon.store import ModelStore
-    from swarmd.task import load_task
-    from swarmd.train import BUNDLES_DIR
-
-    d = RoundDriver(
-        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
-        ledger=_FakeLedger(),  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]  # the merge step never reaches the transport or the trainer
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "ckpt"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=SITES[0]),
-        metrics=Metrics(),
-        poll_interval=30.0,
+    d = unit_driver(ledger=_FakeLedger(), address=SITES[0])  # the merge never reaches the transport
+    evil = SITES[1]
+    base, ups = _round(evil=evil)
+    ex = Exchange(
+        round=2,
+        term=1,
+        expected={s: (d.store.put(u), 10) for s, u in ups.items()},
+        base=base,
+        rule=get_rule("krum", f=1, m=3),
+        is_diff=False,
     )
-    try:
-        evil = SITES[1]
-        base, ups = _round(evil=evil)
-        ex = Exchange(
-            round=2,
-            term=1,
-            expected={s: (d.store.put(u), 10) for s, u in ups.items()},
-            base=base,
-            rule=get_rule("krum", f=1, m=3),
-            is_diff=False,
-        )
-        for site in SITES:
-            h = ex.expected[site][0]
-            d.offer_stored(ex, site, d.store.open(h), h)
-        done = await d.merge(2, 1, ex, None)
-        assert done is not None
-        merged, included = done
-        assert evil not in included and len(included) == 3 and ex.excluded[evil] == "rejected_by_rule"
-        assert exclusion_reasons(ex)[evil] is Outcome.REJECTED_BY_RULE
-        assert merged.keys() == base.keys()
-    finally:
-        d.close()
+    for site in SITES:
+        h = ex.expected[site][0]
+        d.offer_stored(ex, site, d.store.open(h), h)
+    done = await d.merge(2, 1, ex, None)
+    assert done is not None
+    merged, included = done
+    assert evil not in included and len(included) == 3 and ex.excluded[evil] == "rejected_by_rule"
+    assert exclusion_reasons(ex)[evil] is Outcome.REJECTED_BY_RULE
+    assert merged.keys() == base.keys()

@@ -8,68 +8,41 @@ import time
 
 from swarmd.cli.status_cmd import _chain
 from swarmd.daemon import plumbing
-from swarmd.daemon.metrics import Metrics
-from swarmd.daemon.rounds import RoundDriver
-from swarmd.daemon.state import DaemonState
-from swarmd.daemon.store import Journal, ModelStore
-from swarmd.task import load_task
-from swarmd.train import BUNDLES_DIR
 
 
-def _driver(tmp_path, heads_url: str) -> RoundDriver:
-    return RoundDriver(
-        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
-        ledger=None,  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "checkpoints"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address="0x" + "1" * 40),
-        metrics=Metrics(),
-        poll_interval=30.0,
-        heads_url=heads_url,
-    )
+async def test_a_new_head_ends_the_wait_for_the_next_poll(unit_driver) -> None:
+    d = unit_driver(heads_url="ws://127.0.0.1:8546")
+    assert d.heads is not None and d.state.chain_heads == "lost"  # until the subscription is up
+    t0 = time.monotonic()
+    asyncio.get_running_loop().call_later(0.1, d.saw_head, 41)
+    asyncio.get_running_loop().call_later(0.2, d.saw_head, 42)
+    await d.sleep(d.poll)
+    assert time.monotonic() - t0 < 5.0  # woken by the first head, not the 30 s poll
+    await asyncio.sleep(0.2)
+    assert d.blocks.seconds_per_block() is not None  # two heads: the block clock has a pace
+    d.heads_link(True)
+    assert d.state.chain_heads == "pushed"
+    assert _chain(d.state.snapshot()) == "reachable, new blocks pushed"
+    d.heads_link(False)
+    assert "polling: the websocket for new blocks is down" in _chain(d.state.snapshot())
 
 
-async def test_a_new_head_ends_the_wait_for_the_next_poll(tmp_path) -> None:
-    d = _driver(tmp_path, "ws://127.0.0.1:8546")
-    try:
-        assert d.heads is not None and d.state.chain_heads == "lost"  # until the subscription is up
-        t0 = time.monotonic()
-        asyncio.get_running_loop().call_later(0.1, d.saw_head, 41)
-        asyncio.get_running_loop().call_later(0.2, d.saw_head, 42)
-        await d.sleep(d.poll)
-        assert time.monotonic() - t0 < 5.0  # woken by the first head, not the 30 s poll
-        await asyncio.sleep(0.2)
-        assert d.blocks.seconds_per_block() is not None  # two heads: the block clock has a pace
-        d.heads_link(True)
-        assert (
-            d.state.chain_heads == "pushed" and _chain(d.state.snapshot()) == "reachable, new blocks pushed"
-        )
-        d.heads_link(False)
-        assert "polling: the websocket for new blocks is down" in _chain(d.state.snapshot())
-    finally:
-        d.close()
+async def test_without_a_websocket_the_site_polls(unit_driver) -> None:
+    d = unit_driver()
+    assert d.heads is None and d.state.chain_heads == "off"
+    assert _chain(d.state.snapshot()) == "reachable, polling"
+    d.state.chain_ok = False
+    assert "unreachable" in _chain(d.state.snapshot())
 
 
-async def test_without_a_websocket_the_site_polls(tmp_path) -> None:
-    d = _driver(tmp_path, "")
-    try:
-        assert d.heads is None and d.state.chain_heads == "off"
-        assert _chain(d.state.snapshot()) == "reachable, polling"
-        d.state.chain_ok = False
-        assert "unreachable" in _chain(d.state.snapshot())
-    finally:
-        d.close()
-
-
-async def test_with_heads_pushed_the_member_list_is_read_after_a_new_block_or_a_while(tmp_path, monkeypatch):
+async def test_with_heads_pushed_the_member_list_is_read_after_a_new_block_or_a_while(
+    unit_driver, monkeypatch
+):
     """Members change only in a block: while heads are pushed, a poll with no new block skips the
     member list (the dearest read), though never for longer than FOLLOW_AT_LEAST; the block clock
     runs on the heads. Without them, every poll reads both, as before."""
     monkeypatch.setattr(plumbing, "FOLLOW_AT_LEAST", 0.5)
-    d = _driver(tmp_path, "ws://127.0.0.1:8546")
-    d.poll = 0.01
+    d = unit_driver(heads_url="ws://127.0.0.1:8546", poll=0.01)
     reads: list[int | None] = []
     clock_reads: list[int] = []
 
@@ -102,4 +75,3 @@ async def test_with_heads_pushed_the_member_list_is_read_after_a_new_block_or_a_
     finally:
         d.stopping.set()
         await asyncio.wait_for(follower, 5)
-        d.close()

@@ -5,8 +5,6 @@ without failing; the DROP_UPDATE fault receipts its victim's update and leaves i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import torch
 from eth_account import Account
@@ -15,15 +13,10 @@ from swarmd.codec import Manifest, content_hash
 from swarmd.daemon.accounting import exclusion_reasons
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.faults import Fault
-from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import RoundDriver
-from swarmd.daemon.state import DaemonState
-from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import CommitInfo, Member, MemberStatus, Outcome, RoundInfo, RoundStatus
 from swarmd.ledger.receipt import Receipt, receipt_signer, sign_receipt
 from swarmd.merge import rule_for
-from swarmd.task import load_task
-from swarmd.train import BUNDLES_DIR
 from swarmd.transport import UpdateHeader
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -48,25 +41,21 @@ class FakeLedger:
         return CHAIN_ID
 
 
-def _driver(tmp_path, me: str, account: object) -> RoundDriver:
-    d = RoundDriver(
-        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
-        ledger=FakeLedger(account),  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]  # these steps never reach the transport or the trainer
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "ckpt"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=me),
-        metrics=Metrics(),
-        poll_interval=30.0,
-    )
-    d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
-    return d
+@pytest.fixture
+def site(unit_driver):
+    """A site of the round (these steps never reach the transport or the trainer), by its account."""
+
+    def build(me: str, account: object) -> RoundDriver:
+        d = unit_driver(ledger=FakeLedger(account), address=me)
+        d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
+        return d
+
+    return build
 
 
 @pytest.fixture
-async def leader(tmp_path) -> AsyncIterator[RoundDriver]:
-    d = _driver(tmp_path, LEADER.address, LEADER)
+def leader(site) -> RoundDriver:
+    d = site(LEADER.address, LEADER)
     d.exchange = Exchange(
         round=2,
         term=1,
@@ -75,15 +64,12 @@ async def leader(tmp_path) -> AsyncIterator[RoundDriver]:
         rule=rule_for(d.task.swarm),
         is_diff=False,
     )
-    yield d
-    d.close()
+    return d
 
 
 @pytest.fixture
-async def committer(tmp_path) -> AsyncIterator[RoundDriver]:
-    d = _driver(tmp_path, PEER, None)
-    yield d
-    d.close()
+def committer(site) -> RoundDriver:
+    return site(PEER, None)
 
 
 def _info(term: int = 1, leader: str = LEADER.address) -> RoundInfo:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -19,14 +19,12 @@ from swarmd.daemon.leader import MIN_STALL, HandlerSlot, stall_timeout
 from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
-from swarmd.daemon.state import DaemonState, Phase
-from swarmd.daemon.store import Journal, ModelStore
+from swarmd.daemon.state import Phase
+from swarmd.daemon.store import Journal
 from swarmd.errors import DaemonError
 from swarmd.ledger import CommitInfo, Member, MemberStatus, RoundInfo, RoundStatus
 from swarmd.ledger import errors as reverts
 from swarmd.merge import rule_for
-from swarmd.task import load_task
-from swarmd.train import BUNDLES_DIR
 from swarmd.transport import Limits, PeerId, Refusal, UpdateHeader, Verdict
 
 ME, PEER = "0xLeader", "0xPeer"
@@ -34,22 +32,10 @@ PEER_KEY = b"\x07" * 32
 
 
 @pytest.fixture
-async def driver(tmp_path) -> AsyncIterator[RoundDriver]:
-    task = load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml")
-    d = RoundDriver(
-        task=task,
-        ledger=None,  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]  # these answers never reach the transport or the trainer
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "ckpt"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=ME),
-        metrics=None,  # type: ignore[arg-type]
-        poll_interval=30.0,
-    )
+def driver(unit_driver) -> RoundDriver:
+    d = unit_driver(address=ME)  # its answers here never reach the transport or the trainer
     d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
-    yield d
-    d.close()
+    return d
 
 
 def _offer(r: int, term: int, digest: bytes = b"\2" * 32) -> UpdateHeader:
@@ -238,24 +224,13 @@ MEMBERS = [
 
 
 @pytest.fixture
-async def committer(tmp_path) -> AsyncIterator[tuple[RoundDriver, FakeLedger, FakeNode]]:
+async def committer(unit_driver) -> tuple[RoundDriver, FakeLedger, FakeNode]:
     """A committer of round 2 whose update is stored, with a poll short enough for a unit test."""
     ledger, node = FakeLedger(list(MEMBERS)), FakeNode(frozen={PEER_KEY})
-    d = RoundDriver(
-        task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"),
-        ledger=ledger,  # type: ignore[arg-type]
-        node=node,  # type: ignore[arg-type]
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "ckpt"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=ME),
-        metrics=Metrics(),
-        poll_interval=0.01,
-    )
+    d = unit_driver(ledger=ledger, node=node, address=ME, poll=0.01)
     d.journal.update(2, update_hash=d.store.put({"w": torch.ones(3)}))
     await d.refresh_members()
-    yield d, ledger, node
-    d.close()
+    return d, ledger, node
 
 
 # --- re-election without waiting ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ and the peers are faked at their boundary (Ledger calls, Transport.fetch_model);
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,10 +13,8 @@ import torch
 
 from swarmd.checkpoint import QUARANTINE
 from swarmd.codec import content_hash
-from swarmd.daemon.metrics import Metrics
-from swarmd.daemon.rounds import RoundDriver
-from swarmd.daemon.state import DaemonState, ProblemKind
-from swarmd.daemon.store import Journal, ModelStore
+from swarmd.daemon.state import ProblemKind
+from swarmd.daemon.store import ModelStore
 from swarmd.errors import TransportError
 from swarmd.ledger import DeployParams, Member, MemberStatus, RoundInfo, RoundStatus
 from swarmd.task import load_task
@@ -69,21 +66,6 @@ class FakePeers:
         return {k: v.clone() for k, v in self.models[model_hash].items()}
 
 
-def _driver(tmp_path, ledger: FakeLedger, node: FakePeers) -> RoundDriver:
-    state = DaemonState(site="a", address=ME)
-    return RoundDriver(
-        task=TASK,
-        ledger=ledger,  # type: ignore[arg-type]
-        node=node,  # type: ignore[arg-type]
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "ckpt", problems=state.problems),
-        journal=Journal.recover(tmp_path / "journal.json", state.problems),
-        state=state,
-        metrics=Metrics(),
-        poll_interval=0.1,
-    )
-
-
 @pytest.fixture(scope="module")
 def initial() -> dict[str, torch.Tensor]:
     return initial_weights(TASK)
@@ -95,19 +77,14 @@ def _flip(path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture
-async def closing() -> AsyncIterator[list[RoundDriver]]:
-    made: list[RoundDriver] = []
-    yield made
-    for d in made:
-        d.close()
-
-
-async def test_a_corrupt_initial_model_is_quarantined_and_rebuilt_from_the_task(tmp_path, initial, closing):
+async def test_a_corrupt_initial_model_is_quarantined_and_rebuilt_from_the_task(
+    tmp_path, initial, unit_driver
+):
     h = content_hash(initial)
     _flip(ModelStore(tmp_path / "ckpt").path(ModelStore(tmp_path / "ckpt").put(initial)))
-    d = _driver(tmp_path, FakeLedger(h), FakePeers())  # restarted: nothing in memory
-    closing.append(d)
+    d = unit_driver(
+        ledger=FakeLedger(h), node=FakePeers(), address=ME, poll=0.1
+    )  # restarted: nothing in memory
     model = await d.ensure_initial_model()
     assert content_hash(model) == h and content_hash(d.store.get(h, keep=False)) == h
     assert len(list((tmp_path / "ckpt" / QUARANTINE).iterdir())) == 1
@@ -117,13 +94,12 @@ async def test_a_corrupt_initial_model_is_quarantined_and_rebuilt_from_the_task(
 
 
 async def test_an_initial_model_the_task_cannot_rebuild_is_fetched_from_a_peer_after_retries(
-    tmp_path, closing
+    tmp_path, unit_driver
 ):
     theirs = {"w": torch.arange(6.0)}  # not what this site's task builds: a version skew
     h = content_hash(theirs)
     node = FakePeers({h: theirs}, fail=1)
-    d = _driver(tmp_path, FakeLedger(h), node)
-    closing.append(d)
+    d = unit_driver(ledger=FakeLedger(h), node=node, address=ME, poll=0.1)
     seen = []
     task = asyncio.ensure_future(d.ensure_initial_model())
     while not task.done():
@@ -134,12 +110,11 @@ async def test_an_initial_model_the_task_cannot_rebuild_is_fetched_from_a_peer_a
     assert "hashes to" in d.state.problems.repaired()[0].detail
 
 
-async def test_a_corrupt_merged_model_is_quarantined_and_fetched_again_from_a_peer(tmp_path, closing):
+async def test_a_corrupt_merged_model_is_quarantined_and_fetched_again_from_a_peer(tmp_path, unit_driver):
     merged = {"w": torch.ones(5)}
     h = content_hash(merged)
     node = FakePeers({h: merged})
-    d = _driver(tmp_path, FakeLedger(b"\2" * 32, merged=h), node)
-    closing.append(d)
+    d = unit_driver(ledger=FakeLedger(b"\2" * 32, merged=h), node=node, address=ME, poll=0.1)
     d.peers.update(d.ledger.members())
     ModelStore(tmp_path / "ckpt").put(merged)
     _flip(d.store.path(h))

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import pytest
 
 from swarmd.codec import Digest
-from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.rounds import RoundDriver
-from swarmd.daemon.state import DaemonState
-from swarmd.daemon.store import Journal, ModelStore
 from swarmd.ledger import Member, MemberStatus, RoundInfo, RoundStatus
 from swarmd.privacy import UnmaskTranscript
 from swarmd.privacy.transcript import UNBOUND, transcript_file
@@ -43,26 +39,15 @@ class FakeLedger:
 
 
 @pytest.fixture
-async def leader(tmp_path) -> AsyncIterator[RoundDriver]:
+def leader(unit_driver, tmp_path) -> RoundDriver:
     task = load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml")
     task = dataclasses.replace(task, privacy=dataclasses.replace(task.privacy, secure_aggregation=True))
-    d = RoundDriver(
-        task=task,
-        ledger=FakeLedger(),  # type: ignore[arg-type]
-        node=None,  # type: ignore[arg-type]  # the answers never reach the transport or the trainer
-        trainer=None,  # type: ignore[arg-type]
-        store=ModelStore(tmp_path / "state" / "checkpoints"),
-        journal=Journal.open(tmp_path / "journal.json"),
-        state=DaemonState(site="a", address=ME),
-        metrics=Metrics(),
-        poll_interval=30.0,
-    )
+    d = unit_driver(ledger=FakeLedger(), address=ME, task=task)  # the answers never reach the transport
     d.setup_secure(tmp_path / "state")
     d.peers.update([Member(PEER, PEER_KEY, "tcp://peer", MemberStatus.ACTIVE)])
     used = UnmaskTranscript(R, TERM, ME, UNBOUND, (ME, PEER), (), {ME: b"\1" * 32, PEER: b"\2" * 32})
     d.keep_transcript(R, SimpleNamespace(transcript=used), MERGED)  # type: ignore[arg-type]
-    yield d
-    d.close()
+    return d
 
 
 async def _ask(d: RoundDriver, body: bytes, peer: PeerId = PEER_KEY) -> bytes | Verdict:
