@@ -24,6 +24,7 @@ import pytest
 from swarmd.daemon.lifecycle import STOP_BUDGET
 from swarmd.daemon.store import Journal
 from swarmd.ledger import Devnet, Ledger
+from swarmd.ledger.devnet import anvil_ws_url
 from swarmd.ops import DaemonProcess, stop_all, wait_until
 from swarmd.train import BUNDLES_DIR
 from swarmd.train.demodata import generate_demo_data
@@ -106,6 +107,8 @@ def _init_all(root: Path, dev: Devnet) -> dict[str, tuple[Path, int]]:
         args += [
             "--rpc",
             dev.rpc_url,
+            "--ws",
+            anvil_ws_url(dev.rpc_url),
             "--endpoint",
             f"tcp://127.0.0.1:{port}",
             "--bind",
@@ -174,8 +177,9 @@ def _site_c_waits_for_admission(d: DaemonProcess, config: Path, port: int) -> No
     assert st["n_samples"] == 0
     wait_until(lambda: (s := d.status()) and s["phase"] == "waiting", 60, what="site-c to wait, not train")
     assert 'swarmd_membership{swarmd_membership="pending"} 1.0' in _metric(port)
+    wait_until(lambda: (s := d.status()) and s["chain_heads"] == "pushed", 30, what="the --ws subscription")
     table = swarm("status", "--config", str(config)).stdout
-    assert "pending admission" in table and "swarm admit" in table
+    assert "pending admission" in table and "swarm admit" in table and "new blocks pushed" in table
     pending_lines = [ln for ln in d.log.read_text().splitlines() if "is pending admission" in ln]
     assert len(pending_lines) == 1  # once per change, not once per poll
 
