@@ -268,12 +268,14 @@ class Ledger(ContractRpc):
         """Every key set advertised in round `r`, in event (chain) order; empty in a plain round."""
         from swarmd.ledger.events import advertised_keys
 
-        # One block for the count and the logs: an advertise mined in between cannot make them disagree.
-        # A node may index the newest block's logs a moment after it serves the block (seen with anvil
-        # under load): ask again briefly before calling the node's log index incomplete.
-        head = self.block_number()
-        info = RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round"), block=head))
+        # One block for the count and the logs, so an advertise mined in between cannot make them disagree.
+        # Yet a node may answer a call at its newest block from state that already holds the block it is
+        # mining, before that block's logs are served (anvil, measured: a balance at block n that counts
+        # block n+1's transfers). So a disagreement is read again, head and count too, before the node's
+        # log index is called incomplete.
         for attempt in range(_LOG_ATTEMPTS):
+            head = self.block_number()
+            info = RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round"), block=head))
             try:
                 return advertised_keys(self, info, head)
             except LedgerError:
