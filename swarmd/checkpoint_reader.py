@@ -1,9 +1,9 @@
 """A stored checkpoint read one tensor at a time: `StoredState`, a read-only mapping whose tensors are
 read from the file when asked for and not kept.
 
-The leader merges its stored updates this way (`Exchange.fold`): a streaming rule then holds its
-accumulator and one tensor, not the accumulator plus a whole update; a robust rule reads slices of one
-tensor at a time (`read_flat`), again and again, and holds no update; and no file is memory-mapped
+The leader merges its stored updates this way (`Exchange.fold`): fedavg reads one tensor of every
+update at a time, at the merge, and holds no update; a robust rule reads slices of one tensor at a
+time (`read_flat`), again and again, and holds no update; and no file is memory-mapped
 (mapped pages would count in the leader's RSS as long as the map lives). The file's header is
 parsed and bounds-checked here (safetensors' layout: an 8-byte little-endian header length, a JSON
 header of dtype, shape and byte offsets per tensor, then the data); nothing is ever unpickled. The
@@ -96,6 +96,26 @@ class StoredState(Mapping[str, torch.Tensor]):
     def meta(self) -> dict[str, torch.Tensor]:
         """Shape-and-dtype-only (meta) tensors: what a structure check reads, without reading data."""
         return {n: torch.empty(e.shape, dtype=e.dtype, device="meta") for n, e in self._entries.items()}
+
+
+class HeldState(Mapping[str, torch.Tensor]):
+    """A model its owner holds in memory anyway (the store's recent models), read as a `StoredState` is:
+    a merge rule may keep it by reference until its merge instead of folding or copying it at once."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._state = state
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._state[name]
+
+    def read_flat(self, name: str, start: int, stop: int) -> torch.Tensor:
+        return self._state[name].reshape(-1)[start:stop]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 def open_verified(path: Path, expected: bytes) -> StoredState:

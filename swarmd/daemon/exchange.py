@@ -2,12 +2,12 @@
 
 Updates are checked against the chain (sender committed, content hash equals its commitment) and
 validated against the round's base model as they arrive; the leader stores each accepted update
-before acknowledging it. The merge happens once, at the end: `result(load)` reads the accepted
-updates back one at a time, in address order, and folds them into the task's merge rule. A fixed
-order makes the merge reproducible (the same bits on any order of arrival, see `swarmd.merge`),
-which is what lets any member recompute it (`swarmd.audit`); reading them back one at a time keeps
-a streaming rule (fedavg) at one accumulator plus one update, never N models, and a robust rule
-keeps the stored updates by reference and reads them a slice at a time (`merge.base.BufferedRule`).
+before acknowledging it. The merge happens once, at the end: `fold(load)` opens the accepted
+updates, in address order, and adds them to the task's merge rule. A fixed order makes the merge
+reproducible (the same bits on any order of arrival, see `swarmd.merge`), which is what lets any
+member recompute it (`swarmd.audit`). What `load` opens reads its tensors on access (a stored file,
+or the model the store holds): fedavg keeps them by reference and reads one tensor of each at a time
+at the merge, a robust rule a slice at a time (`merge.base.BufferedRule`); neither holds N models.
 After the merge, `verdicts` holds what the rule did to each update; the ones it left out (Krum's
 unselected) are excluded as REJECTED_BY_RULE.
 """
@@ -152,7 +152,7 @@ class Exchange:
             self.complete.set()
 
     def fold(self, load: Callable[[bytes], Mapping[str, torch.Tensor]]) -> None:
-        """Fold the accepted updates into the rule, one at a time in address order (none is kept).
+        """Add the accepted updates to the rule, in address order.
 
         `load(digest)` returns an accepted update (the leader's store). May run in a worker thread:
         an update that fails here is excluded without touching the event loop's `complete`."""

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from swarmd.checkpoint import CheckpointStore
+from swarmd.checkpoint_reader import HeldState
 from swarmd.codec import Digest
 from swarmd.daemon.state import ProblemKind, Problems
 from swarmd.errors import CodecError, JournalError
@@ -287,12 +288,12 @@ class ModelStore(CheckpointStore):
         return state
 
     def open_update(self, h: bytes) -> Mapping[str, torch.Tensor]:
-        """A model held in memory as it is (its hash was checked when it came in), else the stored file,
+        """A model held in memory, as it is (its hash was checked when it came in), else the stored file,
         verified and read one tensor at a time (`open`): how the leader's merge reads the updates, its
-        own from memory."""
+        own from memory. Either reads on access (`HeldState`, `StoredState`): a rule may keep it."""
         with self._lock:
             if h in self._recent:
-                return self._recent[h]
+                return HeldState(self._recent[h])
         return super().open(h)
 
     def holds(self, h: bytes) -> bool:

@@ -1,6 +1,6 @@
 """Aggregation rules and update validation.
 
-Rules (one per module): `fedavg` (sample-weighted mean, streaming, O(model) memory), `median`
+Rules (one per module): `fedavg` (sample-weighted mean, O(model) memory), `median`
 (coordinate-wise), `geomedian` (Weiszfeld), `trimmed_mean` (coordinate-wise), `krum` (Krum and
 multi-Krum). They all follow the `MergeRule` lifecycle: `begin(template)`, `add(Update)` per site,
 `result()`, then `verdicts()` (what the rule did to each update: `RuleVerdict`). The leader calls

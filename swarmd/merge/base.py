@@ -5,10 +5,11 @@ A rule instance is reusable: `begin(template)` starts a round and forgets the pr
 second update from the same sender; the full checks (finite values, norm bound) are `validate()`'s,
 which the leader runs first. `result()` raises MergeError when nothing was added.
 
-Memory: a streaming rule (fedavg) folds each update into one accumulator and keeps no reference
-to it, so the leader holds O(model) whatever the number of peers. The robust rules (median,
-geometric median, trimmed mean, Krum) need all N updates at once: they keep them by reference and,
-for the leader's stored updates, read them back from the store a slice at a time (`BufferedRule`).
+Memory: fedavg folds an in-memory update into one accumulator and keeps no reference to it; updates
+that read on access (`read_on_access`: the leader's, stored or held) it keeps by reference and folds
+at the merge one tensor at a time, so the leader holds O(model) whatever the number of peers. The
+robust rules (median, geometric median, trimmed mean, Krum) need all N updates at once: they keep them
+by reference and, for the leader's stored updates, read them back a slice at a time (`BufferedRule`).
 
 `verdicts()` says, after `result()`, what the rule did to each update (`RuleVerdict`): its share of
 the merge, and whether it was left out entirely (Krum's unselected updates). Left-out updates are
@@ -81,7 +82,7 @@ class MergeRule(ABC):
     """An aggregation rule. Subclasses implement `_reset`, `_fold` and `_merge`."""
 
     name: str = ""
-    streaming: bool = False  # True when add() keeps no reference to the update
+    streaming: bool = False  # True when add() keeps no reference to an update held in memory
 
     def __init__(self) -> None:
         self._template: dict[str, torch.Tensor] | None = None
@@ -207,7 +208,7 @@ class BufferedRule(MergeRule):
         self._verdicts: dict[str, RuleVerdict] = {}
 
     def _fold(self, update: Update) -> None:
-        state = update.state if _lazy(update.state) else {name: update.state[name] for name in self.template}
+        state = update.state if read_on_access(update.state) else {n: update.state[n] for n in self.template}
         self._updates.append(Update(update.sender, state, update.n_samples))
         self._updates.sort(key=lambda u: address_order(u.sender))
 
@@ -237,7 +238,9 @@ class BufferedRule(MergeRule):
         return super().verdicts()
 
 
-def _lazy(state: Mapping[str, torch.Tensor]) -> bool:
+def read_on_access(state: Mapping[str, torch.Tensor]) -> bool:
+    """True for a state a rule may keep by reference until its merge: one that reads each tensor when
+    asked (a stored update, `checkpoint_reader.StoredState`) or one its owner holds anyway (`HeldState`)."""
     return callable(getattr(state, "read_flat", None))
 
 
