@@ -17,6 +17,7 @@ from swarmd.daemon import notify
 from swarmd.daemon.control import ControlServer
 from swarmd.daemon.faults import Fault
 from swarmd.daemon.leader import HandlerSlot
+from swarmd.daemon.lifecycle import settle_heap
 from swarmd.daemon.metrics import Metrics, start_metrics_server
 from swarmd.daemon.reach import advertised_check, make_transport, peer_paths
 from swarmd.daemon.rounds import RoundDriver, StopRequested
@@ -99,6 +100,8 @@ class Daemon:
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)
         await self.control.start()
         self.metrics_server = start_metrics_server(cfg.metrics.bind, metrics)
+        frozen = settle_heap()
+        log.debug("%d objects from start-up frozen out of the cyclic collector's scans", frozen)
         notify.ready()
         self._watchdog = asyncio.ensure_future(self._watchdog_loop())
         log.info("swarmd up: site %s account %s at %s", cfg.site.name, ident.address, cfg.transport.endpoint)

@@ -138,3 +138,22 @@ async def test_a_main_loop_that_never_reaches_a_safe_point_is_cancelled_within_t
 
 def test_the_stop_budget_holds_both_bounds() -> None:
     assert lifecycle.SAFE_POINT_TIMEOUT + lifecycle.SHUTDOWN_TIMEOUT < lifecycle.STOP_BUDGET <= 10.0
+
+
+def test_settling_the_heap_collects_garbage_first_then_freezes_what_is_alive() -> None:
+    import gc
+    import weakref
+
+    class Node:
+        other: object = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cyclic collector frees it
+    dead = weakref.ref(a)
+    del a, b
+    try:
+        frozen = lifecycle.settle_heap()
+        assert dead() is None, "garbage was frozen with the living (leaked for the process's life)"
+        assert frozen == gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this is the test process: give its objects back to the collector
