@@ -288,9 +288,9 @@ class ModelStore(CheckpointStore):
         return state
 
     def open_update(self, h: bytes) -> Mapping[str, torch.Tensor]:
-        """A model held in memory, as it is (its hash was checked when it came in), else the stored file,
-        verified and read one tensor at a time (`open`): how the leader's merge reads the updates, its
-        own from memory. Either reads on access (`HeldState`, `StoredState`): a rule may keep it."""
+        """A model held in memory (its hash was checked when it came in) as a `HeldState` over it, else the
+        stored file, verified and read one tensor at a time (`open`): how the leader's merge reads the
+        updates, its own from memory. Either reads on access: a merge rule may keep it until its merge."""
         with self._lock:
             if h in self._recent:
                 return HeldState(self._recent[h])
