@@ -18,7 +18,8 @@ from swarmd.merge.scaffold import Scaffold
 from swarmd.task import SCAFFOLD_PREFIX
 
 NAMES = ("a.weight", "b.bias", "order", "steps", "mask", SCAFFOLD_PREFIX + "a.weight")
-# One coordinate whose float64 sum depends on the order of the adds: (2^60 + 1) - 2^60 = 0, (2^60 - 2^60) + 1 = 1.
+# A coordinate whose float64 sum depends on the order of the adds: (2^60 + 1) - 2^60 = 0, but
+# (2^60 - 2^60) + 1 = 1.
 ORDER = (2.0**60, 1.0, -(2.0**60), 0.0, 0.0)
 
 
@@ -61,7 +62,8 @@ def test_every_mix_of_kept_and_folded_updates_gives_the_same_bits(cls):
     want = _merge(cls(), updates, _eager)
     assert _merge(cls(), updates, _held) == want
     for kinds in itertools.product((_eager, _held), repeat=len(updates)):
-        assert _merge(cls(), updates, lambda i, s: kinds[i](i, s)) == want, [k.__name__ for k in kinds]
+        mixed = _merge(cls(), updates, lambda i, s, kinds=kinds: kinds[i](i, s))
+        assert mixed == want, [k.__name__ for k in kinds]
 
 
 def test_stored_updates_read_from_disk_give_the_same_bits(tmp_path: Path):
