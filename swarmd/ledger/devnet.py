@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ from swarmd.errors import DevnetError
 from swarmd.fsutil import atomic_write_text
 
 ANVIL_ENV = "SWARMD_ANVIL"
+PORT_FLOOR = 20000  # free_ports draws from here up to the kernel's ephemeral range
 _READY_TIMEOUT_S = 20.0
 _STOP_TIMEOUT_S = 10.0
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -69,9 +71,58 @@ def find_anvil() -> Path:
 
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1 (anvil binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    return free_ports(1)[0]
+
+
+def free_ports(n: int, width: int = 1) -> list[int]:
+    """n ports p on 127.0.0.1, each free a moment ago with p + 1 .. p + width - 1 (a daemon's bulk and
+    metrics ports), drawn at random below the kernel's ephemeral range when there is room. A port the
+    kernel hands out (bind to 0) and this releases is one it may hand next to any process's outgoing
+    connection as its source port, before the server meant for it binds: a loaded test run lost a
+    daemon's metrics port that way. Ports below the range are never given to outgoing connections."""
+    low, rng = _ephemeral_low(), random.SystemRandom()
+    held: list[socket.socket] = []
+    out: list[int] = []
+    try:
+        for _ in range(100 * n):
+            if len(out) == n:
+                return out
+            base = rng.randrange(PORT_FLOOR, low - width) if low - width > PORT_FLOOR else _kernel_port()
+            block = _bind_block(base, width)
+            if block:
+                held += block
+                out.append(base)
+        raise DevnetError(f"found no {n} blocks of {width} free ports on 127.0.0.1")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _kernel_port() -> int:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bind_block(base: int, width: int) -> list[socket.socket]:
+    """Sockets bound to base .. base + width - 1, held; empty (none held) when one is taken."""
+    socks: list[socket.socket] = []
+    try:
+        for port in range(base, base + width):
+            socks.append(socket.socket())
+            socks[-1].bind(("127.0.0.1", port))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        return []
+    return socks
 
 
 def rpc_call(url: str, method: str, params: Sequence[Any] = (), timeout: float = 5.0) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from swarmd.daemon.site import site_ledger
 from swarmd.errors import ConfigError, LedgerError
 from swarmd.fsutil import atomic_write_text
 from swarmd.ledger import Ledger, MemberStatus
-from swarmd.ledger.devnet import anvil_ws_url
+from swarmd.ledger.devnet import anvil_ws_url, free_port, free_ports
 from swarmd.ops.p2pnet import p2p_transports
 from swarmd.ops.provision import DEV_KDF_ITERATIONS, create_site, deploy_params, site_config
 from swarmd.task import load_task
@@ -113,12 +112,12 @@ def local_consortium(
     ledger = Ledger.deploy(rpc_url, admin, deploy_params(task))
     if datalists is None:
         datalists, test_list = _generate(root / "data", sites, data_task, alpha, seed, n_per_site, n_test)
-    ports = _free_ports(n) if base_port == 0 else [base_port + 3 * i for i in range(n)]
+    ports = free_ports(n, width=3) if base_port == 0 else [base_port + 3 * i for i in range(n)]
     reach = (
         [{} for _ in range(n)]
         if not private_sites
         else p2p_transports(
-            dev_keys[1 : n + 1], list(hosts) or ["127.0.0.1"] * n, ports, _free_ports(1)[0], private_sites
+            dev_keys[1 : n + 1], list(hosts) or ["127.0.0.1"] * n, ports, free_port(), private_sites
         )
     )
     out: list[LocalSite] = []
@@ -168,27 +167,3 @@ def _generate(
     return dict(zip(names, data.site_datalists, strict=True)), data.test_datalist
 
 
-def _free_ports(n: int) -> list[int]:
-    """n ports p with p+1 (the transport's bulk port) and p+2 (Prometheus) free too."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            a = socket.socket()
-            a.bind(("127.0.0.1", 0))
-            held.append(a)
-            port = a.getsockname()[1]
-            neighbours = [socket.socket() for _ in range(2)]
-            try:
-                for k, b in enumerate(neighbours, start=1):
-                    b.bind(("127.0.0.1", port + k))
-            except OSError:
-                for b in neighbours:
-                    b.close()
-                continue
-            held += neighbours
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports

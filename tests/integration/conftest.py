@@ -4,7 +4,6 @@ and a raw ZeroMQ client that speaks (or mangles) the wire protocol with a member
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 import zmq
 
+from swarmd.ledger.devnet import free_port
 from swarmd.transport import Limits, Node
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -107,7 +107,3 @@ FAST = Limits(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
