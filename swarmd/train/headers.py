@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -133,6 +134,12 @@ def _prod(shape: Iterable[int]) -> int:
     return out
 
 
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 builds AST objects in one
+# interpreter-wide state: two threads parsing at once (the data check runs in a pool) can fail with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). One at a time.
+_AST_LOCK = threading.Lock()
+
+
 def _check_npy(path: Path) -> None:
     """A .npy file's header parses and the file holds as many bytes as the header promises."""
     from numpy.lib import format as npformat
@@ -141,7 +148,8 @@ def _check_npy(path: Path) -> None:
         with path.open("rb") as fh:
             major, _ = npformat.read_magic(fh)
             read = npformat.read_array_header_1_0 if major == 1 else npformat.read_array_header_2_0
-            shape, _, dtype = read(fh)
+            with _AST_LOCK:
+                shape, _, dtype = read(fh)
             offset = fh.tell()
         have = path.stat().st_size
     except (
