@@ -85,13 +85,13 @@ def free_ports(n: int, width: int = 1) -> list[int]:
     out: list[int] = []
     try:
         for _ in range(100 * n):
-            if len(out) == n:
-                return out
             base = rng.randrange(PORT_FLOOR, low - width) if low - width > PORT_FLOOR else _kernel_port()
             block = _bind_block(base, width)
             if block:
                 held += block
                 out.append(base)
+                if len(out) == n:
+                    return out
         raise DevnetError(f"found no {n} blocks of {width} free ports on 127.0.0.1")
     finally:
         for sock in held:

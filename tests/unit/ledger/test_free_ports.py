@@ -58,3 +58,13 @@ def test_no_free_block_at_all_is_a_named_error(monkeypatch):
     monkeypatch.setattr(devnet, "_bind_block", lambda base, width: [])
     with pytest.raises(devnet.DevnetError, match="no 2 blocks of 3 free ports"):
         free_ports(2, width=3)
+
+
+def test_a_block_found_on_the_last_try_is_returned(monkeypatch):
+    tries, real = iter(range(100)), devnet._bind_block
+
+    def bind(base: int, width: int) -> list[socket.socket]:
+        return [] if next(tries) < 99 else real(base, width)  # only the 100th try binds
+
+    monkeypatch.setattr(devnet, "_bind_block", bind)
+    assert len(free_ports(1)) == 1
