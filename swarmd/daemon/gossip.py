@@ -260,9 +260,7 @@ class Gossip:
                     log.info("fetch 0x%s.. from a peer failed: %s", h.hex()[:12], exc)
                     continue
                 log.info("round %d: got model 0x%s..", r, h.hex()[:12])
-                self.store.remember(h, state)  # training starts from memory, not from the disk
-                self.servable.add(h)
-                self._write_behind(h, state)
+                self.keep(h, state)
                 if not announced:
                     announce()
                 self.on_stored()
@@ -272,6 +270,13 @@ class Gossip:
             self._fetching.pop(h).set()
 
     # --- the disk, behind the round's back -----------------------------------------------------------
+    def keep(self, h: bytes, state: dict[str, torch.Tensor]) -> None:
+        """Hold a model whose content hash this site computed or verified: served and trained from
+        memory at once, written to disk behind the round's back (`durable` waits for the file)."""
+        self.store.remember(h, state)
+        self.servable.add(h)
+        self._write_behind(h, state)
+
     def _write_behind(self, h: bytes, state: dict[str, torch.Tensor]) -> None:
         put = functools.partial(self.store.put, state, h)
         write = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, put))

@@ -5,7 +5,8 @@ the plan on; each site's latest status counts.
 
 Every change makes a new plan with the next epoch, pushed to every live committer on the next cycle:
 
-1. epoch 0: `owners_of` the revealed committers; `include` undecided.
+1. epoch 0 (`opening_plan`): `owners_of` the revealed committers; `include` undecided. Every committer
+   can compute it, and acts on it before the leader's push arrives.
 2. A site that has not answered for `DEAD_AFTER` seconds is dead: it is excluded (`not_delivered`, its own
    leaves of its update died with it) and its leaves go to the live owners (`reassign`). A sender an
    owner refuses (its leaf list does not hash to its commitment, a leaf does not hash to its list, a
@@ -27,6 +28,12 @@ from swarmd.transport.shards import Plan, Status
 DEAD_AFTER = 8.0  # seconds without any answer before a committer counts as dead
 
 
+def opening_plan(r: int, term: int, committers: list[str], leaves: int) -> Plan:
+    """Epoch 0 of a term: it follows from the revealed committers alone, so every committer starts
+    fetching the leaves it owns under it without waiting for the leader's first push."""
+    return Plan(r, term, 0, owners_of(sorted(committers, key=address_order), leaves))
+
+
 class Coordinator:
     """The plan of one (round, term), led by `leader` (never declared dead by itself)."""
 
@@ -37,7 +44,7 @@ class Coordinator:
         self.candidates = sorted(committers, key=address_order)
         self.live = set(self.candidates)
         self.excluded: dict[str, str] = {}  # address -> accounting label
-        self.plan = Plan(r, term, 0, owners_of(self.candidates, leaves))
+        self.plan = opening_plan(r, term, committers, leaves)
         self._seen = dict.fromkeys(self.candidates, now)
         self._latest: dict[str, Status] = {}
 

@@ -5,7 +5,7 @@ leaves handed on; a sender an owner refuses is excluded with the owner's reason 
 from __future__ import annotations
 
 from swarmd.daemon.accounting import exclusion_reason
-from swarmd.daemon.shardplan import DEAD_AFTER, Coordinator
+from swarmd.daemon.shardplan import DEAD_AFTER, Coordinator, opening_plan
 from swarmd.ledger import Outcome
 from swarmd.transport.shards import Status
 
@@ -35,6 +35,13 @@ def test_all_alive_the_plan_is_decided_then_final() -> None:
     assert coord.plan.include == (A, B, C) and coord.plan.epoch == 1 and not coord.final
     coord.observe(statuses(coord, [A, B, C], merged=True), now=0.3)
     assert coord.final and coord.plan.merged == tuple(h(i) for i in range(LEAVES)) and not coord.excluded
+
+
+def test_every_committer_computes_the_leaders_opening_plan_from_the_committers_alone() -> None:
+    for order in ([C, A, B], [B, C, A], [A, B, C]):
+        leader_view = Coordinator(4, 2, order, LEAVES, B, now=0.0).plan
+        assert opening_plan(4, 2, list(reversed(order)), LEAVES) == leader_view
+    assert opening_plan(4, 2, [A, B], LEAVES) != opening_plan(4, 2, [A, B, C], LEAVES)
 
 
 def test_a_silent_owner_is_dead_after_a_while_and_its_leaves_move() -> None:
