@@ -220,11 +220,12 @@ class Client:
             if q is not None:
                 q.put_nowait(msg)
                 return
-            if isinstance(msg, m.Grant):
-                # We gave up on this offer (it waited too long for the receiver's slot);
-                # without a cancel the receiver would hold the slot until its stall timeout.
-                cancel = m.Cancel(msg.sid, "offer withdrawn")
-                self.ctx.spawn(self.ctx.send_quietly(conn.control, cancel))
+            if isinstance(msg, m.Grant | m.Serve):
+                # We gave up on this offer or fetch (it waited too long for the peer's slot); without a
+                # cancel the peer would hold the slot until its stall timeout, and a fetcher that keeps
+                # asking again would keep every slot of the peer's taken by serves nobody reads.
+                why = "offer withdrawn" if isinstance(msg, m.Grant) else "fetch abandoned"
+                self.ctx.spawn(self.ctx.send_quietly(conn.control, m.Cancel(msg.sid, why)))
             if msg.req not in conn.finished:
                 raise m.BadMessage("unknown_request", f"{msg.KIND} for no request of ours")
             self.ctx.stats.late_answers += 1

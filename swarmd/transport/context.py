@@ -46,6 +46,7 @@ class Limits:
     max_inflight_bytes: int = 1 << 30  # their manifests' sizes together (one larger update runs alone)
     max_tensors: int = MAX_TENSORS  # a manifest listing more is refused before validation (the task's count)
     max_serves: int = 4  # models served at the same time
+    serves_per_peer: int = 2  # of them, to one peer: a peer that stopped reading (dead) cannot take them all
     stall_timeout: float = 20.0  # a stream with no progress for this long is dropped
     # A connection to the bulk port that has not logged in (PLAIN, a member's token) by then is closed
     # and counted (`bulk_handshake`); libzmq's default let a silent one sit for 30 s.

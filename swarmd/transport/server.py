@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import zmq
 import zmq.asyncio
@@ -61,6 +62,34 @@ def _update_reply(req: int, verdict: Verdict) -> m.Reply:
     return m.Reply(req, verdict.ok, verdict.reason, verdict.detail, receipt)
 
 
+class PeerSlots:
+    """At most `per_peer` of something at a time for each peer; a peer's entry lives only while one of
+    its requests holds or waits for a slot (the table cannot grow with peers that came and went)."""
+
+    def __init__(self, per_peer: int) -> None:
+        self.per_peer = per_peer
+        self._of: dict[PeerId, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    def users(self, peer: PeerId) -> int:
+        entry = self._of.get(peer)
+        return entry[1][0] if entry is not None else 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self, peer: PeerId) -> AsyncIterator[None]:
+        entry = self._of.get(peer)
+        if entry is None:
+            entry = self._of[peer] = (asyncio.Semaphore(self.per_peer), [0])
+        turn, users = entry
+        users[0] += 1
+        try:
+            async with turn:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._of[peer]
+
+
 class Server:
     """Serves on a bound control ROUTER and, with bulk mode `aead`, a bound bulk ROUTER."""
 
@@ -76,6 +105,7 @@ class Server:
         self._admission = Admission(ctx)
         self._handler_turn = asyncio.Lock()  # the handler sees one complete update at a time
         self._serves = asyncio.Semaphore(ctx.limits.max_serves)
+        self._peer_serves = PeerSlots(ctx.limits.serves_per_peer)
 
     def start(self) -> None:
         """Start the receive loops (as node tasks)."""
@@ -281,7 +311,8 @@ class Server:
     # --- serving models -------------------------------------------------------------------------------
     async def _serve_fetch(self, rid: bytes, peer: PeerId, msg: m.Fetch) -> None:
         try:
-            async with self._serves:
+            # The peer's own slot first: its requests beyond it wait there, not in the node-wide queue.
+            async with self._peer_serves.slot(peer), self._serves:
                 reason = await self._serve_model(rid, peer, msg)
         except zmq.ZMQError as exc:
             reason = Refusal.UNROUTABLE

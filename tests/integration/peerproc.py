@@ -1,7 +1,7 @@
 """A transport node in its own OS process, driven by JSON lines on stdin, for integration tests.
 
     python tests/integration/peerproc.py [--bulk aead|curve] [--max-bytes N] [--stall S] [--max-streams N]
-        [--max-tensors N]
+        [--max-serves N] [--max-tensors N]
 
 On start it prints one JSON line: {"endpoint", "public" (hex raw key), "bulk_port"}. Then each
 stdin line is a command {"op": ..., ...} answered by one JSON line on stdout (see COMMANDS).
@@ -135,6 +135,7 @@ async def main() -> None:
     ap.add_argument("--max-bytes", type=int, default=1 << 30)
     ap.add_argument("--stall", type=float, default=10.0)
     ap.add_argument("--max-streams", type=int, default=Limits.max_streams)
+    ap.add_argument("--max-serves", type=int, default=Limits.max_serves)
     ap.add_argument("--max-tensors", type=int, default=Limits.max_tensors)
     ap.add_argument("--bind", default="tcp://127.0.0.1:*")
     ap.add_argument("--bulk-bind", default=None)
@@ -147,6 +148,7 @@ async def main() -> None:
         stall_timeout=args.stall,
         request_timeout=30,
         max_streams=args.max_streams,
+        max_serves=args.max_serves,
         max_tensors=args.max_tensors,
     )
     node = Node(

@@ -199,6 +199,30 @@ def test_an_offer_granted_after_its_sender_gave_up_is_cancelled_not_stalled(spaw
     assert local.node.stats.late_answers == 2 and not local.node.stats.rejections
 
 
+def test_a_fetch_served_after_its_fetcher_gave_up_is_cancelled_not_stalled(spawn_peer, loop_node) -> None:
+    """The server's one serve slot is busy, a second fetch times out while queued for it; when the slot
+    frees, the server serves that abandoned fetch. The fetcher cancels it at once, so the server does not
+    hold its slot for the 60 s stall timeout (a fetcher that kept asking again would otherwise keep every
+    slot taken by serves nobody reads)."""
+    b = spawn_peer("--stall", "60", "--max-serves", "1")
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    big = densenet_like_state(30_000_000, seed=6)
+    h = codec.content_hash(big)
+    assert local.run(local.node.send_update(b.key, round=1, term=0, state=big)).ok
+    first = asyncio.run_coroutine_threadsafe(local.node.fetch_model(b.key, h, max_bytes=1 << 30), local.loop)
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_in < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
+    with pytest.raises(TransportError, match="no answer"):
+        local.run(local.node.fetch_model(b.key, h, max_bytes=1 << 30, timeout=0.05))
+    assert codec.content_hash(first.result(60)) == h
+    t0 = time.monotonic()
+    assert codec.content_hash(local.run(local.node.fetch_model(b.key, h, max_bytes=1 << 30))) == h
+    assert time.monotonic() - t0 < 10  # not the 60 s stall timeout
+    assert b.call("stats")["rejections"] == {"cancelled": 1}
+
+
 def test_an_abandoned_fetch_stops_the_servers_pump_at_once(spawn_peer, loop_node) -> None:
     """A fetcher that gives up mid-stream (its caller timed out) cancels the serve, so the server
     does not keep pumping until its 60 s stall timeout."""
