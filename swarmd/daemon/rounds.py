@@ -136,20 +136,23 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
             if not await self.train_and_commit(r, info, base):
                 await self.sit_out(r)
                 return
-        info = await self.until_elected(r)
-        while info.status == RoundStatus.ELECTED:
-            self.state.leader, self.state.term = info.leader, info.term
-            if self.sharded and info.has_revealed(self.me):
-                await self.shard_round(r, info, base)
-            elif info.leader == self.me and Fault.DECLINE_LEAD in self.faults:
-                log.warning("FAULT decline-lead: not leading round %d term %d", r, info.term)
-            elif info.leader == self.me:
-                await self.lead(r, info, base)
-            elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round
-                await self.deliver(r, info)
-            else:
-                log.warning("round %d: we did not reveal our election secret in time; sitting it out", r)
-            info = await self.until_settled(r, info.term)
+        try:
+            info = await self.until_elected(r)
+            while info.status == RoundStatus.ELECTED:
+                self.state.leader, self.state.term = info.leader, info.term
+                if self.sharded and info.has_revealed(self.me):
+                    await self.shard_round(r, info, base)
+                elif info.leader == self.me and Fault.DECLINE_LEAD in self.faults:
+                    log.warning("FAULT decline-lead: not leading round %d term %d", r, info.term)
+                elif info.leader == self.me:
+                    await self.lead(r, info, base)
+                elif info.has_revealed(self.me):  # a committer that did not reveal is out of the round
+                    await self.deliver(r, info)
+                else:
+                    log.warning("round %d: we did not reveal our election secret in time; sitting it out", r)
+                info = await self.until_settled(r, info.term)
+        finally:
+            self.close_early_shards()  # a sharded start before an election that never came
         await self.conclude(r, info)
 
     # --- train and commit ----------------------------------------------------------------------
@@ -268,6 +271,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
                     self.metrics.election()
                 return info
             if await self.reveal_if_due(r, info):
+                await self.open_shards_early(r, info)  # sharded: commits have closed, the exchange can start
                 continue
             if await self.chain(self.ledger.can_elect, r):
                 await self.transact(self.ledger.elect, r)

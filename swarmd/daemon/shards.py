@@ -1,14 +1,16 @@
 """A sharded round (`[exchange] topology = "sharded"`): every committer merges some leaves of the model.
 
-The elected leader coordinates and finalizes but no longer receives every update. Each revealed
-committer (the leader too) serves its update's leaves by hash, fetches the leaves it owns under the
-leader's plan from every other committer (reduce-scatter: each checked against the sender's on-chain
-Merkle root and validated), merges them with the task's rule, and, once the plan lists every merged
-leaf's hash, fetches the merged leaves from their owners and assembles the merged model (all-gather).
-The leader pushes its plan (`shardplan.Coordinator`) to every committer about ten times a second;
-each answer is that committer's status. Once the leader holds the merged model it finalizes its
-content hash as in the leader topology; the others hold the same bytes already (a site whose copy
-hashes otherwise fetches the finalized model by gossip, as ever). docs/protocol.md "Sharded rounds".
+The elected leader coordinates and finalizes but no longer receives every update. Each committer (the
+leader too) serves its update's leaves by hash from the moment commits close, before the election, and
+fetches the leaves it owns under the plan (the opening one, then the leader's) from every other
+committer (reduce-scatter: each checked against the sender's on-chain Merkle root and validated),
+merges them with the task's rule, and, once the plan lists every merged leaf's hash, fetches the merged
+leaves from their owners and assembles the merged model (all-gather). The leader pushes a new plan
+(`shardplan.Coordinator`) to each committer as soon as it answered the one before, an unchanged one
+about ten times a second; each answer is that committer's status. Once the leader holds the merged
+model it finalizes its content hash as in the leader topology; the others hold the same bytes already
+(a site whose copy hashes otherwise fetches the finalized model by gossip, as ever). docs/protocol.md
+"Sharded rounds".
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from swarmd.codec import Digest, Manifest, content_hash, encode
 from swarmd.daemon.accounting import HASH_MISMATCH, exclusion_reason, finalize_outcomes
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.shardplan import Coordinator, opening_plan
-from swarmd.daemon.shardwork import Leaf, ShardWork
+from swarmd.daemon.shardwork import Committed, Leaf, ShardWork
 from swarmd.daemon.state import Phase
 from swarmd.errors import HashMismatch, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
@@ -88,6 +90,7 @@ class ShardSide(LeaderSide):
     """The sharded topology's committer and leader sides, and its answers to peers."""
 
     _shards: ShardWork | None = None
+    _shard_owner: asyncio.Task[None] | None = None  # the owner loop of the work opened before the election
     _shard_serve: dict[bytes, tuple[int, Leaf]] | None = None
     _shard_wake: asyncio.Event | None = None
 
@@ -104,22 +107,65 @@ class ShardSide(LeaderSide):
         return await asyncio.to_thread(lambda: ShardLayout(update).root(update))
 
     # --- the round ----------------------------------------------------------------------------------
+    async def open_shards_early(self, r: int, info: RoundInfo) -> None:
+        """Once commits have closed (we just revealed), start the reduce-scatter on the commits alone: the
+        committers are fixed, and in the usual round every one of them reveals, so the election's
+        transactions and the exchange overlap. `shard_round` carries the work on under the elected term
+        when the revealed committers are these; otherwise it starts over, keeping the pieces."""
+        if not self.sharded or (self._shards is not None and self._shards.round == r):
+            return
+        committed = {c.site: (c.update_hash, c.n_samples) for c in info.commits}
+        base = self.store.get(info.base_hash)
+        work = await self.open_work(r, -1, "", base, committed)
+        self._shard_owner = self.start_owner(work)
+
+    async def open_work(
+        self, r: int, term: int, leader: str, base: Mapping[str, torch.Tensor], committed: Committed
+    ) -> ShardWork:
+        """The work of (r, term), serving our update's leaves from here on, on its opening plan."""
+        own = self.store.get(self.own_update(r))
+        is_diff = self.task.swarm.send == WeightKind.DIFF
+        work = await asyncio.to_thread(ShardWork, r, term, self.me, leader, base, own, committed, is_diff)
+        earlier = self._shards
+        if earlier is not None and earlier.round == r:  # pieces of a term before, or of the early start
+            work.inherit(earlier)
+        self._shard_serve = {h: v for h, v in (self._shard_serve or {}).items() if v[0] >= r - 1}
+        self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
+        self._shards = work
+        work.adopt(opening_plan(r, term, list(committed), work.layout.count))
+        return work
+
+    def start_owner(self, work: ShardWork) -> asyncio.Task[None]:
+        owner = asyncio.ensure_future(self.own_shards(work))
+        owner.add_done_callback(functools.partial(log_crash, f"round {work.round}: the shard owner loop"))
+        return owner
+
+    def close_early_shards(self) -> None:
+        """Stop the owner loop of a work opened before an election that never came (round abandoned)."""
+        owner, self._shard_owner = self._shard_owner, None
+        if owner is not None:
+            owner.cancel()
+        if self._shards is not None and self._shards.term == -1:
+            self._shards.over = True
+
     async def shard_round(self, r: int, info: RoundInfo, base: Mapping[str, torch.Tensor]) -> None:
         """Play term `info.term` of sharded round r until it ends (the leader: until it finalized)."""
         self.set_phase(Phase.EXCHANGE, r)
         committed = {c.site: (c.update_hash, c.n_samples) for c in info.commits if info.has_revealed(c.site)}
-        own = self.store.get(self.own_update(r))
-        is_diff = self.task.swarm.send == WeightKind.DIFF
         leader = info.leader or ""
-        work = await asyncio.to_thread(
-            ShardWork, r, info.term, self.me, leader, base, own, committed, is_diff
-        )
-        self._shard_serve = {h: v for h, v in (self._shard_serve or {}).items() if v[0] >= r - 1}
-        self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
-        self._shards = work
-        work.adopt(opening_plan(r, info.term, list(committed), work.layout.count))
-        owner = asyncio.ensure_future(self.own_shards(work))
-        owner.add_done_callback(functools.partial(log_crash, f"round {r}: the shard owner loop"))
+        early, owner = self._shards, self._shard_owner
+        self._shard_owner = None
+        carry_on = early is not None and (early.round, early.term) == (r, -1)
+        if early is not None and carry_on and set(early.committed) == set(committed):
+            assert owner is not None  # opened with its loop
+            early.retarget(info.term, leader)  # the loop and its fetches go on: nothing is asked twice
+            early.adopt(opening_plan(r, info.term, list(committed), early.layout.count))
+            work = early
+        else:
+            if owner is not None:
+                owner.cancel()  # a committer did not reveal: its pieces go, the others' stay
+            work = await self.open_work(r, info.term, leader, base, committed)
+            owner = self.start_owner(work)
         try:
             if leader == self.me:
                 await self.coordinate(r, info, work)
@@ -203,7 +249,9 @@ class ShardSide(LeaderSide):
             try:
                 key = self.peers.key(sender)
                 if sender not in work.lists:
-                    answer = await self.ask_shards(key, work.round, LeavesAsk(work.round, work.term))
+                    # The answer does not depend on the term; before the election (-1) we say 0.
+                    ask = LeavesAsk(work.round, max(work.term, 0))
+                    answer = await self.ask_shards(key, work.round, ask)
                     if not isinstance(answer, Leaves) or answer.round != work.round:
                         raise BadShardMessage(f"answered a leaves question with {answer.KIND}")
                     if not work.check_list(sender, answer.hashes):

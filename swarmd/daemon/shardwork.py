@@ -23,6 +23,7 @@ from swarmd.merge.shards import ShardLayout, merge_leaf, merkle_root
 from swarmd.transport.shards import Plan, Status
 
 Leaf = dict[str, torch.Tensor]
+Committed = dict[str, tuple[bytes, int]]  # revealed committer -> (committed root, sample count)
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ShardWork:
     leader: str
     base: Mapping[str, torch.Tensor]
     own: Mapping[str, torch.Tensor]  # this site's update
-    committed: dict[str, tuple[bytes, int]]  # revealed committer -> (committed root, sample count)
+    committed: Committed  # the revealed committers (before the election: every committer)
     is_diff: bool
     layout: ShardLayout = field(init=False)
     own_hashes: list[Digest] = field(init=False)
@@ -52,6 +53,23 @@ class ShardWork:
         self.own_hashes = self.layout.hashes(self.own)
         for i, piece in enumerate(self.layout.leaves(self.own)):
             self.pieces.setdefault(i, {})[self.me] = piece
+
+    def inherit(self, earlier: ShardWork) -> None:
+        """Keep what an earlier work of this round (a term before, or the start before the election) checked
+        and fetched of the updates still committed here: an update's leaves do not change with the term.
+        Its merges are kept too; each names the include it was merged over."""
+        keep = self.committed.keys()
+        self.lists.update({s: h for s, h in earlier.lists.items() if s in keep})
+        self.failed.update({s: why for s, why in earlier.failed.items() if s in keep})
+        for i, held in earlier.pieces.items():
+            mine = self.pieces.setdefault(i, {})
+            mine.update({s: piece for s, piece in held.items() if s in keep and s not in mine})
+        self.merged.update(earlier.merged)
+
+    def retarget(self, term: int, leader: str) -> None:
+        """Go on as the work of the elected `term`: the work opened before the election (term -1, on the
+        commits alone) keeps its pieces and merges, and takes the term's plans from here on."""
+        self.term, self.leader, self.plan = term, leader, None
 
     def own_leaves(self) -> dict[bytes, Leaf]:
         """What this site serves to the owners: its update's leaves, by hash."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from swarmd.codec import content_hash
+from swarmd.daemon.shardplan import opening_plan
 from swarmd.daemon.shardwork import ShardWork
 from swarmd.merge import FedAvg, Update
 from swarmd.merge.shards import ShardLayout
@@ -86,3 +87,34 @@ def test_a_wrong_guess_is_merged_again_over_the_decided_include() -> None:
     for i in work.to_merge():
         work.merge(i, FedAvg)
     assert set(work.status().merged) == set(work.mine()) and work.to_merge() == []
+
+
+def test_the_work_opened_before_the_election_goes_on_under_the_elected_term() -> None:
+    work, updates = work_of(B)
+    early = ShardWork(0, -1, B, "", model(0.0), updates[B], work.committed, is_diff=False)
+    early.adopt(opening_plan(0, -1, list(early.committed), early.layout.count))
+    for i in early.mine():
+        early.check_piece(A, i, early.layout.leaf(updates[A], i))
+    early.retarget(1, A)
+    assert early.plan is None and (early.term, early.leader) == (1, A)
+    assert early.adopt(opening_plan(0, 1, list(early.committed), early.layout.count))
+    assert early.missing(A) == [] and early.missing(C) == early.mine()  # A's pieces were kept
+
+
+def test_a_later_work_keeps_the_pieces_lists_and_refusals_of_the_updates_still_committed() -> None:
+    work, updates = work_of(B)
+    owners = (B,) * work.layout.count
+    work.adopt(Plan(0, 1, 0, owners))
+    for sender in (A, C):
+        work.check_list(sender, tuple(work.layout.hashes(updates[sender])))
+        work.check_piece(sender, 0, work.layout.leaf(updates[sender], 0))
+    work.failed[C] = "nonfinite"
+    work.merge(0, FedAvg)
+    only_ab = {a: v for a, v in work.committed.items() if a != C}  # C did not reveal in the next term
+    later = ShardWork(0, 2, B, A, model(0.0), updates[B], only_ab, is_diff=False)
+    later.inherit(work)
+    assert set(later.lists) == {A} and later.failed == {}
+    assert set(later.pieces[0]) == {A, B}  # C's piece went with C
+    assert later.merged == work.merged  # each merge names its include: a different one is merged again
+    later.adopt(Plan(0, 2, 0, owners))
+    assert later.missing(A) == [i for i in later.mine() if i != 0]
