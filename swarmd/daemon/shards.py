@@ -155,15 +155,13 @@ class ShardSide(LeaderSide):
         leader = info.leader or ""
         early, owner = self._shards, self._shard_owner
         self._shard_owner = None
-        carry_on = early is not None and (early.round, early.term) == (r, -1)
-        if early is not None and carry_on and set(early.committed) == set(committed):
-            assert owner is not None  # opened with its loop
+        if early is not None and owner is not None and early.opened_early(r, committed):
             early.retarget(info.term, leader)  # the loop and its fetches go on: nothing is asked twice
             early.adopt(opening_plan(r, info.term, list(committed), early.layout.count))
             work = early
         else:
             if owner is not None:
-                owner.cancel()  # a committer did not reveal: its pieces go, the others' stay
+                owner.cancel()  # a committer did not reveal: its pieces go, the others' stay (inherit)
             work = await self.open_work(r, info.term, leader, base, committed)
             owner = self.start_owner(work)
         try:

@@ -66,6 +66,10 @@ class ShardWork:
             mine.update({s: piece for s, piece in held.items() if s in keep and s not in mine})
         self.merged.update(earlier.merged)
 
+    def opened_early(self, r: int, committed: Committed) -> bool:
+        """Round r's work opened before the election (term -1) on exactly these committers."""
+        return (self.round, self.term) == (r, -1) and self.committed.keys() == committed.keys()
+
     def retarget(self, term: int, leader: str) -> None:
         """Go on as the work of the elected `term`: the work opened before the election (term -1, on the
         commits alone) keeps its pieces and merges, and takes the term's plans from here on."""

@@ -93,6 +93,9 @@ def test_the_work_opened_before_the_election_goes_on_under_the_elected_term() ->
     work, updates = work_of(B)
     early = ShardWork(0, -1, B, "", model(0.0), updates[B], work.committed, is_diff=False)
     early.adopt(opening_plan(0, -1, list(early.committed), early.layout.count))
+    assert early.opened_early(0, work.committed) and not early.opened_early(1, work.committed)
+    assert not early.opened_early(0, {a: v for a, v in work.committed.items() if a != C})  # C kept quiet
+    assert not work.opened_early(0, work.committed)  # an elected term's work
     for i in early.mine():
         early.check_piece(A, i, early.layout.leaf(updates[A], i))
     early.retarget(1, A)
