@@ -101,6 +101,25 @@ def window_bytes(samples: Sequence[Sample], node: str, start: float, end: float)
     return {"in": round(rx1 - rx0), "out": round(tx1 - tx0)}
 
 
+FULL = 0.8  # a link counts as full at this share of its rate, in its busier direction
+
+
+def full_seconds(samples: Sequence[Sample], node: str, start: float, end: float, rate_bps: int) -> float:
+    """Seconds between `start` and `end` in which `node`'s link ran at >= FULL of `rate_bps` in or out,
+    by the intervals between samples (clipped to the window). Set against the floor's seconds it says
+    how much of a round the link was the limit, and where it idled (the phases' ends, the chain)."""
+    pts = [(ts, c[node]) for ts, c in samples if node in c]
+    full = 0.0
+    for (t0, a), (t1, b) in itertools.pairwise(pts):
+        lo, hi = max(t0, start), min(t1, end)
+        if hi <= lo or t1 <= t0:
+            continue
+        busier = max(b[0] - a[0], b[1] - a[1]) * 8 / (t1 - t0)
+        if busier >= FULL * rate_bps:
+            full += hi - lo
+    return full
+
+
 def cycle_start(r: int, journals: dict[str, dict[int, RoundRecord]]) -> float:
     """Where `_cycle` starts round r: the first finalize of r-1 (round 0: the first sync)."""
     phase, rr = ("sync", 0) if r == 0 else ("disseminate", r - 1)
@@ -329,6 +348,7 @@ def summarize(
         end = start + c["cycle_s"]  # the first finalize of round r
         floor = wire_floor_s(topology, sites, model_bytes, rate_bps, disseminate=r > 0)
         per_site = {s: window_bytes(samples, s, start, end) for s in journals}
+        busy = end - c["overhead_s"]
         busiest = max(max(b["in"], b["out"]) for b in per_site.values())
         cycles.append(
             {
@@ -338,6 +358,8 @@ def summarize(
                 "overhead_vs_floor": round(c["overhead_s"] / floor, 2),
                 "bytes": per_site,
                 "chain_bytes": window_bytes(samples, "chain", start, end),
+                # from the last committer's training done to the finalize: what the overhead counts
+                "link_full_s": {s: round(full_seconds(samples, s, busy, end, rate_bps), 2) for s in journals},
                 "busiest_link_vs_floor": round(
                     busiest / wire_floor_bytes(topology, sites, model_bytes, disseminate=r > 0), 3
                 ),

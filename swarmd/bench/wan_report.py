@@ -155,6 +155,10 @@ def format_tables(result: dict[str, Any]) -> str:
         (c["round"], *(f"{c['bytes'][s]['in'] / MB:.1f} / {c['bytes'][s]['out'] / MB:.1f}" for s in sites))
         for c in result["cycles"]
     ]
+    full_rows = [
+        (c["round"], f"{c['floor_s']:.2f}", *(f"{c.get('link_full_s', {}).get(s, 0.0):.2f}" for s in sites))
+        for c in result["cycles"]
+    ]
     tbf = result["tbf"]
     tbf_rows = [
         (
@@ -178,6 +182,12 @@ def format_tables(result: dict[str, Any]) -> str:
             "Wire bytes per site and round, MB in / out (eth0 counters in each site's namespace):",
             "",
             table(("round", *sites), byte_rows),
+            "",
+            "Seconds each site's link ran at >= 80 % of its rate (in or out, 50 ms samples) between the last "
+            "committer's training and the finalize, beside the floor's seconds: the rest of the overhead "
+            "the link idled or ran part-full (the chain, plan and merge steps, the phases' ends):",
+            "",
+            table(("round", "floor s", *sites), full_rows),
             "",
             "Each site's token buckets over the whole run, MB sent / packets dropped (TCP resends drops):",
             "",

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from swarmd.bench.wan import Sample, at, summarize, window_bytes, wire_floor_bytes, wire_floor_s
+from swarmd.bench.wan import (
+    Sample,
+    at,
+    full_seconds,
+    summarize,
+    window_bytes,
+    wire_floor_bytes,
+    wire_floor_s,
+)
 from swarmd.bench.wan_report import wan_goals, wan_name, wan_report, with_baseline
 from swarmd.daemon.store import RoundRecord
 
@@ -42,6 +50,20 @@ def test_counters_are_interpolated_between_samples_and_clamped_at_the_ends() -> 
     assert window_bytes(SAMPLES, "chain", 0.0, 99.0) == {"in": 4, "out": 4}
 
 
+def test_a_link_is_full_in_the_intervals_where_either_direction_ran_near_its_rate() -> None:
+    rate = 8_000  # bits per second: 1000 bytes a second
+    samples: list[Sample] = [
+        (0.0, {"s": (0, 0)}),
+        (1.0, {"s": (900, 0)}),  # in at 90 %: full
+        (2.0, {"s": (1_200, 100)}),  # 30 % / 10 %: not full
+        (4.0, {"s": (1_200, 1_900)}),  # out at 90 %: full
+    ]
+    assert full_seconds(samples, "s", 0.0, 4.0, rate) == pytest.approx(3.0)
+    assert full_seconds(samples, "s", 0.5, 3.0, rate) == pytest.approx(1.5)  # clipped to the window
+    assert full_seconds(samples, "s", 1.0, 2.0, rate) == 0.0
+    assert full_seconds(samples, "absent", 0.0, 4.0, rate) == 0.0
+
+
 def _journals() -> dict[str, dict[int, RoundRecord]]:
     """Two sites, one round: site-a leads (receives site-b's update), finalizes at t=20."""
     a = {"sync": 10.0, "train": 10.5, "commit": 12.0, "elect": 12.2, "exchange": 12.3, "merge": 15.0}
@@ -67,6 +89,8 @@ def test_a_round_row_holds_overhead_floor_and_each_sites_wire_bytes() -> None:
     assert c["overhead_vs_floor"] == pytest.approx(8.5 / (M * 8 / 1e8), abs=0.01)
     assert c["bytes"]["site-a"] == {"in": M + 10**6, "out": 10**5}
     assert c["busiest_link_vs_floor"] == pytest.approx((M + 10**6) / M, abs=1e-3)
+    # 29 MB in over the 10 s between the samples is 23 Mbit/s against 100: never full
+    assert c["link_full_s"] == {"site-a": 0.0, "site-b": 0.0}
     assert out["model_bytes"] == M and out["steady_rounds"] == [0]
     result = {"sites": 2, "rate": "100mbit", "model": "densenet121", "rounds": 1, "topology": "leader"}
     tbf = {
