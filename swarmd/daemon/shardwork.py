@@ -23,7 +23,7 @@ from swarmd.merge.shards import ShardLayout, merge_leaf, merkle_root
 from swarmd.transport.shards import Plan, Status
 
 Leaf = dict[str, torch.Tensor]
-Committed = dict[str, tuple[bytes, int]]  # revealed committer -> (committed root, sample count)
+Committed = dict[str, tuple[bytes, int]]  # committer -> (committed root, sample count)
 
 
 @dataclass
