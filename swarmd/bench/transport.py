@@ -177,6 +177,7 @@ async def _node_receiver(conn: Connection, mode: BulkMode, total: int) -> None:
     loop = asyncio.get_running_loop()
     sender_key = await loop.run_in_executor(None, conn.recv)
     node.set_peers({sender_key: "tcp://127.0.0.1:1", node.peer_id: node.endpoint})
+    conn.send("members")  # the sender's handshake is refused until its key is a member here
     await loop.run_in_executor(None, conn.recv)  # "stop"
     conn.send({"peak": _peak_rss(), "rejections": dict(node.stats.rejections)})
     await node.close()
@@ -230,6 +231,9 @@ async def _send_node(
     try:
         node.set_peers({info["key"]: info["endpoint"]})
         conn.send(node.peer_id)
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, conn.poll, 120) or conn.recv() != "members":
+            raise RuntimeError("bench receiver did not admit the sender")
         digest = codec.hash_frames(*payload)
         times = []
         for i in range(reps + 1):
