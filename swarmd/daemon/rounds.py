@@ -271,7 +271,10 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
                     self.metrics.election()
                 return info
             if await self.reveal_if_due(r, info):
-                await self.open_shards_early(r, info)  # sharded: commits have closed, the exchange can start
+                # Sharded: commits have closed, the exchange can start. On the commits read now: `info`
+                # may predate the last ones (a site opened on its own commit alone and refused the rest).
+                if self.sharded:
+                    await self.open_shards_early(r, await self.chain(self.ledger.round, r))
                 continue
             if await self.chain(self.ledger.can_elect, r):
                 await self.transact(self.ledger.elect, r)
