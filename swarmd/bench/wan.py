@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -38,7 +39,7 @@ from swarmd.config import load_config, with_chain, write_config
 from swarmd.daemon.store import Journal, RoundRecord
 from swarmd.errors import DaemonError
 from swarmd.ledger import Devnet
-from swarmd.ledger.devnet import find_anvil
+from swarmd.ledger.devnet import anvil_ws_url, find_anvil
 from swarmd.ops import DaemonProcess, LocalConsortium, local_consortium, stop_all
 from swarmd.ops.netns import (
     NetnsError,
@@ -167,7 +168,10 @@ def _provision(root: Path, task: Path, run_sites: list[Node], chain: Node) -> Lo
         )
     url = f"http://{chain.ip}:{CHAIN_PORT}"
     for site in consortium.sites:
-        write_config(with_chain(load_config(site.config), rpc_url=url), site.config)
+        # New heads pushed over the same shaped path, as a site would have them (polling otherwise: a
+        # site then learned of a finalize up to a poll late, and started its next round that much late).
+        cfg = with_chain(load_config(site.config), rpc_url=url, ws_url=anvil_ws_url(url))
+        write_config(cfg, site.config)
     return consortium
 
 
@@ -266,7 +270,10 @@ def run_wan_bench(
             run = _Run(net, chain, nodes, consortium, _daemons(consortium, nodes))
             measured = _measure(run, root, _budget(sites, rounds, rate_bps), lambda m: note(f"{label}: {m}"))
             if keep_logs is not None:
-                _keep(consortium, root, keep_logs / f"n{sites}-{format_rate(rate_bps)}-{topology}")
+                dest = keep_logs / f"n{sites}-{format_rate(rate_bps)}-{topology}"
+                _keep(consortium, root, dest)
+                # Every SAMPLE_S: what each node's link had moved (rx, tx bytes), for a look at the phases.
+                (dest / "links.json").write_text(json.dumps([[t, c] for t, c in measured.samples]))
     except DaemonError as exc:
         raise BenchFailed(str(exc)) from None
     finally:
