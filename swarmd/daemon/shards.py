@@ -50,7 +50,9 @@ from swarmd.transport.shards import (
 
 log = logging.getLogger("swarmd.shards")
 
-CYCLE = 0.1  # seconds between two pushes of the same plan to a committer (a new plan goes at once)
+CYCLE = 0.1  # seconds between two pushes of the same plan to a committer whose status did not change
+OWNER_IDLE = 0.5  # seconds the owner loop sleeps unless woken (a piece, a plan, a merge)
+HOLD = 0.5  # seconds a committer holds its answer to a plan until its status changes (a long poll)
 ASK_TIMEOUT = 10.0  # seconds for a plan push or a leaf-list question to be answered (a busy 2-core box
 # answered one in over 2 s)
 CHAIN_EVERY = 1.0  # seconds between the leader's reads of the chain while it coordinates
@@ -68,19 +70,36 @@ def log_crash(what: str, task: asyncio.Task[None]) -> None:
 
 @dataclass
 class Pushes:
-    """The leader's plan pushes: the one in flight to each committer, and the last one sent (epoch, when).
-    A committer gets a new plan as soon as it answered the one before, the same plan again after CYCLE."""
+    """The leader's plan pushes: the one in flight to each committer, the last one sent (epoch, when),
+    and the last answer. A committer holds its answer until its status changes (HOLD), so an answer
+    with news is followed by the next push at once: the leader hears of each merged leaf within a round
+    trip, not a cycle. A new plan goes at once, even while the committer holds its answer to an older
+    one; an unchanged plan to an unchanged committer (one not in the round yet answers at once) after
+    CYCLE."""
 
     asks: dict[str, asyncio.Task[tuple[bool, Status | None]]] = field(default_factory=dict)
     sent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    answers: dict[str, Status | None] = field(default_factory=dict)
+    news: set[str] = field(default_factory=set)  # committers whose last answer changed: asked again at once
+
+    def answered(self, site: str, status: Status | None) -> None:
+        if site not in self.answers or status != self.answers[site]:
+            self.news.add(site)
+        self.answers[site] = status
+
+    def pushed(self, site: str, epoch: int, now: float) -> None:
+        self.sent[site] = (epoch, now)
+        self.news.discard(site)
 
     def due(self, site: str, epoch: int, now: float) -> bool:
         last = self.sent.get(site)
-        return site not in self.asks and (last is None or last[0] < epoch or now - last[1] >= CYCLE)
+        if last is None or last[0] < epoch:
+            return True
+        return site not in self.asks and (site in self.news or now - last[1] >= CYCLE)
 
     def next_due(self, now: float) -> float:
         """Seconds until an answer is to be read or a committer is due its next push (at most CYCLE)."""
-        if any(task.done() for task in self.asks.values()):
+        if any(task.done() for task in self.asks.values()) or self.news - set(self.asks):
             return 0.0  # answered while the coordinator was busy elsewhere: its wake is gone
         waits = [t + CYCLE - now for site, (_, t) in self.sent.items() if site not in self.asks]
         return max(0.0, min([CYCLE, *waits]))
@@ -93,6 +112,7 @@ class ShardSide(LeaderSide):
     _shard_owner: asyncio.Task[None] | None = None  # the owner loop of the work opened before the election
     _shard_serve: dict[bytes, tuple[int, Leaf]] | None = None
     _shard_wake: asyncio.Event | None = None
+    _shard_told: Status | None = None  # the status we last answered the leader's plan with
 
     @property
     def sharded(self) -> bool:
@@ -222,15 +242,19 @@ class ShardSide(LeaderSide):
                     busy = sender in fetching and not fetching[sender].done()
                     if sender != self.me and not busy and work.missing(sender) and sender not in work.failed:
                         fetching[sender] = asyncio.ensure_future(self.fetch_leaves(work, sender))
-                for i in work.to_merge():
+                merging = work.to_merge()
+                for i in merging:
                     rule = lambda: rule_for(self.task.swarm)  # noqa: E731  # a fresh rule per leaf
                     digest, leaf = await asyncio.to_thread(work.merge, i, rule)
                     self.serve_leaf(work.round, digest, leaf)
+                if merging:
+                    self.wake()  # our status changed: a held answer to the leader goes now
+                    continue  # what came in while we merged woke no one: look again before sleeping
                 plan = work.plan
                 idle = gather is None or gather.done()
                 if plan is not None and plan.merged is not None and idle and work.gathered is None:
                     gather = asyncio.ensure_future(self.gather(work))
-                await self.wait_wake(0.5)
+                await self.wait_wake(OWNER_IDLE)
         finally:
             for task in [*fetching.values(), *([gather] if gather else [])]:
                 task.cancel()
@@ -397,10 +421,14 @@ class ShardSide(LeaderSide):
                 answered, status = pushes.asks.pop(site).result()
                 if answered:
                     out[site] = status
+                    pushes.answered(site, status)
             if pushes.due(site, plan.epoch, now):
+                if (held := pushes.asks.get(site)) is not None:
+                    held.cancel()  # its answer is about an older plan: the committer drops its hold
                 task = asyncio.ensure_future(self.ask_status(site, plan))
                 task.add_done_callback(lambda _: self.wake())  # the coordinator reads the answer at once
-                pushes.asks[site], pushes.sent[site] = task, (plan.epoch, now)
+                pushes.asks[site] = task
+                pushes.pushed(site, plan.epoch, now)
         return out
 
     async def ask_status(self, site: str, plan: Plan) -> tuple[bool, Status | None]:
@@ -452,10 +480,28 @@ class ShardSide(LeaderSide):
         if isinstance(msg, Plan) and msg.term == work.term and sender == work.leader:
             if work.adopt(msg):
                 self.wake()
-            return work.status().encode()
+            return (await self.news_for_leader(work, msg.epoch)).encode()
         if isinstance(msg, Plan):
             return Verdict(False, Refusal.INVALID, f"{sender} does not lead term {msg.term} here")
         return Verdict(False, Refusal.INVALID, f"a {msg.KIND} is not a question")
+
+    async def news_for_leader(self, work: ShardWork, epoch: int) -> Status:
+        """Our status under plan `epoch`, once it differs from the one we last told the leader, or after
+        HOLD, or when a newer plan came (a long poll: the leader asks again as soon as we answer, so it
+        hears of a piece or a merged leaf at once, not on its next cycle)."""
+        until = time.monotonic() + HOLD
+        status = work.status()
+
+        def hold() -> bool:
+            current = work.plan is not None and work.plan.epoch == epoch
+            return status == self._shard_told and current and not work.over
+
+        while hold() and (left := until - time.monotonic()) > 0:
+            await self.wait_wake(left)
+            status = work.status()
+        if status.epoch == epoch:  # an answer about a plan the leader has replaced is dropped there
+            self._shard_told = status
+        return status
 
     def committed_update(self, r: int) -> bytes | Verdict:
         """An auditor's question: the content hash of the update whose leaves' root we committed in round
