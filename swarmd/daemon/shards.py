@@ -33,7 +33,7 @@ from swarmd.daemon.state import Phase
 from swarmd.errors import HashMismatch, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.merge import rule_for
-from swarmd.merge.shards import ShardLayout
+from swarmd.merge.shards import ShardLayout, merkle_root
 from swarmd.task import WeightKind
 from swarmd.transport import PeerId, Refusal, SecAggHeader, SecAggTopic, Verdict
 from swarmd.transport.shards import (
@@ -113,6 +113,7 @@ class ShardSide(LeaderSide):
     _shard_serve: dict[bytes, tuple[int, Leaf]] | None = None
     _shard_wake: asyncio.Event | None = None
     _shard_told: Status | None = None  # the status we last answered the leader's plan with
+    _leaf_hashes: tuple[bytes, list[Digest]] | None = None  # (update hash, its leaf hashes), from the commit
 
     @property
     def sharded(self) -> bool:
@@ -124,7 +125,11 @@ class ShardSide(LeaderSide):
         if not self.sharded:
             return update_hash
         update = self.store.get(update_hash)
-        return await asyncio.to_thread(lambda: ShardLayout(update).root(update))
+        hashes = await asyncio.to_thread(lambda: ShardLayout(update).hashes(update))
+        # Kept for the round's work, which serves the leaves by these hashes: opened once commits close,
+        # on the exchange's path, it then need not hash the 28 MB again.
+        self._leaf_hashes = (update_hash, hashes)
+        return merkle_root(hashes)
 
     # --- the round ----------------------------------------------------------------------------------
     async def open_shards_early(self, r: int, info: RoundInfo) -> None:
@@ -143,9 +148,13 @@ class ShardSide(LeaderSide):
         self, r: int, term: int, leader: str, base: Mapping[str, torch.Tensor], committed: Committed
     ) -> ShardWork:
         """The work of (r, term), serving our update's leaves from here on, on its opening plan."""
-        own = self.store.get(self.own_update(r))
+        own_hash = self.own_update(r)
+        own = self.store.get(own_hash)
         is_diff = self.task.swarm.send == WeightKind.DIFF
-        work = await asyncio.to_thread(ShardWork, r, term, self.me, leader, base, own, committed, is_diff)
+        known = self._leaf_hashes[1] if self._leaf_hashes and self._leaf_hashes[0] == own_hash else []
+        work = await asyncio.to_thread(
+            ShardWork, r, term, self.me, leader, base, own, committed, is_diff, own_hashes=known
+        )
         earlier = self._shards
         if earlier is not None and earlier.round == r:  # pieces of a term before, or of the early start
             work.inherit(earlier)

@@ -37,7 +37,7 @@ class ShardWork:
     committed: Committed  # the revealed committers (before the election: every committer)
     is_diff: bool
     layout: ShardLayout = field(init=False)
-    own_hashes: list[Digest] = field(init=False)
+    own_hashes: list[Digest] = field(default_factory=list)  # our leaves' hashes, when the commit made them
     plan: Plan | None = None
     lists: dict[str, tuple[bytes, ...]] = field(default_factory=dict)  # sender -> its checked leaf hashes
     pieces: dict[int, dict[str, Leaf]] = field(default_factory=dict)  # leaf -> sender -> its piece
@@ -50,7 +50,8 @@ class ShardWork:
 
     def __post_init__(self) -> None:
         self.layout = ShardLayout(self.base)
-        self.own_hashes = self.layout.hashes(self.own)
+        if len(self.own_hashes) != self.layout.count:
+            self.own_hashes = self.layout.hashes(self.own)
         for i, piece in enumerate(self.layout.leaves(self.own)):
             self.pieces.setdefault(i, {})[self.me] = piece
 

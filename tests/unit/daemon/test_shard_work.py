@@ -121,3 +121,19 @@ def test_a_later_work_keeps_the_pieces_lists_and_refusals_of_the_updates_still_c
     assert later.merged == work.merged  # each merge names its include: a different one is merged again
     later.adopt(Plan(0, 2, 0, owners))
     assert later.missing(A) == [i for i in later.mine() if i != 0]
+
+
+def test_the_leaf_hashes_made_for_the_commit_are_used_not_made_again(monkeypatch) -> None:
+    work, updates = work_of(A)
+    made = ShardLayout(updates[A]).hashes(updates[A])
+    assert work.own_hashes == made
+
+    def hashes(self: ShardLayout, state: object) -> list[bytes]:
+        raise AssertionError("hashed our update again")
+
+    monkeypatch.setattr(ShardLayout, "hashes", hashes)
+    again = ShardWork(0, 1, A, A, model(0.0), updates[A], work.committed, is_diff=False, own_hashes=made)
+    assert again.own_hashes == made and set(again.own_leaves()) == set(made)
+    monkeypatch.undo()
+    short = ShardWork(0, 1, A, A, model(0.0), updates[A], work.committed, is_diff=False, own_hashes=made[:1])
+    assert short.own_hashes == made  # a list that is not the layout's: made again
