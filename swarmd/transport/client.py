@@ -39,6 +39,7 @@ Request = m.Ping | m.Announce | m.UpdateOffer | m.Fetch | m.SecAgg
 Answers = asyncio.Queue[m.Message]  # a request's answers, and the local events that end its wait
 
 LATE_WINDOW = 256  # ended requests per peer whose late answers are recognised as ours
+REFUSAL_KEPT = 1.0  # seconds a refused handshake answers requests before a fresh socket tries again
 _HANDSHAKE_FAILED = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -63,6 +64,7 @@ class _Conn:
         self.finished: OrderedDict[int, None] = OrderedDict()  # the last LATE_WINDOW requests we ended
         self.tasks: list[asyncio.Task[None]] = []
         self.refused: str | None = None  # set by the monitor when the peer refuses our handshake
+        self.refused_at = 0.0  # when (monotonic): a refusal is retried on a fresh socket after REFUSAL_KEPT
 
     def finish(self, req: int) -> None:
         """Stop waiting for answers to `req`. One that still comes (we timed out, or cancelled a question
@@ -82,6 +84,7 @@ class _Conn:
             self.post(Refusal.DISCONNECTED)
         elif kind in _HANDSHAKE_FAILED:
             self.refused = "handshake refused by the peer (not a member there, or a key mismatch)"
+            self.refused_at = time.monotonic()
             self.post(Refusal.REFUSED)
         elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.refused = None
@@ -181,13 +184,29 @@ class Client:
     def keep_only(self, members: Mapping[PeerId, str]) -> None:
         """Drop our connections to peers that left `members` or moved to another endpoint."""
         for key in [k for k, c in self.conns.items() if members.get(k) != c.endpoint]:
-            conn = self.conns.pop(key)
-            with contextlib.suppress(zmq.ZMQError):
-                conn.control.disable_monitor()  # before its reader closes (see close())
-            for task in conn.tasks:
-                task.cancel()
-            conn.post(Refusal.PEER_REMOVED)
-            conn.close_sockets()
+            self._drop(key, Refusal.PEER_REMOVED)
+
+    def _drop(self, key: PeerId, reason: Refusal) -> None:
+        conn = self.conns.pop(key)
+        with contextlib.suppress(zmq.ZMQError):
+            conn.control.disable_monitor()  # before its reader closes (see close())
+        for task in conn.tasks:
+            task.cancel()
+        conn.post(reason)
+        conn.close_sockets()
+
+    def _live_conn(self, peer: PeerId) -> _Conn:
+        """The peer's connection; one whose handshake the peer refused over REFUSAL_KEPT ago is rebuilt.
+
+        libzmq never retries a handshake the peer refused, and a refusal is often brief: a restarted
+        peer refuses everyone until it has read the member list, a peer that has not yet seen our
+        admission refuses us until its next poll. Kept for REFUSAL_KEPT, the refusal answers our
+        requests at once (no handshake per request to a peer that does not list us)."""
+        conn = self._conn(peer)
+        if conn.refused and time.monotonic() - conn.refused_at >= REFUSAL_KEPT:
+            self._drop(peer, Refusal.REFUSED)
+            conn = self._conn(peer)
+        return conn
 
     def disable_monitors(self) -> None:
         """First step of closing: libzmq blocks sending the final event to a monitor nobody reads."""
@@ -238,7 +257,7 @@ class Client:
         A DEALER without a live connection blocks the send: the peer is down, or it refused our
         handshake and libzmq dropped the pipe. The monitor posts such events to the pending
         queue, so the send is raced against it and bounded by the request timeout."""
-        conn = self._conn(peer)
+        conn = self._live_conn(peer)
         if conn.refused:
             raise PeerRejected(conn.refused)
         q: Answers = asyncio.Queue()

@@ -15,7 +15,7 @@ from peerproc import Recorder, densenet_like_state
 
 from swarmd import codec
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
-from swarmd.transport import Node, Refusal, SecAggTopic, Verdict
+from swarmd.transport import Node, Refusal, SecAggTopic, Verdict, client
 from swarmd.transport.messages import MAX_SECAGG_BODY
 
 pytestmark = pytest.mark.multiproc
@@ -98,6 +98,22 @@ def test_non_member_is_refused_at_the_handshake(spawn_peer, loop_node) -> None:
     assert time.monotonic() - t0 < 5  # refused fast, from the handshake, not by a timeout
     stats = b.call("stats")
     assert stats["denied"] >= 1 and stats["updates"] == 0 and stats["rejections"] == {}
+
+
+def test_a_refused_peer_gets_through_once_it_is_listed(spawn_peer, loop_node) -> None:
+    # A restarted site refuses everyone until it has read the member list; a site refuses a newcomer
+    # until it has seen the admission. libzmq never retries a refused handshake: the client does.
+    b = spawn_peer()
+    local = loop_node(limits=FAST)
+    b.set_peers({b.key: b.endpoint})  # B does not list us yet
+    local.set_peers({b.key: b.endpoint})
+    with pytest.raises(PeerRejected, match="handshake refused"):
+        local.run(local.node.ping(b.key, timeout=5))
+    with pytest.raises(PeerRejected, match="handshake refused"):
+        local.run(local.node.ping(b.key, timeout=5))  # kept for a moment: no handshake per request
+    introduce(b, local)
+    time.sleep(client.REFUSAL_KEPT)
+    assert local.run(local.node.ping(b.key, timeout=5)) < 5.0  # a fresh handshake, accepted
 
 
 def test_corrupted_bytes_are_caught_by_the_hash(spawn_peer, loop_node) -> None:
