@@ -118,6 +118,7 @@ def _inspect_dicom(path: Path) -> ImageInfo:
         TypeError,  # an element present but empty (Rows or PixelData without a value)
         EOFError,
         struct.error,  # a header field too short for its value representation
+        NotImplementedError,  # pydicom's word for a value representation it does not know (garbage)
     ) as exc:
         raise DataError(f"{path}: corrupt DICOM or no pixel data ({exc})") from None
     need = rows * cols * samples * frames * bits // 8
