@@ -166,13 +166,17 @@ def _provision(root: Path, task: Path, run_sites: list[Node], chain: Node) -> Lo
             base_port=SITE_PORT,
             hosts=[s.ip for s in run_sites],
         )
-    url = f"http://{chain.ip}:{CHAIN_PORT}"
     for site in consortium.sites:
-        # New heads pushed over the same shaped path, as a site would have them (polling otherwise: a
-        # site then learned of a finalize up to a poll late, and started its next round that much late).
-        cfg = with_chain(load_config(site.config), rpc_url=url, ws_url=anvil_ws_url(url))
-        write_config(cfg, site.config)
+        point_at_chain(site.config, chain.ip)
     return consortium
+
+
+def point_at_chain(config: Path, ip: str) -> None:
+    """Point a site.toml at the chain's namespace address: its JSON-RPC and its new-heads websocket,
+    as a site would have them (without the websocket a site polls, learns of a finalize up to a poll
+    late, and starts its next round that much late)."""
+    url = f"http://{ip}:{CHAIN_PORT}"
+    write_config(with_chain(load_config(config), rpc_url=url, ws_url=anvil_ws_url(url)), config)
 
 
 def _start_chain(run: _Run, state: Path, log: Path) -> None:

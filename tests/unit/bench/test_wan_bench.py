@@ -6,15 +6,18 @@ from __future__ import annotations
 import pytest
 
 from swarmd.bench.wan import (
+    CHAIN_PORT,
     Sample,
     at,
     full_seconds,
+    point_at_chain,
     summarize,
     window_bytes,
     wire_floor_bytes,
     wire_floor_s,
 )
 from swarmd.bench.wan_report import wan_goals, wan_name, wan_report, with_baseline
+from swarmd.config import load_config, parse_config, write_config
 from swarmd.daemon.store import RoundRecord
 
 M = 28_000_000
@@ -125,3 +128,20 @@ def test_the_sharded_run_is_reported_next_to_the_leader_run_before_it() -> None:
     at8 = {**result, "sites": 8}
     (_, vs) = wan_goals(at8)
     assert vs["limit"] == 0.35 and vs["value"] == 0.5 and not vs["met"]
+
+
+
+def test_a_site_reaches_the_chain_and_its_new_heads_at_the_chain_namespace_address(tmp_path) -> None:
+    # As provisioned: both URLs on the loopback anvil, which a site's namespace cannot reach.
+    provisioned = {
+        "schema": 1,
+        "site": {"name": "site-a", "state_dir": "state", "task": "swarm.toml"},
+        "identity": {"keystore": "k.json", "passphrase_file": "pass", "curve_secret": "curve.key"},
+        "chain": {"rpc_url": "http://127.0.0.1:8545", "ws_url": "ws://127.0.0.1:8545"},
+        "transport": {"bind": "tcp://10.203.0.2:7700", "endpoint": "tcp://10.203.0.2:7700"},
+    }
+    path = write_config(parse_config(provisioned, tmp_path, env={}), tmp_path / "site.toml")
+    point_at_chain(path, "10.203.0.9")
+    chain = load_config(path, env={}).chain
+    assert chain.rpc_url == f"http://10.203.0.9:{CHAIN_PORT}"
+    assert chain.ws_url == f"ws://10.203.0.9:{CHAIN_PORT}"  # pushed heads, not polling
