@@ -95,6 +95,9 @@ class Daemon:
         if task.exchange.compression != "none":
             self.driver.compressor = UpdateCompressor(Encoding.of(task.exchange), state_dir, task.hash)
         handler.bind(self.driver)
+        # The member list before the sockets: a peer that reconnects the moment we listen (we restarted)
+        # is checked against it at its handshake; bound first, we refused every member until we had read it.
+        await self.driver.refresh_members()  # this site's standing is known, and logged, from the start
         await self.node.start()
         advertised_check(cfg.transport, self.node)
         self.control = ControlServer(cfg.control_socket, self.state.snapshot)
@@ -111,7 +114,6 @@ class Daemon:
         if driver is None:
             return
         try:
-            await driver.refresh_members()  # this site's standing is known, and logged, from the start
             await self._prepare(driver)
             await driver.run()
         except StopRequested:
