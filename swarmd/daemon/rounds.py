@@ -271,10 +271,6 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
                     self.metrics.election()
                 return info
             if await self.reveal_if_due(r, info):
-                # Sharded: commits have closed, the exchange can start. On the commits read now: `info`
-                # may predate the last ones (a site opened on its own commit alone and refused the rest).
-                if self.sharded:
-                    await self.open_shards_early(r, await self.chain(self.ledger.round, r))
                 continue
             if await self.chain(self.ledger.can_elect, r):
                 await self.transact(self.ledger.elect, r)
@@ -288,6 +284,12 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         secret = kept_secret(self.journal, r)
         if secret is None or not await self.chain(self.ledger.can_reveal, r):
             return False  # a lost journal lost the secret: the round goes on without us (NOT_REVEALED)
+        if self.sharded:
+            # Commits have closed: the exchange can start, before our reveal's transaction (a tenth of a
+            # second on the exchange's path at every site; the election waits for the reveals, the
+            # exchange does not). On the commits read now: `info` may predate the last ones (a site
+            # opened on its own commit alone and refused every other committer).
+            await self.open_shards_early(r, await self.chain(self.ledger.round, r))
         await self.transact(self.ledger.reveal, r, secret)
         return True
 

@@ -351,25 +351,34 @@ async def test_the_exchange_takes_offers_only_once_the_shorter_stall_timeout_is_
 
 
 # --- the sharded exchange opened before the election ---------------------------------------------------
-async def test_a_sharded_exchange_opens_on_the_commits_read_after_our_reveal(committer, monkeypatch):
+async def test_a_sharded_exchange_opens_on_the_commits_read_once_they_closed_before_our_reveal(
+    committer, monkeypatch
+):
     d, ledger, _node = committer
     everyone = _round(0, "", RoundStatus.OPEN)
-    # Our read of the round shows our commit alone; the others' land before commits close and we reveal.
+    # Our read of the round shows our commit alone; the others' land before commits close.
     ledger.info = dataclasses.replace(everyone, commits=everyone.commits[:1])
     d.journal.update(2, election_secret="0x" + "11" * 32)
     opened: list[tuple[str, ...]] = []
+    steps: list[str] = []
+
+    def can_reveal(r: int) -> bool:
+        ledger.info = everyone  # commits have closed: every commit is in
+        return True
 
     def reveal(r: int, secret: bytes) -> None:
-        ledger.info = dataclasses.replace(everyone, revealed=(ME,))
-
-    async def open_shards_early(r: int, info: RoundInfo) -> None:
-        opened.append(tuple(c.site for c in info.commits))
+        steps.append("reveal")
         ledger.info = _round(1, PEER)  # elected: until_elected returns
 
-    ledger.can_reveal = lambda r: True  # type: ignore[attr-defined]
+    async def open_shards_early(r: int, info: RoundInfo) -> None:
+        steps.append("open")
+        opened.append(tuple(c.site for c in info.commits))
+
+    ledger.can_reveal = can_reveal  # type: ignore[attr-defined]
     ledger.reveal = reveal  # type: ignore[attr-defined]
     monkeypatch.setattr(RoundDriver, "sharded", property(lambda self: True))
     d.open_shards_early = open_shards_early  # type: ignore[method-assign]
     info = await asyncio.wait_for(d.until_elected(2), timeout=5)
     assert info.status == RoundStatus.ELECTED
+    assert steps == ["open", "reveal"]  # the exchange does not wait for our reveal's transaction
     assert opened == [(ME, PEER, "0xThird")]  # every committer: none of them is refused as a stranger
