@@ -284,7 +284,12 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
         if self.drops(ex, sender, digest):
             return await self.drop_update(ex, sender, digest)
         try:
-            ex.check(sender, state, digest)
+            ex.admit(sender, digest)
+            try:
+                await asyncio.to_thread(ex.inspect, sender, state)
+            except InvalidUpdate as exc:
+                ex.exclude_invalid(sender, exc)
+                raise
         except UpdateRejected as exc:
             reason = exc.reason if isinstance(exc, InvalidUpdate) else "rejected"
             self.metrics.rejection(reason)
@@ -299,8 +304,10 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
             return Verdict(False, Refusal.INTERNAL_ERROR, f"the leader cannot store the update: {exc}")
         try:
             ex.accept(sender, stored)
-        except UpdateRejected as exc:  # a second stream of the same update was stored meanwhile
-            return Verdict(False, Refusal.DUPLICATE, str(exc))
+        except InvalidUpdate as exc:  # a second stream of the same update was stored meanwhile, or the
+            # merge began while this one was checked and stored
+            duplicate = exc.reason == "duplicate"
+            return Verdict(False, Refusal.DUPLICATE if duplicate else Refusal.INVALID, str(exc))
         received = {**self.journal.get(ex.round).received, sender: stored}
         self.journal.update(ex.round, received=received)
         signature = await self.sign_delivery(Receipt(ex.round, ex.term, sender, digest))

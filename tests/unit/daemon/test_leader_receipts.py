@@ -5,6 +5,8 @@ without failing; the DROP_UPDATE fault receipts its victim's update and leaves i
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from eth_account import Account
@@ -17,7 +19,7 @@ from swarmd.daemon.rounds import RoundDriver
 from swarmd.ledger import CommitInfo, Member, MemberStatus, Outcome, RoundInfo, RoundStatus
 from swarmd.ledger.receipt import Receipt, receipt_signer, sign_receipt
 from swarmd.merge import rule_for
-from swarmd.transport import UpdateHeader
+from swarmd.transport import Refusal, UpdateHeader
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 CHAIN_ID = 31337
@@ -113,6 +115,25 @@ async def test_a_rejected_update_gets_no_receipt(leader) -> None:
     verdict = await leader.on_update(PEER_KEY, header, {"w": torch.full((3,), float("nan"))}, DIGEST)
     assert not verdict.ok and verdict.receipt is None
     assert exclusion_reasons(leader.exchange) == {PEER: Outcome.FAILED_VALIDATION}  # type: ignore[arg-type]
+
+
+async def test_the_leader_checks_an_update_off_its_event_loop_and_refuses_it_once_the_merge_began(
+    leader, monkeypatch
+) -> None:
+    on_loop: list[bool] = []
+    inspect = Exchange.inspect
+
+    def inspect_while_the_merge_begins(self: Exchange, sender: str, state) -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        inspect(self, sender, state)
+        self.close()  # the deadline passed and the merge began while this update was checked
+
+    monkeypatch.setattr(Exchange, "inspect", inspect_while_the_merge_begins)
+    verdict = await _deliver(leader)
+    assert on_loop == [False]  # a pass over every value, kept off the loop every stream shares
+    assert not verdict.ok and verdict.receipt is None
+    assert verdict.reason == Refusal.INVALID and "merge began" in verdict.detail  # not a "duplicate"
+    assert PEER not in leader.exchange.received  # type: ignore[union-attr]
 
 
 async def test_drop_update_receipts_the_victim_then_reports_it_not_delivered(leader) -> None:
