@@ -180,8 +180,8 @@ def swarm_cli():
 
 
 @contextlib.contextmanager
-def _namespaces(nodes: Mapping[str, int | None]) -> Iterator[WanNet]:
-    wan = WanNet()
+def _namespaces(nodes: Mapping[str, int | None], congestion: tuple[str, ...] = ()) -> Iterator[WanNet]:
+    wan = WanNet(congestion=congestion)
     try:
         wan.create()
         for name, rate in nodes.items():
@@ -189,6 +189,9 @@ def _namespaces(nodes: Mapping[str, int | None]) -> Iterator[WanNet]:
     except NetnsUnavailable as exc:
         wan.teardown()
         pytest.skip(f"network namespaces unavailable here: {exc}")
+    except BaseException:
+        wan.teardown()
+        raise
     try:
         yield wan
     finally:
@@ -198,9 +201,10 @@ def _namespaces(nodes: Mapping[str, int | None]) -> Iterator[WanNet]:
 
 @pytest.fixture
 def namespaces() -> Callable[..., contextlib.AbstractContextManager[WanNet]]:
-    """`with namespaces({name: rate in bit/s or None}) as wan:` a WanNet with those nodes; skips the test,
-    with the reason, where namespaces cannot be made, and checks on the way out that none is left."""
-    return lambda nodes=None: _namespaces(nodes or {})
+    """`with namespaces({name: rate in bit/s or None}, congestion=(...)) as wan:` a WanNet with those
+    nodes; skips the test, with the reason, where namespaces cannot be made, and checks on the way out
+    that none is left."""
+    return lambda nodes=None, congestion=(): _namespaces(nodes or {}, congestion)
 
 
 @pytest.fixture

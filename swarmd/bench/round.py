@@ -196,15 +196,16 @@ def bench_task(
     rounds: int,
     privacy: Mapping[str, Any] | None = None,
     exchange: Mapping[str, Any] | None = None,
+    swarm: Mapping[str, Any] | None = None,
 ) -> Path:
-    """The round bench's swarm.toml in `root`: `model`'s bundle, SWARM, `rounds` rounds, `privacy`,
-    `exchange`."""
+    """The round bench's swarm.toml in `root`: `model`'s bundle, SWARM (with `swarm` over it), `rounds`
+    rounds, `privacy`, `exchange`."""
     return task_file(
         root / "swarm.toml",
         name=f"bench-round-{model}",
         bundle=_bundle(model, root),
         seed=11,
-        swarm={"rounds": rounds, **SWARM},
+        swarm={"rounds": rounds, **SWARM, **(swarm or {})},
         privacy=privacy,
         exchange=exchange,
     )

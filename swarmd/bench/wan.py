@@ -4,7 +4,10 @@ network namespace (`swarmd.ops.netns`), against the wire floor of the exchange t
 The network: a bridge in a hub namespace; the chain (anvil) on an unshaped link; every site on a
 link shaped to `rate` in both directions (tbf on both veth ends). Sites bind and advertise their
 namespace address, and reach the chain and each other only over that network. No latency is added
-(`netem` is not in this kernel): the links have a rate and no delay.
+(`netem` is not in this kernel): the links have a rate and no delay. TCP in every namespace is cubic,
+Linux's default (`tcp`; see `swarmd.ops.netns` for why not the host's), and the task disseminates with
+`fanout` 1: a chain the merged model crosses with cut-through, one model time out of every site's link
+(with 2, each inner node's uplink carries the model twice: measured, 4.8 s against 2.9 at N = 3, 100 Mbit/s).
 
 The chain is provisioned (deploy, joins with the namespace endpoints, admissions) on a loopback anvil
 before the daemons exist; that anvil's state is loaded by the chain namespace's anvil, and each
@@ -52,6 +55,10 @@ from swarmd.ops.netns import (
     wan_net,
 )
 
+TCP = {"cubic": ("cubic", "reno"), "host": ()}  # --tcp: what to try in each namespace; others: just it
+# A host whose default is another algorithm lets a namespace choose only it and reno (both loss-based:
+# on these links they measured alike), unless net.ipv4.tcp_allowed_congestion_control lists cubic.
+SWARM = {"fanout": 1}  # the round bench's task, but a dissemination chain: bandwidth, not CPU, bounds it
 SAMPLE_S = 0.05  # link counters: well under one model's time at 1 Gbit/s (0.22 s for DenseNet121)
 POLL_S = 0.5  # the daemons' status
 CHAIN_PORT = 8545
@@ -253,9 +260,11 @@ def run_wan_bench(
     on_step: Callable[[str], None] | None = None,
     keep_logs: Path | None = None,
     compression: str = "none",
+    tcp: str = "cubic",
 ) -> dict[str, Any]:
     """Rounds of `sites` daemons over links of `rate` (e.g. '100mbit') in the task's exchange `topology`
-    ("leader" or "sharded"); see the module doc.
+    ("leader" or "sharded"), with TCP congestion control `tcp` in the namespaces ("host": the host's
+    default); see the module doc.
 
     NetnsUnavailable (with the reason) where this machine cannot make namespaces."""
     rate_bps = parse_rate(rate)
@@ -264,14 +273,17 @@ def run_wan_bench(
     load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="swn-", dir="/tmp"))  # unix socket paths must stay short
     try:
-        with wan_net() as net:
+        with wan_net(TCP.get(tcp, (tcp,))) as net:
             chain = net.add("chain", None)
             nodes = [net.add(f"s{i}", rate_bps) for i in range(sites)]
             note(f"{label}: provisioning the chain")
             sharded = {"topology": topology} if topology != "leader" else None
-            task = compressed_task(bench_task(root, model, rounds, exchange=sharded), compression)
+            task = compressed_task(
+                bench_task(root, model, rounds, exchange=sharded, swarm=SWARM), compression
+            )
             consortium = _provision(root, task, nodes, chain)
             run = _Run(net, chain, nodes, consortium, _daemons(consortium, nodes))
+            in_force = net.tcp
             measured = _measure(run, root, _budget(sites, rounds, rate_bps), lambda m: note(f"{label}: {m}"))
             if keep_logs is not None:
                 dest = keep_logs / f"n{sites}-{format_rate(rate_bps)}-{topology}"
@@ -294,6 +306,8 @@ def run_wan_bench(
         "rounds": rounds,
         "topology": topology,
         "compression": compression,
+        "tcp": in_force,
+        "fanout": SWARM["fanout"],
         "cores": os.cpu_count(),
         "load_at_start": round(load, 2),
         "wall_s": round(measured.wall, 1),

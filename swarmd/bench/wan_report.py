@@ -93,7 +93,8 @@ def format_comparison(result: dict[str, Any], base: dict[str, Any]) -> str:
 def wan_notes(result: dict[str, Any]) -> list[str]:
     notes = [
         f"Links: {result['rate']} each way per site (tbf on both veth ends), no added latency (no netem in "
-        "this kernel); the chain's link is unshaped.",
+        f"this kernel); the chain's link is unshaped. TCP congestion control: "
+        f"{result.get('tcp', 'the host default')}; dissemination fanout {result.get('fanout', 2)}.",
         f"Wire floor ({result['topology']}): "
         + (
             "(N-1) models into the leader over its one link, plus the merged model out of it once (round 0 "

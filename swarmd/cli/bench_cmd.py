@@ -339,6 +339,12 @@ def wan_cmd(
     topology: str = typer.Option(
         "leader", "--topology", help="leader, or sharded (run after the leader topology, in the same run)."
     ),
+    tcp: str = typer.Option(
+        "cubic",
+        "--tcp",
+        help="TCP congestion control in the namespaces: cubic (reno where the host allows no cubic there), "
+        "reno, bbr, ..., or host (the host's default).",
+    ),
 ) -> None:
     """Rounds over shaped links: sites and chain in network namespaces (needs root), against the floor."""
     from swarmd.bench.round import MODELS
@@ -349,6 +355,8 @@ def wan_cmd(
         raise typer.BadParameter(
             f"need --sites >= 2, --rounds >= 1, --model in {sorted(MODELS)} and --topology leader or sharded"
         )
+    if not tcp.isidentifier():
+        raise typer.BadParameter(f"--tcp {tcp!r} is not the name of a TCP congestion control")
     if topology == "sharded" and compression != "none":
         raise typer.BadParameter(
             "--topology sharded does not compose with --compression yet: give one of them"
@@ -366,6 +374,7 @@ def wan_cmd(
                 on_step=lambda msg: progress.update(task, description=f"wan: {msg}"),
                 keep_logs=out / "wan-logs",
                 compression=compression,
+                tcp=tcp,
             )
             for t in dict.fromkeys(
                 ("leader", topology)

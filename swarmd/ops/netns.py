@@ -7,6 +7,13 @@ sends (its uplink), the hub's `v<i>` what it receives (its downlink). Egress on 
 ifb device and shapes each direction independently, as a full-duplex access link is. `netem` is not
 built into every kernel (not into this one), so no latency is added: links have a rate, not a delay.
 
+TCP's congestion control is the namespace's own setting, inherited from the host's default. A WanNet
+made with `congestion` sets it in every namespace (the first of those algorithms the kernel lets a
+namespace choose; `tcp` says which). The WAN bench asks for cubic, Linux's default, because a link
+without delay misleads BBR (the default on some cloud images, this VM's among them): BBR sizes a flow's
+window from the smallest round trip it has seen, about 0.1 ms here, so a flow whose acknowledgements
+queue behind the other direction's data (50 ms of tbf queue) was held to a third of the link.
+
 Every address lives inside the namespaces made here (SUBNET on their private bridge; each run has
 its own hub, so two runs never share a network); nothing is added to the caller's namespace. Names
 carry the creating process's pid and a random tag, so concurrent runs do not collide and a later run
@@ -41,6 +48,7 @@ NODE_DEV = "eth0"
 BRIDGE = "br0"
 BURST_S = 0.01  # token bucket depth: 10 ms of the rate (at least MIN_BURST)
 MIN_BURST = 32 * 1024
+CONGESTION_KEY = "net.ipv4.tcp_congestion_control"
 QUEUE_S = 0.05  # bytes queued behind the bucket before tail drop: 50 ms of the rate
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?\s*$", re.IGNORECASE)
 _UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
@@ -165,6 +173,29 @@ def check_available() -> None:
             raise NetnsUnavailable(f"`{tool}` is not installed", hint="install iproute2")
 
 
+def congestion_of(ns: str) -> str:
+    """The TCP congestion control new connections in namespace `ns` use."""
+    return _run(["ip", "netns", "exec", ns, "sysctl", "-n", CONGESTION_KEY], f"reading {ns}'s TCP").strip()
+
+
+def set_congestion(ns: str, choices: Sequence[str]) -> str:
+    """Set the first of `choices` the kernel accepts as `ns`'s TCP congestion control; returns it. A
+    namespace may choose only what `net.ipv4.tcp_allowed_congestion_control` lists (the host's default
+    and reno, unless the host allows more), so cubic is refused where the host runs another default."""
+    refusals = []
+    for name in choices:
+        try:
+            _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{CONGESTION_KEY}={name}"], "setting TCP")
+        except NetnsError as exc:
+            refusals.append(str(exc))
+            continue
+        return congestion_of(ns)
+    raise NetnsError(
+        f"no TCP congestion control of {list(choices)} can be set in {ns}: " + "; ".join(refusals),
+        hint="`sysctl net.ipv4.tcp_allowed_congestion_control` lists those a namespace may choose",
+    )
+
+
 def list_namespaces() -> list[str]:
     out = _run(["ip", "netns", "list"], "listing namespaces")
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -216,10 +247,14 @@ class Node:
 
 @dataclass
 class WanNet:
-    """A hub namespace with a bridge, and nodes on it; `teardown` (or leaving the `with`) removes all."""
+    """A hub namespace with a bridge, and nodes on it; `teardown` (or leaving the `with`) removes all.
+    `congestion`: TCP congestion controls to set in every namespace, the first one allowed there (none:
+    the host's default); `tcp` is the one in force."""
 
     tag: str = field(default_factory=new_tag)
     nodes: dict[str, Node] = field(default_factory=dict)
+    congestion: tuple[str, ...] = ()
+    tcp: str = ""
     _made: list[str] = field(default_factory=list)
 
     @property
@@ -248,6 +283,7 @@ class WanNet:
         i = len(self.nodes)
         node = Node(name, ns_name(self.tag, name), f"{SUBNET}.{i + 2}", f"v{i}", rate_bps)
         self._add_ns(node.ns)
+        self.tcp = set_congestion(node.ns, self.congestion) if self.congestion else congestion_of(node.ns)
         hub = ["ip", "-n", self.hub, "link"]
         _run([*hub, "add", node.hub_dev, "type", "veth", "peer", "name", NODE_DEV, "netns", node.ns], "veth")
         _run([*hub, "set", node.hub_dev, "master", BRIDGE, "up"], "attaching the veth to the bridge")
@@ -303,8 +339,9 @@ while True:
 
 
 @contextlib.contextmanager
-def wan_net() -> Iterator[WanNet]:
-    """A `WanNet` (stale namespaces of dead runs removed first), torn down on exit, SIGTERM included."""
+def wan_net(congestion: Sequence[str] = ()) -> Iterator[WanNet]:
+    """A `WanNet` (stale namespaces of dead runs removed first; TCP as `congestion` asks), torn down on
+    exit, SIGTERM included."""
     check_available()
     remove_stale()
 
@@ -314,7 +351,7 @@ def wan_net() -> Iterator[WanNet]:
     previous = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not the main thread: the finally still runs
         signal.signal(signal.SIGTERM, interrupt)
-    net = WanNet()
+    net = WanNet(congestion=tuple(congestion))
     try:
         yield net.create()
     finally:

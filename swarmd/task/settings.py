@@ -56,7 +56,7 @@ class SwarmSettings:
     commit_window: int = 20  # blocks after the first commit before elect() may proceed without everyone
     leader_timeout: int = 30  # blocks after an election before reelect() is allowed
     reveal_window: int = REVEAL_WINDOW  # blocks after commits close in which committers reveal their secrets
-    fanout: int = 2  # peers the leader pushes the merged model to
+    fanout: int = 2  # members each site passes the merged model on to (1: a chain, docs/operator.md)
     admission: str = "admin"  # who admits and removes members: an admin, or a majority of members
     trim_ratio: float = 0.1  # for trimmed_mean: fraction cut from each end
     krum_f: int = KRUM_F  # for krum: Byzantine sites tolerated (a round needs 2 * krum_f + 3 updates)

@@ -16,8 +16,10 @@ import pytest
 from harness import PeerProc
 
 from swarmd.ops.netns import (
+    NetnsError,
     WanNet,
     burst_bytes,
+    congestion_of,
     link_counters,
     parse_tbf_stats,
 )
@@ -92,3 +94,16 @@ def test_a_peer_in_one_namespace_reaches_another_over_a_link_shaped_both_ways(ne
     qdiscs = net.qdiscs("slow")
     assert "rate 10Mbit" in qdiscs["up"] and "rate 10Mbit" in qdiscs["down"]
     assert parse_tbf_stats(qdiscs["down"])["sent_bytes"] >= N_PARAMS * 4
+
+
+def test_every_namespace_runs_the_first_tcp_congestion_control_its_kernel_accepts(namespaces) -> None:
+    # reno is always allowed in a namespace; a name the kernel does not know is refused and skipped
+    with namespaces({"a": None, "b": 10**8}, congestion=("no_such_cc", "reno")) as wan:
+        assert wan.tcp == "reno"
+        assert [congestion_of(n.ns) for n in wan.nodes.values()] == ["reno", "reno"]
+
+
+def test_a_tcp_congestion_control_no_namespace_may_use_is_a_named_error(namespaces) -> None:
+    refused = pytest.raises(NetnsError, match=r"no TCP congestion control of \['no_such_cc'\] can be set")
+    with refused, namespaces({"a": None}, congestion=("no_such_cc",)):
+        pass
