@@ -165,5 +165,3 @@ def _generate(
     )
     names = [f"site-{chr(ord('a') + i)}" for i in range(sites)]
     return dict(zip(names, data.site_datalists, strict=True)), data.test_datalist
-
-

@@ -105,5 +105,3 @@ def raw_peer() -> Iterator[Any]:
 FAST = Limits(
     stall_timeout=1.0, request_timeout=10.0, heartbeat_ivl=0.5, heartbeat_timeout=3.0, reconnect_ivl_max=0.5
 )
-
-

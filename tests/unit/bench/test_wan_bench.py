@@ -130,7 +130,6 @@ def test_the_sharded_run_is_reported_next_to_the_leader_run_before_it() -> None:
     assert vs["limit"] == 0.35 and vs["value"] == 0.5 and not vs["met"]
 
 
-
 def test_a_site_reaches_the_chain_and_its_new_heads_at_the_chain_namespace_address(tmp_path) -> None:
     # As provisioned: both URLs on the loopback anvil, which a site's namespace cannot reach.
     provisioned = {
