@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from swarmd.codec import Digest, Manifest, content_hash, encode
+from swarmd.codec import Digest, Manifest, encode
 from swarmd.daemon.accounting import HASH_MISMATCH, exclusion_reason, finalize_outcomes
 from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.shardplan import Coordinator, opening_plan
@@ -33,7 +33,7 @@ from swarmd.daemon.state import Phase
 from swarmd.errors import HashMismatch, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.merge import rule_for
-from swarmd.merge.shards import ShardLayout, merkle_root
+from swarmd.merge.shards import Assembly, ShardLayout, merkle_root
 from swarmd.task import WeightKind
 from swarmd.transport import PeerId, Refusal, SecAggHeader, SecAggTopic, Verdict
 from swarmd.transport.shards import (
@@ -324,22 +324,31 @@ class ShardSide(LeaderSide):
 
     async def gather(self, work: ShardWork) -> None:
         """All-gather: the merged leaves, ours from memory and the others' from their owners (the latest
-        plan's, when one died), then the merged model, stored under its content hash."""
+        plan's, when one died), each put into the merged model as it lands (`Assembly`: copied in place
+        and hashed as the leaves before it are in), then the model, stored under its content hash."""
         got: dict[bytes, Leaf] = {h: leaf for _, h, leaf in work.merged.values()}
+        asm: Assembly | None = None
+        planned: tuple[bytes, ...] = ()
+        puts: list[asyncio.Future[None]] = []  # off the fetches' path: a put does not hold a fetch slot
         while True:
             plan = work.plan
             if plan is None or plan.merged is None:
                 await self.wait_wake(0.5)
                 continue
-            by_owner: dict[str, list[bytes]] = {}
-            for owner, h in zip(plan.owners, plan.merged, strict=True):
+            if asm is None or planned != plan.merged:  # a plan over another include: start over
+                asm, planned = Assembly(work.layout, work.base), plan.merged
+                held = [(i, got[h]) for i, h in enumerate(plan.merged) if h in got]
+                puts.append(asyncio.ensure_future(asyncio.to_thread(asm.put_all, held)))
+            by_owner: dict[str, list[tuple[int, bytes]]] = {}
+            for i, (owner, h) in enumerate(zip(plan.owners, plan.merged, strict=True)):
                 if h not in got:
-                    by_owner.setdefault(owner, []).append(h)
+                    by_owner.setdefault(owner, []).append((i, h))
 
-            async def one(owner: str, h: bytes) -> None:
+            async def one(owner: str, i: int, h: bytes, asm: Assembly = asm) -> None:
                 got[h] = await self.fetch_leaf(self.peers.key(owner), h)
+                puts.append(asyncio.ensure_future(asyncio.to_thread(asm.put, i, got[h])))
 
-            calls = {o: [functools.partial(one, o, h) for h in hs] for o, hs in by_owner.items()}
+            calls = {o: [functools.partial(one, o, i, h) for i, h in ihs] for o, ihs in by_owner.items()}
             done = await asyncio.gather(*(self.in_turn(c) for c in calls.values()), return_exceptions=True)
             failed = [x for x in done if isinstance(x, BaseException)]
             if not failed:
@@ -348,9 +357,8 @@ class ShardSide(LeaderSide):
                 raise failed[0]
             log.info("round %d: gathering merged leaves: %s; retrying", work.round, failed[0])
             await self.wait_wake(0.5)
-        leaves = [got[h] for h in plan.merged]
-        model = await asyncio.to_thread(work.layout.assemble, leaves)
-        digest = await asyncio.to_thread(content_hash, model)
+        await asyncio.gather(*puts)
+        model, digest = asm.model, await asyncio.to_thread(asm.digest)
         # Held and served from memory at once, written behind: the leader finalizes without waiting for
         # its disk, and every other committer is writing the same bytes meanwhile.
         self.gossip.keep(digest, model)

@@ -19,12 +19,13 @@ the whole model (`merge_leaf`), so the assembled merged model has the leader top
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from swarmd.codec import Digest, content_hash
+from swarmd.codec import ContentHasher, Digest, content_hash, manifest_of, tensor_bytes
 from swarmd.errors import MergeError
 from swarmd.merge.base import MergeRule, Update, address_order
 from swarmd.merge.diff import apply_diff
@@ -89,6 +90,47 @@ class ShardLayout:
     def root(self, state: Mapping[str, torch.Tensor]) -> Digest:
         """What a site commits to in a sharded round: the Merkle root of its update's leaf hashes."""
         return merkle_root(self.hashes(state))
+
+
+class Assembly:
+    """A model filled in leaf by leaf, in any order, and content-hashed as it fills: the leaves are
+    contiguous runs of the manifest's bytes, so every leaf up to the first one missing can be hashed at
+    once, and when the last leaf lands only those after the first gap remain. The same model and hash as
+    `ShardLayout.assemble` then `content_hash`, without the model-sized copy and the whole-model hash at
+    the end of a gather, where the leader waits for them to finalize."""
+
+    def __init__(self, layout: ShardLayout, template: Mapping[str, torch.Tensor]) -> None:
+        self.model = {s.name: torch.empty(s.shape, dtype=template[s.name].dtype) for s in layout.spans}
+        self._views = layout.leaves(self.model)
+        self._hasher = ContentHasher(manifest_of(self.model))
+        self._placed = [False] * layout.count
+        self._hashed = 0  # leaves [0, _hashed) are in the hash
+        self._lock = threading.Lock()  # puts may come from several worker threads
+
+    def put(self, i: int, leaf: Mapping[str, torch.Tensor]) -> None:
+        """Leaf i's values (a checked leaf: its hash is the plan's); MergeError when it does not fit."""
+        view = self._views[i]
+        if set(leaf) != set(view) or any(leaf[k].numel() != v.numel() for k, v in view.items()):
+            raise MergeError(f"leaf {i} does not fit this model's layout")
+        for name, piece in leaf.items():
+            view[name].copy_(piece.reshape(-1))
+        with self._lock:
+            self._placed[i] = True
+            while self._hashed < len(self._placed) and self._placed[self._hashed]:
+                for piece in self._views[self._hashed].values():  # in span order: the manifest's
+                    self._hasher.update(tensor_bytes(piece))
+                self._hashed += 1
+
+    def put_all(self, leaves: Sequence[tuple[int, Mapping[str, torch.Tensor]]]) -> None:
+        for i, leaf in leaves:
+            self.put(i, leaf)
+
+    def digest(self) -> Digest:
+        """The model's content hash, once every leaf is in."""
+        with self._lock:
+            if self._hashed != len(self._placed):
+                raise MergeError(f"{self._placed.count(False)} leaves of the model are missing")
+            return self._hasher.digest()
 
 
 def merkle_root(hashes: Sequence[bytes]) -> Digest:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from swarmd.codec import content_hash
 from swarmd.errors import MergeError
 from swarmd.merge import FedAvg, Median, TrimmedMean, Update
-from swarmd.merge.shards import ShardLayout, merge_leaf, merkle_root, owners_of, reassign
+from swarmd.merge.shards import Assembly, ShardLayout, merge_leaf, merkle_root, owners_of, reassign
 
 ODD_SHAPES = st.lists(st.lists(st.integers(1, 7), min_size=0, max_size=3).map(tuple), min_size=1, max_size=5)
 
@@ -75,6 +75,35 @@ def test_leaves_cover_the_flat_vector_once_and_assemble_back(shapes, leaves, see
     assert max(sizes) - min(sizes) <= 1  # balanced to one element
     back = layout.assemble(parts)
     assert content_hash(back) == content_hash(state)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=ODD_SHAPES, leaves=st.integers(1, 70), seed=st.integers(0, 1000), order=st.randoms())
+def test_a_model_assembled_as_its_leaves_arrive_in_any_order_is_the_whole_models_bytes_and_hash(
+    shapes, leaves, seed, order
+) -> None:
+    state = model(shapes, seed)
+    layout = ShardLayout(state, leaves=leaves)
+    arrival = list(range(layout.count))
+    order.shuffle(arrival)
+    asm = Assembly(layout, state)
+    for k, i in enumerate(arrival):
+        if k == len(arrival) - 1:
+            with pytest.raises(MergeError, match="1 leaves of the model are missing"):
+                asm.digest()
+        asm.put(i, {name: piece.clone() for name, piece in layout.leaf(state, i).items()})
+    assert asm.digest() == content_hash(state)
+    assert all(torch.equal(asm.model[k], state[k]) and asm.model[k].dtype == state[k].dtype for k in state)
+
+
+def test_a_leaf_that_does_not_fit_the_layout_is_refused() -> None:
+    state = model([(4, 3)], 1)
+    layout = ShardLayout(state, leaves=3)
+    asm = Assembly(layout, state)
+    with pytest.raises(MergeError, match="leaf 1 does not fit"):
+        asm.put(1, layout.leaf(state, 2))  # leaf 2: the counter too, and another size
+    with pytest.raises(MergeError, match="leaf 1 does not fit"):
+        asm.put(1, {"other": torch.zeros(4)})
 
 
 def test_the_root_binds_every_leaf_and_the_leaf_count() -> None:
