@@ -110,7 +110,9 @@ class Assembly:
     def put(self, i: int, leaf: Mapping[str, torch.Tensor]) -> None:
         """Leaf i's values (a checked leaf: its hash is the plan's); MergeError when it does not fit."""
         view = self._views[i]
-        if set(leaf) != set(view) or any(leaf[k].numel() != v.numel() for k, v in view.items()):
+        if set(leaf) != set(view) or any(
+            leaf[k].numel() != v.numel() or leaf[k].dtype != v.dtype for k, v in view.items()
+        ):
             raise MergeError(f"leaf {i} does not fit this model's layout")
         for name, piece in leaf.items():
             view[name].copy_(piece.reshape(-1))

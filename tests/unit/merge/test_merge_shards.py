@@ -104,6 +104,8 @@ def test_a_leaf_that_does_not_fit_the_layout_is_refused() -> None:
         asm.put(1, layout.leaf(state, 2))  # leaf 2: the counter too, and another size
     with pytest.raises(MergeError, match="leaf 1 does not fit"):
         asm.put(1, {"other": torch.zeros(4)})
+    with pytest.raises(MergeError, match="leaf 1 does not fit"):  # copied in, it would change the bytes
+        asm.put(1, {k: v.double() for k, v in layout.leaf(state, 1).items()})
 
 
 def test_the_root_binds_every_leaf_and_the_leaf_count() -> None:
