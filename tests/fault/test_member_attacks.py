@@ -33,25 +33,9 @@ from swarmd.identity import SiteIdentity
 from swarmd.ledger import Ledger, RoundInfo, RoundStatus
 from swarmd.ledger.receipt import election_seal
 from swarmd.ops import wait_until
-from swarmd.transport import Node, Refusal, Verdict
+from swarmd.transport import FetchOnly, Node, Refusal, Verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
-
-
-class _Quiet:
-    """The attacker's handler: it leads nothing and serves nothing."""
-
-    def check_offer(self, peer, header) -> Verdict:
-        return Verdict(False, Refusal.NOT_READY, "not a leader")
-
-    async def on_update(self, peer, header, state, digest) -> Verdict:
-        return Verdict(False, Refusal.NOT_READY, "not a leader")
-
-    async def on_announce(self, peer, header) -> None:
-        return None
-
-    def serve_model(self, model_hash):
-        return None
 
 
 async def _never_send(*args: object) -> None:
@@ -62,7 +46,7 @@ async def _never_send(*args: object) -> None:
 def _member_node(ident: SiteIdentity) -> Node:
     """A node with the attacker's member key, outside any daemon."""
     return Node(
-        _Quiet(),
+        FetchOnly("not a leader"),
         bind="tcp://127.0.0.1:*",
         public_key=ident.curve.public,
         secret_key=ident.curve.secret,
@@ -214,7 +198,11 @@ def test_a_stalling_committer_costs_honest_sites_nothing_and_a_removed_member_is
         async def stranger() -> None:
             pub, sec = zmq.curve_keypair()
             async with Node(
-                _Quiet(), bind="tcp://127.0.0.1:*", public_key=pub, secret_key=sec, max_bytes=1 << 30
+                FetchOnly("not a leader"),
+                bind="tcp://127.0.0.1:*",
+                public_key=pub,
+                secret_key=sec,
+                max_bytes=1 << 30,
             ) as node:
                 node.set_peers({leader.curve_key: leader.endpoint})
                 with pytest.raises((PeerRejected, TransportError)):

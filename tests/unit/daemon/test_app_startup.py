@@ -11,25 +11,9 @@ import pytest
 from swarmd.config import load_config
 from swarmd.daemon.app import Daemon
 from swarmd.daemon.site import site_identity
-from swarmd.transport import Node, Refusal, Verdict
+from swarmd.transport import FetchOnly, Node
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
-
-
-class _Quiet:
-    """The connecting member's handler: it serves nothing."""
-
-    def check_offer(self, peer, header) -> Verdict:
-        return Verdict(False, Refusal.NOT_READY, "not a leader")
-
-    async def on_update(self, peer, header, state, digest) -> Verdict:
-        return Verdict(False, Refusal.NOT_READY, "not a leader")
-
-    async def on_announce(self, peer, header) -> None:
-        return None
-
-    def serve_model(self, model_hash):
-        return None
 
 
 async def test_a_member_connecting_as_the_daemon_starts_listening_is_admitted_at_once(
@@ -40,7 +24,11 @@ async def test_a_member_connecting_as_the_daemon_starts_listening_is_admitted_at
         daemon = Daemon(here)
         ident = site_identity(there)
         peer = Node(
-            _Quiet(), bind="", public_key=ident.curve.public, secret_key=ident.curve.secret, max_bytes=1 << 20
+            FetchOnly("not a leader"),
+            bind="",
+            public_key=ident.curve.public,
+            secret_key=ident.curve.secret,
+            max_bytes=1 << 20,
         )
         try:
             await daemon.startup()  # listening now; the main loop (rounds) never starts in this test
