@@ -137,6 +137,7 @@ async def main() -> None:
     ap.add_argument("--max-streams", type=int, default=Limits.max_streams)
     ap.add_argument("--max-serves", type=int, default=Limits.max_serves)
     ap.add_argument("--max-tensors", type=int, default=Limits.max_tensors)
+    ap.add_argument("--peer-messages", type=float, default=Limits.peer_messages)
     ap.add_argument("--bind", default="tcp://127.0.0.1:*")
     ap.add_argument("--bulk-bind", default=None)
     ap.add_argument("--keys", default=None, help="public,secret in z85, to restart with the same identity")
@@ -150,6 +151,7 @@ async def main() -> None:
         max_streams=args.max_streams,
         max_serves=args.max_serves,
         max_tensors=args.max_tensors,
+        peer_messages=args.peer_messages,
     )
     node = Node(
         rec,
