@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -167,10 +167,21 @@ def swarm_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("sw")
 
 
-def run_swarm_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`swarm ARGS...` in a fresh process, its output captured; the caller checks the exit status."""
-    cli = [sys.executable, "-m", "swarmd.cli.swarm", *args]
-    return subprocess.run(cli, capture_output=True, text=True, timeout=timeout)
+def run_swarm_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`swarm ARGS...` run in this process, its output captured as a process's would be; the caller checks
+    the exit status. In-process because a fresh interpreter spends 4-6 s importing torch and web3 per
+    command on 2 cores (the test process holds them already); tests/e2e/test_cli.py and
+    test_operator_path.py run the installed entry point in processes of its own."""
+    from typer.testing import CliRunner
+
+    from swarmd.cli.swarm import app
+
+    done = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    stderr = done.stderr
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        # what a process would have printed: the traceback of an exception the command let through
+        stderr += "".join(traceback.format_exception(done.exception))
+    return subprocess.CompletedProcess(["swarm", *args], done.exit_code, done.stdout, stderr)
 
 
 @pytest.fixture

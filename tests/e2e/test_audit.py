@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -17,16 +16,12 @@ from swarmd.ledger import RoundStatus
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
-def audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_audit_flags_every_round_a_forging_leader_finalized(
+    swarm_root, swarm_factory, swarm_cli, monkeypatch
+):
+    def audit(*args: str) -> subprocess.CompletedProcess[str]:
+        return swarm_cli("ledger", "audit", *args)
 
-
-def test_audit_flags_every_round_a_forging_leader_finalized(swarm_root, swarm_factory, monkeypatch):
     monkeypatch.setenv(ENV, "forge-merge")  # the launcher passes the environment to the daemons
     monkeypatch.setenv(GUARD, "1")
     with swarm_factory(swarm_root, rounds=2) as swarm:
@@ -51,24 +46,7 @@ def test_audit_flags_every_round_a_forging_leader_finalized(swarm_root, swarm_fa
         got = [(a.round, a.auditor, a.ok) for a in swarm.ledger.attestations()]
         assert got == [(0, site.address, False), (1, site.address, False)]
         out = str(swarm_root / "export")
-        exported = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "swarmd.cli.swarm",
-                "model",
-                "export",
-                "--round",
-                "1",
-                "--config",
-                config,
-                "--out",
-                out,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        exported = swarm_cli("model", "export", "--round", "1", "--config", config, "--out", out)
         assert exported.returncode == 0 and "failed attestation" in exported.stderr, exported.stderr
         one = audit("1", "--config", config)
         assert one.returncode == AuditExit.MISMATCH and "round 1: MISMATCH" in one.stdout, one.stdout

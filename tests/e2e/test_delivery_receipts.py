@@ -2,16 +2,15 @@
 it out of the merge (the DROP_UPDATE test fault, switched on for every site, so whoever is elected drops
 its first peer by address) still handed the dropped committer a receipt, signed with its account key
 for that round and term, over exactly the hash the committer put on chain; the committer it merged holds
-one too. The dropped committer then runs `swarm ledger dispute 0` (the real CLI, in a subprocess, with its
-site config): the chain records one dispute against that leader, a second is refused as already disputed,
+one too. The dropped committer then runs `swarm ledger dispute 0` (the real CLI, with its site
+config): the chain records one dispute against that leader, a second is refused as already disputed,
 and the included committer's is refused as included. (Honest rounds' receipts are checked in
 test_swarm.py.)"""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,8 @@ from swarmd.ledger.receipt import receipt_signer
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
-def _dispute(config: Path, code: int) -> str:
-    res = subprocess.run(
-        [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "dispute", "0", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+def _dispute(swarm_cli: Callable[..., subprocess.CompletedProcess[str]], config: Path, code: int) -> str:
+    res = swarm_cli("ledger", "dispute", "0", "--config", str(config))
     out = res.stdout + res.stderr
     assert res.returncode == code, out
     assert "Traceback" not in out
@@ -38,7 +31,7 @@ def _dispute(config: Path, code: int) -> str:
 
 
 def test_a_leader_that_drops_a_delivered_update_is_disputed_with_its_own_receipt(
-    swarm_root, swarm_factory, monkeypatch
+    swarm_root, swarm_factory, swarm_cli, monkeypatch
 ) -> None:
     monkeypatch.setenv("SWARMD_TESTING", "1")
     monkeypatch.setenv("SWARMD_TEST_FAULTS", "drop-update")  # daemons inherit it, and PYTEST_CURRENT_TEST
@@ -66,11 +59,11 @@ def test_a_leader_that_drops_a_delivered_update_is_disputed_with_its_own_receipt
         config = {s.address: s.config for s in swarm.consortium.sites}
         names = {s.address: s.name for s in swarm.consortium.sites}
         assert swarm.ledger.disputes_against(info.leader) == 0  # type: ignore[arg-type]
-        out = _dispute(config[victim], 0)
+        out = _dispute(swarm_cli, config[victim], 0)
         assert f"disputed: {names[victim]}" in out and f"against leader {names[info.leader]}" in out  # type: ignore[index]
         assert swarm.ledger.disputes_against(info.leader) == 1  # type: ignore[arg-type]
         [recorded] = swarm.ledger.disputes(info.finalized_block or 0)
         assert (recorded.round, recorded.site, recorded.leader) == (0, victim, info.leader)
-        assert "RoundAlreadyDisputed" in _dispute(config[victim], 26)
-        assert "NothingToDispute" in _dispute(config[peers[1]], 23)
+        assert "RoundAlreadyDisputed" in _dispute(swarm_cli, config[victim], 26)
+        assert "NothingToDispute" in _dispute(swarm_cli, config[peers[1]], 23)
         assert swarm.ledger.disputes_against(info.leader) == 1  # type: ignore[arg-type]

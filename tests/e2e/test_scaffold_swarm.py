@@ -5,9 +5,6 @@ rounds, and `swarm model export` writes the network without the variate."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from safetensors.torch import load_file
 
@@ -17,11 +14,10 @@ from swarmd.ledger import RoundStatus
 from swarmd.ops.export import export_bundle
 from swarmd.task import SCAFFOLD_PREFIX
 
-AUDIT = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit", "--rounds", "all", "--config"]
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 
-def test_a_scaffold_swarm_moves_the_server_variate_and_audits(swarm_root, swarm_factory):
+def test_a_scaffold_swarm_moves_the_server_variate_and_audits(swarm_root, swarm_factory, swarm_cli):
     with swarm_factory(
         swarm_root, sites=3, rounds=2, n_per_site=8, swarm_settings={"scaffold": True}
     ) as swarm:
@@ -35,12 +31,7 @@ def test_a_scaffold_swarm_moves_the_server_variate_and_audits(swarm_root, swarm_
         assert variate and any(bool(v.any()) for v in variate.values())
         for s in swarm.consortium.sites:
             assert (s.config.parent / "state" / "work" / "scaffold_client.safetensors").is_file()
-        audited = subprocess.run(
-            [*AUDIT, str(site.config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", str(site.config))
         out = audited.stdout + audited.stderr
         assert audited.returncode == 0 and out.count(": verified") == 2, out
         # the exported bundle holds the network alone: its inference config loads it strictly

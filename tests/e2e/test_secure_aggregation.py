@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import msgpack
@@ -106,7 +104,7 @@ def _hold_one_sender(swarm, rounds: range, commits: int = 0) -> tuple[int, objec
 
 
 def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recovered(
-    swarm_root, swarm_factory
+    swarm_root, swarm_factory, swarm_cli
 ):
     with swarm_factory(
         # leader_timeout 20: the leader's unmask waits out the killed site (SECAGG_TIMEOUT) on a loaded
@@ -148,25 +146,19 @@ def test_the_leader_sees_only_masks_the_sum_is_fedavg_and_a_killed_site_is_recov
         wait_until(
             lambda: (st := back.status()) is not None and st.get("phase") == "done", 90, what="restart"
         )
-        _audit_verifies_every_round(swarm, holdout)
+        _audit_verifies_every_round(swarm_cli, swarm, holdout)
 
 
-def _audit_verifies_every_round(swarm, auditor) -> None:
+def _audit_verifies_every_round(swarm_cli, swarm, auditor) -> None:
     """`swarm ledger audit --rounds all` as `auditor`: every finalized round is the unmasked sum of its
     included masked updates (fetched from the leader unless the auditor holds them), verified."""
     finalized = [i.round for i in swarm.ledger.rounds() if i.status == RoundStatus.FINALIZED]
-    assert _audit(auditor, "--rounds", "all") == [(r, "verified", "secure sum") for r in finalized]
+    assert _audit(swarm_cli, auditor, "--rounds", "all") == [(r, "verified", "secure sum") for r in finalized]
 
 
-def _audit(auditor, *which: str) -> list[tuple[int, str, str]]:
+def _audit(swarm_cli, auditor, *which: str) -> list[tuple[int, str, str]]:
     """(round, verdict, rule) of `swarm ledger audit` run as `auditor`; its exit status must be 0."""
-    cli = [sys.executable, "-m", "swarmd.cli.swarm", "ledger", "audit"]
-    found = subprocess.run(
-        [*cli, *which, "--config", str(auditor.config), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    found = swarm_cli("ledger", "audit", *which, "--config", str(auditor.config), "--json")
     assert found.returncode == AuditExit.VERIFIED, found.stdout + found.stderr
     verdicts = json.loads(found.stdout)
     print(f"audit: {len(verdicts)} secure rounds; sources {[v['sources'] for v in verdicts]}")
@@ -207,7 +199,9 @@ def _kill_the_leader_mid_unmask(swarm, rounds: range) -> tuple[int, object, floa
 
 
 @pytest.mark.long
-def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(swarm_root, swarm_factory):
+def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(
+    swarm_root, swarm_factory, swarm_cli
+):
     # A round below the threshold (every term fails, the round is abandoned, the next finalizes) is shown
     # by tests/fault/test_secagg_attacks.py, where a committer withholds its shares and its update.
     with swarm_factory(
@@ -226,7 +220,7 @@ def test_a_leader_killed_mid_unmask_is_recovered_as_a_dropout_by_the_next_term(s
         _check_round(swarm, r)
         # The new leader's transcript holds the killed one's mask key, checked against the chain's.
         auditor = next(s for s in swarm.consortium.sites if s.address not in (leader.address, info.leader))
-        assert _audit(auditor, str(r)) == [(r, "verified", "secure sum")]
+        assert _audit(swarm_cli, auditor, str(r)) == [(r, "verified", "secure sum")]
         print(
             f"failover: leader killed mid-unmask in round {r}, finalized in term {info.term}, {took:.1f}s on"
         )

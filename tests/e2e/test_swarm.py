@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -17,12 +15,6 @@ from swarmd.ledger.receipt import receipt_signer
 from swarmd.ops import stop_all, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
-
-
-def swarm_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.cli.swarm", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def rpc_args(swarm) -> list[str]:
@@ -43,7 +35,7 @@ def assert_receipts(swarm, finalized) -> None:
             assert receipt_signer(contract, chain_id, receipt, signature) == i.leader
 
 
-def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swarm_factory):
+def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swarm_factory, swarm_cli):
     with swarm_factory(swarm_root, rounds=3) as swarm:
         swarm.wait_done(timeout=300)
         infos = swarm.ledger.rounds()
