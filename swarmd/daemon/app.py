@@ -19,9 +19,8 @@ from swarmd.daemon.faults import Fault
 from swarmd.daemon.leader import HandlerSlot
 from swarmd.daemon.lifecycle import settle_heap
 from swarmd.daemon.metrics import Metrics, start_metrics_server
-from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.reach import advertised_check, make_transport, peer_paths
-from swarmd.daemon.rounds import RoundDriver
+from swarmd.daemon.rounds import RoundDriver, StopRequested
 from swarmd.daemon.site import check_task_binding, site_budget, site_identity, site_ledger
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import JOURNAL_PROBLEM, Journal, ModelStore

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import cast
 
 import torch
 
@@ -22,6 +23,7 @@ from swarmd.daemon.dp import BudgetSide
 from swarmd.daemon.faults import Fault
 from swarmd.daemon.models import ModelSide
 from swarmd.daemon.personal import PersonalSide
+from swarmd.daemon.plumbing import StopRequested
 from swarmd.daemon.secure import KEEP_ROUNDS
 from swarmd.daemon.shards import ShardSide
 from swarmd.daemon.state import Phase
@@ -40,6 +42,7 @@ from swarmd.ledger.receipt import election_seal
 from swarmd.merge import apply_diff, make_diff
 from swarmd.task import WeightKind
 from swarmd.train.residual import UpdateCompressor
+from swarmd.train.trainer import TrainResult
 from swarmd.transport import Refusal, Verdict
 
 log = logging.getLogger("swarmd.rounds")
@@ -88,7 +91,6 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            await self.stop_training_ahead()
 
     async def rounds(self) -> None:
         await self.ensure_initial_model()
@@ -207,7 +209,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         if not self.secure and rec.update_hash is not None and self.store.has(rec.update_hash):
             return rec.update_hash  # a journal resynced from the chain, or written before plain_hash
         self.set_phase(Phase.TRAIN, r)
-        result = await self.train(base, r, info.base_hash)
+        result = await self.train(base, r)
         update = result.weights
         send = self.task.swarm.send
         if send == WeightKind.DIFF and result.weight_type == WeightKind.WEIGHTS:
@@ -244,6 +246,20 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         update_hash = self.store.put(masked)
         self.journal.update(r, update_hash=update_hash, key_count=key_count)
         return update_hash, key_count
+
+    async def train(self, base: dict[str, torch.Tensor], r: int) -> TrainResult:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._train_pool, self.trainer.train, base, r)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        either = cast("set[asyncio.Future[object]]", {fut, stop})
+        done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if fut not in done:
+            self.trainer.abort()
+            with contextlib.suppress(SwarmError):
+                await fut
+            raise StopRequested
+        stop.cancel()
+        return fut.result()
 
     # --- election ----------------------------------------------------------------------------
     async def until_elected(self, r: int) -> RoundInfo:

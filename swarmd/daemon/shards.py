@@ -30,7 +30,6 @@ from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.shardplan import Coordinator, opening_plan
 from swarmd.daemon.shardwork import Committed, Leaf, ShardWork
 from swarmd.daemon.state import Phase
-from swarmd.daemon.training import TrainingSide
 from swarmd.errors import HashMismatch, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.merge import rule_for
@@ -106,7 +105,7 @@ class Pushes:
         return max(0.0, min([CYCLE, *waits]))
 
 
-class ShardSide(LeaderSide, TrainingSide):
+class ShardSide(LeaderSide):
     """The sharded topology's committer and leader sides, and its answers to peers."""
 
     _shards: ShardWork | None = None
@@ -367,7 +366,6 @@ class ShardSide(LeaderSide, TrainingSide):
         work.gathered_include, work.gathered_owners = plan.include, len(set(plan.owners))
         log.info("round %d: assembled the merged model %s", work.round, work.gathered.short())
         self.wake()
-        await self.train_ahead(work.round + 1, digest, model)  # the finalize is a transaction away
 
     # --- leader: coordinate and finalize -------------------------------------------------------------
     async def coordinate(self, r: int, info: RoundInfo, work: ShardWork) -> None:
