@@ -24,6 +24,7 @@ from swarmd.ledger import Member, MemberStatus
 from swarmd.merge.shards import ShardLayout
 from swarmd.privacy import BadTranscript, UnmaskTranscript
 from swarmd.privacy.transcript import transcript_file
+from swarmd.task import SHARD_LEAVES
 from swarmd.transport import FetchOnly, Node, SecAggTopic
 from swarmd.transport.context import BulkMode
 from swarmd.transport.shards import UpdateAsk, UpdateHash, decode_shard_msg
@@ -57,12 +58,15 @@ class UpdateSource:
         timeout: float = FETCH_TIMEOUT,
         more_stores: Sequence[Path] = (),
         own_updates: Mapping[int, bytes] | None = None,
+        shard_leaves: int = SHARD_LEAVES,
     ) -> None:
         # `more_stores`: other stores on this disk (a devnet's other sites); held to the commitments alike.
         # `own_updates`: round -> the content hash of this site's committed update (its journal), which a
-        # sharded round's commitment (a Merkle root) does not name.
+        # sharded round's commitment (a Merkle root) does not name; `shard_leaves`: the task's
+        # `[exchange] leaves`, which that root is over.
         self.stores = [CheckpointStore(d) for d in (store_dir, *more_stores)]
         self.own_updates = dict(own_updates or {})
+        self.shard_leaves = shard_leaves
         self.me = me.lower()
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -136,7 +140,7 @@ class UpdateSource:
         if h is None:
             raise UpdateUnavailable(f"this site's journal names no committed update of round {r}")
         state, where = await self.get(h, [site], what)
-        if ShardLayout(state).root(state) != root:
+        if ShardLayout(state, self.shard_leaves).root(state) != root:
             raise UpdateUnavailable(f"{what} in round {r}, as served, is not what its committed root names")
         return state, where
 

@@ -59,6 +59,9 @@ TCP = {"cubic": ("cubic", "reno"), "host": ()}  # --tcp: what to try in each nam
 # A host whose default is another algorithm lets a namespace choose only it and reno (both loss-based:
 # on these links they measured alike), unless net.ipv4.tcp_allowed_congestion_control lists cubic.
 SWARM = {"fanout": 1}  # the round bench's task, but a dissemination chain: bandwidth, not CPU, bounds it
+# The sharded topology's: 32 leaves, which measured better than the default 64 at both rates and at N = 3
+# and 8 on this bench (docs/benchmarks.md, "the leaf count").
+SHARDED = {"topology": "sharded", "leaves": 32}
 SAMPLE_S = 0.05  # link counters: well under one model's time at 1 Gbit/s (0.22 s for DenseNet121)
 POLL_S = 0.5  # the daemons' status
 CHAIN_PORT = 8545
@@ -277,7 +280,7 @@ def run_wan_bench(
             chain = net.add("chain", None)
             nodes = [net.add(f"s{i}", rate_bps) for i in range(sites)]
             note(f"{label}: provisioning the chain")
-            sharded = {"topology": topology} if topology != "leader" else None
+            sharded = SHARDED if topology == "sharded" else None
             task = compressed_task(
                 bench_task(root, model, rounds, exchange=sharded, swarm=SWARM), compression
             )
@@ -308,6 +311,7 @@ def run_wan_bench(
         "compression": compression,
         "tcp": in_force,
         "fanout": SWARM["fanout"],
+        "leaves": SHARDED["leaves"] if topology == "sharded" else None,
         "cores": os.cpu_count(),
         "load_at_start": round(load, 2),
         "wall_s": round(measured.wall, 1),

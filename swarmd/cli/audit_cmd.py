@@ -178,6 +178,7 @@ async def _recompute(
         bulk="curve" if cfg.transport.bulk == "curve" else "aead",
         more_stores=stores,
         own_updates=_own_updates(cfg.site.state_dir),
+        shard_leaves=task.exchange.leaves,
     )
     keysets = KeySets(SecAggParams.from_settings(task.privacy), ledger.advertised_keys)
     cyclic, sharded = task.round.mode == "cyclic", task.exchange.topology == "sharded"

@@ -125,7 +125,8 @@ class ShardSide(LeaderSide):
         if not self.sharded:
             return update_hash
         update = self.store.get(update_hash)
-        hashes = await asyncio.to_thread(lambda: ShardLayout(update).hashes(update))
+        leaves = self.task.exchange.leaves
+        hashes = await asyncio.to_thread(lambda: ShardLayout(update, leaves).hashes(update))
         # Kept for the round's work, which serves the leaves by these hashes: opened once commits close,
         # on the exchange's path, it then need not hash the 28 MB again.
         self._leaf_hashes = (update_hash, hashes)
@@ -153,7 +154,17 @@ class ShardSide(LeaderSide):
         is_diff = self.task.swarm.send == WeightKind.DIFF
         known = self._leaf_hashes[1] if self._leaf_hashes and self._leaf_hashes[0] == own_hash else []
         work = await asyncio.to_thread(
-            ShardWork, r, term, self.me, leader, base, own, committed, is_diff, own_hashes=known
+            ShardWork,
+            r,
+            term,
+            self.me,
+            leader,
+            base,
+            own,
+            committed,
+            is_diff,
+            self.task.exchange.leaves,
+            own_hashes=known,
         )
         earlier = self._shards
         if earlier is not None and earlier.round == r:  # pieces of a term before, or of the early start

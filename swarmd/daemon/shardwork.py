@@ -36,6 +36,7 @@ class ShardWork:
     own: Mapping[str, torch.Tensor]  # this site's update
     committed: Committed  # the revealed committers (before the election: every committer)
     is_diff: bool
+    leaves: int  # the task's `[exchange] leaves`
     layout: ShardLayout = field(init=False)
     own_hashes: list[Digest] = field(default_factory=list)  # our leaves' hashes, when the commit made them
     plan: Plan | None = None
@@ -49,7 +50,7 @@ class ShardWork:
     over: bool = False  # the term ended for this site: its owner loop stops
 
     def __post_init__(self) -> None:
-        self.layout = ShardLayout(self.base)
+        self.layout = ShardLayout(self.base, self.leaves)
         if len(self.own_hashes) != self.layout.count:
             self.own_hashes = self.layout.hashes(self.own)
         for i, piece in enumerate(self.layout.leaves(self.own)):

@@ -2,11 +2,11 @@
 
 A model's *flat parameter vector* is the concatenation of its tensors' elements in the codec's
 manifest order (tensor names sorted, each tensor row-major). `ShardLayout` cuts it into `K =
-min(LEAVES, elements)` contiguous *leaves* of (almost) equal element count: leaf i covers elements
+min(leaves, elements)` contiguous *leaves* of (almost) equal element count: leaf i covers elements
 [i * T // K, (i + 1) * T // K). A leaf travels as a small state dict: for every tensor it overlaps, the
 tensor's name -> a 1-D slice of its elements (a view, no copy). The leaves of one model depend only on
 its structure (names, shapes, dtypes), so every site cuts an update, the base model and the merged
-model the same way.
+model the same way. The leaf count is the task's `[exchange] leaves` (SHARD_LEAVES when unset).
 
 A sharded commitment is `merkle_root(leaf_hashes(update))`, each leaf hash the codec's `content_hash`
 of the leaf's state dict (RFC 6962's domain separation: 0x00 before a leaf, 0x01 before a node; an
@@ -29,8 +29,8 @@ from swarmd.codec import ContentHasher, Digest, content_hash, manifest_of, tenso
 from swarmd.errors import MergeError
 from swarmd.merge.base import MergeRule, Update, address_order
 from swarmd.merge.diff import apply_diff
+from swarmd.task import SHARD_LEAVES
 
-LEAVES = 64  # leaves a model is cut into (fewer for a model of fewer elements)
 MERKLE_LEAF = b"\x00"
 MERKLE_NODE = b"\x01"
 ROOT_DOMAIN = b"swarmd-shards-v1"
@@ -47,7 +47,7 @@ class _Span:
 class ShardLayout:
     """The leaves of one model structure (see the module docstring)."""
 
-    def __init__(self, template: Mapping[str, torch.Tensor], leaves: int = LEAVES) -> None:
+    def __init__(self, template: Mapping[str, torch.Tensor], leaves: int = SHARD_LEAVES) -> None:
         spans, start = [], 0
         for name in sorted(template):
             t = template[name]

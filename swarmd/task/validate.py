@@ -14,9 +14,11 @@ from swarmd.task.settings import (
     ADMISSION_MODES,
     COMPRESSIONS,
     INPUT_NAMES,
+    MAX_SHARD_LEAVES,
     MERGE_RULES,
     ROUND_MODES,
     SCAFFOLD_VARIATES,
+    SHARD_LEAVES,
     TOPK_RATIO,
     TOPOLOGIES,
     BundleInputs,
@@ -235,8 +237,17 @@ def _validate_exchange(x: ExchangeSettings, swarm: SwarmSettings, privacy: Priva
         x.topology in TOPOLOGIES,
         f"exchange.topology must be one of {', '.join(TOPOLOGIES)}, got {x.topology!r}",
     )
+    _check(
+        1 <= x.leaves <= MAX_SHARD_LEAVES,
+        f"exchange.leaves must be a whole number from 1 to {MAX_SHARD_LEAVES}, got {x.leaves!r}",
+    )
     if x.topology == "sharded":
         _validate_sharded(x, swarm, privacy)
+    else:
+        _check(
+            x.leaves == SHARD_LEAVES,
+            f'exchange.leaves is only used by topology = "sharded", not {x.topology!r}: remove it',
+        )
     _check(
         x.compression in COMPRESSIONS,
         f"exchange.compression must be one of {', '.join(COMPRESSIONS)}, got {x.compression!r}",

@@ -35,9 +35,10 @@ from typing import Any, ClassVar
 import msgpack
 
 from swarmd.errors import WireError
+from swarmd.task import MAX_SHARD_LEAVES
 
 SHARD_PROTOCOL = 1
-MAX_LEAVES = 256  # leaves a plan may list (the layout cuts 64)
+MAX_LEAVES = MAX_SHARD_LEAVES  # leaves a plan may list (`[exchange] leaves` is at most this)
 MAX_SITES = 128  # committers a round may have (the contract's bound)
 HASH = 32
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")

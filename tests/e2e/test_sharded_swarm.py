@@ -2,7 +2,7 @@
 chain is the Merkle root of its update's leaves, and the finalized model is, bit for bit, what the
 leader topology's fedavg makes of the same updates (each site's own committed update, read from its
 store and folded in address order); `swarm ledger audit` recomputes it from the updates each committer
-names for its root, and verifies it."""
+names for its root, and verifies it. The task cuts the model into 32 leaves, not the default 64."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from swarmd.ops import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
-SHARDED = {"topology": "sharded"}
+LEAVES = 32  # not the default: every site, and the audit, must cut the model into the task's count
+SHARDED = {"topology": "sharded", "leaves": LEAVES}
 
 
 def own_update(site) -> dict:
@@ -45,7 +46,7 @@ def test_a_sharded_round_finalizes_the_leader_topologys_fedavg_and_audits(
         fedavg.begin(next(iter(updates.values())))
         for address in sorted(updates, key=str.lower):  # the leader topology's fold order
             update = updates[address]
-            assert commits[address].update_hash == ShardLayout(update).root(update)
+            assert commits[address].update_hash == ShardLayout(update, LEAVES).root(update)
             fedavg.add(Update(address, update, commits[address].n_samples))
         assert content_hash(fedavg.result()) == info.merged_hash
         hashes = {st["last_merged_hash"] for st in swarm.statuses()}

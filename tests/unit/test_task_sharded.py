@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from swarmd.errors import TaskError
-from swarmd.task import canonical_task, parse_task
+from swarmd.task import SHARD_LEAVES, canonical_task, parse_task
 
 TASK = {"name": "demo", "bundle": "bundle"}
 SHARDED = {"topology": "sharded"}
@@ -40,3 +40,29 @@ def test_sharded_topology_takes_the_coordinate_wise_rules_and_changes_the_hash(r
 def test_sharded_topology_refuses_what_no_shard_owner_can_do(root: Path, tables, message) -> None:
     with pytest.raises(TaskError, match=message):
         parse_task({"task": TASK, "exchange": SHARDED, **tables}, root)
+
+
+def test_the_leaf_count_is_the_tasks_and_left_out_of_the_hash_at_its_default(root: Path) -> None:
+    default = parse_task({"task": TASK, "exchange": SHARDED}, root)
+    assert default.exchange.leaves == SHARD_LEAVES == 64  # what every sharded round so far was cut into
+    same = parse_task({"task": TASK, "exchange": {**SHARDED, "leaves": SHARD_LEAVES}}, root)
+    assert same.hash == default.hash  # tasks written before the setting keep their hash
+    fewer = parse_task({"task": TASK, "exchange": {**SHARDED, "leaves": 32}}, root)
+    assert fewer.exchange.leaves == 32 and fewer.hash != default.hash
+    assert b'"leaves":32' in canonical_task(fewer)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "message"),
+    [
+        ({**SHARDED, "leaves": 0}, r"exchange.leaves must be a whole number from 1 to 256, got 0"),
+        ({**SHARDED, "leaves": 257}, r"exchange.leaves must be a whole number from 1 to 256, got 257"),
+        ({**SHARDED, "leaves": 32.0}, r"\[exchange\].leaves must be int"),
+        ({"leaves": 32}, r'exchange.leaves is only used by topology = "sharded", not \'leader\''),
+    ],
+)
+def test_a_leaf_count_out_of_range_or_without_the_sharded_topology_is_refused(
+    root: Path, exchange, message
+) -> None:
+    with pytest.raises(TaskError, match=message):
+        parse_task({"task": TASK, "exchange": exchange}, root)

@@ -13,7 +13,7 @@ from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import content_hash
 from swarmd.ledger import CommitInfo, RoundInfo, RoundStatus
 from swarmd.merge.shards import ShardLayout
-from swarmd.task import SwarmSettings
+from swarmd.task import SHARD_LEAVES, SwarmSettings
 
 A, B = "0x" + "a" * 40, "0x" + "b" * 40
 R = 2
@@ -23,12 +23,14 @@ def _model(v: float) -> dict[str, torch.Tensor]:
     return {"w": torch.linspace(-1, 1, 300) * v, "b": torch.full((7,), v)}
 
 
-def _root(state: dict[str, torch.Tensor]) -> bytes:
-    return ShardLayout(state).root(state)
+def _root(state: dict[str, torch.Tensor], leaves: int = SHARD_LEAVES) -> bytes:
+    return ShardLayout(state, leaves).root(state)
 
 
-def _round(store: CheckpointStore, committers: dict[str, dict[str, torch.Tensor]]) -> RoundInfo:
-    commits = tuple(CommitInfo(site, _root(up), 10, block=1) for site, up in committers.items())
+def _round(
+    store: CheckpointStore, committers: dict[str, dict[str, torch.Tensor]], leaves: int = SHARD_LEAVES
+) -> RoundInfo:
+    commits = tuple(CommitInfo(site, _root(up, leaves), 10, block=1) for site, up in committers.items())
     merged = next(iter(committers.values())) if len(committers) == 1 else _model(9.0)  # fedavg of one
     return RoundInfo(
         round=R, status=RoundStatus.FINALIZED, term=0, leader=A, commits=commits, failed_leaders=(),
@@ -37,11 +39,11 @@ def _round(store: CheckpointStore, committers: dict[str, dict[str, torch.Tensor]
     )  # fmt: skip
 
 
-async def _audit(store: CheckpointStore, info: RoundInfo, own: dict[int, bytes]):
+async def _audit(store: CheckpointStore, info: RoundInfo, own: dict[int, bytes], leaves: int = SHARD_LEAVES):
     public, secret = zmq.curve_keypair()
     source = UpdateSource(
         store_dir=store.root, me=A, curve_public=public, curve_secret=secret, members=[], max_bytes=1 << 20,
-        own_updates=own,
+        own_updates=own, shard_leaves=leaves,
     )  # fmt: skip
     async with source:
         return await audit_round(info, SwarmSettings(), source, sharded=True)
@@ -52,6 +54,17 @@ async def test_a_sharded_round_is_recomputed_from_the_update_its_root_names(tmp_
     mine = _model(1.5)
     verdict = await _audit(store, _round(store, {A: mine}), {R: store.put(mine)})
     assert verdict.status is Status.VERIFIED and verdict.sources == {A: "local"}
+
+
+async def test_the_root_is_checked_over_the_tasks_leaf_count(tmp_path):
+    store = CheckpointStore(tmp_path)
+    mine = _model(1.5)
+    info = _round(store, {A: mine}, leaves=5)  # a task with `[exchange] leaves = 5`
+    verdict = await _audit(store, info, {R: store.put(mine)}, leaves=5)
+    assert verdict.status is Status.VERIFIED
+    # an auditor cutting otherwise finds the root names something else: the count is part of the root
+    other = await _audit(store, info, {R: store.put(mine)}, leaves=SHARD_LEAVES)
+    assert other.status is Status.CANNOT_AUDIT and "is not what its committed root names" in other.reason
 
 
 async def test_an_update_that_is_not_the_committed_root_cannot_be_audited(tmp_path):

@@ -12,6 +12,7 @@ from swarmd.daemon.shardplan import opening_plan
 from swarmd.daemon.shardwork import ShardWork
 from swarmd.merge import FedAvg, Update
 from swarmd.merge.shards import ShardLayout
+from swarmd.task import SHARD_LEAVES
 from swarmd.transport.shards import Plan
 
 A, B, C = ("0x" + c * 40 for c in "abc")
@@ -24,7 +25,7 @@ def model(seed: float) -> dict[str, torch.Tensor]:
 def work_of(me: str) -> tuple[ShardWork, dict[str, dict[str, torch.Tensor]]]:
     updates = {A: model(1.0), B: model(2.0), C: model(3.0)}
     committed = {a: (ShardLayout(u).root(u), 10 * (i + 1)) for i, (a, u) in enumerate(updates.items())}
-    work = ShardWork(0, 1, me, A, model(0.0), updates[me], committed, is_diff=False)
+    work = ShardWork(0, 1, me, A, model(0.0), updates[me], committed, is_diff=False, leaves=SHARD_LEAVES)
     return work, updates
 
 
@@ -91,7 +92,9 @@ def test_a_wrong_guess_is_merged_again_over_the_decided_include() -> None:
 
 def test_the_work_opened_before_the_election_goes_on_under_the_elected_term() -> None:
     work, updates = work_of(B)
-    early = ShardWork(0, -1, B, "", model(0.0), updates[B], work.committed, is_diff=False)
+    early = ShardWork(
+        0, -1, B, "", model(0.0), updates[B], work.committed, is_diff=False, leaves=SHARD_LEAVES
+    )
     early.adopt(opening_plan(0, -1, list(early.committed), early.layout.count))
     assert early.opened_early(0, work.committed) and not early.opened_early(1, work.committed)
     assert not early.opened_early(0, {a: v for a, v in work.committed.items() if a != C})  # C kept quiet
@@ -114,7 +117,7 @@ def test_a_later_work_keeps_the_pieces_lists_and_refusals_of_the_updates_still_c
     work.failed[C] = "nonfinite"
     work.merge(0, FedAvg)
     only_ab = {a: v for a, v in work.committed.items() if a != C}  # C did not reveal in the next term
-    later = ShardWork(0, 2, B, A, model(0.0), updates[B], only_ab, is_diff=False)
+    later = ShardWork(0, 2, B, A, model(0.0), updates[B], only_ab, is_diff=False, leaves=SHARD_LEAVES)
     later.inherit(work)
     assert set(later.lists) == {A} and later.failed == {}
     assert set(later.pieces[0]) == {A, B}  # C's piece went with C
@@ -132,8 +135,30 @@ def test_the_leaf_hashes_made_for_the_commit_are_used_not_made_again(monkeypatch
         raise AssertionError("hashed our update again")
 
     monkeypatch.setattr(ShardLayout, "hashes", hashes)
-    again = ShardWork(0, 1, A, A, model(0.0), updates[A], work.committed, is_diff=False, own_hashes=made)
+    again = ShardWork(
+        0,
+        1,
+        A,
+        A,
+        model(0.0),
+        updates[A],
+        work.committed,
+        is_diff=False,
+        leaves=SHARD_LEAVES,
+        own_hashes=made,
+    )
     assert again.own_hashes == made and set(again.own_leaves()) == set(made)
     monkeypatch.undo()
-    short = ShardWork(0, 1, A, A, model(0.0), updates[A], work.committed, is_diff=False, own_hashes=made[:1])
+    short = ShardWork(
+        0,
+        1,
+        A,
+        A,
+        model(0.0),
+        updates[A],
+        work.committed,
+        is_diff=False,
+        leaves=SHARD_LEAVES,
+        own_hashes=made[:1],
+    )
     assert short.own_hashes == made  # a list that is not the layout's: made again
