@@ -134,31 +134,13 @@ def test_the_leaf_hashes_made_for_the_commit_are_used_not_made_again(monkeypatch
     def hashes(self: ShardLayout, state: object) -> list[bytes]:
         raise AssertionError("hashed our update again")
 
+    def remade(own_hashes: list[bytes]) -> ShardWork:
+        args = (0, 1, A, A, model(0.0), updates[A], work.committed, False, SHARD_LEAVES)
+        return ShardWork(*args, own_hashes=own_hashes)
+
     monkeypatch.setattr(ShardLayout, "hashes", hashes)
-    again = ShardWork(
-        0,
-        1,
-        A,
-        A,
-        model(0.0),
-        updates[A],
-        work.committed,
-        is_diff=False,
-        leaves=SHARD_LEAVES,
-        own_hashes=made,
-    )
+    again = remade(made)
     assert again.own_hashes == made and set(again.own_leaves()) == set(made)
     monkeypatch.undo()
-    short = ShardWork(
-        0,
-        1,
-        A,
-        A,
-        model(0.0),
-        updates[A],
-        work.committed,
-        is_diff=False,
-        leaves=SHARD_LEAVES,
-        own_hashes=made[:1],
-    )
+    short = remade(made[:1])
     assert short.own_hashes == made  # a list that is not the layout's: made again
