@@ -153,18 +153,9 @@ class ShardSide(LeaderSide):
         own = self.store.get(own_hash)
         is_diff = self.task.swarm.send == WeightKind.DIFF
         known = self._leaf_hashes[1] if self._leaf_hashes and self._leaf_hashes[0] == own_hash else []
+        leaves = self.task.exchange.leaves
         work = await asyncio.to_thread(
-            ShardWork,
-            r,
-            term,
-            self.me,
-            leader,
-            base,
-            own,
-            committed,
-            is_diff,
-            self.task.exchange.leaves,
-            own_hashes=known,
+            ShardWork, r, term, self.me, leader, base, own, committed, is_diff, leaves, own_hashes=known
         )
         earlier = self._shards
         if earlier is not None and earlier.round == r:  # pieces of a term before, or of the early start
