@@ -130,8 +130,13 @@ class TransportError(SwarmError):
     exit_code = 7
 
 
+class StreamFailed(TransportError):
+    """A stream the peer had begun ended before its last byte: one side stopped granting credit in time
+    (a loaded box), or the peer stopped it. The peer was there, so another try may succeed."""
+
+
 class PeerRejected(TransportError):
-    """A peer was refused: not an active member, over a limit, or stalled."""
+    """A peer was refused: not an active member, or over a limit."""
 
 
 class RelayFailed(PeerRejected):

@@ -11,6 +11,7 @@ the same commitment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from swarmd.checkpoint import CheckpointStore
 from swarmd.codec import content_hash, hash_hex
-from swarmd.errors import PeerRejected, StoreError, TransportError, WireError
+from swarmd.errors import PeerRejected, StoreError, StreamFailed, TransportError, WireError
 from swarmd.ledger import Member, MemberStatus
 from swarmd.merge.shards import ShardLayout
 from swarmd.privacy import BadTranscript, UnmaskTranscript
@@ -32,6 +33,11 @@ from swarmd.transport.shards import UpdateAsk, UpdateHash, decode_shard_msg
 log = logging.getLogger("swarmd.audit")
 
 FETCH_TIMEOUT = 10.0  # seconds for a peer to answer a fetch (the stream itself has its stall timeout)
+# A holder whose stream broke off was there: it is asked again, up to this many times in all, after a
+# pause that grows by RETRY_PAUSE each time. A daemon's stall timeout follows its block time (2 s on a
+# devnet), which a loaded auditor or holder can overrun once; an audit is not short of time.
+FETCH_ATTEMPTS = 3
+RETRY_PAUSE = 1.0
 
 
 class UpdateUnavailable(TransportError):
@@ -117,8 +123,8 @@ class UpdateSource:
                 tried.append(f"{holder}: {self.unreachable[holder.lower()]}")
                 continue
             try:
-                state = await self.node.fetch_model(key, h, max_bytes=self.max_bytes, timeout=self.timeout)
-            except PeerRejected as exc:  # up, but it does not hold it (or refuses us)
+                state = await self._fetch(key, h, holder)
+            except (PeerRejected, StreamFailed) as exc:  # up: not holding it, refusing us, or stalling
                 tried.append(f"{holder}: {exc}")
                 continue
             except (TransportError, WireError) as exc:
@@ -130,6 +136,19 @@ class UpdateSource:
             f"no holder served {what} {hash_hex(h)}: " + ("; ".join(tried) or "no holder to ask"),
             hint="the holders must be running and hold it; committed updates are kept as long as models",
         )
+
+    async def _fetch(self, key: bytes, h: bytes, holder: str) -> dict[str, torch.Tensor]:
+        """Model h from one holder; a stream that broke off is tried again (FETCH_ATTEMPTS in all)."""
+        attempt = 1
+        while True:
+            try:
+                return await self.node.fetch_model(key, h, max_bytes=self.max_bytes, timeout=self.timeout)
+            except StreamFailed as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise StreamFailed(f"{exc} ({attempt} tries)") from exc
+                log.info("fetch of %s from %s broke off (%s); trying again", hash_hex(h), holder, exc)
+                await asyncio.sleep(RETRY_PAUSE * attempt)
+                attempt += 1
 
     async def sharded_update(self, r: int, site: str, root: bytes) -> tuple[dict[str, torch.Tensor], str]:
         """A sharded round's committed update and where it came from. The chain holds only the Merkle root

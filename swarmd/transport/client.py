@@ -24,7 +24,7 @@ import zmq.asyncio
 from swarmd import codec
 from swarmd.aio import wait_within
 from swarmd.codec import Manifest
-from swarmd.errors import HashMismatch, PeerRejected, RelayFailed, TransportError
+from swarmd.errors import HashMismatch, PeerRejected, RelayFailed, StreamFailed, TransportError
 from swarmd.transport import messages as m
 from swarmd.transport.bulk import BulkChunk, BulkGrant
 from swarmd.transport.context import Context
@@ -389,7 +389,7 @@ class Client:
             exc = pump.exception()
             if exc is not None:
                 if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-                    raise TransportError("peer stopped granting credit: stream stalled") from exc
+                    raise StreamFailed("peer stopped granting credit: stream stalled") from exc
                 if isinstance(exc, m.BadMessage):
                     raise TransportError(f"stream failed: {exc}") from exc
                 raise exc
@@ -460,7 +460,7 @@ class Client:
             if stopped:
                 _raise_stopped(conn, ended.result())
             if failure is not None:
-                raise TransportError(f"model stream failed: {failure}")
+                raise StreamFailed(f"model stream failed: {failure}")
             digest = await stream.digest()
             if digest != model_hash:
                 got, want = codec.hash_hex(digest), codec.hash_hex(model_hash)
@@ -475,4 +475,4 @@ def _raise_stopped(conn: _Conn, msg: m.Message) -> None:
     reason = msg.reason if isinstance(msg, m.Reply) else msg.KIND
     if reason == Refusal.UPSTREAM_FAILED:
         raise RelayFailed("the peer's own download of the model failed while it served it on")
-    raise PeerRejected(f"peer stopped serving the model: {reason}")
+    raise StreamFailed(f"peer stopped serving the model: {reason}")

@@ -328,7 +328,7 @@ class Node:
 
         Raises PeerRejected when the peer does not hold it (or refuses; RelayFailed when it was relaying
         it and its own download failed), HashMismatch when the bytes do not hash to `model_hash`,
-        TransportError on timeouts and stalls.
+        StreamFailed when the stream stalled or the peer stopped it, TransportError on timeouts.
         """
         return await self._client.fetch_model(peer, model_hash, max_bytes, timeout, relay)
 

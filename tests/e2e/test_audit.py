@@ -35,7 +35,8 @@ def test_audit_flags_every_round_a_forging_leader_finalized(
         found = audit("--rounds", "all", "--config", config, "--json")
         assert found.returncode == AuditExit.MISMATCH, found.stdout + found.stderr
         verdicts = json.loads(found.stdout)
-        assert [(v["round"], v["status"]) for v in verdicts] == [(0, "MISMATCH"), (1, "MISMATCH")]
+        why = [(v["round"], v["status"], v["reason"]) for v in verdicts]
+        assert [(v["round"], v["status"]) for v in verdicts] == [(0, "MISMATCH"), (1, "MISMATCH")], why
         for v in verdicts:  # every included update was fetched and matched its commitment
             assert v["recomputed"] != v["finalized"] and len(v["sources"]) == v["included"] >= 2
         # the site fetched the others' updates from their owners or the leader, not only its own

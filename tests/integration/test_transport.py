@@ -14,7 +14,7 @@ from conftest import FAST, free_port
 from peerproc import Recorder, densenet_like_state
 
 from swarmd import codec
-from swarmd.errors import HashMismatch, IdentityError, PeerRejected, TransportError
+from swarmd.errors import HashMismatch, IdentityError, PeerRejected, StreamFailed, TransportError
 from swarmd.transport import Node, Refusal, SecAggTopic, Verdict, client
 from swarmd.transport.messages import MAX_SECAGG_BODY
 
@@ -266,6 +266,32 @@ def test_an_abandoned_fetch_stops_the_servers_pump_at_once(spawn_peer, loop_node
     assert local.node.stats.rejections == {}  # no reply to a cancelled fetch, no stray chunk counted
     got = local.run(local.node.fetch_model(b.key, codec.content_hash(big), max_bytes=1 << 30))
     assert codec.content_hash(got) == codec.content_hash(big)
+
+
+def test_a_serve_stopped_for_a_stall_is_a_stream_failure_and_the_next_fetch_succeeds(
+    spawn_peer, loop_node
+) -> None:
+    """A fetcher that grants nothing for longer than the server's stall timeout (a loaded box) gets
+    StreamFailed, which says the peer was there and another try may do (an auditor retries it), not
+    PeerRejected (it does not hold the model, or refuses us)."""
+    b = spawn_peer("--stall", "0.5")
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    big = densenet_like_state(30_000_000, seed=8)
+    h = codec.content_hash(big)
+    assert local.run(local.node.send_update(b.key, round=1, term=0, state=big)).ok
+    fetching = asyncio.run_coroutine_threadsafe(
+        local.node.fetch_model(b.key, h, max_bytes=1 << 30), local.loop
+    )
+    end = time.monotonic() + 30
+    while local.node.stats.bytes_in < 8 << 20 and time.monotonic() < end:
+        time.sleep(0.005)
+    local.loop.call_soon_threadsafe(time.sleep, 3.0)  # no grant for 3 s: B stops serving after 0.5 s
+    with pytest.raises(StreamFailed, match="stalled"):
+        fetching.result(30)
+    # (a grant our loop sent on waking, for the stream B had dropped, may count there as unknown_stream)
+    assert b.call("stats")["rejections"]["stalled"] == 1
+    assert codec.content_hash(local.run(local.node.fetch_model(b.key, h, max_bytes=1 << 30))) == h
 
 
 def test_bad_keys_and_taken_ports_raise_named_errors(loop_node) -> None:
