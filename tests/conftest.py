@@ -140,7 +140,14 @@ def running_swarm(
     )
     data = DemoData(alpha=1.0, seed=3, n_per_site=n_per_site, n_test=16)
     with local_swarm(
-        root, task, sites=sites, block_time=block_time, data=data, start=start, chain_state=chain_state
+        root,
+        task,
+        sites=sites,
+        block_time=block_time,
+        data=data,
+        start=start,
+        chain_state=chain_state,
+        fork=True,
     ) as swarm:
         try:
             yield swarm

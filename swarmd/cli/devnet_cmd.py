@@ -134,6 +134,7 @@ def _swarm(
         keep=keep,
         record=True,
         private_sites=private_sites,
+        fork=True,  # the daemons are forked from one process that imported their libraries (not with keep)
     )
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from swarmd.errors import DaemonError, DevnetError, StoreError
 from swarmd.ledger import Devnet, Ledger
 from swarmd.ops.consortium import LocalConsortium, local_consortium
-from swarmd.ops.launcher import DaemonProcess, stop_all, wait_until
+from swarmd.ops.launcher import DaemonProcess, start_forkserver, stop_all, wait_until
 from swarmd.ops.taskedit import derived_task
 
 # A recorded swarm's chain lives in this anvil state file in its root; anvil rewrites it every
@@ -161,6 +161,7 @@ def local_swarm(
     chain_state: Path | None = None,
     stop_timeout: float = 20.0,
     private_sites: int = 0,
+    fork: bool = False,
 ) -> Iterator[LocalSwarm]:
     """Anvil, `sites` sites provisioned under `root` for `task`, and their daemons; all stopped on exit.
 
@@ -174,8 +175,13 @@ def local_swarm(
     `swarm devnet down`; a devnet already recorded there and up is used with its consortium (and is
     left running), and one recorded but down (stopped, or anvil killed) is started again from its
     saved chain. `chain_state`: anvil's state file, so the chain survives a restart. `private_sites`:
-    the last N sites accept no connection and are reached through a relay on site 0 (ops/p2pnet.py)."""
+    the last N sites accept no connection and are reached through a relay on site 0 (ops/p2pnet.py).
+    `fork`: the daemons are forked from a forkserver that imported their libraries once (ops/launcher.py),
+    which starts now, beside the chain and the provisioning; ignored with `keep`."""
     root = root.resolve()
+    fork = fork and not keep  # a forkserver's daemons do not outlive this process
+    if fork:
+        start_forkserver()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -193,7 +199,9 @@ def local_swarm(
         dev, consortium = _provision(
             root, task, sites, block_time, data, keep, record, chain_state, private_sites
         )
-    daemons = [DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log") for s in consortium.sites]
+    daemons = [
+        DaemonProcess(s.name, s.config, s.config.parent / "swarmd.log", fork=fork) for s in consortium.sites
+    ]
     swarm = LocalSwarm(
         dev,
         consortium,

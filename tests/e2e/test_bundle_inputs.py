@@ -38,7 +38,7 @@ def zoo_task(path: Path, inputs: dict[str, str]) -> Path:
 
 def test_a_zoo_style_bundle_runs_a_three_site_swarm_through_bundle_inputs(swarm_root: Path) -> None:
     task = zoo_task(swarm_root / "swarm.toml", MAPPED)
-    with local_swarm(swarm_root, task, sites=3, data=DATA) as swarm:
+    with local_swarm(swarm_root, task, sites=3, data=DATA, fork=True) as swarm:
         try:
             swarm.wait_done(timeout=180)
         except BaseException:
@@ -57,7 +57,7 @@ def test_a_zoo_style_bundle_runs_a_three_site_swarm_through_bundle_inputs(swarm_
 
 def test_swarmd_run_refuses_to_start_a_bundle_that_does_not_read_the_sites_data(swarm_root: Path) -> None:
     task = zoo_task(swarm_root / "swarm.toml", {})
-    with local_swarm(swarm_root, task, sites=2, data=DATA, start=False) as swarm:
+    with local_swarm(swarm_root, task, sites=2, data=DATA, start=False, fork=True) as swarm:
         daemon = swarm.daemons[0].start()
         wait_until(lambda: not daemon.alive(), 90, 0.2, what="swarmd to refuse the task")
         log = daemon.tail(40)

@@ -36,7 +36,7 @@ def _cyclic_task(root):
 def test_a_cyclic_round_skips_a_killed_site_and_finalizes_the_path(swarm_root, swarm_cli):
     data = DemoData(alpha=1.0, seed=3, n_per_site=16, n_test=16)
     task = _cyclic_task(swarm_root)
-    with local_swarm(swarm_root, task, sites=3, block_time=1, data=data, start=False) as swarm:
+    with local_swarm(swarm_root, task, sites=3, block_time=1, data=data, start=False, fork=True) as swarm:
         try:
             _skip_and_finalize(swarm, swarm_cli)
         except BaseException:

@@ -1,12 +1,16 @@
-"""`DaemonProcess` before and after its process, and `wait_until`'s deadline: no daemon needed."""
+"""`DaemonProcess` before and after its process, a daemon forked from the forkserver against one that
+is a fresh interpreter, and `wait_until`'s deadline."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import pytest
 
-from swarmd.errors import DaemonError
+from swarmd.daemon.faults import ENV, GUARD
+from swarmd.errors import ConfigError, DaemonError
 from swarmd.ops import DaemonProcess, stop_all, wait_until
 
 
@@ -30,3 +34,27 @@ def test_wait_until_names_what_it_waited_for():
     with pytest.raises(DaemonError, match="timed out after 0s waiting for the moon"):
         wait_until(lambda: False, 0.2, interval=0.05, what="the moon")
     assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["subprocess", "forked"])
+def test_a_daemon_gets_its_environment_and_log_and_exits_with_its_code_either_way(tmp_path, consortium, fork):
+    """The environment given to start() reaches the daemon (here a fault name it refuses, before it does
+    anything else), what it prints lands in its log, and its exit code is the error family's."""
+    d = DaemonProcess("site-a", consortium.sites[0].config, tmp_path / "swarmd.log", fork=fork)
+    d.start(env={ENV: "no-such-fault", GUARD: "1"})
+    assert d.proc is not None and d.proc.wait(120) == ConfigError.exit_code
+    assert not d.alive() and d.stop() == ConfigError.exit_code
+    assert "unknown fault 'no-such-fault'" in d.tail(), d.tail()
+
+
+def test_a_forked_daemon_is_its_own_process_for_signals(tmp_path, consortium):
+    """SIGSTOP, SIGCONT and SIGKILL reach the forked daemon's own pid, and a kill reads as Popen's does."""
+    d = DaemonProcess("site-a", consortium.sites[0].config, tmp_path / "swarmd.log", fork=True).start()
+    assert d.proc is not None and d.pid is not None and d.alive()
+    d.proc.send_signal(signal.SIGSTOP)
+    d.proc.send_signal(signal.SIGCONT)
+    with pytest.raises(subprocess.TimeoutExpired, match="forked"):
+        d.proc.wait(0.1)
+    d.kill()
+    assert d.proc.returncode == -signal.SIGKILL and not d.alive()
+    d.proc.send_signal(signal.SIGTERM)  # after the end: nothing is sent (its pid may be reused)
