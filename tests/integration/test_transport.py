@@ -274,7 +274,7 @@ def test_a_serve_stopped_for_a_stall_is_a_stream_failure_and_the_next_fetch_succ
     """A fetcher that grants nothing for longer than the server's stall timeout (a loaded box) gets
     StreamFailed, which says the peer was there and another try may do (an auditor retries it), not
     PeerRejected (it does not hold the model, or refuses us)."""
-    b = spawn_peer("--stall", "0.5")
+    b = spawn_peer("--stall", "2")  # not less: B first receives the model from us, under the same timeout
     local = loop_node(limits=FAST)
     introduce(b, local)
     big = densenet_like_state(30_000_000, seed=8)
@@ -286,7 +286,7 @@ def test_a_serve_stopped_for_a_stall_is_a_stream_failure_and_the_next_fetch_succ
     end = time.monotonic() + 30
     while local.node.stats.bytes_in < 8 << 20 and time.monotonic() < end:
         time.sleep(0.005)
-    local.loop.call_soon_threadsafe(time.sleep, 3.0)  # no grant for 3 s: B stops serving after 0.5 s
+    local.loop.call_soon_threadsafe(time.sleep, 5.0)  # no grant for 5 s: B stops serving after 2 s
     with pytest.raises(StreamFailed, match="stalled"):
         fetching.result(30)
     # (a grant our loop sent on waking, for the stream B had dropped, may count there as unknown_stream)
