@@ -13,15 +13,12 @@ from typing import Any, TypeVar
 import pytest
 import zmq
 
-from swarmd.ledger.devnet import free_port
-from swarmd.transport import Limits, Node
+from swarmd.transport import Node
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import PeerProc, RawPeer
 from peerproc import Recorder
-
-__all__ = ["FAST", "PeerProc", "RawPeer", "free_port"]
 
 T = TypeVar("T")
 
@@ -100,8 +97,3 @@ def raw_peer() -> Iterator[Any]:
     yield make
     for p in peers:
         p.close()
-
-
-FAST = Limits(
-    stall_timeout=1.0, request_timeout=10.0, heartbeat_ivl=0.5, heartbeat_timeout=3.0, reconnect_ivl_max=0.5
-)

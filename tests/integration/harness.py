@@ -16,7 +16,14 @@ from typing import Any
 import msgpack
 import zmq
 
+from swarmd.transport import Limits
+
 PEERPROC = Path(__file__).with_name("peerproc.py")
+# Short timeouts for tests that drive a node in the test process. In this module, not in conftest.py: a
+# test module's `from conftest import` gets whichever conftest pytest imported last.
+FAST = Limits(
+    stall_timeout=1.0, request_timeout=10.0, heartbeat_ivl=0.5, heartbeat_timeout=3.0, reconnect_ivl_max=0.5
+)
 
 
 class PeerProc:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import zmq
-from conftest import FAST
+from harness import FAST
 from peerproc import densenet_like_state
 from zmq.utils.monitor import recv_monitor_message
 

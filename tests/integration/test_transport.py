@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import torch
 import zmq
-from conftest import FAST, free_port
+from harness import FAST
 from peerproc import Recorder, densenet_like_state
 
 from swarmd import codec
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, StreamFailed, TransportError
+from swarmd.ledger.devnet import free_port
 from swarmd.transport import Node, Refusal, SecAggTopic, Verdict, client
 from swarmd.transport.messages import MAX_SECAGG_BODY
 

@@ -15,8 +15,8 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from conftest import FAST
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from harness import FAST
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAST
+from harness import FAST
 
 from swarmd.transport import Refusal
 
