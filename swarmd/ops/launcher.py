@@ -173,7 +173,8 @@ class DaemonProcess:
     def status(self) -> dict[str, Any] | None:
         """The daemon's control-socket status, or None while it is not answering."""
         try:
-            return query_status(load_config(self.config).control_socket, timeout=2.0)
+            # 5 s: a daemon training on a loaded box can take seconds to answer (None: not answering)
+            return query_status(load_config(self.config).control_socket, timeout=5.0)
         except DaemonError:
             return None
 

@@ -163,7 +163,7 @@ def test_a_stalling_committer_costs_honest_sites_nothing_and_a_removed_member_is
         assert set(final.included) == committers - {site.address} and len(final.included) == 3
         leader_cfg = load_config(next(s for s in swarm.consortium.sites if s.address == info.leader).config)
         counted = wait_until(
-            lambda: (c := _rejections(leader_cfg.metrics.bind)).get("stalled") and c, 10, what="metrics"
+            lambda: (c := _rejections(leader_cfg.metrics.bind)).get("stalled") and c, 30, what="metrics"
         )
         assert counted.get("wrong_digest", 0) >= 1
 
@@ -178,14 +178,14 @@ def test_a_stalling_committer_costs_honest_sites_nothing_and_a_removed_member_is
                 assert content_hash(got) == final.merged_hash  # served while a member
                 await asyncio.to_thread(admin.remove, site.address)
                 removed = time.monotonic()
-                for _ in range(60):
+                while time.monotonic() - removed < 60:  # the leader reads the chain, on a loaded box
                     try:
                         await node.ping(leader.curve_key, timeout=0.5)
                     except (PeerRejected, TransportError):
                         break
                     await asyncio.sleep(0.1)
                 else:
-                    raise AssertionError("a removed member kept getting answers")
+                    raise AssertionError("a removed member kept getting answers for 60 s")
                 took = time.monotonic() - removed
                 with pytest.raises((PeerRejected, TransportError)):
                     await node.fetch_model(leader.curve_key, final.merged_hash, max_bytes=1 << 30, timeout=2)

@@ -55,7 +55,7 @@ def test_densenet_sized_update_arrives_bit_exact_then_spreads_by_fetch(spawn_pee
     expected = densenet_like_state(DENSENET121, seed=7)
     assert model.keys() == expected.keys()
     assert all(torch.equal(model[k], expected[k]) for k in expected)
-    assert local.run(local.node.ping(b.key)) < 1.0
+    assert local.run(local.node.ping(b.key)) < 5.0
     local.run(local.node.announce(b.key, round=4, model_hash=codec.parse_hash(out["sent"])))
     stats = b.call("stats")
     assert stats["updates"] == 1 and stats["announces"] == [[4, out["sent"][2:]]]
@@ -68,10 +68,10 @@ def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:
     state = densenet_like_state(1_500_000, seed=1)
     verdict = local.run(local.node.send_update(b.key, round=3, term=1, state=state, meta={"samples": 12}))
     assert verdict == Verdict(True, None, codec.hash_hex(codec.content_hash(state)))
-    t0, before = time.monotonic(), local.node.stats.bytes_out
+    before = local.node.stats.bytes_out
     stale = local.run(local.node.send_update(b.key, round=0, term=1, state=state))  # refused on offer
     assert (stale.ok, stale.reason, stale.detail) == (False, Refusal.NOT_READY, "stale round")
-    assert local.node.stats.bytes_out - before < 4096 and time.monotonic() - t0 < 1
+    assert local.node.stats.bytes_out - before < 4096  # refused on the offer, before any chunk
     got = local.run(local.node.fetch_model(b.key, codec.content_hash(state), max_bytes=1 << 30))
     assert codec.content_hash(got) == codec.content_hash(state)
 
