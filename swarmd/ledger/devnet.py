@@ -293,7 +293,8 @@ class Devnet:
     # ------------------------------------------------------------------ use
     def is_running(self) -> bool:
         try:
-            rpc_call(self.rpc_url, "eth_chainId", timeout=1.0)
+            # a refused connection answers at once; the timeout only waits on a node that is up but busy
+            rpc_call(self.rpc_url, "eth_chainId", timeout=5.0)
         except DevnetError:
             return False
         return True

@@ -27,7 +27,10 @@ def _freeze_leader_of_an_open_exchange(swarm, rounds: range) -> tuple[int, str]:
             continue
         leader = swarm.daemon(info.leader)
         leader.proc.send_signal(signal.SIGSTOP)
-        time.sleep(2.5)  # two blocks: a finalize already in flight would be mined by now
+        # two blocks: a finalize already in flight would be mined by now (counted, not slept: anvil on a
+        # loaded box can fall behind its 1 s block time)
+        two_on = swarm.ledger.block_number() + 2
+        wait_until(lambda n=two_on: swarm.ledger.block_number() >= n, 60, 0.2, what="two blocks")
         if swarm.ledger.round(r).status == RoundStatus.ELECTED:
             return r, info.leader
         leader.proc.send_signal(signal.SIGCONT)
