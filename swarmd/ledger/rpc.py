@@ -1,6 +1,7 @@
 """JSON-RPC machinery under the Ledger client: retries while the endpoint is unreachable, local signing
-with nonces from the node (recovering after "nonce too low"), rebroadcast of a transaction the node forgot,
-waiting for receipts, and naming every revert after its Solidity custom error.
+with nonces from the node (recovering after "nonce too low"), the nonce, gas estimate and fees read in one
+JSON-RPC batch (one request at a time for a node that refuses batches), rebroadcast of a transaction the
+node forgot, waiting for receipts, and naming every revert after its Solidity custom error.
 
 `ContractRpc` is the base of `Ledger`: it holds no API of its own, only `_call` (a view), `_send` (a
 transaction) and `_rpc` (any request), which the client's methods and the event readers use.
@@ -9,10 +10,12 @@ transaction) and `_rpc` (any request), which the client's methods and the event 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import requests
@@ -41,6 +44,7 @@ from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
 from swarmd.ledger.errors import NodeError, RevertDecoder, TransactionFailed, UnknownContract
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 # A proxy in front of the node answering 502/503 is as unreachable as a refused connection.
 _UNREACHABLE = (
@@ -50,6 +54,15 @@ _UNREACHABLE = (
     ProviderConnectionError,
     ConnectionError,
 )
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The endpoint is down or overloaded (as opposed to answering, if only with an error)."""
+    if isinstance(exc, requests.HTTPError):
+        return exc.response is None or exc.response.status_code >= 500
+    return isinstance(exc, _UNREACHABLE)
+
+
 _NODE_HINTS = {
     "insufficient funds": "the site account has no ether for gas; fund it (on a devnet: `swarm devnet fund`)",
     "chain id": "the RPC endpoint serves another chain than the one this site was set up for",
@@ -62,6 +75,27 @@ _REBROADCAST_S = 3.0
 
 class _NonceTaken(Exception):
     """Internal: the nonce we signed with was used by another transaction; build and sign again."""
+
+
+@dataclass(frozen=True)
+class _TxInputs:
+    """What the node says a transaction needs: the account's pending nonce, the gas estimate, the latest
+    block (its base fee) and the suggested priority fee."""
+
+    nonce: int
+    gas: int
+    block: Any
+    tip: int
+
+    def fees(self) -> dict[str, int]:
+        base_fee = self.block.get("baseFeePerGas")
+        if base_fee is None:
+            raise LedgerError(
+                "the chain's blocks carry no base fee (a chain before the London fork)",
+                hint="swarmd sends EIP-1559 transactions; run the chain with London or a later fork",
+            )
+        # web3's own default: room for the base fee to double before the transaction is mined.
+        return {"maxPriorityFeePerGas": int(self.tip), "maxFeePerGas": int(self.tip) + 2 * int(base_fee)}
 
 
 def _rpc_message(exc: Web3RPCError) -> str:
@@ -103,6 +137,7 @@ class ContractRpc:
     contract: Contract
     decoder: RevertDecoder
     _lock: threading.RLock
+    _batch_reads: bool = True  # cleared for a node that refuses JSON-RPC batches
 
     def _rpc(self, fn: Callable[[], T]) -> T:
         """Run one RPC, retrying with exponential backoff while the endpoint is unreachable."""
@@ -189,21 +224,57 @@ class ContractRpc:
         if self.account is None:  # _transact checked; this keeps the type narrow
             raise LedgerError("this ledger client has no account (read-only)")
         sender = self.account.address
-        # The node's pending count is the authority: a locally cached nonce goes stale when the chain
-        # rewinds (node restored from an older state) and a gapped transaction would never be mined.
-        # Sends are serialised by the lock, and a race with another holder of the key is "nonce too low".
-        nonce = int(self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending")))
         try:
-            # Estimated against "pending" (the next block), where the transaction will land: elect() and
-            # reelect() depend on block.number, and a view of "latest" is one block behind them.
-            params = {"from": sender, "nonce": nonce}
-            gas = self._rpc(lambda: fn.estimate_gas(params, block_identifier="pending"))
+            inputs = self._tx_inputs(fn, sender)
         except ContractLogicError as exc:
             raise self._revert(exc) from None
         # Estimates can fall short (refunds; transactions mined first change its path): add a margin.
-        gas = int(int(gas) * self.gas_margin) + 10_000
-        tx = dict(self._rpc(lambda: fn.build_transaction({"from": sender, "nonce": nonce, "gas": gas})))
+        gas = int(inputs.gas * self.gas_margin) + 10_000
+        fields = {"from": sender, "nonce": inputs.nonce, "gas": gas, **inputs.fees()}
+        # Every field is given, so web3 fills nothing from the node (the chain id is cached).
+        tx = dict(self._rpc(lambda: fn.build_transaction(fields)))
         return self.account.sign_transaction(tx), tx
+
+    def _tx_inputs(self, fn: Any, sender: ChecksumAddress) -> _TxInputs:
+        """The node's answers a transaction is built from, in one batched round trip where the node takes
+        batches: over a hospital's WAN each request is a round trip, and a round sends three or four
+        transactions in sequence on its critical path."""
+        refusal: Exception | None = None
+        if self._batch_reads:
+            try:
+                return _TxInputs(*self._tx_input_requests(fn, sender, batched=True))
+            except ContractLogicError:
+                raise  # the estimate reverted: the transaction would too
+            except (requests.RequestException, Web3Exception, ValueError, OSError) as exc:
+                # Down or slow (the requests one by one retry it), an error about this transaction (they
+                # name it), or a node or proxy that refuses batches (an error object, HTTP 4xx, an answer
+                # that is not a list): only the last stops batching, so tell it by the retry's success.
+                refusal = None if _is_outage(exc) else exc
+        inputs = _TxInputs(*self._tx_input_requests(fn, sender, batched=False))
+        if refusal is not None:
+            self._batch_reads = False
+            _log.info("%s refused a JSON-RPC batch (%s); asking one request at a time", self.rpc_url, refusal)
+        return inputs
+
+    def _tx_input_requests(self, fn: Any, sender: ChecksumAddress, *, batched: bool) -> list[Any]:
+        eth = self.w3.eth
+        requests_ = [
+            # The node's pending count is the authority: a locally cached nonce goes stale when the chain
+            # rewinds (node restored from an older state) and a gapped transaction would never be mined.
+            # Sends are serialised by the lock, and a race with another holder of the key is "nonce too low".
+            lambda: eth.get_transaction_count(sender, "pending"),
+            # Estimated against "pending" (the next block), where the transaction will land: elect() and
+            # reelect() depend on block.number, and a view of "latest" is one block behind them.
+            lambda: fn.estimate_gas({"from": sender}, block_identifier="pending"),
+            lambda: eth.get_block("latest"),
+            lambda: eth.max_priority_fee,
+        ]
+        if not batched:
+            return [self._rpc(r) for r in requests_]
+        with self.w3.batch_requests() as batch:
+            for r in requests_:
+                batch.add(r())
+            return list(batch.execute())
 
     def _broadcast(self, signed: Any) -> bytes:
         try:

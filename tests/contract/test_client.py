@@ -1,10 +1,15 @@
 """The Ledger client's robustness on a real anvil: the event stream across an RPC restart, transactions
-that wait out an outage, ChainUnavailable, nonce recovery when two clients share a key, wrong addresses."""
+that wait out an outage, ChainUnavailable, nonce recovery when two clients share a key, wrong addresses, and
+the reads a transaction is built from, batched into one request (or not, for a node that refuses batches)."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from swarmd.errors import ChainUnavailable, LedgerError
-from swarmd.ledger import Devnet, Ledger
+from swarmd.ledger import Devnet, Ledger, errors
 from swarmd.ledger.devnet import free_port
 from swarmd.ledger.errors import NodeError, UnknownContract
 
@@ -145,3 +150,102 @@ def test_unfunded_account_gets_a_node_error_with_a_hint(devnet: Devnet, accounts
     assert "insufficient funds" in str(exc.value).lower() and exc.value.hint
     devnet.fund(poor.sender, ether=1)  # type: ignore[arg-type]
     poor.request_join(curve_key(8), "tcp://poor:1")
+
+
+class _CountingProxy:
+    """A real HTTP proxy in front of anvil that counts the JSON-RPC requests of each POST and, when told,
+    refuses batches as some nodes and gateways do (`refuse`: "http" answers 400, "error" a JSON-RPC error
+    object)."""
+
+    def __init__(self, upstream: str, refuse: str | None = None) -> None:
+        self.posts: list[list[str]] = []
+        self.refuse = refuse
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                payload = json.loads(body)
+                batch = payload if isinstance(payload, list) else [payload]
+                proxy.posts.append([r["method"] for r in batch])
+                if isinstance(payload, list) and proxy.refuse == "http":
+                    self._answer(400, b"batch requests are not supported")
+                elif isinstance(payload, list) and proxy.refuse == "error":
+                    error = {"code": -32005, "message": "batch size limit exceeded"}
+                    self._answer(200, json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode())
+                else:
+                    request = urllib.request.Request(upstream, body, {"Content-Type": "application/json"})
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        self._answer(200, response.read())
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxied(
+    devnet: Devnet, accounts: list[LocalAccount]
+) -> Iterator[Callable[..., tuple[Ledger, _CountingProxy]]]:
+    c = deploy_consortium(devnet, accounts, sites=1, outsiders=0)
+    proxies: list[_CountingProxy] = []
+
+    def site(refuse: str | None = None) -> tuple[Ledger, _CountingProxy]:
+        proxies.append(_CountingProxy(devnet.rpc_url, refuse))
+        return Ledger(proxies[-1].url, c.admin.address, accounts[1], retries=1, backoff=0.01), proxies[-1]
+
+    yield site
+    for p in proxies:
+        p.close()
+
+
+def test_a_transaction_reads_its_nonce_gas_and_fees_in_one_batch(proxied) -> None:
+    site, proxy = proxied()
+    site.update_endpoint("tcp://batched:1")  # the first also asks the chain id once (cached after)
+    proxy.posts.clear()
+    receipt = site.update_endpoint("tcp://batched:2")
+    assert receipt["status"] == 1
+    assert proxy.posts == [
+        ["eth_getTransactionCount", "eth_estimateGas", "eth_getBlockByNumber", "eth_maxPriorityFeePerGas"],
+        ["eth_sendRawTransaction"],
+        ["eth_getTransactionReceipt"],
+    ]
+    # The fees are what web3 would have filled in: the suggested tip, and room for the base fee to double.
+    tx = site.w3.eth.get_transaction(receipt["transactionHash"])
+    base_fee = site.w3.eth.get_block(receipt["blockNumber"] - 1)["baseFeePerGas"]
+    assert tx["maxFeePerGas"] >= tx["maxPriorityFeePerGas"] + base_fee
+
+
+def test_a_revert_in_the_batched_estimate_is_named_and_batching_goes_on(proxied) -> None:
+    site, proxy = proxied()
+    site.update_endpoint("tcp://batched:3")
+    proxy.posts.clear()
+    with pytest.raises(errors.NotPending):  # it is a member already
+        site.admit(site.sender)  # type: ignore[arg-type]
+    assert len(proxy.posts) == 1 and len(proxy.posts[0]) == 4  # nothing is sent
+    site.update_endpoint("tcp://batched:4")
+    assert [len(post) for post in proxy.posts] == [4, 4, 1, 1]
+
+
+@pytest.mark.parametrize("refuse", ["http", "error"])
+def test_a_node_that_refuses_batches_is_asked_one_request_at_a_time(proxied, refuse: str) -> None:
+    site, proxy = proxied(refuse)
+    assert site.update_endpoint(f"tcp://unbatched-{refuse}:1")["status"] == 1
+    assert len(proxy.posts[0]) == 4  # the one batch it refused
+    proxy.posts.clear()
+    assert site.update_endpoint(f"tcp://unbatched-{refuse}:2")["status"] == 1
+    assert all(len(post) == 1 for post in proxy.posts) and len(proxy.posts) == 6
