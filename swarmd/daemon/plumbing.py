@@ -143,16 +143,23 @@ class RoundPlumbing:
         if self.heads is not None:
             state.chain_heads = "lost"  # until the first subscription is up
         self._chain_pool = ThreadPoolExecutor(1, thread_name_prefix="chain")
+        # The member list, read after every new block by `follow_members`, is the dearest read (every
+        # member's record); on a thread of its own the round's reads never queue behind it.
+        self._members_pool = ThreadPoolExecutor(1, thread_name_prefix="members")
+        self._member_reads = 0  # member-list reads started so far
+        self._members_applied = 0  # the latest-started read whose answer was applied
         self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train")
 
     async def chain(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ledger call on the chain thread; retry with backoff while the RPC is unreachable."""
-        call = functools.partial(fn, *args, **kwargs)
+        return await self._chain_on(self._chain_pool, functools.partial(fn, *args, **kwargs))
+
+    async def _chain_on(self, pool: ThreadPoolExecutor, call: Callable[[], T]) -> T:
         delay = 0.5
         loop = asyncio.get_running_loop()
         while True:
             try:
-                result = await loop.run_in_executor(self._chain_pool, call)
+                result = await loop.run_in_executor(pool, call)
                 if not self.state.chain_ok:
                     log.info("chain reachable again")
                 self.state.chain_ok = True
@@ -244,10 +251,18 @@ class RoundPlumbing:
         while time.monotonic() < give_up and await self.block_number() == start:
             await self.sleep(self.poll)
 
-    async def refresh_members(self) -> None:
+    async def refresh_members(self, *, aside: bool = False) -> None:
         """Re-read the member list: the peers the transport accepts, this site's own standing, and the
-        names of members not seen before."""
-        members = await self.chain(self.ledger.members)
+        names of members not seen before. `aside`: on the members' own thread (`follow_members`), so the
+        round's reads do not wait for it; a read that started before one already applied is dropped (its
+        list may predate a removal the other saw)."""
+        self._member_reads += 1
+        started = self._member_reads
+        pool = self._members_pool if aside else self._chain_pool
+        members = await self._chain_on(pool, self.ledger.members)
+        if started < self._members_applied:
+            return
+        self._members_applied = started
         active = [m for m in members if m.status is MemberStatus.ACTIVE]
         me = next((m.status for m in members if m.account == self.me), MemberStatus.NONE)
         if self.membership.update(me):
@@ -321,7 +336,7 @@ class RoundPlumbing:
             head = self.blocks.latest
             if not pushed or head != last_head or time.monotonic() - last_read > FOLLOW_AT_LEAST:
                 try:
-                    await self.refresh_members()
+                    await self.refresh_members(aside=True)
                     if not pushed:
                         await self.block_number()
                     last_head, last_read = head, time.monotonic()
@@ -334,4 +349,5 @@ class RoundPlumbing:
 
     def close(self) -> None:
         self._chain_pool.shutdown(wait=False, cancel_futures=True)
+        self._members_pool.shutdown(wait=False, cancel_futures=True)
         self._train_pool.shutdown(wait=False, cancel_futures=True)

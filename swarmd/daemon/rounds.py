@@ -36,7 +36,7 @@ from swarmd.errors import (
     TransportError,
     WireError,
 )
-from swarmd.ledger import RoundInfo, RoundStatus
+from swarmd.ledger import ElectionView, RoundInfo, RoundStatus
 from swarmd.ledger import errors as reverts
 from swarmd.ledger.receipt import election_seal
 from swarmd.merge import apply_diff, make_diff
@@ -265,31 +265,35 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
     async def until_elected(self, r: int) -> RoundInfo:
         self.set_phase(Phase.ELECT, r)
         while True:
-            info = await self.chain(self.ledger.round, r)
+            # The round and what the next block allows, in one read: after the last commit every site
+            # reads this once, and the sharded exchange opens on it.
+            view = await self.chain(self.ledger.election_view, r)
+            info = view.info
             if info.status != RoundStatus.OPEN:
                 if info.status == RoundStatus.ELECTED:
                     self.metrics.election()
                 return info
-            if await self.reveal_if_due(r, info):
+            if await self.reveal_if_due(r, view):
                 continue
-            if await self.chain(self.ledger.can_elect, r):
+            if view.can_elect:
                 await self.transact(self.ledger.elect, r)
                 continue
             await self.sleep(self.poll)
 
-    async def reveal_if_due(self, r: int, info: RoundInfo) -> bool:
+    async def reveal_if_due(self, r: int, view: ElectionView) -> bool:
         """Reveal our election secret as soon as the contract allows; True when a reveal was sent."""
+        info = view.info
         if info.commit_of(self.me) is None or info.has_revealed(self.me):
             return False
         secret = kept_secret(self.journal, r)
-        if secret is None or not await self.chain(self.ledger.can_reveal, r):
+        if secret is None or not view.can_reveal:
             return False  # a lost journal lost the secret: the round goes on without us (NOT_REVEALED)
         if self.sharded:
             # Commits have closed: the exchange can start, before our reveal's transaction (a tenth of a
             # second on the exchange's path at every site; the election waits for the reveals, the
-            # exchange does not). On the commits read now: `info` may predate the last ones (a site
-            # opened on its own commit alone and refused every other committer).
-            await self.open_shards_early(r, await self.chain(self.ledger.round, r))
+            # exchange does not). On the commits read with `can_reveal`, at the same instant: every
+            # commit is in them (a site that opened on fewer would refuse the others as strangers).
+            await self.open_shards_early(r, info)
         await self.transact(self.ledger.reveal, r, secret)
         return True
 

@@ -30,6 +30,7 @@ from swarmd.ledger.types import (
     Binding,
     DeployParams,
     Dispute,
+    ElectionView,
     Member,
     MemberStatus,
     Outcome,
@@ -208,6 +209,14 @@ class Ledger(ContractRpc):
         # "pending": evaluated as the next block, where a transaction sent now lands (on nodes without a
         # pending block, e.g. Besu, this is the latest block and the answer is one block conservative).
         return bool(self._call("canElect", arg.uint(r, "round"), block="pending"))
+
+    def election_view(self, r: int) -> ElectionView:
+        """`round(r)`, `can_reveal(r)` and `can_elect(r)` in one round trip (one JSON-RPC batch)."""
+        rr = (arg.uint(r, "round"),)
+        info, reveal, elect = self._call_many(
+            [("getRound", rr, "latest"), ("canReveal", rr, "pending"), ("canElect", rr, "pending")]
+        )
+        return ElectionView(RoundInfo.from_chain(info), bool(reveal), bool(elect))
 
     def can_reelect(self, r: int) -> bool:
         """True when reelect(r) would succeed in the next block."""

@@ -1,20 +1,23 @@
 """JSON-RPC machinery under the Ledger client: retries while the endpoint is unreachable, local signing
-with nonces from the node (recovering after "nonce too low"), the nonce, gas estimate and fees read in one
-JSON-RPC batch (one request at a time for a node that refuses batches), rebroadcast of a transaction the
-node forgot, waiting for receipts, and naming every revert after its Solidity custom error.
+with nonces from the node (recovering after "nonce too low"), rebroadcast of a transaction the node
+forgot, waiting for receipts, and naming every revert after its Solidity custom error. What a transaction
+is built from (nonce, gas estimate, fees), and views read together, go in one JSON-RPC batch: one round
+trip (one request at a time for a node or gateway that refuses batches).
 
-`ContractRpc` is the base of `Ledger`: it holds no API of its own, only `_call` (a view), `_send` (a
-transaction) and `_rpc` (any request), which the client's methods and the event readers use.
+`ContractRpc` is the base of `Ledger`: it holds no API of its own, only `_call` (a view), `_call_many`
+(views in one batch), `_send` (a transaction) and `_rpc` (any request), which the client's methods and
+the event readers use.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -236,45 +239,62 @@ class ContractRpc:
         return self.account.sign_transaction(tx), tx
 
     def _tx_inputs(self, fn: Any, sender: ChecksumAddress) -> _TxInputs:
-        """The node's answers a transaction is built from, in one batched round trip where the node takes
-        batches: over a hospital's WAN each request is a round trip, and a round sends three or four
-        transactions in sequence on its critical path."""
+        """The node's answers a transaction is built from, in one round trip: over a hospital's WAN each
+        request is one, and a round sends three or four transactions in sequence on its critical path."""
+        eth = self.w3.eth
+        answers = self._batch(
+            [
+                # The node's pending count is the authority: a locally cached nonce goes stale when the
+                # chain rewinds (node restored from an older state) and a gapped transaction would never
+                # be mined. Sends are serialised by the lock, and a race with another holder of the key
+                # is "nonce too low".
+                lambda: eth.get_transaction_count(sender, "pending"),
+                # Estimated against "pending" (the next block), where the transaction will land: elect()
+                # and reelect() depend on block.number, and a view of "latest" is one block behind them.
+                lambda: fn.estimate_gas({"from": sender}, block_identifier="pending"),
+                lambda: eth.get_block("latest"),
+                lambda: eth.max_priority_fee,
+            ]
+        )
+        return _TxInputs(*answers)
+
+    def _call_many(self, calls: Sequence[tuple[str, tuple[Any, ...], str | int]]) -> list[Any]:
+        """Several views, each (name, args, block), answered in one round trip; raises as `_call`."""
+        fns = [(getattr(self.contract.functions, name)(*args), block) for name, args, block in calls]
+        try:
+            return self._batch([functools.partial(fn.call, block_identifier=block) for fn, block in fns])
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+        except BadFunctionCallOutput as exc:
+            names = ", ".join(f"{name}()" for name, _, _ in calls)
+            raise UnknownContract(
+                f"{self.address} on {self.rpc_url} does not answer {names} like a SwarmLedger",
+                hint="check chain.contract in the site config and that the RPC points at the right chain",
+            ) from exc
+
+    def _batch(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """The answers to `calls` (web3 requests, made when called) in one JSON-RPC batch, or one request
+        at a time, with `_rpc`'s retries, for a node or gateway that refuses batches (it is asked so from
+        then on) and whenever the batch fails."""
         refusal: Exception | None = None
         if self._batch_reads:
             try:
-                return _TxInputs(*self._tx_input_requests(fn, sender, batched=True))
-            except ContractLogicError:
-                raise  # the estimate reverted: the transaction would too
+                with self.w3.batch_requests() as batch:
+                    for call in calls:
+                        batch.add(call())
+                    return list(batch.execute())
+            except (ContractLogicError, BadFunctionCallOutput):
+                raise  # the node answered: a revert, or no such contract
             except (requests.RequestException, Web3Exception, ValueError, OSError) as exc:
-                # Down or slow (the requests one by one retry it), an error about this transaction (they
-                # name it), or a node or proxy that refuses batches (an error object, HTTP 4xx, an answer
-                # that is not a list): only the last stops batching, so tell it by the retry's success.
+                # Down or slow (the requests one by one retry it), an error about one request (they name
+                # it), or a refusal of batches (an error object, HTTP 4xx, an answer that is not a list):
+                # only the last stops batching, so tell it by the single requests' success.
                 refusal = None if _is_outage(exc) else exc
-        inputs = _TxInputs(*self._tx_input_requests(fn, sender, batched=False))
+        answers = [self._rpc(call) for call in calls]
         if refusal is not None:
             self._batch_reads = False
             _log.info("%s refused a JSON-RPC batch (%s); asking one request at a time", self.rpc_url, refusal)
-        return inputs
-
-    def _tx_input_requests(self, fn: Any, sender: ChecksumAddress, *, batched: bool) -> list[Any]:
-        eth = self.w3.eth
-        requests_ = [
-            # The node's pending count is the authority: a locally cached nonce goes stale when the chain
-            # rewinds (node restored from an older state) and a gapped transaction would never be mined.
-            # Sends are serialised by the lock, and a race with another holder of the key is "nonce too low".
-            lambda: eth.get_transaction_count(sender, "pending"),
-            # Estimated against "pending" (the next block), where the transaction will land: elect() and
-            # reelect() depend on block.number, and a view of "latest" is one block behind them.
-            lambda: fn.estimate_gas({"from": sender}, block_identifier="pending"),
-            lambda: eth.get_block("latest"),
-            lambda: eth.max_priority_fee,
-        ]
-        if not batched:
-            return [self._rpc(r) for r in requests_]
-        with self.w3.batch_requests() as batch:
-            for r in requests_:
-                batch.add(r())
-            return list(batch.execute())
+        return answers
 
     def _broadcast(self, signed: Any) -> bytes:
         try:

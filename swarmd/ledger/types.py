@@ -289,6 +289,16 @@ class RoundInfo:
 
 
 @dataclass(frozen=True)
+class ElectionView:
+    """Round `info` and what the next block allows (`canReveal`, `canElect`), read at one instant: the
+    election loop's one read per new block."""
+
+    info: RoundInfo
+    can_reveal: bool
+    can_elect: bool
+
+
+@dataclass(frozen=True)
 class Attestation:
     """One Attested event: `auditor` published whether its audit of `round` agreed (`ok`)."""
 

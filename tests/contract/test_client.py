@@ -201,13 +201,14 @@ class _CountingProxy:
 def proxied(
     devnet: Devnet, accounts: list[LocalAccount]
 ) -> Iterator[Callable[..., tuple[Ledger, _CountingProxy]]]:
-    c = deploy_consortium(devnet, accounts, sites=1, outsiders=0)
+    c = deploy_consortium(devnet, accounts, sites=2, outsiders=0)
     proxies: list[_CountingProxy] = []
 
     def site(refuse: str | None = None) -> tuple[Ledger, _CountingProxy]:
         proxies.append(_CountingProxy(devnet.rpc_url, refuse))
         return Ledger(proxies[-1].url, c.admin.address, accounts[1], retries=1, backoff=0.01), proxies[-1]
 
+    site.consortium = c  # type: ignore[attr-defined]
     yield site
     for p in proxies:
         p.close()
@@ -249,3 +250,18 @@ def test_a_node_that_refuses_batches_is_asked_one_request_at_a_time(proxied, ref
     proxy.posts.clear()
     assert site.update_endpoint(f"tcp://unbatched-{refuse}:2")["status"] == 1
     assert all(len(post) == 1 for post in proxy.posts) and len(proxy.posts) == 6
+
+
+@pytest.mark.parametrize("refuse", [None, "http"])
+def test_the_election_view_reads_the_round_and_both_gates_at_once(proxied, refuse: str | None) -> None:
+    site, proxy = proxied(refuse)
+    commit(site, 0, h32("u0"), 3)
+    commit(proxied.consortium.sites[1], 0, h32("u1"), 3)  # every member: commits close
+    proxy.posts.clear()
+    view = site.election_view(0)
+    assert view.info == site.round(0) and view.info.commit_of(site.sender) is not None  # type: ignore[arg-type]
+    assert (view.can_reveal, view.can_elect) == (site.can_reveal(0), site.can_elect(0)) == (True, False)
+    expected = [["eth_call", "eth_call", "eth_call"]] if refuse is None else [["eth_call"]] * 3
+    assert proxy.posts[: len(expected)] == expected
+    with pytest.raises(errors.UnknownRound):  # a revert in a batch is named as in a single call
+        site.election_view(7)

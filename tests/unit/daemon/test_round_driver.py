@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Mapping
 
 import pytest
@@ -22,7 +23,7 @@ from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import Phase
 from swarmd.daemon.store import Journal
 from swarmd.errors import DaemonError
-from swarmd.ledger import CommitInfo, Member, MemberStatus, RoundInfo, RoundStatus
+from swarmd.ledger import CommitInfo, ElectionView, Member, MemberStatus, RoundInfo, RoundStatus
 from swarmd.ledger import errors as reverts
 from swarmd.merge import rule_for
 from swarmd.transport import Limits, PeerId, Refusal, UpdateHeader, Verdict
@@ -268,6 +269,39 @@ async def test_a_removed_member_is_cut_off_within_a_chain_poll_mid_round(committ
         follower.cancel()
 
 
+async def test_the_member_list_read_aside_holds_up_no_round_read(committer):
+    """follow_members reads on a thread of its own: a slow member list does not delay the round's reads
+    queued on the chain thread (each new block costs one such read while heads are pushed)."""
+    d, ledger, _node = committer
+    gate = threading.Event()
+    slow = ledger.members
+    ledger.members = lambda: (gate.wait(5), slow())[1]  # type: ignore[method-assign]
+    aside = asyncio.ensure_future(d.refresh_members(aside=True))
+    try:
+        info = await asyncio.wait_for(d.chain(ledger.round, 2), timeout=2)
+        assert info is ledger.info and not aside.done()
+    finally:
+        gate.set()
+        await asyncio.wait_for(aside, 5)
+
+
+async def test_a_member_list_read_before_a_newer_one_was_applied_is_dropped(committer):
+    """Two reads in flight (the follower's aside, the round's own): the one that started first may hold a
+    list from before a removal the later one saw, so it is not applied when it ends last."""
+    d, ledger, node = committer
+    gate = threading.Event()
+    before_removal = list(MEMBERS)
+    ledger.members = lambda: (gate.wait(5), before_removal)[1]  # type: ignore[method-assign]
+    stale = asyncio.ensure_future(d.refresh_members(aside=True))
+    await asyncio.sleep(0.05)
+    ledger.members = lambda: [m for m in MEMBERS if m.account != PEER]  # type: ignore[method-assign]
+    await asyncio.wait_for(d.refresh_members(), timeout=2)  # the admin removed PEER: applied
+    assert PEER not in d.peers.endpoints
+    gate.set()
+    await asyncio.wait_for(stale, 5)
+    assert PEER not in d.peers.endpoints and node.peer_sets[-1] == {THIRD_KEY}
+
+
 # --- this site's own standing ---------------------------------------------------------------------------
 async def test_a_pending_site_waits_reports_it_and_starts_once_admitted(committer):
     d, ledger, node = committer
@@ -356,25 +390,26 @@ async def test_a_sharded_exchange_opens_on_the_commits_read_once_they_closed_bef
 ):
     d, ledger, _node = committer
     everyone = _round(0, "", RoundStatus.OPEN)
-    # Our read of the round shows our commit alone; the others' land before commits close.
-    ledger.info = dataclasses.replace(everyone, commits=everyone.commits[:1])
     d.journal.update(2, election_secret="0x" + "11" * 32)
+    # One read shows our commit alone (commits still open); the next, with canReveal, every commit.
+    views = [
+        ElectionView(dataclasses.replace(everyone, commits=everyone.commits[:1]), False, False),
+        ElectionView(everyone, True, False),
+    ]
     opened: list[tuple[str, ...]] = []
     steps: list[str] = []
 
-    def can_reveal(r: int) -> bool:
-        ledger.info = everyone  # commits have closed: every commit is in
-        return True
+    def election_view(r: int) -> ElectionView:
+        return views.pop(0) if views else ElectionView(_round(1, PEER), False, False)
 
     def reveal(r: int, secret: bytes) -> None:
         steps.append("reveal")
-        ledger.info = _round(1, PEER)  # elected: until_elected returns
 
     async def open_shards_early(r: int, info: RoundInfo) -> None:
         steps.append("open")
         opened.append(tuple(c.site for c in info.commits))
 
-    ledger.can_reveal = can_reveal  # type: ignore[attr-defined]
+    ledger.election_view = election_view  # type: ignore[attr-defined]
     ledger.reveal = reveal  # type: ignore[attr-defined]
     monkeypatch.setattr(RoundDriver, "sharded", property(lambda self: True))
     d.open_shards_early = open_shards_early  # type: ignore[method-assign]
