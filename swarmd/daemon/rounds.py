@@ -220,7 +220,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
             update = self.budget.privatize(update, base)
         if self.compressor is not None:  # after the noise: compression is post-processing, DP holds
             update = await asyncio.to_thread(self.compressor.compress, r, update)
-        plain_hash = await asyncio.to_thread(self.store.put, update)  # hash, write, fsync: off the loop
+        plain_hash = await self.store_update(update)
         self.journal.update(
             r,
             base_hash=Digest(info.base_hash),

@@ -124,13 +124,28 @@ class ShardSide(LeaderSide):
         sharded topology the Merkle root of its leaves."""
         if not self.sharded:
             return update_hash
-        update = self.store.get(update_hash)
+        if self._leaf_hashes is None or self._leaf_hashes[0] != update_hash:
+            update = self.store.get(update_hash)
+            leaves = self.task.exchange.leaves
+            hashes = await asyncio.to_thread(lambda: ShardLayout(update, leaves).hashes(update))
+            # Kept for the round's work, which serves the leaves by these hashes: opened once commits
+            # close, on the exchange's path, it then need not hash the 28 MB again.
+            self._leaf_hashes = (update_hash, hashes)
+        return merkle_root(self._leaf_hashes[1])
+
+    async def store_update(self, update: Mapping[str, torch.Tensor]) -> Digest:
+        """Store a trained update (hash, write, fsync: off the loop), and under the sharded topology hash
+        its leaves for the commitment on a second thread meanwhile: the last committer's commit, which
+        every site waits for, then needs no pass over the update of its own. A masked update (secure
+        aggregation) is committed instead: its leaves are hashed when it is made."""
+        put = asyncio.to_thread(self.store.put, update)
+        if not self.sharded or self.secure:
+            return await put
         leaves = self.task.exchange.leaves
-        hashes = await asyncio.to_thread(lambda: ShardLayout(update, leaves).hashes(update))
-        # Kept for the round's work, which serves the leaves by these hashes: opened once commits close,
-        # on the exchange's path, it then need not hash the 28 MB again.
-        self._leaf_hashes = (update_hash, hashes)
-        return merkle_root(hashes)
+        layout = asyncio.to_thread(lambda: ShardLayout(update, leaves).hashes(update))
+        digest, hashes = await asyncio.gather(put, layout)
+        self._leaf_hashes = (digest, hashes)
+        return digest
 
     # --- the round ----------------------------------------------------------------------------------
     async def open_shards_early(self, r: int, info: RoundInfo) -> None:

@@ -28,3 +28,24 @@ async def test_the_commitment_and_the_work_cut_the_model_into_the_tasks_leaves(u
     d.journal.update(0, update_hash=h)
     work = await d.open_work(0, -1, "", update, {d.me: (root, 10)})
     assert isinstance(work, ShardWork) and work.layout.count == 5 and len(work.own_hashes) == 5
+
+
+async def test_a_stored_update_has_its_leaves_hashed_beside_it_and_the_commit_reuses_them(
+    unit_driver,
+) -> None:
+    task = load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml")
+    task = dataclasses.replace(
+        task, exchange=dataclasses.replace(task.exchange, topology="sharded", leaves=5)
+    )
+    d = unit_driver(task=task)
+    update = {"w": torch.linspace(-1, 1, 103), "b": torch.arange(11.0)}
+    h = await d.store_update(update)
+    assert d.store.has(h) and d._leaf_hashes == (h, ShardLayout(update, 5).hashes(update))
+    d.store.get = None  # the commitment reads nothing back: the hashes made beside the write are used
+    assert await d.commitment(h) == ShardLayout(update, 5).root(update)
+
+
+async def test_a_leader_topology_update_is_only_stored(unit_driver) -> None:
+    d = unit_driver(task=load_task(BUNDLES_DIR / "cxr_densenet.swarm.toml"))
+    h = await d.store_update({"w": torch.ones(4)})
+    assert d.store.has(h) and d._leaf_hashes is None and await d.commitment(h) == h
