@@ -10,6 +10,7 @@ training runs on another, so the event loop keeps serving peers throughout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -27,7 +28,7 @@ from swarmd.daemon.metrics import Metrics
 from swarmd.daemon.ports import Trainer, Transport
 from swarmd.daemon.state import DaemonState, Phase
 from swarmd.daemon.store import Journal, ModelStore
-from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert, LedgerError
+from swarmd.errors import ChainUnavailable, CheckpointError, ContractRevert, LedgerError, StoreError
 from swarmd.ledger import Ledger, Member, MemberStatus
 from swarmd.ledger import errors as reverts
 from swarmd.ledger.heads import HeadWatch
@@ -227,7 +228,9 @@ class RoundPlumbing:
         if self.state.round >= 0 and phase not in OUTSIDE_ROUNDS and phase.value not in entered:
             changes.setdefault(self.state.round, {})["entered"] = {**entered, phase.value: round(now, 4)}
         for rr, fields in changes.items():
-            self.journal.update(rr, **fields)
+            self.journal.note(rr, **fields)  # written with the round's next change of state
+        if phase in OUTSIDE_ROUNDS:
+            self.journal.flush()  # a wait that may be long (or the end): what was noted goes to disk now
         self.metrics.set_round(self.state.round)
         log.info("round %s: %s", self.state.round, phase.value)
 
@@ -348,6 +351,8 @@ class RoundPlumbing:
             await asyncio.sleep(self.poll)
 
     def close(self) -> None:
+        with contextlib.suppress(StoreError):  # a full disk: only the last phases' times are lost
+            self.journal.flush()
         self._chain_pool.shutdown(wait=False, cancel_futures=True)
         self._members_pool.shutdown(wait=False, cancel_futures=True)
         self._train_pool.shutdown(wait=False, cancel_futures=True)

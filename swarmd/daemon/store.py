@@ -126,8 +126,9 @@ def _digest(s: object) -> Digest | None:
 
 @dataclass
 class Journal:
-    """The journal file: the daemon opens it once and saves it after every change; operator tools
-    (`swarm devnet run`, `swarm ledger plot`, the round bench) `read` it without ever writing it."""
+    """The journal file: the daemon opens it once and saves it after every change (but `note`d ones);
+    operator tools (`swarm devnet run`, `swarm ledger plot`, the round bench) `read` it without ever
+    writing it."""
 
     path: Path
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
@@ -183,6 +184,7 @@ class Journal:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._unsaved = False  # `note`d changes not yet on disk
 
     def get(self, r: int) -> RoundRecord:
         return self.rounds.get(r, RoundRecord(round=r))
@@ -194,6 +196,22 @@ class Journal:
             self._save({**self.rounds, r: rec}, self.baseline)
             self.rounds[r] = rec
             return rec
+
+    def note(self, r: int, **changes: Any) -> RoundRecord:
+        """Change round r's record in memory only, for bookkeeping that may wait (the phases' times): the
+        next `update` or `flush` writes it. A crash loses it, which costs a round's timings, never its
+        state, and saves a journal write (an fsync) at every phase change on the round's path."""
+        with self._lock:
+            rec = replace(self.get(r), **changes)
+            self.rounds[r] = rec
+            self._unsaved = True
+            return rec
+
+    def flush(self) -> None:
+        """Write what was `note`d since the last save, if anything."""
+        with self._lock:
+            if self._unsaved:
+                self._save(self.rounds, self.baseline)
 
     def set_baseline(self, metrics: Scores) -> None:
         with self._lock:
@@ -225,6 +243,7 @@ class Journal:
             watch.failed(exc)
             raise
         watch.ok()
+        self._unsaved = False
 
     def latest_merged(self) -> RoundRecord | None:
         done = [rec for rec in self.rounds.values() if rec.merged_hash]

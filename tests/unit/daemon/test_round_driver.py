@@ -118,10 +118,22 @@ async def test_phases_are_journaled_with_their_first_entry_and_time_spent(driver
     ]:
         now[0] = t
         driver.set_phase(phase, r)
+    # No journal write (an fsync) per phase change: the times go to disk with the next change of state.
+    assert not driver.journal.path.exists() or Journal.read(driver.journal.path).get(2).entered == {}
+    driver.journal.update(3, n_samples=5)
     two, three = Journal.read(driver.journal.path).get(2), driver.journal.get(3)
     assert two.entered == {"sync": 100.0, "train": 101.0, "elect": 103.0}
     assert two.phases == {"sync": 1.0, "train": 3.5, "elect": 1.5}
     assert three.entered == {"sync": 106.0} and -1 not in driver.journal.rounds
+
+
+async def test_phase_times_are_written_when_the_site_waits_finishes_or_closes(driver) -> None:
+    driver.set_phase(Phase.TRAIN, 1)
+    driver.set_phase(Phase.DONE, 2)  # the task's last round is over: a wait with no end
+    assert "train" in Journal.read(driver.journal.path).get(1).entered
+    driver.set_phase(Phase.SYNC, 3)
+    driver.close()
+    assert Journal.read(driver.journal.path).get(3).entered.keys() == {"sync"}
 
 
 # --- admission before bytes -----------------------------------------------------------------------
