@@ -257,12 +257,19 @@ class RoundPlumbing:
     async def refresh_members(self, *, aside: bool = False) -> None:
         """Re-read the member list: the peers the transport accepts, this site's own standing, and the
         names of members not seen before. `aside`: on the members' own thread (`follow_members`), so the
-        round's reads do not wait for it; a read that started before one already applied is dropped (its
-        list may predate a removal the other saw)."""
-        self._member_reads += 1
-        started = self._member_reads
+        round's reads do not wait for it."""
+        started = self.member_read()
         pool = self._members_pool if aside else self._chain_pool
-        members = await self._chain_on(pool, self.ledger.members)
+        await self.apply_members(await self._chain_on(pool, self.ledger.members), started)
+
+    def member_read(self) -> int:
+        """Number a member-list read about to start, for `apply_members`."""
+        self._member_reads += 1
+        return self._member_reads
+
+    async def apply_members(self, members: list[Member], started: int) -> None:
+        """Take the member list that read number `started` got, unless a read that started after it was
+        applied already: this one may predate a removal that one saw (the follower's reads run aside)."""
         if started < self._members_applied:
             return
         self._members_applied = started

@@ -96,17 +96,35 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         await self.ensure_initial_model()
         while True:
             self.checkpoint()
-            await self.until_active()
-            r = await self.chain(self.ledger.current_round)
+            r, info = await self.round_to_play()
             self.state.rounds_total = self.task.swarm.rounds
             try:
                 if r >= self.task.swarm.rounds:
                     await self.finish(r)  # reads and journals the final model: may hit a full disk
                 else:
-                    await self.play_round(r)
+                    await self.play_round(r, info)
             except ROUND_ERRORS as exc:
                 log.error("round %d: %s: %s; re-reading the chain", r, type(exc).__name__, exc)
                 await self.sleep(2.0)
+
+    async def round_to_play(self) -> tuple[int, RoundInfo | None]:
+        """Once this site is an active member, the current round and, when it is the round after the one
+        played last (the finalize just opened it), its info: the member list, the round's number and its
+        info in one read, the three reads every site makes between a finalize and its next training.
+        Otherwise (a restart, a round that went wrong, a site not active) one read at a time."""
+        last = self.state.round
+        guess = last if self.state.phase == Phase.DONE else last + 1
+        started = self.member_read()
+        try:
+            start = await self.chain(self.ledger.round_start, max(guess, 0))
+        except reverts.UnknownRound:
+            start = None  # the round we played is still open (it went wrong here): read it as it is
+        if start is not None:
+            await self.apply_members(start.members, started)
+            if self.membership.active:
+                return start.current, start.info
+        await self.until_active()
+        return await self.chain(self.ledger.current_round), None
 
     async def finish(self, r: int) -> None:
         info = await self.chain(self.ledger.round, r)
@@ -117,13 +135,15 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
             self.set_phase(Phase.DONE, r)
         await self.sleep(max(self.poll, 1.0))
 
-    async def play_round(self, r: int) -> None:
+    async def play_round(self, r: int, info: RoundInfo | None = None) -> None:
+        """Play round r (`info`: the round as `round_to_play` just read it, if it did)."""
         if self.task.round.mode == "cyclic":
             await self.play_cyclic(r)  # the model visits the sites in turn (cyclic.py)
             return
-        # `rounds` has just re-read the members (until_active), and follow_members keeps doing so.
+        # `rounds` has just re-read the members (round_to_play), and follow_members keeps doing so.
         self.serve_committed()  # after a restart too
-        info = await self.chain(self.ledger.round, r)
+        if info is None:
+            info = await self.chain(self.ledger.round, r)
         self.set_phase(Phase.SYNC, r)
         base = await self.ensure_model(info.base_hash, r - 1)
         mine = next((c for c in info.commits if c.site == self.me), None)

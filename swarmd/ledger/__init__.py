@@ -20,6 +20,7 @@ from swarmd.ledger.types import (
     MemberStatus,
     Outcome,
     RoundInfo,
+    RoundStart,
     RoundStatus,
     VoteTally,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "MemberStatus",
     "Outcome",
     "RoundInfo",
+    "RoundStart",
     "RoundStatus",
     "VoteTally",
     "errors",

@@ -35,6 +35,7 @@ from swarmd.ledger.types import (
     MemberStatus,
     Outcome,
     RoundInfo,
+    RoundStart,
     VoteTally,
 )
 
@@ -209,6 +210,23 @@ class Ledger(ContractRpc):
         # "pending": evaluated as the next block, where a transaction sent now lands (on nodes without a
         # pending block, e.g. Besu, this is the latest block and the answer is one block conservative).
         return bool(self._call("canElect", arg.uint(r, "round"), block="pending"))
+
+    def round_start(self, r: int) -> RoundStart:
+        """`members()`, `current_round()` and, when round `r` is the current one, `round(r)`, in one round
+        trip. Raises UnknownRound when `r` is past the current round (ask for the round after the one
+        last played: the finalize that ended it opened `r`)."""
+        current, members, info = self._call_many(
+            [
+                ("currentRound", (), "latest"),
+                ("getMembers", (), "latest"),
+                ("getRound", (arg.uint(r, "round"),), "latest"),
+            ]
+        )
+        return RoundStart(
+            [Member.from_chain(m) for m in members],
+            int(current),
+            RoundInfo.from_chain(info) if int(current) == r else None,
+        )
 
     def election_view(self, r: int) -> ElectionView:
         """`round(r)`, `can_reveal(r)` and `can_elect(r)` in one round trip (one JSON-RPC batch)."""

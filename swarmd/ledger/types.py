@@ -299,6 +299,16 @@ class ElectionView:
 
 
 @dataclass(frozen=True)
+class RoundStart:
+    """What a site reads before it plays a round, at one instant: the member list, the current round and
+    the info of the round it asked for (None unless that is the current round)."""
+
+    members: list[Member]
+    current: int
+    info: RoundInfo | None
+
+
+@dataclass(frozen=True)
 class Attestation:
     """One Attested event: `auditor` published whether its audit of `round` agreed (`ok`)."""
 

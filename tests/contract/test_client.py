@@ -265,3 +265,14 @@ def test_the_election_view_reads_the_round_and_both_gates_at_once(proxied, refus
     assert proxy.posts[: len(expected)] == expected
     with pytest.raises(errors.UnknownRound):  # a revert in a batch is named as in a single call
         site.election_view(7)
+
+
+def test_a_round_start_reads_members_round_number_and_round_at_once(proxied) -> None:
+    site, proxy = proxied()
+    site.current_round()  # the chain id, once
+    proxy.posts.clear()
+    start = site.round_start(0)
+    assert proxy.posts == [["eth_call", "eth_call", "eth_call"]]
+    assert start.members == site.members() and start.current == 0 and start.info == site.round(0)
+    with pytest.raises(errors.UnknownRound):  # past the current round: the caller reads one at a time
+        site.round_start(1)

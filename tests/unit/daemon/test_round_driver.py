@@ -23,7 +23,15 @@ from swarmd.daemon.rounds import TRANSIENT_REFUSALS, RoundDriver
 from swarmd.daemon.state import Phase
 from swarmd.daemon.store import Journal
 from swarmd.errors import DaemonError
-from swarmd.ledger import CommitInfo, ElectionView, Member, MemberStatus, RoundInfo, RoundStatus
+from swarmd.ledger import (
+    CommitInfo,
+    ElectionView,
+    Member,
+    MemberStatus,
+    RoundInfo,
+    RoundStart,
+    RoundStatus,
+)
 from swarmd.ledger import errors as reverts
 from swarmd.merge import rule_for
 from swarmd.transport import Limits, PeerId, Refusal, UpdateHeader, Verdict
@@ -333,6 +341,30 @@ async def test_a_pending_site_waits_reports_it_and_starts_once_admitted(committe
     await asyncio.wait_for(waiting, timeout=5)
     assert d.state.membership == "active"
     assert 'swarmd_membership{swarmd_membership="active"} 1.0' in _scrape(d)
+
+
+async def test_the_round_after_the_one_played_is_read_with_the_members_in_one_read(committer):
+    """Between a finalize and the next training every site reads the members, the round's number and the
+    round: one batched read when the round is the one after ours, one at a time when that guess misses."""
+    d, ledger, node = committer
+    asked: list[int] = []
+    removed = [m for m in MEMBERS if m.account != "0xThird"]
+
+    def round_start(r: int) -> RoundStart:
+        asked.append(r)
+        if r > 2:
+            raise reverts.UnknownRound((r,))
+        return RoundStart(removed, 2, ledger.info if r == 2 else None)
+
+    ledger.round_start = round_start  # type: ignore[attr-defined]
+    ledger.current_round = lambda: 2  # type: ignore[attr-defined]
+    d.set_phase(Phase.DISSEMINATE, 1)  # round 1 just ended here
+    assert await d.round_to_play() == (2, ledger.info) and asked == [2]
+    assert THIRD_KEY not in d.peers.members and node.peer_sets[-1] == {PEER_KEY}  # members applied
+    d.set_phase(Phase.TRAIN, 2)  # round 2 went wrong here and is still open: the guess (3) misses
+    assert await d.round_to_play() == (2, None) and asked == [2, 3]
+    d.set_phase(Phase.DONE, 2)  # the task's rounds are over: the current round is asked for as it is
+    assert await d.round_to_play() == (2, ledger.info) and asked == [2, 3, 2]
 
 
 async def test_a_stop_abandons_a_wait_that_cannot_end(committer):
