@@ -136,7 +136,12 @@ class StreamFailed(TransportError):
 
 
 class PeerRejected(TransportError):
-    """A peer was refused: not an active member, or over a limit."""
+    """A peer was refused: not an active member, or over a limit. `reason`: the refusal's word from the
+    peer's answer (`transport.Refusal`), when it gave one."""
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
 
 
 class RelayFailed(PeerRejected):

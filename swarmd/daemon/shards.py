@@ -30,7 +30,7 @@ from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.shardplan import Coordinator, opening_plan
 from swarmd.daemon.shardwork import Committed, Leaf, ShardWork
 from swarmd.daemon.state import Phase
-from swarmd.errors import HashMismatch, TransportError, WireError
+from swarmd.errors import HashMismatch, PeerRejected, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.merge import rule_for
 from swarmd.merge.shards import Assembly, ShardLayout, merkle_root
@@ -321,7 +321,10 @@ class ShardSide(LeaderSide):
                 if isinstance(exc, KeyError):
                     await self.refresh_members()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                # A sender that has not opened the round yet will within a few ms of its next chain read
+                # (our question nudged it): asked again at the same short pace, not backed off from.
+                if not (isinstance(exc, PeerRejected) and exc.reason == Refusal.NOT_READY):
+                    delay = min(delay * 2, 2.0)
         self.wake()
 
     async def fetch_leaf(self, peer: PeerId, h: bytes) -> Leaf:

@@ -331,7 +331,7 @@ class Client:
             return answer.body
         reason = answer.reason if isinstance(answer, m.Reply) else answer.KIND
         detail = answer.detail if isinstance(answer, m.Reply) else ""
-        raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip())
+        raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip(), reason=str(reason))
 
     async def send_update(
         self, peer: PeerId, offer: m.UpdateOffer, frames: list[memoryview], timeout: float | None

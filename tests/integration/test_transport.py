@@ -83,8 +83,9 @@ def test_secagg_messages_carry_opaque_bodies_and_refusals(spawn_peer, loop_node)
     body = bytes(range(256)) * (MAX_SECAGG_BODY // 256 - 1)  # near the largest body (the echo adds a prefix)
     answer = local.run(local.node.secagg(b.key, round=5, topic=SecAggTopic.UNMASK, body=body))
     assert answer == b"5:unmask:" + body[::-1]
-    with pytest.raises(PeerRejected, match="privacy_refused asked for too much"):
+    with pytest.raises(PeerRejected, match="privacy_refused asked for too much") as refused:
         local.run(local.node.secagg(b.key, round=5, topic=SecAggTopic.SHARES, body=b"no thanks"))
+    assert refused.value.reason == Refusal.PRIVACY_REFUSED  # the word a caller decides on
     assert b.call("stats")["rejections"] == {}
 
 

@@ -83,4 +83,4 @@ def secagg_body(answer: m.Message, topic: m.SecAggTopic) -> bytes:
         return answer.body
     reason = answer.reason if isinstance(answer, m.Reply) else answer.KIND
     detail = answer.detail if isinstance(answer, m.Reply) else ""
-    raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip())
+    raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip(), reason=str(reason))
