@@ -16,6 +16,8 @@ from swarmd.merge import FedAvg, Median, TrimmedMean, Update
 from swarmd.merge.shards import Assembly, ShardLayout, merge_leaf, merkle_root, owners_of, reassign
 
 ODD_SHAPES = st.lists(st.lists(st.integers(1, 7), min_size=0, max_size=3).map(tuple), min_size=1, max_size=5)
+# Also tensors of no elements (a span of length 0 between two others): leaves find spans by bisection.
+WITH_EMPTY = st.lists(st.lists(st.integers(0, 7), min_size=0, max_size=3).map(tuple), min_size=1, max_size=8)
 
 
 def model(shapes: list[tuple[int, ...]], seed: int, with_counter: bool = True) -> dict[str, torch.Tensor]:
@@ -75,6 +77,24 @@ def test_leaves_cover_the_flat_vector_once_and_assemble_back(shapes, leaves, see
     assert max(sizes) - min(sizes) <= 1  # balanced to one element
     back = layout.assemble(parts)
     assert content_hash(back) == content_hash(state)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=WITH_EMPTY, leaves=st.integers(1, 70), seed=st.integers(0, 1000))
+def test_each_leaf_holds_exactly_the_elements_in_its_bounds_tensors_without_elements_too(
+    shapes, leaves, seed
+) -> None:
+    state = model(shapes, seed)
+    layout = ShardLayout(state, leaves=leaves)
+    flat = torch.cat([state[n].reshape(-1).to(torch.float64) for n in sorted(state)])
+    for i in range(layout.count):
+        leaf = layout.leaf(state, i)
+        got = torch.cat([t.reshape(-1).to(torch.float64) for t in leaf.values()])
+        assert torch.equal(got, flat[layout.bounds[i] : layout.bounds[i + 1]])
+        assert all(t.numel() > 0 for t in leaf.values())
+    asm = Assembly(layout, state)
+    asm.put_all(list(enumerate(layout.leaves(state))))
+    assert asm.digest() == content_hash(state)
 
 
 @settings(max_examples=40, deadline=None)
