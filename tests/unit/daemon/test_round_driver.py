@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from swarmd.codec import Manifest
+from swarmd.daemon import rounds
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.leader import MIN_STALL, HandlerSlot, stall_timeout
 from swarmd.daemon.metrics import Metrics
@@ -265,6 +266,31 @@ async def test_a_committer_stuck_sending_to_a_frozen_leader_calls_reelect_itself
     await asyncio.wait_for(d.deliver(2, new), timeout=5)
     assert node.sent == [PEER_KEY, THIRD_KEY] and d.journal.get(2).delivered_term == 2
     assert ledger.reelected == [2]  # once: the new term is not re-elected
+
+
+# --- the commit -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mined", [True, False])
+async def test_a_mined_commit_is_not_read_back_and_a_benign_revert_is(committer, monkeypatch, mined):
+    """The last committer's commit is what every site waits for: its receipt shows it in, so no read of
+    the round follows it; a benign revert (AlreadyCommitted after a restart) reads whether ours is in."""
+    d, ledger, _node = committer
+    monkeypatch.setattr(rounds, "election_seal", lambda secret, site, r: b"\1" * 32)  # ME is no hex address
+    ledger.info = _round(0, "", RoundStatus.OPEN)  # our commit is in it, as the chain shows it
+    commits: list[int] = []
+
+    def commit(r: int, h: bytes, n: int, **kwargs: object) -> dict[str, int] | None:
+        commits.append(r)
+        if not mined:
+            raise reverts.AlreadyCommitted((r,))
+        return {"status": 1}
+
+    reads = []
+    plain_round = ledger.round
+    ledger.commit = commit  # type: ignore[attr-defined]
+    ledger.round = lambda r: (reads.append(r), plain_round(r))[1]  # type: ignore[method-assign]
+    assert await d.commit_trained(2, ledger.info, {"w": torch.zeros(3)})
+    assert commits == [2] and d.journal.get(2).committed
+    assert reads == ([2] if mined else [2, 2])  # the round read before the commit; after it only on a revert
 
 
 # --- membership is live -------------------------------------------------------------------------------
