@@ -319,19 +319,14 @@ class Client:
         return time.monotonic() - t0
 
     async def announce(self, peer: PeerId, round: int, model_hash: bytes, timeout: float | None) -> None:
-        answer = await self._ask(peer, m.Announce(next(self._req), round, model_hash), timeout)
-        if not isinstance(answer, m.Reply) or not answer.ok:
-            raise PeerRejected(f"announce refused: {getattr(answer, 'reason', answer.KIND)}")
+        m.check_announce(await self._ask(peer, m.Announce(next(self._req), round, model_hash), timeout))
 
     async def secagg(
         self, peer: PeerId, round: int, topic: m.SecAggTopic, body: bytes, timeout: float | None
     ) -> bytes:
-        answer = await self._ask(peer, m.SecAgg(next(self._req), round, topic, body), timeout)
-        if isinstance(answer, m.SecAggReply):
-            return answer.body
-        reason = answer.reason if isinstance(answer, m.Reply) else answer.KIND
-        detail = answer.detail if isinstance(answer, m.Reply) else ""
-        raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip(), reason=str(reason))
+        return m.secagg_body(
+            await self._ask(peer, m.SecAgg(next(self._req), round, topic, body), timeout), topic
+        )
 
     async def send_update(
         self, peer: PeerId, offer: m.UpdateOffer, frames: list[memoryview], timeout: float | None

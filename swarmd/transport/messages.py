@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from swarmd.codec import MAX_NAME_LEN, MAX_NDIM, MAX_TENSORS, Manifest
-from swarmd.errors import CodecError, WireError
+from swarmd.errors import CodecError, PeerRejected, WireError
 
 # 2: a reply's reason is a Refusal value, not free text; 3: bulk frames have a fixed layout (bulk.py),
 # "v" and "kind" lead every control header
@@ -524,3 +524,19 @@ def decode(frame: bytes | memoryview, max_tensors: int = MAX_TENSORS) -> Message
     if isinstance(manifest, list) and len(manifest) > max_tensors:
         raise BadMessage("too_many_tensors", f"manifest of {len(manifest)} tensors, limit {max_tensors}")
     return cls(**{name: check(body[name]) for name, check in cls.SCHEMA.items() if name in body})
+
+
+def check_announce(answer: Message) -> None:
+    """An announce's answer, on either transport: a refusal raises PeerRejected."""
+    if not isinstance(answer, Reply) or not answer.ok:
+        raise PeerRejected(f"announce refused: {getattr(answer, 'reason', answer.KIND)}")
+
+
+def secagg_body(answer: Message, topic: SecAggTopic) -> bytes:
+    """A secure-aggregation answer's body, on either transport; a refusal raises PeerRejected with the
+    peer's reason, so the caller can tell "not ready yet" from a real refusal."""
+    if isinstance(answer, SecAggReply):
+        return answer.body
+    reason = answer.reason if isinstance(answer, Reply) else answer.KIND
+    detail = answer.detail if isinstance(answer, Reply) else ""
+    raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip(), reason=str(reason))

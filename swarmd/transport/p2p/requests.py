@@ -71,16 +71,3 @@ def rtt(answer: m.Message) -> float:
     if not isinstance(answer, m.Pong):
         raise PeerRejected(f"ping answered with {answer.KIND}")
     return time.monotonic() - answer.sent
-
-
-def check_announce(answer: m.Message) -> None:
-    if not isinstance(answer, m.Reply) or not answer.ok:
-        raise PeerRejected(f"announce refused: {getattr(answer, 'reason', answer.KIND)}")
-
-
-def secagg_body(answer: m.Message, topic: m.SecAggTopic) -> bytes:
-    if isinstance(answer, m.SecAggReply):
-        return answer.body
-    reason = answer.reason if isinstance(answer, m.Reply) else answer.KIND
-    detail = answer.detail if isinstance(answer, m.Reply) else ""
-    raise PeerRejected(f"secagg {topic.value} refused: {reason} {detail}".strip(), reason=str(reason))

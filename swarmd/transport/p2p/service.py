@@ -227,16 +227,14 @@ class P2PService:
         self, peer: PeerId, *, round: int, model_hash: bytes, timeout: float | None = None
     ) -> None:
         """As `Node.announce`, over libp2p."""
-        requests.check_announce(
-            await self._thread.call(self._ask, peer, m.Announce(1, round, model_hash), timeout)
-        )
+        m.check_announce(await self._thread.call(self._ask, peer, m.Announce(1, round, model_hash), timeout))
 
     async def secagg(
         self, peer: PeerId, *, round: int, topic: m.SecAggTopic, body: bytes, timeout: float | None = None
     ) -> bytes:
         """As `Node.secagg`, over libp2p."""
         answer = await self._thread.call(self._ask, peer, m.SecAgg(1, round, topic, body), timeout)
-        return requests.secagg_body(answer, topic)
+        return m.secagg_body(answer, topic)
 
     async def _ask(self, peer: PeerId, msg: m.Message, timeout: float | None) -> m.Message:
         stream, path = await self._open(peer, REQUEST_PROTO)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmd import codec
+from swarmd.errors import PeerRejected
 from swarmd.transport import messages as m
 
 V = m.PROTOCOL_VERSION
@@ -189,3 +190,21 @@ def test_an_honest_manifest_of_the_largest_size_fits_its_budgets() -> None:
     assert len(frame) > m.SMALL_FRAME
     offer = m.decode(frame, max_tensors=20_000)
     assert isinstance(offer, m.UpdateOffer) and len(offer.manifest.tensors) == 20_000
+
+
+def test_answers_are_read_the_same_on_both_transports() -> None:
+    """`check_announce` and `secagg_body` serve ZeroMQ and libp2p alike: a refusal names the peer's reason,
+    so a caller can retry `not_ready` and give up on anything else."""
+    m.check_announce(m.Reply(1, True))
+    with pytest.raises(PeerRejected, match="announce refused: busy"):
+        m.check_announce(m.Reply(1, False, m.Refusal.BUSY))
+    with pytest.raises(PeerRejected, match="announce refused: pong"):
+        m.check_announce(m.Pong(1, 0.0))
+    topic = next(iter(m.SecAggTopic))
+    assert m.secagg_body(m.SecAggReply(1, b"body"), topic) == b"body"
+    with pytest.raises(PeerRejected) as refused:
+        m.secagg_body(m.Reply(1, False, m.Refusal.NOT_READY, "round 4"), topic)
+    assert refused.value.reason == "not_ready" and "round 4" in str(refused.value)
+    with pytest.raises(PeerRejected) as odd:
+        m.secagg_body(m.Pong(1, 0.0), topic)
+    assert odd.value.reason == "pong"
