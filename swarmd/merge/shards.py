@@ -78,16 +78,6 @@ class ShardLayout:
     def leaves(self, state: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return [self.leaf(state, i) for i in range(self.count)]
 
-    def assemble(self, leaves: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The model whose leaves these are (one copy of every value)."""
-        if len(leaves) != self.count:
-            raise MergeError(f"{len(leaves)} leaves given, the layout has {self.count}")
-        parts: dict[str, list[torch.Tensor]] = {s.name: [] for s in self.spans}
-        for leaf in leaves:
-            for name, piece in leaf.items():
-                parts[name].append(piece.reshape(-1))
-        return {s.name: torch.cat(parts[s.name]).reshape(s.shape) for s in self.spans}
-
     def hashes(self, state: Mapping[str, torch.Tensor]) -> list[Digest]:
         """The content hash of every leaf of `state`, in leaf order."""
         return [content_hash(leaf) for leaf in self.leaves(state)]
@@ -100,9 +90,9 @@ class ShardLayout:
 class Assembly:
     """A model filled in leaf by leaf, in any order, and content-hashed as it fills: the leaves are
     contiguous runs of the manifest's bytes, so every leaf up to the first one missing can be hashed at
-    once, and when the last leaf lands only those after the first gap remain. The same model and hash as
-    `ShardLayout.assemble` then `content_hash`, without the model-sized copy and the whole-model hash at
-    the end of a gather, where the leader waits for them to finalize."""
+    once, and when the last leaf lands only those after the first gap remain. The same hash as
+    `content_hash` of the whole model, without a model-sized copy and a whole-model hash at the end of a
+    gather, where the leader waits for them to finalize."""
 
     def __init__(self, layout: ShardLayout, template: Mapping[str, torch.Tensor]) -> None:
         self.model = {s.name: torch.empty(s.shape, dtype=template[s.name].dtype) for s in layout.spans}
