@@ -51,6 +51,7 @@ def summarize_alpha(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [r["seed"] for r in runs],
         "arms": {a: mean_sd(v) for a, v in (per_arm | swarm).items()},
         "best_swarm": best,
+        "schedule": _schedule(runs[0]),
         "curves": {a: _curve([r["arms"][a]["curve"] for r in runs]) for a in swarm},
     }
     single, pooled = per_arm["best single site"], per_arm["pooled (compute-matched)"]
@@ -61,6 +62,13 @@ def summarize_alpha(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if "fedavg" in swarm and "fedbn" in swarm:
         out["fedavg_minus_fedbn"] = _diff(swarm["fedavg"], swarm["fedbn"])
     return out
+
+
+def _schedule(run: dict[str, Any]) -> str:
+    """How the swarm arms spent their steps, "8 rounds x 8 steps": the goals depend on it, so they say it."""
+    if "rounds" not in run:
+        return ""
+    return f"{run['rounds']} rounds x {run['local_steps']} steps"
 
 
 def _diff(a: list[float], b: list[float]) -> MeanSd:
@@ -105,7 +113,7 @@ def summarize_poison(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def hard_goals(alphas: list[dict[str, Any]], poison: dict[str, Any] | None) -> list[Goal]:
     goals = []
     for c in alphas:
-        label = f"hard alpha={c['alpha']}"
+        label = f"hard alpha={c['alpha']}" + (f" ({c['schedule']})" if c.get("schedule") else "")
         gap, spread = c["pooled_minus_single"]
         note = f"sd over seeds {spread:.3f}; the task is hard enough when the gap is >= {TASK_GAP} and > sd"
         goals.append(

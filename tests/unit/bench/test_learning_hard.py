@@ -108,6 +108,8 @@ def _methods(alpha: float, seed: int, d: float) -> dict[str, Any]:
         "kind": "methods",
         "alpha": alpha,
         "seed": seed,
+        "rounds": 8,
+        "local_steps": 8,
         "local_only": [
             {"site": f"site-{i + 1}", "metrics": {"auc": v + d}} for i, v in enumerate((0.6, 0.7))
         ],
@@ -137,12 +139,15 @@ def test_hard_report_judges_every_goal_from_the_runs(tmp_path: Path) -> None:
     runs = [_methods(0.1, 0, 0.0), _methods(0.1, 1, 0.02), _poisoned(0), _poisoned(1)]
     report = learning_report(runs, tmp_path, quick=False)
     goals = {g["goal"]: g for g in report.goals}
-    gap = goals["hard alpha=0.1: pooled (compute-matched) - best single site"]
+    A = "hard alpha=0.1 (8 rounds x 8 steps)"  # the goals name the schedule they were judged on
+    gap = goals[f"{A}: pooled (compute-matched) - best single site"]
     assert gap["value"] == pytest.approx(0.15) and gap["met"]
-    gain = goals["hard alpha=0.1: best swarm method (fedavg) - best single site"]
+    gain = goals[f"{A}: best swarm method (fedavg) - best single site"]
     assert gain["value"] == pytest.approx(0.14) and gain["met"]
-    assert goals["hard alpha=0.1: pooled (compute-matched) - best swarm method (fedavg)"]["met"]
-    bn = goals["hard alpha=0.1: fedavg (GroupNorm) - FedBN (BatchNorm)"]
+    assert goals[
+        "hard alpha=0.1 (8 rounds x 8 steps): pooled (compute-matched) - best swarm method (fedavg)"
+    ]["met"]
+    bn = goals[f"{A}: fedavg (GroupNorm) - FedBN (BatchNorm)"]
     assert bn["value"] == pytest.approx(0.04) and not bn["met"]  # missed, and said so
     flip = goals["poisoned (sign_flip): clean fedavg - best robust rule (median)"]
     assert flip["value"] == pytest.approx(0.01) and flip["met"] and "0.350" in flip["note"]
