@@ -8,6 +8,7 @@ model and, per arm, the same torch seed (the loaders' batches):
 - `pooled_step`: all the data in one place, S steps (what the old bench compared with);
 - `pooled_compute`: all the data in one place, N x S steps, the swarm's whole compute (the goals use it);
 - the swarm arms (`ARMS`): fedavg, FedProx, FedBN (the BatchNorm bundle, BatchNorm kept local),
+  `bnstats` (the BatchNorm bundle trained on merged statistics, `swarm.batchnorm_stats = "merged"`),
   SCAFFOLD, cyclic weight transfer, and each robust rule, each N x S steps in all.
 
 A poisoning run is one seed at `POISON_ALPHA`: the last site sends a poisoned update every round
@@ -36,7 +37,8 @@ from swarmd.train.demohard import generate_hard_data
 
 GN_BUNDLE, BN_BUNDLE = "cxr_small", "cxr_small_bn"
 ROBUST = ("median", "trimmed_mean", "geomedian", "krum", "multi_krum")
-ARMS = ("fedavg", "fedprox", "fedbn", "scaffold", "cyclic", *ROBUST)
+ARMS = ("fedavg", "fedprox", "fedbn", "bnstats", "scaffold", "cyclic", *ROBUST)
+BN_ARMS = ("fedbn", "bnstats")  # the arms of the BatchNorm bundle
 POISON_RULES = ("fedavg", *ROBUST)
 ALPHAS = (0.1, 1.0)
 POISON_ALPHA = 1.0
@@ -51,7 +53,7 @@ def arm_task(arm: str, rounds: int, local_steps: int) -> Task:
     """The hard task's settings for `arm` (an `ARMS` name): its bundle, merge rule and remedies."""
     if arm not in ARMS:
         raise UsageError(f"unknown arm {arm!r}", hint=f"choose from {', '.join(ARMS)}")
-    base = load_task(example_task_file(BN_BUNDLE if arm == "fedbn" else GN_BUNDLE))
+    base = load_task(example_task_file(BN_BUNDLE if arm in BN_ARMS else GN_BUNDLE))
     swarm = replace(
         base.swarm,
         rounds=rounds,
@@ -63,6 +65,8 @@ def arm_task(arm: str, rounds: int, local_steps: int) -> Task:
         krum_m=SITES - KRUM_F if arm == "multi_krum" else 1,
         prox_mu=PROX_MU if arm == "fedprox" else 0.0,
         scaffold=arm == "scaffold",
+        local_layers=base.swarm.local_layers if arm == "fedbn" else (),
+        batchnorm_stats="merged" if arm == "bnstats" else "batch",
     )
     return replace(base, swarm=swarm)
 

@@ -2,10 +2,10 @@
 
 Every goal is computed from the runs (never typed in): per alpha, pooled - best single site (the task's
 own check: ≥ 0.05 and larger than its spread), the best swarm method against the best single site
-(≥ +0.03) and against compute-matched pooled training (within 0.02), FedBN on the BatchNorm network
-against fedavg on the GroupNorm one (within 0.02); per attack, the best robust rule against clean
-fedavg (within 0.02), with plain fedavg's drop in the note. "Best" is the highest mean over the seeds;
-differences are taken per seed, then summarised.
+(≥ +0.03) and against compute-matched pooled training (within 0.02), FedBN and merged statistics on
+the BatchNorm network against fedavg on the GroupNorm one (within 0.02); per attack, the best robust
+rule against clean fedavg (within 0.02), with plain fedavg's drop in the note. "Best" is the highest
+mean over the seeds; differences are taken per seed, then summarised.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def summarize_alpha(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if best:
         out["best_minus_single"] = _diff(swarm[best], single)
         out["pooled_minus_best"] = _diff(pooled, swarm[best])
-    if "fedavg" in swarm and "fedbn" in swarm:
-        out["fedavg_minus_fedbn"] = _diff(swarm["fedavg"], swarm["fedbn"])
+    for bn in ("fedbn", "bnstats"):  # the BatchNorm bundle's two remedies against GroupNorm under fedavg
+        if "fedavg" in swarm and bn in swarm:
+            out[f"fedavg_minus_{bn}"] = _diff(swarm["fedavg"], swarm[bn])
     return out
 
 
@@ -144,9 +145,10 @@ def hard_goals(alphas: list[dict[str, Any]], poison: dict[str, Any] | None) -> l
                     lag <= NEAR,
                 )
             )
-        if "fedavg_minus_fedbn" in c:
-            d = c["fedavg_minus_fedbn"][0]
-            goals.append(goal(f"{label}: fedavg (GroupNorm) - FedBN (BatchNorm)", d, NEAR, d <= NEAR))
+        for bn, name in (("fedbn", "FedBN (BatchNorm)"), ("bnstats", "BatchNorm, merged statistics")):
+            if f"fedavg_minus_{bn}" in c:
+                d = c[f"fedavg_minus_{bn}"][0]
+                goals.append(goal(f"{label}: fedavg (GroupNorm) - {name}", d, NEAR, d <= NEAR))
     for attack, a in (poison or {}).get("attacks", {}).items():
         if not a["best_robust"]:
             continue
@@ -257,7 +259,8 @@ HARD_NOTES = [
     "per-site scanner (gain, offset, contrast curve, noise), Dirichlet(alpha) label skew; a shared held-out "
     "test set of 200 images with both findings and every site's scanner. Network: `cxr_small` (MONAI "
     "Classifier, GroupNorm; FedBN runs `cxr_small_bn`, its BatchNorm copy, with BatchNorm kept local and "
-    "scored as the mean over the sites of each site's model). Every arm starts from the same model and, "
+    "scored as the mean over the sites of each site's model; `bnstats` runs it with merged BatchNorm "
+    "statistics, one global model). Every arm starts from the same model and, "
     "per seed, the same batch order.",
     "Steps: each site alone and pooled (step-matched) train rounds x local steps; pooled (compute-"
     "matched) and every swarm arm N x that (N = 5 sites). FedProx mu = 0.01; trimmed mean cuts 1 of 5 at "

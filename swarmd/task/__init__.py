@@ -21,6 +21,7 @@ from swarmd.errors import TaskError
 from swarmd.task.settings import (
     ACCOUNTANTS,
     ADMISSION_MODES,
+    BATCHNORM_STATS,
     COMPRESSIONS,
     INPUT_NAMES,
     KRUM_F,
@@ -63,6 +64,7 @@ T = TypeVar("T")
 __all__ = [
     "ACCOUNTANTS",
     "ADMISSION_MODES",
+    "BATCHNORM_STATS",
     "COMPRESSIONS",
     "INPUT_NAMES",
     "KRUM_F",
@@ -250,6 +252,8 @@ def _hashed_swarm(s: SwarmSettings) -> dict[str, Any]:
             del doc[key]
     if s.scaffold_variate == SCAFFOLD_VARIATES[0]:  # likewise
         del doc["scaffold_variate"]
+    if s.batchnorm_stats == BATCHNORM_STATS[0]:  # likewise
+        del doc["batchnorm_stats"]
     if "local_layers" in doc:
         doc["local_layers"] = list(s.local_layers)
     return doc

@@ -39,6 +39,7 @@ SCAFFOLD_PREFIX = "__scaffold_c__/"  # reserved tensor names: a SCAFFOLD model's
 # "difference" (option II: from the round's weight change, which assumes plain SGD steps of size lr);
 # left out of the task hash at its default
 SCAFFOLD_VARIATES = ("gradient", "difference")
+BATCHNORM_STATS = ("batch", "merged")  # swarm.batchnorm_stats: the default first
 
 
 def krum_min_updates(f: int, m: int) -> int:
@@ -68,6 +69,7 @@ class SwarmSettings:
     scaffold: bool = False  # SCAFFOLD: control variates correct each local step (Karimireddy et al. 2020)
     scaffold_variate: str = SCAFFOLD_VARIATES[0]  # SCAFFOLD: how c_i is updated (`SCAFFOLD_VARIATES`)
     local_layers: tuple[str, ...] = ()  # FedBN: "batchnorm" and/or name globs kept at each site, never sent
+    batchnorm_stats: str = BATCHNORM_STATS[0]  # "merged": BatchNorm trains on the round's merged statistics
     personalise_steps: int = 0  # after the last round, each site fine-tunes the final model this many steps
 
 

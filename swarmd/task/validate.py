@@ -12,6 +12,7 @@ from swarmd.task.settings import (
     _SET_BY_MONAI_ALGO,
     ACCOUNTANTS,
     ADMISSION_MODES,
+    BATCHNORM_STATS,
     COMPRESSIONS,
     INPUT_NAMES,
     MAX_SHARD_LEAVES,
@@ -86,10 +87,26 @@ def _validate_swarm(s: SwarmSettings) -> None:
         "swarm.scaffold cannot run with swarm.local_layers: the control variates cover every trainable "
         "parameter, including the layers FedBN keeps at each site",
     )
+    _check(
+        s.batchnorm_stats in BATCHNORM_STATS,
+        f"swarm.batchnorm_stats must be one of {', '.join(BATCHNORM_STATS)}, got {s.batchnorm_stats!r}",
+    )
+    _check(
+        s.batchnorm_stats == BATCHNORM_STATS[0] or not s.local_layers,
+        'swarm.batchnorm_stats = "merged" cannot run with swarm.local_layers: FedBN keeps normalisation '
+        "layers at each site, merged statistics share them across sites; choose one",
+    )
 
 
 def _validate_remedies(swarm: SwarmSettings, p: PrivacySettings) -> None:
-    """FedProx and SCAFFOLD against the privacy settings: the combinations that cannot compose."""
+    """FedProx, SCAFFOLD and merged BatchNorm statistics against the privacy settings: the combinations
+    that cannot compose."""
+    _check(
+        p.mechanism is DPMechanism.NONE or swarm.batchnorm_stats == BATCHNORM_STATS[0],
+        f'swarm.batchnorm_stats = "merged" cannot run with privacy.mechanism = "{p.mechanism.value}": the '
+        "statistics are re-estimated from the site's data outside DP-SGD's per-sample clipping, and "
+        "site-level noise on a running variance can make it negative",
+    )
     if p.mechanism is DPMechanism.SAMPLE:
         for on, name in ((swarm.prox_mu > 0.0, "prox_mu > 0"), (swarm.scaffold, "scaffold")):
             _check(

@@ -29,6 +29,7 @@ import torch
 from swarmd.errors import TrainingError
 from swarmd.fsutil import atomic_path
 from swarmd.task import SCAFFOLD_PREFIX, SwarmSettings, WeightKind
+from swarmd.train.bnstats import MergedStats
 from swarmd.train.variate import GradientVariate, require_plain_sgd
 
 State = dict[str, torch.Tensor]
@@ -181,7 +182,8 @@ def optimizer_lr(optimizer: Any) -> float:
 
 
 class Remedies:
-    """What the trainer calls around a round: FedProx's and SCAFFOLD's state for one site."""
+    """What the trainer calls around a round: FedProx's and SCAFFOLD's state for one site, and merged
+    BatchNorm statistics (`swarmd.train.bnstats`)."""
 
     def __init__(self, swarm: SwarmSettings, workdir: Path) -> None:
         self.swarm = swarm
@@ -195,6 +197,8 @@ class Remedies:
         """Hook the engine; returns the reserved tensors a SCAFFOLD model adds to the network's.
         Refuses option II with an optimizer other than plain SGD."""
         self.corrections.attach(engine, network)
+        if self.swarm.batchnorm_stats == "merged":
+            MergedStats(self.swarm.local_steps).attach(engine, network)
         if not self.swarm.scaffold:
             return {}
         if self.swarm.scaffold_variate == "difference":

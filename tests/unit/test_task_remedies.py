@@ -1,5 +1,5 @@
-"""`[swarm] prox_mu` and `[swarm] scaffold`: typed, validated, hashed only when set (older tasks keep
-their hash), and the combinations that cannot compose refused with the reason."""
+"""`[swarm] prox_mu`, `[swarm] scaffold` and `[swarm] batchnorm_stats`: typed, validated, hashed only when
+set (older tasks keep their hash), and the combinations that cannot compose refused with the reason."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def test_scaffold_variate_defaults_to_the_gradient_and_is_hashed_only_off_it(roo
     assert b'"scaffold_variate":"difference"' in canonical_task(option2) and option2.hash != scaffold.hash
 
 
+def test_batchnorm_stats_defaults_to_the_batch_and_is_hashed_only_off_it(root: Path) -> None:
+    plain = _parse(root, {})
+    assert plain.swarm.batchnorm_stats == "batch" and b"batchnorm_stats" not in canonical_task(plain)
+    assert _parse(root, {"batchnorm_stats": "batch"}).hash == plain.hash
+    merged = _parse(root, {"batchnorm_stats": "merged"})
+    assert b'"batchnorm_stats":"merged"' in canonical_task(merged) and merged.hash != plain.hash
+
+
 @pytest.mark.parametrize(
     "swarm,privacy,match",
     [
@@ -59,6 +67,13 @@ def test_scaffold_variate_defaults_to_the_gradient_and_is_hashed_only_off_it(roo
         ),
         ({"scaffold": True}, {"mechanism": "sample", "noise_multiplier": 1.0}, "Opacus"),
         ({"prox_mu": 0.1}, {"mechanism": "sample", "noise_multiplier": 1.0}, "prox_mu > 0 cannot run"),
+        ({"batchnorm_stats": "global"}, None, "batchnorm_stats must be one of batch, merged"),
+        ({"batchnorm_stats": "merged", "local_layers": "batchnorm"}, None, "FedBN keeps normalisation"),
+        (
+            {"batchnorm_stats": "merged"},
+            {"mechanism": "site", "noise_multiplier": 1.0},
+            'batchnorm_stats = "merged" cannot run with privacy.mechanism = "site"',
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_the_reason(root: Path, swarm, privacy, match) -> None:
@@ -71,3 +86,5 @@ def test_what_composes_is_accepted(root: Path) -> None:
     _parse(root, {"prox_mu": 0.1}, {"secure_aggregation": True})
     _parse(root, {"prox_mu": 0.1, "merge": "krum", "min_peers": 5})
     _parse(root, {"prox_mu": 0.1, "scaffold": True, "send": "diff"})
+    _parse(root, {"batchnorm_stats": "merged", "scaffold": True, "merge": "fedavg"})
+    _parse(root, {"batchnorm_stats": "merged"}, {"secure_aggregation": True})  # statistics sum like weights

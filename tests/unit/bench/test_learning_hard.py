@@ -53,7 +53,12 @@ def test_each_arm_sets_its_bundle_rule_and_remedy() -> None:
     assert tasks["fedbn"].bundle.name == "cxr_small_bn" and tasks["fedbn"].swarm.local_layers == (
         "batchnorm",
     )
-    assert {a for a, t in tasks.items() if t.bundle.name == "cxr_small"} == set(ARMS) - {"fedbn"}
+    assert {a for a, t in tasks.items() if t.bundle.name == "cxr_small"} == set(ARMS) - {"fedbn", "bnstats"}
+    bnstats = tasks["bnstats"].swarm  # the BatchNorm bundle, one global model on merged statistics
+    assert tasks["bnstats"].bundle.name == "cxr_small_bn" and bnstats.batchnorm_stats == "merged"
+    assert bnstats.local_layers == () and {
+        t.swarm.batchnorm_stats for a, t in tasks.items() if a != "bnstats"
+    } == {"batch"}
     assert tasks["fedprox"].swarm.prox_mu > 0 and tasks["fedavg"].swarm.prox_mu == 0
     assert tasks["scaffold"].swarm.scaffold and not tasks["fedavg"].swarm.scaffold
     assert [tasks[a].swarm.merge for a in ("median", "krum", "cyclic")] == ["median", "krum", "fedavg"]
