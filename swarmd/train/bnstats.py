@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from swarmd.errors import TrainingError
+from swarmd.errors import TaskError, TrainingError
 from swarmd.train.weights import check_finite
 
 
@@ -37,6 +37,19 @@ def batchnorm_layers(network: torch.nn.Module) -> list[torch.nn.modules.batchnor
     ]
 
 
+def require_batchnorm(network: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The network's BatchNorm layers; TaskError when it has none (the setting would do nothing). Checked
+    where the initial model is built (deploy, daemon start, `swarm task check`), before any data."""
+    layers = batchnorm_layers(network)
+    if not layers:
+        raise TaskError(
+            'swarm.batchnorm_stats = "merged" but the bundle\'s network has no BatchNorm layer that '
+            "tracks running statistics",
+            hint="drop the key: the network has nothing for it to do",
+        )
+    return layers
+
+
 class MergedStats:
     """Hooks a bundle's engine so that its BatchNorm layers train on the round's merged statistics and
     re-estimate them at the end of each round (see the module docstring)."""
@@ -47,16 +60,10 @@ class MergedStats:
         self._frozen = False
 
     def attach(self, engine: Any, network: torch.nn.Module) -> None:
-        """Refuses a network without BatchNorm layers: the setting would do nothing."""
+        """Refuses a network without BatchNorm layers (`require_batchnorm`)."""
         from ignite.engine import Events
 
-        self._layers = batchnorm_layers(network)
-        if not self._layers:
-            raise TrainingError(
-                'swarm.batchnorm_stats = "merged" but the bundle\'s network has no BatchNorm layer that '
-                "tracks running statistics",
-                hint="drop the key: the network has nothing for it to do",
-            )
+        self._layers = require_batchnorm(network)
         for layer in self._layers:
             # The engine puts the network in training mode at every iteration: a pre-hook is the last
             # word on which statistics the layer normalises by.

@@ -28,6 +28,7 @@ from swarmd.errors import StoreError, TaskError
 from swarmd.fsutil import atomic_path
 from swarmd.scores import Scores
 from swarmd.task import Task, WeightKind
+from swarmd.train.bnstats import require_batchnorm
 from swarmd.train.trainer import Trainer, TrainResult
 from swarmd.train.weights import initial_network, initial_state
 
@@ -83,6 +84,8 @@ def local_names(task: Task) -> frozenset[str]:
 def initial_split(task: Task) -> tuple[State, frozenset[str]]:
     """The whole initial model and the names the task keeps local, from one build of the network."""
     net = initial_network(task)
+    if task.swarm.batchnorm_stats == "merged":  # refused here like FedBN's patterns, before any data
+        require_batchnorm(net)
     names = select_local(net, task.swarm.local_layers) if task.swarm.local_layers else frozenset()
     return initial_state(task, net), names
 

@@ -4,7 +4,8 @@ then through `BundleTrainer` on the example BatchNorm bundle.
 During the round every BatchNorm layer normalises by the statistics it was sent (it neither uses nor
 updates the batch's); after the round its statistics are re-estimated at the new weights over the first
 `batches` batches, equal to a plain torch reference (the mean of the batches' means and unbiased
-variances). The pass leaves the random generators as they were. A network without BatchNorm is refused.
+variances). The pass leaves the random generators as they were. A network without BatchNorm is refused
+where the initial model is built.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from monai.engines import SupervisedTrainer
 from torch.utils.data import DataLoader
 
-from swarmd.errors import TrainingError
+from swarmd.errors import TaskError
 from swarmd.task import load_task
 from swarmd.train import BundleTrainer, example_task_file, initial_model
 from swarmd.train.bnstats import MergedStats, batchnorm_layers
@@ -95,10 +96,14 @@ def test_the_pass_leaves_the_random_generators_alone() -> None:
     assert torch.equal(run(True), run(False))
 
 
-def test_a_network_without_batchnorm_is_refused() -> None:
+def test_a_network_without_batchnorm_is_refused_before_any_data() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.GroupNorm(1, 2))
-    with pytest.raises(TrainingError, match="no BatchNorm layer"):
+    with pytest.raises(TaskError, match="no BatchNorm layer"):
         MergedStats(batches=1).attach(_engine(net, _batches(1, 3), steps=1), net)
+    # Where deploy, daemon start and `swarm task check` build the initial model: the GroupNorm bundle.
+    task = load_task(example_task_file("cxr_small"))
+    with pytest.raises(TaskError, match="no BatchNorm layer"):
+        initial_model(replace(task, swarm=replace(task.swarm, batchnorm_stats="merged")))
 
 
 # --- the real trainer: the example BatchNorm bundle on generated files ------------------------------------
