@@ -11,8 +11,8 @@ training too, and those are the round model's: the merge of all sites' statistic
 images are normalised alike. After its local steps a site re-estimates its layers' statistics at its
 new weights over up to `local_steps` batches of its own training data (a forward pass without
 gradients, a cumulative mean) and sends them with its update, where the merge rule averages them like
-any other tensor. This is FixBN's idea (Zhong et al. 2024: train with fixed global statistics), with
-the statistics refreshed every round instead of frozen after a warm-up.
+any other tensor. This is FixBN's idea (Zhong, Chen and Chao, arXiv:2303.06530: train with fixed global
+statistics), with the statistics refreshed every round instead of frozen after a warm-up.
 
 The pass leaves the round otherwise alone: the random generators are restored, so the next round sees
 the batches it would have seen.
