@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from swarmd.task import Task, load_task
 from swarmd.train import example_task_file, generate_demo_data
@@ -57,3 +58,22 @@ def make_task():
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path / "work"
+
+
+@pytest.fixture
+def supervised():
+    """A real MONAI SupervisedTrainer over a toy network: one epoch of `steps` iterations, Adam, MSE."""
+    from monai.engines import SupervisedTrainer
+
+    def make(net: torch.nn.Module, loader, steps: int) -> SupervisedTrainer:
+        return SupervisedTrainer(
+            device=torch.device("cpu"),
+            max_epochs=1,
+            train_data_loader=loader,
+            network=net,
+            optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+            loss_function=torch.nn.MSELoss(),
+            epoch_length=steps,
+        )
+
+    return make

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.engines import SupervisedTrainer
 from torch.utils.data import DataLoader
 
 from swarmd.errors import TaskError
@@ -36,23 +35,11 @@ def _net() -> torch.nn.Module:
     )
 
 
-def _engine(net: torch.nn.Module, loader, steps: int) -> SupervisedTrainer:
-    return SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=1,
-        train_data_loader=loader,
-        network=net,
-        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
-        loss_function=torch.nn.MSELoss(),
-        epoch_length=steps,
-    )
-
-
 def _batches(n: int, size: int) -> list[dict[str, torch.Tensor]]:
     return [{"image": X[i * size : (i + 1) * size], "label": Y[i * size : (i + 1) * size]} for i in range(n)]
 
 
-def test_training_normalises_by_the_sent_statistics_and_the_round_re_estimates_them() -> None:
+def test_training_normalises_by_the_sent_statistics_and_the_round_re_estimates_them(supervised) -> None:
     net = _net()
     bn = batchnorm_layers(net)[0]
     sent_mean, sent_var = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0, 6.0])
@@ -67,7 +54,7 @@ def test_training_normalises_by_the_sent_statistics_and_the_round_re_estimates_t
 
     bn.register_forward_hook(record)
     batches = _batches(4, 3)
-    engine = _engine(net, batches, steps=4)
+    engine = supervised(net, batches, steps=4)
     MergedStats(batches=2).attach(engine, net)
     engine.run()
 
@@ -82,11 +69,11 @@ def test_training_normalises_by_the_sent_statistics_and_the_round_re_estimates_t
     assert net.training  # and the mode the engine left it in
 
 
-def test_the_pass_leaves_the_random_generators_alone() -> None:
+def test_the_pass_leaves_the_random_generators_alone(supervised) -> None:
     def run(with_stats: bool) -> torch.Tensor:
         net = _net()
         loader = DataLoader([{"image": X[i], "label": Y[i]} for i in range(12)], batch_size=3, shuffle=True)
-        engine = _engine(net, loader, steps=2)
+        engine = supervised(net, loader, steps=2)
         if with_stats:
             MergedStats(batches=4).attach(engine, net)
         torch.manual_seed(7)
@@ -96,10 +83,10 @@ def test_the_pass_leaves_the_random_generators_alone() -> None:
     assert torch.equal(run(True), run(False))
 
 
-def test_a_network_without_batchnorm_is_refused_before_any_data() -> None:
+def test_a_network_without_batchnorm_is_refused_before_any_data(supervised) -> None:
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.GroupNorm(1, 2))
     with pytest.raises(TaskError, match="no BatchNorm layer"):
-        MergedStats(batches=1).attach(_engine(net, _batches(1, 3), steps=1), net)
+        MergedStats(batches=1).attach(supervised(net, _batches(1, 3), steps=1), net)
     # Where deploy, daemon start and `swarm task check` build the initial model: the GroupNorm bundle.
     task = load_task(example_task_file("cxr_small"))
     with pytest.raises(TaskError, match="no BatchNorm layer"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.engines import SupervisedTrainer
 from torch.utils.data import DataLoader
 
 from swarmd.errors import TrainingError
@@ -26,18 +25,6 @@ def _net(norm: bool = False) -> torch.nn.Module:
         return torch.nn.Linear(3, 2)
     return torch.nn.Sequential(
         torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.3), torch.nn.Linear(4, 2)
-    )
-
-
-def _engine(net: torch.nn.Module, loader, steps: int) -> SupervisedTrainer:
-    return SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=1,
-        train_data_loader=loader,
-        network=net,
-        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
-        loss_function=torch.nn.MSELoss(),
-        epoch_length=steps,
     )
 
 
@@ -62,12 +49,12 @@ def _reference(net: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> 
     return ref
 
 
-def test_the_variate_is_the_mean_gradient_at_the_rounds_model():
+def test_the_variate_is_the_mean_gradient_at_the_rounds_model(supervised):
     net = _net()
     start = {k: v.detach().clone() for k, v in net.state_dict().items()}
     batches = _batches([4, 4, 2])  # the last one smaller: weighted by its samples
     want = _reference(_net(), batches)
-    engine = _engine(net, batches, steps=3)
+    engine = supervised(net, batches, steps=3)
     variate = GradientVariate(batches=3)
     variate.attach(engine, net)
     engine.run()  # the handler runs before the first step, at the starting weights
@@ -83,29 +70,29 @@ def test_the_variate_is_the_mean_gradient_at_the_rounds_model():
         variate.take()  # one variate per round
 
 
-def test_a_non_finite_gradient_is_refused():
+def test_a_non_finite_gradient_is_refused(supervised):
     batches = [{"image": torch.full((2, 3), float("inf")), "label": torch.zeros(2, 2)}]
     net = _net()
     with pytest.raises(TrainingError, match=r"gradient variate.*NaN or infinite"):
-        mean_gradient(_engine(net, batches, steps=1), dict(net.named_parameters()), batches=1)
+        mean_gradient(supervised(net, batches, steps=1), dict(net.named_parameters()), batches=1)
 
 
-def test_a_fixed_number_of_batches():
+def test_a_fixed_number_of_batches(supervised):
     batches = _batches([4, 4, 2])
     net = _net()
     params = dict(net.named_parameters())
-    got = mean_gradient(_engine(net, batches, steps=3), params, batches=1)
+    got = mean_gradient(supervised(net, batches, steps=3), params, batches=1)
     want = _reference(_net(), batches[:1])
     for k in got:
         torch.testing.assert_close(got[k], want[k])
 
 
-def _train(with_pass: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+def _train(supervised, with_pass: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     torch.manual_seed(5)
     net = _net(norm=True)
     data = [{"image": X[i], "label": Y[i]} for i in range(10)]
     loader = DataLoader(data, batch_size=4, shuffle=True)
-    engine = _engine(net, loader, steps=3)
+    engine = supervised(net, loader, steps=3)
     variate = GradientVariate(batches=2)
     if with_pass:
         variate.attach(engine, net)
@@ -116,9 +103,9 @@ def _train(with_pass: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Te
     )
 
 
-def test_the_pass_leaves_the_round_as_it_would_have_been():
-    plain, _ = _train(with_pass=False)
-    passed, variate = _train(with_pass=True)
+def test_the_pass_leaves_the_round_as_it_would_have_been(supervised):
+    plain, _ = _train(supervised, with_pass=False)
+    passed, variate = _train(supervised, with_pass=True)
     assert variate is not None and all(bool(torch.isfinite(v).all()) for v in variate.values())
     assert set(plain) == set(passed) and any("running_mean" in k for k in plain)
     for k in plain:  # same batches, same dropout masks, same BatchNorm statistics
