@@ -131,7 +131,15 @@ def test_tasks_without_krum_settings_keep_their_hash():
     plain = _hashed_swarm(SwarmSettings())
     assert "krum_f" not in plain and "krum_m" not in plain
     # settings added later, also left out of the hash at their defaults
-    later = ("reveal_window", "prox_mu", "scaffold", "scaffold_variate", "local_layers", "personalise_steps")
+    later = (
+        "reveal_window",
+        "prox_mu",
+        "scaffold",
+        "scaffold_variate",
+        "local_layers",
+        "personalise_steps",
+        "batchnorm_stats",
+    )
     before = {
         k: v
         for k, v in dataclasses.asdict(SwarmSettings()).items()
