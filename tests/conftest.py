@@ -113,12 +113,13 @@ def running_swarm(
     privacy: dict[str, object] | None = None,
     n_per_site: int = 16,
     swarm_settings: dict[str, object] | None = None,
-    bundle: str = "cxr_densenet",
+    bundle: str = "cxr_small",
     exchange: dict[str, object] | None = None,
 ) -> Iterator[LocalSwarm]:
     """A devnet plus `sites` provisioned sites; their daemons started unless start=False; `swarm_settings`
-    override the task's [swarm] ones; `bundle` names an example bundle. On a failure each daemon's last log
-    lines are printed: pytest shows them with the test's report."""
+    override the task's [swarm] ones; `bundle` names an example bundle: by default the small CNN, as
+    DenseNet121 makes a swarm test 2-10 times slower on 2 cores (the tests that need it name it). On a
+    failure each daemon's last log lines are printed: pytest shows them with the test's report."""
     task = task_file(
         root / "swarm.toml",
         name="e2e-cxr",

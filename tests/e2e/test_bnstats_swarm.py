@@ -19,7 +19,7 @@ def test_a_swarm_on_merged_batchnorm_statistics_finalizes_and_audits(swarm_root,
         sites=3,
         rounds=2,
         n_per_site=8,
-        bundle="cxr_densenet_bn",
+        bundle="cxr_small_bn",
         swarm_settings={"batchnorm_stats": "merged"},
     ) as swarm:
         swarm.wait_done(timeout=240)

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.chain, pytest.mark.slow]
 TASK = f"""
 [task]
 name = "cli-test"
-bundle = "{BUNDLES_DIR / "cxr_densenet"}"
+bundle = "{BUNDLES_DIR / "cxr_small"}"
 
 [swarm]
 rounds = 2

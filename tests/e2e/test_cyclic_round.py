@@ -26,7 +26,7 @@ def _cyclic_task(root):
     # takes, and close as soon as the second commit lands after the window.
     swarm = {"rounds": 1, "local_steps": 2, "min_peers": 2, "commit_window": 4, "leader_timeout": 20}
     path = task_file(
-        root / "swarm.toml", name="e2e-cyclic", bundle=BUNDLES_DIR / "cxr_densenet", seed=7, swarm=swarm
+        root / "swarm.toml", name="e2e-cyclic", bundle=BUNDLES_DIR / "cxr_small", seed=7, swarm=swarm
     )
     with path.open("a") as f:
         f.write(f'\n[round]\nmode = "cyclic"\nhandoff_timeout = {HANDOFF_TIMEOUT}\n')

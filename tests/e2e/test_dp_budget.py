@@ -17,7 +17,7 @@ from swarmd.task import load_task
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc, pytest.mark.chain]
 
 ROUNDS = 3
-BATCH = 8  # the example bundle's training batch size (configs/train.json)
+BATCH = 8  # cxr_densenet's training batch size (configs/train.json); the epsilons below assume it
 # sigma 1.5, q = 1 (8 samples) spends 4.4, 6.6, 8.4 after 1, 2, 3 rounds; q = 8/13 stays under 7 for 3.
 PRIVACY = {
     "mechanism": "sample",
@@ -40,6 +40,7 @@ def test_a_spent_budget_stops_one_site_and_every_commit_carries_its_exact_epsilo
         commit_window=8,  # all three must commit in rounds 0 and 1; a full round closes at once
         leader_timeout=10,
         privacy=PRIVACY,
+        bundle="cxr_densenet",
         start=False,
     ) as swarm:
         small, restarted, steady = swarm.consortium.sites

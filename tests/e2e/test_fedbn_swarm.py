@@ -33,7 +33,7 @@ def test_fedbn_sites_keep_their_own_batchnorm_across_a_kill_and_the_audit_verifi
 ):
     fedbn = {"local_layers": "batchnorm", "personalise_steps": 1}
     with swarm_factory(
-        swarm_root, rounds=3, n_per_site=8, bundle="cxr_densenet_bn", swarm_settings=fedbn
+        swarm_root, rounds=3, n_per_site=8, bundle="cxr_small_bn", swarm_settings=fedbn
     ) as swarm:
         site = swarm.consortium.sites[0]
         victim = next(d for d in swarm.daemons if d.name == site.name)

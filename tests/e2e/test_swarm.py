@@ -36,7 +36,8 @@ def assert_receipts(swarm, finalized) -> None:
 
 
 def test_three_sites_train_three_rounds_and_agree_with_the_chain(swarm_root, swarm_factory, swarm_cli):
-    with swarm_factory(swarm_root, rounds=3) as swarm:
+    # the demo's own network (DenseNet121, 28 MB a model); the other swarms train a small one
+    with swarm_factory(swarm_root, rounds=3, bundle="cxr_densenet") as swarm:
         swarm.wait_done(timeout=300)
         infos = swarm.ledger.rounds()
         finalized = [i for i in infos if i.status == RoundStatus.FINALIZED]
