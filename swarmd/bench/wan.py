@@ -17,6 +17,8 @@ Round timing is the round bench's (`swarmd.bench.round._cycle`: cycle from final
 r, overhead = cycle - TRAIN phase; also cycle - the trainer's own seconds). Bytes are the wire count:
 each site's `eth0` counters in its namespace (/proc/<daemon pid>/net/dev, Ethernet/IP/TCP headers,
 retransmissions and chain RPC included), sampled every SAMPLE_S and interpolated at the cycle bounds.
+With them, the CPU: the host's busy seconds (every core, the kernel's network work included) and the
+daemons' and the chain's own, so a round's overhead window says whether the cores or the links were full.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from swarmd.bench.compression import compressed_task
 from swarmd.bench.round import DATA, BenchFailed, _cycle, bench_task
@@ -67,7 +71,10 @@ POLL_S = 0.5  # the daemons' status
 CHAIN_PORT = 8545
 SITE_PORT = 7700  # every site is alone in its namespace: the same ports for all would do too
 
-Sample = tuple[float, dict[str, tuple[int, int]]]  # (unix time, {node: (rx, tx) bytes})
+Sample = tuple[float, dict[str, tuple[float, float]]]  # (unix time, {node: (rx, tx) bytes})
+# The CPU's samples take the same shape: (user, kernel) CPU seconds of the host under HOST (every core's
+# time neither idle nor waiting on I/O; interrupts count as kernel) and of each daemon and the chain.
+HOST = "host"
 
 
 # --- floors ------------------------------------------------------------------------------------------
@@ -131,6 +138,24 @@ def full_seconds(samples: Sequence[Sample], node: str, start: float, end: float,
     return full
 
 
+def cpu_busy(cpu: Sequence[Sample], start: float, end: float, cores: int) -> dict[str, Any]:
+    """Between `start` and `end`: the share of all `cores` the host kept busy, and the CPU seconds each
+    daemon and the chain used. A share near 1 says the CPU, not the link, set the pace there."""
+    if not cpu or end <= start:
+        return {}
+
+    def used(name: str) -> float:
+        (user0, kernel0), (user1, kernel1) = at(cpu, name, start), at(cpu, name, end)
+        return user1 - user0 + kernel1 - kernel0
+
+    seconds = {name: round(used(name), 3) for name in sorted(cpu[-1][1]) if name != HOST}
+    return {
+        "host_busy": round(used(HOST) / ((end - start) * cores), 3),
+        "swarm_s": round(sum(seconds.values()), 3),
+        "processes_s": seconds,
+    }
+
+
 def cycle_start(r: int, journals: dict[str, dict[int, RoundRecord]]) -> float:
     """Where `_cycle` starts round r: the first finalize of r-1 (round 0: the first sync)."""
     phase, rr = ("sync", 0) if r == 0 else ("disseminate", r - 1)
@@ -146,16 +171,33 @@ class _Run:
     consortium: LocalConsortium
     daemons: list[DaemonProcess]
     anvil: subprocess.Popen[bytes] | None = None
+    procs: dict[int, psutil.Process] = field(default_factory=dict)
+    cpu_seen: dict[str, tuple[float, float]] = field(
+        default_factory=dict
+    )  # the last reading, kept after exit
 
-    def sample(self) -> Sample:
+    def pids(self) -> dict[str, int]:
         pids = {d.name: d.pid for d in self.daemons if d.pid is not None}
         if self.anvil is not None:
             pids["chain"] = self.anvil.pid
-        counters = {}
-        for name, pid in pids.items():
+        return pids
+
+    def sample(self) -> Sample:
+        counters: dict[str, tuple[float, float]] = {}
+        for name, pid in self.pids().items():
             with contextlib.suppress(NetnsError):  # the process has just exited: no sample for it
                 counters[name] = link_counters(pid)
         return time.time(), counters
+
+    def cpu_sample(self) -> Sample:
+        host = psutil.cpu_times()
+        # Linux counts guest time inside user and nice already: it is not added again.
+        kernel = sum(getattr(host, k, 0.0) for k in ("system", "irq", "softirq", "steal"))
+        for name, pid in self.pids().items():
+            with contextlib.suppress(psutil.Error):  # it has just exited: its last reading stands
+                own = self.procs.setdefault(pid, psutil.Process(pid)).cpu_times()
+                self.cpu_seen[name] = (own.user, own.system)
+        return time.time(), {HOST: (host.user + host.nice, kernel), **self.cpu_seen}
 
 
 def _provision(root: Path, task: Path, run_sites: list[Node], chain: Node) -> LocalConsortium:
@@ -200,24 +242,30 @@ def _start_chain(run: _Run, state: Path, log: Path) -> None:
     run.net.wait_tcp(run.sites[0].name, run.chain.ip, CHAIN_PORT, timeout=30)
 
 
-def _wait(run: _Run, timeout: float, samples: list[Sample], note: Callable[[str], None]) -> None:
-    """Until every daemon is done, sampling the links every SAMPLE_S (a thread) and the daemons every
-    POLL_S; BenchFailed when one dies or at `timeout`."""
+def _wait(
+    run: _Run, timeout: float, samples: list[Sample], cpu: list[Sample], note: Callable[[str], None]
+) -> None:
+    """Until every daemon is done, sampling the links and the CPU every SAMPLE_S (a thread) and the
+    daemons every POLL_S; BenchFailed when one dies or at `timeout`."""
     stop = threading.Event()
 
     def sample() -> None:
-        while not stop.wait(SAMPLE_S):
-            samples.append(run.sample())
+        samples.append(run.sample())
+        cpu.append(run.cpu_sample())
 
-    sampler = threading.Thread(target=sample, name="wan-counters", daemon=True)
-    samples.append(run.sample())
+    def sampling() -> None:
+        while not stop.wait(SAMPLE_S):
+            sample()
+
+    sampler = threading.Thread(target=sampling, name="wan-counters", daemon=True)
+    sample()
     sampler.start()
     try:
         _poll(run, timeout, note)
     finally:
         stop.set()
         sampler.join()
-    samples.append(run.sample())
+    sample()
 
 
 def _poll(run: _Run, timeout: float, note: Callable[[str], None]) -> None:
@@ -293,12 +341,20 @@ def run_wan_bench(
                 _keep(consortium, root, dest)
                 # Every SAMPLE_S: what each node's link had moved (rx, tx bytes), for a look at the phases.
                 (dest / "links.json").write_text(json.dumps([[t, c] for t, c in measured.samples]))
+                (dest / "cpu.json").write_text(json.dumps([[t, c] for t, c in measured.cpu]))
     except DaemonError as exc:
         raise BenchFailed(str(exc)) from None
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rows = summarize(
-        measured.journals, measured.samples, sites=sites, rounds=rounds, rate_bps=rate_bps, topology=topology
+        measured.journals,
+        measured.samples,
+        sites=sites,
+        rounds=rounds,
+        rate_bps=rate_bps,
+        topology=topology,
+        cpu=measured.cpu,
+        cores=os.cpu_count() or 1,
     )
     return {
         "bench": "wan",
@@ -332,6 +388,7 @@ def _daemons(consortium: LocalConsortium, nodes: list[Node]) -> list[DaemonProce
 class _Measured:
     journals: dict[str, dict[int, RoundRecord]]
     samples: list[Sample]
+    cpu: list[Sample]
     tbf: dict[str, dict[str, dict[str, int]]]  # site -> up/down -> what its qdisc sent and dropped
     wall: float
 
@@ -339,12 +396,13 @@ class _Measured:
 def _measure(run: _Run, root: Path, budget: float, note: Callable[[str], None]) -> _Measured:
     """Start the chain and the daemons, sample every link until all are done, stop them, read it all."""
     samples: list[Sample] = []
+    cpu: list[Sample] = []
     try:
         _start_chain(run, root / "chain-state.json", root / "anvil.log")
         t0 = time.perf_counter()
         for d in run.daemons:
             d.start()
-        _wait(run, budget, samples, note)
+        _wait(run, budget, samples, cpu, note)
         wall = time.perf_counter() - t0
     finally:
         stop_all(run.daemons, timeout=20)
@@ -356,7 +414,7 @@ def _measure(run: _Run, root: Path, budget: float, note: Callable[[str], None]) 
         for s, n in zip(run.consortium.sites, run.sites, strict=True)
     }
     journals = {s.name: Journal.read(s.journal).rounds for s in run.consortium.sites}
-    return _Measured(journals, samples, tbf, wall)
+    return _Measured(journals, samples, cpu, tbf, wall)
 
 
 def summarize(
@@ -367,8 +425,11 @@ def summarize(
     rounds: int,
     rate_bps: int,
     topology: str = "leader",
+    cpu: Sequence[Sample] = (),
+    cores: int = 1,
 ) -> dict[str, Any]:
-    """Per round: the round bench's cycle split, each site's wire bytes, the floor and overhead / floor."""
+    """Per round: the round bench's cycle split, each site's wire bytes, the floor and overhead / floor,
+    and (given `cpu` samples) how busy the host's `cores` were in the overhead's window."""
     model_bytes = max(rec.model_bytes for j in journals.values() for rec in j.values())
     cycles = []
     for r in range(rounds):
@@ -392,6 +453,7 @@ def summarize(
                 "busiest_link_vs_floor": round(
                     busiest / wire_floor_bytes(topology, sites, model_bytes, disseminate=r > 0), 3
                 ),
+                "cpu": cpu_busy(cpu, busy, end, cores),
             }
         )
     steady = cycles[1:] or cycles
@@ -403,4 +465,5 @@ def summarize(
         "overhead_s": round(statistics.fmean(c["overhead_s"] for c in steady), 3),
         "floor_s": round(statistics.fmean(c["floor_s"] for c in steady), 3),
         "overhead_vs_floor": round(statistics.fmean(c["overhead_vs_floor"] for c in steady), 2),
+        "host_busy": round(statistics.fmean(c["cpu"]["host_busy"] for c in steady), 3) if cpu else None,
     }

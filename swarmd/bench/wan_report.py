@@ -160,6 +160,19 @@ def format_tables(result: dict[str, Any]) -> str:
         (c["round"], f"{c['floor_s']:.2f}", *(f"{c.get('link_full_s', {}).get(s, 0.0):.2f}" for s in sites))
         for c in result["cycles"]
     ]
+    cpu_cycles = [c for c in result["cycles"] if c.get("cpu")]
+    processes = sorted(cpu_cycles[0]["cpu"]["processes_s"]) if cpu_cycles else []
+    cpu_rows = [
+        (
+            c["round"],
+            f"{c['overhead_s']:.2f}",
+            f"{c['overhead_s'] * result['cores']:.2f}",
+            f"{100 * c['cpu']['host_busy']:.0f}",
+            f"{c['cpu']['swarm_s']:.2f}",
+            *(f"{c['cpu']['processes_s'].get(p, 0.0):.2f}" for p in processes),
+        )
+        for c in cpu_cycles
+    ]
     tbf = result["tbf"]
     tbf_rows = [
         (
@@ -176,7 +189,12 @@ def format_tables(result: dict[str, Any]) -> str:
             f"(load {result['load_at_start']} at start); "
             f"steady-state means over rounds {result['steady_rounds']}: "
             f"overhead {result['overhead_s']:.2f} s, floor {result['floor_s']:.2f} s, "
-            f"ratio {result['overhead_vs_floor']:.2f}.",
+            f"ratio {result['overhead_vs_floor']:.2f}"
+            + (
+                f"; cores busy in the overhead {100 * result['host_busy']:.0f} %."
+                if result.get("host_busy") is not None
+                else "."
+            ),
             "",
             table(head, rows),
             "",
@@ -194,4 +212,20 @@ def format_tables(result: dict[str, Any]) -> str:
             "",
             table(("site", "uplink", "downlink"), tbf_rows),
         ]
+        + (
+            [
+                "",
+                "The CPU in the same window (last committer's training done to the finalize): the "
+                "core-seconds the window held, the share of them the host kept busy (the kernel's network "
+                "work included), and the CPU seconds the daemons and the chain used, in all and each. Near "
+                "100 % the cores, not the links, set the overhead:",
+                "",
+                table(
+                    ("round", "overhead s", "core-seconds", "host busy %", "swarm CPU s", *processes),
+                    cpu_rows,
+                ),
+            ]
+            if cpu_rows
+            else []
+        )
     )

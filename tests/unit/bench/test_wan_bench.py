@@ -1,14 +1,22 @@
 """`swarmd.bench.wan` and `wan_report`: the wire floors, byte counters read at a cycle's bounds, a
-round's row from journals and counter samples, and the report built from it."""
+round's row from journals and counter samples, the CPU's share of the overhead window, and the report
+built from it."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import time
 
 import pytest
 
 from swarmd.bench.wan import (
     CHAIN_PORT,
+    HOST,
     Sample,
+    _Run,
     at,
+    cpu_busy,
     full_seconds,
     point_at_chain,
     summarize,
@@ -144,3 +152,46 @@ def test_a_site_reaches_the_chain_and_its_new_heads_at_the_chain_namespace_addre
     chain = load_config(path, env={}).chain
     assert chain.rpc_url == f"http://10.203.0.9:{CHAIN_PORT}"
     assert chain.ws_url == f"ws://10.203.0.9:{CHAIN_PORT}"  # pushed heads, not polling
+
+
+def test_the_cpu_share_of_a_rounds_overhead_window_is_in_its_row_and_the_report() -> None:
+    samples: list[Sample] = [
+        (10.0, {"site-a": (0, 0), "site-b": (0, 0), "chain": (0, 0)}),
+        (20.0, {"site-a": (M, 0), "site-b": (0, M), "chain": (0, 0)}),
+    ]
+    # 1.9 of 2 cores busy throughout, the swarm's processes using 1 of them
+    cpu: list[Sample] = [
+        (10.0, {HOST: (80.0, 20.0), "site-a": (3.0, 1.0), "chain": (1.0, 0.0)}),
+        (20.0, {HOST: (92.0, 27.0), "site-a": (9.0, 3.0), "chain": (3.0, 0.0)}),
+    ]
+    out = summarize(_journals(), samples, sites=2, rounds=1, rate_bps=10**8, cpu=cpu, cores=2)
+    (c,) = out["cycles"]
+    # the window: the last committer's TRAIN phase done (11.5) to the finalize (20)
+    assert c["cpu"]["host_busy"] == pytest.approx(0.95)
+    assert c["cpu"]["processes_s"] == {"chain": pytest.approx(1.7), "site-a": pytest.approx(6.8)}
+    assert c["cpu"]["swarm_s"] == pytest.approx(8.5)
+    assert out["host_busy"] == pytest.approx(0.95)
+    assert cpu_busy(cpu, 12.0, 12.0, 2) == {}  # an empty window
+    assert summarize(_journals(), samples, sites=2, rounds=1, rate_bps=10**8)["host_busy"] is None
+    result = {"sites": 2, "rate": "100mbit", "model": "densenet121", "rounds": 1, "topology": "leader"}
+    tbf = {s: {k: {"sent_bytes": 1, "dropped": 0} for k in ("up", "down")} for s in ("site-a", "site-b")}
+    report = wan_report({**result, "cores": 2, "load_at_start": 0.5, "tbf": tbf, **out})
+    assert "| 0 | 8.50 | 17.00 | 95 | 8.50 | 1.70 | 6.80 |" in report.tables
+    assert "cores busy in the overhead 95 %" in report.tables
+
+
+def test_the_cpu_sample_counts_a_busy_process_and_keeps_its_seconds_after_it_exits() -> None:
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
+    run = _Run(net=None, chain=None, sites=[], consortium=None, daemons=[], anvil=proc)  # type: ignore[arg-type]
+    t0, first = run.cpu_sample()
+    time.sleep(0.5)
+    t1, spinning = run.cpu_sample()
+    proc.wait(30)
+    t2, gone = run.cpu_sample()
+    assert t0 < t1 < t2
+    spun = sum(spinning["chain"]) - sum(first["chain"])
+    assert spun >= 0.2  # it spun for most of the half second (an interpreter starts in ~0.05 s here)
+    assert sum(spinning[HOST]) - sum(first[HOST]) >= spun - 0.05  # the host's busy time holds it
+    assert gone["chain"] == spinning["chain"]  # gone: its last reading stands
+    assert sum(gone[HOST]) >= sum(spinning[HOST])
