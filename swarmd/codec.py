@@ -291,6 +291,23 @@ def content_hash(state: Mapping[str, torch.Tensor]) -> Digest:
     return hash_frames(manifest, frames)
 
 
+def first_nonfinite(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating or complex tensor holding a NaN or an infinity, or None.
+
+    One fused pass first: a finite sum of absolute values proves every element finite (a NaN or an
+    infinity makes it NaN or infinite). That costs about a fifth of `isfinite` tensor by tensor on
+    DenseNet121's 727 tensors, which the daemon runs several times a round. Only a sum that is not finite
+    (a bad value, or finite values whose sum overflows) is checked tensor by tensor, so the verdict is
+    exact either way."""
+    checked = {n: t for n, t in state.items() if (t.is_floating_point() or t.is_complex()) and t.numel()}
+    if not checked:
+        return None
+    total = torch.nn.utils.get_total_norm(list(checked.values()), norm_type=1.0, foreach=True)
+    if bool(torch.isfinite(total)):
+        return None
+    return next((n for n, t in checked.items() if not bool(torch.isfinite(t).all())), None)
+
+
 class Digest(bytes):
     """A 32-byte content hash. Equal to (and hashes like) the plain bytes it holds, so it mixes with
     hashes read from the chain; `str()` and `hex0x()` render it as `0x` + 64 hex digits."""

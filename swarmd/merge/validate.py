@@ -15,6 +15,7 @@ from enum import Enum
 
 import torch
 
+from swarmd.codec import first_nonfinite
 from swarmd.errors import InvalidUpdate, MergeError
 from swarmd.merge.maths import sum_squares
 
@@ -78,12 +79,10 @@ def check_structure(
 
 def check_finite(state: Mapping[str, torch.Tensor], sender: str = "") -> None:
     """Every floating value is finite (integer and bool tensors cannot hold NaN or inf)."""
-    for name, t in state.items():
-        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise reject(
-                RejectReason.NONFINITE, f"{name} holds {bad} NaN or infinite value(s)", sender=sender
-            )
+    name = first_nonfinite(state)
+    if name is not None:
+        bad = int((~torch.isfinite(state[name])).sum())
+        raise reject(RejectReason.NONFINITE, f"{name} holds {bad} NaN or infinite value(s)", sender=sender)
 
 
 def diff_norm(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor] | None) -> float:

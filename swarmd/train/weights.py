@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from swarmd.codec import first_nonfinite
 from swarmd.errors import TrainingError
 from swarmd.task import Task
 from swarmd.train.bundle import build_network
@@ -80,9 +81,9 @@ def check_layout(state: Mapping[str, torch.Tensor], expected: Layout, what: str)
 
 
 def check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
-    for name, t in state.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise TrainingError(f"{what}: {name!r} holds NaN or infinite values")
+    name = first_nonfinite(state)
+    if name is not None:
+        raise TrainingError(f"{what}: {name!r} holds NaN or infinite values")
 
 
 def detach_from(

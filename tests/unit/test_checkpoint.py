@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import safetensors.torch
 import torch
 
 from swarmd.checkpoint import QUARANTINE, CheckpointStore, CorruptCheckpointError, load_file, save_file
@@ -149,3 +152,28 @@ def test_a_missing_file_is_not_quarantined(tmp_path, state):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         store.get(content_hash(state))
     assert not (tmp_path / QUARANTINE).exists()
+
+
+def _parts(path) -> tuple[dict, bytes]:
+    """A safetensors file's header (parsed: safetensors orders metadata keys at random) and its data."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def test_the_file_is_what_safetensors_torch_writes(tmp_path):
+    """save_file hands safetensors its specs directly (its torch layer is slow); the format is the same."""
+    state = {
+        "w": torch.randn(5, 3),
+        "h": torch.randn(4).half(),
+        "b": torch.randn(2, 2).bfloat16(),
+        "d": torch.randn(3).double(),
+        "n": torch.tensor(3),  # 0-dim
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 4),
+    }
+    ours = save_file(state, tmp_path / "ours.safetensors")
+    theirs = tmp_path / "theirs.safetensors"
+    safetensors.torch.save_file(state, theirs, metadata={"format": "pt", "producer": "swarmd"})
+    assert _parts(ours) == _parts(theirs)
+    assert _same(load_file(ours), state)

@@ -21,6 +21,7 @@ from swarmd.codec import (
     decode,
     decode_flat,
     encode,
+    first_nonfinite,
     hash_frames,
     hash_hex,
     manifest_of,
@@ -245,3 +246,22 @@ def test_property_from_wire_never_crashes(obj: object) -> None:
     except CodecError:
         return
     assert isinstance(result, Manifest) and len(result.tensors) == len(obj)  # type: ignore[arg-type]
+
+
+def test_first_nonfinite_names_the_first_bad_tensor_and_only_a_bad_one() -> None:
+    fine = {
+        "w": torch.randn(4, 3),
+        "steps": torch.tensor(7),  # integers and flags hold no NaN
+        "mask": torch.tensor([True, False]),
+        "empty": torch.zeros(0),
+        "half": torch.ones(8, dtype=torch.float16),
+    }
+    assert first_nonfinite(fine) is None
+    assert first_nonfinite({}) is None and first_nonfinite({"n": torch.tensor([3])}) is None
+    # finite values whose sum overflows: the fused pass says "not finite", the exact check clears them
+    assert first_nonfinite({"big": torch.full((4,), 3e38), "h": torch.full((2000,), 100.0).half()}) is None
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        state = {**fine, "b": torch.tensor([1.0, bad]), "c": torch.tensor([bad])}
+        assert first_nonfinite(state) == "b"
+    assert first_nonfinite({"bf": torch.tensor([float("nan")], dtype=torch.bfloat16)}) == "bf"
+    assert first_nonfinite({"z": torch.tensor([1 + 1j, complex("nan")])}) == "z"
