@@ -172,9 +172,8 @@ class _Run:
     daemons: list[DaemonProcess]
     anvil: subprocess.Popen[bytes] | None = None
     procs: dict[int, psutil.Process] = field(default_factory=dict)
-    cpu_seen: dict[str, tuple[float, float]] = field(
-        default_factory=dict
-    )  # the last reading, kept after exit
+    # Each process's last (user, system) reading, which stands once it has exited.
+    cpu_seen: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def pids(self) -> dict[str, int]:
         pids = {d.name: d.pid for d in self.daemons if d.pid is not None}
@@ -457,6 +456,7 @@ def summarize(
             }
         )
     steady = cycles[1:] or cycles
+    shares = [c["cpu"]["host_busy"] for c in steady if c["cpu"]]
     return {
         "model_bytes": model_bytes,
         "params_m": round(model_bytes / 4 / 1e6, 2),
@@ -465,5 +465,5 @@ def summarize(
         "overhead_s": round(statistics.fmean(c["overhead_s"] for c in steady), 3),
         "floor_s": round(statistics.fmean(c["floor_s"] for c in steady), 3),
         "overhead_vs_floor": round(statistics.fmean(c["overhead_vs_floor"] for c in steady), 2),
-        "host_busy": round(statistics.fmean(c["cpu"]["host_busy"] for c in steady), 3) if cpu else None,
+        "host_busy": round(statistics.fmean(shares), 3) if shares else None,
     }
