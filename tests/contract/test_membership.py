@@ -185,7 +185,8 @@ def _flood_join_requests(c: Consortium, count: int) -> None:
         def receipts() -> list[object]:
             return batch([("eth_getTransactionReceipt", [h]) for h in hashes])
 
-        wait_until(lambda: all(receipts()), 30, what="the flood's join requests to be mined")
+        # 256 blocks, one per request: 2.6 s alone, and past 30 s once in a suite run beside two swarms
+        wait_until(lambda: all(receipts()), 180, what="the flood's join requests to be mined")
         assert {r["status"] for r in receipts()} == {"0x1"}  # type: ignore[index]
     finally:
         batch([("anvil_stopImpersonatingAccount", [s]) for s in senders])
