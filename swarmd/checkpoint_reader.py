@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +62,28 @@ class StoredState(Mapping[str, torch.Tensor]):
         self.path = path
         self._entries = entries
         self.manifest = manifest
+        self._fd: int | None = None
+
+    def _read(self, offset: int, out: torch.Tensor) -> torch.Tensor:
+        """Fill `out` with the file's bytes from `offset`. The file is opened once, on the first read, and
+        closed when this object goes: a merge reads every tensor of every update, and opening the file
+        for each (2,181 times for three DenseNet121 updates) took a fifth of the leader's merge. The
+        descriptor also keeps to the file whose hash `open_verified` checked."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            weakref.finalize(self, os.close, self._fd)
+        view = out.reshape(-1).view(torch.uint8).numpy().data.cast("B")
+        done = 0
+        while done < len(view):  # a regular file reads short only at its end (or past 2 GiB at once)
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if got == 0:
+                raise CorruptStoredState(f"checkpoint {self.path} is truncated")
+            done += got
+        return out
 
     def __getitem__(self, name: str) -> torch.Tensor:
         e = self._entries[name]
-        out = torch.empty(e.shape, dtype=e.dtype)
-        view = out.reshape(-1).view(torch.uint8).numpy().data
-        with self.path.open("rb") as f:
-            f.seek(e.start)
-            if f.readinto(view) != e.nbytes:
-                raise CorruptStoredState(f"checkpoint {self.path} is truncated")
-        return out
+        return self._read(e.start, torch.empty(e.shape, dtype=e.dtype))
 
     def read_flat(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Elements [start, stop) of tensor `name`, flattened, read from the file: what the robust merge
@@ -79,13 +93,7 @@ class StoredState(Mapping[str, torch.Tensor]):
         if not 0 <= start <= stop <= count:
             raise IndexError(f"{name}: elements [{start}, {stop}) of {count}")
         out = torch.empty(stop - start, dtype=e.dtype)
-        size = out.element_size()
-        view = out.view(torch.uint8).numpy().data
-        with self.path.open("rb") as f:
-            f.seek(e.start + start * size)
-            if f.readinto(view) != (stop - start) * size:
-                raise CorruptStoredState(f"checkpoint {self.path} is truncated")
-        return out
+        return self._read(e.start + start * out.element_size(), out)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -3,6 +3,9 @@ handed out, and a bad file set aside like a full load's."""
 
 from __future__ import annotations
 
+import gc
+import os
+
 import pytest
 import torch
 
@@ -90,3 +93,22 @@ def test_read_flat_reads_one_slice_of_one_tensor(tmp_path):
     assert opened.read_flat("w", 24, 24).numel() == 0
     with pytest.raises(IndexError):
         opened.read_flat("w", 20, 25)
+
+
+def test_reads_keep_to_the_verified_file_and_its_descriptor_goes_with_the_state(tmp_path):
+    """The file is opened once and read by offset: a file put in its place after the hash was checked is
+    not read, and the descriptor is closed when the state is dropped."""
+    store = CheckpointStore(tmp_path)
+    h = store.put(_state(2.0))
+    fds = set(os.listdir("/proc/self/fd"))
+    lazy = store.open(h)
+    first = lazy["w"]
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(store.path(store.put(_state(5.0))).read_bytes())
+    os.replace(other, store.path(h))  # another model's bytes under this name
+    assert torch.equal(first, _state(2.0)["w"]) and torch.equal(lazy["h"], _state(2.0)["h"])
+    assert torch.equal(lazy.read_flat("w", 2, 6), _state(2.0)["w"].reshape(-1)[2:6])
+    assert len(set(os.listdir("/proc/self/fd")) - fds) == 1
+    del lazy
+    gc.collect()
+    assert set(os.listdir("/proc/self/fd")) - fds == set()
