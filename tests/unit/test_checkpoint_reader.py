@@ -95,9 +95,9 @@ def test_read_flat_reads_one_slice_of_one_tensor(tmp_path):
         opened.read_flat("w", 20, 25)
 
 
-def test_reads_keep_to_the_verified_file_and_its_descriptor_goes_with_the_state(tmp_path):
-    """The file is opened once and read by offset: a file put in its place after the hash was checked is
-    not read, and the descriptor is closed when the state is dropped."""
+def test_reads_keep_to_the_file_they_began_on_and_its_descriptor_goes_with_the_state(tmp_path):
+    """The file is opened once, at the first read, and read by offset: a file put in its place after that
+    is not read, and the descriptor is closed when the state is dropped."""
     store = CheckpointStore(tmp_path)
     h = store.put(_state(2.0))
     fds = set(os.listdir("/proc/self/fd"))
