@@ -105,6 +105,19 @@ def _retrieve(fut: asyncio.Future[T]) -> None:
         fut.exception()
 
 
+def _keep(q: Answers, getter: asyncio.Future[m.Message]) -> m.Message | None:
+    """End `getter`, a `q.get()`: what it took goes back into `q` (for `Client._end` to see, should the
+    caller not read it) and is returned; None if it took nothing."""
+    if not getter.done():
+        getter.cancel()  # Queue.get leaves an item it was woken for in the queue when cancelled
+        return None
+    if getter.cancelled():
+        return None
+    msg = getter.result()
+    q.put_nowait(msg)
+    return msg
+
+
 def _raise_if_sentinel(conn: _Conn, msg: m.Message) -> None:
     """Local events posted to pending requests as req-0 replies become errors for the caller."""
     if not isinstance(msg, m.Reply) or msg.req != 0:
@@ -239,17 +252,28 @@ class Client:
             if q is not None:
                 q.put_nowait(msg)
                 return
-            if isinstance(msg, m.Grant | m.Serve):
-                # We gave up on this offer or fetch (it waited too long for the peer's slot); without a
-                # cancel the peer would hold the slot until its stall timeout, and a fetcher that keeps
-                # asking again would keep every slot of the peer's taken by serves nobody reads.
-                why = "offer withdrawn" if isinstance(msg, m.Grant) else "fetch abandoned"
-                self.ctx.spawn(self.ctx.send_quietly(conn.control, m.Cancel(msg.sid, why)))
+            self._withdraw(conn, msg)  # we gave up on this offer or fetch (it waited too long for a slot)
             if msg.req not in conn.finished:
                 raise m.BadMessage("unknown_request", f"{msg.KIND} for no request of ours")
             self.ctx.stats.late_answers += 1
         else:
             raise m.BadMessage("unexpected_kind", f"{msg.KIND} is not an answer")
+
+    def _withdraw(self, conn: _Conn, msg: m.Message) -> None:
+        """Cancel the stream a grant or serve opens, for an offer or fetch we no longer wait on: without a
+        cancel the peer would hold its slot until its stall timeout, and a fetcher that keeps asking
+        again would keep every slot of the peer's taken by serves nobody reads."""
+        if isinstance(msg, m.Grant | m.Serve):
+            why = "offer withdrawn" if isinstance(msg, m.Grant) else "fetch abandoned"
+            self.ctx.spawn(self.ctx.send_quietly(conn.control, m.Cancel(msg.sid, why)))
+
+    def _end(self, conn: _Conn, req: int) -> None:
+        """Stop waiting for answers to `req`. A grant or serve that reached its queue unread (the caller
+        was cancelled or timed out as it came) is withdrawn too: answers after this are late ones."""
+        q = conn.pending.get(req)
+        conn.finish(req)
+        while q is not None and not q.empty():
+            self._withdraw(conn, q.get_nowait())
 
     async def _request(self, peer: PeerId, msg: Request, timeout: float | None) -> tuple[_Conn, Answers]:
         """Queue `msg` on the peer's control DEALER; return where its answers will arrive.
@@ -265,15 +289,16 @@ class Client:
         send = asyncio.ensure_future(self.ctx.send(conn.control, [m.encode(msg)]))
         event = asyncio.ensure_future(q.get())
         try:
-            await asyncio.wait(
-                {send, event},
-                timeout=timeout or self.ctx.limits.request_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if event.done():
-                early = event.result()
+            try:
+                await asyncio.wait(
+                    {send, event},
+                    timeout=timeout or self.ctx.limits.request_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                early = _keep(q, event)  # the answer stays queued: the caller's, or `_end`'s to withdraw
+            if early is not None:
                 _raise_if_sentinel(conn, early)
-                q.put_nowait(early)  # not a sentinel: the answer itself, keep it for the caller
             if not send.done():
                 if conn.refused:
                     raise PeerRejected(conn.refused)
@@ -282,7 +307,7 @@ class Client:
                 )
             send.result()
         except BaseException:
-            conn.finish(msg.req)
+            self._end(conn, msg.req)
             raise
         finally:
             for fut in (send, event):
@@ -293,12 +318,18 @@ class Client:
     async def _answer(self, conn: _Conn, q: Answers, timeout: float | None) -> m.Message:
         if conn.refused:
             raise PeerRejected(conn.refused)
+        getter = asyncio.ensure_future(q.get())
         try:
-            msg = await wait_within(q.get(), timeout or self.ctx.limits.request_timeout)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+            done, _ = await asyncio.wait({getter}, timeout=timeout or self.ctx.limits.request_timeout)
+        except BaseException:
+            _keep(q, getter)  # cancelled: an answer that came as we stopped stays queued for `_end`
+            raise
+        if not done:
+            _keep(q, getter)
             raise TransportError(
                 "no answer from peer", hint="is it up, reachable, and does it list this site as a member?"
-            ) from exc
+            )
+        msg = getter.result()
         _raise_if_sentinel(conn, msg)
         return msg
 
@@ -308,7 +339,7 @@ class Client:
         try:
             return await self._answer(conn, q, timeout)
         finally:
-            conn.finish(msg.req)
+            self._end(conn, msg.req)
 
     # --- requests ---------------------------------------------------------------------------------
     async def ping(self, peer: PeerId, timeout: float | None) -> float:
@@ -351,7 +382,7 @@ class Client:
                 raise TransportError(f"peer answered an update with {answer.KIND}")
             return Verdict(answer.ok, answer.reason, answer.detail, answer.receipt)
         finally:
-            conn.finish(offer.req)
+            self._end(conn, offer.req)
             if out is not None:
                 self.flows.outbound.pop(out.sid, None)
                 if not finished:  # failed or cancelled mid-stream: let the receiver free its slot now
@@ -419,20 +450,24 @@ class Client:
                 raise TransportError(f"peer answered a fetch with {answer.KIND}")
             return await self._receive_model(conn, q, answer, model_hash, max_bytes, key, relay)
         finally:
-            conn.finish(req)
+            self._end(conn, req)
 
     async def _receive_model(
         self, conn: _Conn, q: Answers, serve: m.Serve, model_hash: bytes, max_bytes: int, key: bytes | None,
         relay: Callable[[], object] | None,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         ctx = self.ctx
-        if serve.manifest.total_nbytes > max_bytes:
-            ctx.reject("too_large", conn.key, f"model of {serve.manifest.total_nbytes} bytes")
-            raise PeerRejected(f"model of {serve.manifest.total_nbytes} bytes exceeds {max_bytes}")
-        sock = conn.control
-        if key is not None:
-            sock = self._bulk(conn, serve.bulk_port, serve.token)
-        stream = Inbound(serve.sid, conn.key, serve.manifest, ctx.limits.chunk_size, key)
+        try:
+            if serve.manifest.total_nbytes > max_bytes:
+                ctx.reject("too_large", conn.key, f"model of {serve.manifest.total_nbytes} bytes")
+                raise PeerRejected(f"model of {serve.manifest.total_nbytes} bytes exceeds {max_bytes}")
+            sock = conn.control
+            if key is not None:
+                sock = self._bulk(conn, serve.bulk_port, serve.token)
+            stream = Inbound(serve.sid, conn.key, serve.manifest, ctx.limits.chunk_size, key)
+        except BaseException:
+            self._withdraw(conn, serve)  # the server opened the stream for us: it frees the slot now
+            raise
 
         async def grant(n: int, first: bool) -> None:
             frame = stream.sealed_grant() if key is not None else m.encode(m.Grant(serve.req, serve.sid, n))

@@ -118,6 +118,7 @@ async def _run(node: Node, rec: Recorder, op: str, cmd: dict[str, Any]) -> dict[
             "rejections": dict(s.rejections),
             "denied": s.handshakes_denied,
             "streams_out": len(node._flows.outbound),  # uploads and serves still pumping
+            "streams_in": len(node._flows.inbound),  # updates and models still arriving
             "max_streams_in": rec.max_streams_in,
         }
     raise ValueError(f"unknown op {op}")

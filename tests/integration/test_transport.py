@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from swarmd import codec
 from swarmd.errors import HashMismatch, IdentityError, PeerRejected, StreamFailed, TransportError
 from swarmd.ledger.devnet import free_port
 from swarmd.transport import Node, Refusal, SecAggTopic, Verdict, client
-from swarmd.transport.messages import MAX_SECAGG_BODY
+from swarmd.transport.messages import MAX_SECAGG_BODY, Grant, Serve
 
 pytestmark = pytest.mark.multiproc
 
@@ -268,6 +269,66 @@ def test_an_abandoned_fetch_stops_the_servers_pump_at_once(spawn_peer, loop_node
     assert local.node.stats.rejections == {}  # no reply to a cancelled fetch, no stray chunk counted
     got = local.run(local.node.fetch_model(b.key, codec.content_hash(big), max_bytes=1 << 30))
     assert codec.content_hash(got) == codec.content_hash(big)
+
+
+def cancel_on_arrival(local: Any, kind: type, start: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run `start` as a task on the local node, cancelled in the very step an answer of `kind` reaches
+    its queue: the answer stays unread (a caller that gave up just as it came)."""
+    node_client = local.node._client
+    answered = node_client._on_answer
+    task: list[asyncio.Task[Any]] = []
+
+    def on_answer(conn: Any, r: Any, *, via_bulk: bool) -> None:
+        answered(conn, r, via_bulk=via_bulk)
+        if isinstance(r.msg, kind):
+            task[0].cancel()
+
+    node_client._on_answer = on_answer
+
+    async def begin() -> asyncio.Task[Any]:
+        task.append(asyncio.ensure_future(start))
+        return task[0]
+
+    return local.run(begin())
+
+
+def until(check: Callable[[], bool], seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while not check() and time.monotonic() < end:
+        time.sleep(0.05)
+    return check()
+
+
+def test_a_fetch_given_up_as_its_serve_arrives_is_cancelled_not_stalled(spawn_peer, loop_node) -> None:
+    """The fetcher is cancelled in the step the server's Serve lands, unread. It still cancels the serve,
+    so the server frees the slot at once, not after its 60 s stall timeout. (Unread, such serves held
+    both of a peer's slots at an owner for 20 s in an N = 8 sharded round, after a restart of its
+    fetches, and each of its next questions went unanswered.)"""
+    b = spawn_peer("--stall", "60")
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    small = {"w": torch.arange(1000, dtype=torch.float32)}
+    h = codec.content_hash(small)
+    assert local.run(local.node.send_update(b.key, round=1, term=0, state=small)).ok
+    fetch = cancel_on_arrival(local, Serve, local.node.fetch_model(b.key, h, max_bytes=1 << 30))
+    assert until(fetch.done, 30) and fetch.cancelled()
+    assert until(lambda: b.call("stats")["streams_out"] == 0, 10)  # not the 60 s stall timeout
+    assert b.call("stats")["rejections"] == {"cancelled": 1}
+    assert local.node.stats.rejections == {}
+
+
+def test_an_offer_given_up_as_its_grant_arrives_is_withdrawn_not_stalled(spawn_peer, loop_node) -> None:
+    """The same for an update: the sender is cancelled in the step the receiver's Grant lands, unread;
+    the receiver hears the offer withdrawn at once, not after its 60 s stall timeout."""
+    b = spawn_peer("--stall", "60")
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    small = {"w": torch.ones(1000)}
+    send = cancel_on_arrival(local, Grant, local.node.send_update(b.key, round=1, term=0, state=small))
+    assert until(send.done, 30) and send.cancelled()
+    assert until(lambda: b.call("stats")["streams_in"] == 0, 10)  # not the 60 s stall timeout
+    assert b.call("stats")["rejections"] == {"cancelled": 1}
+    assert b.call("stats")["updates"] == 0
 
 
 def test_a_serve_stopped_for_a_stall_is_a_stream_failure_and_the_next_fetch_succeeds(
