@@ -333,14 +333,19 @@ class ShardSide(LeaderSide):
 
     @staticmethod
     async def in_turn(calls: Sequence[Callable[[], Awaitable[None]]], width: int = PER_PEER) -> None:
-        """Run the calls, `width` at a time (one peer's leaves: the link stays busy between two)."""
+        """Run the calls, `width` at a time (one peer's leaves: the link stays busy between two), each to
+        its end; then raise the first failure. A failure does not leave the others running behind the
+        caller's retry, which would fetch their leaves a second time meanwhile."""
         turn = asyncio.Semaphore(width)
 
         async def run(call: Callable[[], Awaitable[None]]) -> None:
             async with turn:
                 await call()
 
-        await asyncio.gather(*(run(c) for c in calls))
+        ended = await asyncio.gather(*(run(c) for c in calls), return_exceptions=True)
+        failed = [x for x in ended if isinstance(x, BaseException)]
+        if failed:
+            raise failed[0]
 
     async def gather(self, work: ShardWork) -> None:
         """All-gather: the merged leaves, ours from memory and the others' from their owners (the latest

@@ -1,8 +1,12 @@
 """A sharded committer fetching another committer's leaves: a sender that has not opened the round yet
 (`not_ready`) is asked again at the same short pace, since it opens within ms of its next chain read;
-other failures back off."""
+other failures back off. One peer's leaves are fetched a few at a time, and a failed one leaves none
+of the others running behind the retry."""
 
 from __future__ import annotations
+
+import asyncio
+import functools
 
 import pytest
 import torch
@@ -59,3 +63,32 @@ async def test_a_sender_not_ready_is_asked_again_without_backing_off(
     d.fetch_leaf = fetch_leaf
     await d.fetch_leaves(work, PEER)
     assert slept == pauses and work.missing(PEER) == [] and work.mine()
+
+
+async def test_a_failed_fetch_leaves_none_of_its_siblings_running_behind_the_retry():
+    running: set[int] = set()
+    finished: list[int] = []
+
+    async def fetch(i: int) -> None:
+        running.add(i)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            running.discard(i)
+        finished.append(i)
+
+    async def fail() -> None:
+        raise TransportError("no answer from peer")
+
+    calls = [fail, *(functools.partial(fetch, i) for i in range(3))]
+    with pytest.raises(TransportError, match="no answer"):
+        await shards.ShardSide.in_turn(calls, width=2)
+    assert not running and sorted(finished) == [0, 1, 2]  # each ran to its end before the failure is raised
+
+    started = asyncio.ensure_future(shards.ShardSide.in_turn([functools.partial(fetch, i) for i in range(4)]))
+    await asyncio.sleep(0.01)
+    started.cancel()  # the round moved on: its fetches go with it
+    with pytest.raises(asyncio.CancelledError):
+        await started
+    await asyncio.sleep(0.1)
+    assert not running and sorted(finished) == [0, 1, 2]  # all four were cut short: none finished
