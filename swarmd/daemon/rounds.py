@@ -314,9 +314,10 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
         if self.sharded:
             # Commits have closed: the exchange can start, before our reveal's transaction (a tenth of a
             # second on the exchange's path at every site; the election waits for the reveals, the
-            # exchange does not). On the commits read with `can_reveal`, at the same instant: every
-            # commit is in them (a site that opened on fewer would refuse the others as strangers).
-            await self.open_shards_early(r, info)
+            # exchange does not). On the commits of the block `can_reveal` was read for, the next one:
+            # the latest may lack the last commit, mined with it, and a site that opened on fewer would
+            # refuse that committer as a stranger, then start its fetches over once elected.
+            await self.open_shards_early(r, await self.chain(self.ledger.round, r, "pending"))
         await self.transact(self.ledger.reveal, r, secret)
         return True
 

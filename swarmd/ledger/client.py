@@ -171,8 +171,10 @@ class Ledger(ContractRpc):
     def current_round(self) -> int:
         return int(self._call("currentRound"))
 
-    def round(self, r: int) -> RoundInfo:
-        return RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round")))
+    def round(self, r: int, block: str = "latest") -> RoundInfo:
+        """Round `r` as of `block`: "latest", or "pending" for the next block (the one a view read at
+        "pending", like `can_reveal`, speaks of)."""
+        return RoundInfo.from_chain(self._call("getRound", arg.uint(r, "round"), block=block))
 
     def rounds(self) -> list[RoundInfo]:
         """Every round so far, oldest first, the current (open or elected) one last."""

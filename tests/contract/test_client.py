@@ -19,7 +19,7 @@ from eth_account.signers.local import LocalAccount
 
 from swarmd.errors import ChainUnavailable, LedgerError
 from swarmd.ledger import Devnet, Ledger, errors
-from swarmd.ledger.devnet import free_port
+from swarmd.ledger.devnet import free_port, rpc_call
 from swarmd.ledger.errors import NodeError, UnknownContract
 
 pytestmark = pytest.mark.chain
@@ -265,6 +265,28 @@ def test_the_election_view_reads_the_round_and_both_gates_at_once(proxied, refus
     assert proxy.posts[: len(expected)] == expected
     with pytest.raises(errors.UnknownRound):  # a revert in a batch is named as in a single call
         site.election_view(7)
+
+
+def test_the_next_block_holds_the_commit_that_closes_commits_before_the_latest_does() -> None:
+    """Read at "pending", the round already holds a commit sent and not yet mined, and `can_reveal`
+    (read there) is true when that commit closes the commits: the latest block still lacks it. The
+    sharded exchange opens on the round read at "pending", with every committer."""
+    with Devnet.start(accounts=N_ACCOUNTS) as dev:
+        c = deploy_consortium(dev, [Account.from_key(k) for k in dev.dev_keys], sites=2, outsiders=0)
+        commit(c.sites[0], 0, h32("u0"), 3)
+        rpc_call(dev.rpc_url, "evm_setAutomine", [False])  # the next transaction waits for evm_mine
+        last = threading.Thread(target=commit, args=(c.sites[1], 0, h32("u1"), 4), daemon=True)
+        last.start()
+        end = time.monotonic() + 30
+        while len(c.admin.round(0, "pending").commits) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        pending, latest = c.admin.round(0, "pending"), c.admin.round(0)
+        assert [x.site for x in pending.commits] == [s.sender for s in c.sites]
+        assert [x.site for x in latest.commits] == [c.sites[0].sender]
+        assert c.admin.can_reveal(0)  # the commits close with the next block
+        rpc_call(dev.rpc_url, "evm_mine", [])
+        last.join(30)
+        assert c.admin.round(0) == pending
 
 
 def test_a_round_start_reads_members_round_number_and_round_at_once(proxied) -> None:

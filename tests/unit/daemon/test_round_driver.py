@@ -461,10 +461,11 @@ async def test_a_sharded_exchange_opens_on_the_commits_read_once_they_closed_bef
     d, ledger, _node = committer
     everyone = _round(0, "", RoundStatus.OPEN)
     d.journal.update(2, election_secret="0x" + "11" * 32)
-    # One read shows our commit alone (commits still open); the next, with canReveal, every commit.
+    # One read shows our commit alone (commits still open); the next, with canReveal (read for the next
+    # block), all but the last commit: it is mined with that next block, which every commit is in.
     views = [
         ElectionView(dataclasses.replace(everyone, commits=everyone.commits[:1]), False, False),
-        ElectionView(everyone, True, False),
+        ElectionView(dataclasses.replace(everyone, commits=everyone.commits[:2]), True, False),
     ]
     opened: list[tuple[str, ...]] = []
     steps: list[str] = []
@@ -479,8 +480,13 @@ async def test_a_sharded_exchange_opens_on_the_commits_read_once_they_closed_bef
         steps.append("open")
         opened.append(tuple(c.site for c in info.commits))
 
+    def round_at(r: int, block: str = "latest") -> RoundInfo:
+        assert block == "pending"
+        return everyone
+
     ledger.election_view = election_view  # type: ignore[attr-defined]
     ledger.reveal = reveal  # type: ignore[attr-defined]
+    ledger.round = round_at  # type: ignore[method-assign]
     monkeypatch.setattr(RoundDriver, "sharded", property(lambda self: True))
     d.open_shards_early = open_shards_early  # type: ignore[method-assign]
     info = await asyncio.wait_for(d.until_elected(2), timeout=5)
