@@ -38,6 +38,7 @@ from swarmd.ledger.types import (
     RoundStart,
     VoteTally,
 )
+from swarmd.ledger.views import Views
 
 if TYPE_CHECKING:
     from swarmd.ledger.events import EventStream
@@ -73,6 +74,7 @@ class Ledger(ContractRpc):
         self.w3 = make_web3(rpc_url, poa=poa, timeout=request_timeout)
         self.contract = self.w3.eth.contract(address=self.address, abi=artifact.abi)
         self.decoder = RevertDecoder(artifact.abi)
+        self.views = Views(artifact.abi, self.w3.codec)
         self._poa = poa
         self._lock = threading.RLock()
 

@@ -6,7 +6,8 @@ trip (one request at a time for a node or gateway that refuses batches).
 
 `ContractRpc` is the base of `Ledger`: it holds no API of its own, only `_call` (a view), `_call_many`
 (views in one batch), `_send` (a transaction) and `_rpc` (any request), which the client's methods and
-the event readers use.
+the event readers use. Views go the lean way (views.py) and through web3's contract calls only when
+their answer is an error, which web3 then names.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.middleware import ExtraDataToPOAMiddleware
-from web3.providers import HTTPProvider
+from web3.providers import HTTPProvider, JSONBaseProvider
 from web3.types import RPCEndpoint, TxParams, TxReceipt
 
 from swarmd.config import check_rpc_url
 from swarmd.errors import ChainUnavailable, ContractRevert, LedgerError
 from swarmd.ledger.errors import NodeError, RevertDecoder, TransactionFailed, UnknownContract
+from swarmd.ledger.views import NotTaken, Views
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -141,6 +143,12 @@ class ContractRpc:
     decoder: RevertDecoder
     _lock: threading.RLock
     _batch_reads: bool = True  # cleared for a node that refuses JSON-RPC batches
+    views: Views
+    lean_reads: bool = True  # views read through `views`, not web3's contract calls (False: web3's only)
+
+    @property
+    def _provider(self) -> JSONBaseProvider:
+        return cast(JSONBaseProvider, self.w3.provider)
 
     def _rpc(self, fn: Callable[[], T]) -> T:
         """Run one RPC, retrying with exponential backoff while the endpoint is unreachable."""
@@ -188,6 +196,12 @@ class ContractRpc:
         return TransactionFailed("Revert", (str(exc),))
 
     def _call(self, name: str, *args: Any, block: str | int = "latest") -> Any:
+        if self.lean_reads and name in self.views:
+            request = self.views.request(self.address, name, args, block)
+            try:
+                return self.views.answer(name, self._rpc(lambda: self._provider.make_request(*request)))
+            except NotTaken:
+                pass  # an error, or no such contract: web3's call below names it
         fn = getattr(self.contract.functions, name)(*args)
         try:
             return self._rpc(lambda: fn.call(block_identifier=block))
@@ -260,6 +274,11 @@ class ContractRpc:
 
     def _call_many(self, calls: Sequence[tuple[str, tuple[Any, ...], str | int]]) -> list[Any]:
         """Several views, each (name, args, block), answered in one round trip; raises as `_call`."""
+        if self.lean_reads and self._batch_reads and all(name in self.views for name, _, _ in calls):
+            try:
+                return self._lean_batch(calls)
+            except (NotTaken, requests.RequestException, OSError, ValueError):
+                pass  # web3's batch below retries an outage, names an error, learns of a refused batch
         fns = [(getattr(self.contract.functions, name)(*args), block) for name, args, block in calls]
         try:
             return self._batch([functools.partial(fn.call, block_identifier=block) for fn, block in fns])
@@ -271,6 +290,18 @@ class ContractRpc:
                 f"{self.address} on {self.rpc_url} does not answer {names} like a SwarmLedger",
                 hint="check chain.contract in the site config and that the RPC points at the right chain",
             ) from exc
+
+    def _lean_batch(self, calls: Sequence[tuple[str, tuple[Any, ...], str | int]]) -> list[Any]:
+        """`_call_many`'s happy path: one batch of `eth_call`s to the provider, each answer decoded by
+        `views`; NotTaken for any answer but the one expected (JSON-RPC allows any order: by id)."""
+        requests_ = [self.views.request(self.address, name, args, block) for name, args, block in calls]
+        answers = self._provider.make_batch_request(requests_)
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            raise NotTaken("batch")
+        if not all(isinstance(a, dict) and isinstance(a.get("id"), int) for a in answers):
+            raise NotTaken("batch")
+        ordered = sorted(answers, key=lambda a: int(a["id"]))  # type: ignore[arg-type]
+        return [self.views.answer(name, a) for (name, _, _), a in zip(calls, ordered, strict=True)]
 
     def _batch(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
         """The answers to `calls` (web3 requests, made when called) in one JSON-RPC batch, or one request
