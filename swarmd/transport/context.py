@@ -30,6 +30,10 @@ from swarmd.transport.stream import SealBuffers
 
 log = logging.getLogger("swarmd.transport")
 
+# Rejections counted like any other but logged at info: the protocol's normal course, not a fault (an
+# offer that came before the leader opened its exchange, a stream a peer stopped as its round moved on).
+ROUTINE = frozenset({"not_ready", "cancelled"})
+
 BulkMode = Literal["aead", "curve"]
 OutFrame = bytes | memoryview  # one frame of an outgoing message
 
@@ -152,7 +156,8 @@ class Context:
         return task
 
     def reject(self, reason: str, peer: PeerId | None, detail: str) -> None:
-        """Count a bad input under `reason`; log it within the peer's log budget (strangers share one)."""
+        """Count a bad input under `reason`; log it within the peer's log budget (strangers share one), at
+        warning unless it is ROUTINE."""
         self.stats.rejections[reason] += 1
         n = self.stats.rejections[reason]
         key = peer if peer in self.members else None  # the buckets stay bounded by the member set
@@ -164,7 +169,8 @@ class Context:
         quiet = self._log_suppressed.pop(key, 0)
         who = (self.labels.get(peer) or z85.encode(peer).decode()[:12]) if peer else "?"
         more = f"; {quiet} more from this peer not logged" if quiet else ""
-        log.warning("rejected from %s: %s #%d (%s)%s", who, reason, n, detail[:200], more)
+        level = logging.INFO if reason in ROUTINE else logging.WARNING
+        log.log(level, "rejected from %s: %s #%d (%s)%s", who, reason, n, detail[:200], more)
 
     def bulk_token(self, peer: PeerId) -> bytes:
         """The password `peer` connects to our bulk port with (handed to it over CURVE)."""

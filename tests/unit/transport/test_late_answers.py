@@ -1,9 +1,11 @@
 """Answers on our connection to a peer: one to a request we already ended (timed out, withdrawn) is late
-and dropped without counting against the peer; one to no request of ours is a rejection."""
+and dropped without counting against the peer; one to no request of ours is a rejection. Routine
+refusals are counted as rejections too, but logged at info, not as warnings."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -39,3 +41,14 @@ def test_a_late_answer_is_dropped_quietly_and_a_stray_one_is_rejected() -> None:
     conn.pending[9_999] = asyncio.Queue()
     _answer(client, conn, 9_999)  # a pending request gets its answer
     assert conn.pending[9_999].get_nowait().req == 9_999
+
+
+def test_routine_refusals_are_counted_and_logged_at_info_the_rest_at_warning(caplog) -> None:
+    ctx = Context(handler=None, limits=Limits(), max_bytes=1, bulk_mode="aead", public=b"", secret=b"")  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="swarmd.transport"):
+        ctx.reject("not_ready", PEER, "no exchange open for that round and term")
+        ctx.reject("cancelled", PEER, "fetch abandoned")
+        ctx.reject("bad_header", PEER, "message without a header frame")
+    assert ctx.stats.rejections == {"not_ready": 1, "cancelled": 1, "bad_header": 1}
+    levels = [(r.levelname, r.getMessage().split(": ")[1].split(" ")[0]) for r in caplog.records]
+    assert levels == [("INFO", "not_ready"), ("INFO", "cancelled"), ("WARNING", "bad_header")]
