@@ -493,3 +493,38 @@ async def test_a_sharded_exchange_opens_on_the_commits_read_once_they_closed_bef
     assert info.status == RoundStatus.ELECTED
     assert steps == ["open", "reveal"]  # the exchange does not wait for our reveal's transaction
     assert opened == [(ME, PEER, "0xThird")]  # every committer: none of them is refused as a stranger
+
+
+# --- waiting for a term's end ------------------------------------------------------------------------
+async def test_a_term_is_watched_head_by_head_when_the_node_pushes_heads(committer):
+    """While a term plays out, a committer reads the chain again at each pushed head (or a peer's
+    nudge), not every poll: nothing it reads changes without a block. Without pushed heads it polls."""
+    d, ledger, _node = committer  # poll 0.01 s
+    reads: list[int] = []
+    elected = ledger.info
+
+    def round_read(r: int) -> RoundInfo:
+        reads.append(r)
+        return ledger.info
+
+    ledger.round = round_read  # type: ignore[method-assign]
+    d.state.chain_heads = "pushed"
+    settled = asyncio.ensure_future(d.until_settled(2, elected.term))
+    await asyncio.sleep(0.3)
+    assert len(reads) == 1  # polled every 0.01 s, it would have read about 30 times
+    d.saw_head(11)
+    await asyncio.sleep(0.05)
+    assert len(reads) == 2 and not settled.done()
+    ledger.info = dataclasses.replace(elected, status=RoundStatus.FINALIZED)
+    d.saw_head(12)
+    assert (await asyncio.wait_for(settled, timeout=5)).status == RoundStatus.FINALIZED
+
+    reads.clear()
+    ledger.info = elected
+    d.state.chain_heads = "lost"  # the node's heads stopped: back to polling
+    settled = asyncio.ensure_future(d.until_settled(2, elected.term))
+    await asyncio.sleep(0.3)
+    settled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await settled
+    assert len(reads) > 5
