@@ -329,7 +329,7 @@ class RoundDriver(ShardSide, BudgetSide, ModelSide, PersonalSide):
                 return info
             if await self.reelect_if_due(r, info.leader):
                 continue
-            await self.sleep(self.poll)
+            await self.until_next_head()
 
     async def reelect_if_due(self, r: int, leader: str | None) -> bool:
         """Call reelect as soon as the contract allows it; True when it did (or another site did)."""

@@ -231,7 +231,7 @@ class ShardSide(LeaderSide):
                 break
             if await self.reelect_if_due(r, now.leader):
                 return
-            await self.sleep(self.poll)
+            await self.until_next_head()
         if now.status != RoundStatus.FINALIZED or work.plan is None or work.plan.merged is None:
             return
         until = time.monotonic() + GATHER_GRACE
