@@ -200,8 +200,8 @@ class RoundPlumbing:
     async def until_next_head(self) -> None:
         """Between two reads of the chain while a term plays out (waiting for the finalize, or for the
         leader's timeout): nothing read then changes without a block, so with heads pushed by the node
-        the next head (or a peer's nudge) ends the wait, and the timer is only a safety net. Polling at
-        `poll` instead cost every waiting site two reads four times a second, new blocks or not."""
+        the next head (or a peer's nudge) ends the wait, and the timer is only a safety net. Polling
+        instead cost every waiting site two reads a poll, new blocks or not."""
         await self.sleep(HEADS_SAFETY_S if self.state.chain_heads == "pushed" else self.poll)
 
     def nudge(self) -> None:
