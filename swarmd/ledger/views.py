@@ -90,12 +90,14 @@ class Views:
         data = view.selector + self.codec.encode(list(view.inputs), list(args))
         return RPCEndpoint("eth_call"), [{"to": to, "data": "0x" + data.hex()}, _block(block)]
 
-    def answer(self, name: str, response: Mapping[str, Any]) -> Any:
+    def answer(self, name: str, response: object) -> Any:
         """The view's return value from its JSON-RPC response, as web3 gives it; `NotTaken` for anything
-        else."""
+        else (an error, a gateway's answer that is not a JSON-RPC response at all)."""
         view = self._views[name]
+        if not isinstance(response, Mapping) or "error" in response:
+            raise NotTaken(name)
         result = response.get("result")
-        if "error" in response or not isinstance(result, str) or not result.startswith("0x"):
+        if not isinstance(result, str) or not result.startswith("0x"):
             raise NotTaken(name)
         try:
             raw = bytes.fromhex(result[2:])
