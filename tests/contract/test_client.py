@@ -220,11 +220,13 @@ def test_a_transaction_reads_its_nonce_gas_and_fees_in_one_batch(proxied) -> Non
     proxy.posts.clear()
     receipt = site.update_endpoint("tcp://batched:2")
     assert receipt["status"] == 1
-    assert proxy.posts == [
+    assert proxy.posts[:2] == [
         ["eth_getTransactionCount", "eth_estimateGas", "eth_getBlockByNumber", "eth_maxPriorityFeePerGas"],
         ["eth_sendRawTransaction"],
-        ["eth_getTransactionReceipt"],
     ]
+    # Then the receipt, asked again while anvil has not mined it (on a loaded box, once in a clean-clone run)
+    polls = proxy.posts[2:]
+    assert 1 <= len(polls) <= 5 and all(p == ["eth_getTransactionReceipt"] for p in polls)
     # The fees are what web3 would have filled in: the suggested tip, and room for the base fee to double.
     tx = site.w3.eth.get_transaction(receipt["transactionHash"])
     base_fee = site.w3.eth.get_block(receipt["blockNumber"] - 1)["baseFeePerGas"]
