@@ -3,9 +3,10 @@
 A checkpoint's file name is `hash_hex(content_hash(state)) + ".safetensors"`, the same hash that
 names the model on chain, so a file can be checked against the ledger without trusting its name.
 Files are written atomically (tmp, fsync, rename) and read only through safetensors: nothing is
-ever unpickled and `torch.load` is never called. Every load recomputes the content hash; a
-corrupt, truncated or mismatching file raises CorruptCheckpointError, and the store moves it aside
-into `quarantine/` so that the next look finds no file and the model is fetched again.
+ever unpickled and `torch.load` is never called. Every load recomputes the content hash, except
+`open` of a file the store wrote itself and that is still the same file; a corrupt, truncated or
+mismatching file raises CorruptCheckpointError, and the store moves it aside into `quarantine/` so
+that the next look finds no file and the model is fetched again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from swarmd.checkpoint_reader import CorruptStoredState, StoredState, open_verified
+from swarmd.checkpoint_reader import CorruptStoredState, FileId, StoredState, open_verified
 from swarmd.codec import HASH_SIZE, content_hash, hash_hex
 from swarmd.errors import CheckpointError, CodecError, StoreError
 from swarmd.fsutil import DiskFullError, atomic_path, quarantine
@@ -32,6 +35,7 @@ _METADATA = {"format": "pt", "producer": "swarmd"}
 QUARANTINE = "quarantine"
 # safetensors reports the OS error of a failed write only in its message.
 _NO_SPACE_MESSAGES = ("os error 28)", "os error 122)")  # ENOSPC, EDQUOT
+_WRITTEN_KEPT = 1024  # files this store remembers writing; one forgotten is hashed again when opened
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -138,6 +142,8 @@ class CheckpointStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._written: OrderedDict[bytes, FileId] = OrderedDict()
+        self._written_lock = threading.Lock()
 
     def path(self, h: bytes) -> Path:
         return self.root / (hash_hex(_check_hash(h)) + SUFFIX)
@@ -158,7 +164,19 @@ class CheckpointStore:
         if not target.is_file():
             # A file of this name can only hold these bytes, so a concurrent writer is harmless.
             save_file(state, target)
+            self._wrote(h, target)
         return h
+
+    def _wrote(self, h: bytes, target: Path) -> None:
+        try:
+            written = FileId.of(target.stat())
+        except OSError:
+            return  # gone already (pruned): nothing to remember
+        with self._written_lock:
+            self._written[h] = written
+            self._written.move_to_end(h)
+            while len(self._written) > _WRITTEN_KEPT:
+                self._written.popitem(last=False)
 
     def get(self, h: bytes) -> dict[str, torch.Tensor]:
         """Load and verify the checkpoint named by `h`.
@@ -176,12 +194,15 @@ class CheckpointStore:
 
     def open(self, h: bytes) -> StoredState:
         """The checkpoint named by `h`, verified, its tensors read one at a time on access (see
-        `checkpoint_reader`); a bad file is moved aside as in get()."""
+        `checkpoint_reader`); a bad file is moved aside as in get(). The file this store wrote for `h`
+        (`put`), while the path still holds it, is not hashed again: its state's hash was `h`."""
         target = self.path(h)
         if not target.is_file():
             raise CheckpointError(f"no checkpoint {hash_hex(h)} in {self.root}")
+        with self._written_lock:
+            written = self._written.get(h)
         try:
-            return open_verified(target, _check_hash(h))
+            return open_verified(target, _check_hash(h), written)
         except CorruptStoredState as exc:
             raise self._set_aside(target, exc) from None
 

@@ -7,7 +7,8 @@ time (`read_flat`), again and again, and holds no update; and no file is memory-
 (mapped pages would count in the leader's RSS as long as the map lives). The file's header is
 parsed and bounds-checked here (safetensors' layout: an 8-byte little-endian header length, a JSON
 header of dtype, shape and byte offsets per tensor, then the data); nothing is ever unpickled. The
-content hash is verified by `open_verified`, in one streaming pass, before any tensor is handed out.
+content hash is verified by `open_verified`, in one streaming pass, before any tensor is handed out,
+unless the caller wrote that very file itself (`FileId`) from a state whose hash it knew.
 """
 
 from __future__ import annotations
@@ -39,12 +40,27 @@ _DTYPES = {
     "I64": ("int64", torch.int64),
     "BOOL": ("bool", torch.bool),
 }
+_NAMES = {t: name for name, t in _DTYPES.values()}
+_ITEM_SIZES = {t: torch.empty((), dtype=t).element_size() for _, t in _DTYPES.values()}
 _MAX_HEADER = 100 << 20
 _CHUNK = 16 << 20  # bytes hashed at a time
 
 
 class CorruptStoredState(CheckpointError):
     """The file's header or size is not a checkpoint's, or its bytes do not hash to its name."""
+
+
+@dataclass(frozen=True)
+class FileId:
+    """Which file a path held when it was written: a file replaced or rewritten since has another."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileId:
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -126,18 +142,26 @@ class HeldState(Mapping[str, torch.Tensor]):
         return len(self._state)
 
 
-def open_verified(path: Path, expected: bytes) -> StoredState:
+def open_verified(path: Path, expected: bytes, written: FileId | None = None) -> StoredState:
     """The checkpoint at `path`, once its bytes hash to `expected` (read in chunks, nothing kept).
+
+    `written`: the file the caller wrote at `path` from a state hashing to `expected`. While the path
+    still holds that file, its header is checked but its bytes are not hashed again: a leader's merge
+    opens every update it stored seconds before (the transport hashed each as it came in), and at
+    N = 8 hashing them again took a quarter of a second of its critical path.
 
     Raises CheckpointError when the file is missing, CorruptStoredState when it is not a checkpoint
     or holds other bytes than `expected` names."""
     path = Path(path)
     try:
         with path.open("rb") as f:
-            entries = _header(f, path.stat().st_size, path)
+            st = os.fstat(f.fileno())
+            entries = _header(f, st.st_size, path)
             manifest = Manifest(
                 tuple(TensorSpec(n, _name(e.dtype), e.shape, e.nbytes) for n, e in sorted(entries.items()))
             )
+            if written is not None and FileId.of(st) == written:
+                return StoredState(path, entries, manifest)
             hasher = ContentHasher(manifest)
             for spec in manifest.tensors:
                 f.seek(entries[spec.name].start)
@@ -164,7 +188,7 @@ def open_verified(path: Path, expected: bytes) -> StoredState:
 
 
 def _name(dtype: torch.dtype) -> str:
-    return next(name for name, t in _DTYPES.values() if t == dtype)
+    return _NAMES[dtype]
 
 
 def _header(f: BinaryIO, size: int, path: Path) -> dict[str, _Entry]:
@@ -190,7 +214,7 @@ def _header(f: BinaryIO, size: int, path: Path) -> dict[str, _Entry]:
             begin, end = (int(x) for x in spec["data_offsets"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptStoredState(f"checkpoint {path}: bad entry for {name!r} ({exc})") from None
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * _ITEM_SIZES[dtype]
         if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - 8 - n or end - begin != nbytes:
             raise CorruptStoredState(f"checkpoint {path}: entry {name!r} does not fit the file")
         entries[str(name)] = _Entry(dtype, shape, 8 + n + begin, nbytes)

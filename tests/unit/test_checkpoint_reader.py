@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from swarmd.checkpoint import CheckpointStore, CorruptCheckpointError
-from swarmd.codec import content_hash
+from swarmd.codec import ContentHasher, content_hash
 from swarmd.daemon.exchange import Exchange
 from swarmd.merge import get_rule
 
@@ -112,3 +112,47 @@ def test_reads_keep_to_the_file_they_began_on_and_its_descriptor_goes_with_the_s
     del lazy
     gc.collect()
     assert set(os.listdir("/proc/self/fd")) - fds == set()
+
+
+def _hashed_bytes(monkeypatch) -> list[int]:
+    """Counts the bytes `open` hashes from here on."""
+    counted: list[int] = []
+    real = ContentHasher.update
+
+    def update(self, chunk):
+        counted.append(len(chunk))
+        return real(self, chunk)
+
+    monkeypatch.setattr(ContentHasher, "update", update)
+    return counted
+
+
+def test_a_file_the_store_wrote_is_opened_without_hashing_it_again(tmp_path, monkeypatch):
+    """The leader opens each update it stored seconds before for its merge: the store wrote that file from
+    a state whose hash it knew, so only the header is read. Another store on the same directory (a
+    restarted daemon) did not write it, and hashes it."""
+    store = CheckpointStore(tmp_path)
+    h = store.put(_state(2.0))
+    hashed = _hashed_bytes(monkeypatch)
+    lazy = store.open(h)
+    assert hashed == [] and content_hash(dict(lazy)) == h
+    CheckpointStore(tmp_path).open(h)
+    assert sum(hashed) > 0
+
+
+def test_a_file_replaced_or_rewritten_since_the_store_wrote_it_is_hashed_and_set_aside(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path)
+    h = store.put(_state(1.0))
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(store.path(store.put(_state(4.0))).read_bytes())
+    os.replace(other, store.path(h))  # another model's bytes under this name: a new file
+    hashed = _hashed_bytes(monkeypatch)
+    with pytest.raises(CorruptCheckpointError, match="does not match its hash"):
+        store.open(h)
+    assert sum(hashed) > 0 and not store.has(h)
+    h = store.put(_state(1.0))  # written again after it was set aside: trusted again
+    with store.path(h).open("r+b") as f:  # one byte changed in place
+        f.seek(-1, os.SEEK_END)
+        f.write(b"\x01")
+    with pytest.raises(CorruptCheckpointError, match="does not match its hash"):
+        store.open(h)
