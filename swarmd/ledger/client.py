@@ -105,7 +105,7 @@ class Ledger(ContractRpc):
         # A throwaway client (zero address) gives deploy the same signing, retry and revert machinery.
         bootstrap = cls(rpc_url, "0x" + "00" * 20, account, poa=poa, **kwargs)
         factory = bootstrap.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt = bootstrap._transact(factory.constructor(*args), "deploy")
+        receipt = bootstrap._transact(lambda: factory.constructor(*args), "deploy")
         address = receipt["contractAddress"]
         if not address:
             raise LedgerError("deploy transaction mined without a contract address")

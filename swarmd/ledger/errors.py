@@ -208,6 +208,11 @@ class RevertDecoder:
     def names(self) -> set[str]:
         return {name for name, _ in self._by_selector.values()}
 
+    def known(self, data: bytes | str | None) -> ContractRevert | None:
+        """`decode(data)` when `data` is one of the ABI's custom errors, else None."""
+        raw = _as_bytes(data)
+        return self.decode(raw) if raw[:4] in self._by_selector else None
+
     def decode(self, data: bytes | str | None) -> ContractRevert:
         raw = _as_bytes(data)
         known = self._by_selector.get(raw[:4]) if len(raw) >= 4 else None

@@ -7,18 +7,21 @@ trip (one request at a time for a node or gateway that refuses batches).
 `ContractRpc` is the base of `Ledger`: it holds no API of its own, only `_call` (a view), `_call_many`
 (views in one batch), `_send` (a transaction) and `_rpc` (any request), which the client's methods and
 the event readers use. Views go the lean way (views.py) and through web3's contract calls only when
-their answer is an error, which web3 then names.
+their answer is an error, which web3 then names. Transactions go the same way: calldata from views.py,
+their inputs asked for in one raw batch, the signed bytes sent raw; web3 builds one only when the node
+answers with an error (a revert in the estimate, which it names) or cannot be reached (it retries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -103,6 +106,20 @@ class _TxInputs:
         return {"maxPriorityFeePerGas": int(self.tip), "maxFeePerGas": int(self.tip) + 2 * int(base_fee)}
 
 
+def _result(answer: object) -> Any:
+    """The result of a raw JSON-RPC answer; NotTaken for an error or anything else."""
+    if not isinstance(answer, Mapping) or "error" in answer or "result" not in answer:
+        raise NotTaken("answer")
+    return answer["result"]
+
+
+def _quantity(value: object) -> int:
+    """A JSON-RPC quantity ("0x..."); NotTaken for anything else."""
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise NotTaken("quantity")
+    return int(value, 16)
+
+
 def _rpc_message(exc: Web3RPCError) -> str:
     error = (exc.rpc_response or {}).get("error")
     if isinstance(error, dict) and "message" in error:
@@ -144,7 +161,10 @@ class ContractRpc:
     _lock: threading.RLock
     _batch_reads: bool = True  # cleared for a node that refuses JSON-RPC batches
     views: Views
-    lean_reads: bool = True  # views read through `views`, not web3's contract calls (False: web3's only)
+    lean: bool = (
+        True  # views read and transactions built through `views`, not web3's contracts (False: web3's)
+    )
+    _chain_id: int | None = None  # a node's chain id does not change under a client
 
     @property
     def _provider(self) -> JSONBaseProvider:
@@ -196,7 +216,7 @@ class ContractRpc:
         return TransactionFailed("Revert", (str(exc),))
 
     def _call(self, name: str, *args: Any, block: str | int = "latest") -> Any:
-        if self.lean_reads and name in self.views:
+        if self.lean and name in self.views:
             request = self.views.request(self.address, name, args, block)
             try:
                 return self.views.answer(name, self._rpc(lambda: self._provider.make_request(*request)))
@@ -214,14 +234,17 @@ class ContractRpc:
             ) from exc
 
     def _send(self, name: str, *args: Any) -> TxReceipt:
-        return self._transact(getattr(self.contract.functions, name)(*args), name)
+        data = self.views.calldata(name, args) if self.lean else None
+        return self._transact(lambda: getattr(self.contract.functions, name)(*args), name, data)
 
-    def _transact(self, fn: Any, label: str) -> TxReceipt:
+    def _transact(self, fn: Callable[[], Any], label: str, data: str | None = None) -> TxReceipt:
+        """Send the transaction web3's `fn()` builds (or, lean, the call to our contract with calldata
+        `data`, which must be what `fn()` encodes) and wait for it to be mined."""
         if self.account is None:
             raise LedgerError(f"cannot send {label}: this ledger client has no account (read-only)")
         with self._lock:
             for attempt in range(_NONCE_ATTEMPTS):
-                signed, tx = self._build_and_sign(fn)
+                signed, tx = self._build_and_sign(fn, data)
                 try:
                     tx_hash = self._broadcast(signed)
                     receipt = self._await_receipt(signed, tx_hash)
@@ -237,20 +260,75 @@ class ContractRpc:
             hint="another process may be using the same account; give each site its own key",
         )
 
-    def _build_and_sign(self, fn: Any) -> tuple[Any, dict[str, Any]]:
+    def _build_and_sign(self, fn: Callable[[], Any], data: str | None) -> tuple[Any, dict[str, Any]]:
         if self.account is None:  # _transact checked; this keeps the type narrow
             raise LedgerError("this ledger client has no account (read-only)")
         sender = self.account.address
-        try:
-            inputs = self._tx_inputs(fn, sender)
-        except ContractLogicError as exc:
-            raise self._revert(exc) from None
+        inputs = self._lean_tx_inputs(data, sender) if data is not None else None
+        function = None
+        if inputs is None:
+            function = fn()
+            try:
+                inputs = self._tx_inputs(function, sender)
+            except ContractLogicError as exc:
+                raise self._revert(exc) from None
         # Estimates can fall short (refunds; transactions mined first change its path): add a margin.
         gas = int(inputs.gas * self.gas_margin) + 10_000
         fields = {"from": sender, "nonce": inputs.nonce, "gas": gas, **inputs.fees()}
-        # Every field is given, so web3 fills nothing from the node (the chain id is cached).
-        tx = dict(self._rpc(lambda: fn.build_transaction(fields)))
+        if function is None:  # what web3's build_transaction makes of these fields (tests compare them)
+            tx: dict[str, Any] = {
+                "value": 0,
+                "chainId": self._chain(),
+                **fields,
+                "to": self.address,
+                "data": data,
+            }
+        else:
+            # Every field is given, so web3 fills nothing from the node (the chain id is cached).
+            tx = dict(self._rpc(lambda: function.build_transaction(fields)))
         return self.account.sign_transaction(tx), tx
+
+    def _custom_revert(self, answer: Mapping[str, Any]) -> ContractRevert | None:
+        """The contract's custom error an error answer carries (anvil, geth and Besu put the revert data
+        in `error.data`); None for any other answer or error (a Panic, a node's own refusal)."""
+        error = answer.get("error")
+        data = error.get("data") if isinstance(error, Mapping) else None
+        return self.decoder.known(data) if isinstance(data, str) else None
+
+    def _chain(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self._rpc(lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def _lean_tx_inputs(self, data: str, sender: ChecksumAddress) -> _TxInputs | None:
+        """`_tx_inputs` for calldata `data` to our contract, asked for in one raw batch; None when any
+        answer is not the plain one (an estimate's revert, a node without a method, an outage: web3's
+        path names, works around or retries it)."""
+        if not self._batch_reads:
+            return None
+        requests_: list[tuple[RPCEndpoint, list[Any]]] = [
+            (RPCEndpoint("eth_getTransactionCount"), [sender, "pending"]),
+            (RPCEndpoint("eth_estimateGas"), [{"from": sender, "to": self.address, "data": data}, "pending"]),
+            (RPCEndpoint("eth_getBlockByNumber"), ["latest", False]),
+            (RPCEndpoint("eth_maxPriorityFeePerGas"), []),
+        ]
+        try:
+            answers = self._batch_answers(requests_)
+            revert = self._custom_revert(answers[1])
+            if revert is not None:
+                raise revert  # the contract's own error: named here, no second round trip through web3
+            nonce, gas, block, tip = (_result(a) for a in answers)
+            if not isinstance(block, Mapping):
+                raise NotTaken("eth_getBlockByNumber")
+            base_fee = block.get("baseFeePerGas")
+            return _TxInputs(
+                _quantity(nonce),
+                _quantity(gas),
+                {"baseFeePerGas": None if base_fee is None else _quantity(base_fee)},
+                _quantity(tip),
+            )
+        except (NotTaken, requests.RequestException, OSError, ValueError):
+            return None
 
     def _tx_inputs(self, fn: Any, sender: ChecksumAddress) -> _TxInputs:
         """The node's answers a transaction is built from, in one round trip: over a hospital's WAN each
@@ -274,7 +352,7 @@ class ContractRpc:
 
     def _call_many(self, calls: Sequence[tuple[str, tuple[Any, ...], str | int]]) -> list[Any]:
         """Several views, each (name, args, block), answered in one round trip; raises as `_call`."""
-        if self.lean_reads and self._batch_reads and all(name in self.views for name, _, _ in calls):
+        if self.lean and self._batch_reads and all(name in self.views for name, _, _ in calls):
             try:
                 return self._lean_batch(calls)
             except (NotTaken, requests.RequestException, OSError, ValueError):
@@ -293,15 +371,20 @@ class ContractRpc:
 
     def _lean_batch(self, calls: Sequence[tuple[str, tuple[Any, ...], str | int]]) -> list[Any]:
         """`_call_many`'s happy path: one batch of `eth_call`s to the provider, each answer decoded by
-        `views`; NotTaken for any answer but the one expected (JSON-RPC allows any order: by id)."""
+        `views`; NotTaken for any answer but the one expected."""
         requests_ = [self.views.request(self.address, name, args, block) for name, args, block in calls]
-        answers = self._provider.make_batch_request(requests_)
-        if not isinstance(answers, list) or len(answers) != len(calls):
+        answers = self._batch_answers(requests_)
+        return [self.views.answer(name, a) for (name, _, _), a in zip(calls, answers, strict=True)]
+
+    def _batch_answers(self, requests_: Sequence[tuple[RPCEndpoint, list[Any]]]) -> list[dict[str, Any]]:
+        """The provider's raw answers to a batch, in the order asked (JSON-RPC allows any: by id);
+        NotTaken when it is not one answer per request."""
+        answers = self._provider.make_batch_request(list(requests_))
+        if not isinstance(answers, list) or len(answers) != len(requests_):
             raise NotTaken("batch")
         if not all(isinstance(a, dict) and isinstance(a.get("id"), int) for a in answers):
             raise NotTaken("batch")
-        ordered = sorted(answers, key=lambda a: int(a["id"]))  # type: ignore[arg-type]
-        return [self.views.answer(name, a) for (name, _, _), a in zip(calls, ordered, strict=True)]
+        return sorted(answers, key=lambda a: int(a["id"]))  # type: ignore[arg-type]
 
     def _batch(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
         """The answers to `calls` (web3 requests, made when called) in one JSON-RPC batch, or one request
@@ -328,6 +411,14 @@ class ContractRpc:
         return answers
 
     def _broadcast(self, signed: Any) -> bytes:
+        if self.lean:
+            with contextlib.suppress(NotTaken, requests.RequestException, OSError, ValueError):
+                raw = "0x" + bytes(signed.raw_transaction).hex()
+                answer = self._provider.make_request(RPCEndpoint("eth_sendRawTransaction"), [raw])
+                if _result(answer) == "0x" + bytes(signed.hash).hex():
+                    return bytes(signed.hash)
+            # An error, or no answer: web3 sends the same bytes again (a node that has them says so),
+            # and names the error as before.
         try:
             return bytes(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
         except NodeError as exc:
