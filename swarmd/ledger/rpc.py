@@ -161,9 +161,7 @@ class ContractRpc:
     _lock: threading.RLock
     _batch_reads: bool = True  # cleared for a node that refuses JSON-RPC batches
     views: Views
-    lean: bool = (
-        True  # views read and transactions built through `views`, not web3's contracts (False: web3's)
-    )
+    lean: bool = True  # views read, transactions built through `views` (False: web3's contracts only)
     _chain_id: int | None = None  # a node's chain id does not change under a client
 
     @property
@@ -301,9 +299,9 @@ class ContractRpc:
         return self._chain_id
 
     def _lean_tx_inputs(self, data: str, sender: ChecksumAddress) -> _TxInputs | None:
-        """`_tx_inputs` for calldata `data` to our contract, asked for in one raw batch; None when any
-        answer is not the plain one (an estimate's revert, a node without a method, an outage: web3's
-        path names, works around or retries it)."""
+        """`_tx_inputs` for calldata `data` to our contract, asked for in one raw batch. The contract's
+        own error in the estimate is raised, named; None when any other answer is not the plain one (a
+        Panic, a node without a method, an outage: web3's path names, works around or retries it)."""
         if not self._batch_reads:
             return None
         requests_: list[tuple[RPCEndpoint, list[Any]]] = [
