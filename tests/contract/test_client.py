@@ -161,6 +161,7 @@ class _CountingProxy:
         self.posts: list[list[str]] = []
         self.refuse = refuse
         proxy = self
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # whatever HTTP_PROXY says
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -175,7 +176,7 @@ class _CountingProxy:
                     self._answer(200, json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode())
                 else:
                     request = urllib.request.Request(upstream, body, {"Content-Type": "application/json"})
-                    with urllib.request.urlopen(request, timeout=10) as response:
+                    with direct.open(request, timeout=10) as response:
                         self._answer(200, response.read())
 
             def _answer(self, status: int, body: bytes) -> None:
@@ -300,3 +301,31 @@ def test_a_round_start_reads_members_round_number_and_round_at_once(proxied) -> 
     assert start.members == site.members() and start.current == 0 and start.info == site.round(0)
     with pytest.raises(errors.UnknownRound):  # past the current round: the caller reads one at a time
         site.round_start(1)
+
+
+def test_the_node_is_reached_through_the_proxy_the_environment_names(
+    devnet: Devnet, accounts: list[LocalAccount], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hospital's HTTP proxy, named by the environment as requests reads it: reads and transactions go
+    through it, and a site whose NO_PROXY names the node goes to the node directly. The environment is
+    read when the client is made (a daemon's does not change under it)."""
+    c = deploy_consortium(devnet, accounts, sites=2, outsiders=0)
+    proxy = _CountingProxy(devnet.rpc_url)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        site = Ledger(devnet.rpc_url, c.admin.address, accounts[1], retries=1, backoff=0.01)
+        site.round(0)
+        site.update_endpoint("tcp://through-the-proxy:1")
+        methods = [m for post in proxy.posts for m in post]
+        assert "eth_call" in methods and "eth_sendRawTransaction" in methods
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        seen = len(proxy.posts)
+        site.round(0)  # read when the client was made
+        assert len(proxy.posts) == seen + 1
+        direct = Ledger(devnet.rpc_url, c.admin.address, accounts[1], retries=1, backoff=0.01)
+        direct.round(0)
+        assert len(proxy.posts) == seen + 1
+    finally:
+        proxy.close()
