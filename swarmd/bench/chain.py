@@ -46,24 +46,29 @@ def _h(label: str) -> bytes:
 
 
 class _Recorder:
+    """Each call's gas, latency and the client's own CPU (this process: building, signing, sending and
+    waiting for the receipt; the node's work is anvil's)."""
+
     def __init__(self) -> None:
-        self.samples: dict[str, list[tuple[int, float]]] = {}
+        self.samples: dict[str, list[tuple[int, float, float]]] = {}
 
     def __call__(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         receipt = call(*args, **kwargs)
-        self.samples.setdefault(name, []).append((int(receipt["gasUsed"]), time.perf_counter() - t0))
+        sample = (int(receipt["gasUsed"]), time.perf_counter() - t0, time.process_time() - c0)
+        self.samples.setdefault(name, []).append(sample)
         return receipt
 
     def summary(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for name, rows in self.samples.items():
-            gas = [g for g, _ in rows]
-            ms = [s * 1000 for _, s in rows]
+            gas = [g for g, _, _ in rows]
+            ms = [s * 1000 for _, s, _ in rows]
             out[name] = {
                 "n": len(rows),
                 "gas": {"min": min(gas), "median": int(statistics.median(gas)), "max": max(gas)},
                 "latency_ms": {"median": round(statistics.median(ms), 2), "max": round(max(ms), 2)},
+                "client_cpu_ms": round(statistics.median(c * 1000 for _, _, c in rows), 2),
             }
         return out
 
@@ -228,7 +233,16 @@ def chain_report(result: dict[str, Any], out: Path) -> Report:
 def chain_tables(result: dict[str, Any]) -> str:
     out = []
     for size, r in result["sizes"].items():
-        head = ("call", "n", "gas min", "gas median", "gas max", "latency median ms", "latency max ms")
+        head = (
+            "call",
+            "n",
+            "gas min",
+            "gas median",
+            "gas max",
+            "latency median ms",
+            "latency max ms",
+            "client CPU median ms",
+        )
         rows = []
         for call, c in r["calls"].items():
             g, lat = c["gas"], c["latency_ms"]
@@ -241,6 +255,7 @@ def chain_tables(result: dict[str, Any]) -> str:
                     f"{g['max']:,}",
                     lat["median"],
                     lat["max"],
+                    c.get("client_cpu_ms", "-"),  # results written before it was measured lack it
                 )
             )
         sa = r.get("secagg_round")

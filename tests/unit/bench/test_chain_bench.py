@@ -16,6 +16,7 @@ def _result(commit_max: int = 79_605) -> dict[str, Any]:
             "n": 3,
             "gas": {"min": 1_000, "median": 2_000, "max": 3_000},
             "latency_ms": {"median": 1.5, "max": 2.25},
+            "client_cpu_ms": 0.75,
         }
         return {
             "members": n,
@@ -50,7 +51,7 @@ def test_report_has_a_table_per_size_and_the_gas_plot(tmp_path: Path) -> None:
     assert (tmp_path / "chain_gas.png").exists()
     assert report.tables.count("| call | n | gas min |") == 2
     assert "**8 members**, deploy 12.5 ms. Per round: 18 transactions, 123,456 gas" in report.tables
-    assert "| reelect | 3 | 1,000 | 2,000 | 3,000 | 1.5 | 2.25 |" in report.tables
+    assert "| reelect | 3 | 1,000 | 2,000 | 3,000 | 1.5 | 2.25 | 0.75 |" in report.tables
 
 
 def test_one_step_covers_both_sizes() -> None:
