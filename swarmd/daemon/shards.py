@@ -282,9 +282,8 @@ class ShardSide(LeaderSide):
                 own = work.own_merged()
                 if own is not None and own != work.offered:
                     work.offered = own
-                    others = [a for a in work.committed if a != self.me]
                     offers = [t for t in offers if not t.done()]
-                    offers += [asyncio.ensure_future(self.offer_merged(work, a, *own)) for a in others]
+                    offers.append(asyncio.ensure_future(self.offer_merged(work, *own)))
                 idle = gather is None or gather.done()
                 if idle and work.gathered is None and work.gather_target():
                     gather = asyncio.ensure_future(self.gather(work))
@@ -293,15 +292,24 @@ class ShardSide(LeaderSide):
             for task in [*fetching.values(), *offers, *([gather] if gather else [])]:
                 task.cancel()
 
-    async def offer_merged(
-        self, work: ShardWork, site: str, include: tuple[str, ...], merged: dict[int, bytes]
-    ) -> None:
-        """Tell a committer that our leaves are merged over `include` (their hashes), so it can gather
-        them before the leader's final plan. Best effort: the plan names them anyway."""
-        try:
-            await self.ask_shards(self.peers.key(site), work.round, Merged(work.round, include, merged))
-        except (TransportError, WireError, KeyError) as exc:
-            log.debug("round %d: telling %s of our merged leaves: %s", work.round, site, exc)
+    async def offer_merged(self, work: ShardWork, include: tuple[str, ...], merged: dict[int, bytes]) -> None:
+        """Tell every other committer that our leaves are merged over `include` (their hashes), so it can
+        gather them before the leader's final plan. Best effort: the plan names them anyway."""
+        word = Merged(work.round, include, merged)
+
+        async def tell(site: str) -> bool:
+            try:
+                await self.ask_shards(self.peers.key(site), work.round, word)
+                return True
+            except (TransportError, WireError, KeyError) as exc:
+                log.debug("round %d: telling %s of our merged leaves: %s", work.round, site, exc)
+                return False
+
+        others = [a for a in work.committed if a != self.me]
+        told = await asyncio.gather(*(tell(a) for a in others))
+        log.info(
+            "round %d: told %d of %d committers of our merged leaves", work.round, sum(told), len(others)
+        )
 
     def serve_leaf(self, r: int, digest: bytes, leaf: Leaf) -> None:
         if self._shard_serve is not None:
@@ -375,6 +383,7 @@ class ShardSide(LeaderSide):
         fetching: dict[str, asyncio.Task[None]] = {}  # owner -> its leaves' fetch
         retry_at: dict[str, float] = {}
         asm, placed = Assembly(work.layout, work.base), dict[int, bytes]()
+        early = 0  # others' leaves put in before the final plan came
         puts: list[asyncio.Future[None]] = []  # off the fetches' path: a put does not hold a fetch slot
         try:
             while True:
@@ -382,13 +391,15 @@ class ShardSide(LeaderSide):
                 target = work.gather_target()
                 if any(i in target and target[i][1] != h for i, h in placed.items()):
                     log.info("round %d: merged leaves gathered early are not the plan's; again", work.round)
-                    asm, placed = Assembly(work.layout, work.base), {}
+                    asm, placed, early = Assembly(work.layout, work.base), {}, 0
+                plan = work.plan
+                final = plan is not None and plan.merged is not None
                 ready = [(i, got[h]) for i, (_, h) in target.items() if i not in placed and h in got]
                 if ready:
                     placed.update({i: target[i][1] for i, _ in ready})
+                    early += 0 if final else sum(target[i][0] != self.me for i, _ in ready)
                     puts.append(asyncio.ensure_future(asyncio.to_thread(asm.put_all, ready)))
-                plan = work.plan
-                if plan is not None and plan.merged is not None and len(placed) == work.layout.count:
+                if final and len(placed) == work.layout.count:
                     break  # every leaf in, each the final plan's
                 self.fetch_merged(work, target, got, fetching, retry_at)
                 await self.wait_wake(0.5)
@@ -403,7 +414,13 @@ class ShardSide(LeaderSide):
         self.gossip.keep(digest, model)
         work.gathered = Digest(digest)
         work.gathered_include, work.gathered_owners = plan.include, len(set(plan.owners))
-        log.info("round %d: assembled the merged model %s", work.round, work.gathered.short())
+        log.info(
+            "round %d: assembled the merged model %s (%d of %d leaves gathered before the final plan)",
+            work.round,
+            work.gathered.short(),
+            early,
+            len(plan.owners),
+        )
         self.wake()
 
     def fetch_merged(
