@@ -590,7 +590,8 @@ class ShardSide(LeaderSide):
             return Leaves(work.round, tuple(work.own_hashes)).encode()
         if isinstance(msg, Merged):
             if not work.offer(sender, msg.include, msg.merged):
-                return Verdict(False, Refusal.INVALID, f"{sender} does not own those leaves here")
+                why = "names leaves it does not own here, or contradicts its word over that include"
+                return Verdict(False, Refusal.INVALID, f"{sender}'s merged word {why}")
             self.wake()
             return Noted(work.round).encode()
         if isinstance(msg, Plan) and msg.term == work.term and sender == work.leader:

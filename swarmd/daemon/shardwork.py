@@ -165,11 +165,14 @@ class ShardWork:
 
     def offer(self, owner: str, include: tuple[str, ...], merged: dict[int, bytes]) -> bool:
         """Keep an owner's word on its merged leaves (a committer's, about leaves it owns under the plan
-        held); False when it is not one."""
+        held); False when it is not one, or contradicts its word over the same include (a merge over one
+        include has one outcome: a second word would only cost this site the leaves again)."""
         plan = self.plan
         owns = plan is not None and all(i < len(plan.owners) and plan.owners[i] == owner for i in merged)
         if owner == self.me or owner not in self.committed or not owns:
             return False
+        if owner in self.offers and self.offers[owner][0] == include:
+            return self.offers[owner][1] == merged
         self.offers[owner] = (include, merged)
         return True
 

@@ -166,6 +166,9 @@ def test_the_leaves_other_owners_merged_are_gathered_once_ours_are_merged() -> N
     assert not work.offer(C, (A, B, C), {0: b"x" * 32})  # leaf 0 is A's, not C's
     assert not work.offer(B, (A, B, C), {work.mine()[0]: b"x" * 32})  # our own word is not taken
     assert not work.offer("0x" + "d" * 40, (A, B, C), theirs)  # not a committer
+    other = {i: bytes(32) for i in theirs}
+    assert work.offer(C, (A, B, C), theirs) and not work.offer(C, (A, B, C), other)  # one word an include
+    assert work.offers[C] == ((A, B, C), theirs)
     assert work.own_merged() is None and work.gather_target() == {}  # our link still brings pieces
     _merged_all(work, updates)
     include, ours = work.own_merged() or ((), {})
