@@ -30,7 +30,7 @@ from swarmd.daemon.leader import LeaderSide
 from swarmd.daemon.shardplan import Coordinator, opening_plan
 from swarmd.daemon.shardwork import Committed, Leaf, ShardWork
 from swarmd.daemon.state import Phase
-from swarmd.errors import HashMismatch, MergeError, PeerRejected, TransportError, WireError
+from swarmd.errors import HashMismatch, PeerRejected, TransportError, WireError
 from swarmd.ledger import RoundInfo, RoundStatus
 from swarmd.merge import rule_for
 from swarmd.merge.shards import Assembly, ShardLayout, merkle_root
@@ -40,8 +40,6 @@ from swarmd.transport.shards import (
     BadShardMessage,
     Leaves,
     LeavesAsk,
-    Merged,
-    Noted,
     Plan,
     ShardMessage,
     Status,
@@ -264,7 +262,6 @@ class ShardSide(LeaderSide):
     async def own_shards(self, work: ShardWork) -> None:
         fetching: dict[str, asyncio.Task[None]] = {}
         gather: asyncio.Task[None] | None = None
-        offers: list[asyncio.Task[None]] = []
         try:
             while not work.over:
                 for sender in work.senders():
@@ -279,37 +276,14 @@ class ShardSide(LeaderSide):
                 if merging:
                     self.wake()  # our status changed: a held answer to the leader goes now
                     continue  # what came in while we merged woke no one: look again before sleeping
-                own = work.own_merged()
-                if own is not None and own != work.offered:
-                    work.offered = own
-                    offers = [t for t in offers if not t.done()]
-                    offers.append(asyncio.ensure_future(self.offer_merged(work, *own)))
+                plan = work.plan
                 idle = gather is None or gather.done()
-                if idle and work.gathered is None and work.gather_target():
+                if plan is not None and plan.merged is not None and idle and work.gathered is None:
                     gather = asyncio.ensure_future(self.gather(work))
                 await self.wait_wake(OWNER_IDLE)
         finally:
-            for task in [*fetching.values(), *offers, *([gather] if gather else [])]:
+            for task in [*fetching.values(), *([gather] if gather else [])]:
                 task.cancel()
-
-    async def offer_merged(self, work: ShardWork, include: tuple[str, ...], merged: dict[int, bytes]) -> None:
-        """Tell every other committer that our leaves are merged over `include` (their hashes), so it can
-        gather them before the leader's final plan. Best effort: the plan names them anyway."""
-        word = Merged(work.round, include, merged)
-
-        async def tell(site: str) -> bool:
-            try:
-                await self.ask_shards(self.peers.key(site), work.round, word)
-                return True
-            except (TransportError, WireError, KeyError) as exc:
-                log.debug("round %d: telling %s of our merged leaves: %s", work.round, site, exc)
-                return False
-
-        others = [a for a in work.committed if a != self.me]
-        told = await asyncio.gather(*(tell(a) for a in others))
-        log.info(
-            "round %d: told %d of %d committers of our merged leaves", work.round, sum(told), len(others)
-        )
 
     def serve_leaf(self, r: int, digest: bytes, leaf: Leaf) -> None:
         if self._shard_serve is not None:
@@ -374,92 +348,49 @@ class ShardSide(LeaderSide):
             raise failed[0]
 
     async def gather(self, work: ShardWork) -> None:
-        """All-gather: the merged leaves (`ShardWork.gather_target`), ours from memory and the others' from
-        their owners, each put into the merged model as it lands (`Assembly`: copied in place and hashed
-        as the leaves before it are in), then the model, stored under its content hash. It starts on the
-        owners' word, before the final plan, and ends on the final plan: a leaf put in that the plan names
-        otherwise starts the model over (a guess that did not hold)."""
-        got: dict[bytes, Leaf] = {}
-        fetching: dict[str, asyncio.Task[None]] = {}  # owner -> its leaves' fetch
-        retry_at: dict[str, float] = {}
-        asm, placed = Assembly(work.layout, work.base), dict[int, bytes]()
-        early = 0  # others' leaves put in before the final plan came
+        """All-gather: the merged leaves, ours from memory and the others' from their owners (the latest
+        plan's, when one died), each put into the merged model as it lands (`Assembly`: copied in place
+        and hashed as the leaves before it are in), then the model, stored under its content hash."""
+        got: dict[bytes, Leaf] = {h: leaf for _, h, leaf in work.merged.values()}
+        asm: Assembly | None = None
+        planned: tuple[bytes, ...] = ()
         puts: list[asyncio.Future[None]] = []  # off the fetches' path: a put does not hold a fetch slot
-        try:
-            while True:
-                got.update({h: leaf for _, h, leaf in work.merged.values()})
-                target = work.gather_target()
-                if any(i in target and target[i][1] != h for i, h in placed.items()):
-                    log.info("round %d: merged leaves gathered early are not the plan's; again", work.round)
-                    asm, placed, early = Assembly(work.layout, work.base), {}, 0
-                plan = work.plan
-                final = plan is not None and plan.merged is not None
-                ready = [(i, got[h]) for i, (_, h) in target.items() if i not in placed and h in got]
-                if ready:
-                    placed.update({i: target[i][1] for i, _ in ready})
-                    early += 0 if final else sum(target[i][0] != self.me for i, _ in ready)
-                    puts.append(asyncio.ensure_future(asyncio.to_thread(asm.put_all, ready)))
-                if final and len(placed) == work.layout.count:
-                    break  # every leaf in, each the final plan's
-                self.fetch_merged(work, target, got, fetching, retry_at)
+        while True:
+            plan = work.plan
+            if plan is None or plan.merged is None:
                 await self.wait_wake(0.5)
-        finally:
-            for task in fetching.values():
-                task.cancel()
+                continue
+            if asm is None or planned != plan.merged:  # a plan over another include: start over
+                asm, planned = Assembly(work.layout, work.base), plan.merged
+                held = [(i, got[h]) for i, h in enumerate(plan.merged) if h in got]
+                puts.append(asyncio.ensure_future(asyncio.to_thread(asm.put_all, held)))
+            by_owner: dict[str, list[tuple[int, bytes]]] = {}
+            for i, (owner, h) in enumerate(zip(plan.owners, plan.merged, strict=True)):
+                if h not in got:
+                    by_owner.setdefault(owner, []).append((i, h))
+
+            async def one(owner: str, i: int, h: bytes, asm: Assembly = asm) -> None:
+                got[h] = await self.fetch_leaf(self.peers.key(owner), h)
+                puts.append(asyncio.ensure_future(asyncio.to_thread(asm.put, i, got[h])))
+
+            calls = {o: [functools.partial(one, o, i, h) for i, h in ihs] for o, ihs in by_owner.items()}
+            done = await asyncio.gather(*(self.in_turn(c) for c in calls.values()), return_exceptions=True)
+            failed = [x for x in done if isinstance(x, BaseException)]
+            if not failed:
+                break
+            if not all(isinstance(x, TransportError | WireError | KeyError) for x in failed):
+                raise failed[0]
+            log.info("round %d: gathering merged leaves: %s; retrying", work.round, failed[0])
+            await self.wait_wake(0.5)
         await asyncio.gather(*puts)
-        assert plan is not None  # the loop ends on the final plan
         model, digest = asm.model, await asyncio.to_thread(asm.digest)
         # Held and served from memory at once, written behind: the leader finalizes without waiting for
         # its disk, and every other committer is writing the same bytes meanwhile.
         self.gossip.keep(digest, model)
         work.gathered = Digest(digest)
         work.gathered_include, work.gathered_owners = plan.include, len(set(plan.owners))
-        log.info(
-            "round %d: assembled the merged model %s (%d of %d leaves gathered before the final plan)",
-            work.round,
-            work.gathered.short(),
-            early,
-            len(plan.owners),
-        )
+        log.info("round %d: assembled the merged model %s", work.round, work.gathered.short())
         self.wake()
-
-    def fetch_merged(
-        self,
-        work: ShardWork,
-        target: dict[int, tuple[str, bytes]],
-        got: dict[bytes, Leaf],
-        fetching: dict[str, asyncio.Task[None]],
-        retry_at: dict[str, float],
-    ) -> None:
-        """Start fetching each owner's targeted leaves not held yet, unless a fetch from it is running or
-        failed less than half a second ago (retried then; a leaf that does not fit the model fails it)."""
-        by_owner: dict[str, list[tuple[int, bytes]]] = {}
-        for i, (owner, h) in target.items():
-            if h not in got:
-                by_owner.setdefault(owner, []).append((i, h))
-        for owner, ihs in by_owner.items():
-            task = fetching.get(owner)
-            if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                if not isinstance(exc, TransportError | WireError | KeyError | MergeError):
-                    raise exc  # type: ignore[misc]
-                label = self.names.label(owner)
-                log.info("round %d: merged leaves of %s: %s; retrying", work.round, label, exc)
-                retry_at[owner] = time.monotonic() + 0.5
-                del fetching[owner]
-            busy = owner in fetching and not fetching[owner].done()
-            if busy or time.monotonic() < retry_at.get(owner, 0.0):
-                continue
-
-            async def one(owner: str, i: int, h: bytes) -> None:
-                leaf = await self.fetch_leaf(self.peers.key(owner), h)
-                if not work.fits(i, leaf):
-                    raise MergeError(f"its leaf {i} does not fit the model")
-                got[h] = leaf
-                self.wake()  # the gather puts it in
-
-            calls = [functools.partial(one, owner, i, h) for i, h in ihs]
-            fetching[owner] = asyncio.ensure_future(self.in_turn(calls))
 
     # --- leader: coordinate and finalize -------------------------------------------------------------
     async def coordinate(self, r: int, info: RoundInfo, work: ShardWork) -> None:
@@ -588,12 +519,6 @@ class ShardSide(LeaderSide):
             return Verdict(False, Refusal.NOT_COMMITTER, f"{sender} is not a revealed committer")
         if isinstance(msg, LeavesAsk):  # the same leaves whatever the term
             return Leaves(work.round, tuple(work.own_hashes)).encode()
-        if isinstance(msg, Merged):
-            if not work.offer(sender, msg.include, msg.merged):
-                why = "names leaves it does not own here, or contradicts its word over that include"
-                return Verdict(False, Refusal.INVALID, f"{sender}'s merged word {why}")
-            self.wake()
-            return Noted(work.round).encode()
         if isinstance(msg, Plan) and msg.term == work.term and sender == work.leader:
             if work.adopt(msg):
                 self.wake()

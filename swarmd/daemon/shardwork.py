@@ -1,7 +1,6 @@
 """One committer's part in a sharded round (round, term): its own update's leaves (served to the owners
 that fetch them), the leaves it owns under the leader's current plan, the pieces of them it fetched
-from the other committers (each checked against the sender's commitment), the leaves it merged, and
-what the other owners said they merged (offers: what it may gather before the leader's final plan).
+from the other committers (each checked against the sender's commitment), and the leaves it merged.
 
 No sockets: `ShardSide` (shards.py) fetches and answers; this object says what is missing, checks what
 arrives, and merges. Pieces are kept across plans, so a plan that only moves a dead owner's leaves
@@ -20,11 +19,10 @@ from swarmd.daemon.accounting import HASH_MISMATCH
 from swarmd.errors import InvalidUpdate
 from swarmd.merge import MergeRule, validate
 from swarmd.merge.base import address_order
-from swarmd.merge.shards import ShardLayout, leaf_fits, merge_leaf, merkle_root
+from swarmd.merge.shards import ShardLayout, merge_leaf, merkle_root
 from swarmd.transport.shards import Plan, Status
 
 Leaf = dict[str, torch.Tensor]
-
 Committed = dict[str, tuple[bytes, int]]  # committer -> (committed root, sample count)
 
 
@@ -46,9 +44,6 @@ class ShardWork:
     pieces: dict[int, dict[str, Leaf]] = field(default_factory=dict)  # leaf -> sender -> its piece
     failed: dict[str, str] = field(default_factory=dict)  # sender -> why its pieces are refused
     merged: dict[int, tuple[tuple[str, ...], Digest, Leaf]] = field(default_factory=dict)
-    offers: dict[str, tuple[tuple[str, ...], dict[int, bytes]]] = field(default_factory=dict)  # owner ->
-    # (include, its merged leaves' hashes): its word, before the final plan
-    offered: tuple[tuple[str, ...], dict[int, bytes]] | None = None  # what we last offered the others
     gathered: Digest | None = None  # the content hash of the model this site assembled
     gathered_include: tuple[str, ...] | None = None  # the updates merged into it
     gathered_owners: int = 0  # how many sites owned its leaves
@@ -72,7 +67,6 @@ class ShardWork:
             mine = self.pieces.setdefault(i, {})
             mine.update({s: piece for s, piece in held.items() if s in keep and s not in mine})
         self.merged.update(earlier.merged)
-        self.offers.update({s: o for s, o in earlier.offers.items() if s in keep})
 
     def opened_early(self, r: int, committed: Committed) -> bool:
         """Round r's work opened before the election (term -1) on exactly these committers."""
@@ -153,49 +147,6 @@ class ShardWork:
         digest = content_hash(merged)
         self.merged[i] = (include, digest, merged)
         return digest, merged
-
-    def own_merged(self) -> tuple[tuple[str, ...], dict[int, bytes]] | None:
-        """(include, leaf -> merged hash) once every leaf this site owns is merged over `include()`;
-        None before (or when it owns none)."""
-        include, mine = self.include(), self.mine()
-        done = {i: h for i, (inc, h, _) in self.merged.items() if inc == include}
-        if not mine or not include or any(i not in done for i in mine):
-            return None
-        return include, {i: done[i] for i in mine}
-
-    def offer(self, owner: str, include: tuple[str, ...], merged: dict[int, bytes]) -> bool:
-        """Keep an owner's word on its merged leaves (a committer's, about leaves it owns under the plan
-        held); False when it is not one, or contradicts its word over the same include (a merge over one
-        include has one outcome: a second word would only cost this site the leaves again)."""
-        plan = self.plan
-        owns = plan is not None and all(i < len(plan.owners) and plan.owners[i] == owner for i in merged)
-        if owner == self.me or owner not in self.committed or not owns:
-            return False
-        if owner in self.offers and self.offers[owner][0] == include:
-            return self.offers[owner][1] == merged
-        self.offers[owner] = (include, merged)
-        return True
-
-    def fits(self, i: int, leaf: Leaf) -> bool:
-        """A merged leaf i has the structure of the model's leaf i."""
-        return leaf_fits(leaf, self.layout.leaf(self.base, i))
-
-    def gather_target(self) -> dict[int, tuple[str, bytes]]:
-        """Leaf -> (owner, merged hash) to assemble: the final plan's every leaf; before it, once this
-        site merged its own leaves (its link is free of pieces), its own and those the owners offered
-        over the same include (a guess: an offer the final plan contradicts is fetched again)."""
-        plan = self.plan
-        if plan is not None and plan.merged is not None:
-            return {i: (plan.owners[i], h) for i, h in enumerate(plan.merged)}
-        own = self.own_merged()
-        if plan is None or (own is None and self.mine()):
-            return {}
-        include = self.include()
-        target = {i: (self.me, h) for i, h in (own[1] if own else {}).items()}
-        for owner, (inc, merged) in self.offers.items():
-            if inc == include:
-                target.update({i: (owner, h) for i, h in merged.items() if plan.owners[i] == owner})
-        return target
 
     def status(self) -> Status:
         plan = self.plan

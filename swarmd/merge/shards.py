@@ -87,13 +87,6 @@ class ShardLayout:
         return merkle_root(self.hashes(state))
 
 
-def leaf_fits(leaf: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -> bool:
-    """The same tensor names, element counts and dtypes as `like` (the same leaf of another model)."""
-    return set(leaf) == set(like) and all(
-        leaf[k].numel() == v.numel() and leaf[k].dtype == v.dtype for k, v in like.items()
-    )
-
-
 class Assembly:
     """A model filled in leaf by leaf, in any order, and content-hashed as it fills: the leaves are
     contiguous runs of the manifest's bytes, so every leaf up to the first one missing can be hashed at
@@ -112,7 +105,9 @@ class Assembly:
     def put(self, i: int, leaf: Mapping[str, torch.Tensor]) -> None:
         """Leaf i's values (a checked leaf: its hash is the plan's); MergeError when it does not fit."""
         view = self._views[i]
-        if not leaf_fits(leaf, view):
+        if set(leaf) != set(view) or any(
+            leaf[k].numel() != v.numel() or leaf[k].dtype != v.dtype for k, v in view.items()
+        ):
             raise MergeError(f"leaf {i} does not fit this model's layout")
         for name, piece in leaf.items():
             view[name].copy_(piece.reshape(-1))

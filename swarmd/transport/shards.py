@@ -1,8 +1,8 @@
 """Wire messages of a sharded round, carried as the body of a `secagg` message of topic `shards`.
 
 Every body is one msgpack map `{"v": 1, "kind": ..., fields}` with exactly the keys of its kind, in
-order; `decode_shard_msg` checks every type, length and range before anything reads it. Eight kinds,
-four questions and their answers:
+order; `decode_shard_msg` checks every type, length and range before anything reads it. Six kinds,
+three questions and their answers:
 
     leaves_ask  owner -> committer   round, term            "your update's leaf hashes, please"
     leaves      committer -> owner   round, hashes          the leaf hashes whose Merkle root it committed
@@ -14,10 +14,6 @@ four questions and their answers:
                                                             senders whose leaves it holds for its leaves of
                                                             that plan, senders it refuses (a reason label
                                                             each), the hashes of the leaves it merged
-    merged      owner -> committer   round, include, merged the hashes of all the leaves it owns, merged
-                                                            over include: the committer may gather them
-                                                            before the leader's final plan names them
-    noted       committer -> owner   round                  (an acknowledgement, nothing more)
 
 and, after the round, for `swarm ledger audit`:
 
@@ -100,9 +96,9 @@ def _failed(x: object) -> dict[str, str]:
     return dict(x)
 
 
-def _merged(x: object, least: int = 0) -> dict[int, bytes]:
-    if not isinstance(x, dict) or not least <= len(x) <= MAX_LEAVES:
-        raise BadShardMessage(f"expected a map of {least} to {MAX_LEAVES} merged leaves")
+def _merged(x: object) -> dict[int, bytes]:
+    if not isinstance(x, dict) or len(x) > MAX_LEAVES:
+        raise BadShardMessage(f"expected a map of at most {MAX_LEAVES} merged leaves")
     for i, h in x.items():
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < MAX_LEAVES:
             raise BadShardMessage("a merged leaf's index is out of range")
@@ -187,34 +183,6 @@ class Status(ShardMessage):
 
 
 @dataclass(frozen=True)
-class Merged(ShardMessage):
-    """An owner's word, once it merged every leaf it owns: sent to every other committer, which may fetch
-    them at once (the all-gather's start no longer waits for the slowest owner and the leader's final
-    plan). Best effort: the final plan's hashes decide what is assembled."""
-
-    KIND = "merged"
-    SCHEMA = {
-        "round": _uint,
-        "include": lambda x: _addresses(x, MAX_SITES),
-        "merged": lambda x: _merged(x, least=1),
-    }
-    round: int
-    include: tuple[str, ...]  # the updates the leaves were merged over, in the leader's order
-    merged: dict[int, bytes]  # leaf -> hash of the merged leaf
-
-    def __post_init__(self) -> None:
-        if not self.include:
-            raise BadShardMessage("merged leaves are merged over at least one update")
-
-
-@dataclass(frozen=True)
-class Noted(ShardMessage):
-    KIND = "noted"
-    SCHEMA = {"round": _uint}
-    round: int
-
-
-@dataclass(frozen=True)
 class UpdateAsk(ShardMessage):
     KIND = "update_ask"
     SCHEMA = {"round": _uint}
@@ -230,7 +198,7 @@ class UpdateHash(ShardMessage):
 
 
 KINDS: dict[str, type[ShardMessage]] = {
-    k.KIND: k for k in (LeavesAsk, Leaves, Plan, Status, Merged, Noted, UpdateAsk, UpdateHash)
+    k.KIND: k for k in (LeavesAsk, Leaves, Plan, Status, UpdateAsk, UpdateHash)
 }
 
 

@@ -2,9 +2,7 @@
 chain is the Merkle root of its update's leaves, and the finalized model is, bit for bit, what the
 leader topology's fedavg makes of the same updates (each site's own committed update, read from its
 store and folded in address order); `swarm ledger audit` recomputes it from the updates each committer
-names for its root, and verifies it. The task cuts the model into 32 leaves, not the default 64. Each
-owner's word on its merged leaves (`merged`, which lets a committer gather them before the leader's final
-plan) reaches the others."""
+names for its root, and verifies it. The task cuts the model into 32 leaves, not the default 64."""
 
 from __future__ import annotations
 
@@ -55,8 +53,6 @@ def test_a_sharded_round_finalizes_the_leader_topologys_fedavg_and_audits(
         assert hashes == {"0x" + info.merged_hash.hex()}
         leader = swarm.daemon(info.leader)
         assert "sharded over 3 owners" in leader.tail(400)
-        for s in swarm.consortium.sites:  # every owner's word on its merged leaves reached the others
-            assert "told 2 of 2 committers of our merged leaves" in swarm.daemon(s.address).tail(400)
         # The audit asks each committer which update its root commits to, fetches it, checks the root.
         auditor = next(s for s in swarm.consortium.sites if s.address != info.leader)
         audited = swarm_cli("ledger", "audit", "--rounds", "all", "--config", str(auditor.config), "--json")

@@ -1,9 +1,7 @@
 """A committer's part in a sharded round (`ShardWork`): a leaf list that is not the sender's committed
 root, or a leaf that fails validation, refuses the sender with the accounting label; a leaf is merged
 once every piece is here, before the leader decides (the guess is reported only once it is the
-decision); the status says what is held, refused and merged. Once its own leaves are merged, a committer
-gathers the leaves the other owners say they merged over the same include, before the final plan,
-whose hashes then decide."""
+decision); the status says what is held, refused and merged."""
 
 from __future__ import annotations
 
@@ -146,47 +144,3 @@ def test_the_leaf_hashes_made_for_the_commit_are_used_not_made_again(monkeypatch
     monkeypatch.undo()
     short = remade(made[:1])
     assert short.own_hashes == made  # a list that is not the layout's: made again
-
-
-def _merged_all(work: ShardWork, updates: dict[str, dict[str, torch.Tensor]]) -> None:
-    for sender in (A, B, C):
-        for i in work.mine():
-            work.check_piece(sender, i, work.layout.leaf(updates[sender], i))
-    for i in work.to_merge():
-        work.merge(i, FedAvg)
-
-
-def test_the_leaves_other_owners_merged_are_gathered_once_ours_are_merged() -> None:
-    work, updates = work_of(B)
-    n = work.layout.count
-    owners = (A,) * (n // 3) + (B,) * (n // 3) + (C,) * (n - 2 * (n // 3))
-    work.adopt(Plan(0, 1, 0, owners))
-    theirs = {i: bytes([i]) * 32 for i, o in enumerate(owners) if o == C}
-    assert work.offer(C, (A, B, C), theirs)
-    assert not work.offer(C, (A, B, C), {0: b"x" * 32})  # leaf 0 is A's, not C's
-    assert not work.offer(B, (A, B, C), {work.mine()[0]: b"x" * 32})  # our own word is not taken
-    assert not work.offer("0x" + "d" * 40, (A, B, C), theirs)  # not a committer
-    other = {i: bytes(32) for i in theirs}
-    assert work.offer(C, (A, B, C), theirs) and not work.offer(C, (A, B, C), other)  # one word an include
-    assert work.offers[C] == ((A, B, C), theirs)
-    assert work.own_merged() is None and work.gather_target() == {}  # our link still brings pieces
-    _merged_all(work, updates)
-    include, ours = work.own_merged() or ((), {})
-    assert include == (A, B, C) and sorted(ours) == work.mine()
-    target = work.gather_target()
-    assert {i: o for i, (o, _) in target.items()} == {i: o for i, o in enumerate(owners) if o != A}
-    assert {i: h for i, (_, h) in target.items() if owners[i] == C} == theirs
-    work.offer(A, (A, B), {0: bytes(32)})  # merged over another include than ours: not gathered
-    assert 0 not in work.gather_target()
-    final = tuple(bytes([i + 100]) * 32 for i in range(n))
-    work.adopt(Plan(0, 1, 1, owners, include=(A, B, C), merged=final))
-    assert work.gather_target() == {i: (o, final[i]) for i, o in enumerate(owners)}  # the plan decides
-
-
-def test_an_owner_of_no_leaf_gathers_on_the_others_word_alone() -> None:
-    work, _ = work_of(C)
-    owners = (A,) * (work.layout.count // 2) + (B,) * (work.layout.count - work.layout.count // 2)
-    work.adopt(Plan(0, 1, 0, owners))
-    assert work.mine() == [] and work.own_merged() is None and work.gather_target() == {}
-    assert work.offer(A, (A, B, C), {0: bytes(32)})
-    assert work.gather_target() == {0: (A, bytes(32))}

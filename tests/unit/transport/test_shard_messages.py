@@ -10,8 +10,6 @@ from swarmd.transport.shards import (
     BadShardMessage,
     Leaves,
     LeavesAsk,
-    Merged,
-    Noted,
     Plan,
     Status,
     UpdateAsk,
@@ -31,8 +29,6 @@ H = bytes(range(32))
         Plan(3, 2, 5, (A, A, B)),
         Plan(3, 2, 6, (A, B), include=(A, B), merged=(H, H)),
         Status(3, 2, 6, (A,), {B: "hash_mismatch"}, {0: H}),
-        Merged(3, (A, B), {4: H, 5: H}),
-        Noted(3),
         UpdateAsk(3),
         UpdateHash(3, H),
     ],
@@ -73,9 +69,6 @@ def _body(**fields: object) -> bytes:
             _body(v=1, kind="status", round=1, term=1, epoch=0, held=[], failed={}, merged={999: H}),
             "out of range",
         ),
-        (_body(v=1, kind="merged", round=1, include=[A], merged={}), "map of 1 to 256 merged leaves"),
-        (_body(v=1, kind="merged", round=1, include=[], merged={0: H}), "over at least one update"),
-        (_body(v=1, kind="merged", round=1, include=[A], merged={256: H}), "out of range"),
     ],
 )
 def test_anything_off_is_refused_by_name(body: bytes, why: str) -> None:
