@@ -53,6 +53,7 @@ log = logging.getLogger("swarmd.shards")
 CYCLE = 0.1  # seconds between two pushes of the same plan to a committer whose status did not change
 OWNER_IDLE = 0.5  # seconds the owner loop sleeps unless woken (a piece, a plan, a merge)
 HOLD = 0.5  # seconds a committer holds its answer to a plan until its status changes (a long poll)
+OPEN_HOLD = 0.5  # seconds a committer holds a leaves question about a round it has not opened yet
 ASK_TIMEOUT = 10.0  # seconds for a plan push or a leaf-list question to be answered (a busy 2-core box
 # answered one in over 2 s)
 CHAIN_EVERY = 1.0  # seconds between the leader's reads of the chain while it coordinates
@@ -179,6 +180,7 @@ class ShardSide(LeaderSide):
         self._shard_serve.update({h: (r, leaf) for h, leaf in work.own_leaves().items()})
         self._shards = work
         work.adopt(opening_plan(r, term, list(committed), work.layout.count))
+        self.wake()  # a leaves question held until we opened the round (`until_opened`) is answered now
         return work
 
     def start_owner(self, work: ShardWork) -> asyncio.Task[None]:
@@ -505,6 +507,8 @@ class ShardSide(LeaderSide):
             return Verdict(False, Refusal.INVALID, str(exc))
         if isinstance(msg, UpdateAsk):
             return self.committed_update(msg.round)
+        if isinstance(msg, LeavesAsk):
+            await self.until_opened(msg.round)
         work = self._shards
         behind = work is None or getattr(msg, "round", None) != work.round
         if isinstance(msg, Plan) and (behind or (work is not None and msg.term > work.term)):
@@ -526,6 +530,16 @@ class ShardSide(LeaderSide):
         if isinstance(msg, Plan):
             return Verdict(False, Refusal.INVALID, f"{sender} does not lead term {msg.term} here")
         return Verdict(False, Refusal.INVALID, f"a {msg.KIND} is not a question")
+
+    async def until_opened(self, r: int) -> None:
+        """An owner asks for our leaves of round r before we opened it: it has read the closing commit a
+        few ms before us. Read the chain now and answer once we open it (up to OPEN_HOLD), instead of a
+        refusal the owner would ask again after a pause, on every round's critical path."""
+        until = time.monotonic() + OPEN_HOLD
+        if self._shards is None or self._shards.round < r:
+            self.nudge()
+        while (self._shards is None or self._shards.round < r) and (left := until - time.monotonic()) > 0:
+            await self.wait_wake(left)
 
     async def news_for_leader(self, work: ShardWork, epoch: int) -> Status:
         """Our status under plan `epoch`, once it differs from the one we last told the leader, or after
