@@ -1,7 +1,8 @@
-"""A sharded committer fetching another committer's leaves: a sender that has not opened the round yet
-(`not_ready`) is asked again at the same short pace, since it opens within ms of its next chain read;
-other failures back off. One peer's leaves are fetched a few at a time, and a failed one leaves none
-of the others running behind the retry."""
+"""A sharded committer fetching another committer's leaves: a sender asked before it opened the round
+holds the question until it opens it (up to OPEN_HOLD); one that refuses `not_ready` is asked again at
+the same short pace, since it opens within ms of its next chain read; other failures back off. One
+peer's leaves are fetched a few at a time, and a failed one leaves none of the others running behind
+the retry."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from swarmd.daemon.shardwork import ShardWork
 from swarmd.errors import PeerRejected, TransportError
 from swarmd.ledger import Member, MemberStatus
 from swarmd.merge.shards import ShardLayout
-from swarmd.transport import Refusal
-from swarmd.transport.shards import Leaves
+from swarmd.transport import Refusal, SecAggHeader, SecAggTopic, Verdict
+from swarmd.transport.shards import Leaves, LeavesAsk, decode_shard_msg
 
 ME, PEER = "0x" + "a" * 40, "0x" + "b" * 40
 
@@ -92,3 +93,29 @@ async def test_a_failed_fetch_leaves_none_of_its_siblings_running_behind_the_ret
         await started
     await asyncio.sleep(0.1)
     assert not running and sorted(finished) == [0, 1, 2]  # all four were cut short: none finished
+
+
+async def test_a_leaves_question_before_we_opened_the_round_is_held_until_we_open_it(
+    unit_driver, monkeypatch
+):
+    """An owner that read the closing commit a few ms before us asks for our leaf hashes: the question
+    waits for our round to open (the chain read at once) and is answered then, not refused `not_ready`
+    and asked again after a pause. A round that does not open within OPEN_HOLD is refused as before."""
+    d = unit_driver(address=ME)
+    d.peers.update([Member(PEER, b"\x02" * 32, "tcp://peer", MemberStatus.ACTIVE)])
+    own, theirs = model(1.0), model(2.0)
+    d.journal.update(0, update_hash=d.store.put(own))
+    leaves = d.task.exchange.leaves
+    committed = {a: (ShardLayout(u, leaves).root(u), 1) for a, u in ((ME, own), (PEER, theirs))}
+    header = SecAggHeader(0, SecAggTopic.SHARDS)
+    asked = asyncio.ensure_future(d.on_secagg(d.peers.key(PEER), header, LeavesAsk(0, 0).encode()))
+    await asyncio.sleep(0.05)
+    assert not asked.done() and d._nudged.is_set()  # held, and the round loop told to read the chain
+    await d.open_work(0, -1, "", model(0.0), committed)
+    answer = await asyncio.wait_for(asked, 5)
+    assert isinstance(answer, bytes)
+    assert decode_shard_msg(answer) == Leaves(0, tuple(ShardLayout(own, leaves).hashes(own)))
+
+    monkeypatch.setattr(shards, "OPEN_HOLD", 0.05)
+    late = await d.on_secagg(d.peers.key(PEER), SecAggHeader(1, SecAggTopic.SHARDS), LeavesAsk(1, 0).encode())
+    assert isinstance(late, Verdict) and late.reason == Refusal.NOT_READY
