@@ -65,7 +65,7 @@ TCP = {"cubic": ("cubic", "reno"), "host": ()}  # --tcp: what to try in each nam
 SWARM = {"fanout": 1}  # the round bench's task, but a dissemination chain: bandwidth, not CPU, bounds it
 # The sharded topology's: 32 leaves, which measured better than the default 64 at both rates and at N = 3
 # and 8 on this bench (docs/benchmarks.md, "the leaf count").
-SHARDED = {"topology": "sharded", "leaves": 32}
+LEAVES = 32
 SAMPLE_S = 0.05  # link counters: well under one model's time at 1 Gbit/s (0.22 s for DenseNet121)
 POLL_S = 0.5  # the daemons' status
 CHAIN_PORT = 8545
@@ -311,6 +311,7 @@ def run_wan_bench(
     keep_logs: Path | None = None,
     compression: str = "none",
     tcp: str = "cubic",
+    leaves: int = LEAVES,
 ) -> dict[str, Any]:
     """Rounds of `sites` daemons over links of `rate` (e.g. '100mbit') in the task's exchange `topology`
     ("leader" or "sharded"), with TCP congestion control `tcp` in the namespaces ("host": the host's
@@ -327,7 +328,7 @@ def run_wan_bench(
             chain = net.add("chain", None)
             nodes = [net.add(f"s{i}", rate_bps) for i in range(sites)]
             note(f"{label}: provisioning the chain")
-            sharded = SHARDED if topology == "sharded" else None
+            sharded = {"topology": "sharded", "leaves": leaves} if topology == "sharded" else None
             task = compressed_task(
                 bench_task(root, model, rounds, exchange=sharded, swarm=SWARM), compression
             )
@@ -366,7 +367,7 @@ def run_wan_bench(
         "compression": compression,
         "tcp": in_force,
         "fanout": SWARM["fanout"],
-        "leaves": SHARDED["leaves"] if topology == "sharded" else None,
+        "leaves": leaves if topology == "sharded" else None,
         "cores": os.cpu_count(),
         "load_at_start": round(load, 2),
         "wall_s": round(measured.wall, 1),

@@ -345,6 +345,9 @@ def wan_cmd(
         help="TCP congestion control in the namespaces: cubic (reno where the host allows no cubic there), "
         "reno, bbr, ..., or host (the host's default).",
     ),
+    leaves: int = typer.Option(
+        32, "--leaves", help="[exchange] leaves of the sharded topology's task (1-256).", min=1, max=256
+    ),
 ) -> None:
     """Rounds over shaped links: sites and chain in network namespaces (needs root), against the floor."""
     from swarmd.bench.round import MODELS
@@ -375,6 +378,7 @@ def wan_cmd(
                 keep_logs=out / "wan-logs",
                 compression=compression,
                 tcp=tcp,
+                leaves=leaves,
             )
             for t in dict.fromkeys(
                 ("leader", topology)
