@@ -4,6 +4,7 @@ receiver's checks on every chunk, and the digest over what it received."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from swarmd import codec
 from swarmd.transport import messages as m
+from swarmd.transport import stream
 from swarmd.transport.stream import (
     TAG_SIZE,
     Inbound,
@@ -200,6 +202,35 @@ async def test_inbound_reassembles_and_hashes(key: bytes | None) -> None:
     state = codec.decode_flat(inbound.manifest, inbound.buffer.numpy())
     assert await inbound.digest() == codec.content_hash(STATE)
     assert torch.equal(state["a"], STATE["a"]) and torch.equal(state["b"], STATE["b"])
+
+
+async def test_streams_received_at_once_each_hash_their_chunks_in_order() -> None:
+    state = {"w": torch.randn(3000), "n": torch.arange(17, dtype=torch.int64)}
+    streams = [_stream(KEY, chunk=96, state=state) for _ in range(3)]
+    for inbound, _, _ in streams:
+        inbound.granted = inbound.credits_to_grant(inbound.n_chunks)
+        assert inbound.n_chunks > 100
+    for seq in range(streams[0][0].n_chunks):  # interleaved, as chunks of three senders arrive
+        for inbound, _, sealed in streams:
+            inbound.accept(seq, sealed[seq])
+    assert [await s[0].digest() for s in streams] == [codec.content_hash(state)] * 3
+
+
+async def test_two_streams_hash_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader taking two updates hashes both at once: neither waits for the other's hash to end."""
+    both = threading.Barrier(2, timeout=10)
+
+    class Meeting(codec.ContentHasher):
+        def update(self, data: codec.Buffer) -> None:
+            both.wait()  # passes only once the other stream is hashing too (one worker: broken, raised)
+            super().update(data)
+
+    monkeypatch.setattr(stream, "ContentHasher", Meeting)
+    (a, _, sealed_a), (b, _, sealed_b) = _stream(KEY, chunk=32), _stream(KEY, chunk=32)
+    for inbound, sealed in ((a, sealed_a), (b, sealed_b)):
+        inbound.granted = inbound.credits_to_grant(1)
+        inbound.accept(0, sealed[0])  # the whole 26-byte state in one chunk
+    assert await a.digest() == await b.digest() == codec.content_hash(STATE)
 
 
 # --- the receiver's checks --------------------------------------------------------------------------
