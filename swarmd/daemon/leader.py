@@ -88,6 +88,7 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
     serve_model)."""
 
     faults: frozenset[Fault] = frozenset()  # test-only misbehaviour (`swarmd.daemon.faults`)
+    _decoding: asyncio.Lock | None = None  # one compressed update's check at a time (see on_update)
 
     # --- exchange, merge, finalize ----------------------------------------------------------------
     async def lead(self, r: int, info: RoundInfo, base: dict[str, torch.Tensor]) -> None:
@@ -286,7 +287,11 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
         try:
             ex.admit(sender, digest)
             try:
-                await asyncio.to_thread(ex.inspect, sender, state)
+                # The transport hands over updates as they come, several at once. Checking a compressed
+                # one decodes it whole (a model-sized temporary): one at a time, so the leader's memory
+                # stays within its bound. A plain one is checked where it lies, beside the others.
+                async with self.decode_turn() if ex.encoding.active else contextlib.nullcontext():
+                    await asyncio.to_thread(ex.inspect, sender, state)
             except InvalidUpdate as exc:
                 ex.exclude_invalid(sender, exc)
                 raise
@@ -312,6 +317,11 @@ class LeaderSide(SecureSide, ReceiptSide, CyclicSide):
         self.journal.update(ex.round, received=received)
         signature = await self.sign_delivery(Receipt(ex.round, ex.term, sender, digest))
         return Verdict(True, receipt=signature)
+
+    def decode_turn(self) -> asyncio.Lock:
+        if self._decoding is None:
+            self._decoding = asyncio.Lock()
+        return self._decoding
 
     def drops(self, ex: Exchange, sender: str, digest: bytes) -> bool:
         """Test fault DROP_UPDATE: its victim is the first committer but this leader, by address, and

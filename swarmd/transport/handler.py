@@ -59,7 +59,9 @@ class Handler(Protocol):
         self, peer: PeerId, header: UpdateHeader, state: dict[str, torch.Tensor], digest: bytes
     ) -> Verdict:
         """A complete update whose bytes hash to `digest` (== header.digest). The tensors view a
-        buffer the transport will not reuse; copy what must outlive the call only if it is mutated."""
+        buffer the transport will not reuse; copy what must outlive the call only if it is mutated.
+        Calls overlap: one per update received at once (at most `max_streams`, their payloads within
+        `max_inflight_bytes`), so a handler that builds large temporaries bounds them itself."""
         ...
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:

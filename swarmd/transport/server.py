@@ -3,7 +3,8 @@ identities), and our answers to it.
 
 - control ROUTER: answers pings and announces; admits update offers (FIFO, several streams at once,
   bounded by `max_streams` and `max_inflight_bytes`, so a silent stream cannot shut others out and
-  memory stays bounded), receives them and hands them to the handler one at a time; serves fetched
+  memory stays bounded), receives them and hands each to the handler once its hash is checked, while
+  the others go on (the handler may hold several at once, within the same bounds); serves fetched
   models (`max_serves` at a time), also a model this node is still downloading (cut-through, flow.py);
   takes chunks, grants and cancels of streams over CURVE.
 - bulk ROUTER: sealed chunks and sealed credit grants only, in bulk.py's fixed layout.
@@ -103,7 +104,6 @@ class Server:
         self._streams_of: Counter[PeerId] = Counter()  # update offers each peer holds
         self._queued = 0
         self._admission = Admission(ctx)
-        self._handler_turn = asyncio.Lock()  # the handler sees one complete update at a time
         self._serves = asyncio.Semaphore(ctx.limits.max_serves)
         self._peer_serves = PeerSlots(ctx.limits.serves_per_peer)
 
@@ -292,8 +292,7 @@ class Server:
         ctx.stats.updates_received += 1
         header = UpdateHeader(msg.round, msg.term, msg.digest, msg.manifest, msg.meta)
         try:
-            async with self._handler_turn:
-                verdict = await ctx.handler.on_update(peer, header, state, digest)
+            verdict = await ctx.handler.on_update(peer, header, state, digest)
         except Exception as exc:  # a handler bug must not end the node (logged with its traceback)
             log.exception("update handler failed")
             ctx.reject("handler_error", peer, repr(exc))

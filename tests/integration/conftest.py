@@ -46,7 +46,7 @@ class LoopNode:
         self.thread.start()
         pub, sec = zmq.curve_keypair()
         self.public, self.secret = pub, sec
-        self.handler = Recorder()
+        self.handler = kw.pop("handler", None) or Recorder()
         kw.setdefault("max_bytes", 1 << 30)
         self.node = self.run(self._make(pub, sec, kw))
 

@@ -62,6 +62,48 @@ def test_densenet_sized_update_arrives_bit_exact_then_spreads_by_fetch(spawn_pee
     assert stats["updates"] == 1 and stats["announces"] == [[4, out["sent"][2:]]]
 
 
+class Meeting(Recorder):
+    """Holds every update until two are in the handler at once (refused after 5 s alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = self.most = 0
+        self.together: asyncio.Event | None = None
+
+    async def on_update(self, peer, header, state, digest) -> Verdict:  # type: ignore[no-untyped-def]
+        self.together = self.together or asyncio.Event()
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        if self.inside == 2:
+            self.together.set()
+        try:
+            await asyncio.wait_for(self.together.wait(), 5)
+        except TimeoutError:
+            return Verdict(False, Refusal.INTERNAL_ERROR, "alone in the handler")
+        finally:
+            self.inside -= 1
+        return await super().on_update(peer, header, state, digest)
+
+
+def test_updates_received_at_once_are_in_the_handler_at_once(loop_node) -> None:
+    """A leader storing one update (a write and an fsync) does not hold up the next one's handling."""
+    local = loop_node(limits=FAST, handler=Meeting())
+    senders = [loop_node(limits=FAST) for _ in range(2)]
+    members = {n.node.peer_id: n.node.endpoint for n in (local, *senders)}
+    for n in (local, *senders):
+        n.set_peers(members)
+    states = [densenet_like_state(300_000, seed=s) for s in (1, 2)]
+    sends = [
+        asyncio.run_coroutine_threadsafe(
+            n.node.send_update(local.node.peer_id, round=3, term=1, state=state), n.loop
+        )
+        for n, state in zip(senders, states, strict=True)
+    ]
+    verdicts = [f.result(30) for f in sends]
+    assert [v.ok for v in verdicts] == [True, True], verdicts
+    assert local.handler.most == 2 and local.handler.updates == 2
+
+
 def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:
     b = spawn_peer("--bulk", "curve")
     local = loop_node(limits=FAST, bulk="curve")

@@ -5,13 +5,16 @@ without failing; the DROP_UPDATE fault receipts its victim's update and leaves i
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import pytest
 import torch
 from eth_account import Account
 
 from swarmd.codec import Manifest, content_hash
+from swarmd.compress import Encoding
 from swarmd.daemon.accounting import exclusion_reasons
 from swarmd.daemon.exchange import Exchange
 from swarmd.daemon.faults import Fault
@@ -134,6 +137,43 @@ async def test_the_leader_checks_an_update_off_its_event_loop_and_refuses_it_onc
     assert not verdict.ok and verdict.receipt is None
     assert verdict.reason == Refusal.INVALID and "merge began" in verdict.detail  # not a "duplicate"
     assert PEER not in leader.exchange.received  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("compression", "most"), [("none", 2), ("int8", 1)])
+async def test_updates_are_checked_side_by_side_unless_compressed(
+    leader, monkeypatch, compression, most
+) -> None:
+    """Two updates handed over at once are checked at once; compressed ones (each check decodes a whole
+    model) one after the other, so the leader's memory stays within its bound."""
+    second_key, second = b"\x08" * 32, Account.from_key(b"\x04" * 32).address
+    other = {"w": torch.full((3,), 2.0)}
+    leader.peers.update(
+        [
+            Member(a, k, f"tcp://{k.hex()}", MemberStatus.ACTIVE)
+            for a, k in ((PEER, PEER_KEY), (second, second_key))
+        ]
+    )
+    ex = leader.exchange
+    ex.expected[second] = (content_hash(other), 4)
+    ex.encoding = Encoding(compression)
+    inside, seen, lock = [0], [], threading.Lock()
+
+    def slow_inspect(self: Exchange, sender: str, state) -> None:
+        with lock:
+            inside[0] += 1
+            seen.append(inside[0])
+        time.sleep(0.2)
+        with lock:
+            inside[0] -= 1
+
+    monkeypatch.setattr(Exchange, "inspect", slow_inspect)
+    header = UpdateHeader(round=2, term=1, digest=DIGEST, manifest=Manifest(()))
+    verdicts = await asyncio.gather(
+        leader.on_update(PEER_KEY, header, dict(UPDATE), DIGEST),
+        leader.on_update(second_key, header, other, content_hash(other)),
+    )
+    assert all(v.ok for v in verdicts) and {PEER, second} <= set(ex.received)
+    assert max(seen) == most
 
 
 async def test_drop_update_receipts_the_victim_then_reports_it_not_delivered(leader) -> None:
