@@ -33,3 +33,10 @@ def test_without_root_it_says_so_and_exits_non_zero(tmp_path: Path, monkeypatch:
     code, output = _wan(tmp_path, "--sites", "2")
     assert code == 7 and "NetnsUnavailable" in output and "needs root" in output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("leaves", ["0", "257"])
+def test_a_leaf_count_out_of_range_is_refused(tmp_path: Path, leaves: str) -> None:
+    code, output = _wan(tmp_path, "--topology", "sharded", "--leaves", leaves)
+    assert code == 2 and "--leaves" in output
+    assert not (tmp_path / "out").exists()
