@@ -12,7 +12,7 @@ import errno
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from swarmd.errors import StoreError
@@ -43,12 +43,16 @@ def _fsync(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str], mode: int = 0o644, *, named: Callable[[], Path] | None = None
+) -> Iterator[Path]:
     """Yield a tmp path beside `path`; when the block ends without error, it durably becomes `path`.
 
     For writers that want a file name rather than bytes (safetensors writes tensors straight
     from their memory, without assembling the file in RAM). Whatever the block raises, the tmp
-    file is removed and `path` is left as it was."""
+    file is removed and `path` is left as it was. `named`: the final path (in the same folder), asked
+    for once the file is written and synced, for a file named by what it holds (a content hash computed
+    meanwhile); what it raises is raised, and nothing is left."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,8 @@ def atomic_path(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Pat
         yield Path(tmp)
         _fsync(tmp)
         os.chmod(tmp, mode)
+        if named is not None:
+            target = named()
         os.replace(tmp, target)
         _fsync(target.parent)
     except OSError as exc:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import safetensors.torch
 import torch
 
+from swarmd import checkpoint
 from swarmd.checkpoint import QUARANTINE, CheckpointStore, CorruptCheckpointError, load_file, save_file
 from swarmd.codec import content_hash, hash_hex
-from swarmd.errors import CheckpointError
+from swarmd.errors import CheckpointError, CodecError
 
 
 @pytest.fixture
@@ -42,6 +44,38 @@ def test_put_is_idempotent_and_leaves_no_tmp_files(tmp_path, state):
     store = CheckpointStore(tmp_path)
     assert store.put(state) == store.put({k: v.clone() for k, v in state.items()})
     assert [p.name for p in tmp_path.iterdir()] == [store.path(content_hash(state)).name]
+
+
+def test_a_put_writes_while_it_hashes_and_names_the_file_by_the_hash(tmp_path, state, monkeypatch):
+    """Hashing and writing meet at a barrier: the old put, which hashed before it wrote, breaks it."""
+    both = threading.Barrier(2, timeout=10)
+    hash_of, serialize = checkpoint.content_hash, safetensors.serialize_file
+
+    def meeting_hash(s):  # type: ignore[no-untyped-def]
+        both.wait()
+        return hash_of(s)
+
+    def meeting_write(*args, **kw):  # type: ignore[no-untyped-def]
+        both.wait()
+        return serialize(*args, **kw)
+
+    monkeypatch.setattr(checkpoint, "content_hash", meeting_hash)
+    monkeypatch.setattr(checkpoint.safetensors, "serialize_file", meeting_write)
+    store = CheckpointStore(tmp_path)
+    h = store.put(state)
+    monkeypatch.undo()  # get() hashes the file again, alone
+    assert h == hash_of(state) and _same(store.get(h), state)
+    assert [p.name for p in tmp_path.iterdir()] == [store.path(h).name]  # no tmp or pending file left
+
+
+def test_a_state_that_cannot_be_hashed_leaves_no_file(tmp_path, state, monkeypatch):
+    def refuse(s):  # type: ignore[no-untyped-def]
+        raise CodecError("not a tensor the codec takes")
+
+    monkeypatch.setattr(checkpoint, "content_hash", refuse)
+    with pytest.raises(CheckpointError, match="cannot checkpoint this state dict: not a tensor the codec"):
+        CheckpointStore(tmp_path).put(state)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_non_contiguous_tensor_is_stored_by_value(tmp_path):
