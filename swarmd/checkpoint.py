@@ -84,21 +84,14 @@ def save_file(
     state: Mapping[str, torch.Tensor], path: Path, *, named: Callable[[], Path] | None = None
 ) -> Path:
     """Write `state` as a safetensors file at `path` (or where `named()` says once it is written, see
-    `atomic_path`), atomically; return where. For exports; the store uses put().
+    `atomic_path`), atomically. For exports; the store uses put().
 
     safetensors writes each tensor from its own memory, so saving adds no model-sized copy:
     a leader persisting an update it just received stays within its memory bound."""
     plain = _plain(state)  # holds every tensor the specs point into until the file is written
-    final = Path(path)
-
-    def name_it() -> Path:
-        nonlocal final
-        final = named() if named is not None else final
-        return final
-
     try:
         specs = _specs(plain)
-        with atomic_path(path, named=name_it) as tmp:
+        with atomic_path(path, named=named) as tmp:
             safetensors.serialize_file(specs, tmp, metadata=_METADATA)
     except DiskFullError:
         raise
@@ -111,7 +104,7 @@ def save_file(
             ) from exc
         # e.g. two entries sharing storage, which safetensors refuses on purpose
         raise CheckpointError(f"cannot serialize state dict: {exc}") from exc
-    return final
+    return Path(path)
 
 
 def _deserialize(data: bytes, path: Path) -> dict[str, torch.Tensor]:
@@ -193,11 +186,11 @@ class CheckpointStore:
                 raise CheckpointError(f"cannot checkpoint this state dict: {exc}") from exc
 
         try:
-            target = save_file(state, self.root / PENDING, named=named)
+            save_file(state, self.root / PENDING, named=named)
         finally:
             hashing.cancel()  # when the write failed before the hash began
         h = hashing.result()
-        self._wrote(h, target)
+        self._wrote(h, self.path(h))
         return h
 
     def _wrote(self, h: bytes, target: Path) -> None:
