@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import hashlib
 import multiprocessing as mp
 import os
 import resource
@@ -138,16 +137,17 @@ def _peak_rss() -> int:
 
 async def _plain_receiver(conn: Connection, total: int, count: int, work: bool) -> None:
     """Plain ZeroMQ, no security. With `work`, it also does what any receiver must: copy each chunk
-    into a fresh payload buffer (as the transport allocates it) and sha256 it on a worker thread, so
-    the ratio isolates the crypto."""
+    into a fresh payload buffer (as the transport allocates it) and hash it (the content hash) on a
+    worker thread, so the ratio isolates the crypto."""
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.maxmsgsize = 64 << 20
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     conn.send({"endpoint": f"tcp://127.0.0.1:{port}", "baseline": _rss_now()})
     pool = ThreadPoolExecutor(max_workers=1)
+    payload_manifest = codec.Manifest((codec.TensorSpec("payload", "uint8", (total,), total),))
     for _ in range(count):
-        got, sha = 0, hashlib.sha256()
+        got, hasher = 0, codec.ContentHasher(payload_manifest)
         # the payload buffer the transport itself uses (huge pages), so "/ plain+work" isolates the crypto
         buf = payload_buffer(total).numpy().data.cast("B") if work else None
         last: Any = None
@@ -157,7 +157,7 @@ async def _plain_receiver(conn: Connection, total: int, count: int, work: bool) 
                 n = len(f)
                 if buf is not None:
                     buf[got : got + n] = memoryview(f.buffer).cast("B")
-                    last = pool.submit(sha.update, buf[got : got + n])
+                    last = pool.submit(hasher.update, buf[got : got + n])
                 got += n
         if last is not None:
             await asyncio.wrap_future(last)

@@ -77,7 +77,7 @@ def format_table(result: dict[str, Any]) -> str:
         for c in [r["codec"]]
     ]
     transfer_head = (
-        "params | plain ZeroMQ GB/s | plain + copy + sha256 GB/s | CURVE + sealed bulk GB/s | "
+        "params | plain ZeroMQ GB/s | plain + copy + hash GB/s | CURVE + sealed bulk GB/s | "
         "/ plain | / plain+work | CURVE on bulk GB/s | / plain | sealed / CURVE-bulk | "
         "receiver RSS growth / payload"
     )
