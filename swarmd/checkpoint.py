@@ -25,7 +25,7 @@ import safetensors.torch
 import torch
 
 from swarmd.checkpoint_reader import CorruptStoredState, FileId, StoredState, open_verified
-from swarmd.codec import HASH_SIZE, content_hash, hash_hex
+from swarmd.codec import HASH_SIZE, content_hash, hash_against, hash_hex
 from swarmd.errors import CheckpointError, CodecError, StoreError
 from swarmd.fsutil import DiskFullError, atomic_path, quarantine
 
@@ -38,7 +38,7 @@ QUARANTINE = "quarantine"
 _NO_SPACE_MESSAGES = ("os error 28)", "os error 122)")  # ENOSPC, EDQUOT
 _WRITTEN_KEPT = 1024  # files this store remembers writing; one forgotten is hashed again when opened
 PENDING = "pending" + SUFFIX  # where a file being written while its hash is computed gets its tmp name
-# Hashes a model while the store writes it (`_put_hashing`): sha256 releases the GIL.
+# Hashes a model while the store writes it (`_put_hashing`): the content hash releases the GIL.
 _HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="swarmd-store-hash")
 
 
@@ -126,7 +126,7 @@ def load_file(path: Path, expected: bytes | None = None) -> dict[str, torch.Tens
     state = _deserialize(data, path)
     if expected is not None:
         try:
-            got = content_hash(state)
+            got = hash_against(state, expected)
         except CodecError as exc:
             raise CorruptCheckpointError(f"checkpoint {path} holds an unsupported tensor: {exc}") from exc
         if got != expected:

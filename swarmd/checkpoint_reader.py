@@ -162,17 +162,10 @@ def open_verified(path: Path, expected: bytes, written: FileId | None = None) ->
             )
             if written is not None and FileId.of(st) == written:
                 return StoredState(path, entries, manifest)
-            hasher = ContentHasher(manifest)
-            for spec in manifest.tensors:
-                f.seek(entries[spec.name].start)
-                left = spec.nbytes
-                while left:
-                    chunk = f.read(min(left, _CHUNK))
-                    if not chunk:
-                        raise CorruptStoredState(f"checkpoint {path} is truncated")
-                    hasher.update(chunk)
-                    left -= len(chunk)
-            got = hasher.digest()
+            got = _file_hash(f, manifest, entries, path)
+            if got != expected:  # a model named before protocol 4 (codec.hash_against): read it again
+                v1 = _file_hash(f, manifest, entries, path, legacy=True)
+                got = v1 if v1 == expected else got
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except OSError as exc:
@@ -185,6 +178,22 @@ def open_verified(path: Path, expected: bytes, written: FileId | None = None) ->
             hint="the file was modified or corrupted; fetch the model again from a peer",
         )
     return StoredState(path, entries, manifest)
+
+
+def _file_hash(
+    f: BinaryIO, manifest: Manifest, entries: dict[str, _Entry], path: Path, *, legacy: bool = False
+) -> bytes:
+    hasher = ContentHasher(manifest, legacy=legacy)
+    for spec in manifest.tensors:
+        f.seek(entries[spec.name].start)
+        left = spec.nbytes
+        while left:
+            chunk = f.read(min(left, _CHUNK))
+            if not chunk:
+                raise CorruptStoredState(f"checkpoint {path} is truncated")
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher.digest()
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from swarmd.checkpoint import CheckpointStore
-from swarmd.codec import content_hash, hash_hex
+from swarmd.codec import hash_against, hash_hex
 from swarmd.errors import PeerRejected, StoreError, StreamFailed, TransportError, WireError
 from swarmd.ledger import Member, MemberStatus
 from swarmd.merge.shards import ShardLayout
@@ -224,7 +224,7 @@ class UpdateSource:
 
     @staticmethod
     def _checked(state: dict[str, torch.Tensor], h: bytes, what: str) -> dict[str, torch.Tensor]:
-        got = content_hash(state)
+        got = hash_against(state, h)
         if got != h:  # the transport and the store check this too; an audit states it once more
             raise UpdateUnavailable(f"{what} hashes to {hash_hex(got)}, not its commitment {hash_hex(h)}")
         return state

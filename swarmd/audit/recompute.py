@@ -25,7 +25,7 @@ from swarmd.audit.cyclic import audit_cyclic
 from swarmd.audit.fetch import UpdateSource, UpdateUnavailable
 from swarmd.audit.secure import KeySets, audit_secure
 from swarmd.audit.verdict import RoundVerdict, Status, UnfinalizedRound
-from swarmd.codec import content_hash
+from swarmd.codec import hash_against
 from swarmd.compress import NONE, Encoding, decompressed
 from swarmd.errors import InvalidUpdate, MergeError
 from swarmd.ledger import CommitInfo, Outcome, RoundInfo, RoundStatus
@@ -98,7 +98,7 @@ async def audit_round(
         )
     except MergeError as exc:
         return RoundVerdict(info.round, Status.CANNOT_AUDIT, finalized, reason=str(exc), rule=rule.name)
-    recomputed = content_hash(merged)
+    recomputed = hash_against(merged, finalized)
     status = Status.VERIFIED if recomputed == finalized and not disagree else Status.MISMATCH
     reason = disagree or (
         "" if status is Status.VERIFIED else "the finalized model is not the merge of the included updates"

@@ -23,7 +23,7 @@ import torch
 
 from swarmd.audit.fetch import TranscriptUnavailable, UpdateSource, UpdateUnavailable
 from swarmd.audit.verdict import RoundVerdict, Status
-from swarmd.codec import content_hash
+from swarmd.codec import hash_against
 from swarmd.ledger import AdvertisedKeys, RoundInfo
 from swarmd.merge import apply_diff, with_unmasked
 from swarmd.privacy import (
@@ -78,7 +78,7 @@ async def audit_secure(
         return _mismatch(info, why, sources)
     except (_Mismatch, SecAggError) as exc:
         return _mismatch(info, str(exc), sources)
-    recomputed = content_hash(merged)
+    recomputed = hash_against(merged, finalized)
     ok = recomputed == finalized
     reason = "" if ok else "the finalized model is not the unmasked sum of the included masked updates"
     status = Status.VERIFIED if ok else Status.MISMATCH

@@ -329,15 +329,19 @@ def verify(
     from swarmd.ops.epsilon import model_epsilon
 
     with cli_errors():
-        h = content_hash(load_file(model_file))
+        state = load_file(model_file)
+        h, v1 = content_hash(state), content_hash(state, legacy=True)  # v1: named before protocol 4
         ledger = _ledger(config, rpc, contract, devnet)
         if round_number is not None and not 0 <= round_number <= ledger.current_round():
             raise UsageError(f"round {round_number} does not exist (current round: {ledger.current_round()})")
         last = round_number if round_number is not None else ledger.current_round()
         history = [ledger.round(r) for r in range(last + 1)]
         infos = history[-1:] if round_number is not None else history
+        initial_hash = ledger.binding().initial_model_hash
+        named = {initial_hash, *(i.merged_hash for i in infos)}
+        h = v1 if h not in named and v1 in named else h
         matches = [i.round for i in infos if i.merged_hash == h]
-        initial = ledger.binding().initial_model_hash == h
+        initial = initial_hash == h
         privacy = [model_epsilon(history, r) for r in matches]
         failed = failed_audits(attestations_by_round(ledger), range(max(matches) + 1) if matches else ())
     result = {

@@ -72,13 +72,13 @@ class ModelSide(RoundPlumbing):
             return None, str(exc)
 
     async def _rebuild_initial(self, h: bytes) -> tuple[dict[str, torch.Tensor] | None, str]:
-        from swarmd.codec import content_hash
+        from swarmd.codec import hash_against
         from swarmd.train import initial_model
 
         loop = asyncio.get_running_loop()
         try:
             weights = await loop.run_in_executor(self._train_pool, initial_model, self.task)
-            got = content_hash(weights)
+            got = hash_against(weights, h)  # a consortium deployed before protocol 4 has a v1 initial hash
         except SwarmError as exc:
             return None, f"cannot rebuild the initial model from the task: {exc}"
         if got != h:

@@ -491,7 +491,7 @@ class Client:
                 _raise_stopped(conn, ended.result())
             if failure is not None:
                 raise StreamFailed(f"model stream failed: {failure}")
-            digest = await stream.digest()
+            digest = await stream.digest_against(model_hash)
             if digest != model_hash:
                 got, want = codec.hash_hex(digest), codec.hash_hex(model_hash)
                 ctx.reject("hash_mismatch", conn.key, f"served model hashes to {got}")

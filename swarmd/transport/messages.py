@@ -1,7 +1,7 @@
 """Wire messages of the swarmd transport: versioned frozen dataclasses with paired encode/decode.
 
 Control channel only (the bulk channel speaks the fixed layout of bulk.py). Every ZeroMQ message is
-`[header, *data]`: frame 0 is a msgpack map `{"v": 3, "kind": ..., fields}` whose first two keys are
+`[header, *data]`: frame 0 is a msgpack map `{"v": 4, "kind": ..., fields}` whose first two keys are
 "v" and "kind", the other frames (only for `chunk`) are raw payload bytes.
 
 Decoding is bounded before it starts: a frame over 8 KiB must be an `update` or a `serve` (the only
@@ -59,8 +59,9 @@ from swarmd.codec import MAX_NAME_LEN, MAX_NDIM, MAX_TENSORS, Manifest
 from swarmd.errors import CodecError, PeerRejected, WireError
 
 # 2: a reply's reason is a Refusal value, not free text; 3: bulk frames have a fixed layout (bulk.py),
-# "v" and "kind" lead every control header
-PROTOCOL_VERSION = 3
+# "v" and "kind" lead every control header; 4: content hashes are BLAKE3 (codec), so a node of 3 is
+# refused as bad_version, not on every update as hash_mismatch
+PROTOCOL_VERSION = 4
 MAX_HEADER_BYTES = 16 << 20  # a manifest of MAX_TENSORS long names fits
 # Every kind without a manifest fits (a reply's detail is at most MAX_TEXT); larger frames are manifests,
 # decoded off the event loop. Small, so no frame decoded on the loop costs more than a fraction of a ms.

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from swarmd.aio import wait_within
-from swarmd.codec import ContentHasher, Manifest
+from swarmd.codec import ContentHasher, Manifest, digest_against
 from swarmd.transport import bulk
 from swarmd.transport import messages as m
 from swarmd.transport.bulk import SID_SIZE, TAG_SIZE
@@ -50,10 +50,10 @@ __all__ = [
     "new_sid",
 ]
 
-# sha256 releases the GIL, so hashing on worker threads overlaps with receiving and decrypting the next
-# chunk on the event loop. A worker per core (two at least): a leader taking several updates at once
-# hashes them side by side, where one sha256 stream (1-2 GB/s) is slower than one fast link. `_InOrder`
-# keeps each stream's chunks in order.
+# The content hash releases the GIL, so hashing on worker threads overlaps with receiving and decrypting
+# the next chunk on the event loop. A worker per core (two at least): a leader taking several updates at
+# once hashes them side by side, and a busy core hashes slower than a fast link delivers. `_InOrder` keeps
+# each stream's chunks in order.
 _HASHER = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="swarmd-hash")
 
 
@@ -403,3 +403,12 @@ class Inbound:
         """The content hash of everything received, once hashing has caught up."""
         await self._hashing.caught_up()
         return self._hasher.digest()
+
+    async def digest_against(self, name: bytes) -> bytes:
+        """`digest()`, or the v1 hash of the same bytes where that is `name`: a model named before
+        protocol 4 (`codec.digest_against`), hashed again on the pool only when the digest is not `name`."""
+        digest = await self.digest()
+        if digest == name:
+            return digest
+        again = _HASHER.submit(digest_against, self.manifest, [self.view], digest, name)
+        return await asyncio.wrap_future(again)

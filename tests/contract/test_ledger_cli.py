@@ -20,6 +20,7 @@ from swarmd.ledger import Devnet
 from swarmd.train import BUNDLES_DIR
 
 pytestmark = pytest.mark.chain
+OLD = {"w": torch.ones(4)}  # round 2's model, named by its v1 hash as before protocol 4
 
 
 def _finalize(c: Consortium, r: int, merged: bytes, recover_one: bool = False) -> tuple[list[str], list[str]]:
@@ -54,7 +55,8 @@ def history(
     for site, eps in ((b, 3000), (nodp, 0)):
         commit(site, 2, h32(f"u2-{eps}"), 10, milli_epsilon=eps)
     c.mine(5)  # the commit window passes without a
-    _finalize(c, 2, h32("m2"))
+    save_file(OLD, tmp_path / "m2.safetensors")
+    _finalize(c, 2, content_hash(OLD, legacy=True))
     return c, model, recovered
 
 
@@ -121,6 +123,13 @@ def test_verify_reports_the_largest_epsilon_behind_the_model(history) -> None:
     assert p["sites_without_dp"] == [nodp]  # included in round 0 at least
     text = _swarm(c, "ledger", "verify", str(model))
     assert "VERIFIED" in text and f"{spent[top]:.3f}" in text and "without DP" in text
+
+
+def test_verify_finds_a_model_named_before_protocol_4_by_its_v1_hash(history, tmp_path: Path) -> None:
+    c, _, _ = history
+    doc = json.loads(_swarm(c, "ledger", "verify", str(tmp_path / "m2.safetensors"), "--json"))
+    assert doc["verified"] and doc["rounds"] == [2]
+    assert doc["hash"] == "0x" + content_hash(OLD, legacy=True).hex()
 
 
 def test_rounds_explain_the_numbering_from_the_devnet_task(history, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@
 On start it prints one JSON line: {"endpoint", "public" (hex raw key), "bulk_port"}. Then each
 stdin line is a command {"op": ..., ...} answered by one JSON line on stdout (see COMMANDS).
 The handler accepts every update, answers with the content hash it recomputes from the decoded
-tensors (so the sender can check bit-exactness), and serves every model it received.
+tensors (so the sender can check bit-exactness), and serves every model it received, by its content
+hash and by its v1 hash.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class Recorder:
     ) -> Verdict:
         self.updates += 1
         self.models[digest] = codec.encode(state)
+        # and by the v1 hash, as a store written before protocol 4 names it
+        self.models[codec.content_hash(state, legacy=True)] = self.models[digest]
         return Verdict(True, detail=codec.hash_hex(codec.content_hash(state)), receipt=self.receipt)
 
     async def on_announce(self, peer: PeerId, header: AnnounceHeader) -> None:

@@ -46,8 +46,9 @@ class Recorder:
     async def on_secagg(self, peer: PeerId, header: SecAggHeader, body: bytes) -> bytes | Verdict:
         return b"echo:" + body
 
-    def serve_model(self, model_hash: bytes) -> Any:
-        return MODEL if codec.hash_frames(*MODEL) == model_hash else None
+    def serve_model(self, model_hash: bytes) -> Any:  # by either name (codec.hash_against)
+        names = (codec.hash_frames(*MODEL), codec.hash_frames(*MODEL, legacy=True))
+        return MODEL if model_hash in names else None
 
 
 def _site(bind: str, config: P2PConfig) -> tuple[HybridNode, bytes]:
@@ -105,6 +106,9 @@ async def test_a_private_site_is_reached_over_libp2p_and_dials_out_over_zeromq(
     assert c.handler.updates == [b_key] and c.handler.announces == [4]  # type: ignore[attr-defined]
     route = b.routes()[c_key]
     assert route.path == "relayed" and route.bytes_in["relayed"] == 1_200_000
+    # a model named before protocol 4 is fetched and checked by its v1 hash
+    old = await b.fetch_model(c_key, codec.hash_frames(*MODEL, legacy=True), max_bytes=8 << 20)
+    assert torch.equal(old["w"], STATE["w"])
     assert (await c.send_update(b_key, round=1, term=1, state=STATE)).ok  # C dials B's ZeroMQ port
     assert b.handler.updates == [c_key]  # type: ignore[attr-defined]
     assert c.routes()[b_key].path == "zmq" and c.routes()[b_key].bytes_out["zmq"] == 1_200_000

@@ -119,6 +119,22 @@ def test_curve_bulk_mode_round_trip(spawn_peer, loop_node) -> None:
     assert codec.content_hash(got) == codec.content_hash(state)
 
 
+def test_a_model_named_before_protocol_4_is_fetched_by_its_v1_hash(spawn_peer, loop_node) -> None:
+    """The chain names the models of rounds finalized before the content hash became BLAKE3 by their v1
+    (sha256) hash: a site catching up fetches one by that name, and the bytes are checked against it."""
+    b = spawn_peer()
+    local = loop_node(limits=FAST)
+    introduce(b, local)
+    state = densenet_like_state(300_000, seed=4)
+    assert local.run(local.node.send_update(b.key, round=1, term=0, state=state)).ok
+    v1 = codec.content_hash(state, legacy=True)
+    got = local.run(local.node.fetch_model(b.key, v1, max_bytes=1 << 30))
+    assert codec.content_hash(got, legacy=True) == v1 and codec.content_hash(got) == codec.content_hash(state)
+    b.call("corrupt_serving")
+    with pytest.raises(HashMismatch):
+        local.run(local.node.fetch_model(b.key, v1, max_bytes=1 << 30))
+
+
 def test_secagg_messages_carry_opaque_bodies_and_refusals(spawn_peer, loop_node) -> None:
     b = spawn_peer()
     local = loop_node(limits=FAST)

@@ -181,6 +181,24 @@ def test_a_bad_file_is_quarantined_once_so_the_next_look_finds_nothing(tmp_path,
     assert store.put(state) == h and _same(store.get(h), state)
 
 
+def test_a_checkpoint_named_before_protocol_4_is_still_read_by_that_name(tmp_path, state):
+    """A store written before the content hash became BLAKE3 names its files by the v1 (sha256) hash.
+    After the upgrade `get`, `open` and `load_file` still verify them by it; a changed byte still fails."""
+    v1 = content_hash(state, legacy=True)
+    assert v1 != content_hash(state)
+    save_file(state, CheckpointStore(tmp_path).path(v1))
+    store = CheckpointStore(tmp_path)  # a new process: `open` must hash the file, not trust its write
+    assert store.has(v1) and _same(store.get(v1), state)
+    opened = store.open(v1)
+    assert _same({k: opened[k] for k in opened}, state)
+    assert _same(load_file(store.path(v1), v1), state)
+    data = bytearray(store.path(v1).read_bytes())
+    data[-1] ^= 0xFF
+    store.path(v1).write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="does not match its hash"):
+        store.open(v1)
+
+
 def test_a_missing_file_is_not_quarantined(tmp_path, state):
     store = CheckpointStore(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint"):

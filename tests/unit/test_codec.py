@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import blake3
 import msgpack
 import pytest
 import torch
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from swarmd.codec import (
     DTYPES,
     HASH_DOMAIN,
+    LEGACY_DOMAIN,
     ContentHasher,
     Digest,
     Manifest,
@@ -20,8 +22,10 @@ from swarmd.codec import (
     content_hash,
     decode,
     decode_flat,
+    digest_against,
     encode,
     first_nonfinite,
+    hash_against,
     hash_frames,
     hash_hex,
     manifest_of,
@@ -160,14 +164,36 @@ def test_manifest_wire_round_trip_and_canonical_bytes() -> None:
 def test_content_hash_definition_and_sensitivity() -> None:
     state = {"b": torch.arange(4, dtype=torch.int16), "a": torch.ones(2)}
     manifest, frames = encode(state)
-    expected = hashlib.sha256(
+    expected = blake3.blake3(
         HASH_DOMAIN + manifest.canonical_bytes() + b"".join(bytes(f) for f in frames)
     ).digest()
+    assert HASH_DOMAIN == b"swarmd-model-v2"
     assert content_hash(state) == expected
     assert content_hash(dict(reversed(state.items()))) == expected  # key order does not matter
     assert content_hash({**state, "a": torch.tensor([1.0, 1.0000001])}) != expected
     assert content_hash({**state, "a": torch.ones(1, 2)}) != expected  # shape is covered
     assert content_hash({**state, "b": torch.arange(4, dtype=torch.uint8)}) != expected  # dtype too
+
+
+def test_the_v1_hash_is_sha256_over_the_same_bytes() -> None:
+    state = {"b": torch.arange(4, dtype=torch.int16), "a": torch.ones(2)}
+    manifest, frames = encode(state)
+    v1 = hashlib.sha256(LEGACY_DOMAIN + manifest.canonical_bytes() + b"".join(bytes(f) for f in frames))
+    assert LEGACY_DOMAIN == b"swarmd-model-v1"
+    assert content_hash(state, legacy=True) == hash_frames(manifest, frames, legacy=True) == v1.digest()
+
+
+def test_a_state_is_checked_against_its_name_in_either_hash() -> None:
+    state = {"w": torch.randn(100)}
+    current, v1 = content_hash(state), content_hash(state, legacy=True)
+    assert hash_against(state, current) == current
+    assert hash_against(state, v1) == v1  # a model named before protocol 4
+    other = content_hash({"w": torch.randn(100)})
+    assert hash_against(state, other) == current != other  # neither: the current hash, for the message
+    assert hash_against(state, None) == current
+    manifest, frames = encode(state)
+    assert digest_against(manifest, frames, current, v1) == v1
+    assert digest_against(manifest, frames, current, other) == current
 
 
 def test_incremental_hasher_counts_bytes() -> None:

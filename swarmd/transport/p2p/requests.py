@@ -20,7 +20,7 @@ from swarmd.transport.p2p.runtime import to_asyncio
 
 log = logging.getLogger("swarmd.transport.p2p")
 
-REQUEST_PROTO = "/swarmd/request/3"
+REQUEST_PROTO = f"/swarmd/request/{m.PROTOCOL_VERSION}"
 
 
 async def answer(handler: Handler, loop: asyncio.AbstractEventLoop, peer: PeerId, stream: INetStream) -> None:

@@ -41,8 +41,8 @@ log = logging.getLogger("swarmd.transport.p2p")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-UPDATE_PROTO = "/swarmd/update/3"
-FETCH_PROTO = "/swarmd/fetch/3"
+UPDATE_PROTO = f"/swarmd/update/{m.PROTOCOL_VERSION}"
+FETCH_PROTO = f"/swarmd/fetch/{m.PROTOCOL_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -278,6 +278,10 @@ class P2PService:
                 stream, serve.manifest, serve.sid, lim.chunk_size, lim.window, lim.stall_timeout
             )
             counters.count(path, inn=len(buf))
+            if digest != model_hash:  # or a model named before protocol 4 (codec.digest_against)
+                digest = await trio.to_thread.run_sync(
+                    codec.digest_against, serve.manifest, [buf], digest, model_hash
+                )
             if digest != model_hash:
                 raise HashMismatch(
                     f"served model hashes to {codec.hash_hex(digest)}, not {codec.hash_hex(model_hash)}"

@@ -93,6 +93,20 @@ async def test_a_corrupt_initial_model_is_quarantined_and_rebuilt_from_the_task(
     assert p.kind == ProblemKind.CORRUPT_CHECKPOINT and "does not match its hash" in p.detail
 
 
+async def test_an_initial_model_named_before_protocol_4_is_rebuilt_from_the_task(
+    tmp_path, initial, unit_driver
+):
+    """A consortium deployed before the content hash became BLAKE3 has the v1 (sha256) hash of its initial
+    model on chain: a site without it rebuilds it from the task, checks it by that name and stores it."""
+    h = content_hash(initial, legacy=True)
+    node = FakePeers()
+    d = unit_driver(ledger=FakeLedger(h), node=node, address=ME, poll=0.1)
+    model = await d.ensure_initial_model()
+    assert content_hash(model, legacy=True) == h and node.asked == 0
+    assert content_hash(d.store.get(h, keep=False), legacy=True) == h
+    assert d.state.problems.current() == [] == d.state.problems.repaired()
+
+
 async def test_an_initial_model_the_task_cannot_rebuild_is_fetched_from_a_peer_after_retries(
     tmp_path, unit_driver
 ):
