@@ -159,7 +159,8 @@ class UpdateSource:
         if h is None:
             raise UpdateUnavailable(f"this site's journal names no committed update of round {r}")
         state, where = await self.get(h, [site], what)
-        if ShardLayout(state, self.shard_leaves).root(state) != root:
+        layout = ShardLayout(state, self.shard_leaves)
+        if layout.root(state) != root and layout.root(state, legacy=True) != root:  # v1: before protocol 4
             raise UpdateUnavailable(f"{what} in round {r}, as served, is not what its committed root names")
         return state, where
 

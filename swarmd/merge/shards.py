@@ -78,13 +78,14 @@ class ShardLayout:
     def leaves(self, state: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return [self.leaf(state, i) for i in range(self.count)]
 
-    def hashes(self, state: Mapping[str, torch.Tensor]) -> list[Digest]:
-        """The content hash of every leaf of `state`, in leaf order."""
-        return [content_hash(leaf) for leaf in self.leaves(state)]
+    def hashes(self, state: Mapping[str, torch.Tensor], *, legacy: bool = False) -> list[Digest]:
+        """The content hash (`legacy`: the v1 hash) of every leaf of `state`, in leaf order."""
+        return [content_hash(leaf, legacy=legacy) for leaf in self.leaves(state)]
 
-    def root(self, state: Mapping[str, torch.Tensor]) -> Digest:
-        """What a site commits to in a sharded round: the Merkle root of its update's leaf hashes."""
-        return merkle_root(self.hashes(state))
+    def root(self, state: Mapping[str, torch.Tensor], *, legacy: bool = False) -> Digest:
+        """What a site commits to in a sharded round: the Merkle root of its update's leaf hashes
+        (`legacy`: of their v1 hashes, as committed before protocol 4)."""
+        return merkle_root(self.hashes(state, legacy=legacy))
 
 
 class Assembly:

@@ -84,3 +84,20 @@ async def test_a_committer_nobody_can_ask_cannot_be_audited(tmp_path):
     verdict = await _audit(store, info, {R: store.put(mine)})
     assert verdict.status is Status.CANNOT_AUDIT
     assert f"no one names the update {B} committed in round {R}" in verdict.reason
+
+
+async def test_a_round_finalized_before_protocol_4_is_held_to_its_v1_names(tmp_path):
+    """Before the content hash became BLAKE3, a round named its base, its updates' leaves and its merged
+    model by v1 (sha256) hashes, and the chain keeps those names: an auditor checks each by them."""
+    store = CheckpointStore(tmp_path)
+    base, mine = _model(1.0), _model(1.5)
+    base_v1, mine_v1 = (content_hash(s, legacy=True) for s in (base, mine))
+    root = ShardLayout(mine, SHARD_LEAVES).root(mine, legacy=True)
+    assert root != _root(mine)
+    info = RoundInfo(
+        round=R, status=RoundStatus.FINALIZED, term=0, leader=A, commits=(CommitInfo(A, root, 10, block=1),),
+        failed_leaders=(), base_hash=store.put(base, base_v1), merged_hash=mine_v1, included=(A,),
+        opened_block=0, first_commit_block=1, elected_block=2, finalized_block=3,
+    )  # fmt: skip
+    verdict = await _audit(store, info, {R: store.put(mine, mine_v1)})
+    assert verdict.status is Status.VERIFIED and verdict.recomputed == mine_v1, verdict.reason
