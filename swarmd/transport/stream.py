@@ -23,7 +23,6 @@ import mmap
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -61,55 +60,16 @@ _HASHER = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_nam
 _HUGE = 2 << 20  # a transparent huge page
 
 
-class _Regions:
-    """Payload mappings whose tensors are all gone, kept for the next payload of the same size.
-
-    The kernel zero-fills every page of a fresh mapping on first touch: ~0.2 CPU-s per GB received,
-    the largest cost on a sealed stream's receiving loop after decryption (perf, `swarm bench
-    transport`). A leader takes updates of one size round after round, and a site the merged model of
-    that size, so a mapping comes back within a round. At most `keep` idle mappings and `keep_bytes`
-    stay resident. A mapping is lent again only once nothing views it: its finalizer runs when the last
-    tensor or memoryview over it is gone. Its old bytes are never read: a stream writes every byte
-    before its hash is checked, and a failed stream's buffer is dropped."""
-
-    def __init__(self, keep: int, keep_bytes: int) -> None:
-        self.keep = keep
-        self.keep_bytes = keep_bytes
-        self._idle: list[mmap.mmap] = []
-        # Re-entrant: a finalizer may run from a garbage collection inside `take` on the same thread.
-        self._lock = threading.RLock()
-
-    def take(self, total: int) -> mmap.mmap | None:
-        with self._lock:
-            for i, region in enumerate(self._idle):
-                if len(region) == total:
-                    return self._idle.pop(i)
-        return None
-
-    def give_back(self, region: mmap.mmap) -> None:
-        with self._lock:
-            if len(self._idle) < self.keep and sum(map(len, self._idle)) + len(region) <= self.keep_bytes:
-                self._idle.append(region)
-
-
-_REGIONS = _Regions(keep=4, keep_bytes=512 << 20)
-
-
 def payload_buffer(total: int) -> torch.Tensor:
-    """A writable byte buffer for a received payload, backed by transparent huge pages where the kernel
-    has them: first touch of fresh 4 KiB pages (fault, zero, charge) cost the receiver ~0.35 CPU-s per
-    GB, as much as decrypting; 2 MiB pages take a quarter of that (measured). A mapping of the same size
-    whose payload is gone is reused (`_Regions`): no fault and no zero fill at all."""
+    """A fresh, writable byte buffer for a received payload, backed by transparent huge pages where
+    the kernel has them: first touch of fresh 4 KiB pages (fault, zero, charge) cost the receiver
+    ~0.35 CPU-s per GB, as much as decrypting; 2 MiB pages take a quarter of that (measured)."""
     if total < _HUGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(total, dtype=torch.uint8)
-    region = _REGIONS.take(total)
-    if region is None:
-        region = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        with contextlib.suppress(OSError):  # THP disabled ("never"): ordinary pages
-            region.madvise(mmap.MADV_HUGEPAGE)
-    view = memoryview(region)
-    weakref.finalize(view, _REGIONS.give_back, region)  # once nothing views the payload any more
-    return torch.frombuffer(view, dtype=torch.uint8)  # the tensor keeps the view, and so the mapping
+    region = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError):  # THP disabled ("never"): ordinary pages
+        region.madvise(mmap.MADV_HUGEPAGE)
+    return torch.frombuffer(region, dtype=torch.uint8)  # the tensor keeps the mapping alive
 
 
 class SealBuffers:

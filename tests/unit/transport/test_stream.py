@@ -300,31 +300,3 @@ async def test_an_empty_state_is_done_at_once_with_the_empty_hash() -> None:
     assert sealed == [] and inbound.n_chunks == 0 and inbound.done.is_set()
     assert await inbound.digest() == codec.content_hash({})
 
-
-@pytest.mark.skipif(
-    not hasattr(stream.mmap, "MADV_HUGEPAGE"), reason="payload buffers are mappings only here"
-)
-def test_a_payload_mapping_is_lent_again_only_once_nothing_views_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    regions = stream._Regions(keep=2, keep_bytes=16 << 20)
-    monkeypatch.setattr(stream, "_REGIONS", regions)
-    size = 4 << 20
-    first = stream.payload_buffer(size)
-    address = first.data_ptr()
-    tail = first[size // 2 :].view(torch.int32)  # a view outlives the buffer itself
-    del first
-    second = stream.payload_buffer(size)  # the first is still viewed: a fresh mapping
-    assert second.data_ptr() != address
-    del tail
-    third = stream.payload_buffer(size)  # now the first mapping comes back, not a fresh one
-    assert third.data_ptr() == address
-    other = stream.payload_buffer(size + (2 << 20))  # another size: never a mapping of this one
-    assert other.data_ptr() not in (address, second.data_ptr())
-
-
-def test_idle_payload_mappings_are_bounded_by_count_and_bytes() -> None:
-    regions = stream._Regions(keep=2, keep_bytes=10 << 20)
-    m8, m4, m2, m1 = (stream.mmap.mmap(-1, n << 20) for n in (8, 4, 2, 1))
-    for region in (m8, m4, m2, m1):  # 8 kept; 4 over the bytes; 2 kept; 1 over the count
-        regions.give_back(region)
-    assert regions.take(8 << 20) is m8 and regions.take(2 << 20) is m2
-    assert regions.take(4 << 20) is None and regions.take(1 << 20) is None
