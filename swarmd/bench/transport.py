@@ -37,7 +37,6 @@ import zmq.asyncio
 from swarmd import codec
 from swarmd.bench.relay import run_relay_bench, run_relay_link_bench
 from swarmd.bench.report import Step
-from swarmd.ops.launcher import MMAP_THRESHOLD, TRIM_THRESHOLD
 from swarmd.ops.netns import format_rate
 from swarmd.transport import Limits, Node, Refusal, Verdict
 from swarmd.transport.node import BulkMode
@@ -185,17 +184,14 @@ async def _node_receiver(conn: Connection, mode: BulkMode, total: int) -> None:
 
 
 def _fix_mmap_threshold() -> None:
-    """Serve payload-sized blocks from mmap so they go back to the OS when freed (M_MMAP_THRESHOLD), as
-    the daemon's unit does (and its trim threshold: `launcher.TRIM_THRESHOLD`).
+    """Serve payload-sized blocks from mmap so they go back to the OS when freed (M_MMAP_THRESHOLD).
 
     glibc raises its threshold after each large free, so the next payload buffer lands in the heap and
     the freed ones stay resident: peak RSS then measures the allocator, not the transport. 16 MiB keeps
     the 4 MiB chunk messages in the (warm) heap and puts payload buffers in mmap.
     """
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD = -3
-        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD = -1
+        ctypes.CDLL("libc.so.6").mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD = -3
 
 
 def _receiver_main(conn: Connection, mode: str, total: int, count: int) -> None:

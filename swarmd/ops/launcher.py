@@ -48,7 +48,6 @@ PRELOAD = (
     "torch._dynamo",
 )
 MMAP_THRESHOLD = 16 << 20  # without it glibc keeps freed multi-MB payloads resident (docs/transport.md)
-TRIM_THRESHOLD = 16 << 20  # and with it alone returns freed chunk messages to the OS, to fault them again
 
 
 class Proc(Protocol):
@@ -114,7 +113,7 @@ def _fork_daemon(config: Path, log: Path, env: dict[str, str]) -> ForkedDaemon:
 
 def _forked_main(config: str, log: str, env: dict[str, str]) -> None:
     """A forked daemon's first steps: what Popen and a fresh interpreter would have set up (its environment,
-    stdout and stderr in its log, glibc's mmap and trim thresholds), then `swarmd run --config CONFIG`."""
+    stdout and stderr in its log, glibc's mmap threshold), then `swarmd run --config CONFIG`."""
     os.environ.clear()
     os.environ.update(env)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -124,9 +123,7 @@ def _forked_main(config: str, log: str, env: dict[str, str]) -> None:
     for stream in (sys.stdout, sys.stderr):  # PYTHONUNBUFFERED came too late for these
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     with contextlib.suppress(OSError, AttributeError):  # glibc only
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD = -3
-        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD = -1
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD = -3
     from swarmd.cli.swarmd import app
 
     app(["run", "--config", config], prog_name="swarmd")
@@ -158,7 +155,6 @@ class DaemonProcess:
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
             "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
-            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
             **(env or {}),
         }
         if self.fork and not self.wrap:

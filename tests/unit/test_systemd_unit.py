@@ -104,12 +104,3 @@ def test_systemd_analyze_verify_passes(tmp_path):
     report = (proc.stdout + proc.stderr).strip()
     assert proc.returncode == 0, report
     assert report == "", report
-
-
-def test_the_unit_sets_glibc_s_thresholds_as_the_benches_daemons_have_them(service):
-    """The benches measure daemons started with these (ops.launcher); a site runs with the same."""
-    from swarmd.ops.launcher import MMAP_THRESHOLD, TRIM_THRESHOLD
-
-    env = dict(v.split("=", 1) for line in service["Environment"] for v in line.split())
-    assert env["MALLOC_MMAP_THRESHOLD_"] == str(MMAP_THRESHOLD)
-    assert env["MALLOC_TRIM_THRESHOLD_"] == str(TRIM_THRESHOLD)

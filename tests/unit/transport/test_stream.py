@@ -299,4 +299,3 @@ async def test_an_empty_state_is_done_at_once_with_the_empty_hash() -> None:
     inbound, _, sealed = _stream(KEY, state={})
     assert sealed == [] and inbound.n_chunks == 0 and inbound.done.is_set()
     assert await inbound.digest() == codec.content_hash({})
-
