@@ -13,7 +13,7 @@ file, logs, status, CLI).
     content_hash = BLAKE3(b"swarmd-model-v2" + manifest.canonical_bytes() + tensor bytes in manifest order)
 
 BLAKE3 since protocol 4, not sha256: every update and merged model is hashed several times a round, and
-one BLAKE3 stream runs at about 6 GB/s on a core here, sha256 at 1.2-1.8. Models named before then keep
+one BLAKE3 stream runs at 5.2-7.3 GB/s on a core here, sha256 at 1.2-1.7. Models named before then keep
 their names on chain, so where a hash is checked against a name that old (the store, a fetched model,
 an audit) `hash_against` also accepts the v1 hash, sha256(b"swarmd-model-v1" + the same bytes).
 
